@@ -1,0 +1,478 @@
+"""The ``prepare`` stage: a corpus on disk -> an utterance manifest (JSONL).
+
+Three corpus layouts are understood:
+
+``fsdd``
+    Free Spoken Digit Dataset: ``recordings/{digit}_{speaker}_{take}.wav``.  Utterance id
+    ``{speaker}-{digit}-{take:02d}`` (speaker-prefixed, as Kaldi wants); the official split puts
+    takes 0-4 in ``test`` and the rest in ``train``.
+``tidigits``
+    LDC TIDIGITS: ``{train,test}/{man,woman,boy,girl}/<spk>/<digits><a|b>.wav`` (NIST SPHERE,
+    20 kHz), possibly under ``tidigits/`` or ``data/{adults,children}/``.  Ids, speakers and
+    transcripts as Kaldi's ``egs/tidigits/s5/local/tidigits_data_prep.sh``: id ``<spk>_<digits><a|b>``
+    (``ae_z1oa``), transcript from the letters (``z`` -> zero, ``o`` -> oh).
+``list``
+    A CSV (header with ``path,transcript,speaker`` and optional ``split,id``) or JSONL file with
+    those keys; relative paths are resolved against the list file's directory.
+
+Every input is accounted for: it ends up either in ``utterances.jsonl`` (kept) or in
+``rejected.jsonl`` with a reason, so ``kept + rejected == total``.  Every kept file has been
+opened and fully read by :func:`pvae_data.audio.inspect_audio`.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import multiprocessing as mp
+import os
+import re
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Iterable, Iterator
+
+from tqdm import tqdm
+
+from .audio import AudioError, inspect_audio
+from .digits import CHAR_TO_WORD, normalize_transcript
+from .io_utils import write_json, write_jsonl
+
+CORPORA = ("fsdd", "tidigits", "list")
+LIST_FORMATS = ("auto", "csv", "tsv", "jsonl")
+SPLITS = ("train", "test")
+TIDIGITS_GROUPS = ("man", "woman", "boy", "girl")
+#: Files with these extensions count as inputs when scanning a corpus directory; anything else
+#: (README, .txt, ...) is skipped and only counted in ``PrepareSummary.ignored``.
+AUDIO_EXTENSIONS = (".wav", ".sph", ".flac", ".nist")
+
+UTTERANCES = "utterances.jsonl"
+REJECTED = "rejected.jsonl"
+CONFIG = "prepare_config.json"
+
+_FSDD_RE = re.compile(r"^(\d)_([A-Za-z0-9]+)_(\d+)\.wav$", re.IGNORECASE)
+_TIDIGITS_RE = re.compile(r"^([1-9zo]+)([ab])\.(?:wav|sph|flac)$", re.IGNORECASE)
+_SPK_RE = re.compile(r"^[A-Za-z0-9]+$")
+
+
+@dataclass(frozen=True)
+class PrepareConfig:
+    corpus: str  # "fsdd" | "tidigits" | "list"
+    source: str  # corpus directory, or the list file for corpus="list"
+    list_format: str = "auto"  # list only: auto (by extension/content) | csv | tsv | jsonl
+    fsdd_test_max_take: int = 4  # fsdd only: takes 0..this are "test", the rest "train"
+
+    def __post_init__(self) -> None:
+        if self.corpus not in CORPORA:
+            raise ValueError(f"corpus must be one of {', '.join(CORPORA)}; got {self.corpus!r}")
+        if self.list_format not in LIST_FORMATS:
+            raise ValueError(f"list_format must be one of {', '.join(LIST_FORMATS)}; got {self.list_format!r}")
+        if not str(self.source):
+            raise ValueError("source must be given")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "PrepareConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown PrepareConfig fields: {sorted(unknown)}")
+        return cls(**d)
+
+
+@dataclass
+class PrepareSummary:
+    total: int  # inputs found (files, or list entries)
+    kept: int
+    rejected: int
+    elapsed_s: float
+    notes: int  # kept records carrying a "note"
+    ignored: int = 0  # non-audio files skipped while scanning a directory (not inputs)
+    speakers: int = 0
+    hours: float = 0.0  # total duration of kept audio
+    splits: dict = field(default_factory=dict)  # {"train": n, "test": n, "none": n} over kept
+    reasons: dict = field(default_factory=dict)  # rejection category -> count
+    out_dir: str = ""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class _Item:
+    """One input: what we know about it before looking at its audio."""
+
+    path: str | None  # absolute path (None if a list entry has no usable path)
+    id: str | None = None
+    speaker: str | None = None
+    transcript: str | None = None
+    split: str | None = None
+    extra: dict = field(default_factory=dict)  # corpus-specific record fields (e.g. "group")
+    notes: list = field(default_factory=list)  # fix-ups made to the input
+    reason: str | None = None  # set => rejected
+    line: int | None = None  # list corpus: line in the list file
+
+
+# --------------------------------------------------------------------------------------------
+# discovery
+
+
+def _abspath(p: str | os.PathLike) -> str:
+    return os.path.abspath(os.fspath(p))
+
+
+def _scan(directory: Path, recursive: bool) -> tuple[list[Path], int]:
+    """Audio-extension files under ``directory`` (sorted) and the count of other files."""
+    found: list[Path] = []
+    ignored = 0
+    it: Iterable[Path] = directory.rglob("*") if recursive else directory.iterdir()
+    for p in it:
+        rel = p.relative_to(directory)
+        if any(part.startswith(".") for part in rel.parts):
+            continue  # hidden files / dirs (.DS_Store, .git, our own .tmp files)
+        if not p.is_file():
+            continue
+        if p.suffix.lower() in AUDIO_EXTENSIONS:
+            found.append(p)
+        else:
+            ignored += 1
+    found.sort(key=lambda q: q.as_posix())
+    return found, ignored
+
+
+def _fsdd_items(cfg: PrepareConfig) -> tuple[list[_Item], int]:
+    src = Path(cfg.source)
+    rec = src / "recordings" if (src / "recordings").is_dir() else src
+    if not rec.is_dir():
+        raise FileNotFoundError(f"FSDD source {cfg.source!r}: no such directory")
+    files, ignored = _scan(rec, recursive=False)
+    items = []
+    for p in files:
+        m = _FSDD_RE.match(p.name)
+        if not m:
+            items.append(_Item(_abspath(p), reason="bad name: expected {digit}_{speaker}_{take}.wav"))
+            continue
+        digit, speaker, take = m.group(1), m.group(2), int(m.group(3))
+        items.append(
+            _Item(
+                _abspath(p),
+                id=f"{speaker}-{digit}-{take:02d}",
+                speaker=speaker,
+                transcript=CHAR_TO_WORD[digit],
+                split="test" if take <= cfg.fsdd_test_max_take else "train",
+            )
+        )
+    return items, ignored
+
+
+def _tidigits_roots(src: Path) -> list[Path]:
+    """Directories holding ``train/``/``test/`` (Kaldi's layouts, plus children)."""
+
+    def has_split(d: Path) -> bool:
+        return any((d / s).is_dir() for s in SPLITS)
+
+    for top in (src, src / "tidigits"):
+        if has_split(top):
+            return [top]
+        data = top / "data"
+        roots = [data / sub for sub in ("adults", "children") if has_split(data / sub)]
+        if roots:
+            return roots
+    return []
+
+
+def _tidigits_items(cfg: PrepareConfig) -> tuple[list[_Item], int]:
+    src = Path(cfg.source)
+    if not src.is_dir():
+        raise FileNotFoundError(f"TIDIGITS source {cfg.source!r}: no such directory")
+    roots = _tidigits_roots(src)
+    if not roots:
+        raise FileNotFoundError(
+            f"TIDIGITS source {cfg.source!r}: no train/ or test/ directory (also looked in tidigits/ and data/adults/)"
+        )
+    items: list[_Item] = []
+    ignored = 0
+    for root in roots:
+        for split in SPLITS:
+            if not (root / split).is_dir():
+                continue
+            files, ign = _scan(root / split, recursive=True)
+            ignored += ign
+            for p in files:
+                rel = p.relative_to(root / split).parts
+                m = _TIDIGITS_RE.match(p.name)
+                if len(rel) != 3 or rel[0].lower() not in TIDIGITS_GROUPS or not _SPK_RE.match(rel[1]) or not m:
+                    items.append(
+                        _Item(_abspath(p), reason=f"bad name: expected {split}/{{man,woman,boy,girl}}/<spk>/<digits><a|b>.wav")
+                    )
+                    continue
+                group, spk = rel[0].lower(), rel[1].lower()
+                digits, ab = m.group(1).lower(), m.group(2).lower()
+                items.append(
+                    _Item(
+                        _abspath(p),
+                        id=f"{spk}_{digits}{ab}",
+                        speaker=spk,
+                        transcript=" ".join(CHAR_TO_WORD[c] for c in digits),
+                        split=split,
+                        extra={"group": group},
+                    )
+                )
+    return items, ignored
+
+
+def _list_format(path: Path, fmt: str) -> str:
+    if fmt != "auto":
+        return fmt
+    ext = path.suffix.lower()
+    if ext in (".jsonl", ".json", ".ndjson"):
+        return "jsonl"
+    if ext == ".tsv":
+        return "tsv"
+    if ext == ".csv":
+        return "csv"
+    with open(path, encoding="utf-8-sig") as f:
+        for line in f:
+            if line.strip():
+                return "jsonl" if line.lstrip().startswith("{") else "csv"
+    return "csv"
+
+
+def _list_rows(path: Path, fmt: str) -> Iterator[tuple[int, dict | None, str | None]]:
+    """Yield ``(line, row, error)`` for each entry of the list file."""
+    if fmt == "jsonl":
+        with open(path, encoding="utf-8-sig") as f:
+            for i, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as e:
+                    yield i, None, f"bad list entry: not valid JSON ({e.msg})"
+                    continue
+                if not isinstance(row, dict):
+                    yield i, None, "bad list entry: not a JSON object"
+                    continue
+                yield i, row, None
+        return
+    with open(path, encoding="utf-8-sig", newline="") as f:
+        reader = csv.DictReader(f, delimiter="\t" if fmt == "tsv" else ",")
+        if reader.fieldnames is None:
+            return
+        reader.fieldnames = [(h or "").strip().lower() for h in reader.fieldnames]
+        missing = [k for k in ("path", "transcript", "speaker") if k not in reader.fieldnames]
+        if missing:
+            raise ValueError(f"{path}: header lacks column(s) {', '.join(missing)} (has {', '.join(reader.fieldnames)})")
+        for row in reader:
+            if None in row:  # more cells than header columns
+                yield reader.line_num, None, f"bad list entry: {len(reader.fieldnames) + len(row[None])} cells for {len(reader.fieldnames)} columns"
+                continue
+            yield reader.line_num, row, None
+
+
+def _str_field(row: dict, key: str) -> str:
+    v = row.get(key)
+    if v is None:
+        return ""
+    if isinstance(v, bool) or not isinstance(v, (str, int, float)):
+        raise ValueError(f"{key} must be a string")
+    return str(v).strip()
+
+
+def _list_item(row: dict, line: int, base: Path) -> _Item:
+    item = _Item(None, line=line)
+    try:
+        raw_path = _str_field(row, "path")
+    except ValueError as e:
+        item.reason = f"bad list entry: {e}"
+        return item
+    if raw_path:
+        item.path = _abspath(base / os.path.expanduser(raw_path))
+    try:
+        speaker = _str_field(row, "speaker")
+        transcript = _str_field(row, "transcript")
+        split = _str_field(row, "split")
+        uid = _str_field(row, "id")
+    except ValueError as e:
+        item.reason = f"bad list entry: {e}"
+        return item
+    if not raw_path:
+        item.reason = "bad list entry: no path"
+        return item
+    if not speaker or not re.fullmatch(r"\S+", speaker):
+        item.reason = f"bad speaker: {speaker!r} (must be non-empty, no whitespace)"
+        return item
+    item.speaker = speaker
+    item.id = uid or f"{speaker}-{Path(raw_path).stem}"
+    if not re.fullmatch(r"\S+", item.id):
+        item.reason = f"bad id: {item.id!r} (must not contain whitespace)"
+        return item
+    try:
+        item.transcript = " ".join(normalize_transcript(transcript))
+    except ValueError as e:
+        item.reason = f"bad transcript: {e}"
+        return item
+    if item.transcript != " ".join(transcript.lower().split()):
+        item.notes.append(f"transcript normalised from {transcript!r}")
+    split = split.lower()
+    if split in ("", "none", "null"):
+        item.split = None
+    elif split in SPLITS:
+        item.split = split
+    else:
+        item.reason = f"bad split: {split!r} (expected train, test or empty)"
+        return item
+    if not os.path.exists(item.path):
+        item.reason = "file not found"
+    return item
+
+
+def _list_items(cfg: PrepareConfig) -> tuple[list[_Item], int]:
+    path = Path(cfg.source)
+    if not path.is_file():
+        raise FileNotFoundError(f"list file {cfg.source!r} not found")
+    fmt = _list_format(path, cfg.list_format)
+    base = path.resolve().parent
+    items = []
+    for line, row, err in _list_rows(path, fmt):
+        items.append(_Item(None, reason=err, line=line) if err else _list_item(row, line, base))
+    return items, 0
+
+
+# --------------------------------------------------------------------------------------------
+# audio checks
+
+
+def _inspect_worker(path: str) -> tuple[dict | None, str | None]:
+    """Top-level (picklable) wrapper: never raises, so one odd file cannot stop the run."""
+    try:
+        return inspect_audio(path).to_dict(), None
+    except AudioError as e:
+        return None, e.reason
+    except Exception as e:  # noqa: BLE001 - anything else is still a per-file rejection
+        return None, f"unreadable: {type(e).__name__}: {e}"
+
+
+def _inspect_all(paths: list[str], jobs: int, progress: bool) -> list[tuple[dict | None, str | None]]:
+    show = progress and sys.stderr.isatty()
+    bar = tqdm(total=len(paths), desc="prepare", unit="file", disable=not show, leave=False)
+    out: list[tuple[dict | None, str | None]] = []
+    try:
+        if jobs <= 1 or len(paths) <= 1:
+            for p in paths:
+                out.append(_inspect_worker(p))
+                bar.update(1)
+        else:
+            workers = min(jobs, len(paths))
+            chunk = max(1, min(64, len(paths) // (workers * 8)))
+            ctx = mp.get_context("spawn")
+            with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as ex:
+                for r in ex.map(_inspect_worker, paths, chunksize=chunk):
+                    out.append(r)
+                    bar.update(1)
+    finally:
+        bar.close()
+    return out
+
+
+def _category(reason: str) -> str:
+    return reason.split(":", 1)[0].split(" (", 1)[0].strip()
+
+
+# --------------------------------------------------------------------------------------------
+
+
+def prepare_corpus(
+    cfg: PrepareConfig, out_dir: str | os.PathLike, jobs: int = 1, progress: bool = True
+) -> PrepareSummary:
+    """Build ``utterances.jsonl``, ``rejected.jsonl`` and ``prepare_config.json`` in ``out_dir``.
+
+    ``jobs > 1`` checks the audio in that many spawned processes (output is identical to
+    ``jobs=1``); ``jobs <= 0`` means one per CPU.  Raises ``FileNotFoundError``/``ValueError``
+    for a missing source, a list without the required columns, or a corpus with no inputs.
+    """
+    t0 = time.perf_counter()
+    if jobs <= 0:
+        jobs = os.cpu_count() or 1
+    cfg = replace(cfg, source=_abspath(cfg.source))
+    discover = {"fsdd": _fsdd_items, "tidigits": _tidigits_items, "list": _list_items}[cfg.corpus]
+    items, ignored = discover(cfg)
+    if not items:
+        raise ValueError(f"{cfg.corpus} source {cfg.source!r}: no inputs found")
+
+    # duplicate ids: the first (in input order) wins
+    first: dict[str, str | None] = {}
+    for it in items:
+        if it.reason is not None or it.id is None:
+            continue
+        if it.id in first:
+            it.reason = f"duplicate id: {it.id!r} already used by {first[it.id]}"
+        else:
+            first[it.id] = it.path
+
+    todo = sorted({it.path for it in items if it.reason is None and it.path is not None})
+    results = dict(zip(todo, _inspect_all(todo, jobs, progress)))
+
+    kept: list[dict] = []
+    rejected: list[dict] = []
+    for it in items:
+        info, reason = (None, it.reason) if it.reason is not None else results[it.path]
+        if reason is not None:
+            rec = {"path": it.path, "id": it.id, "reason": reason}
+            if it.line is not None:
+                rec["line"] = it.line
+            rejected.append(rec)
+            continue
+        rec = {
+            "id": it.id,
+            "audio": it.path,
+            "speaker": it.speaker,
+            "transcript": it.transcript,
+            "split": it.split,
+            "duration": round(info["num_samples"] / info["sample_rate"], 6),
+            "sample_rate": info["sample_rate"],
+            "channels": info["channels"],
+            "num_samples": info["num_samples"],
+            "corpus": cfg.corpus,
+            **it.extra,
+        }
+        notes = list(it.notes)
+        if info["channels"] > 1:
+            notes.append(f"downmixed {info['channels']} channels to mono")
+        if notes:
+            rec["note"] = "; ".join(notes)
+        kept.append(rec)
+    kept.sort(key=lambda r: r["id"])
+    assert len(kept) + len(rejected) == len(items)
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    write_jsonl(out / REJECTED, rejected)
+    write_json(out / CONFIG, cfg.to_dict())
+    write_jsonl(out / UTTERANCES, kept)  # last: its presence marks a finished run
+
+    splits: dict[str, int] = {}
+    for r in kept:
+        k = r["split"] or "none"
+        splits[k] = splits.get(k, 0) + 1
+    reasons: dict[str, int] = {}
+    for r in rejected:
+        k = _category(r["reason"])
+        reasons[k] = reasons.get(k, 0) + 1
+    return PrepareSummary(
+        total=len(items),
+        kept=len(kept),
+        rejected=len(rejected),
+        elapsed_s=round(time.perf_counter() - t0, 3),
+        notes=sum(1 for r in kept if "note" in r),
+        ignored=ignored,
+        speakers=len({r["speaker"] for r in kept}),
+        hours=round(sum(r["duration"] for r in kept) / 3600.0, 4),
+        splits=dict(sorted(splits.items())),
+        reasons=dict(sorted(reasons.items())),
+        out_dir=str(out),
+    )

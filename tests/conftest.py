@@ -1,0 +1,136 @@
+"""Shared pytest fixtures: the real FSDD corpus, small corpus copies and audio-file writers.
+
+Everything a test writes goes under its own ``tmp_path``.  Tests that need the real FSDD
+recordings are skipped when ``/work/shared/data/fsdd/recordings`` (or ``$PVAE_FSDD``) is absent.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+FSDD_ROOT = Path(os.environ.get("PVAE_FSDD", "/work/shared/data/fsdd"))
+FSDD_SPEAKERS = ("george", "jackson", "lucas", "nicolas", "theo", "yweweler")
+# (digit, take) pairs copied per speaker by ``fsdd_subset``: takes 0-4 are test, 5-49 train.
+FSDD_SUBSET_PAIRS = ((0, 0), (1, 4), (5, 2), (7, 5), (3, 10), (8, 30), (9, 49))
+
+
+@pytest.fixture(scope="session")
+def fsdd_recordings() -> Path:
+    """The real FSDD ``recordings/`` directory (test skipped if missing)."""
+    rec = FSDD_ROOT / "recordings"
+    if not rec.is_dir() or not any(rec.glob("*.wav")):
+        pytest.skip(f"FSDD recordings not found at {rec}")
+    return rec
+
+
+@pytest.fixture(scope="session")
+def fsdd_audio(fsdd_recordings: Path) -> Callable[[int, str, int], tuple[np.ndarray, int]]:
+    """``fsdd_audio(digit, speaker, take) -> (int16 samples, sample_rate)`` of a real recording."""
+
+    def load(digit: int, speaker: str, take: int) -> tuple[np.ndarray, int]:
+        data, sr = sf.read(fsdd_recordings / f"{digit}_{speaker}_{take}.wav", dtype="int16")
+        return data, sr
+
+    return load
+
+
+@pytest.fixture
+def fsdd_subset(tmp_path: Path, fsdd_recordings: Path) -> Path:
+    """A copy of 42 real FSDD files (7 per speaker, test and train takes) as ``<root>/recordings``.
+
+    Returns ``<root>``; add files to ``<root>/recordings`` to extend it.
+    """
+    root = tmp_path / "fsdd"
+    rec = root / "recordings"
+    rec.mkdir(parents=True)
+    for spk in FSDD_SPEAKERS:
+        for digit, take in FSDD_SUBSET_PAIRS:
+            name = f"{digit}_{spk}_{take}.wav"
+            shutil.copyfile(fsdd_recordings / name, rec / name)
+    return root
+
+
+@pytest.fixture(scope="session")
+def write_audio() -> Callable[..., Path]:
+    """``write_audio(path, data, sample_rate, format=None, subtype="PCM_16") -> path``.
+
+    ``data`` is int16 (or float in [-1, 1)), shape ``(n,)`` or ``(n, channels)``; ``format``
+    is a libsndfile major format ("WAV", "NIST", "FLAC", ...), by default from the extension
+    (``.wav`` -> WAV), so ``format="NIST"`` writes a SPHERE file under a ``.wav`` name.
+    """
+
+    def write(path, data, sample_rate: int, format: str | None = None, subtype: str = "PCM_16") -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        sf.write(path, np.asarray(data), sample_rate, format=format, subtype=subtype)
+        return path
+
+    return write
+
+
+def make_sphere_shorten(path: Path, sample_rate: int = 20000, num_samples: int = 4000) -> Path:
+    """A SPHERE header claiming shorten compression followed by junk bytes (as LDC ships)."""
+    hdr = (
+        "NIST_1A\n   1024\n"
+        "channel_count -i 1\n"
+        f"sample_rate -i {sample_rate}\n"
+        "sample_n_bytes -i 2\nsample_sig_bits -i 16\n"
+        f"sample_count -i {num_samples}\n"
+        "sample_byte_format -s2 01\n"
+        "sample_coding -s26 pcm,embedded-shorten-v2.00\n"
+        "end_head\n"
+    ).encode("ascii")
+    rng = np.random.default_rng(0)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(hdr.ljust(1024, b" ") + rng.integers(0, 256, 3000, dtype=np.uint8).tobytes())
+    return path
+
+
+@pytest.fixture(scope="session")
+def write_sphere_shorten() -> Callable[..., Path]:
+    """``write_sphere_shorten(path, sample_rate=20000, num_samples=4000) -> path``."""
+    return make_sphere_shorten
+
+
+@pytest.fixture
+def tidigits_tree(tmp_path: Path, fsdd_audio, write_audio) -> dict:
+    """A small TIDIGITS-layout corpus built from real FSDD audio, as 20 kHz NIST SPHERE ``*.wav``.
+
+    Layout ``<root>/tidigits/{train,test}/{man,woman,boy,girl}/<spk>/<digits><a|b>.wav``; the
+    digits of each name are spoken by concatenating FSDD recordings (``z``/``o`` use digit 0).
+    Returns ``{"root": <root>, "files": {relative path under tidigits/: digit string}}``.
+    """
+    import soxr
+
+    layout = {
+        "train/man/ae/1o7a.wav": "george",
+        "train/man/ae/z1oa.wav": "george",
+        "train/man/ae/2b.wav": "george",
+        "train/woman/ac/98a.wav": "jackson",
+        "train/boy/bd/5zb.wav": "lucas",
+        "test/girl/gf/3a.wav": "nicolas",
+        "test/man/ah/o4za.wav": "theo",
+        "test/woman/ck/66b.wav": "yweweler",
+    }
+    root = tmp_path / "ldc"
+    files = {}
+    for i, (rel, spk) in enumerate(sorted(layout.items())):
+        digits = Path(rel).stem[:-1]
+        parts = []
+        for j, c in enumerate(digits):
+            d = 0 if c in "zo" else int(c)
+            x, sr = fsdd_audio(d, spk, (5 + i + j) % 50)
+            parts.append(x.astype(np.float32))
+        wave = np.concatenate(parts)
+        y = soxr.resample(wave, sr, 20000, quality="HQ")
+        y = np.clip(np.round(y), -32768, 32767).astype(np.int16)
+        write_audio(root / "tidigits" / rel, y, 20000, format="NIST")
+        files[rel] = digits
+    return {"root": root, "files": files}
