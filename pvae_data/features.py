@@ -1,0 +1,286 @@
+"""The ``fbank`` stage: an utterance or segment manifest -> Kaldi ark/scp features + CMVN stats.
+
+Work is cut into fixed chunks of the manifest (independent of ``--jobs``), each written to
+``arks/feats.NNNNN.ark`` under a temporary name and then renamed; a chunk is finished when its
+marker ``arks/feats.NNNNN.done.json`` exists (written last, atomically).  A rerun therefore skips
+finished chunks and redoes the rest, and the merged outputs are identical whatever the number of
+jobs or interruptions.
+
+Outputs in ``OUT``:
+  feats.scp            Kaldi script file, keys = ids, absolute ark paths
+  features.jsonl       the input records + ``feats`` (ark path relative to OUT, ``:offset``),
+                       ``num_frames``, ``feat_dim``
+  rejected.jsonl       inputs that produced no features, with the reason
+  cmvn.json            global (train split) and per-speaker mean/std (float64)
+  cmvn_speaker.ark/scp per-speaker stats in Kaldi's 2 x (D+1) layout (``apply-cmvn`` reads them)
+  fbank_config.json    the feature config and the stage options, checked on resume
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import zlib
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict, dataclass, field
+from multiprocessing import get_context
+from pathlib import Path
+
+import kaldiio
+import numpy as np
+
+from .fbank import FbankConfig, compute_fbank_batch, num_frames
+from .io_utils import atomic_open, atomic_path, read_jsonl, write_json, write_jsonl
+from .stage import StageSummary, Timer, progress
+
+
+@dataclass(frozen=True)
+class FbankStageConfig:
+    """Everything that determines the stage's output; saved as ``fbank_config.json``."""
+
+    fbank: FbankConfig = field(default_factory=FbankConfig)
+    chunk_size: int = 500  # utterances per ark file / unit of resumable work
+    cmvn_split: str = "train"  # split whose frames make the global CMVN stats ("" = all)
+
+    def to_dict(self) -> dict:
+        return {"fbank": self.fbank.to_dict(), "chunk_size": self.chunk_size, "cmvn_split": self.cmvn_split}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "FbankStageConfig":
+        d = dict(d)
+        return cls(fbank=FbankConfig.from_dict(d.pop("fbank", {})), **d)
+
+
+class StageConfigMismatch(RuntimeError):
+    pass
+
+
+def _manifest_digest(records: list[dict]) -> str:
+    h = hashlib.sha256()
+    for r in records:
+        h.update(json.dumps(r, sort_keys=True).encode())
+    return h.hexdigest()
+
+
+def _utt_seed(key: str, base: int) -> int:
+    return (zlib.crc32(key.encode()) + base) % (2**32)
+
+
+def _chunk_paths(out_dir: Path, index: int) -> tuple[Path, Path]:
+    arks = out_dir / "arks"
+    return arks / f"feats.{index:05d}.ark", arks / f"feats.{index:05d}.done.json"
+
+
+def _load(record: dict, rate: int) -> np.ndarray:
+    from .audio import load_audio
+
+    wave, _ = load_audio(record["audio"], start=record.get("start"), end=record.get("end"), target_rate=rate)
+    return wave
+
+
+def _compute_chunk(index: int, records: list[dict], cfg_dict: dict, out_dir: str) -> int:
+    """Worker: features of one chunk -> ark (temp name, renamed) -> marker with results and stats."""
+    from .audio import AudioError
+
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    cfg = FbankStageConfig.from_dict(cfg_dict)
+    fb = cfg.fbank
+    ark_path, done_path = _chunk_paths(Path(out_dir), index)
+    waves, ok, rejected = [], [], []
+    for r in records:
+        try:
+            w = _load(r, fb.sample_rate)
+        except AudioError as e:
+            rejected.append({"id": r["id"], "audio": r.get("audio"), "reason": e.reason})
+            continue
+        except Exception as e:  # any unexpected decoder failure is still reported per file
+            rejected.append({"id": r["id"], "audio": r.get("audio"), "reason": f"unreadable: {e}"})
+            continue
+        if num_frames(len(w), fb) == 0:
+            rejected.append({"id": r["id"], "audio": r.get("audio"),
+                             "reason": f"too short: {len(w)} samples < one {fb.window_size}-sample window"})
+            continue
+        waves.append(w)
+        ok.append(r)
+    feats = compute_fbank_batch(waves, fb, seeds=[_utt_seed(r["id"], fb.dither_seed) for r in ok])
+    results, stats = [], {}
+    with atomic_path(ark_path) as tmp:
+        with open(tmp, "wb") as f:
+            for r, m in zip(ok, feats):
+                if not np.isfinite(m).all():
+                    rejected.append({"id": r["id"], "audio": r.get("audio"), "reason": "non-finite features"})
+                    continue
+                offset = f.tell() + len(r["id"].encode()) + 1
+                kaldiio.save_ark(f, {r["id"]: m})
+                results.append({"id": r["id"], "offset": offset, "num_frames": int(m.shape[0])})
+                m64 = m.astype(np.float64)
+                key = f"{r.get('speaker')}\t{r.get('split')}"
+                s = stats.setdefault(key, [0, np.zeros(m.shape[1]), np.zeros(m.shape[1])])
+                s[0] += m.shape[0]
+                s[1] += m64.sum(0)
+                s[2] += (m64 * m64).sum(0)
+            f.flush()
+            os.fsync(f.fileno())
+    marker = {
+        "chunk": index,
+        "ark_bytes": ark_path.stat().st_size,
+        "results": results,
+        "rejected": rejected,
+        "stats": {k: [v[0], v[1].tolist(), v[2].tolist()] for k, v in stats.items()},
+    }
+    write_json(done_path, marker)
+    return len(records)
+
+
+def _chunk_is_done(out_dir: Path, index: int) -> bool:
+    ark, done = _chunk_paths(out_dir, index)
+    if not (ark.exists() and done.exists()):
+        return False
+    try:
+        marker = json.loads(done.read_text())
+    except (OSError, json.JSONDecodeError):
+        return False
+    return marker.get("ark_bytes") == ark.stat().st_size
+
+
+def compute_features(
+    manifest: str | Path,
+    out_dir: str | Path,
+    cfg: FbankStageConfig = FbankStageConfig(),
+    jobs: int = 1,
+    show_progress: bool = True,
+    overwrite: bool = False,
+) -> StageSummary:
+    """Run the ``fbank`` stage; resumable, deterministic, every input accounted for."""
+    timer = Timer()
+    out = Path(out_dir)
+    records = read_jsonl(manifest)
+    ids = [r.get("id") for r in records]
+    if any(not isinstance(i, str) or not i for i in ids):
+        raise ValueError(f"{manifest}: every record needs a non-empty string 'id'")
+    if len(set(ids)) != len(ids):
+        dup = sorted({i for i in ids if ids.count(i) > 1})[:5]
+        raise ValueError(f"{manifest}: duplicate ids, e.g. {dup}")
+    saved = {"config": cfg.to_dict(), "manifest": str(Path(manifest).resolve()),
+             "manifest_sha256": _manifest_digest(records)}
+    cfg_path = out / "fbank_config.json"
+    if cfg_path.exists() and not overwrite:
+        old = json.loads(cfg_path.read_text())
+        if old.get("config") != saved["config"] or old.get("manifest_sha256") != saved["manifest_sha256"]:
+            raise StageConfigMismatch(
+                f"{out} holds features made with another config or manifest; "
+                "use --overwrite to recompute, or another output directory")
+    if overwrite and (out / "arks").exists():
+        for p in (out / "arks").iterdir():
+            p.unlink()
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(cfg_path, saved)
+
+    chunks = [records[i:i + cfg.chunk_size] for i in range(0, len(records), cfg.chunk_size)]
+    todo = [i for i in range(len(chunks)) if not _chunk_is_done(out, i)]
+    skipped = sum(len(chunks[i]) for i in range(len(chunks)) if i not in set(todo))
+    bar = progress(len(records), "fbank", show_progress)
+    bar.update(skipped)
+    if todo:
+        if jobs <= 1 or len(todo) == 1:
+            for i in todo:
+                bar.update(_compute_chunk(i, chunks[i], cfg.to_dict(), str(out)))
+        else:
+            with ProcessPoolExecutor(max_workers=min(jobs, len(todo)), mp_context=get_context("spawn")) as ex:
+                futs = [ex.submit(_compute_chunk, i, chunks[i], cfg.to_dict(), str(out)) for i in todo]
+                for fut in as_completed(futs):
+                    bar.update(fut.result())
+    bar.close()
+    summary = _merge(out, records, len(chunks))
+    summary.elapsed_s = timer.elapsed
+    summary.skipped_done = skipped
+    return summary.check()
+
+
+def _merge(out: Path, records: list[dict], n_chunks: int) -> StageSummary:
+    """Combine chunk markers into the stage outputs, in manifest order."""
+    results, rejected, stats = {}, [], {}
+    for i in range(n_chunks):
+        ark, done = _chunk_paths(out, i)
+        marker = json.loads(done.read_text())
+        for r in marker["results"]:
+            results[r["id"]] = (ark, r)
+        rejected.extend(marker["rejected"])
+        for k, (n, s, ss) in marker["stats"].items():
+            acc = stats.setdefault(k, [0, 0.0, 0.0])
+            acc[0] += n
+            acc[1] = acc[1] + np.asarray(s)
+            acc[2] = acc[2] + np.asarray(ss)
+    kept, frames = [], 0
+    with atomic_open(out / "feats.scp", "w") as scp:
+        for rec in records:
+            if rec["id"] not in results:
+                continue
+            ark, r = results[rec["id"]]
+            scp.write(f"{rec['id']} {ark.resolve()}:{r['offset']}\n")
+            frames += r["num_frames"]
+            kept.append({**rec, "feats": f"{ark.relative_to(out)}:{r['offset']}",
+                         "num_frames": r["num_frames"]})
+    dim = None
+    if kept:
+        dim = len(next(iter(stats.values()))[1])
+        for k in kept:
+            k["feat_dim"] = dim
+    write_jsonl(out / "features.jsonl", kept)
+    write_jsonl(out / "rejected.jsonl", rejected)
+    _write_cmvn(out, stats, json.loads((out / "fbank_config.json").read_text())["config"]["cmvn_split"])
+    hours = frames * FbankConfig.from_dict(
+        json.loads((out / "fbank_config.json").read_text())["config"]["fbank"]).frame_shift_ms / 3.6e6
+    return StageSummary("fbank", total=len(records), kept=len(kept), rejected=len(rejected),
+                        extra={"frames": frames, "hours": round(hours, 3)})
+
+
+def _mean_std(n: int, s: np.ndarray, ss: np.ndarray) -> tuple[list, list]:
+    mean = s / n
+    var = np.maximum(ss / n - mean * mean, 1e-10)
+    return mean.tolist(), np.sqrt(var).tolist()
+
+
+def _write_cmvn(out: Path, stats: dict, split: str) -> None:
+    """Global stats over ``split`` (all if empty) and per-speaker stats (all splits)."""
+    if not stats:
+        write_json(out / "cmvn.json", {"global": None, "speakers": {}})
+        return
+    g = [0, 0.0, 0.0]
+    spk: dict[str, list] = {}
+    for key, (n, s, ss) in stats.items():
+        speaker, sp = key.split("\t")
+        if not split or sp == split:
+            g = [g[0] + n, g[1] + s, g[2] + ss]
+        a = spk.setdefault(speaker, [0, 0.0, 0.0])
+        spk[speaker] = [a[0] + n, a[1] + s, a[2] + ss]
+    glob = None
+    if g[0]:
+        mean, std = _mean_std(*g)
+        glob = {"split": split or "all", "frames": g[0], "mean": mean, "std": std}
+    speakers = {}
+    for name in sorted(spk):
+        n, s, ss = spk[name]
+        mean, std = _mean_std(n, s, ss)
+        speakers[name] = {"frames": n, "mean": mean, "std": std}
+    write_json(out / "cmvn.json", {"global": glob, "speakers": speakers})
+    # Kaldi layout: row 0 = [sum_0 .. sum_{D-1}, count], row 1 = [sumsq_0 .. sumsq_{D-1}, 0].
+    with atomic_path(out / "cmvn_speaker.ark") as tmp_ark:
+        lines = []
+        with open(tmp_ark, "wb") as f:
+            for name in sorted(spk):
+                n, s, ss = spk[name]
+                mat = np.zeros((2, len(s) + 1))
+                mat[0, :-1], mat[0, -1], mat[1, :-1] = s, n, ss
+                offset = f.tell() + len(name.encode()) + 1
+                kaldiio.save_ark(f, {name: mat})
+                lines.append(f"{name} {(out / 'cmvn_speaker.ark').resolve()}:{offset}\n")
+    with atomic_open(out / "cmvn_speaker.scp", "w") as f:
+        f.writelines(lines)
+
+
+def load_features(features_dir: str | Path, record: dict) -> np.ndarray:
+    """Read one utterance's matrix given its ``features.jsonl`` record."""
+    path, offset = record["feats"].rsplit(":", 1)
+    return kaldiio.load_mat(f"{Path(features_dir) / path}:{offset}")
