@@ -101,6 +101,25 @@ class PrepareSummary:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def check(self) -> "PrepareSummary":
+        if self.kept + self.rejected != self.total:
+            raise AssertionError(f"prepare: kept {self.kept} + rejected {self.rejected} != total {self.total}")
+        return self
+
+    def line(self) -> str:
+        """One human-readable line (same shape as ``stage.StageSummary.line``)."""
+        s = f"prepare: kept {self.kept}, rejected {self.rejected} of {self.total} in {self.elapsed_s:.1f} s"
+        s += f"; speakers {self.speakers}; hours {self.hours:.3f}"
+        if self.splits:
+            s += "; " + ", ".join(f"{k} {v}" for k, v in self.splits.items())
+        if self.notes:
+            s += f"; notes {self.notes}"
+        if self.ignored:
+            s += f"; ignored {self.ignored} non-audio files"
+        if self.reasons:
+            s += "; rejected: " + ", ".join(f"{k} {v}" for k, v in self.reasons.items())
+        return s
+
 
 @dataclass
 class _Item:
@@ -447,7 +466,7 @@ def prepare_corpus(
             rec["note"] = "; ".join(notes)
         kept.append(rec)
     kept.sort(key=lambda r: r["id"])
-    assert len(kept) + len(rejected) == len(items)
+    assert len(kept) + len(rejected) == len(items)  # every input accounted for
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -475,4 +494,4 @@ def prepare_corpus(
         splits=dict(sorted(splits.items())),
         reasons=dict(sorted(reasons.items())),
         out_dir=str(out),
-    )
+    ).check()

@@ -24,6 +24,7 @@ FLT_EPS = float(np.finfo(np.float32).eps)
 WEBRTC_RATES = (8000, 16000, 32000, 48000)
 WEBRTC_FALLBACK_RATE = 16000
 BACKENDS = ("energy", "webrtc")
+_WEBRTC_PRIME_S = 0.3
 
 
 class NoSpeechError(ValueError):
@@ -193,8 +194,13 @@ def webrtc_vad(wave: np.ndarray, sample_rate: int, cfg: VadConfig) -> tuple[np.n
     if num == 0:
         return np.zeros(0, bool), hop
     vad = webrtcvad.Vad(cfg.webrtc_mode)
-    buf = x[: num * n].tobytes()
     step = 2 * n
+    k = min(num, int(round(_WEBRTC_PRIME_S / hop)))
+    if k:
+        prime = x[: k * n][::-1].tobytes()
+        for i in range(k):
+            vad.is_speech(prime[i * step : (i + 1) * step], rate)
+    buf = x[: num * n].tobytes()
     out = np.fromiter(
         (vad.is_speech(buf[i * step : (i + 1) * step], rate) for i in range(num)), dtype=bool, count=num
     )
@@ -224,29 +230,27 @@ _WEBRTC_ONSET = 0.0
 _WEBRTC_OFFSET = 1.0
 
 
-def _core_bounds(wave: np.ndarray, sample_rate: int, cfg: VadConfig) -> tuple[int, int] | None:
+def _voiced_intervals(wave: np.ndarray, sample_rate: int, cfg: VadConfig) -> np.ndarray:
+    """Backend-voiced runs (>= min_run_ms) as ``[k, 2]`` sample intervals ``[start, end)``."""
     if cfg.backend == "energy":
         size, shift = _frame_sizes(sample_rate, cfg)
         voiced = energy_vad(frame_log_energy(wave, sample_rate, cfg), cfg)
         min_run = int(np.ceil(cfg.min_run_ms / cfg.frame_shift_ms - 1e-9))
-        fl = _first_last(voiced, min_run)
-        if fl is None:
-            return None
-        t0, t1 = fl
-        start = t0 * shift + int(round(_ENERGY_ONSET * size))
-        end = t1 * shift + int(round(_ENERGY_OFFSET * size))
+        st, en = _runs(voiced)
+        keep = (en - st) >= max(min_run, 1)
+        st, en = st[keep], en[keep]
+        a = st * shift + int(round(_ENERGY_ONSET * size))
+        b = (en - 1) * shift + int(round(_ENERGY_OFFSET * size))
     else:
         voiced, hop = webrtc_vad(wave, sample_rate, cfg)
         min_run = int(np.ceil(cfg.min_run_ms / cfg.webrtc_frame_ms - 1e-9))
-        fl = _first_last(voiced, min_run)
-        if fl is None:
-            return None
-        t0, t1 = fl
-        start = int(round((t0 + _WEBRTC_ONSET) * hop * sample_rate))
-        end = int(round((t1 + _WEBRTC_OFFSET) * hop * sample_rate))
-    n = len(wave)
-    start, end = max(0, min(start, n)), max(0, min(end, n))
-    return (start, end) if end > start else None
+        st, en = _runs(voiced)
+        keep = (en - st) >= max(min_run, 1)
+        st, en = st[keep], en[keep]
+        a = np.rint((st + _WEBRTC_ONSET) * hop * sample_rate).astype(np.int64)
+        b = np.rint((en - 1 + _WEBRTC_OFFSET) * hop * sample_rate).astype(np.int64)
+    iv = np.clip(np.stack([a, b], axis=1).astype(np.int64), 0, len(wave))
+    return iv[iv[:, 1] > iv[:, 0]]
 
 
 def _db_track(wave: np.ndarray, sample_rate: int, cfg: VadConfig) -> tuple[np.ndarray, int, int]:
@@ -260,41 +264,44 @@ def _db_track(wave: np.ndarray, sample_rate: int, cfg: VadConfig) -> tuple[np.nd
     return 10.0 * np.log10(np.maximum(e, FLT_EPS)), size, shift
 
 
+def _merge_gaps(st: np.ndarray, en: np.ndarray, gap: int) -> tuple[np.ndarray, np.ndarray]:
+    if len(st) == 0:
+        return st, en
+    new = np.concatenate(([True], st[1:] - en[:-1] > gap))
+    return st[new], en[np.concatenate((new[1:], [True]))]
+
+
 def speech_bounds(wave: np.ndarray, sample_rate: int, cfg: VadConfig = VadConfig()) -> tuple[int, int] | None:
     """Detected speech ``[start, end)`` in samples of ``wave``, or None when there is none."""
     wave = _as_wave(wave)
     n = len(wave)
     if n == 0:
         return None
-    core = _core_bounds(wave, sample_rate, cfg)
-    if core is None:
+    iv = _voiced_intervals(wave, sample_rate, cfg)
+    if len(iv) == 0:
         return None
     db, size, shift = _db_track(wave, sample_rate, cfg)
     if len(db) == 0:
         return None
     floor = np.percentile(db, cfg.floor_percentile)
-    c0 = min(core[0] // shift, len(db) - 1)
-    c1 = max(min((core[1] - size) // shift, len(db) - 1), c0)
-    if db[c0 : c1 + 1].max() - floor < cfg.min_snr_db:
-        return None
-    start, end = core
     if cfg.refine_db > 0:
-        above = db > floor + cfg.refine_db
-        above[c0 : c1 + 1] = True
-        gap = int(round(cfg.refine_gap_ms / cfg.refine_shift_ms))
-        # close gaps of <= gap frames, then take the run containing the core
-        starts, ends = _runs(above)
-        keep_s = [starts[0]]; keep_e = []
-        for i in range(1, len(starts)):
-            if starts[i] - ends[i - 1] > gap:
-                keep_e.append(ends[i - 1]); keep_s.append(starts[i])
-        keep_e.append(ends[-1])
-        for a, b in zip(keep_s, keep_e):
-            if a <= c0 < b:
-                start = int(a * shift + round(cfg.refine_onset * size))
-                end = int((b - 1) * shift + round(cfg.refine_offset * size))
-                start = min(start, core[0]); end = max(end, core[1])
-                break
+        st, en = _runs(db > floor + cfg.refine_db)
+        st, en = _merge_gaps(st, en, int(round(cfg.refine_gap_ms / cfg.refine_shift_ms)))
+        ra = st * shift + int(round(cfg.refine_onset * size))
+        rb = (en - 1) * shift + int(round(cfg.refine_offset * size))
+        # keep regions overlapping a voiced interval
+        hit = (ra[:, None] < iv[None, :, 1]) & (rb[:, None] > iv[None, :, 0])
+        keep = hit.any(axis=1)
+        if not keep.any():
+            return None
+        j = np.flatnonzero(keep)
+        start, end = int(ra[j[0]]), int(rb[j[-1]])
+        peak = max(db[st[i]:en[i]].max() for i in j)
+    else:
+        start, end = int(iv[0, 0]), int(iv[-1, 1])
+        peak = db[min(start // shift, len(db) - 1): max(end // shift, start // shift + 1)].max()
+    if peak - floor < cfg.min_snr_db:
+        return None
     start, end = max(0, min(start, n)), max(0, min(end, n))
     if end - start < cfg.min_speech_s * sample_rate or end <= start:
         return None

@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-FSDD_ROOT = Path(os.environ.get("PVAE_FSDD", "/work/shared/data/fsdd"))
+DATA_ROOT = Path(os.environ.get("PVAE_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data"))
+FSDD_ROOT = Path(os.environ.get("PVAE_FSDD", DATA_ROOT / "fsdd"))
 FSDD_SPEAKERS = ("george", "jackson", "lucas", "nicolas", "theo", "yweweler")
 # (digit, take) pairs copied per speaker by ``fsdd_subset``: takes 0-4 are test, 5-49 train.
 FSDD_SUBSET_PAIRS = ((0, 0), (1, 4), (5, 2), (7, 5), (3, 10), (8, 30), (9, 49))
@@ -31,6 +32,12 @@ def fsdd_recordings() -> Path:
 
 
 @pytest.fixture(scope="session")
+def fsdd_files(fsdd_recordings: Path) -> list[str]:
+    """Paths (str) of all real FSDD recordings, sorted by file name."""
+    return sorted(str(p) for p in fsdd_recordings.glob("*.wav"))
+
+
+@pytest.fixture(scope="session")
 def fsdd_audio(fsdd_recordings: Path) -> Callable[[int, str, int], tuple[np.ndarray, int]]:
     """``fsdd_audio(digit, speaker, take) -> (int16 samples, sample_rate)`` of a real recording."""
 
@@ -39,6 +46,12 @@ def fsdd_audio(fsdd_recordings: Path) -> Callable[[int, str, int], tuple[np.ndar
         return data, sr
 
     return load
+
+
+@pytest.fixture(scope="session")
+def fsdd_subset_files() -> list[tuple[int, str, int]]:
+    """The ``(digit, speaker, take)`` of every file ``fsdd_subset`` copies."""
+    return [(d, spk, t) for spk in FSDD_SPEAKERS for d, t in FSDD_SUBSET_PAIRS]
 
 
 @pytest.fixture
