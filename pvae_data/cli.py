@@ -39,7 +39,7 @@ def _fail(e: Exception) -> None:
 @click.group(context_settings=CONTEXT)
 @click.version_option(__version__, prog_name="pvae-data")
 def main() -> None:
-    """Spoken-digit data pipeline: prepare -> trim -> fbank (-> shard).
+    """Spoken-digit data pipeline: prepare -> trim -> fbank -> shard.
 
     Every stage reads and writes JSONL manifests, accounts for every input
     (kept + rejected = total) and can be rerun safely.
@@ -134,6 +134,147 @@ def fbank(manifest: Path, out: Path, config_file, sample_rate, num_mel_bins, dit
     except (ValueError, OSError, StageConfigMismatch) as e:
         _fail(e)
     _finish(summary, out)
+
+
+def _shard_options(f):
+    opts = [
+        click.option("--max-items", type=click.IntRange(0), default=0, help="Items per shard (0 = no limit)."),
+        click.option("--max-mb", type=float, default=256.0, help="Payload megabytes per shard."),
+        click.option("--dtype", type=click.Choice(["float32", "float16"]), default="float32", help="Audio feature storage type."),
+        click.option("--compression", type=click.Choice(["none", "gzip", "lzf"]), default="none",
+                     help="none keeps feats contiguous (memory-mapped reads); gzip/lzf chunk it."),
+        click.option("--shuffle/--no-shuffle", default=True, help="Seeded permutation of items before packing."),
+        click.option("--seed", type=int, default=0),
+    ]
+    for o in reversed(opts):
+        f = o(f)
+    return _quiet_option(f)
+
+
+def _shard_config(max_items, max_mb, dtype, compression, shuffle, seed):
+    from .shards import ShardConfig
+
+    return ShardConfig(max_items=max_items, max_bytes=int(max_mb * 2**20), dtype=dtype,
+                       compression=compression, shuffle=shuffle, seed=seed)
+
+
+@main.group(context_settings=CONTEXT)
+def shard() -> None:
+    """Pack features or images into HDF5 shards + index.json (see docs/shards.md).
+
+    Shards are written under a temporary name and renamed; index.json is
+    written last. A rerun verifies and keeps finished shards.
+    """
+
+
+@shard.command("audio", context_settings=CONTEXT)
+@click.argument("features_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("out", type=click.Path(path_type=Path))
+@_shard_options
+def shard_audio_cmd(features_dir: Path, out: Path, quiet: bool, **kw) -> None:
+    """Output of `pvae-data fbank` (FEATURES_DIR) -> audio shards in OUT."""
+    from .shards import shard_audio
+
+    try:
+        summary = shard_audio(features_dir, out, _shard_config(**kw), show_progress=not quiet)
+    except (ValueError, OSError) as e:
+        _fail(e)
+    _finish(summary, out)
+
+
+@shard.command("kaldi", context_settings=CONTEXT)
+@click.argument("feats_scp", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("labels", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("out", type=click.Path(path_type=Path))
+@click.option("--utt2spk", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="Kaldi utt2spk.")
+@click.option("--split", default=None, help="Split name for every utterance (else from LABELS JSONL, else 'all').")
+@_shard_options
+def shard_kaldi_cmd(feats_scp: Path, labels: Path, out: Path, utt2spk, split, quiet: bool, **kw) -> None:
+    """Any Kaldi FEATS_SCP (e.g. compute-fbank-feats output) + LABELS -> audio shards.
+
+    LABELS is a Kaldi `text` file (utt word) or JSONL with id and label or
+    transcript (optional speaker, split).
+    """
+    from .shards import shard_kaldi
+
+    try:
+        summary = shard_kaldi(feats_scp, labels, out, _shard_config(**kw), utt2spk=utt2spk, split=split,
+                              show_progress=not quiet)
+    except (ValueError, OSError, KeyError) as e:
+        _fail(e)
+    _finish(summary, out)
+
+
+@shard.command("images", context_settings=CONTEXT)
+@click.argument("mnist_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("out", type=click.Path(path_type=Path))
+@_shard_options
+def shard_images_cmd(mnist_dir: Path, out: Path, quiet: bool, **kw) -> None:
+    """The four MNIST IDX files in MNIST_DIR (gzipped or not) -> image shards in OUT."""
+    from .mnist import IdxError
+    from .shards import shard_mnist
+
+    try:
+        summary = shard_mnist(mnist_dir, out, _shard_config(**kw), show_progress=not quiet)
+    except (IdxError, ValueError, OSError) as e:
+        _fail(e)
+    _finish(summary, out)
+
+
+@main.command(context_settings=CONTEXT)
+@click.argument("directory", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def info(directory: Path, as_json: bool) -> None:
+    """Counts per split, label and speaker; frames, hours and bytes of a shard set."""
+    from .shard_tools import shard_info
+
+    try:
+        d = shard_info(directory)
+    except (OSError, ValueError, KeyError) as e:
+        _fail(e)
+    if as_json:
+        click.echo(json.dumps(d, indent=2))
+        return
+    click.echo(f"{directory}: {d['modality']} shards, schema {d['schema_version']}, "
+               f"{d['shards']} files, {d['bytes'] / 2**20:.1f} MiB")
+    for name, sp in d["splits"].items():
+        line = f"  {name}: {sp['items']} items"
+        if sp["frames"]:
+            line += f", {sp['frames']} frames ({sp['hours']} h), {len(sp['speakers'])} speakers"
+        click.echo(line)
+        click.echo("    labels: " + " ".join(f"{k}:{v}" for k, v in sp["labels"].items()))
+        if sp["speakers"]:
+            click.echo("    speakers: " + " ".join(f"{k}:{v}" for k, v in sp["speakers"].items()))
+
+
+@main.command(context_settings=CONTEXT)
+@click.argument("directory", type=click.Path(exists=True, file_okay=False, path_type=Path))
+def validate(directory: Path) -> None:
+    """Check schema, checksums, every record, label ranges; non-zero exit on any problem."""
+    from .shard_tools import validate_shards
+
+    problems = validate_shards(directory)
+    for path, reason in problems:
+        click.echo(f"{path}: {reason}", err=True)
+    if problems:
+        raise click.ClickException(f"{len(problems)} problem(s) in {directory}")
+    click.echo(f"{directory}: OK")
+
+
+@main.command(context_settings=CONTEXT)
+@click.argument("directory", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("out", type=click.Path(path_type=Path))
+@click.option("--format", "fmt", type=click.Choice(["kaldi"]), default="kaldi")
+@click.option("--split", default=None, help="Export one split only.")
+def export(directory: Path, out: Path, fmt: str, split) -> None:
+    """Audio shards back to Kaldi ark/scp (+ utt2label, utt2spk) in OUT."""
+    from .shard_tools import export_kaldi
+
+    try:
+        n = export_kaldi(directory, out, split)
+    except (OSError, ValueError) as e:
+        _fail(e)
+    click.echo(f"export: wrote {n} utterances to {out}")
 
 
 @main.command("default-config", context_settings=CONTEXT)

@@ -1,0 +1,235 @@
+"""Random-access readers over shard sets, safe in PyTorch DataLoader workers.
+
+File handles are opened lazily and per process (keyed by pid), never inherited across a fork.
+Uncompressed audio shards store ``feats`` contiguously, so the reader memory-maps it and one
+utterance is a numpy slice; compressed shards go through h5py with a chunk cache.
+The per-item index (offsets, lengths, labels, keys, speakers) is read once into memory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, NamedTuple, Sequence
+
+import h5py
+import numpy as np
+
+from .shards import SCHEMA_VERSION
+
+
+class AudioItem(NamedTuple):
+    feats: np.ndarray  # [T, D] float32
+    label: int
+    key: str
+    speaker: str
+
+
+class ImageItem(NamedTuple):
+    image: np.ndarray  # [H, W] uint8
+    label: int
+    key: str
+
+
+def load_index(path: str | Path) -> tuple[Path, dict]:
+    """``path`` is a shard directory or its ``index.json``."""
+    path = Path(path)
+    index_path = path / "index.json" if path.is_dir() else path
+    if not index_path.exists():
+        raise FileNotFoundError(f"{index_path}: no index.json (incomplete or not a shard set)")
+    index = json.loads(index_path.read_text())
+    if index.get("schema_version") != SCHEMA_VERSION:
+        raise ValueError(f"{index_path}: schema_version {index.get('schema_version')}, this reader reads {SCHEMA_VERSION}")
+    return index_path.parent, index
+
+
+@dataclass
+class _Shard:
+    path: Path
+    start: int  # global index of its first item
+    n: int
+    mmap_offset: int | None  # byte offset of a contiguous, uncompressed payload dataset
+
+
+class _ShardSet:
+    modality = ""
+    payload = ""
+
+    def __init__(self, path: str | Path, split: str | None = None):
+        self.root, self.index = load_index(path)
+        if self.index["modality"] != self.modality:
+            raise ValueError(f"{self.root} holds {self.index['modality']} shards, not {self.modality}")
+        entries = [e for e in self.index["shards"] if split is None or e["split"] == split]
+        if split is not None and not entries:
+            have = sorted({e["split"] for e in self.index["shards"]})
+            raise ValueError(f"{self.root}: no '{split}' shards (splits: {have})")
+        self.split = split
+        self.shards: list[_Shard] = []
+        cols: dict[str, list] = {}
+        start = 0
+        for e in entries:
+            p = self.root / e["file"]
+            with h5py.File(p, "r") as f:
+                ds = f[self.payload]
+                contiguous = ds.chunks is None and ds.compression is None
+                self._read_columns(f, cols)
+                self.payload_dtype = ds.dtype
+                self.payload_tail = ds.shape[1:]
+                self.shards.append(_Shard(p, start, e["num_items"], ds.id.get_offset() if contiguous else None))
+            start += e["num_items"]
+        self._columns = {k: np.concatenate(v) if v else np.zeros(0) for k, v in cols.items()}
+        self._shard_of = np.repeat(np.arange(len(self.shards)), [s.n for s in self.shards])
+        self._pid = None
+        self._handles: list = []
+
+    def _read_columns(self, f: h5py.File, cols: dict) -> None:
+        cols.setdefault("labels", []).append(f["labels"][()].astype(np.int64))
+        cols.setdefault("keys", []).append(np.array(f["keys"].asstr()[()], dtype=object))
+
+    def __len__(self) -> int:
+        return len(self._shard_of)
+
+    @property
+    def labels(self) -> np.ndarray:
+        return self._columns["labels"]
+
+    @property
+    def keys(self) -> np.ndarray:
+        return self._columns["keys"]
+
+    def _open(self) -> list:
+        """Per-process handles: reopened after a fork, so DataLoader workers never share one."""
+        if self._pid != os.getpid():
+            self._handles = []
+            for s in self.shards:
+                if s.mmap_offset is not None:
+                    size = int(np.prod((self._rows(s),) + self.payload_tail))
+                    self._handles.append(np.memmap(s.path, dtype=self.payload_dtype, mode="r",
+                                                   offset=s.mmap_offset, shape=(size,))
+                                         .reshape((self._rows(s),) + self.payload_tail))
+                else:
+                    f = h5py.File(s.path, "r", rdcc_nbytes=64 * 2**20, rdcc_nslots=100_003)
+                    self._handles.append(f[self.payload])
+            self._pid = os.getpid()
+        return self._handles
+
+    def _rows(self, s: _Shard) -> int:
+        return s.n
+
+    def __getstate__(self) -> dict:  # pickled into workers without open handles
+        d = dict(self.__dict__)
+        d["_handles"], d["_pid"] = [], None
+        return d
+
+    def _locate(self, i: int) -> tuple[int, int]:
+        if i < 0:
+            i += len(self)
+        if not 0 <= i < len(self):
+            raise IndexError(f"index {i} out of range for {len(self)} items")
+        s = int(self._shard_of[i])
+        return s, i - self.shards[s].start
+
+
+class AudioShards(_ShardSet):
+    """``AudioShards(dir, split)[i] -> AudioItem(feats [T, D] float32, label, key, speaker)``."""
+
+    modality, payload = "audio", "feats"
+
+    def _read_columns(self, f: h5py.File, cols: dict) -> None:
+        super()._read_columns(f, cols)
+        cols.setdefault("lengths", []).append(f["lengths"][()].astype(np.int64))
+        cols.setdefault("offsets", []).append(f["offsets"][()].astype(np.int64))
+        cols.setdefault("speakers", []).append(np.array(f["speakers"].asstr()[()], dtype=object))
+        cols.setdefault("frames", []).append(np.array([f["feats"].shape[0]]))
+
+    def _rows(self, s: _Shard) -> int:
+        return int(self._columns["frames"][self.shards.index(s)])
+
+    @property
+    def lengths(self) -> np.ndarray:
+        """Frames per utterance, for length bucketing without reading features."""
+        return self._columns["lengths"]
+
+    @property
+    def speakers(self) -> np.ndarray:
+        return self._columns["speakers"]
+
+    @property
+    def cmvn(self) -> dict | None:
+        return self.index.get("cmvn")
+
+    def __getitem__(self, i: int) -> AudioItem:
+        s, _ = self._locate(i)
+        i = i + len(self) if i < 0 else i
+        o = self._columns["offsets"][i]
+        feats = np.asarray(self._open()[s][o:o + self._columns["lengths"][i]], dtype=np.float32)
+        return AudioItem(feats, int(self.labels[i]), self.keys[i], self.speakers[i])
+
+
+class ImageShards(_ShardSet):
+    """``ImageShards(dir, split)[i] -> ImageItem(image [28, 28] uint8, label, key)``."""
+
+    modality, payload = "image", "images"
+
+    def __getitem__(self, i: int) -> ImageItem:
+        s, j = self._locate(i)
+        i = i + len(self) if i < 0 else i
+        return ImageItem(np.array(self._open()[s][j]), int(self.labels[i]), self.keys[i])
+
+    def all_images(self) -> np.ndarray:
+        """Every image at once ([N, H, W] uint8): MNIST is small enough to hold in memory."""
+        return np.concatenate([np.asarray(h[:]) for h in self._open()]) if self.shards else np.zeros((0, 28, 28), np.uint8)
+
+
+class BucketBatchSampler:
+    """Batches of similar length: less padding, same epoch-to-epoch randomness.
+
+    Each epoch: a seeded permutation, cut into pools of ``pool_batches`` batches; each pool is
+    sorted by length and cut into batches; batch order is shuffled.  ``set_epoch`` changes the
+    permutation (as DistributedSampler does).  Works as a DataLoader ``batch_sampler``.
+    """
+
+    def __init__(self, lengths: Sequence[int], batch_size: int, shuffle: bool = True, seed: int = 0,
+                 drop_last: bool = False, pool_batches: int = 50):
+        if batch_size <= 0:
+            raise ValueError("batch_size must be positive")
+        self.lengths = np.asarray(lengths)
+        self.batch_size, self.shuffle, self.seed = batch_size, shuffle, seed
+        self.drop_last, self.pool = drop_last, max(1, pool_batches) * batch_size
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def batches(self) -> list[list[int]]:
+        n = len(self.lengths)
+        rng = np.random.default_rng([self.seed, self.epoch])
+        order = rng.permutation(n) if self.shuffle else np.arange(n)
+        out = []
+        for p in range(0, n, self.pool):
+            pool = order[p:p + self.pool]
+            pool = pool[np.argsort(self.lengths[pool], kind="stable")]
+            for b in range(0, len(pool), self.batch_size):
+                batch = pool[b:b + self.batch_size].tolist()
+                if len(batch) == self.batch_size or not self.drop_last:
+                    out.append(batch)
+        if self.shuffle:
+            out = [out[i] for i in rng.permutation(len(out))]
+        return out
+
+    def __iter__(self) -> Iterator[list[int]]:
+        return iter(self.batches())
+
+    def __len__(self) -> int:
+        return len(self.batches())
+
+    def padding_fraction(self) -> float:
+        """Fraction of padded frames if every batch is padded to its longest item."""
+        real = padded = 0
+        for b in self.batches():
+            ls = self.lengths[b]
+            real += int(ls.sum())
+            padded += int(ls.max()) * len(ls)
+        return 1 - real / padded if padded else 0.0

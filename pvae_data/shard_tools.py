@@ -1,0 +1,153 @@
+"""``info``, ``validate`` and ``export`` over a shard set."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import h5py
+import kaldiio
+import numpy as np
+
+from .io_utils import atomic_open, atomic_path
+from .shards import SCHEMA_VERSION, sha256_file
+
+AUDIO_DATASETS = {"feats", "offsets", "lengths", "keys", "labels", "speakers"}
+IMAGE_DATASETS = {"images", "keys", "labels"}
+
+
+def shard_info(directory: str | Path) -> dict:
+    """Counts per split / label / speaker, frames, hours, bytes (from the shards, not the index)."""
+    directory = Path(directory)
+    index = json.loads((directory / "index.json").read_text())
+    info: dict = {"modality": index["modality"], "schema_version": index["schema_version"],
+                  "shards": len(index["shards"]), "bytes": 0, "splits": {}}
+    shift_ms = (index.get("features") or {}).get("fbank", {}).get("frame_shift_ms", 10.0)
+    for e in index["shards"]:
+        sp = info["splits"].setdefault(e["split"], {"items": 0, "labels": Counter(), "speakers": Counter(),
+                                                    "frames": 0, "bytes": 0})
+        with h5py.File(directory / e["file"], "r") as f:
+            labels = f["labels"][()]
+            sp["items"] += len(labels)
+            sp["labels"].update(labels.tolist())
+            if "speakers" in f:
+                sp["speakers"].update(f["speakers"].asstr()[()].tolist())
+                sp["frames"] += int(f["feats"].shape[0])
+        size = (directory / e["file"]).stat().st_size
+        sp["bytes"] += size
+        info["bytes"] += size
+    for sp in info["splits"].values():
+        sp["labels"] = {int(k): v for k, v in sorted(sp["labels"].items())}
+        sp["speakers"] = dict(sorted(sp["speakers"].items()))
+        sp["hours"] = round(sp["frames"] * shift_ms / 3.6e6, 4)
+    return info
+
+
+def validate_shards(directory: str | Path) -> list[tuple[str, str]]:
+    """Every problem as (file, reason); an empty list means the set is sound.
+
+    Checks: index present and parseable, schema version, every listed shard present with the
+    recorded size and sha256, HDF5 opens, required datasets, counts, offsets/lengths consistent
+    with the frames, every record readable and finite, labels in 0..9, keys unique.
+    """
+    directory = Path(directory)
+    problems: list[tuple[str, str]] = []
+    ip = directory / "index.json"
+    try:
+        index = json.loads(ip.read_text())
+    except FileNotFoundError:
+        return [(str(ip), "missing (the shard set is incomplete)")]
+    except json.JSONDecodeError as e:
+        return [(str(ip), f"not valid JSON: {e.msg}")]
+    if index.get("schema_version") != SCHEMA_VERSION:
+        problems.append((str(ip), f"schema_version {index.get('schema_version')} != {SCHEMA_VERSION}"))
+    modality = index.get("modality")
+    if modality not in ("audio", "image"):
+        return problems + [(str(ip), f"unknown modality {modality!r}")]
+    all_keys: Counter = Counter()
+    for e in index.get("shards", []):
+        p = directory / e["file"]
+        if not p.exists():
+            problems.append((str(p), "missing"))
+            continue
+        if p.stat().st_size != e.get("bytes"):
+            problems.append((str(p), f"size {p.stat().st_size} != {e.get('bytes')} in index (truncated or replaced)"))
+        elif sha256_file(p) != e.get("sha256"):
+            problems.append((str(p), "sha256 mismatch (corrupted)"))
+        try:
+            with h5py.File(p, "r") as f:
+                problems += [(str(p), r) for r in _check_shard(f, modality, e, all_keys)]
+        except Exception as ex:  # h5py raises OSError/KeyError/RuntimeError on damaged files
+            problems.append((str(p), f"unreadable: {type(ex).__name__}: {ex}"))
+    dup = [k for k, c in all_keys.items() if c > 1]
+    if dup:
+        problems.append((str(ip), f"{len(dup)} duplicate keys, e.g. {dup[:3]}"))
+    return problems
+
+
+def _check_shard(f: h5py.File, modality: str, entry: dict, all_keys: Counter) -> list[str]:
+    need = AUDIO_DATASETS if modality == "audio" else IMAGE_DATASETS
+    missing = need - set(f.keys())
+    if missing:
+        return [f"missing datasets {sorted(missing)}"]
+    out = []
+    if f.attrs.get("schema_version") != SCHEMA_VERSION:
+        out.append(f"schema_version attribute {f.attrs.get('schema_version')}")
+    n = entry["num_items"]
+    for name in need - {"feats", "images"}:
+        if len(f[name]) != n:
+            out.append(f"{name} has {len(f[name])} entries, index says {n}")
+    if out:
+        return out
+    labels = f["labels"][()]
+    if labels.size and (labels.min() < 0 or labels.max() > 9):
+        out.append(f"labels out of range 0..9 (min {labels.min()}, max {labels.max()})")
+    keys = f["keys"].asstr()[()].tolist()
+    all_keys.update(keys)
+    if modality == "audio":
+        offsets, lengths = f["offsets"][()], f["lengths"][()]
+        total = f["feats"].shape[0]
+        expect = np.concatenate([[0], np.cumsum(lengths[:-1])]) if n else np.zeros(0)
+        if (lengths <= 0).any() or not np.array_equal(offsets, expect) or (n and offsets[-1] + lengths[-1] != total):
+            out.append("offsets/lengths inconsistent with feats")
+        else:
+            feats = f["feats"]
+            for i in range(0, n, 256):  # every record, read in blocks
+                block = feats[offsets[i]:offsets[min(i + 256, n) - 1] + lengths[min(i + 256, n) - 1]]
+                if not np.isfinite(block).all():
+                    out.append(f"non-finite features near record {i} ({keys[i]})")
+                    break
+    else:
+        imgs = f["images"]
+        if imgs.shape[0] != n:
+            out.append(f"images has {imgs.shape[0]} entries, index says {n}")
+        else:
+            imgs[()]  # every record readable
+    return out
+
+
+def export_kaldi(directory: str | Path, out_dir: str | Path, split: str | None = None) -> int:
+    """Audio shards back to Kaldi ark/scp (plus ``text``-style ``utt2label`` and ``utt2spk``)."""
+    from .shard_reader import AudioShards
+
+    shards = AudioShards(directory, split)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    name = f"feats{'.' + split if split else ''}"
+    ark = out / f"{name}.ark"
+    scp_lines = []
+    with atomic_path(ark) as tmp:
+        with open(tmp, "wb") as f:
+            for i in range(len(shards)):
+                item = shards[i]
+                offset = f.tell() + len(item.key.encode()) + 1
+                kaldiio.save_ark(f, {item.key: item.feats})
+                scp_lines.append(f"{item.key} {ark.resolve()}:{offset}\n")
+    with atomic_open(out / f"{name}.scp", "w") as f:
+        f.writelines(scp_lines)
+    with atomic_open(out / "utt2label", "w") as f:
+        f.writelines(f"{k} {lab}\n" for k, lab in zip(shards.keys, shards.labels))
+    with atomic_open(out / "utt2spk", "w") as f:
+        f.writelines(f"{k} {s}\n" for k, s in zip(shards.keys, shards.speakers))
+    return len(shards)

@@ -1,0 +1,357 @@
+"""The ``shard`` stage: features or images -> HDF5 shards + ``index.json`` (a public format).
+
+Schema (version 1), one HDF5 file per shard, one split per shard (``docs/shards.md``):
+
+  audio   feats [total_frames, D] float32|float16   concatenated frames of all utterances
+          offsets [N] int64, lengths [N] int32      utterance i = feats[offsets[i] : offsets[i] + lengths[i]]
+          keys [N] str, labels [N] int16 (0-9), speakers [N] str
+  image   images [N, H, W] uint8, keys [N] str, labels [N] int16
+  attrs   schema_version, modality, split, num_items, config (JSON), source_sha256, producer
+
+``index.json`` (written last, atomically) lists every shard with its split, counts, bytes and
+sha256, plus the schema version and the config.  Each shard is written under a temporary name
+and renamed when complete; ``.progress/<shard>.json`` records its plan and checksum, so a rerun
+after a kill verifies and keeps finished shards and redoes only the rest.
+
+Determinism: same input, config and seed give byte-identical shards (HDF5 time stamps are off,
+the order is a seeded permutation, nothing depends on the clock or the number of workers).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Callable, Iterable
+
+import h5py
+import kaldiio
+import numpy as np
+
+from . import __version__
+from .digits import normalize_transcript, word_to_label
+from .io_utils import atomic_path, read_jsonl, write_json, write_jsonl
+from .stage import StageSummary, Timer, progress
+
+SCHEMA_VERSION = 1
+STR = h5py.string_dtype("utf-8")
+
+
+@dataclass(frozen=True)
+class ShardConfig:
+    """How items are packed; saved in ``index.json`` and in every shard's attributes."""
+
+    max_items: int = 0  # items per shard (0 = no limit)
+    max_bytes: int = 256 * 2**20  # payload bytes per shard (features or pixels)
+    dtype: str = "float32"  # audio features: float32 | float16
+    compression: str = "none"  # none | gzip | lzf
+    compression_level: int = 4  # gzip only
+    chunk_frames: int = 256  # rows per HDF5 chunk when compressed (~1-2 chunks per utterance)
+    shuffle: bool = True  # seeded permutation of items before packing
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.dtype not in ("float32", "float16"):
+            raise ValueError(f"dtype must be float32 or float16, got {self.dtype!r}")
+        if self.compression not in ("none", "gzip", "lzf"):
+            raise ValueError(f"compression must be none, gzip or lzf, got {self.compression!r}")
+        if self.max_items < 0 or self.max_bytes <= 0 or self.chunk_frames <= 0:
+            raise ValueError("max_items >= 0, max_bytes > 0 and chunk_frames > 0 are required")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ShardConfig":
+        unknown = set(d) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown ShardConfig fields: {sorted(unknown)}")
+        return cls(**d)
+
+    def h5_options(self) -> dict:
+        if self.compression == "none":
+            return {}
+        opts = {"compression": self.compression}
+        if self.compression == "gzip":
+            opts["compression_opts"] = self.compression_level
+        return opts
+
+
+def sha256_file(path: str | Path, block: int = 1 << 22) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(block):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _digest(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()
+
+
+# --------------------------------------------------------------------------------------------
+# Planning: which items go to which shard
+# --------------------------------------------------------------------------------------------
+
+
+def _plan(items: list[dict], sizes: list[int], cfg: ShardConfig) -> list[list[int]]:
+    """Split ``items`` (one split) into shards of at most max_items / max_bytes (>= 1 item each)."""
+    order = np.arange(len(items))
+    if cfg.shuffle:
+        order = np.random.default_rng(cfg.seed).permutation(len(items))
+    shards, cur, cur_bytes = [], [], 0
+    for i in order.tolist():
+        full = (cfg.max_items and len(cur) >= cfg.max_items) or (cur and cur_bytes + sizes[i] > cfg.max_bytes)
+        if full:
+            shards.append(cur)
+            cur, cur_bytes = [], 0
+        cur.append(i)
+        cur_bytes += sizes[i]
+    if cur:
+        shards.append(cur)
+    return shards
+
+
+def _by_split(records: list[dict]) -> dict[str, list[int]]:
+    out: dict[str, list[int]] = {}
+    for i, r in enumerate(records):
+        out.setdefault(r.get("split") or "all", []).append(i)
+    return dict(sorted(out.items()))
+
+
+# --------------------------------------------------------------------------------------------
+# Writing one shard
+# --------------------------------------------------------------------------------------------
+
+
+def _common_attrs(f: h5py.File, modality: str, split: str, n: int, cfg: dict, source_sha256: str) -> None:
+    f.attrs["schema_version"] = SCHEMA_VERSION
+    f.attrs["modality"] = modality
+    f.attrs["split"] = split
+    f.attrs["num_items"] = n
+    f.attrs["config"] = json.dumps(cfg, sort_keys=True)
+    f.attrs["source_sha256"] = source_sha256
+    f.attrs["producer"] = f"pvae_data {__version__}"
+
+
+def _ds(f: h5py.File, name: str, data, **kw):
+    return f.create_dataset(name, data=data, track_times=False, **kw)
+
+
+def write_audio_shard(path: Path, mats: list[np.ndarray], keys: list[str], labels: list[int],
+                      speakers: list[str], split: str, cfg: ShardConfig, attrs_cfg: dict, source_sha256: str) -> None:
+    lengths = np.array([len(m) for m in mats], dtype=np.int32)
+    offsets = np.concatenate([[0], np.cumsum(lengths[:-1], dtype=np.int64)]).astype(np.int64)
+    dim = mats[0].shape[1]
+    feats = np.concatenate(mats).astype(cfg.dtype, copy=False)
+    with atomic_path(path) as tmp:
+        with h5py.File(tmp, "w", track_order=False) as f:
+            _common_attrs(f, "audio", split, len(mats), attrs_cfg, source_sha256)
+            if cfg.compression == "none":
+                _ds(f, "feats", feats)  # contiguous: readers can memory-map it
+            else:
+                _ds(f, "feats", feats, chunks=(min(cfg.chunk_frames, len(feats)), dim), **cfg.h5_options())
+            _ds(f, "offsets", offsets)
+            _ds(f, "lengths", lengths)
+            _ds(f, "keys", np.array(keys, dtype=object), dtype=STR)
+            _ds(f, "labels", np.array(labels, dtype=np.int16))
+            _ds(f, "speakers", np.array(speakers, dtype=object), dtype=STR)
+
+
+def write_image_shard(path: Path, images: np.ndarray, keys: list[str], labels: np.ndarray, split: str,
+                      cfg: ShardConfig, attrs_cfg: dict, source_sha256: str) -> None:
+    with atomic_path(path) as tmp:
+        with h5py.File(tmp, "w", track_order=False) as f:
+            _common_attrs(f, "image", split, len(images), attrs_cfg, source_sha256)
+            if cfg.compression == "none":
+                _ds(f, "images", images)
+            else:
+                _ds(f, "images", images, chunks=(min(1024, len(images)),) + images.shape[1:], **cfg.h5_options())
+            _ds(f, "keys", np.array(keys, dtype=object), dtype=STR)
+            _ds(f, "labels", labels.astype(np.int16))
+
+
+# --------------------------------------------------------------------------------------------
+# The stage driver, shared by audio and images
+# --------------------------------------------------------------------------------------------
+
+
+def _run(out: Path, modality: str, plan: dict[str, list[list[int]]], write_one: Callable[[Path, str, list[int]], dict],
+         index_extra: dict, cfg: ShardConfig, show_progress: bool) -> tuple[int, int]:
+    """Write every planned shard (reusing verified ones) then ``index.json``; returns (written, reused)."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / ".progress").mkdir(exist_ok=True)
+    stale = out / "index.json"
+    if stale.exists():
+        stale.unlink()  # the index is rewritten last; until then the set is incomplete
+    total = sum(len(s) for shards in plan.values() for s in shards)
+    bar = progress(total, f"shard {modality}", show_progress, unit="item")
+    entries, written, reused = [], 0, 0
+    for split, shards in plan.items():
+        for n, members in enumerate(shards):
+            name = f"{split}-{n:05d}.h5"
+            path, side = out / name, out / ".progress" / f"{name}.json"
+            plan_id = _digest({"members": members, "index_extra": index_extra, "config": cfg.to_dict()})
+            entry = None
+            if path.exists() and side.exists():
+                rec = json.loads(side.read_text())
+                if rec.get("plan") == plan_id and rec.get("bytes") == path.stat().st_size and \
+                        rec.get("sha256") == sha256_file(path):
+                    entry, reused = rec["entry"], reused + 1
+            if entry is None:
+                stats = write_one(path, split, members)
+                entry = {"file": name, "split": split, "num_items": len(members), **stats,
+                         "bytes": path.stat().st_size, "sha256": sha256_file(path)}
+                write_json(side, {"plan": plan_id, "bytes": entry["bytes"], "sha256": entry["sha256"], "entry": entry})
+                written += 1
+            entries.append(entry)
+            bar.update(len(members))
+    bar.close()
+    keep = {e["file"] for e in entries}
+    for p in out.glob("*.h5"):  # shards of an earlier, different plan
+        if p.name not in keep:
+            p.unlink()
+    index = {"schema_version": SCHEMA_VERSION, "modality": modality, "config": cfg.to_dict(),
+             "shards": entries, **index_extra}
+    write_json(out / "index.json", index)
+    return written, reused
+
+
+def _audio_label(r: dict) -> int | None:
+    if "label" in r and r["label"] is not None:
+        return int(r["label"])
+    try:
+        words = normalize_transcript(str(r.get("transcript", "")))
+    except ValueError:
+        return None
+    return word_to_label(words[0]) if len(words) == 1 else None
+
+
+def shard_audio(features_dir: str | Path, out_dir: str | Path, cfg: ShardConfig = ShardConfig(),
+                show_progress: bool = True) -> StageSummary:
+    """Pack a ``pvae-data fbank`` output directory into audio shards."""
+    features_dir = Path(features_dir)
+    records = read_jsonl(features_dir / "features.jsonl")
+    fcfg = json.loads((features_dir / "fbank_config.json").read_text())
+    cmvn_path = features_dir / "cmvn.json"
+    cmvn = json.loads(cmvn_path.read_text()) if cmvn_path.exists() else None
+
+    def load(r: dict) -> np.ndarray:
+        path, offset = r["feats"].rsplit(":", 1)
+        return kaldiio.load_mat(f"{features_dir / path}:{offset}")
+
+    return _shard_audio_records(records, load, out_dir, cfg, feature_config=fcfg["config"],
+                                source_sha256=fcfg.get("manifest_sha256", ""), cmvn=cmvn,
+                                show_progress=show_progress)
+
+
+def shard_kaldi(scp: str | Path, labels: str | Path, out_dir: str | Path, cfg: ShardConfig = ShardConfig(),
+                utt2spk: str | Path | None = None, split: str | None = None, show_progress: bool = True) -> StageSummary:
+    """Pack Kaldi features (any ``feats.scp``, e.g. from compute-fbank-feats) with a labels file.
+
+    ``labels`` is a Kaldi ``text`` file (``utt word``) or JSONL with ``id`` and ``label`` or
+    ``transcript`` (and optional ``speaker``, ``split``).  ``utt2spk`` gives speakers otherwise.
+    """
+    feats = kaldiio.load_scp(str(scp))
+    lab: dict[str, dict] = {}
+    if str(labels).endswith(".jsonl"):
+        for r in read_jsonl(labels):
+            lab[r["id"]] = r
+    else:
+        for line in Path(labels).read_text().splitlines():
+            if line.strip():
+                utt, *words = line.split()
+                lab[utt] = {"id": utt, "transcript": " ".join(words)}
+    spk = {}
+    if utt2spk:
+        spk = dict(line.split()[:2] for line in Path(utt2spk).read_text().splitlines() if line.strip())
+    records = []
+    for key in feats:
+        r = dict(lab.get(key, {"id": key}))
+        r["id"] = key
+        r.setdefault("speaker", spk.get(key, key.split("_")[0].split("-")[0]))
+        if split:
+            r["split"] = split
+        records.append(r)
+    return _shard_audio_records(records, lambda r: feats[r["id"]], out_dir, cfg,
+                                feature_config={"kaldi_scp": str(Path(scp).resolve())},
+                                source_sha256=sha256_file(scp), cmvn=None, show_progress=show_progress)
+
+
+def _shard_audio_records(records: list[dict], load: Callable[[dict], np.ndarray], out_dir: str | Path,
+                         cfg: ShardConfig, feature_config: dict, source_sha256: str, cmvn: dict | None,
+                         show_progress: bool) -> StageSummary:
+    timer = Timer()
+    out = Path(out_dir)
+    kept, rejected, sizes = [], [], []
+    itemsize = np.dtype(cfg.dtype).itemsize
+    for r in records:
+        label = _audio_label(r)
+        if label is None or not 0 <= label <= 9:
+            rejected.append({"id": r.get("id"), "reason": f"no single-digit label (transcript {r.get('transcript')!r})"})
+            continue
+        n = r.get("num_frames")
+        dim = r.get("feat_dim")
+        if n is None or dim is None:  # Kaldi scp input: read the matrix once to size the plan
+            m = load(r)
+            n, dim = m.shape
+        if n == 0:
+            rejected.append({"id": r.get("id"), "reason": "zero frames"})
+            continue
+        kept.append({**r, "label": label, "num_frames": int(n), "feat_dim": int(dim)})
+        sizes.append(int(n) * int(dim) * itemsize)
+    splits = _by_split(kept)
+    plan = {s: [[idx[i] for i in shard] for shard in _plan([kept[i] for i in idx], [sizes[i] for i in idx], cfg)]
+            for s, idx in splits.items()}
+    attrs_cfg = {"shard": cfg.to_dict(), "features": feature_config}
+
+    def write_one(path: Path, split: str, members: list[int]) -> dict:
+        mats, keys, labels, speakers = [], [], [], []
+        for i in members:
+            r = kept[i]
+            m = np.asarray(load(r))
+            if m.shape != (r["num_frames"], r["feat_dim"]):
+                raise ValueError(f"{r['id']}: features are {m.shape}, manifest says "
+                                 f"({r['num_frames']}, {r['feat_dim']})")
+            mats.append(m)
+            keys.append(r["id"])
+            labels.append(r["label"])
+            speakers.append(str(r.get("speaker", "")))
+        write_audio_shard(path, mats, keys, labels, speakers, split, cfg, attrs_cfg, source_sha256)
+        return {"num_frames": int(sum(len(m) for m in mats)), "feat_dim": int(mats[0].shape[1]),
+                "labels": np.bincount(labels, minlength=10).tolist()}
+
+    extra = {"features": feature_config, "source_sha256": source_sha256, "cmvn": cmvn}
+    written, reused = _run(out, "audio", plan, write_one, extra, cfg, show_progress)
+    write_jsonl(out / "rejected.jsonl", rejected)
+    return StageSummary("shard audio", total=len(records), kept=len(kept), rejected=len(rejected),
+                        elapsed_s=timer.elapsed, skipped_done=reused,
+                        extra={"shards": written + reused}).check()
+
+
+def shard_mnist(mnist_dir: str | Path, out_dir: str | Path, cfg: ShardConfig = ShardConfig(),
+                splits: Iterable[str] = ("train", "test"), show_progress: bool = True) -> StageSummary:
+    """Pack the MNIST IDX files into image shards (keys ``mnist-<split>-<index>``)."""
+    from .mnist import load_mnist
+
+    timer = Timer()
+    data = {s: load_mnist(mnist_dir, s) for s in splits}
+    source = _digest({s: hashlib.sha256(d.images.tobytes() + d.labels.tobytes()).hexdigest() for s, d in data.items()})
+    plan = {}
+    for s, d in data.items():
+        items = [{}] * len(d.labels)
+        plan[s] = _plan(items, [int(np.prod(d.images.shape[1:]))] * len(items), cfg)
+
+    def write_one(path: Path, split: str, members: list[int]) -> dict:
+        d = data[split]
+        idx = np.asarray(members)
+        keys = [f"mnist-{split}-{i:05d}" for i in members]
+        write_image_shard(path, d.images[idx], keys, d.labels[idx], split, cfg, {"shard": cfg.to_dict()}, source)
+        return {"labels": np.bincount(d.labels[idx], minlength=10).tolist(),
+                "image_shape": list(d.images.shape[1:])}
+
+    written, reused = _run(Path(out_dir), "image", plan, write_one, {"source_sha256": source}, cfg, show_progress)
+    n = sum(len(d.labels) for d in data.values())
+    return StageSummary("shard images", total=n, kept=n, rejected=0, elapsed_s=timer.elapsed,
+                        skipped_done=reused, extra={"shards": written + reused}).check()
