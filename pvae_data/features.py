@@ -31,7 +31,7 @@ import kaldiio
 import numpy as np
 
 from .fbank import FbankConfig, compute_fbank_batch, num_frames
-from .io_utils import atomic_open, atomic_path, read_jsonl, write_json, write_jsonl
+from .io_utils import atomic_open, atomic_path, read_jsonl, remove_stale_temps, write_json, write_jsonl
 from .stage import StageSummary, Timer, progress
 
 
@@ -175,6 +175,7 @@ def compute_features(
         for p in (out / "arks").iterdir():
             p.unlink()
     out.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(out / "arks")
     write_json(cfg_path, saved)
 
     chunks = [records[i:i + cfg.chunk_size] for i in range(0, len(records), cfg.chunk_size)]

@@ -73,3 +73,14 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
     with atomic_open(path, "w", encoding="utf-8") as f:
         json.dump(obj, f, indent=2, sort_keys=True)
         f.write("\n")
+
+
+def remove_stale_temps(directory: str | os.PathLike) -> int:
+    """Delete temporaries left by a killed run (``.NAME.XXXX.tmp``); returns how many."""
+    n = 0
+    d = Path(directory)
+    if d.is_dir():
+        for p in d.glob(".*.tmp"):
+            p.unlink(missing_ok=True)
+            n += 1
+    return n

@@ -164,7 +164,7 @@ class AudioShards(_ShardSet):
         s, _ = self._locate(i)
         i = i + len(self) if i < 0 else i
         o = self._columns["offsets"][i]
-        feats = np.asarray(self._open()[s][o:o + self._columns["lengths"][i]], dtype=np.float32)
+        feats = np.array(self._open()[s][o:o + self._columns["lengths"][i]], dtype=np.float32)  # writable copy
         return AudioItem(feats, int(self.labels[i]), self.keys[i], self.speakers[i])
 
 

@@ -31,7 +31,7 @@ import numpy as np
 
 from . import __version__
 from .digits import normalize_transcript, word_to_label
-from .io_utils import atomic_path, read_jsonl, write_json, write_jsonl
+from .io_utils import atomic_path, read_jsonl, remove_stale_temps, write_json, write_jsonl
 from .stage import StageSummary, Timer, progress
 
 SCHEMA_VERSION = 1
@@ -182,6 +182,7 @@ def _run(out: Path, modality: str, plan: dict[str, list[list[int]]], write_one: 
     """Write every planned shard (reusing verified ones) then ``index.json``; returns (written, reused)."""
     out.mkdir(parents=True, exist_ok=True)
     (out / ".progress").mkdir(exist_ok=True)
+    remove_stale_temps(out)
     stale = out / "index.json"
     if stale.exists():
         stale.unlink()  # the index is rewritten last; until then the set is incomplete

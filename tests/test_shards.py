@@ -1,0 +1,261 @@
+"""HDF5 shards: format, determinism, resume after SIGKILL, readers (DataLoader workers), tools."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import shutil
+import signal
+import struct
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from pvae_data.features import FbankStageConfig, compute_features, load_features
+from pvae_data.io_utils import read_jsonl, write_jsonl
+from pvae_data.mnist import IdxError, load_mnist, read_idx
+from pvae_data.shard_reader import AudioShards, BucketBatchSampler, ImageShards
+from pvae_data.shard_tools import export_kaldi, shard_info, validate_shards
+from pvae_data.shards import ShardConfig, shard_audio, shard_kaldi, shard_mnist
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def features_dir(tmp_path_factory, fsdd_files) -> Path:
+    """Real FBank features of 300 FSDD files (both splits, all speakers and digits)."""
+    tmp = tmp_path_factory.mktemp("feats")
+    recs = []
+    for p in fsdd_files[::10]:
+        digit, spk, take = Path(p).stem.split("_")
+        recs.append({"id": f"{spk}-{digit}-{int(take):02d}", "audio": p, "speaker": spk,
+                     "transcript": ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"][int(digit)],
+                     "split": "test" if int(take) <= 4 else "train"})
+    write_jsonl(tmp / "m.jsonl", recs)
+    compute_features(tmp / "m.jsonl", tmp / "fbank", FbankStageConfig(chunk_size=100), show_progress=False)
+    return tmp / "fbank"
+
+
+@pytest.fixture(scope="module")
+def mnist_dir() -> Path:
+    d = REPO.parent / "shared" / "data" / "mnist"
+    if not d.is_dir():
+        pytest.skip("MNIST not found")
+    return d
+
+
+def shas(out: Path) -> list[str]:
+    return [e["sha256"] for e in json.loads((out / "index.json").read_text())["shards"]]
+
+
+def test_audio_shards_hold_exactly_the_features(tmp_path, features_dir):
+    s = shard_audio(features_dir, tmp_path / "s", ShardConfig(max_items=64), show_progress=False)
+    recs = {r["id"]: r for r in read_jsonl(features_dir / "features.jsonl")}
+    assert s.kept == len(recs) == 300 and s.rejected == 0
+    index = json.loads((tmp_path / "s" / "index.json").read_text())
+    assert index["schema_version"] == 1 and index["modality"] == "audio"
+    assert {e["split"] for e in index["shards"]} == {"train", "test"}
+    assert all(e["num_items"] <= 64 for e in index["shards"])
+    seen = set()
+    for split in ("train", "test"):
+        a = AudioShards(tmp_path / "s", split)
+        for i in range(len(a)):
+            item = a[i]
+            r = recs[item.key]
+            assert r["split"] == split and item.speaker == r["speaker"]
+            assert item.label == int(item.key.split("-")[1])
+            assert np.array_equal(item.feats, load_features(features_dir, r))
+            seen.add(item.key)
+    assert seen == set(recs)
+    assert index["cmvn"]["global"]["frames"] > 0  # the model can normalise from the shards alone
+
+
+def test_plain_h5py_reads_a_shard(tmp_path, features_dir):
+    """The format is usable without our code (the docs/shards.md example)."""
+    shard_audio(features_dir, tmp_path / "s", show_progress=False)
+    index = json.load(open(tmp_path / "s" / "index.json"))
+    first = next(e for e in index["shards"] if e["split"] == "train")
+    with h5py.File(tmp_path / "s" / first["file"], "r") as f:
+        o, n = f["offsets"][3], f["lengths"][3]
+        utt = f["feats"][o:o + n]
+        key, label = f["keys"].asstr()[3], int(f["labels"][3])
+        assert json.loads(f.attrs["config"])["features"]["fbank"]["num_mel_bins"] == 80
+    assert np.array_equal(utt, AudioShards(tmp_path / "s", "train")[3].feats) and 0 <= label <= 9 and key
+
+
+@pytest.mark.parametrize("cfg", [ShardConfig(), ShardConfig(compression="gzip", max_items=50),
+                                 ShardConfig(compression="lzf", dtype="float16")])
+def test_deterministic_and_options(tmp_path, features_dir, cfg):
+    shard_audio(features_dir, tmp_path / "a", cfg, show_progress=False)
+    shard_audio(features_dir, tmp_path / "b", cfg, show_progress=False)
+    assert shas(tmp_path / "a") == shas(tmp_path / "b")
+    a = AudioShards(tmp_path / "a", "train")
+    assert a[0].feats.dtype == np.float32  # float16 storage is widened on read
+    if cfg.dtype == "float16":
+        ref = AudioShards(tmp_path / "a", "train")[0].feats
+        assert np.abs(ref - ref.astype(np.float16)).max() == 0
+    other = ShardConfig(**{**cfg.to_dict(), "seed": 1})
+    shard_audio(features_dir, tmp_path / "c", other, show_progress=False)
+    assert list(AudioShards(tmp_path / "c", "train").keys) != list(a.keys)  # the seed matters
+
+
+def test_resume_after_sigkill_equals_uninterrupted(tmp_path, features_dir):
+    out = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "pvae_data.cli", "shard", "audio", str(features_dir), str(out),
+           "--max-items", "3", "--compression", "gzip", "-q"]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list((out / ".progress").glob("*.json"))) < 5:
+        time.sleep(0.002)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = len(list((out / ".progress").glob("*.json")))
+    assert 5 <= done < 100 and not (out / "index.json").exists()
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    assert r.returncode == 0 and "already done, reused" in r.stdout, r.stdout + r.stderr
+    shard_audio(features_dir, tmp_path / "clean", ShardConfig(max_items=3, compression="gzip"), show_progress=False)
+    assert shas(out) == shas(tmp_path / "clean")
+    assert validate_shards(out) == []
+    assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_rerun_rewrites_a_damaged_finished_shard(tmp_path, features_dir):
+    out = tmp_path / "s"
+    shard_audio(features_dir, out, ShardConfig(max_items=100), show_progress=False)
+    victim = out / json.loads((out / "index.json").read_text())["shards"][0]["file"]
+    data = bytearray(victim.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    victim.write_bytes(bytes(data))
+    s = shard_audio(features_dir, out, ShardConfig(max_items=100), show_progress=False)
+    assert s.skipped_done == len(shas(out)) - 1
+    assert validate_shards(out) == []
+
+
+def test_validate_reports_truncation_and_flipped_bytes(tmp_path, features_dir):
+    out = tmp_path / "s"
+    shard_audio(features_dir, out, ShardConfig(max_items=100), show_progress=False)
+    assert validate_shards(out) == []
+    files = [out / e["file"] for e in json.loads((out / "index.json").read_text())["shards"]]
+    with open(files[0], "r+b") as f:
+        f.truncate(files[0].stat().st_size // 2)
+    data = bytearray(files[1].read_bytes())
+    data[-100] ^= 0x01
+    files[1].write_bytes(bytes(data))
+    problems = validate_shards(out)
+    by_file = {p for p, _ in problems}
+    assert str(files[0]) in by_file and str(files[1]) in by_file
+    assert any("truncated" in r or "unreadable" in r for p, r in problems if p == str(files[0]))
+    assert any("sha256" in r for p, r in problems if p == str(files[1]))
+    r = subprocess.run([sys.executable, "-m", "pvae_data.cli", "validate", str(out)],
+                       env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True)
+    assert r.returncode != 0 and str(files[0]) in r.stderr and "Traceback" not in r.stderr
+
+
+def test_validate_catches_bad_labels_and_missing_index(tmp_path, features_dir):
+    out = tmp_path / "s"
+    shard_audio(features_dir, out, show_progress=False)
+    e = json.loads((out / "index.json").read_text())["shards"][0]
+    with h5py.File(out / e["file"], "r+") as f:
+        f["labels"][0] = 12
+    assert any("labels out of range" in r for _, r in validate_shards(out))
+    (out / "index.json").unlink()
+    assert validate_shards(out)[0][1].startswith("missing")
+
+
+def test_unlabelled_records_are_rejected_not_dropped(tmp_path, features_dir):
+    d = tmp_path / "f"
+    shutil.copytree(features_dir, d)
+    recs = read_jsonl(d / "features.jsonl")
+    recs[0]["transcript"] = "one two"
+    recs[1]["transcript"] = "hello"
+    write_jsonl(d / "features.jsonl", recs)
+    s = shard_audio(d, tmp_path / "s", show_progress=False)
+    assert (s.total, s.kept, s.rejected) == (300, 298, 2)
+    assert len(read_jsonl(tmp_path / "s" / "rejected.jsonl")) == 2
+
+
+def test_kaldi_round_trip(tmp_path, features_dir):
+    shard_audio(features_dir, tmp_path / "s", show_progress=False)
+    n = export_kaldi(tmp_path / "s", tmp_path / "kaldi", split="test")
+    shard_kaldi(tmp_path / "kaldi" / "feats.test.scp", tmp_path / "kaldi" / "utt2label", tmp_path / "k",
+                utt2spk=tmp_path / "kaldi" / "utt2spk", split="test", show_progress=False)
+    a, b = AudioShards(tmp_path / "s", "test"), AudioShards(tmp_path / "k", "test")
+    assert len(a) == len(b) == n
+    pos = {k: i for i, k in enumerate(a.keys)}
+    for i in range(len(b)):
+        x, y = b[i], a[pos[b.keys[i]]]
+        assert np.array_equal(x.feats, y.feats) and (x.label, x.speaker) == (y.label, y.speaker)
+
+
+def test_mnist_shards_and_idx_validation(tmp_path, mnist_dir):
+    s = shard_mnist(mnist_dir, tmp_path / "img", ShardConfig(max_items=25000), show_progress=False)
+    assert s.kept == 70000
+    train, test = ImageShards(tmp_path / "img", "train"), ImageShards(tmp_path / "img", "test")
+    assert (len(train), len(test)) == (60000, 10000)
+    ref = load_mnist(mnist_dir, "test")
+    pos = {k: i for i, k in enumerate(test.keys)}
+    for k in ("mnist-test-00000", "mnist-test-09999"):
+        item = test[pos[k]]
+        j = int(k.split("-")[-1])
+        assert np.array_equal(item.image, ref.images[j]) and item.label == ref.labels[j]
+    assert np.bincount(train.labels).tolist() == [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
+    assert validate_shards(tmp_path / "img") == []
+    # Hand-made IDX files: wrong magic, truncated data, label out of range.
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "x").write_bytes(struct.pack(">I", 2049) + struct.pack(">I", 3) + bytes([1, 2]))
+    with pytest.raises(IdxError, match="bytes of data"):
+        read_idx(bad / "x")
+    (bad / "y").write_bytes(gzip.compress(struct.pack(">I", 2051) + struct.pack(">III", 1, 2, 2) + bytes(4)))
+    with pytest.raises(IdxError, match="expected 2049"):
+        read_idx(bad / "y", expect_magic=2049)
+    for name, payload in (("t10k-images-idx3-ubyte", struct.pack(">I", 2051) + struct.pack(">III", 1, 2, 2) + bytes(4)),
+                          ("t10k-labels-idx1-ubyte", struct.pack(">I", 2049) + struct.pack(">I", 1) + bytes([11]))):
+        (bad / name).write_bytes(payload)
+    with pytest.raises(IdxError, match="out of range"):
+        load_mnist(bad, "test")
+
+
+def _read_all(dataset, workers: int):
+    import torch
+
+    loader = torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=workers,
+                                         multiprocessing_context="spawn" if workers else None)
+    return [(item.key, item.feats.sum().item()) for item in loader]
+
+
+def test_dataloader_workers_read_the_same(tmp_path, features_dir):
+    shard_audio(features_dir, tmp_path / "s", ShardConfig(max_items=50), show_progress=False)
+    ds = AudioShards(tmp_path / "s", "train")
+    ds[0]  # open handles in the parent: workers must not inherit them
+    assert _read_all(ds, 2) == _read_all(ds, 0)
+
+
+def test_bucket_sampler(features_dir, tmp_path):
+    shard_audio(features_dir, tmp_path / "s", show_progress=False)
+    a = AudioShards(tmp_path / "s", "train")
+    s = BucketBatchSampler(a.lengths, batch_size=16, seed=3)
+    e0 = s.batches()
+    assert sorted(i for b in e0 for i in b) == list(range(len(a)))  # every item once
+    s.set_epoch(1)
+    assert s.batches() != e0
+    s.set_epoch(0)
+    assert s.batches() == e0
+    plain = BucketBatchSampler(a.lengths, batch_size=16, shuffle=False, pool_batches=1)
+    assert s.padding_fraction() < plain.padding_fraction() or plain.padding_fraction() < 0.05
+
+
+def test_info_counts(tmp_path, features_dir):
+    shard_audio(features_dir, tmp_path / "s", ShardConfig(max_items=70), show_progress=False)
+    info = shard_info(tmp_path / "s")
+    recs = read_jsonl(features_dir / "features.jsonl")
+    assert sum(sp["items"] for sp in info["splits"].values()) == len(recs)
+    assert info["splits"]["train"]["frames"] == sum(r["num_frames"] for r in recs if r["split"] == "train")
+    assert set(info["splits"]["test"]["speakers"]) == {r["speaker"] for r in recs}
