@@ -22,8 +22,13 @@ demo: $(STAMP)
 	$(BIN)/pvae-data prepare fsdd $(DATA)/fsdd $(OUT)/prepare -j $(JOBS)
 	$(BIN)/pvae-data trim $(OUT)/prepare/utterances.jsonl $(OUT)/trim -j $(JOBS)
 	$(BIN)/pvae-data fbank $(OUT)/trim/segments.jsonl $(OUT)/fbank -j $(JOBS)
-	@echo "Made: $(OUT)/prepare/utterances.jsonl, $(OUT)/trim/segments.jsonl, $(OUT)/fbank/{feats.scp,features.jsonl,cmvn.json}"
-	@head -c 300 $(OUT)/fbank/features.jsonl; echo
+	$(BIN)/pvae-data shard audio $(OUT)/fbank $(OUT)/shards/audio
+	$(BIN)/pvae-data shard images $(DATA)/mnist $(OUT)/shards/images
+	$(BIN)/pvae-data validate $(OUT)/shards/audio
+	$(BIN)/pvae-data validate $(OUT)/shards/images
+	$(BIN)/pvae-data info $(OUT)/shards/audio
+	$(BIN)/pvae-data info $(OUT)/shards/images
+	@echo "Made: $(OUT)/{prepare,trim,fbank} manifests and features, $(OUT)/shards/{audio,images} (see docs/shards.md)"
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
@@ -34,6 +39,7 @@ test-all: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_fbank.py
 	$(BIN)/python benchmarks/bench_vad.py
+	$(BIN)/python benchmarks/bench_shards.py
 
 clean:
 	rm -rf $(VENV) exp *.egg-info
