@@ -1,0 +1,97 @@
+"""Training data: spoken digits paired on the fly, every epoch, with written digits of the same label.
+
+Audio comes from ``pvae_data`` audio shards (normalised with the global CMVN statistics the
+fbank stage saved), images from image shards (pixels / 255).  Both are held in memory (FSDD +
+MNIST is ~90 MB); batches are length-bucketed so padding stays small.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+
+from pvae_data.shard_reader import AudioShards, BucketBatchSampler, ImageShards
+
+
+@dataclass
+class AudioSet:
+    feats: list[torch.Tensor]  # normalised [T, D] float32
+    lengths: np.ndarray
+    labels: np.ndarray
+    keys: list[str]
+    speakers: list[str]
+
+
+def load_audio_split(shards_dir: str | Path, split: str, cmvn: dict | None = None) -> AudioSet:
+    """All utterances of a split, CMVN-normalised (global train-split stats from the shards)."""
+    s = AudioShards(shards_dir, split)
+    stats = cmvn if cmvn is not None else (s.cmvn or {}).get("global")
+    mean = np.asarray(stats["mean"], np.float32) if stats else 0.0
+    std = np.asarray(stats["std"], np.float32) if stats else 1.0
+    feats = [torch.from_numpy((s[i].feats - mean) / std) for i in range(len(s))]
+    return AudioSet(feats, np.asarray(s.lengths), np.asarray(s.labels), list(s.keys), list(s.speakers))
+
+
+@dataclass
+class ImageSet:
+    images: torch.Tensor  # [N, 1, 28, 28] float32 in [0, 1]
+    labels: np.ndarray
+    keys: list[str]
+
+
+def load_image_split(shards_dir: str | Path, split: str) -> ImageSet:
+    s = ImageShards(shards_dir, split)
+    imgs = torch.from_numpy(s.all_images().astype(np.float32) / 255.0).unsqueeze(1)
+    return ImageSet(imgs, np.asarray(s.labels), list(s.keys))
+
+
+def pad_audio(feats: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    lengths = torch.tensor([len(f) for f in feats], dtype=torch.long)
+    return torch.nn.utils.rnn.pad_sequence(feats, batch_first=True), lengths
+
+
+def pair_images(audio_labels: np.ndarray, image_labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """For each spoken digit, the index of a random written digit with the same label."""
+    by_label = {c: np.flatnonzero(image_labels == c) for c in np.unique(audio_labels)}
+    out = np.empty(len(audio_labels), dtype=np.int64)
+    for c, idx in by_label.items():
+        if len(idx) == 0:
+            raise ValueError(f"no image of label {c} to pair with")
+        where = np.flatnonzero(audio_labels == c)
+        out[where] = idx[rng.integers(0, len(idx), size=len(where))]
+    return out
+
+
+class PairedEpochs:
+    """``batches(epoch)``: a new seeded pairing and a new bucketed batch order every epoch.
+
+    With ``rank``/``world_size`` (DDP), each process takes every world_size-th batch of the
+    same global order, so the union over ranks is the single-process epoch.
+    """
+
+    def __init__(self, audio: AudioSet, images: ImageSet, batch_size: int, seed: int = 0,
+                 rank: int = 0, world_size: int = 1):
+        self.audio, self.images = audio, images
+        self.seed, self.rank, self.world_size = seed, rank, world_size
+        self.sampler = BucketBatchSampler(audio.lengths, batch_size, shuffle=True, seed=seed)
+
+    def pairing(self, epoch: int) -> np.ndarray:
+        return pair_images(self.audio.labels, self.images.labels, np.random.default_rng([self.seed, epoch, 1]))
+
+    def num_batches(self) -> int:
+        return len(range(self.rank, len(self.sampler), self.world_size))
+
+    def batches(self, epoch: int) -> Iterator[dict]:
+        self.sampler.set_epoch(epoch)
+        pairs = self.pairing(epoch)
+        for b in self.sampler.batches()[self.rank::self.world_size]:
+            x_a, lengths = pad_audio([self.audio.feats[i] for i in b])
+            yield {"audio": x_a, "lengths": lengths, "image": self.images.images[pairs[b]],
+                   "label": torch.from_numpy(self.audio.labels[b])}
+
+    def padding_fraction(self) -> float:
+        return self.sampler.padding_fraction()

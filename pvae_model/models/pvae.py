@@ -1,0 +1,120 @@
+"""The Partitioned VAE (Hsu & Glass, 2018): shared z_s, private z_a and z_i.
+
+Objective (minimised): -ELBO(multimodal posterior) + alpha * coherence + beta * contrastive,
+as restated in ``shared/docs/pvae-spec.md``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..modules import (
+    AudioDecoder,
+    AudioPreEncoder,
+    GaussianHead,
+    ImageDecoder,
+    ImagePreEncoder,
+    gaussian_nll_audio,
+    gaussian_nll_image,
+    kl_gauss,
+    kl_std_normal,
+    rbf,
+    reparameterize,
+)
+from .base import ConfigMixin, ModelOutput, cyclic_derangement
+
+
+@dataclass
+class PVAEConfig(ConfigMixin):
+    feat_dim: int = 80
+    z_shared: int = 32
+    z_audio: int = 32
+    z_image: int = 32
+    hidden: int = 512  # LSTM cells and pre-encoder output size
+    image_channels: tuple = (32, 64)  # (*) image pre-encoder conv channels
+    alpha: float = 1.0  # (*) coherence weight
+    beta: float = 10.0  # (*) contrastive weight; 0 gives "PVAE (no beta)"
+    gamma: float = 0.5  # (*) hinge margin
+
+    def __post_init__(self) -> None:
+        self.image_channels = tuple(self.image_channels)
+        if min(self.z_shared, self.z_audio, self.z_image, self.hidden) <= 0:
+            raise ValueError("latent and hidden sizes must be positive")
+        if self.alpha < 0 or self.beta < 0 or self.gamma < 0:
+            raise ValueError("alpha, beta and gamma must be >= 0")
+
+
+class _Encoder(nn.Module):
+    """Pre-encoder(s) -> one Gaussian head per latent."""
+
+    def __init__(self, pre: nn.ModuleDict, in_dim: int, heads: dict[str, int]):
+        super().__init__()
+        self.pre = pre
+        self.heads = nn.ModuleDict({k: GaussianHead(in_dim, d) for k, d in heads.items()})
+
+    def forward(self, h: torch.Tensor) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        return {k: head(h) for k, head in self.heads.items()}
+
+
+class PVAE(nn.Module):
+    def __init__(self, cfg: PVAEConfig = PVAEConfig()):
+        super().__init__()
+        self.cfg = cfg
+        H = cfg.hidden
+        pre_a = lambda: AudioPreEncoder(cfg.feat_dim, H)  # noqa: E731
+        pre_i = lambda: ImagePreEncoder(cfg.image_channels, H)  # noqa: E731
+        # q(z_s, z_a, z_i | x_a, x_i): its own pre-encoders (no sharing with the unimodal ones).
+        self.mm = _Encoder(nn.ModuleDict({"a": pre_a(), "i": pre_i()}), 2 * H,
+                           {"s": cfg.z_shared, "a": cfg.z_audio, "i": cfg.z_image})
+        self.enc_a = _Encoder(nn.ModuleDict({"a": pre_a()}), H, {"s": cfg.z_shared, "a": cfg.z_audio})
+        self.enc_i = _Encoder(nn.ModuleDict({"i": pre_i()}), H, {"s": cfg.z_shared, "i": cfg.z_image})
+        self.dec_a = AudioDecoder(cfg.z_shared + cfg.z_audio, cfg.feat_dim, H)
+        self.dec_i = ImageDecoder(cfg.z_shared + cfg.z_image)
+
+    # ---- inference networks -------------------------------------------------------------
+    def encode_multimodal(self, x_a, lengths, x_i):
+        h = torch.cat([self.mm.pre["a"](x_a, lengths), self.mm.pre["i"](x_i)], dim=-1)
+        return self.mm(h)
+
+    def encode_audio(self, x_a, lengths):
+        """Unimodal q(z_s, z_a | x_a): {"s": (mu, logvar), "a": (mu, logvar)}."""
+        return self.enc_a(self.enc_a.pre["a"](x_a, lengths))
+
+    def encode_image(self, x_i):
+        """Unimodal q(z_s, z_i | x_i): {"s": (mu, logvar), "i": (mu, logvar)}."""
+        return self.enc_i(self.enc_i.pre["i"](x_i))
+
+    # ---- generative networks ------------------------------------------------------------
+    def decode_audio(self, z_s, z_a, lengths):
+        return self.dec_a(torch.cat([z_s, z_a], dim=-1), lengths)
+
+    def decode_image(self, z_s, z_i):
+        return self.dec_i(torch.cat([z_s, z_i], dim=-1))
+
+    # ---- objective ----------------------------------------------------------------------
+    def forward(self, batch: dict, generator: torch.Generator | None = None) -> ModelOutput:
+        cfg = self.cfg
+        lengths, x_i = batch["lengths"], batch["image"]
+        x_a = batch["audio"][:, : int(lengths.max())]  # extra padding is never read
+        q = self.encode_multimodal(x_a, lengths, x_i)
+        z = {k: reparameterize(*q[k]) for k in ("s", "a", "i")}
+        nll_a = gaussian_nll_audio(x_a, self.decode_audio(z["s"], z["a"], lengths), lengths)
+        nll_i = gaussian_nll_image(x_i, self.decode_image(z["s"], z["i"]))
+        kl = {k: kl_std_normal(*q[k]) for k in ("s", "a", "i")}
+        qa, qi = self.encode_audio(x_a, lengths), self.encode_image(x_i)
+        coh_a = kl_gauss(*q["s"], *qa["s"]) + kl_gauss(*q["a"], *qa["a"])
+        coh_i = kl_gauss(*q["s"], *qi["s"]) + kl_gauss(*q["i"], *qi["i"])
+        mu_a, mu_i = qa["s"][0], qi["s"][0]
+        neg = cyclic_derangement(len(mu_a), generator, mu_a.device)
+        pos = rbf(mu_a, mu_i)
+        con = torch.relu(cfg.gamma - pos + rbf(mu_a, mu_i[neg])) + torch.relu(cfg.gamma - pos + rbf(mu_a[neg], mu_i))
+        neg_elbo = nll_a + nll_i + kl["s"] + kl["a"] + kl["i"]
+        loss = (neg_elbo + cfg.alpha * (coh_a + coh_i) + cfg.beta * con).mean()
+        m = {"loss": loss, "neg_elbo": neg_elbo.mean(), "nll_audio": nll_a.mean(), "nll_image": nll_i.mean(),
+             "kl_s": kl["s"].mean(), "kl_a": kl["a"].mean(), "kl_i": kl["i"].mean(),
+             "coherence_audio": coh_a.mean(), "coherence_image": coh_i.mean(), "contrastive": con.mean(),
+             "nll_audio_per_frame": nll_a.sum() / lengths.sum() / x_a.shape[2]}
+        return ModelOutput(loss, {k: float(v.detach()) for k, v in m.items()})
