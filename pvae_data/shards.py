@@ -139,24 +139,46 @@ def _ds(f: h5py.File, name: str, data, **kw):
     return f.create_dataset(name, data=data, track_times=False, **kw)
 
 
-def write_audio_shard(path: Path, mats: list[np.ndarray], keys: list[str], labels: list[int],
-                      speakers: list[str], split: str, cfg: ShardConfig, attrs_cfg: dict, source_sha256: str) -> None:
-    lengths = np.array([len(m) for m in mats], dtype=np.int32)
-    offsets = np.concatenate([[0], np.cumsum(lengths[:-1], dtype=np.int64)]).astype(np.int64)
-    dim = mats[0].shape[1]
-    feats = np.concatenate(mats).astype(cfg.dtype, copy=False)
+def write_audio_shard(path: Path, items: Iterable[np.ndarray], num_frames: int, dim: int, keys: list[str],
+                      labels: list[int], speakers: list[str], split: str, cfg: ShardConfig, attrs_cfg: dict,
+                      source_sha256: str, block_bytes: int = 8 * 2**20) -> list[int]:
+    """Stream utterance matrices into one shard through a fixed-size block buffer.
+
+    ``feats`` is created at its final size and filled block by block, so memory stays at one
+    block however large the shard is.  Returns the utterance lengths.
+    """
+    rows = max(1, block_bytes // (dim * np.dtype(cfg.dtype).itemsize))
+    buf = np.empty((rows, dim), dtype=cfg.dtype)
+    lengths: list[int] = []
     with atomic_path(path) as tmp:
         with h5py.File(tmp, "w", track_order=False) as f:
-            _common_attrs(f, "audio", split, len(mats), attrs_cfg, source_sha256)
-            if cfg.compression == "none":
-                _ds(f, "feats", feats)  # contiguous: readers can memory-map it
-            else:
-                _ds(f, "feats", feats, chunks=(min(cfg.chunk_frames, len(feats)), dim), **cfg.h5_options())
-            _ds(f, "offsets", offsets)
-            _ds(f, "lengths", lengths)
+            _common_attrs(f, "audio", split, len(keys), attrs_cfg, source_sha256)
+            chunks = None if cfg.compression == "none" else (min(cfg.chunk_frames, num_frames), dim)
+            feats = f.create_dataset("feats", shape=(num_frames, dim), dtype=cfg.dtype, chunks=chunks,
+                                     track_times=False, **cfg.h5_options())  # contiguous when uncompressed: mmap-able
+            written = fill = 0
+            for m in items:
+                lengths.append(len(m))
+                pos = 0
+                while pos < len(m):
+                    take = min(rows - fill, len(m) - pos)
+                    buf[fill:fill + take] = m[pos:pos + take]
+                    fill, pos = fill + take, pos + take
+                    if fill == rows:
+                        feats[written:written + fill] = buf
+                        written, fill = written + fill, 0
+            if fill:
+                feats[written:written + fill] = buf[:fill]
+                written += fill
+            if written != num_frames or len(lengths) != len(keys):
+                raise ValueError(f"{path.name}: got {written} frames of {len(lengths)} items, planned {num_frames} of {len(keys)}")
+            lens = np.array(lengths, dtype=np.int32)
+            _ds(f, "offsets", np.concatenate([[0], np.cumsum(lens[:-1], dtype=np.int64)]).astype(np.int64))
+            _ds(f, "lengths", lens)
             _ds(f, "keys", np.array(keys, dtype=object), dtype=STR)
             _ds(f, "labels", np.array(labels, dtype=np.int16))
             _ds(f, "speakers", np.array(speakers, dtype=object), dtype=STR)
+    return lengths
 
 
 def write_image_shard(path: Path, images: np.ndarray, keys: list[str], labels: np.ndarray, split: str,
@@ -233,18 +255,40 @@ def shard_audio(features_dir: str | Path, out_dir: str | Path, cfg: ShardConfig 
                 show_progress: bool = True) -> StageSummary:
     """Pack a ``pvae-data fbank`` output directory into audio shards."""
     features_dir = Path(features_dir)
-    records = read_jsonl(features_dir / "features.jsonl")
+    wanted = ("id", "feats", "num_frames", "feat_dim", "label", "transcript", "speaker", "split")
+    records = [{k: r[k] for k in wanted if k in r} for r in read_jsonl(features_dir / "features.jsonl")]
     fcfg = json.loads((features_dir / "fbank_config.json").read_text())
     cmvn_path = features_dir / "cmvn.json"
     cmvn = json.loads(cmvn_path.read_text()) if cmvn_path.exists() else None
 
-    def load(r: dict) -> np.ndarray:
-        path, offset = r["feats"].rsplit(":", 1)
-        return kaldiio.load_mat(f"{features_dir / path}:{offset}")
+    with ArkReader(features_dir) as arks:
+        return _shard_audio_records(records, arks.load, out_dir, cfg, feature_config=fcfg["config"],
+                                    source_sha256=fcfg.get("manifest_sha256", ""), cmvn=cmvn,
+                                    show_progress=show_progress)
 
-    return _shard_audio_records(records, load, out_dir, cfg, feature_config=fcfg["config"],
-                                source_sha256=fcfg.get("manifest_sha256", ""), cmvn=cmvn,
-                                show_progress=show_progress)
+
+class ArkReader:
+    """Reads ``feats`` references (``arks/x.ark:offset``) keeping each ark open once."""
+
+    def __init__(self, root: Path):
+        self.root, self.files = root, {}
+
+    def load(self, r: dict) -> np.ndarray:
+        from kaldiio.matio import read_kaldi
+
+        path, offset = r["feats"].rsplit(":", 1)
+        f = self.files.get(path)
+        if f is None:
+            f = self.files[path] = open(self.root / path, "rb")
+        f.seek(int(offset))
+        return read_kaldi(f)
+
+    def __enter__(self) -> "ArkReader":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for f in self.files.values():
+            f.close()
 
 
 def shard_kaldi(scp: str | Path, labels: str | Path, out_dir: str | Path, cfg: ShardConfig = ShardConfig(),
@@ -308,20 +352,24 @@ def _shard_audio_records(records: list[dict], load: Callable[[dict], np.ndarray]
     attrs_cfg = {"shard": cfg.to_dict(), "features": feature_config}
 
     def write_one(path: Path, split: str, members: list[int]) -> dict:
-        mats, keys, labels, speakers = [], [], [], []
-        for i in members:
-            r = kept[i]
-            m = np.asarray(load(r))
-            if m.shape != (r["num_frames"], r["feat_dim"]):
-                raise ValueError(f"{r['id']}: features are {m.shape}, manifest says "
-                                 f"({r['num_frames']}, {r['feat_dim']})")
-            mats.append(m)
-            keys.append(r["id"])
-            labels.append(r["label"])
-            speakers.append(str(r.get("speaker", "")))
-        write_audio_shard(path, mats, keys, labels, speakers, split, cfg, attrs_cfg, source_sha256)
-        return {"num_frames": int(sum(len(m) for m in mats)), "feat_dim": int(mats[0].shape[1]),
-                "labels": np.bincount(labels, minlength=10).tolist()}
+        recs = [kept[i] for i in members]
+        dim = recs[0]["feat_dim"]
+        if any(r["feat_dim"] != dim for r in recs):
+            raise ValueError(f"{path.name}: items of different feature dimensions")
+
+        def mats():
+            for r in recs:
+                m = np.asarray(load(r))
+                if m.shape != (r["num_frames"], r["feat_dim"]):
+                    raise ValueError(f"{r['id']}: features are {m.shape}, manifest says "
+                                     f"({r['num_frames']}, {r['feat_dim']})")
+                yield m
+
+        labels = [r["label"] for r in recs]
+        frames = sum(r["num_frames"] for r in recs)
+        write_audio_shard(path, mats(), frames, dim, [r["id"] for r in recs], labels,
+                          [str(r.get("speaker", "")) for r in recs], split, cfg, attrs_cfg, source_sha256)
+        return {"num_frames": int(frames), "feat_dim": int(dim), "labels": np.bincount(labels, minlength=10).tolist()}
 
     extra = {"features": feature_config, "source_sha256": source_sha256, "cmvn": cmvn}
     written, reused = _run(out, "audio", plan, write_one, extra, cfg, show_progress)
