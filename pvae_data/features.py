@@ -24,7 +24,6 @@ import os
 import zlib
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
-from multiprocessing import get_context
 from pathlib import Path
 
 import kaldiio
@@ -32,7 +31,7 @@ import numpy as np
 
 from .fbank import FbankConfig, compute_fbank_batch, num_frames
 from .io_utils import atomic_open, atomic_path, read_jsonl, remove_stale_temps, write_json, write_jsonl
-from .stage import StageSummary, Timer, progress
+from .stage import StageSummary, Timer, progress, worker_context
 
 
 @dataclass(frozen=True)
@@ -188,7 +187,7 @@ def compute_features(
             for i in todo:
                 bar.update(_compute_chunk(i, chunks[i], cfg.to_dict(), str(out)))
         else:
-            with ProcessPoolExecutor(max_workers=min(jobs, len(todo)), mp_context=get_context("spawn")) as ex:
+            with ProcessPoolExecutor(max_workers=min(jobs, len(todo)), mp_context=worker_context()) as ex:
                 futs = [ex.submit(_compute_chunk, i, chunks[i], cfg.to_dict(), str(out)) for i in todo]
                 for fut in as_completed(futs):
                     bar.update(fut.result())

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import csv
 import json
-import multiprocessing as mp
 import os
 import re
 import sys
@@ -39,6 +38,7 @@ from tqdm import tqdm
 from .audio import AudioError, inspect_audio
 from .digits import CHAR_TO_WORD, normalize_transcript
 from .io_utils import write_json, write_jsonl
+from .stage import worker_context
 
 CORPORA = ("fsdd", "tidigits", "list")
 LIST_FORMATS = ("auto", "csv", "tsv", "jsonl")
@@ -388,7 +388,7 @@ def _inspect_all(paths: list[str], jobs: int, progress: bool) -> list[tuple[dict
         else:
             workers = min(jobs, len(paths))
             chunk = max(1, min(64, len(paths) // (workers * 8)))
-            ctx = mp.get_context("spawn")
+            ctx = worker_context()
             with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as ex:
                 for r in ex.map(_inspect_worker, paths, chunksize=chunk):
                     out.append(r)

@@ -51,3 +51,11 @@ def progress(total: int, desc: str, enabled: bool = True, unit: str = "utt") -> 
     """A tqdm bar on stderr, silent when disabled or when stderr is not a terminal."""
     return tqdm(total=total, desc=desc, unit=unit, disable=not enabled or not sys.stderr.isatty(),
                 dynamic_ncols=True, leave=False)
+
+
+def worker_context():
+    """Process start method for stage workers: fork on Linux (workers start in milliseconds and
+    inherit the imports; the data stages hold no threads or GPU state), spawn elsewhere."""
+    import multiprocessing as mp
+
+    return mp.get_context("fork" if sys.platform == "linux" else "spawn")

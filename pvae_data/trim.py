@@ -9,11 +9,10 @@ is rejected with its reason: trimming never silently empties an utterance.
 from __future__ import annotations
 
 from concurrent.futures import ProcessPoolExecutor
-from multiprocessing import get_context
 from pathlib import Path
 
 from .io_utils import read_jsonl, write_json, write_jsonl
-from .stage import StageSummary, Timer, progress
+from .stage import StageSummary, Timer, progress, worker_context
 from .vad import NoSpeechError, VadConfig, trim_bounds
 
 
@@ -51,7 +50,7 @@ def trim_manifest(manifest: str | Path, out_dir: str | Path, cfg: VadConfig = Va
             results.extend(_trim_many(c, cfg.to_dict()))
             bar.update(len(c))
     else:
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as ex:
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=worker_context()) as ex:
             for c, res in zip(chunks, ex.map(_trim_many, chunks, [cfg.to_dict()] * len(chunks))):
                 results.extend(res)
                 bar.update(len(c))
