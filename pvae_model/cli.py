@@ -1,20 +1,92 @@
-"""``pvae-model``: training, evaluation and reports (commands arrive with their issues)."""
+"""``pvae-model``: train the Partitioned VAE (evaluation and reports arrive with their issues)."""
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import click
+import yaml
 
 from . import __version__
 
+CONTEXT = {"help_option_names": ["-h", "--help"], "show_default": True}
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
+
+@click.group(context_settings=CONTEXT)
 @click.version_option(__version__, prog_name="pvae-model")
 def main() -> None:
-    """The Partitioned VAE of Hsu & Glass (2018) on spoken + written digits.
+    """The Partitioned VAE of Hsu & Glass (2018) on spoken + written digits."""
 
-    Model commands (train, evaluate, report) are not implemented yet; this
-    group exists so the package and its entry point are in place.
+
+def _parse_set(items: tuple[str, ...]) -> dict:
+    out = {}
+    for item in items:
+        if "=" not in item:
+            raise click.BadParameter(f"expected KEY=VALUE, got {item!r}", param_hint="--set")
+        k, v = item.split("=", 1)
+        out[k.strip()] = yaml.safe_load(v)
+    return out
+
+
+@main.command(context_settings=CONTEXT)
+@click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="YAML TrainConfig (configs/pvae_fast.yaml, configs/pvae_paper.yaml).")
+@click.option("--out", "run_dir", required=True, type=click.Path(path_type=Path), help="Run directory.")
+@click.option("--resume", is_flag=True, help="Continue the run in --out exactly where it stopped.")
+@click.option("--audio-shards", type=click.Path(path_type=Path), default=None)
+@click.option("--image-shards", type=click.Path(path_type=Path), default=None)
+@click.option("--epochs", type=click.IntRange(1), default=None)
+@click.option("--batch-size", type=click.IntRange(2), default=None)
+@click.option("--lr", type=float, default=None)
+@click.option("--seed", type=int, default=None)
+@click.option("--device", default=None, help="cpu, cuda, cuda:1 ...")
+@click.option("--beta", type=float, default=None, help="Contrastive weight (0 = 'PVAE (no beta)').")
+@click.option("--max-minutes", type=float, default=None, help="Stop cleanly after this much training time.")
+@click.option("--set", "sets", multiple=True, help="Any config field, e.g. --set pvae.gamma=0.3 --set eval_every=2")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+def train(config_file, run_dir: Path, resume: bool, sets, quiet: bool, **flags) -> None:
+    """Train PVAE on audio + image shards; RUN_DIR gets config, metrics.jsonl, tb/, checkpoints/.
+
+    Multi-process (DDP): torchrun --nproc-per-node N -m pvae_model.cli train ...
+    (gloo on CPU, NCCL on GPU).
     """
+    from .train import NonFiniteLoss, load_config
+    from .train import train as run_train
+
+    names = {"audio_shards": "audio_shards", "image_shards": "image_shards", "epochs": "epochs",
+             "batch_size": "batch_size", "lr": "lr", "seed": "seed", "device": "device",
+             "beta": "pvae.beta", "max_minutes": "max_minutes"}
+    overrides = {names[k]: (str(v) if isinstance(v, Path) else v) for k, v in flags.items() if v is not None}
+    overrides.update(_parse_set(sets))
+    if resume and config_file is None and (run_dir / "config.yaml").exists():
+        config_file = run_dir / "config.yaml"
+    try:
+        cfg = load_config(config_file, overrides)
+    except (ValueError, TypeError) as e:
+        raise click.ClickException(f"bad config: {e}") from None
+    dist = _init_distributed(cfg.device)
+    try:
+        run_train(cfg, run_dir, resume=resume, show_progress=not quiet)
+    except (NonFiniteLoss, FileExistsError, ValueError, FileNotFoundError) as e:
+        raise click.ClickException(str(e)) from None
+    finally:
+        if dist:
+            dist.destroy_process_group()
+
+
+def _init_distributed(device: str):
+    """Join the process group when started by torchrun (WORLD_SIZE > 1)."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return None
+    import torch
+    import torch.distributed as dist
+
+    backend = "nccl" if device.startswith("cuda") else "gloo"
+    dist.init_process_group(backend)
+    if device.startswith("cuda"):
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+    return dist
 
 
 if __name__ == "__main__":

@@ -1,0 +1,52 @@
+"""Latent-space metrics: k-means purity (the paper's Table 1) and inertia curves (Fig. 3)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+
+def purity(labels: np.ndarray, clusters: np.ndarray) -> float:
+    """Sum over clusters of the size of its majority label, divided by N."""
+    labels, clusters = np.asarray(labels), np.asarray(clusters)
+    total = 0
+    for c in np.unique(clusters):
+        total += np.bincount(labels[clusters == c]).max()
+    return total / len(labels)
+
+
+def kmeans_purity(x: np.ndarray, labels: np.ndarray, k: int = 10, seed: int = 0, n_init: int = 10) -> float:
+    from sklearn.cluster import KMeans
+
+    km = KMeans(n_clusters=k, n_init=n_init, random_state=seed).fit(np.asarray(x, dtype=np.float64))
+    return purity(labels, km.labels_)
+
+
+@torch.no_grad()
+def encode_means(model, audio=None, images=None, batch_size: int = 256, device="cpu") -> dict[str, np.ndarray]:
+    """Posterior means from the *unimodal* encoders: z_s and z_a from speech, z_s and z_i from images."""
+    from .data import pad_audio
+
+    was_training = model.training
+    model.eval()
+    out: dict[str, list] = {"s_audio": [], "a": [], "s_image": [], "i": []}
+    if audio is not None:
+        order = np.argsort(audio.lengths, kind="stable")  # little padding, any order gives the same result
+        res = [None] * len(order)
+        for b in range(0, len(order), batch_size):
+            idx = order[b:b + batch_size]
+            x, lengths = pad_audio([audio.feats[i] for i in idx])
+            q = model.encode_audio(x.to(device), lengths.to(device))
+            for j, i in enumerate(idx):
+                res[i] = (q["s"][0][j].cpu().numpy(), q["a"][0][j].cpu().numpy())
+        out["s_audio"] = [r[0] for r in res]
+        out["a"] = [r[1] for r in res]
+    if images is not None:
+        for b in range(0, len(images.images), batch_size):
+            q = model.encode_image(images.images[b:b + batch_size].to(device))
+            out["s_image"].append(q["s"][0].cpu().numpy())
+            out["i"].append(q["i"][0].cpu().numpy())
+        out["s_image"] = list(np.concatenate(out["s_image"])) if out["s_image"] else []
+        out["i"] = list(np.concatenate(out["i"])) if out["i"] else []
+    model.train(was_training)
+    return {k: np.stack(v) for k, v in out.items() if len(v)}

@@ -1,0 +1,331 @@
+"""Training loop: exact resume, signal-safe checkpoints, NaN guard, TensorBoard, DDP.
+
+RUN_DIR/
+  config.yaml             the resolved TrainConfig
+  metrics.jsonl           one line per epoch: every loss term, pairs/s, minutes, purity when evaluated
+  tb/                     TensorBoard events (same numbers)
+  checkpoints/last.pt     model, optimizer, all RNG states, epoch and position inside it
+  checkpoints/best.pt     the checkpoint with the best mean z_s purity so far
+
+Resume is exact on CPU: the batch order and the image pairing of an epoch are functions of
+(seed, epoch) alone, the reparameterisation noise and the negatives come from RNGs whose states
+are checkpointed, and a checkpoint taken mid-epoch (SIGINT/SIGTERM) records how many batches of
+the epoch are done and the running sums of its metrics.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+
+from .data import PairedEpochs, load_audio_split, load_image_split
+from .metrics import encode_means, kmeans_purity
+from .models.pvae import PVAE, PVAEConfig
+
+
+@dataclass
+class TrainConfig:
+    audio_shards: str = "exp/shards/audio"
+    image_shards: str = "exp/shards/images"
+    model: str = "pvae"
+    pvae: PVAEConfig = field(default_factory=PVAEConfig)
+    epochs: int = 30
+    batch_size: int = 128
+    lr: float = 1e-3
+    betas: tuple = (0.95, 0.999)
+    eps: float = 1e-8
+    grad_clip: float = 0.0  # 0 = off
+    seed: int = 0
+    eval_every: int = 5  # quick z_s purity on the test split every N epochs (0 = never)
+    eval_images: int = 2000  # test images used by the quick purity (all in `pvae-model evaluate`)
+    device: str = "cpu"
+    bf16: bool = True  # autocast to bfloat16 on CUDA
+    num_threads: int = 0  # torch intra-op threads (0 = torch's default)
+    max_minutes: float = 0.0  # stop cleanly after this much training time (0 = no limit)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.pvae, dict):
+            self.pvae = PVAEConfig.from_dict(self.pvae)
+        self.betas = tuple(self.betas)
+        if self.model != "pvae":
+            raise ValueError(f"unknown model {self.model!r} (available: pvae)")
+        if self.epochs < 1 or self.batch_size < 2 or self.lr <= 0:
+            raise ValueError("epochs >= 1, batch_size >= 2 and lr > 0 are required")
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["betas"] = list(self.betas)
+        d["pvae"]["image_channels"] = list(self.pvae.image_channels)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        unknown = set(d) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown TrainConfig fields: {sorted(unknown)}")
+        return cls(**d)
+
+
+def load_config(path: str | Path | None, overrides: dict | None = None) -> TrainConfig:
+    """YAML file (optional) + ``{"epochs": 3, "pvae.beta": 0}``-style overrides."""
+    d = yaml.safe_load(Path(path).read_text()) if path else {}
+    d = d or {}
+    for key, value in (overrides or {}).items():
+        cur = d
+        *parents, last = key.split(".")
+        for p in parents:
+            cur = cur.setdefault(p, {})
+        cur[last] = value
+    return TrainConfig.from_dict(d)
+
+
+class NonFiniteLoss(RuntimeError):
+    pass
+
+
+class _Stop:
+    """Turns SIGINT/SIGTERM into a flag checked between batches."""
+
+    def __init__(self) -> None:
+        self.signal: int | None = None
+        self._old = {}
+
+    def __enter__(self):
+        for s in (signal.SIGINT, signal.SIGTERM):
+            self._old[s] = signal.signal(s, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        self.signal = signum
+
+    def __exit__(self, *exc) -> None:
+        for s, h in self._old.items():
+            signal.signal(s, h)
+
+
+def _dist():
+    import torch.distributed as dist
+
+    return dist if dist.is_available() and dist.is_initialized() else None
+
+
+def _save(path: Path, state: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def quick_purity(model, audio_test, image_test, device) -> dict:
+    means = encode_means(model, audio_test, image_test, device=device)
+    return {"purity_zs_speech": kmeans_purity(means["s_audio"], audio_test.labels),
+            "purity_zs_image": kmeans_purity(means["s_image"], image_test.labels)}
+
+
+def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, show_progress: bool = True,
+          stop_after_batches: int | None = None) -> dict:
+    """Train; returns the last epoch's metrics.  ``stop_after_batches`` simulates an interruption (tests)."""
+    from tqdm import tqdm
+
+    run = Path(run_dir)
+    dist = _dist()
+    rank, world = (dist.get_rank(), dist.get_world_size()) if dist else (0, 1)
+    main = rank == 0
+    if cfg.num_threads:
+        torch.set_num_threads(cfg.num_threads)
+    device = torch.device(cfg.device)
+    ckpt_path = run / "checkpoints" / "last.pt"
+    if main:
+        run.mkdir(parents=True, exist_ok=True)
+        if (run / "config.yaml").exists() and not resume and ckpt_path.exists():
+            raise FileExistsError(f"{run} already holds a run; use --resume to continue it, or another --out")
+        if resume and (run / "config.yaml").exists():
+            saved = TrainConfig.from_dict(yaml.safe_load((run / "config.yaml").read_text()))
+            if {**saved.to_dict(), "epochs": 0, "max_minutes": 0} != {**cfg.to_dict(), "epochs": 0, "max_minutes": 0}:
+                raise ValueError(f"{run}/config.yaml differs from this config (only epochs/max_minutes may change on resume)")
+        (run / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+
+    torch.manual_seed(cfg.seed)
+    audio = load_audio_split(cfg.audio_shards, "train")
+    images = load_image_split(cfg.image_shards, "train")
+    audio_test = load_audio_split(cfg.audio_shards, "test", cmvn=_cmvn(cfg.audio_shards))
+    image_test = load_image_split(cfg.image_shards, "test")
+    if cfg.eval_images and cfg.eval_images < len(image_test.labels):
+        idx = np.random.default_rng(0).permutation(len(image_test.labels))[: cfg.eval_images]
+        image_test = type(image_test)(image_test.images[idx], image_test.labels[idx], [image_test.keys[i] for i in idx])
+    data = PairedEpochs(audio, images, cfg.batch_size, seed=cfg.seed, rank=rank, world_size=world)
+
+    model = PVAE(cfg.pvae).to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=cfg.betas, eps=cfg.eps)
+    gen = torch.Generator().manual_seed(cfg.seed + 1 + rank)  # negatives for the contrastive term
+    start_epoch, start_batch, sums, best, elapsed_before = 0, 0, {}, -1.0, 0.0
+    if resume and ckpt_path.exists():
+        ck = torch.load(ckpt_path, map_location=device, weights_only=False)
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["optimizer"])
+        torch.set_rng_state(ck["rng"]["torch"])
+        gen.set_state(ck["rng"]["generator"][rank] if isinstance(ck["rng"]["generator"], list) else ck["rng"]["generator"])
+        if device.type == "cuda" and ck["rng"].get("cuda") is not None:
+            torch.cuda.set_rng_state(ck["rng"]["cuda"])
+        start_epoch, start_batch, sums = ck["epoch"], ck["batch"], ck["epoch_sums"]
+        best, elapsed_before = ck.get("best_purity", -1.0), ck.get("train_seconds", 0.0)
+        if main:
+            _truncate_metrics(run / "metrics.jsonl", start_epoch)
+    elif resume and main:
+        print(f"no checkpoint in {run}; starting from scratch")
+
+    net = model
+    if dist:
+        from torch.nn.parallel import DistributedDataParallel
+
+        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    writer = None
+    if main:
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            writer = SummaryWriter(str(run / "tb"))
+        except ImportError:  # TensorBoard is optional at run time
+            writer = None
+
+    def checkpoint(epoch: int, batch: int, epoch_sums: dict, path: Path = ckpt_path) -> None:
+        gens = [gen.get_state()]
+        if dist:
+            gathered = [None] * world
+            dist.all_gather_object(gathered, gen.get_state())
+            gens = gathered
+        if main:
+            _save(path, {"model": model.state_dict(), "optimizer": opt.state_dict(), "config": cfg.to_dict(),
+                         "epoch": epoch, "batch": batch, "epoch_sums": epoch_sums, "best_purity": best,
+                         "train_seconds": elapsed_before + (time.perf_counter() - t_start),
+                         "rng": {"torch": torch.get_rng_state(), "generator": gens if dist else gens[0],
+                                 "cuda": torch.cuda.get_rng_state() if device.type == "cuda" else None}})
+
+    n_batches = data.num_batches()
+    if dist:  # every rank must run the same number of steps
+        n = torch.tensor([n_batches])
+        dist.all_reduce(n, op=dist.ReduceOp.MIN)
+        n_batches = int(n)
+    t_start = time.perf_counter()
+    last_metrics: dict = {}
+    done_batches = 0
+    with _Stop() as stop:
+        for epoch in range(start_epoch, cfg.epochs):
+            model.train()
+            t_epoch = time.perf_counter()
+            bar = tqdm(total=n_batches, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, dynamic_ncols=True,
+                       disable=not (show_progress and main))
+            first = start_batch if epoch == start_epoch else 0
+            bar.update(first)
+            sums = sums if epoch == start_epoch else {}
+            pairs_epoch = 0
+            for b, batch in enumerate(data.batches(epoch)):
+                if b >= n_batches:
+                    break
+                if b < first:
+                    continue
+                batch = {k: v.to(device) for k, v in batch.items()}
+                with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cfg.bf16 and device.type == "cuda"):
+                    out = net(batch, generator=gen)
+                if not math.isfinite(out.metrics["loss"]):
+                    raise NonFiniteLoss(f"epoch {epoch + 1}, batch {b + 1}: loss is {out.metrics['loss']} "
+                                        f"(terms: {out.metrics}); the last good checkpoint is {ckpt_path}")
+                opt.zero_grad(set_to_none=True)
+                out.loss.backward()
+                if cfg.grad_clip:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                opt.step()
+                n = len(batch["lengths"])
+                pairs_epoch += n
+                for k, v in out.metrics.items():
+                    sums[k] = sums.get(k, 0.0) + v * n
+                sums["_n"] = sums.get("_n", 0) + n
+                bar.update(1)
+                bar.set_postfix(loss=f"{out.metrics['loss']:.1f}", con=f"{out.metrics['contrastive']:.3f}",
+                                pairs_s=f"{pairs_epoch / (time.perf_counter() - t_epoch):.0f}")
+                done_batches += 1
+                interrupted = stop.signal is not None or (stop_after_batches is not None and done_batches >= stop_after_batches)
+                if interrupted and b + 1 < n_batches:
+                    checkpoint(epoch, b + 1, sums)
+                    bar.close()
+                    if main:
+                        why = f"signal {stop.signal}" if stop.signal else "requested stop"
+                        print(f"stopped by {why} in epoch {epoch + 1} after batch {b + 1}; checkpoint saved to {ckpt_path}")
+                    return last_metrics
+            bar.close()
+            metrics = _reduce(sums, dist)
+            metrics.update(epoch=epoch + 1, pairs_per_s=pairs_epoch * world / (time.perf_counter() - t_epoch),
+                           minutes=(elapsed_before + time.perf_counter() - t_start) / 60,
+                           padding_fraction=data.padding_fraction())
+            evaluate = cfg.eval_every and ((epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs)
+            if evaluate and main:
+                metrics.update(quick_purity(model, audio_test, image_test, device))
+            if main:
+                with open(run / "metrics.jsonl", "a") as f:
+                    f.write(json.dumps(metrics) + "\n")
+                if writer:
+                    for k, v in metrics.items():
+                        if k != "epoch":
+                            writer.add_scalar(k, v, epoch + 1)
+                    writer.flush()
+            score = (metrics.get("purity_zs_speech", -1) + metrics.get("purity_zs_image", -1)) / 2
+            improved = evaluate and score > best
+            if improved:
+                best = score
+            checkpoint(epoch + 1, 0, {})
+            if improved and main:
+                _save(run / "checkpoints" / "best.pt", torch.load(ckpt_path, weights_only=False))
+            last_metrics = metrics
+            if main and not show_progress:
+                pass
+            if main:
+                print(_epoch_line(metrics), flush=True)
+            stopping = stop.signal is not None or (
+                cfg.max_minutes and (elapsed_before + time.perf_counter() - t_start) / 60 >= cfg.max_minutes)
+            if stopping or (stop_after_batches is not None and done_batches >= stop_after_batches):
+                break
+            sums = {}
+    if writer:
+        writer.close()
+    return last_metrics
+
+
+def _cmvn(audio_shards) -> dict | None:
+    from pvae_data.shard_reader import load_index
+
+    return (load_index(audio_shards)[1].get("cmvn") or {}).get("global")
+
+
+def _reduce(sums: dict, dist) -> dict:
+    keys = sorted(k for k in sums if k != "_n")
+    vals = torch.tensor([sums[k] for k in keys] + [sums.get("_n", 0)], dtype=torch.float64)
+    if dist:
+        dist.all_reduce(vals)
+    n = float(vals[-1]) or 1.0
+    return {k: float(v) / n for k, v in zip(keys, vals[:-1])}
+
+
+def _truncate_metrics(path: Path, epochs_done: int) -> None:
+    """On resume, drop lines of epochs after the checkpoint (a crash between log and checkpoint)."""
+    if path.exists():
+        lines = [ln for ln in path.read_text().splitlines() if ln.strip()]
+        keep = [ln for ln in lines if json.loads(ln)["epoch"] <= epochs_done]
+        path.write_text("".join(ln + "\n" for ln in keep))
+
+
+def _epoch_line(m: dict) -> str:
+    s = (f"epoch {m['epoch']}: loss {m['loss']:.2f} (nll_a {m['nll_audio']:.1f}, nll_i {m['nll_image']:.1f}, "
+         f"kl {m['kl_s'] + m['kl_a'] + m['kl_i']:.2f}, coh {m['coherence_audio'] + m['coherence_image']:.2f}, "
+         f"con {m['contrastive']:.3f}), {m['pairs_per_s']:.0f} pairs/s, {m['minutes']:.1f} min")
+    if "purity_zs_speech" in m:
+        s += f"; z_s purity speech {100 * m['purity_zs_speech']:.2f} %, image {100 * m['purity_zs_image']:.2f} %"
+    return s
