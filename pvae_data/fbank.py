@@ -20,17 +20,19 @@ energy thresholds only mean what Kaldi means on that scale.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Sequence
 
 import numpy as np
 
+from .config import ConfigMixin
+
 FLT_EPS = float(np.finfo(np.float32).eps)
 
 
 @dataclass(frozen=True)
-class FbankConfig:
+class FbankConfig(ConfigMixin):
     """Options of Kaldi's ``compute-fbank-feats``; defaults are Kaldi's except those noted."""
 
     sample_rate: int = 16000  # audio at any other rate is resampled to this first
@@ -78,16 +80,6 @@ class FbankConfig:
         n = self.window_size
         return 1 << (n - 1).bit_length() if self.round_to_power_of_two else n
 
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "FbankConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"unknown FbankConfig fields: {sorted(unknown)}")
-        return cls(**d)
 
 
 def _povey(n: int) -> np.ndarray:

@@ -29,16 +29,17 @@ import re
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Iterable, Iterator
 
 from tqdm import tqdm
 
+from .config import ConfigMixin
 from .audio import AudioError, inspect_audio
 from .digits import CHAR_TO_WORD, normalize_transcript
 from .io_utils import write_json, write_jsonl
-from .stage import worker_context
+from .stage import StageSummary, worker_context
 
 CORPORA = ("fsdd", "tidigits", "list")
 LIST_FORMATS = ("auto", "csv", "tsv", "jsonl")
@@ -58,7 +59,7 @@ _SPK_RE = re.compile(r"^[A-Za-z0-9]+$")
 
 
 @dataclass(frozen=True)
-class PrepareConfig:
+class PrepareConfig(ConfigMixin):
     corpus: str  # "fsdd" | "tidigits" | "list"
     source: str  # corpus directory, or the list file for corpus="list"
     list_format: str = "auto"  # list only: auto (by extension/content) | csv | tsv | jsonl
@@ -72,25 +73,14 @@ class PrepareConfig:
         if not str(self.source):
             raise ValueError("source must be given")
 
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "PrepareConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"unknown PrepareConfig fields: {sorted(unknown)}")
-        return cls(**d)
 
 
 @dataclass
-class PrepareSummary:
-    total: int  # inputs found (files, or list entries)
-    kept: int
-    rejected: int
-    elapsed_s: float
-    notes: int  # kept records carrying a "note"
+class PrepareSummary(StageSummary):
+    """The stage summary plus what prepare alone knows (kept + rejected == total, as everywhere)."""
+
+    stage: str = "prepare"
+    notes: int = 0  # kept records carrying a "note"
     ignored: int = 0  # non-audio files skipped while scanning a directory (not inputs)
     speakers: int = 0
     hours: float = 0.0  # total duration of kept audio
@@ -98,18 +88,8 @@ class PrepareSummary:
     reasons: dict = field(default_factory=dict)  # rejection category -> count
     out_dir: str = ""
 
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    def check(self) -> "PrepareSummary":
-        if self.kept + self.rejected != self.total:
-            raise AssertionError(f"prepare: kept {self.kept} + rejected {self.rejected} != total {self.total}")
-        return self
-
     def line(self) -> str:
-        """One human-readable line (same shape as ``stage.StageSummary.line``)."""
-        s = f"prepare: kept {self.kept}, rejected {self.rejected} of {self.total} in {self.elapsed_s:.1f} s"
-        s += f"; speakers {self.speakers}; hours {self.hours:.3f}"
+        s = super().line() + f"; speakers {self.speakers}; hours {self.hours:.3f}"
         if self.splits:
             s += "; " + ", ".join(f"{k} {v}" for k, v in self.splits.items())
         if self.notes:

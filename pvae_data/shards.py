@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -29,6 +29,7 @@ import h5py
 import kaldiio
 import numpy as np
 
+from .config import ConfigMixin
 from . import __version__
 from .digits import normalize_transcript, word_to_label
 from .io_utils import atomic_path, read_jsonl, remove_stale_temps, write_json, write_jsonl
@@ -39,7 +40,7 @@ STR = h5py.string_dtype("utf-8")
 
 
 @dataclass(frozen=True)
-class ShardConfig:
+class ShardConfig(ConfigMixin):
     """How items are packed; saved in ``index.json`` and in every shard's attributes."""
 
     max_items: int = 0  # items per shard (0 = no limit)
@@ -59,15 +60,6 @@ class ShardConfig:
         if self.max_items < 0 or self.max_bytes <= 0 or self.chunk_frames <= 0:
             raise ValueError("max_items >= 0, max_bytes > 0 and chunk_frames > 0 are required")
 
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "ShardConfig":
-        unknown = set(d) - {f.name for f in fields(cls)}
-        if unknown:
-            raise ValueError(f"unknown ShardConfig fields: {sorted(unknown)}")
-        return cls(**d)
 
     def h5_options(self) -> dict:
         if self.compression == "none":

@@ -33,9 +33,11 @@ checks and prints the numbers (``pytest tests/test_vad.py -rP``).
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 
 import numpy as np
+
+from .config import ConfigMixin
 
 FLT_EPS = float(np.finfo(np.float32).eps)
 BACKENDS = ("energy", "webrtc")
@@ -84,7 +86,7 @@ class NoSpeechError(ValueError):
 
 
 @dataclass(frozen=True)
-class VadConfig:
+class VadConfig(ConfigMixin):
     """VAD options.  Kaldi's names and defaults except where noted (reasons in the comments)."""
 
     backend: str = "energy"  # "energy" | "webrtc"
@@ -157,16 +159,6 @@ class VadConfig:
     def window_shift(self, sample_rate: int) -> int:
         return int(sample_rate * 0.001 * self.frame_shift_ms)
 
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "VadConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"unknown VadConfig fields: {sorted(unknown)}")
-        return cls(**d)
 
 
 def _is_int(v) -> bool:

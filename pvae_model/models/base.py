@@ -2,27 +2,17 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 
 import torch
+
+from pvae_data.config import ConfigMixin  # noqa: F401  (re-exported for the models)
 
 
 @dataclass
 class ModelOutput:
     loss: torch.Tensor  # scalar to minimise
     metrics: dict  # every term, detached floats
-
-
-class ConfigMixin:
-    def to_dict(self) -> dict:
-        return asdict(self)  # type: ignore[call-overload]
-
-    @classmethod
-    def from_dict(cls, d: dict):
-        unknown = set(d) - {f.name for f in fields(cls)}  # type: ignore[arg-type]
-        if unknown:
-            raise ValueError(f"unknown {cls.__name__} fields: {sorted(unknown)}")
-        return cls(**d)
 
 
 def cyclic_derangement(n: int, generator: torch.Generator | None = None, device=None) -> torch.Tensor:
