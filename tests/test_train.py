@@ -1,0 +1,176 @@
+"""Training: on-the-fly pairing, exact resume, signals, NaN guard, DDP (2 CPU processes, gloo)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from pvae_data.features import FbankStageConfig, compute_features
+from pvae_data.io_utils import write_jsonl
+from pvae_data.shards import ShardConfig, shard_audio, shard_mnist
+from pvae_model.data import PairedEpochs, load_audio_split, load_image_split
+from pvae_model.train import NonFiniteLoss, TrainConfig, load_config, train
+
+REPO = Path(__file__).resolve().parents[1]
+WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+TIMING = {"pairs_per_s", "minutes"}
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory, fsdd_files) -> tuple[Path, Path]:
+    """Audio shards of 150 real FSDD digits and image shards of the real MNIST files."""
+    tmp = tmp_path_factory.mktemp("train")
+    recs = []
+    for p in fsdd_files[::20]:
+        digit, spk, take = Path(p).stem.split("_")
+        recs.append({"id": f"{spk}-{digit}-{int(take):02d}", "audio": p, "speaker": spk,
+                     "transcript": WORDS[int(digit)], "split": "test" if int(take) <= 4 else "train"})
+    write_jsonl(tmp / "m.jsonl", recs)
+    compute_features(tmp / "m.jsonl", tmp / "fbank", FbankStageConfig(), show_progress=False)
+    shard_audio(tmp / "fbank", tmp / "audio", show_progress=False)
+    mnist = REPO.parent / "shared" / "data" / "mnist"
+    if not mnist.is_dir():
+        pytest.skip("MNIST not found")
+    shard_mnist(mnist, tmp / "images", ShardConfig(), show_progress=False)
+    return tmp / "audio", tmp / "images"
+
+
+def tiny(shards, **kw) -> TrainConfig:
+    d = {"audio_shards": str(shards[0]), "image_shards": str(shards[1]), "epochs": 3, "batch_size": 32,
+         "eval_every": 0, "num_threads": 1, "seed": 7,
+         "pvae": {"hidden": 24, "z_shared": 4, "z_audio": 4, "z_image": 4, "image_channels": [4, 8]}}
+    d.update(kw)
+    return TrainConfig.from_dict(d)
+
+
+def epochs_of(run: Path) -> list[dict]:
+    return [{k: v for k, v in json.loads(line).items() if k not in TIMING}
+            for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_pairing_is_on_the_fly_seeded_and_label_preserving(shards):
+    audio = load_audio_split(shards[0], "train")
+    images = load_image_split(shards[1], "train")
+    data = PairedEpochs(audio, images, batch_size=16, seed=3)
+    p0, p1 = data.pairing(0), data.pairing(1)
+    assert (images.labels[p0] == audio.labels).all() and (images.labels[p1] == audio.labels).all()
+    assert (p0 != p1).mean() > 0.9  # a different written digit for (almost) every spoken one
+    assert np.array_equal(p0, PairedEpochs(audio, images, 16, seed=3).pairing(0))
+    assert not np.array_equal(p0, PairedEpochs(audio, images, 16, seed=4).pairing(0))
+    seen = sorted(int(i) for b in data.batches(0) for i in b["label"])
+    assert seen == sorted(audio.labels.tolist())
+
+
+def test_audio_is_cmvn_normalised(shards):
+    audio = load_audio_split(shards[0], "train")
+    frames = torch.cat(audio.feats)
+    assert frames.mean(0).abs().max() < 1e-3 and (frames.std(0) - 1).abs().max() < 1e-2
+
+
+def test_resume_mid_epoch_equals_uninterrupted(tmp_path, shards):
+    cfg = tiny(shards)
+    per_epoch = PairedEpochs(load_audio_split(shards[0], "train"), load_image_split(shards[1], "train"),
+                             cfg.batch_size, seed=cfg.seed).num_batches()
+    train(cfg, tmp_path / "full", show_progress=False)
+    # Interrupt inside epoch 2 (two batches into it), then resume to the end.
+    train(cfg, tmp_path / "cut", show_progress=False, stop_after_batches=per_epoch + 2)
+    ck = torch.load(tmp_path / "cut" / "checkpoints" / "last.pt", weights_only=False)
+    assert (ck["epoch"], ck["batch"]) == (1, 2)
+    train(cfg, tmp_path / "cut", resume=True, show_progress=False)
+    assert epochs_of(tmp_path / "cut") == epochs_of(tmp_path / "full")
+    a = torch.load(tmp_path / "full" / "checkpoints" / "last.pt", weights_only=False)["model"]
+    b = torch.load(tmp_path / "cut" / "checkpoints" / "last.pt", weights_only=False)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_resume_at_epoch_boundary_and_more_epochs(tmp_path, shards):
+    train(tiny(shards, epochs=3), tmp_path / "full", show_progress=False)
+    train(tiny(shards, epochs=1), tmp_path / "cut", show_progress=False)
+    train(tiny(shards, epochs=3), tmp_path / "cut", resume=True, show_progress=False)
+    assert epochs_of(tmp_path / "cut") == epochs_of(tmp_path / "full")
+
+
+def test_outputs_and_guards(tmp_path, shards):
+    m = train(tiny(shards, epochs=2, eval_every=1), tmp_path / "r", show_progress=False)
+    run = tmp_path / "r"
+    assert (run / "config.yaml").exists() and (run / "checkpoints" / "best.pt").exists()
+    assert list((run / "tb").glob("events.out.tfevents*"))
+    assert 0.1 <= m["purity_zs_speech"] <= 1 and 0.1 <= m["purity_zs_image"] <= 1
+    for k in ("nll_audio", "nll_image", "kl_s", "kl_a", "kl_i", "coherence_audio", "coherence_image", "contrastive"):
+        assert k in m
+    assert load_config(run / "config.yaml") == tiny(shards, epochs=2, eval_every=1)
+    with pytest.raises(FileExistsError):
+        train(tiny(shards, epochs=2), run, show_progress=False)
+    with pytest.raises(ValueError, match="differs"):
+        train(tiny(shards, epochs=2, lr=0.5), run, resume=True, show_progress=False)
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, shards, monkeypatch):
+    from pvae_model.models import pvae as pvae_mod
+
+    cfg = tiny(shards, epochs=3)
+    train(tiny(shards, epochs=1), tmp_path / "r", show_progress=False)
+    good = torch.load(tmp_path / "r" / "checkpoints" / "last.pt", weights_only=False)
+    real = pvae_mod.PVAE.forward
+    calls = {"n": 0}
+
+    def poisoned(self, batch, generator=None):
+        out = real(self, batch, generator)
+        calls["n"] += 1
+        if calls["n"] == 2:
+            out.metrics["loss"] = float("nan")
+        return out
+
+    monkeypatch.setattr(pvae_mod.PVAE, "forward", poisoned)
+    with pytest.raises(NonFiniteLoss, match="last good checkpoint"):
+        train(cfg, tmp_path / "r", resume=True, show_progress=False)
+    kept = torch.load(tmp_path / "r" / "checkpoints" / "last.pt", weights_only=False)
+    assert kept["epoch"] == good["epoch"] == 1
+    assert all(torch.equal(kept["model"][k], good["model"][k]) for k in good["model"])
+
+
+def _cli(shards, run: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "pvae_model.cli", "train", "--out", str(run), "--audio-shards", str(shards[0]),
+            "--image-shards", str(shards[1]), "--batch-size", "32", "--set", "eval_every=0", "--set", "num_threads=1",
+            "--set", "pvae.hidden=24", "--set", "pvae.z_shared=4", "--set", "pvae.image_channels=[4, 8]", "-q", *extra]
+
+
+def test_sigint_saves_a_checkpoint_and_resume_finishes(tmp_path, shards):
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    run = tmp_path / "r"
+    proc = subprocess.Popen(_cli(shards, run, "--epochs", "200"), env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not (run / "metrics.jsonl").exists():
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    ck = torch.load(run / "checkpoints" / "last.pt", weights_only=False)
+    assert ck["epoch"] >= 1 and ("stopped by signal" in out or ck["batch"] == 0)
+    r = subprocess.run(_cli(shards, run, "--epochs", str(ck["epoch"] + 1), "--resume"), env=env,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])["epoch"] == ck["epoch"] + 1
+
+
+def test_ddp_two_cpu_processes(tmp_path, shards):
+    """torchrun with 2 processes on gloo: both ranks train, rank 0 writes, the epoch covers the data."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29517",
+           "-m", "pvae_model.cli", "train", *_cli(shards, tmp_path / "ddp", "--epochs", "2")[4:]]
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    lines = (tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == 2 and all(np.isfinite(json.loads(x)["loss"]) for x in lines)
+    ck = torch.load(tmp_path / "ddp" / "checkpoints" / "last.pt", weights_only=False)
+    assert ck["epoch"] == 2 and isinstance(ck["rng"]["generator"], list) and len(ck["rng"]["generator"]) == 2
