@@ -24,7 +24,7 @@ def trim_record(record: dict, cfg: VadConfig) -> tuple[dict | None, dict | None]
     try:
         wave, rate = load_audio(record["audio"], start=record.get("start"), end=record.get("end"))
         a, b = trim_bounds(wave, rate, cfg)
-    except (AudioError, NoSpeechError) as e:
+    except (AudioError, NoSpeechError, ValueError) as e:  # ValueError: e.g. non-finite samples
         return None, {"id": record.get("id"), "audio": record.get("audio"), "reason": getattr(e, "reason", str(e))}
     start, end = start0 + a / rate, start0 + b / rate
     out = {**record, "start": round(start, 6), "end": round(end, 6), "duration": round(end - start, 6)}
