@@ -75,6 +75,24 @@ def train(config_file, run_dir: Path, resume: bool, sets, quiet: bool, **flags) 
             dist.destroy_process_group()
 
 
+@main.command(context_settings=CONTEXT)
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--checkpoint", type=click.Choice(["last", "best"]), default="last")
+@click.option("--seeds", type=click.IntRange(1), default=5, help="k-means initialisations (mean +- std).")
+@click.option("--device", default="cpu")
+def purity(run_dir: Path, checkpoint: str, seeds: int, device: str) -> None:
+    """k-means purity (k = 10) of z_s, z_a, z_i on the full test split (the paper's Table 1 metric)."""
+    import json
+
+    from .metrics import zs_purity
+
+    try:
+        r = zs_purity(run_dir, checkpoint, seeds, device)
+    except (FileNotFoundError, KeyError, ValueError) as e:
+        raise click.ClickException(str(e)) from None
+    click.echo(json.dumps(r, indent=2))
+
+
 def _init_distributed(device: str):
     """Join the process group when started by torchrun (WORLD_SIZE > 1)."""
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:

@@ -50,3 +50,30 @@ def encode_means(model, audio=None, images=None, batch_size: int = 256, device="
         out["i"] = list(np.concatenate(out["i"])) if out["i"] else []
     model.train(was_training)
     return {k: np.stack(v) for k, v in out.items() if len(v)}
+
+
+def zs_purity(run_dir, checkpoint: str = "last", seeds: int = 5, device: str = "cpu") -> dict:
+    """k-means (k = 10) purity of z_s from the unimodal encoders on the *full* test split.
+
+    Mean and standard deviation over ``seeds`` k-means initialisations; also z_a and z_i (the
+    style latents, which should *not* cluster by digit).
+    """
+    from pathlib import Path
+
+    from .data import load_audio_split, load_image_split
+    from .models.pvae import PVAE
+    from .train import TrainConfig, _cmvn
+
+    ck = torch.load(Path(run_dir) / "checkpoints" / f"{checkpoint}.pt", map_location=device, weights_only=False)
+    cfg = TrainConfig.from_dict(ck["config"])
+    model = PVAE(cfg.pvae).to(device)
+    model.load_state_dict(ck["model"])
+    audio = load_audio_split(cfg.audio_shards, "test", cmvn=_cmvn(cfg.audio_shards))
+    images = load_image_split(cfg.image_shards, "test")
+    means = encode_means(model, audio, images, device=device)
+    out = {"checkpoint": checkpoint, "epoch": ck["epoch"], "n_speech": len(audio.labels), "n_images": len(images.labels)}
+    for name, x, y in (("zs_speech", means["s_audio"], audio.labels), ("zs_image", means["s_image"], images.labels),
+                       ("za_speech", means["a"], audio.labels), ("zi_image", means["i"], images.labels)):
+        vals = [kmeans_purity(x, y, seed=s) for s in range(seeds)]
+        out[name] = {"mean": float(np.mean(vals)), "std": float(np.std(vals))}
+    return out

@@ -174,3 +174,17 @@ def test_ddp_two_cpu_processes(tmp_path, shards):
     assert len(lines) == 2 and all(np.isfinite(json.loads(x)["loss"]) for x in lines)
     ck = torch.load(tmp_path / "ddp" / "checkpoints" / "last.pt", weights_only=False)
     assert ck["epoch"] == 2 and isinstance(ck["rng"]["generator"], list) and len(ck["rng"]["generator"]) == 2
+
+
+def test_purity_command_on_a_trained_run(tmp_path, shards):
+    from click.testing import CliRunner
+
+    from pvae_model.cli import main
+
+    train(tiny(shards, epochs=1), tmp_path / "r", show_progress=False)
+    r = CliRunner().invoke(main, ["purity", str(tmp_path / "r"), "--seeds", "2"])
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.output)
+    assert d["n_images"] == 10000 and d["n_speech"] == len(load_audio_split(shards[0], "test").labels)
+    for k in ("zs_speech", "zs_image", "za_speech", "zi_image"):
+        assert 0.1 <= d[k]["mean"] <= 1.0 and d[k]["std"] >= 0
