@@ -41,6 +41,8 @@ def _parse_set(items: tuple[str, ...]) -> dict:
 @click.option("--lr", type=float, default=None)
 @click.option("--seed", type=int, default=None)
 @click.option("--device", default=None, help="cpu, cuda, cuda:1 ...")
+@click.option("--model", type=click.Choice(["pvae", "vae-sp", "vae-im", "jmvae-kl"]), default=None,
+              help="PVAE or a baseline of the paper's Table 1 ('PVAE (no beta)' is pvae with --beta 0).")
 @click.option("--beta", type=float, default=None, help="Contrastive weight (0 = 'PVAE (no beta)').")
 @click.option("--max-minutes", type=float, default=None, help="Stop cleanly after this much training time.")
 @click.option("--set", "sets", multiple=True, help="Any config field, e.g. --set pvae.gamma=0.3 --set eval_every=2")
@@ -56,7 +58,7 @@ def train(config_file, run_dir: Path, resume: bool, sets, quiet: bool, **flags) 
 
     names = {"audio_shards": "audio_shards", "image_shards": "image_shards", "epochs": "epochs",
              "batch_size": "batch_size", "lr": "lr", "seed": "seed", "device": "device",
-             "beta": "pvae.beta", "max_minutes": "max_minutes"}
+             "beta": "pvae.beta", "max_minutes": "max_minutes", "model": "model"}
     overrides = {names[k]: (str(v) if isinstance(v, Path) else v) for k, v in flags.items() if v is not None}
     overrides.update(_parse_set(sets))
     if resume and config_file is None and (run_dir / "config.yaml").exists():

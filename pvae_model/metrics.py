@@ -37,15 +37,17 @@ def encode_means(model, audio=None, images=None, batch_size: int = 256, device="
             idx = order[b:b + batch_size]
             x, lengths = pad_audio([audio.feats[i] for i in idx])
             q = model.encode_audio(x.to(device), lengths.to(device))
+            style = q["a"][0] if "a" in q else None
             for j, i in enumerate(idx):
-                res[i] = (q["s"][0][j].cpu().numpy(), q["a"][0][j].cpu().numpy())
+                res[i] = (q["s"][0][j].cpu().numpy(), None if style is None else style[j].cpu().numpy())
         out["s_audio"] = [r[0] for r in res]
-        out["a"] = [r[1] for r in res]
+        out["a"] = [r[1] for r in res] if res and res[0][1] is not None else []
     if images is not None:
         for b in range(0, len(images.images), batch_size):
             q = model.encode_image(images.images[b:b + batch_size].to(device))
             out["s_image"].append(q["s"][0].cpu().numpy())
-            out["i"].append(q["i"][0].cpu().numpy())
+            if "i" in q:
+                out["i"].append(q["i"][0].cpu().numpy())
         out["s_image"] = list(np.concatenate(out["s_image"])) if out["s_image"] else []
         out["i"] = list(np.concatenate(out["i"])) if out["i"] else []
     model.train(was_training)
@@ -61,19 +63,24 @@ def zs_purity(run_dir, checkpoint: str = "last", seeds: int = 5, device: str = "
     from pathlib import Path
 
     from .data import load_audio_split, load_image_split
-    from .models.pvae import PVAE
+    from .models.baselines import MODALITIES, build_model
     from .train import TrainConfig, _cmvn
 
     ck = torch.load(Path(run_dir) / "checkpoints" / f"{checkpoint}.pt", map_location=device, weights_only=False)
     cfg = TrainConfig.from_dict(ck["config"])
-    model = PVAE(cfg.pvae).to(device)
+    model = build_model(cfg.model, cfg.pvae).to(device)
     model.load_state_dict(ck["model"])
-    audio = load_audio_split(cfg.audio_shards, "test", cmvn=_cmvn(cfg.audio_shards))
-    images = load_image_split(cfg.image_shards, "test")
+    has = MODALITIES[cfg.model]
+    audio = load_audio_split(cfg.audio_shards, "test", cmvn=_cmvn(cfg.audio_shards)) if "audio" in has else None
+    images = load_image_split(cfg.image_shards, "test") if "image" in has else None
     means = encode_means(model, audio, images, device=device)
-    out = {"checkpoint": checkpoint, "epoch": ck["epoch"], "n_speech": len(audio.labels), "n_images": len(images.labels)}
-    for name, x, y in (("zs_speech", means["s_audio"], audio.labels), ("zs_image", means["s_image"], images.labels),
-                       ("za_speech", means["a"], audio.labels), ("zi_image", means["i"], images.labels)):
+    out = {"model": cfg.model, "checkpoint": checkpoint, "epoch": ck["epoch"],
+           "n_speech": len(audio.labels) if audio else 0, "n_images": len(images.labels) if images else 0}
+    for name, key, data in (("zs_speech", "s_audio", audio), ("zs_image", "s_image", images),
+                            ("za_speech", "a", audio), ("zi_image", "i", images)):
+        if key not in means:
+            continue
+        x, y = means[key], data.labels
         vals = [kmeans_purity(x, y, seed=s) for s in range(seeds)]
         out[name] = {"mean": float(np.mean(vals)), "std": float(np.std(vals))}
     return out

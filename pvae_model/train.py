@@ -29,7 +29,8 @@ import yaml
 
 from .data import PairedEpochs, load_audio_split, load_image_split
 from .metrics import encode_means, kmeans_purity
-from .models.pvae import PVAE, PVAEConfig
+from .models.baselines import MODALITIES, build_model
+from .models.pvae import PVAEConfig
 
 
 @dataclass
@@ -56,8 +57,8 @@ class TrainConfig:
         if isinstance(self.pvae, dict):
             self.pvae = PVAEConfig.from_dict(self.pvae)
         self.betas = tuple(self.betas)
-        if self.model != "pvae":
-            raise ValueError(f"unknown model {self.model!r} (available: pvae)")
+        if self.model not in MODALITIES:
+            raise ValueError(f"unknown model {self.model!r} (available: {', '.join(MODALITIES)})")
         if self.epochs < 1 or self.batch_size < 2 or self.lr <= 0:
             raise ValueError("epochs >= 1, batch_size >= 2 and lr > 0 are required")
 
@@ -125,10 +126,16 @@ def _save(path: Path, state: dict) -> None:
     os.replace(tmp, path)
 
 
-def quick_purity(model, audio_test, image_test, device) -> dict:
-    means = encode_means(model, audio_test, image_test, device=device)
-    return {"purity_zs_speech": kmeans_purity(means["s_audio"], audio_test.labels),
-            "purity_zs_image": kmeans_purity(means["s_image"], image_test.labels)}
+def quick_purity(model, audio_test, image_test, device, modalities=("audio", "image")) -> dict:
+    """z_s purity from each unimodal encoder the model has (the baselines' single latent)."""
+    means = encode_means(model, audio_test if "audio" in modalities else None,
+                         image_test if "image" in modalities else None, device=device)
+    out = {}
+    if "s_audio" in means:
+        out["purity_zs_speech"] = kmeans_purity(means["s_audio"], audio_test.labels)
+    if "s_image" in means:
+        out["purity_zs_image"] = kmeans_purity(means["s_image"], image_test.labels)
+    return out
 
 
 def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, show_progress: bool = True,
@@ -164,7 +171,7 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, show_prog
         image_test = type(image_test)(image_test.images[idx], image_test.labels[idx], [image_test.keys[i] for i in idx])
     data = PairedEpochs(audio, images, cfg.batch_size, seed=cfg.seed, rank=rank, world_size=world)
 
-    model = PVAE(cfg.pvae).to(device)
+    model = build_model(cfg.model, cfg.pvae).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=cfg.betas, eps=cfg.eps)
     gen = torch.Generator().manual_seed(cfg.seed + 1 + rank)  # negatives for the contrastive term
     start_epoch, start_batch, sums, best, elapsed_before = 0, 0, {}, -1.0, 0.0
@@ -250,8 +257,8 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, show_prog
                     sums[k] = sums.get(k, 0.0) + v * n
                 sums["_n"] = sums.get("_n", 0) + n
                 bar.update(1)
-                bar.set_postfix(loss=f"{out.metrics['loss']:.1f}", con=f"{out.metrics['contrastive']:.3f}",
-                                pairs_s=f"{pairs_epoch / (time.perf_counter() - t_epoch):.0f}")
+                shown = {k: f"{v:.3g}" for k, v in out.metrics.items() if k in _SHOWN}
+                bar.set_postfix(**shown, pairs_s=f"{pairs_epoch / (time.perf_counter() - t_epoch):.0f}")
                 done_batches += 1
                 interrupted = stop.signal is not None or (stop_after_batches is not None and done_batches >= stop_after_batches)
                 if interrupted and b + 1 < n_batches:
@@ -268,7 +275,7 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, show_prog
                            padding_fraction=data.padding_fraction())
             evaluate = cfg.eval_every and ((epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs)
             if evaluate and main:
-                metrics.update(quick_purity(model, audio_test, image_test, device))
+                metrics.update(quick_purity(model, audio_test, image_test, device, MODALITIES[cfg.model]))
             if main:
                 with open(run / "metrics.jsonl", "a") as f:
                     f.write(json.dumps(metrics) + "\n")
@@ -277,7 +284,8 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, show_prog
                         if k != "epoch":
                             writer.add_scalar(k, v, epoch + 1)
                     writer.flush()
-            score = (metrics.get("purity_zs_speech", -1) + metrics.get("purity_zs_image", -1)) / 2
+            got = [metrics[k] for k in ("purity_zs_speech", "purity_zs_image") if k in metrics]
+            score = sum(got) / len(got) if got else -1.0
             improved = evaluate and score > best
             if improved:
                 best = score
@@ -322,10 +330,16 @@ def _truncate_metrics(path: Path, epochs_done: int) -> None:
         path.write_text("".join(ln + "\n" for ln in keep))
 
 
+_SHOWN = ("loss", "nll_audio", "nll_image", "contrastive", "coherence_audio", "kl")
+
+
 def _epoch_line(m: dict) -> str:
-    s = (f"epoch {m['epoch']}: loss {m['loss']:.2f} (nll_a {m['nll_audio']:.1f}, nll_i {m['nll_image']:.1f}, "
-         f"kl {m['kl_s'] + m['kl_a'] + m['kl_i']:.2f}, coh {m['coherence_audio'] + m['coherence_image']:.2f}, "
-         f"con {m['contrastive']:.3f}), {m['pairs_per_s']:.0f} pairs/s, {m['minutes']:.1f} min")
+    terms = ", ".join(f"{k} {m[k]:.3g}" for k in ("nll_audio", "nll_image", "kl", "kl_s", "kl_a", "kl_i",
+                                                   "coherence_audio", "coherence_image", "contrastive",
+                                                   "kl_unimodal_audio", "kl_unimodal_image") if k in m)
+    s = f"epoch {m['epoch']}: loss {m['loss']:.2f} ({terms}), {m['pairs_per_s']:.0f} pairs/s, {m['minutes']:.1f} min"
     if "purity_zs_speech" in m:
-        s += f"; z_s purity speech {100 * m['purity_zs_speech']:.2f} %, image {100 * m['purity_zs_image']:.2f} %"
+        s += f"; z_s purity speech {100 * m['purity_zs_speech']:.2f} %"
+    if "purity_zs_image" in m:
+        s += f"; z_s purity image {100 * m['purity_zs_image']:.2f} %"
     return s

@@ -102,3 +102,29 @@ def test_config_validation():
     with pytest.raises(ValueError, match="unknown"):
         PVAEConfig.from_dict({"nope": 1})
     assert PVAEConfig.from_dict(PVAEConfig().to_dict()) == PVAEConfig()
+
+
+@pytest.mark.parametrize("name", ["vae-sp", "vae-im", "jmvae-kl"])
+def test_baselines_forward_encode_and_padding(name):
+    from pvae_model.models.baselines import MODALITIES, build_model
+
+    torch.manual_seed(0)
+    model = build_model(name, SMALL)
+    batch = make_batch()
+    padded = dict(batch, audio=torch.cat([batch["audio"], torch.randn(5, 4, 6) * 50], dim=1))
+    a, ga = loss_and_grads(model, batch)
+    b, gb = loss_and_grads(model, padded)
+    assert a.metrics == b.metrics and all(torch.allclose(ga[n], gb[n], atol=1e-6) for n in ga)
+    if "audio" in MODALITIES[name]:
+        assert model.encode_audio(batch["audio"], batch["lengths"])["s"][0].shape == (5, 4 + 3 + (5 if name == "jmvae-kl" else 0))
+    if "image" in MODALITIES[name]:
+        assert model.encode_image(batch["image"])["s"][0].shape[1] == (12 if name == "jmvae-kl" else 9)
+
+
+def test_jmvae_loss_is_elbo_plus_alpha_unimodal_kls():
+    from pvae_model.models.baselines import JMVAE
+
+    torch.manual_seed(0)
+    m = JMVAE(SMALL)(make_batch()).metrics
+    total = m["neg_elbo"] + SMALL.alpha * (m["kl_unimodal_audio"] + m["kl_unimodal_image"])
+    assert abs(total - m["loss"]) < 1e-3 * abs(m["loss"])

@@ -188,3 +188,17 @@ def test_purity_command_on_a_trained_run(tmp_path, shards):
     assert d["n_images"] == 10000 and d["n_speech"] == len(load_audio_split(shards[0], "test").labels)
     for k in ("zs_speech", "zs_image", "za_speech", "zi_image"):
         assert 0.1 <= d[k]["mean"] <= 1.0 and d[k]["std"] >= 0
+
+
+@pytest.mark.parametrize("name", ["vae-sp", "vae-im", "jmvae-kl"])
+def test_baselines_train_with_the_same_command(tmp_path, shards, name):
+    from click.testing import CliRunner
+
+    from pvae_model.cli import main
+
+    m = train(tiny(shards, model=name, epochs=1, eval_every=1), tmp_path / name, show_progress=False)
+    assert ("purity_zs_speech" in m) == (name != "vae-im") and ("purity_zs_image" in m) == (name != "vae-sp")
+    r = CliRunner().invoke(main, ["purity", str(tmp_path / name), "--seeds", "1"])
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.output)
+    assert d["model"] == name and "za_speech" not in d and "zi_image" not in d

@@ -1,0 +1,129 @@
+"""Baselines of the paper's Table 1, built from the PVAE's own modules (spec, "Baselines").
+
+- ``vae-sp`` / ``vae-im``: a plain VAE on one modality; encoder = the PVAE's unimodal encoder of
+  that modality, decoder = its decoder; one latent of z_shared + z_style dims (64).
+- ``jmvae-kl`` (Suzuki et al. 2017): one latent of z_shared + z_audio + z_image dims (96)
+  inferred by a multimodal and two unimodal encoders and decoded by both decoders;
+  loss = -ELBO(multimodal) + alpha * sum_m KL(q(z|x_a, x_i) || q(z|x_m)).
+
+Sizes and alpha come from the same ``PVAEConfig`` (the run config's ``pvae`` section), so every
+model in a comparison shares one architecture description.  ``encode_audio`` / ``encode_image``
+return the single latent under the key ``"s"``, which is what purity is computed on.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..modules import (
+    AudioDecoder,
+    AudioPreEncoder,
+    GaussianHead,
+    ImageDecoder,
+    ImagePreEncoder,
+    gaussian_nll_audio,
+    gaussian_nll_image,
+    kl_gauss,
+    kl_std_normal,
+    reparameterize,
+)
+from .base import ModelOutput
+from .pvae import PVAEConfig
+
+
+class UnimodalVAE(nn.Module):
+    """VAE-sp (``modality="audio"``) or VAE-im (``modality="image"``)."""
+
+    def __init__(self, cfg: PVAEConfig, modality: str):
+        super().__init__()
+        if modality not in ("audio", "image"):
+            raise ValueError(f"modality must be audio or image, got {modality!r}")
+        self.cfg, self.modality = cfg, modality
+        H = cfg.hidden
+        if modality == "audio":
+            z = cfg.z_shared + cfg.z_audio
+            self.pre = AudioPreEncoder(cfg.feat_dim, H)
+            self.dec = AudioDecoder(z, cfg.feat_dim, H)
+        else:
+            z = cfg.z_shared + cfg.z_image
+            self.pre = ImagePreEncoder(cfg.image_channels, H)
+            self.dec = ImageDecoder(z)
+        self.head = GaussianHead(H, z)
+
+    def encode_audio(self, x_a, lengths):
+        if self.modality != "audio":
+            raise NotImplementedError("VAE-im has no speech encoder")
+        return {"s": self.head(self.pre(x_a, lengths))}
+
+    def encode_image(self, x_i):
+        if self.modality != "image":
+            raise NotImplementedError("VAE-sp has no image encoder")
+        return {"s": self.head(self.pre(x_i))}
+
+    def forward(self, batch: dict, generator: torch.Generator | None = None) -> ModelOutput:
+        if self.modality == "audio":
+            lengths = batch["lengths"]
+            x = batch["audio"][:, : int(lengths.max())]
+            mu, lv = self.encode_audio(x, lengths)["s"]
+            nll = gaussian_nll_audio(x, self.dec(reparameterize(mu, lv), lengths), lengths)
+        else:
+            x = batch["image"]
+            mu, lv = self.encode_image(x)["s"]
+            nll = gaussian_nll_image(x, self.dec(reparameterize(mu, lv)))
+        kl = kl_std_normal(mu, lv)
+        loss = (nll + kl).mean()
+        m = {"loss": loss, "neg_elbo": loss, f"nll_{self.modality}": nll.mean(), "kl": kl.mean()}
+        return ModelOutput(loss, {k: float(v.detach()) for k, v in m.items()})
+
+
+class JMVAE(nn.Module):
+    """JMVAE-kl: one joint latent, a multimodal and two unimodal encoders, both decoders."""
+
+    def __init__(self, cfg: PVAEConfig):
+        super().__init__()
+        self.cfg = cfg
+        H, z = cfg.hidden, cfg.z_shared + cfg.z_audio + cfg.z_image
+        self.mm_a, self.mm_i = AudioPreEncoder(cfg.feat_dim, H), ImagePreEncoder(cfg.image_channels, H)
+        self.mm_head = GaussianHead(2 * H, z)
+        self.uni_a, self.uni_i = AudioPreEncoder(cfg.feat_dim, H), ImagePreEncoder(cfg.image_channels, H)
+        self.head_a, self.head_i = GaussianHead(H, z), GaussianHead(H, z)
+        self.dec_a, self.dec_i = AudioDecoder(z, cfg.feat_dim, H), ImageDecoder(z)
+
+    def encode_audio(self, x_a, lengths):
+        return {"s": self.head_a(self.uni_a(x_a, lengths))}
+
+    def encode_image(self, x_i):
+        return {"s": self.head_i(self.uni_i(x_i))}
+
+    def forward(self, batch: dict, generator: torch.Generator | None = None) -> ModelOutput:
+        lengths, x_i = batch["lengths"], batch["image"]
+        x_a = batch["audio"][:, : int(lengths.max())]
+        mu, lv = self.mm_head(torch.cat([self.mm_a(x_a, lengths), self.mm_i(x_i)], dim=-1))
+        z = reparameterize(mu, lv)
+        nll_a = gaussian_nll_audio(x_a, self.dec_a(z, lengths), lengths)
+        nll_i = gaussian_nll_image(x_i, self.dec_i(z))
+        kl = kl_std_normal(mu, lv)
+        kl_a = kl_gauss(mu, lv, *self.encode_audio(x_a, lengths)["s"])
+        kl_i = kl_gauss(mu, lv, *self.encode_image(x_i)["s"])
+        neg_elbo = nll_a + nll_i + kl
+        loss = (neg_elbo + self.cfg.alpha * (kl_a + kl_i)).mean()
+        m = {"loss": loss, "neg_elbo": neg_elbo.mean(), "nll_audio": nll_a.mean(), "nll_image": nll_i.mean(),
+             "kl": kl.mean(), "kl_unimodal_audio": kl_a.mean(), "kl_unimodal_image": kl_i.mean()}
+        return ModelOutput(loss, {k: float(v.detach()) for k, v in m.items()})
+
+
+MODALITIES = {"pvae": ("audio", "image"), "jmvae-kl": ("audio", "image"), "vae-sp": ("audio",), "vae-im": ("image",)}
+
+
+def build_model(name: str, cfg: PVAEConfig) -> nn.Module:
+    """``pvae`` | ``vae-sp`` | ``vae-im`` | ``jmvae-kl`` (PVAE (no beta) is ``pvae`` with beta = 0)."""
+    from .pvae import PVAE
+
+    if name == "pvae":
+        return PVAE(cfg)
+    if name == "jmvae-kl":
+        return JMVAE(cfg)
+    if name in ("vae-sp", "vae-im"):
+        return UnimodalVAE(cfg, "audio" if name == "vae-sp" else "image")
+    raise ValueError(f"unknown model {name!r} (available: {', '.join(MODALITIES)})")
