@@ -95,6 +95,25 @@ def purity(run_dir: Path, checkpoint: str, seeds: int, device: str) -> None:
     click.echo(json.dumps(r, indent=2))
 
 
+@main.command(context_settings=CONTEXT)
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--checkpoint", type=click.Choice(["best", "last"]), default="best")
+@click.option("--seeds", type=click.IntRange(1), default=5, help="k-means initialisations (mean +- std).")
+def evaluate(run_dir: Path, checkpoint: str, seeds: int) -> None:
+    """Purity of every latent, inertia, t-SNE, style transfer, cross-modal generation -> RUN_DIR/eval/."""
+    import json
+
+    from .evaluate import EvalConfig
+    from .evaluate import evaluate as run_eval
+
+    try:
+        m = run_eval(run_dir, EvalConfig(checkpoint=checkpoint, seeds=seeds))
+    except (FileNotFoundError, KeyError, ValueError) as e:
+        raise click.ClickException(str(e)) from None
+    click.echo(json.dumps(m["purity"], indent=2))
+    click.echo(f"evaluated epoch {m['epoch']} in {m['seconds']} s; figures and WAVs in {run_dir / 'eval'}")
+
+
 def _init_distributed(device: str):
     """Join the process group when started by torchrun (WORLD_SIZE > 1)."""
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:

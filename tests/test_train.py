@@ -202,3 +202,22 @@ def test_baselines_train_with_the_same_command(tmp_path, shards, name):
     assert r.exit_code == 0, r.output
     d = json.loads(r.output)
     assert d["model"] == name and "za_speech" not in d and "zi_image" not in d
+
+
+def test_evaluate_writes_metrics_figures_and_audio(tmp_path, shards):
+    import soundfile as sf
+
+    from pvae_model.evaluate import EvalConfig, evaluate
+
+    train(tiny(shards, epochs=1), tmp_path / "r", show_progress=False)
+    m = evaluate(tmp_path / "r", EvalConfig(checkpoint="last", seeds=2, max_k=12, tsne_images=200, styles=2, wav_refs=1))
+    out = tmp_path / "r" / "eval"
+    assert set(m["purity"]) == {"zs_speech", "zs_image", "za_speech", "zi_image", "feat_speech", "feat_image"}
+    assert all(0.1 <= v["mean"] <= 1 for v in m["purity"].values())
+    assert len(m["inertia"]["zs_speech"]) == 12 and m["inertia"]["zs_speech"][0] >= m["inertia"]["zs_speech"][-1]
+    assert json.loads((out / "metrics.json").read_text())["epoch"] == 1
+    for name in ("inertia.png", "tsne.png", "style_images.png", "style_speech.png",
+                 "cross_speech_to_image.png", "cross_image_to_speech.png"):
+        assert (out / name).stat().st_size > 1000, name
+    wav, sr = sf.read(out / "written_to_spoken_digit3_ref0.wav")
+    assert sr == 16000 and len(wav) > 1000 and np.isfinite(wav).all() and np.abs(wav).max() <= 1.0

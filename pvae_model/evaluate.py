@@ -1,0 +1,241 @@
+"""``pvae-model evaluate RUN_DIR``: the paper's metrics and figures for one trained run.
+
+Writes ``RUN_DIR/eval/``: ``metrics.json`` (k-means purity of every latent over several seeds,
+mean and std, and of the raw inputs - the paper's "Feat." column; inertia for k = 1..20),
+figures (inertia, t-SNE, style-transfer and cross-modal grids) and WAV files of generated speech.
+All latents come from the *unimodal* encoders' posterior means on the test split.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pvae_data.config import ConfigMixin
+
+DIGIT = "0123456789"
+
+
+@dataclass(frozen=True)
+class EvalConfig(ConfigMixin):
+    checkpoint: str = "best"  # best | last
+    seeds: int = 5  # k-means initialisations for mean +- std
+    max_k: int = 20  # inertia curve k = 1..max_k
+    tsne_images: int = 1000  # test images in the t-SNE plots (all spoken test digits are used)
+    styles: int = 4  # rows of style references in the grids
+    wav_refs: int = 2  # reference speakers for written -> spoken WAVs
+    seed: int = 0
+
+
+def _load(run_dir: Path, checkpoint: str):
+    from .data import load_audio_split, load_image_split
+    from .models.baselines import build_model
+    from .train import TrainConfig, _cmvn
+
+    path = run_dir / "checkpoints" / f"{checkpoint}.pt"
+    if not path.exists():
+        path = run_dir / "checkpoints" / "last.pt"
+    ck = torch.load(path, map_location="cpu", weights_only=False)
+    cfg = TrainConfig.from_dict(ck["config"])
+    model = build_model(cfg.model, cfg.pvae)
+    model.load_state_dict(ck["model"])
+    model.eval()
+    cmvn = _cmvn(cfg.audio_shards)
+    audio = load_audio_split(cfg.audio_shards, "test", cmvn=cmvn)
+    images = load_image_split(cfg.image_shards, "test")
+    return ck, cfg, model, audio, images, cmvn
+
+
+def evaluate(run_dir: str | Path, ecfg: EvalConfig = EvalConfig()) -> dict:
+    """Compute everything; returns the metrics dict (also written to ``eval/metrics.json``)."""
+    from .metrics import encode_means, kmeans_purity
+    from .models.baselines import MODALITIES
+
+    t0 = time.perf_counter()
+    run = Path(run_dir)
+    out = run / "eval"
+    out.mkdir(parents=True, exist_ok=True)
+    ck, cfg, model, audio, images, cmvn = _load(run, ecfg.checkpoint)
+    has = MODALITIES[cfg.model]
+    means = encode_means(model, audio if "audio" in has else None, images if "image" in has else None)
+    labels = {"s_audio": audio.labels, "a": audio.labels, "s_image": images.labels, "i": images.labels}
+    names = {"s_audio": "zs_speech", "s_image": "zs_image", "a": "za_speech", "i": "zi_image"}
+    metrics: dict = {"model": cfg.model, "epoch": ck["epoch"], "checkpoint": ecfg.checkpoint,
+                     "n_speech": len(audio.labels), "n_images": len(images.labels), "purity": {}}
+    feats = {"s_audio": np.stack([f.mean(0).numpy() for f in audio.feats]),  # mean-pooled normalised FBank
+             "s_image": images.images.flatten(1).numpy()}
+    for key, x in list(means.items()) + [("feat_" + k, v) for k, v in feats.items()]:
+        base = key.removeprefix("feat_")
+        name = ("feat_" + names[base].split("_")[1]) if key.startswith("feat_") else names[key]
+        vals = [kmeans_purity(x, labels[base], seed=s, n_init=1 if key.startswith("feat_") else 10)
+                for s in range(ecfg.seeds)]
+        metrics["purity"][name] = {"mean": float(np.mean(vals)), "std": float(np.std(vals))}
+    metrics["inertia"] = {names[k]: _inertia(means[k], ecfg.max_k, ecfg.seed) for k in ("s_audio", "s_image") if k in means}
+    _plot_inertia(metrics["inertia"], out / "inertia.png")
+    _plot_tsne(means, audio.labels, images.labels, ecfg, out)
+    if cfg.model == "pvae":
+        _generation(model, audio, images, cmvn, cfg, ecfg, out)
+    metrics["seconds"] = round(time.perf_counter() - t0, 1)
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    return metrics
+
+
+def _inertia(x: np.ndarray, max_k: int, seed: int) -> list[float]:
+    from sklearn.cluster import KMeans
+
+    return [float(KMeans(n_clusters=k, n_init=3, random_state=seed).fit(x).inertia_) for k in range(1, max_k + 1)]
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _plot_inertia(inertia: dict, path: Path) -> None:
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    for name, vals in inertia.items():
+        k = np.arange(1, len(vals) + 1)
+        ax.plot(k, np.asarray(vals) / vals[0], marker="o", ms=3, label=name.replace("zs_", "z_s from "))
+    ax.axvline(10, color="grey", ls="--", lw=1)
+    ax.set_xlabel("k (k-means clusters)")
+    ax.set_ylabel("inertia / inertia at k = 1")
+    ax.set_xticks(range(1, len(next(iter(inertia.values()))) + 1, 2))
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _plot_tsne(means: dict, a_labels, i_labels, ecfg: EvalConfig, out: Path) -> None:
+    from sklearn.manifold import TSNE
+
+    plt = _plt()
+    rng = np.random.default_rng(ecfg.seed)
+    sub = rng.permutation(len(i_labels))[: ecfg.tsne_images]
+    panels = []
+    if "s_audio" in means:
+        panels.append(("z_s from speech", means["s_audio"], a_labels, None))
+    if "s_image" in means:
+        panels.append(("z_s from images", means["s_image"][sub], i_labels[sub], None))
+    if "s_audio" in means and "s_image" in means:
+        pooled = np.concatenate([means["s_audio"], means["s_image"][sub]])
+        marks = np.r_[np.zeros(len(a_labels)), np.ones(len(sub))]
+        panels.append(("z_s pooled (o speech, x images)", pooled, np.r_[a_labels, i_labels[sub]], marks))
+    if "a" in means:
+        panels.append(("z_a (speech style)", means["a"], a_labels, None))
+    if "i" in means:
+        panels.append(("z_i (image style)", means["i"][sub], i_labels[sub], None))
+    fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 4), squeeze=False)
+    for ax, (title, x, y, marks) in zip(axes[0], panels):
+        e = TSNE(n_components=2, init="pca", perplexity=30, random_state=ecfg.seed).fit_transform(x)
+        if marks is None:
+            sc = ax.scatter(e[:, 0], e[:, 1], c=y, cmap="tab10", s=6, vmin=0, vmax=9)
+        else:
+            for m, sym in ((0, "o"), (1, "x")):
+                w = marks == m
+                sc = ax.scatter(e[w, 0], e[w, 1], c=y[w], cmap="tab10", s=8, marker=sym, vmin=0, vmax=9)
+        ax.set_title(title, fontsize=10)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.colorbar(sc, ax=axes[0].tolist(), ticks=range(10), fraction=0.02, label="digit")
+    fig.savefig(out / "tsne.png", dpi=100, bbox_inches="tight")
+    plt.close(fig)
+
+
+def _first_of_each_digit(labels: np.ndarray, start: int = 0) -> np.ndarray:
+    return np.array([np.flatnonzero(labels == d)[start % max(1, (labels == d).sum())] for d in range(10)])
+
+
+@torch.no_grad()
+def _generation(model, audio, images, cmvn, cfg, ecfg: EvalConfig, out: Path) -> None:
+    """Style transfer (within a modality) and cross-modal generation grids, plus WAV files."""
+    import soundfile as sf
+
+    from pvae_data.shard_reader import load_index
+
+    from .audio_synth import fbank_to_wave
+    from .data import pad_audio
+
+    plt = _plt()
+    rng = np.random.default_rng(ecfg.seed)
+    dig_i = _first_of_each_digit(images.labels)
+    dig_a = _first_of_each_digit(audio.labels)
+    sty_i = rng.choice(len(images.labels), ecfg.styles, replace=False)
+    sty_a = rng.choice(len(audio.labels), ecfg.styles, replace=False)
+
+    def enc_a(idx):
+        x, lengths = pad_audio([audio.feats[i] for i in idx])
+        q = model.encode_audio(x, lengths)
+        return q["s"][0], q["a"][0], lengths
+
+    def enc_i(idx):
+        q = model.encode_image(images.images[idx])
+        return q["s"][0], q["i"][0]
+
+    zs_i, _ = enc_i(dig_i)
+    _, zi_sty = enc_i(sty_i)
+    zs_a, _, _ = enc_a(dig_a)
+    _, za_sty, len_sty = enc_a(sty_a)
+
+    def image_grid(zs, zi, top, title, path):
+        imgs = model.decode_image(zs.repeat(len(zi), 1), zi.repeat_interleave(len(zs), 0)).clamp(0, 1)
+        fig, axes = plt.subplots(len(zi) + 1, len(zs) + 1, figsize=(len(zs) + 1, len(zi) + 1))
+        for ax in axes.ravel():
+            ax.axis("off")
+        for c in range(len(zs)):
+            top(axes[0, c + 1], c)
+        for r in range(len(zi)):
+            axes[r + 1, 0].imshow(images.images[sty_i[r], 0], cmap="gray")
+            for c in range(len(zs)):
+                axes[r + 1, c + 1].imshow(imgs[r * len(zs) + c, 0], cmap="gray")
+        fig.suptitle(title, fontsize=9)
+        fig.savefig(path, dpi=80, bbox_inches="tight")
+        plt.close(fig)
+
+    image_grid(zs_i, zi_sty, lambda ax, c: ax.imshow(images.images[dig_i[c], 0], cmap="gray"),
+               "image style transfer: z_s from the top row, z_i from the left column", out / "style_images.png")
+    image_grid(zs_a, zi_sty, lambda ax, c: ax.imshow(audio.feats[dig_a[c]].T, origin="lower", aspect="auto"),
+               "spoken -> written: z_s from the spoken digit on top, z_i from the left column",
+               out / "cross_speech_to_image.png")
+
+    fcfg = load_index(cfg.audio_shards)[1]["features"]["fbank"]
+
+    def fbank_grid(zs, top, title, path, wav_prefix=None):
+        fig, axes = plt.subplots(len(za_sty) + 1, len(zs) + 1, figsize=(1.3 * (len(zs) + 1), len(za_sty) + 1))
+        for ax in axes.ravel():
+            ax.axis("off")
+        for c in range(len(zs)):
+            top(axes[0, c + 1], c)
+        for r in range(len(za_sty)):
+            t = int(len_sty[r])
+            axes[r + 1, 0].imshow(audio.feats[sty_a[r]].T, origin="lower", aspect="auto")
+            gen = model.decode_audio(zs, za_sty[r].expand(len(zs), -1), torch.full((len(zs),), t))
+            for c in range(len(zs)):
+                axes[r + 1, c + 1].imshow(gen[c, :t].T, origin="lower", aspect="auto")
+                if wav_prefix and r < ecfg.wav_refs:
+                    wave = fbank_to_wave(gen[c, :t].numpy(), fcfg, cmvn)
+                    sf.write(out / f"{wav_prefix}_digit{c}_ref{r}.wav", wave, int(fcfg["sample_rate"]))
+        fig.suptitle(title, fontsize=9)
+        fig.savefig(path, dpi=80, bbox_inches="tight")
+        plt.close(fig)
+
+    fbank_grid(zs_a, lambda ax, c: ax.imshow(audio.feats[dig_a[c]].T, origin="lower", aspect="auto"),
+               "speech style transfer (FBank): z_s from the top row, z_a from the left column",
+               out / "style_speech.png", wav_prefix="style")
+    fbank_grid(zs_i, lambda ax, c: ax.imshow(images.images[dig_i[c], 0], cmap="gray"),
+               "written -> spoken: z_s from the written digit on top, z_a from the left column",
+               out / "cross_image_to_speech.png", wav_prefix="written_to_spoken")
+    for r in range(min(ecfg.wav_refs, len(sty_a))):
+        ref = fbank_to_wave(audio.feats[sty_a[r]].numpy(), fcfg, cmvn)
+        sf.write(out / f"reference_speaker_ref{r}.wav", ref, int(fcfg["sample_rate"]))
