@@ -138,7 +138,8 @@ def _plot_tsne(means: dict, a_labels, i_labels, ecfg: EvalConfig, out: Path) -> 
         panels.append(("z_i (image style)", means["i"][sub], i_labels[sub], None))
     fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 4), squeeze=False)
     for ax, (title, x, y, marks) in zip(axes[0], panels):
-        e = TSNE(n_components=2, init="pca", perplexity=30, random_state=ecfg.seed).fit_transform(x)
+        perplexity = min(30.0, max(2.0, (len(x) - 1) / 3))  # small test sets need a smaller one
+        e = TSNE(n_components=2, init="pca", perplexity=perplexity, random_state=ecfg.seed).fit_transform(x)
         if marks is None:
             sc = ax.scatter(e[:, 0], e[:, 1], c=y, cmap="tab10", s=6, vmin=0, vmax=9)
         else:
