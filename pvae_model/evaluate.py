@@ -154,6 +154,10 @@ def _plot_tsne(means: dict, a_labels, i_labels, ecfg: EvalConfig, out: Path) -> 
     plt.close(fig)
 
 
+def _np(t) -> np.ndarray:
+    return t.detach().cpu().numpy() if isinstance(t, torch.Tensor) else np.asarray(t)
+
+
 def _first_of_each_digit(labels: np.ndarray, start: int = 0) -> np.ndarray:
     return np.array([np.flatnonzero(labels == d)[start % max(1, (labels == d).sum())] for d in range(10)])
 
@@ -197,16 +201,16 @@ def _generation(model, audio, images, cmvn, cfg, ecfg: EvalConfig, out: Path) ->
         for c in range(len(zs)):
             top(axes[0, c + 1], c)
         for r in range(len(zi)):
-            axes[r + 1, 0].imshow(images.images[sty_i[r], 0], cmap="gray")
+            axes[r + 1, 0].imshow(_np(images.images[sty_i[r], 0]), cmap="gray")
             for c in range(len(zs)):
-                axes[r + 1, c + 1].imshow(imgs[r * len(zs) + c, 0], cmap="gray")
+                axes[r + 1, c + 1].imshow(_np(imgs[r * len(zs) + c, 0]), cmap="gray")
         fig.suptitle(title, fontsize=9)
         fig.savefig(path, dpi=80, bbox_inches="tight")
         plt.close(fig)
 
-    image_grid(zs_i, zi_sty, lambda ax, c: ax.imshow(images.images[dig_i[c], 0], cmap="gray"),
+    image_grid(zs_i, zi_sty, lambda ax, c: ax.imshow(_np(images.images[dig_i[c], 0]), cmap="gray"),
                "image style transfer: z_s from the top row, z_i from the left column", out / "style_images.png")
-    image_grid(zs_a, zi_sty, lambda ax, c: ax.imshow(audio.feats[dig_a[c]].T, origin="lower", aspect="auto"),
+    image_grid(zs_a, zi_sty, lambda ax, c: ax.imshow(_np(audio.feats[dig_a[c]].T), origin="lower", aspect="auto"),
                "spoken -> written: z_s from the spoken digit on top, z_i from the left column",
                out / "cross_speech_to_image.png")
 
@@ -220,10 +224,10 @@ def _generation(model, audio, images, cmvn, cfg, ecfg: EvalConfig, out: Path) ->
             top(axes[0, c + 1], c)
         for r in range(len(za_sty)):
             t = int(len_sty[r])
-            axes[r + 1, 0].imshow(audio.feats[sty_a[r]].T, origin="lower", aspect="auto")
+            axes[r + 1, 0].imshow(_np(audio.feats[sty_a[r]].T), origin="lower", aspect="auto")
             gen = model.decode_audio(zs, za_sty[r].expand(len(zs), -1), torch.full((len(zs),), t))
             for c in range(len(zs)):
-                axes[r + 1, c + 1].imshow(gen[c, :t].T, origin="lower", aspect="auto")
+                axes[r + 1, c + 1].imshow(_np(gen[c, :t].T), origin="lower", aspect="auto")
                 if wav_prefix and r < ecfg.wav_refs:
                     wave = fbank_to_wave(gen[c, :t].numpy(), fcfg, cmvn)
                     sf.write(out / f"{wav_prefix}_digit{c}_ref{r}.wav", wave, int(fcfg["sample_rate"]))
@@ -231,10 +235,10 @@ def _generation(model, audio, images, cmvn, cfg, ecfg: EvalConfig, out: Path) ->
         fig.savefig(path, dpi=80, bbox_inches="tight")
         plt.close(fig)
 
-    fbank_grid(zs_a, lambda ax, c: ax.imshow(audio.feats[dig_a[c]].T, origin="lower", aspect="auto"),
+    fbank_grid(zs_a, lambda ax, c: ax.imshow(_np(audio.feats[dig_a[c]].T), origin="lower", aspect="auto"),
                "speech style transfer (FBank): z_s from the top row, z_a from the left column",
                out / "style_speech.png", wav_prefix="style")
-    fbank_grid(zs_i, lambda ax, c: ax.imshow(images.images[dig_i[c], 0], cmap="gray"),
+    fbank_grid(zs_i, lambda ax, c: ax.imshow(_np(images.images[dig_i[c], 0]), cmap="gray"),
                "written -> spoken: z_s from the written digit on top, z_a from the left column",
                out / "cross_image_to_speech.png", wav_prefix="written_to_spoken")
     for r in range(min(ecfg.wav_refs, len(sty_a))):
