@@ -110,7 +110,7 @@ def evaluate(run_dir: Path, checkpoint: str, seeds: int) -> None:
         m = run_eval(run_dir, EvalConfig(checkpoint=checkpoint, seeds=seeds))
     except (FileNotFoundError, KeyError, ValueError) as e:
         raise click.ClickException(str(e)) from None
-    click.echo(json.dumps(m["purity"], indent=2))
+    click.echo(json.dumps({k: m[k] for k in ("purity", "coherence") if k in m}, indent=2))
     click.echo(f"evaluated epoch {m['epoch']} in {m['seconds']} s; figures and WAVs in {run_dir / 'eval'}")
 
 

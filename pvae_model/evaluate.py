@@ -29,6 +29,8 @@ class EvalConfig(ConfigMixin):
     tsne_images: int = 1000  # test images in the t-SNE plots (all spoken test digits are used)
     styles: int = 4  # rows of style references in the grids
     wav_refs: int = 2  # reference speakers for written -> spoken WAVs
+    coherence_images: int = 1000  # test images generated as speech for the image -> speech coherence
+    classifier_images: int = 0  # MNIST training images for the judge classifier (0 = all)
     seed: int = 0
 
 
@@ -80,9 +82,40 @@ def evaluate(run_dir: str | Path, ecfg: EvalConfig = EvalConfig()) -> dict:
     _plot_tsne(means, audio.labels, images.labels, ecfg, out)
     if cfg.model == "pvae":
         _generation(model, audio, images, cmvn, cfg, ecfg, out)
+        metrics["coherence"] = _coherence(model, audio, images, cfg, ecfg)
     metrics["seconds"] = round(time.perf_counter() - t0, 1)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     return metrics
+
+
+@torch.no_grad()
+def _coherence(model, audio, images, cfg, ecfg: EvalConfig) -> dict:
+    """Fraction of cross-modal generations that a pretrained classifier labels with the intended digit.
+
+    speech -> image: z_s of every spoken test digit + z_i of a random test image.
+    image -> speech: z_s of ``coherence_images`` test images + z_a of a random spoken test digit
+    (and its length).  Classifiers: ``classifiers.load_or_train`` (trained once per dataset).
+    """
+    from .classifiers import load_or_train, predict_images, predict_speech
+    from .data import pad_audio
+
+    sp_clf, im_clf, info = load_or_train(cfg.audio_shards, cfg.image_shards,
+                                         image_train_limit=ecfg.classifier_images)
+    rng = np.random.default_rng(ecfg.seed + 1)
+    x, lengths = pad_audio(audio.feats)
+    zs_a = model.encode_audio(x, lengths)["s"][0]
+    zi = model.encode_image(images.images[rng.integers(0, len(images.labels), len(zs_a))])["i"][0]
+    gen_img = model.decode_image(zs_a, zi).clamp(0, 1)
+    s2i = float((predict_images(im_clf, gen_img) == audio.labels).mean())
+    pick = rng.permutation(len(images.labels))[: ecfg.coherence_images]
+    zs_i = model.encode_image(images.images[pick])["s"][0]
+    ref = rng.integers(0, len(audio.labels), len(pick))
+    xr, lr = pad_audio([audio.feats[i] for i in ref])
+    za = model.encode_audio(xr, lr)["a"][0]
+    gen = model.decode_audio(zs_i, za, lr)
+    i2s = float((predict_speech(sp_clf, [gen[j, : lr[j]] for j in range(len(pick))]) == images.labels[pick]).mean())
+    return {"speech_to_image": s2i, "image_to_speech": i2s, "n_speech_to_image": len(zs_a),
+            "n_image_to_speech": len(pick), "classifiers": info}
 
 
 def _inertia(x: np.ndarray, max_k: int, seed: int) -> list[float]:

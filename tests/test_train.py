@@ -210,12 +210,16 @@ def test_evaluate_writes_metrics_figures_and_audio(tmp_path, shards):
     from pvae_model.evaluate import EvalConfig, evaluate
 
     train(tiny(shards, epochs=1), tmp_path / "r", show_progress=False)
-    m = evaluate(tmp_path / "r", EvalConfig(checkpoint="last", seeds=2, max_k=12, tsne_images=200, styles=2, wav_refs=1))
+    m = evaluate(tmp_path / "r", EvalConfig(checkpoint="last", seeds=2, max_k=12, tsne_images=200, styles=2, wav_refs=1,
+                                            coherence_images=100, classifier_images=3000))
     out = tmp_path / "r" / "eval"
     assert set(m["purity"]) == {"zs_speech", "zs_image", "za_speech", "zi_image", "feat_speech", "feat_image"}
     assert all(0.1 <= v["mean"] <= 1 for v in m["purity"].values())
     assert len(m["inertia"]["zs_speech"]) == 12 and m["inertia"]["zs_speech"][0] >= m["inertia"]["zs_speech"][-1]
     assert json.loads((out / "metrics.json").read_text())["epoch"] == 1
+    c = m["coherence"]
+    assert 0 <= c["speech_to_image"] <= 1 and 0 <= c["image_to_speech"] <= 1 and c["n_image_to_speech"] == 100
+    assert c["classifiers"]["image_test_accuracy"] > 0.85  # even a 3,000-image judge is a real classifier
     for name in ("inertia.png", "tsne.png", "style_images.png", "style_speech.png",
                  "cross_speech_to_image.png", "cross_image_to_speech.png"):
         assert (out / name).stat().st_size > 1000, name

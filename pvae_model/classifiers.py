@@ -1,0 +1,138 @@
+"""Digit classifiers per modality, trained once on the training split, used to score generations.
+
+Cross-modal coherence (MultiVae's "coherence with pretrained classifiers"): the fraction of
+generated samples that the classifier of the target modality assigns the intended digit.
+The classifiers are cached next to the shards (``<audio shards>/../classifiers/``) together with
+their test accuracy, so every run evaluated on the same data is scored by the same judges.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+
+class SpeechDigitClassifier(nn.Module):
+    """Two 1-D convolutions over normalised FBank frames, masked mean over time, linear."""
+
+    def __init__(self, feat_dim: int = 80, width: int = 128):
+        super().__init__()
+        self.conv = nn.Sequential(nn.Conv1d(feat_dim, width, 5, padding=2), nn.ReLU(),
+                                  nn.Conv1d(width, width, 5, padding=2), nn.ReLU())
+        self.out = nn.Linear(width, 10)
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        h = self.conv(x.transpose(1, 2))  # [B, W, T]
+        mask = (torch.arange(x.shape[1])[None, :] < lengths[:, None]).to(h.dtype).unsqueeze(1)
+        return self.out((h * mask).sum(-1) / lengths[:, None].to(h.dtype))
+
+
+class ImageDigitClassifier(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Conv2d(1, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Flatten(), nn.Linear(64 * 7 * 7, 128), nn.ReLU(), nn.Linear(128, 10))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+def _batches(n: int, size: int, rng: np.random.Generator):
+    order = rng.permutation(n)
+    for b in range(0, n, size):
+        yield order[b:b + size]
+
+
+@torch.no_grad()
+def predict_speech(clf, feats: list[torch.Tensor], batch: int = 256) -> np.ndarray:
+    from .data import pad_audio
+
+    clf.eval()
+    out = []
+    for b in range(0, len(feats), batch):
+        x, lengths = pad_audio(feats[b:b + batch])
+        out.append(clf(x, lengths).argmax(-1).numpy())
+    return np.concatenate(out)
+
+
+@torch.no_grad()
+def predict_images(clf, images: torch.Tensor, batch: int = 1000) -> np.ndarray:
+    clf.eval()
+    return np.concatenate([clf(images[b:b + batch]).argmax(-1).numpy() for b in range(0, len(images), batch)])
+
+
+@torch.enable_grad()  # callable from inside evaluation code that runs under no_grad
+def train_speech_classifier(train_set, epochs: int = 30, seed: int = 0) -> SpeechDigitClassifier:
+    from .data import pad_audio
+
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    clf = SpeechDigitClassifier(train_set.feats[0].shape[1])
+    opt = torch.optim.Adam(clf.parameters(), 1e-3)
+    y = torch.from_numpy(train_set.labels.astype(np.int64))
+    for _ in range(epochs):
+        clf.train()
+        for idx in _batches(len(y), 64, rng):
+            x, lengths = pad_audio([train_set.feats[i] for i in idx])
+            loss = nn.functional.cross_entropy(clf(x, lengths), y[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    return clf
+
+
+@torch.enable_grad()
+def train_image_classifier(train_set, epochs: int = 2, seed: int = 0) -> ImageDigitClassifier:
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    clf = ImageDigitClassifier()
+    opt = torch.optim.Adam(clf.parameters(), 1e-3)
+    y = torch.from_numpy(train_set.labels.astype(np.int64))
+    for _ in range(epochs):
+        clf.train()
+        for idx in _batches(len(y), 128, rng):
+            loss = nn.functional.cross_entropy(clf(train_set.images[idx]), y[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    return clf
+
+
+def load_or_train(audio_shards: str | Path, image_shards: str | Path, cache: str | Path | None = None,
+                  image_train_limit: int = 0):
+    """(speech classifier, image classifier, info with test accuracies); trained once, then cached.
+
+    ``image_train_limit`` > 0 trains the image classifier on that many training images only
+    (for quick tests; the default uses all 60,000).
+    """
+    from .data import load_audio_split, load_image_split
+    from .train import _cmvn
+
+    cache = Path(cache) if cache else Path(audio_shards).resolve().parent / "classifiers"
+    info_path = cache / "classifiers.json"
+    sp, im = SpeechDigitClassifier(), ImageDigitClassifier()
+    if info_path.exists():
+        sp.load_state_dict(torch.load(cache / "speech.pt", weights_only=True))
+        im.load_state_dict(torch.load(cache / "image.pt", weights_only=True))
+        return sp.eval(), im.eval(), json.loads(info_path.read_text())
+    cmvn = _cmvn(audio_shards)
+    a_tr, a_te = load_audio_split(audio_shards, "train", cmvn=cmvn), load_audio_split(audio_shards, "test", cmvn=cmvn)
+    i_tr, i_te = load_image_split(image_shards, "train"), load_image_split(image_shards, "test")
+    if image_train_limit:
+        i_tr = type(i_tr)(i_tr.images[:image_train_limit], i_tr.labels[:image_train_limit], i_tr.keys[:image_train_limit])
+    sp, im = train_speech_classifier(a_tr), train_image_classifier(i_tr)
+    info = {"speech_test_accuracy": float((predict_speech(sp, a_te.feats) == a_te.labels).mean()),
+            "image_test_accuracy": float((predict_images(im, i_te.images) == i_te.labels).mean()),
+            "image_train_images": len(i_tr.labels), "speech_train_utterances": len(a_tr.labels),
+            "audio_shards": str(Path(audio_shards).resolve()), "image_shards": str(Path(image_shards).resolve())}
+    cache.mkdir(parents=True, exist_ok=True)
+    torch.save(sp.state_dict(), cache / "speech.pt")
+    torch.save(im.state_dict(), cache / "image.pt")
+    info_path.write_text(json.dumps(info, indent=2))
+    return sp.eval(), im.eval(), info
