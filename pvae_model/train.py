@@ -190,6 +190,12 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, show_prog
     elif resume and main:
         print(f"no checkpoint in {run}; starting from scratch")
 
+    budget_spent = cfg.max_minutes and elapsed_before / 60 >= cfg.max_minutes
+    if start_epoch >= cfg.epochs or (budget_spent and start_batch == 0):
+        if main:
+            print(f"{run}: already complete ({start_epoch} epochs, {elapsed_before / 60:.1f} min); nothing to do")
+        return {}
+
     net = model
     if dist:
         from torch.nn.parallel import DistributedDataParallel

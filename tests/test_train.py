@@ -225,3 +225,10 @@ def test_evaluate_writes_metrics_figures_and_audio(tmp_path, shards):
         assert (out / name).stat().st_size > 1000, name
     wav, sr = sf.read(out / "written_to_spoken_digit3_ref0.wav")
     assert sr == 16000 and len(wav) > 1000 and np.isfinite(wav).all() and np.abs(wav).max() <= 1.0
+
+
+def test_resume_of_a_finished_run_does_nothing(tmp_path, shards):
+    train(tiny(shards, epochs=1), tmp_path / "r", show_progress=False)
+    before = (tmp_path / "r" / "metrics.jsonl").read_text()
+    assert train(tiny(shards, epochs=1), tmp_path / "r", resume=True, show_progress=False) == {}
+    assert (tmp_path / "r" / "metrics.jsonl").read_text() == before
