@@ -36,6 +36,15 @@ def _fail(e: Exception) -> None:
     raise click.ClickException(str(e)) from None
 
 
+def _run_stage(out: Path, call, errors: tuple = ()) -> None:
+    """Run a stage; input errors become one-line messages; print the summary, set the exit code."""
+    try:
+        summary = call()
+    except (ValueError, OSError, KeyError, *errors) as e:  # bad input, missing files, bad configs
+        _fail(e)
+    _finish(summary, out)
+
+
 @click.group(context_settings=CONTEXT)
 @click.version_option(__version__, prog_name="pvae-data")
 def main() -> None:
@@ -61,11 +70,8 @@ def prepare(corpus: str, source: Path, out: Path, jobs: int, quiet: bool) -> Non
     """
     from .prepare import PrepareConfig, prepare_corpus
 
-    try:
-        summary = prepare_corpus(PrepareConfig(corpus=corpus, source=str(source)), out, jobs=jobs, progress=not quiet)
-    except (ValueError, OSError) as e:
-        _fail(e)
-    _finish(summary, out)
+    _run_stage(out, lambda: prepare_corpus(PrepareConfig(corpus=corpus, source=str(source)), out, jobs=jobs,
+                                           progress=not quiet))
 
 
 @main.command(context_settings=CONTEXT)
@@ -91,12 +97,12 @@ def trim(manifest: Path, out: Path, backend: str, margin, energy_threshold, ener
 
     overrides = {"backend": backend, "margin_s": margin, "energy_threshold": energy_threshold,
                  "energy_mean_scale": energy_mean_scale, "webrtc_mode": webrtc_mode}
-    try:
+
+    def run():
         cfg = VadConfig.from_dict({**VadConfig().to_dict(), **{k: v for k, v in overrides.items() if v is not None}})
-        summary = trim_manifest(manifest, out, cfg, jobs=jobs, show_progress=not quiet)
-    except (ValueError, OSError) as e:
-        _fail(e)
-    _finish(summary, out)
+        return trim_manifest(manifest, out, cfg, jobs=jobs, show_progress=not quiet)
+
+    _run_stage(out, run)
 
 
 @main.command(context_settings=CONTEXT)
@@ -123,17 +129,16 @@ def fbank(manifest: Path, out: Path, config_file, sample_rate, num_mel_bins, dit
     from .features import FbankStageConfig, StageConfigMismatch, compute_features
     from .fbank import FbankConfig
 
-    try:
+    def run():
         base = json.loads(config_file.read_text()) if config_file else {}
         overrides = {"sample_rate": sample_rate, "num_mel_bins": num_mel_bins, "dither": dither,
                      "snip_edges": snip_edges}
         fb = FbankConfig.from_dict({**FbankConfig().to_dict(), **base,
                                     **{k: v for k, v in overrides.items() if v is not None}})
-        summary = compute_features(manifest, out, FbankStageConfig(fbank=fb, chunk_size=chunk_size),
-                                   jobs=jobs, show_progress=not quiet, overwrite=overwrite)
-    except (ValueError, OSError, StageConfigMismatch) as e:
-        _fail(e)
-    _finish(summary, out)
+        return compute_features(manifest, out, FbankStageConfig(fbank=fb, chunk_size=chunk_size),
+                                jobs=jobs, show_progress=not quiet, overwrite=overwrite)
+
+    _run_stage(out, run, errors=(StageConfigMismatch,))
 
 
 def _shard_options(f):
@@ -175,11 +180,7 @@ def shard_audio_cmd(features_dir: Path, out: Path, quiet: bool, **kw) -> None:
     """Output of `pvae-data fbank` (FEATURES_DIR) -> audio shards in OUT."""
     from .shards import shard_audio
 
-    try:
-        summary = shard_audio(features_dir, out, _shard_config(**kw), show_progress=not quiet)
-    except (ValueError, OSError) as e:
-        _fail(e)
-    _finish(summary, out)
+    _run_stage(out, lambda: shard_audio(features_dir, out, _shard_config(**kw), show_progress=not quiet))
 
 
 @shard.command("kaldi", context_settings=CONTEXT)
@@ -197,12 +198,8 @@ def shard_kaldi_cmd(feats_scp: Path, labels: Path, out: Path, utt2spk, split, qu
     """
     from .shards import shard_kaldi
 
-    try:
-        summary = shard_kaldi(feats_scp, labels, out, _shard_config(**kw), utt2spk=utt2spk, split=split,
-                              show_progress=not quiet)
-    except (ValueError, OSError, KeyError) as e:
-        _fail(e)
-    _finish(summary, out)
+    _run_stage(out, lambda: shard_kaldi(feats_scp, labels, out, _shard_config(**kw), utt2spk=utt2spk,
+                                        split=split, show_progress=not quiet))
 
 
 @shard.command("images", context_settings=CONTEXT)
@@ -211,14 +208,9 @@ def shard_kaldi_cmd(feats_scp: Path, labels: Path, out: Path, utt2spk, split, qu
 @_shard_options
 def shard_images_cmd(mnist_dir: Path, out: Path, quiet: bool, **kw) -> None:
     """The four MNIST IDX files in MNIST_DIR (gzipped or not) -> image shards in OUT."""
-    from .mnist import IdxError
-    from .shards import shard_mnist
+    from .shards import shard_mnist  # IDX errors are ValueErrors
 
-    try:
-        summary = shard_mnist(mnist_dir, out, _shard_config(**kw), show_progress=not quiet)
-    except (IdxError, ValueError, OSError) as e:
-        _fail(e)
-    _finish(summary, out)
+    _run_stage(out, lambda: shard_mnist(mnist_dir, out, _shard_config(**kw), show_progress=not quiet))
 
 
 @main.command(context_settings=CONTEXT)
