@@ -7,7 +7,7 @@ DATA    ?= $(if $(PVAE_DATA),$(PVAE_DATA),../shared/data)
 OUT     ?= exp/demo
 JOBS    ?= 2
 
-.PHONY: install demo demo-data test test-all bench clean
+.PHONY: install demo demo-data test test-all bench clean chromium
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -35,9 +35,16 @@ demo: demo-data
 	$(BIN)/pvae-model train --config configs/pvae_fast.yaml --out $(OUT)/pvae_fast \
 		--audio-shards $(OUT)/shards/audio --image-shards $(OUT)/shards/images --resume
 	$(BIN)/pvae-model evaluate $(OUT)/pvae_fast --checkpoint last
-	@echo "Made: $(OUT)/{prepare,trim,fbank,shards} (data), $(OUT)/pvae_fast (trained PVAE: metrics.jsonl, tb/, checkpoints/), $(OUT)/pvae_fast/eval (figures, WAVs, metrics.json)"
+	$(BIN)/pvae-model report $(OUT)/pvae_fast --out $(OUT)/report.html
+	@echo "Made: $(OUT)/{prepare,trim,fbank,shards} (data), $(OUT)/pvae_fast (trained PVAE: metrics.jsonl, tb/, checkpoints/), $(OUT)/pvae_fast/eval (figures, WAVs, metrics.json), $(OUT)/report.html"
 
-test: $(STAMP)
+# Headless Chromium renders the HTML report in the tests (Debian package; needs root + apt).
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] && \
+		(apt-get update -qq && apt-get install -y -qq chromium >/dev/null); } || \
+		echo "chromium not installed: the report-rendering test will be skipped"
+
+test: $(STAMP) chromium
 	$(BIN)/python -m pytest -q
 
 test-all: $(STAMP)

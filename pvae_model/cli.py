@@ -114,6 +114,20 @@ def evaluate(run_dir: Path, checkpoint: str, seeds: int) -> None:
     click.echo(f"evaluated epoch {m['epoch']} in {m['seconds']} s; figures and WAVs in {run_dir / 'eval'}")
 
 
+@main.command(context_settings=CONTEXT)
+@click.argument("run_dirs", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--out", "out", type=click.Path(dir_okay=False, path_type=Path), default=Path("report.html"))
+def report(run_dirs, out: Path) -> None:
+    """One self-contained HTML page: metrics vs the paper's Table 1, figures, audio players."""
+    from .report import build_report
+
+    try:
+        path = build_report(list(run_dirs), out)
+    except (FileNotFoundError, KeyError, ValueError) as e:
+        raise click.ClickException(str(e)) from None
+    click.echo(f"report: {path.resolve()}")
+
+
 def _init_distributed(device: str):
     """Join the process group when started by torchrun (WORLD_SIZE > 1)."""
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
