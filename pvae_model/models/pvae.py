@@ -38,13 +38,14 @@ class PVAEConfig(ConfigMixin):
     alpha: float = 1.0  # (*) coherence weight
     beta: float = 10.0  # (*) contrastive weight; 0 gives "PVAE (no beta)"
     gamma: float = 0.5  # (*) hinge margin
+    kl_private_weight: float = 1.0  # weight of KL(z_a) and KL(z_i); 1 = the paper's ELBO (experiments only)
 
     def __post_init__(self) -> None:
         self.image_channels = tuple(self.image_channels)
         if min(self.z_shared, self.z_audio, self.z_image, self.hidden) <= 0:
             raise ValueError("latent and hidden sizes must be positive")
-        if self.alpha < 0 or self.beta < 0 or self.gamma < 0:
-            raise ValueError("alpha, beta and gamma must be >= 0")
+        if self.alpha < 0 or self.beta < 0 or self.gamma < 0 or self.kl_private_weight < 0:
+            raise ValueError("alpha, beta, gamma and kl_private_weight must be >= 0")
 
 
 class _Encoder(nn.Module):
@@ -112,7 +113,8 @@ class PVAE(nn.Module):
         pos = rbf(mu_a, mu_i)
         con = torch.relu(cfg.gamma - pos + rbf(mu_a, mu_i[neg])) + torch.relu(cfg.gamma - pos + rbf(mu_a[neg], mu_i))
         neg_elbo = nll_a + nll_i + kl["s"] + kl["a"] + kl["i"]
-        loss = (neg_elbo + cfg.alpha * (coh_a + coh_i) + cfg.beta * con).mean()
+        extra_kl = (cfg.kl_private_weight - 1.0) * (kl["a"] + kl["i"])  # zero with the paper's objective
+        loss = (neg_elbo + extra_kl + cfg.alpha * (coh_a + coh_i) + cfg.beta * con).mean()
         m = {"loss": loss, "neg_elbo": neg_elbo.mean(), "nll_audio": nll_a.mean(), "nll_image": nll_i.mean(),
              "kl_s": kl["s"].mean(), "kl_a": kl["a"].mean(), "kl_i": kl["i"].mean(),
              "coherence_audio": coh_a.mean(), "coherence_image": coh_i.mean(), "contrastive": con.mean(),
