@@ -192,13 +192,13 @@ def compute_features(
                 for fut in as_completed(futs):
                     bar.update(fut.result())
     bar.close()
-    summary = _merge(out, records, len(chunks))
+    summary = _merge(out, records, len(chunks), cfg)
     summary.elapsed_s = timer.elapsed
     summary.skipped_done = skipped
     return summary.check()
 
 
-def _merge(out: Path, records: list[dict], n_chunks: int) -> StageSummary:
+def _merge(out: Path, records: list[dict], n_chunks: int, cfg: FbankStageConfig) -> StageSummary:
     """Combine chunk markers into the stage outputs, in manifest order."""
     results, rejected, stats = {}, [], {}
     for i in range(n_chunks):
@@ -229,9 +229,8 @@ def _merge(out: Path, records: list[dict], n_chunks: int) -> StageSummary:
             k["feat_dim"] = dim
     write_jsonl(out / "features.jsonl", kept)
     write_jsonl(out / "rejected.jsonl", rejected)
-    _write_cmvn(out, stats, json.loads((out / "fbank_config.json").read_text())["config"]["cmvn_split"])
-    hours = frames * FbankConfig.from_dict(
-        json.loads((out / "fbank_config.json").read_text())["config"]["fbank"]).frame_shift_ms / 3.6e6
+    _write_cmvn(out, stats, cfg.cmvn_split)
+    hours = frames * cfg.fbank.frame_shift_ms / 3.6e6
     return StageSummary("fbank", total=len(records), kept=len(kept), rejected=len(rejected),
                         extra={"frames": frames, "hours": round(hours, 3)})
 

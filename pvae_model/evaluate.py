@@ -34,62 +34,40 @@ class EvalConfig(ConfigMixin):
     seed: int = 0
 
 
-def _load(run_dir: Path, checkpoint: str):
-    from .data import load_audio_split, load_image_split
-    from .models.baselines import build_model
-    from .train import TrainConfig, _cmvn
-
-    path = run_dir / "checkpoints" / f"{checkpoint}.pt"
-    if not path.exists():
-        path = run_dir / "checkpoints" / "last.pt"
-    ck = torch.load(path, map_location="cpu", weights_only=False)
-    cfg = TrainConfig.from_dict(ck["config"])
-    model = build_model(cfg.model, cfg.pvae)
-    model.load_state_dict(ck["model"])
-    model.eval()
-    cmvn = _cmvn(cfg.audio_shards)
-    audio = load_audio_split(cfg.audio_shards, "test", cmvn=cmvn)
-    images = load_image_split(cfg.image_shards, "test")
-    return ck, cfg, model, audio, images, cmvn
-
-
 def evaluate(run_dir: str | Path, ecfg: EvalConfig = EvalConfig()) -> dict:
     """Compute everything; returns the metrics dict (also written to ``eval/metrics.json``)."""
-    from .metrics import encode_means, kmeans_purity
+    from .metrics import LATENT_NAMES, encode_means, kmeans_purity, latent_purity, load_run
     from .models.baselines import MODALITIES
 
     t0 = time.perf_counter()
     run = Path(run_dir)
     out = run / "eval"
     out.mkdir(parents=True, exist_ok=True)
-    ck, cfg, model, audio, images, cmvn = _load(run, ecfg.checkpoint)
+    ck, cfg, model, audio, images, cmvn = load_run(run, ecfg.checkpoint)
     has = MODALITIES[cfg.model]
     means = encode_means(model, audio if "audio" in has else None, images if "image" in has else None)
-    labels = {"s_audio": audio.labels, "a": audio.labels, "s_image": images.labels, "i": images.labels}
-    names = {"s_audio": "zs_speech", "s_image": "zs_image", "a": "za_speech", "i": "zi_image"}
     metrics: dict = {"model": cfg.model, "epoch": ck["epoch"], "checkpoint": ecfg.checkpoint,
-                     "n_speech": len(audio.labels), "n_images": len(images.labels), "purity": {}}
-    feats = {"s_audio": np.stack([f.mean(0).numpy() for f in audio.feats]),  # mean-pooled normalised FBank
-             "s_image": images.images.flatten(1).numpy()}
-    for key, x in list(means.items()) + [("feat_" + k, v) for k, v in feats.items()]:
-        base = key.removeprefix("feat_")
-        name = ("feat_" + names[base].split("_")[1]) if key.startswith("feat_") else names[key]
-        vals = [kmeans_purity(x, labels[base], seed=s, n_init=1 if key.startswith("feat_") else 10)
-                for s in range(ecfg.seeds)]
+                     "n_speech": len(audio.labels), "n_images": len(images.labels),
+                     "purity": latent_purity(means, audio.labels, images.labels, ecfg.seeds)}
+    # The paper's "Feat." column: k-means on the raw inputs (mean-pooled normalised FBank, pixels).
+    for name, x, y in (("feat_speech", np.stack([f.mean(0).numpy() for f in audio.feats]), audio.labels),
+                       ("feat_image", images.images.flatten(1).numpy(), images.labels)):
+        vals = [kmeans_purity(x, y, seed=s, n_init=1) for s in range(ecfg.seeds)]
         metrics["purity"][name] = {"mean": float(np.mean(vals)), "std": float(np.std(vals))}
+    names = LATENT_NAMES
     metrics["inertia"] = {names[k]: _inertia(means[k], ecfg.max_k, ecfg.seed) for k in ("s_audio", "s_image") if k in means}
     _plot_inertia(metrics["inertia"], out / "inertia.png")
     _plot_tsne(means, audio.labels, images.labels, ecfg, out)
     if cfg.model == "pvae":
         _generation(model, audio, images, cmvn, cfg, ecfg, out)
-        metrics["coherence"] = _coherence(model, audio, images, cfg, ecfg)
+        metrics["coherence"] = _coherence(model, audio, images, cfg, ecfg, means["s_audio"])
     metrics["seconds"] = round(time.perf_counter() - t0, 1)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     return metrics
 
 
 @torch.no_grad()
-def _coherence(model, audio, images, cfg, ecfg: EvalConfig) -> dict:
+def _coherence(model, audio, images, cfg, ecfg: EvalConfig, zs_speech: np.ndarray) -> dict:
     """Fraction of cross-modal generations that a pretrained classifier labels with the intended digit.
 
     speech -> image: z_s of every spoken test digit + z_i of a random test image.
@@ -102,8 +80,7 @@ def _coherence(model, audio, images, cfg, ecfg: EvalConfig) -> dict:
     sp_clf, im_clf, info = load_or_train(cfg.audio_shards, cfg.image_shards,
                                          image_train_limit=ecfg.classifier_images)
     rng = np.random.default_rng(ecfg.seed + 1)
-    x, lengths = pad_audio(audio.feats)
-    zs_a = model.encode_audio(x, lengths)["s"][0]
+    zs_a = torch.from_numpy(zs_speech)  # posterior means of every spoken test digit, in order
     zi = model.encode_image(images.images[rng.integers(0, len(images.labels), len(zs_a))])["i"][0]
     gen_img = model.decode_image(zs_a, zi).clamp(0, 1)
     s2i = float((predict_images(im_clf, gen_img) == audio.labels).mean())

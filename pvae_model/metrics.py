@@ -54,33 +54,54 @@ def encode_means(model, audio=None, images=None, batch_size: int = 256, device="
     return {k: np.stack(v) for k, v in out.items() if len(v)}
 
 
+LATENT_NAMES = {"s_audio": "zs_speech", "s_image": "zs_image", "a": "za_speech", "i": "zi_image"}
+
+
+def load_run(run_dir, checkpoint: str = "last", device: str = "cpu"):
+    """(checkpoint dict, TrainConfig, model in eval mode, test AudioSet, test ImageSet, global CMVN)."""
+    from pathlib import Path
+
+    from .data import load_audio_split, load_image_split
+    from .models.baselines import build_model
+    from .train import TrainConfig, _cmvn
+
+    path = Path(run_dir) / "checkpoints" / f"{checkpoint}.pt"
+    if not path.exists():
+        path = Path(run_dir) / "checkpoints" / "last.pt"
+    ck = torch.load(path, map_location=device, weights_only=False)
+    cfg = TrainConfig.from_dict(ck["config"])
+    model = build_model(cfg.model, cfg.pvae).to(device)
+    model.load_state_dict(ck["model"])
+    model.eval()
+    cmvn = _cmvn(cfg.audio_shards)
+    audio = load_audio_split(cfg.audio_shards, "test", cmvn=cmvn)
+    images = load_image_split(cfg.image_shards, "test")
+    return ck, cfg, model, audio, images, cmvn
+
+
+def latent_purity(means: dict, audio_labels, image_labels, seeds: int) -> dict:
+    """{"zs_speech": {"mean", "std"}, ...} over ``seeds`` k-means runs, for every latent in ``means``."""
+    labels = {"s_audio": audio_labels, "a": audio_labels, "s_image": image_labels, "i": image_labels}
+    out = {}
+    for key, x in means.items():
+        vals = [kmeans_purity(x, labels[key], seed=s) for s in range(seeds)]
+        out[LATENT_NAMES[key]] = {"mean": float(np.mean(vals)), "std": float(np.std(vals))}
+    return out
+
+
 def zs_purity(run_dir, checkpoint: str = "last", seeds: int = 5, device: str = "cpu") -> dict:
     """k-means (k = 10) purity of z_s from the unimodal encoders on the *full* test split.
 
     Mean and standard deviation over ``seeds`` k-means initialisations; also z_a and z_i (the
     style latents, which should *not* cluster by digit).
     """
-    from pathlib import Path
+    from .models.baselines import MODALITIES
 
-    from .data import load_audio_split, load_image_split
-    from .models.baselines import MODALITIES, build_model
-    from .train import TrainConfig, _cmvn
-
-    ck = torch.load(Path(run_dir) / "checkpoints" / f"{checkpoint}.pt", map_location=device, weights_only=False)
-    cfg = TrainConfig.from_dict(ck["config"])
-    model = build_model(cfg.model, cfg.pvae).to(device)
-    model.load_state_dict(ck["model"])
+    ck, cfg, model, audio, images, _ = load_run(run_dir, checkpoint, device)
     has = MODALITIES[cfg.model]
-    audio = load_audio_split(cfg.audio_shards, "test", cmvn=_cmvn(cfg.audio_shards)) if "audio" in has else None
-    images = load_image_split(cfg.image_shards, "test") if "image" in has else None
-    means = encode_means(model, audio, images, device=device)
+    means = encode_means(model, audio if "audio" in has else None, images if "image" in has else None, device=device)
     out = {"model": cfg.model, "checkpoint": checkpoint, "epoch": ck["epoch"],
-           "n_speech": len(audio.labels) if audio else 0, "n_images": len(images.labels) if images else 0}
-    for name, key, data in (("zs_speech", "s_audio", audio), ("zs_image", "s_image", images),
-                            ("za_speech", "a", audio), ("zi_image", "i", images)):
-        if key not in means:
-            continue
-        x, y = means[key], data.labels
-        vals = [kmeans_purity(x, y, seed=s) for s in range(seeds)]
-        out[name] = {"mean": float(np.mean(vals)), "std": float(np.std(vals))}
+           "n_speech": len(audio.labels) if "audio" in has else 0,
+           "n_images": len(images.labels) if "image" in has else 0}
+    out.update(latent_purity(means, audio.labels, images.labels, seeds))
     return out

@@ -299,8 +299,6 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, show_prog
             if improved and main:
                 _save(run / "checkpoints" / "best.pt", torch.load(ckpt_path, weights_only=False))
             last_metrics = metrics
-            if main and not show_progress:
-                pass
             if main:
                 print(_epoch_line(metrics), flush=True)
             stopping = stop.signal is not None or (
