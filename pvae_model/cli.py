@@ -119,12 +119,15 @@ def evaluate(run_dir: Path, checkpoint: str, seeds: int) -> None:
 @click.option("--out", "out", type=click.Path(dir_okay=False, path_type=Path), default=Path("report.html"))
 def report(run_dirs, out: Path) -> None:
     """One self-contained HTML page: metrics vs the paper's Table 1, figures, audio players."""
-    from .report import build_report
+    from .report import build_report, load_runs, markdown_table
 
     try:
         path = build_report(list(run_dirs), out)
+        table = markdown_table(load_runs(list(run_dirs)))
     except (FileNotFoundError, KeyError, ValueError) as e:
         raise click.ClickException(str(e)) from None
+    click.echo("k-means purity (%, mean ± std over seeds) and cross-modal coherence (%), test split:")
+    click.echo(table)
     click.echo(f"report: {path.resolve()}")
 
 

@@ -55,30 +55,52 @@ def _row(name: str, cells: list, cls: str = "") -> str:
     return f"<tr class='{cls}'><td>{html.escape(name)}</td>{tds}</tr>"
 
 
-def build_report(run_dirs: list[str | Path], out: str | Path) -> Path:
+COLUMNS = ["z_s speech", "z_s image", "z_a", "z_i", "Feat. speech", "Feat. image",
+           "coh. speech→image", "coh. image→speech"]
+
+
+def load_runs(run_dirs: list[str | Path]) -> list[tuple[Path, dict]]:
+    """(run dir, eval/metrics.json) for every run; a clear error when one was not evaluated."""
     runs = []
     for r in map(Path, run_dirs):
         mpath = r / "eval" / "metrics.json"
         if not mpath.exists():
             raise FileNotFoundError(f"{mpath}: run `pvae-model evaluate {r}` first")
         runs.append((r, json.loads(mpath.read_text())))
+    return runs
+
+
+def table_rows(runs: list[tuple[Path, dict]], paper: bool = True) -> list[tuple[str, list[str], bool]]:
+    """(name, cells in COLUMNS order, is_paper) for our runs, then the paper's Table 1 rows."""
     rows = []
     for r, m in runs:
         p, c = m["purity"], m.get("coherence", {})
         get = lambda k: f"{100 * p[k]['mean']:.2f} ± {100 * p[k]['std']:.2f}" if k in p else "–"  # noqa: E731
         coh = lambda k: f"{100 * c[k]:.1f}" if k in c else "–"  # noqa: E731
-        rows.append(_row(f"{r.name} ({m['model']}, epoch {m['epoch']})",
-                         [get("zs_speech"), get("zs_image"), get("za_speech"), get("zi_image"),
-                          get("feat_speech"), get("feat_image"), coh("speech_to_image"), coh("image_to_speech")]))
-    for name, *vals in PAPER:
-        rows.append(_row(name, [_pct(v) for v in vals] + ["–"] * 4, "paper"))
+        rows.append((f"{r.name} ({m['model']}, epoch {m['epoch']})",
+                     [get("zs_speech"), get("zs_image"), get("za_speech"), get("zi_image"),
+                      get("feat_speech"), get("feat_image"), coh("speech_to_image"), coh("image_to_speech")], False))
+    if paper:
+        rows += [(name, [_pct(v) for v in vals] + ["–"] * 4, True) for name, *vals in PAPER]
+    return rows
+
+
+def markdown_table(runs: list[tuple[Path, dict]], paper: bool = True) -> str:
+    """The report's metrics table as Markdown: what the CLI prints and docs/results.md quotes."""
+    lines = ["| run | " + " | ".join(COLUMNS) + " |", "|---" * (len(COLUMNS) + 1) + "|"]
+    lines += [f"| {name} | " + " | ".join(cells) + " |" for name, cells, _ in table_rows(runs, paper)]
+    return "\n".join(lines)
+
+
+def build_report(run_dirs: list[str | Path], out: str | Path) -> Path:
+    runs = load_runs(run_dirs)
+    rows = [_row(name, cells, "paper" if is_paper else "") for name, cells, is_paper in table_rows(runs)]
     parts = [f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>PVAE report</title>"
              f"<style>{CSS}</style></head><body>",
              "<h1>Partitioned VAE on spoken + written digits</h1>",
              "<p>k-means purity (k = 10, %, mean ± std over seeds) of the unimodal encoders' posterior means on the "
              "test split; coherence (%) = generations a pretrained digit classifier labels with the intended digit.</p>",
-             "<table><tr><th>run</th><th>z_s speech</th><th>z_s image</th><th>z_a</th><th>z_i</th>"
-             "<th>Feat. speech</th><th>Feat. image</th><th>coh. speech→image</th><th>coh. image→speech</th></tr>",
+             "<table><tr><th>run</th>" + "".join(f"<th>{c}</th>" for c in COLUMNS) + "</tr>",
              *rows, "</table>"]
     for r, m in runs:
         parts.append(f"<h2>{html.escape(r.name)}</h2>")

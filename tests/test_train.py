@@ -206,6 +206,9 @@ def test_baselines_train_with_the_same_command(tmp_path, shards, name):
 
 def test_evaluate_writes_metrics_figures_and_audio(tmp_path, shards):
     import soundfile as sf
+    from click.testing import CliRunner
+
+    from pvae_model.cli import main
 
     from pvae_model.evaluate import EvalConfig, evaluate
 
@@ -225,6 +228,13 @@ def test_evaluate_writes_metrics_figures_and_audio(tmp_path, shards):
         assert (out / name).stat().st_size > 1000, name
     wav, sr = sf.read(out / "written_to_spoken_digit3_ref0.wav")
     assert sr == 16000 and len(wav) > 1000 and np.isfinite(wav).all() and np.abs(wav).max() <= 1.0
+    # `pvae-model report` prints the metrics table (ours, then the paper's rows) and the page's path.
+    r = CliRunner().invoke(main, ["report", str(tmp_path / "r"), "--out", str(tmp_path / "rep.html")])
+    assert r.exit_code == 0, r.output
+    row = next(ln for ln in r.output.splitlines() if ln.startswith("| r (pvae, epoch 1)"))
+    assert f"{100 * m['purity']['zs_speech']['mean']:.2f} ± " in row
+    assert "| paper: PVAE (TIDIGITS-MNIST) | 99.77 | 99.10 |" in r.output
+    assert r.output.rstrip().endswith(f"report: {(tmp_path / 'rep.html').resolve()}")
 
 
 def test_resume_of_a_finished_run_does_nothing(tmp_path, shards):
