@@ -21,8 +21,44 @@ def _quiet_option(f):
     return click.option("-q", "--quiet", is_flag=True, help="No progress bar.")(f)
 
 
+def _job_array_options(f):
+    """--num-jobs/--job-index: one member of a cluster job array (see docs/scaling.md)."""
+    f = click.option("--job-index", type=click.IntRange(0), default=None,
+                     help="This member's 0-based index [default with --num-jobs > 1: $SLURM_ARRAY_TASK_ID].")(f)
+    return click.option("--num-jobs", type=click.IntRange(1), default=1,
+                        help="Job-array size N: this run does only its share of the chunks (chunk % N == "
+                             "job index) and writes no merged outputs; a run without these options "
+                             "afterwards merges.")(f)
+
+
+def _job_slice(num_jobs: int, job_index: int | None):
+    """The JobSlice of the options; the index falls back to $SLURM_ARRAY_TASK_ID for arrays."""
+    import os
+
+    from .stage import JobSlice
+
+    if num_jobs > 1 and job_index is None:
+        env = os.environ.get("SLURM_ARRAY_TASK_ID", "")
+        if not env.isdigit():
+            raise click.UsageError("--num-jobs > 1 needs --job-index (or $SLURM_ARRAY_TASK_ID)")
+        job_index = int(env)
+    try:
+        return JobSlice(num_jobs, job_index or 0)
+    except ValueError as e:
+        raise click.UsageError(str(e)) from None
+
+
 def _finish(summary, out: Path | None = None) -> None:
     """Print the summary line; exit non-zero when there was input but nothing was kept."""
+    if "job" in summary.extra:  # one member of a job array
+        if summary.total == 0:
+            click.echo(f"{summary.stage}: job {summary.extra['job']}: no chunk to do (fewer chunks than jobs)")
+            return
+        click.echo(summary.line())
+        click.echo("  merge: once every member has finished, rerun the same command without --num-jobs/--job-index")
+        if summary.kept == 0:
+            raise click.ClickException("nothing succeeded: every input of this member was rejected")
+        return
     click.echo(summary.line())
     if out is not None and summary.rejected:
         click.echo(f"  rejected inputs and reasons: {out / 'rejected.jsonl'}")
@@ -83,24 +119,29 @@ def prepare(corpus: str, source: Path, out: Path, jobs: int, quiet: bool) -> Non
 @click.option("--energy-threshold", type=float, default=None, help="Kaldi --vad-energy-threshold.")
 @click.option("--energy-mean-scale", type=float, default=None, help="Kaldi --vad-energy-mean-scale.")
 @click.option("--webrtc-mode", type=click.IntRange(0, 3), default=None, help="WebRTC aggressiveness.")
+@click.option("--chunk-size", type=click.IntRange(1), default=200, help="Records per unit of work (job-array granularity).")
+@_job_array_options
 @_jobs_option
 @_quiet_option
 def trim(manifest: Path, out: Path, backend: str, margin, energy_threshold, energy_mean_scale,
-         webrtc_mode, jobs: int, quiet: bool) -> None:
+         webrtc_mode, chunk_size: int, num_jobs: int, job_index, jobs: int, quiet: bool) -> None:
     """Trim leading/trailing silence: MANIFEST -> OUT/segments.jsonl.
 
     Inputs in which no speech is found are rejected with the reason, never
-    emptied silently.
+    emptied silently. With --num-jobs N --job-index I, trims only chunk
+    c % N == I into OUT/parts/; a plain run afterwards merges.
     """
     from .trim import trim_manifest
     from .vad import VadConfig
 
+    job = _job_slice(num_jobs, job_index)
     overrides = {"backend": backend, "margin_s": margin, "energy_threshold": energy_threshold,
                  "energy_mean_scale": energy_mean_scale, "webrtc_mode": webrtc_mode}
 
     def run():
         cfg = VadConfig.from_dict({**VadConfig().to_dict(), **{k: v for k, v in overrides.items() if v is not None}})
-        return trim_manifest(manifest, out, cfg, jobs=jobs, show_progress=not quiet)
+        return trim_manifest(manifest, out, cfg, jobs=jobs, show_progress=not quiet, chunk_size=chunk_size,
+                             job=job)
 
     _run_stage(out, run)
 
@@ -116,18 +157,22 @@ def trim(manifest: Path, out: Path, backend: str, margin, energy_threshold, ener
 @click.option("--snip-edges/--no-snip-edges", default=None, help="Kaldi --snip-edges [default: snip].")
 @click.option("--chunk-size", type=click.IntRange(1), default=500, help="Utterances per ark (unit of resume).")
 @click.option("--overwrite", is_flag=True, help="Recompute even if OUT holds features of another config.")
+@_job_array_options
 @_jobs_option
 @_quiet_option
 def fbank(manifest: Path, out: Path, config_file, sample_rate, num_mel_bins, dither, snip_edges,
-          chunk_size: int, overwrite: bool, jobs: int, quiet: bool) -> None:
+          chunk_size: int, overwrite: bool, num_jobs: int, job_index, jobs: int, quiet: bool) -> None:
     """Kaldi-exact log-Mel filter banks: MANIFEST -> OUT/feats.scp + features.jsonl.
 
     Reads utterance or segment manifests (start/end honoured), writes Kaldi
     ark/scp, per-speaker and global CMVN stats, and the config. Resumes: a rerun
-    keeps finished chunks.
+    keeps finished chunks. With --num-jobs N --job-index I, computes only chunk
+    c % N == I; a plain run afterwards merges.
     """
     from .features import FbankStageConfig, StageConfigMismatch, compute_features
     from .fbank import FbankConfig
+
+    job = _job_slice(num_jobs, job_index)
 
     def run():
         base = json.loads(config_file.read_text()) if config_file else {}
@@ -136,7 +181,7 @@ def fbank(manifest: Path, out: Path, config_file, sample_rate, num_mel_bins, dit
         fb = FbankConfig.from_dict({**FbankConfig().to_dict(), **base,
                                     **{k: v for k, v in overrides.items() if v is not None}})
         return compute_features(manifest, out, FbankStageConfig(fbank=fb, chunk_size=chunk_size),
-                                jobs=jobs, show_progress=not quiet, overwrite=overwrite)
+                                jobs=jobs, show_progress=not quiet, overwrite=overwrite, job=job)
 
     _run_stage(out, run, errors=(StageConfigMismatch,))
 
@@ -269,6 +314,45 @@ def export(directory: Path, out: Path, fmt: str, split) -> None:
     click.echo(f"export: wrote {n} utterances to {out}")
 
 
+@main.command(context_settings=CONTEXT)
+@click.argument("dataset", type=click.Choice(["fsdd", "mnist"]))
+@click.argument("dest", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--url", "urls", multiple=True, metavar="URL",
+              help="fsdd: archive URL; mnist: base URL the file names are appended to. Repeat for "
+                   "mirrors tried in order [default: $PVAE_FSDD_URL / $PVAE_MNIST_URL, else the official locations].")
+@click.option("--checksums", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="sha256sum file replacing the shipped list (pvae_data/checksums/): the files to install.")
+@click.option("--retries", type=click.IntRange(0), default=3, help="Retries per URL after a failed transfer.")
+@click.option("--backoff", type=click.FloatRange(0), default=1.0, help="Seconds before the first retry; doubles each time.")
+@click.option("--timeout", type=click.FloatRange(0.1), default=60.0, help="Seconds without data before a transfer counts as failed.")
+@_quiet_option
+def download(dataset: str, dest: Path, urls: tuple, checksums, retries: int, backoff: float, timeout: float,
+             quiet: bool) -> None:
+    """Fetch DATASET into DEST/DATASET, verified against shipped sha256 lists.
+
+    fsdd: the v1.0.10 archive -> DEST/fsdd/recordings/*.wav (all 3,000 must
+    match); mnist: the four IDX .gz files -> DEST/mnist (uncompressed content
+    checked). Interrupted transfers resume (HTTP Range); *.completed markers
+    make a rerun skip finished work without any network request. A file that
+    fails verification is listed with the reason and the exit status is 1.
+    """
+    from .download import DownloadError, DownloadOptions, download as run_download
+
+    opts = DownloadOptions(retries=retries, backoff_s=backoff, timeout_s=timeout, show_progress=not quiet)
+    try:
+        report = run_download(dataset, dest, urls=list(urls) or None, checksums=checksums, opts=opts)
+    except (DownloadError, ValueError, OSError) as e:
+        _fail(e)
+    for note in report.notes:
+        click.echo(note, err=True)
+    click.echo(report.line())
+    for name, reason in report.rejected:
+        click.echo(f"{name}: {reason}", err=True)
+    if report.rejected:
+        raise click.ClickException(f"{len(report.rejected)} file(s) failed verification; nothing marked complete "
+                                   "for them, rerun to fetch them again")
+
+
 @main.command("default-config", context_settings=CONTEXT)
 @click.argument("what", type=click.Choice(["fbank", "vad"]))
 def default_config(what: str) -> None:
@@ -284,6 +368,88 @@ def default_config(what: str) -> None:
     json.dump(d, sys.stdout, indent=2)
     sys.stdout.write("\n")
 
+
+
+@main.command("align-train", context_settings=CONTEXT)
+@click.argument("manifest", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("model_dir", type=click.Path(path_type=Path))
+@click.option("--split", default="train", help="Train on this split (all utterances when none has it).")
+@click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="JSON AlignTrainConfig (see docs/alignment.md); flags override it.")
+@click.option("--mixtures", type=click.IntRange(1), default=None, help="Gaussians per state [default: 4].")
+@click.option("--iterations", type=click.IntRange(1), default=None, help="Viterbi passes per mixture size [default: 4].")
+@click.option("--frames-per-state", type=float, default=None, help="Word length / states [default: 3].")
+@click.option("--sample-rate", type=int, default=None, help="Feature sample rate [default: 8000].")
+@_jobs_option
+@_quiet_option
+def align_train(manifest: Path, model_dir: Path, split: str, config_file, mixtures, iterations, frames_per_state,
+                sample_rate, jobs: int, quiet: bool) -> None:
+    """Train the forced aligner (whole-word HMMs, flat start) on MANIFEST -> MODEL_DIR.
+
+    Needs only transcripts, no boundaries. Writes model.npz + model.json
+    (vocabulary, config, calibrated rejection thresholds) and rejected.jsonl.
+    """
+    from .align.train import AlignTrainConfig
+    from .segment import train_aligner
+
+    def run():
+        d = json.loads(config_file.read_text()) if config_file else {}
+        cfg = AlignTrainConfig.from_dict(d)
+        over = {"mixtures": mixtures, "iterations": iterations, "frames_per_state": frames_per_state}
+        cfg = AlignTrainConfig.from_dict({**cfg.to_dict(), **{k: v for k, v in over.items() if v is not None}})
+        if sample_rate is not None:
+            cfg = AlignTrainConfig.from_dict({**cfg.to_dict(),
+                                              "features": {**cfg.features.to_dict(), "sample_rate": sample_rate}})
+        log = None if quiet else (lambda m: click.echo(f"  {m}", err=True))
+        return train_aligner(manifest, model_dir, cfg, split=split, jobs=jobs, show_progress=not quiet, log=log)
+
+    _run_stage(model_dir, run)
+
+
+@main.command(context_settings=CONTEXT)
+@click.argument("manifest", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("out", type=click.Path(path_type=Path))
+@click.option("--model", "model_dir", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="Aligner from `align-train` [default: train one on MANIFEST's train split into OUT/model].")
+@click.option("--ctm", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Take word spans from this CTM (Kaldi/MFA) instead of aligning.")
+@click.option("--export-ctm", type=click.Path(dir_okay=False, path_type=Path), help="Also write the word spans as CTM.")
+@click.option("--write-audio", is_flag=True, help="Also write every segment as OUT/audio/<id>.wav.")
+@click.option("--margin", type=float, default=None, help="Seconds of context kept around each digit [default: 0].")
+@click.option("--slack", type=float, default=None, help="How far a word's VAD window reaches into a pause [default: 0.2].")
+@click.option("--min-score", type=float, default=None, help="Reject below this log-likelihood/frame [default: calibrated].")
+@click.option("--max-deficit", type=float, default=None, help="Reject when free recognition beats the transcript by more "
+              "than this per frame [default: calibrated].")
+@click.option("--max-word-deficit", type=float, default=None, help="The same over one word [default: calibrated].")
+@click.option("--recognition-check/--no-recognition-check", default=True, help="Run the free-recognition mismatch check.")
+@_jobs_option
+@_quiet_option
+def segment(manifest: Path, out: Path, model_dir, ctm, export_ctm, write_audio: bool, margin, slack, min_score,
+            max_deficit, max_word_deficit, recognition_check: bool, jobs: int, quiet: bool) -> None:
+    """Cut connected-digit utterances into one segment per digit: MANIFEST -> OUT/segments.jsonl.
+
+    Word spans come from the forced aligner (or --ctm), then each is trimmed
+    by the energy VAD. Single-word utterances are only trimmed. An utterance
+    whose alignment fails is rejected whole, with the reason.
+    """
+    from .align.aligner import AlignConfig
+    from .segment import SegmentConfig, segment_manifest
+    from .vad import VadConfig
+
+    if model_dir is not None and ctm is not None:
+        _fail(ValueError("give --model or --ctm, not both"))
+
+    def run():
+        base = SegmentConfig()
+        cfg = SegmentConfig(
+            align=AlignConfig(min_score=min_score, max_deficit=max_deficit, max_word_deficit=max_word_deficit,
+                              check_recognition=recognition_check),
+            vad=VadConfig.from_dict({**base.vad.to_dict(), **({"margin_s": margin} if margin is not None else {})}),
+            slack_s=base.slack_s if slack is None else slack)
+        return segment_manifest(manifest, out, model=model_dir, cfg=cfg, jobs=jobs, ctm=ctm, export_ctm=export_ctm,
+                                write_audio=write_audio, show_progress=not quiet)
+
+    _run_stage(out, run)
 
 if __name__ == "__main__":
     main()

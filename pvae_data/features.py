@@ -6,6 +6,12 @@ marker ``arks/feats.NNNNN.done.json`` exists (written last, atomically).  A reru
 finished chunks and redoes the rest, and the merged outputs are identical whatever the number of
 jobs or interruptions.
 
+Cluster job arrays (``job=JobSlice(N, i)``, CLI ``--num-jobs N --job-index i``): member ``i``
+computes only the chunks ``c`` with ``c % N == i`` into the same ``OUT`` (a shared filesystem)
+and writes none of the merged outputs below.  A plain run afterwards (no ``--job-index``) finds
+every chunk done, reuses them and writes the merged outputs -- byte-identical to one full run;
+chunks a failed member left undone are computed by that run.
+
 Outputs in ``OUT``:
   feats.scp            Kaldi script file, keys = ids, absolute ark paths
   features.jsonl       the input records + ``feats`` (ark path relative to OUT, ``:offset``),
@@ -31,7 +37,7 @@ import numpy as np
 
 from .fbank import FbankConfig, compute_fbank_batch, num_frames
 from .io_utils import atomic_open, atomic_path, read_jsonl, remove_stale_temps, write_json, write_jsonl
-from .stage import StageSummary, Timer, progress, worker_context
+from .stage import PLAIN_RUN, JobSlice, StageSummary, Timer, progress, worker_context
 
 
 @dataclass(frozen=True)
@@ -150,9 +156,17 @@ def compute_features(
     jobs: int = 1,
     show_progress: bool = True,
     overwrite: bool = False,
+    job: JobSlice = PLAIN_RUN,
 ) -> StageSummary:
-    """Run the ``fbank`` stage; resumable, deterministic, every input accounted for."""
+    """Run the ``fbank`` stage; resumable, deterministic, every input accounted for.
+
+    ``job``: one member of a job array computes its share of the chunks and returns a summary of
+    that share only; the merge is a plain run (see the module docstring).
+    """
     timer = Timer()
+    if overwrite and job.is_member:
+        raise ValueError("--overwrite cannot be combined with --num-jobs > 1 (each member would delete the "
+                         "others' chunks); empty OUT before starting the array instead")
     out = Path(out_dir)
     records = read_jsonl(manifest)
     ids = [r.get("id") for r in records]
@@ -174,13 +188,19 @@ def compute_features(
         for p in (out / "arks").iterdir():
             p.unlink()
     out.mkdir(parents=True, exist_ok=True)
-    remove_stale_temps(out / "arks")
+    chunks = [records[i:i + cfg.chunk_size] for i in range(0, len(records), cfg.chunk_size)]
+    owned = job.mine(len(chunks)) if job.is_member else list(range(len(chunks)))
+    if job.is_member:  # other members may be writing their own temporaries right now
+        for i in owned:
+            for p in (out / "arks").glob(f".feats.{i:05d}.*.tmp"):
+                p.unlink(missing_ok=True)
+    else:
+        remove_stale_temps(out / "arks")
     write_json(cfg_path, saved)
 
-    chunks = [records[i:i + cfg.chunk_size] for i in range(0, len(records), cfg.chunk_size)]
-    todo = [i for i in range(len(chunks)) if not _chunk_is_done(out, i)]
-    skipped = sum(len(chunks[i]) for i in range(len(chunks)) if i not in set(todo))
-    bar = progress(len(records), "fbank", show_progress)
+    todo = [i for i in owned if not _chunk_is_done(out, i)]
+    skipped = sum(len(chunks[i]) for i in set(owned) - set(todo))
+    bar = progress(sum(len(chunks[i]) for i in owned), "fbank", show_progress)
     bar.update(skipped)
     if todo:
         if jobs <= 1 or len(todo) == 1:
@@ -192,10 +212,24 @@ def compute_features(
                 for fut in as_completed(futs):
                     bar.update(fut.result())
     bar.close()
-    summary = _merge(out, records, len(chunks), cfg)
+    if job.is_member:
+        summary = _member_summary(out, owned, sum(len(chunks[i]) for i in owned), job)
+    else:
+        summary = _merge(out, records, len(chunks), cfg)
     summary.elapsed_s = timer.elapsed
     summary.skipped_done = skipped
     return summary.check()
+
+
+def _member_summary(out: Path, owned: list[int], total: int, job: JobSlice) -> StageSummary:
+    """Counts of one array member's chunks, read back from their markers."""
+    kept = rejected = 0
+    for i in owned:
+        marker = json.loads(_chunk_paths(out, i)[1].read_text())
+        kept += len(marker["results"])
+        rejected += len(marker["rejected"])
+    return StageSummary("fbank", total=total, kept=kept, rejected=rejected,
+                        extra={"job": job.label(), "chunks": len(owned)})
 
 
 def _merge(out: Path, records: list[dict], n_chunks: int, cfg: FbankStageConfig) -> StageSummary:

@@ -59,3 +59,39 @@ def worker_context():
     import multiprocessing as mp
 
     return mp.get_context("fork" if sys.platform == "linux" else "spawn")
+
+
+@dataclass(frozen=True)
+class JobSlice:
+    """This process's share of a stage run as one member of a cluster job array.
+
+    Why fixed chunks and ``chunk % num_jobs == index``: the chunks do not depend on N, so members
+    never overlap, finished chunks are reused by any later run (another N, or a plain run), and
+    the merged output is byte-identical to one full run.  ``num_jobs == 1`` is a plain run: it
+    does whatever is not done yet and writes the stage's final outputs (the "merge").
+    """
+
+    num_jobs: int = 1
+    index: int = 0
+
+    def __post_init__(self) -> None:
+        if self.num_jobs < 1:
+            raise ValueError(f"--num-jobs must be >= 1, got {self.num_jobs}")
+        if not 0 <= self.index < self.num_jobs:
+            raise ValueError(f"--job-index must be in 0..{self.num_jobs - 1} (0-based), got {self.index}")
+
+    @property
+    def is_member(self) -> bool:
+        """True for one member of an array (N > 1): compute its chunks, write no final outputs."""
+        return self.num_jobs > 1
+
+    def mine(self, n_chunks: int) -> list[int]:
+        """The chunk indices this member owns."""
+        return [i for i in range(n_chunks) if i % self.num_jobs == self.index]
+
+    def label(self) -> str:
+        """``"1 of 3"``: the summary line prints it as ``job 1 of 3``."""
+        return f"{self.index} of {self.num_jobs}"
+
+
+PLAIN_RUN = JobSlice()

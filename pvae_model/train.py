@@ -234,6 +234,8 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, show_prog
     with _Stop() as stop:
         for epoch in range(start_epoch, cfg.epochs):
             model.train()
+            if hasattr(model, "set_epoch"):  # DDP wraps it in net; model is the module itself
+                model.set_epoch(epoch)
             t_epoch = time.perf_counter()
             bar = tqdm(total=n_batches, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, dynamic_ncols=True,
                        disable=not (show_progress and main))
@@ -266,7 +268,8 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, show_prog
                 shown = {k: f"{v:.3g}" for k, v in out.metrics.items() if k in _SHOWN}
                 bar.set_postfix(**shown, pairs_s=f"{pairs_epoch / (time.perf_counter() - t_epoch):.0f}")
                 done_batches += 1
-                interrupted = stop.signal is not None or (stop_after_batches is not None and done_batches >= stop_after_batches)
+                interrupted = _agree(stop.signal is not None or (
+                    stop_after_batches is not None and done_batches >= stop_after_batches), dist)
                 if interrupted and b + 1 < n_batches:
                     checkpoint(epoch, b + 1, sums)
                     bar.close()
@@ -301,8 +304,8 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, show_prog
             last_metrics = metrics
             if main:
                 print(_epoch_line(metrics), flush=True)
-            stopping = stop.signal is not None or (
-                cfg.max_minutes and (elapsed_before + time.perf_counter() - t_start) / 60 >= cfg.max_minutes)
+            stopping = _agree(stop.signal is not None or bool(
+                cfg.max_minutes and (elapsed_before + time.perf_counter() - t_start) / 60 >= cfg.max_minutes), dist)
             if stopping or (stop_after_batches is not None and done_batches >= stop_after_batches):
                 break
             sums = {}
@@ -315,6 +318,16 @@ def _cmvn(audio_shards) -> dict | None:
     from pvae_data.shard_reader import load_index
 
     return (load_index(audio_shards)[1].get("cmvn") or {}).get("global")
+
+
+def _agree(flag: bool, dist) -> bool:
+    """Under DDP every rank must stop at the same step (a signal may reach one rank first, and each
+    rank reads its own clock), or the others would wait forever in the next all-reduce."""
+    if not dist:
+        return flag
+    t = torch.tensor([int(flag)])
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
 
 
 def _reduce(sums: dict, dist) -> dict:

@@ -176,6 +176,36 @@ def test_ddp_two_cpu_processes(tmp_path, shards):
     assert ck["epoch"] == 2 and isinstance(ck["rng"]["generator"], list) and len(ck["rng"]["generator"]) == 2
 
 
+def _children(pid: int) -> list[int]:
+    out = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        out += [int(c) for c in (task / "children").read_text().split()]
+    return out
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="needs Linux /proc to find the ranks")
+def test_ddp_signal_to_one_rank_stops_all_ranks_cleanly(tmp_path, shards):
+    """SIGTERM reaching only rank 1 (as a scheduler's may): every rank stops at the same batch, the
+    checkpoint is written and torchrun exits 0 instead of hanging in the next all-reduce."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29518",
+           "-m", "pvae_model.cli", "train", *_cli(shards, tmp_path / "ddp", "--epochs", "200")[4:]]
+    p = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    metrics = tmp_path / "ddp" / "metrics.jsonl"
+    deadline = time.time() + 300
+    while not (metrics.exists() and metrics.read_text().strip()) and time.time() < deadline and p.poll() is None:
+        time.sleep(0.2)
+    assert p.poll() is None, p.communicate()[1][-3000:]
+    rank1 = [c for c in _children(p.pid) if b"LOCAL_RANK=1\0" in Path(f"/proc/{c}/environ").read_bytes()]
+    assert len(rank1) == 1
+    os.kill(rank1[0], signal.SIGTERM)
+    out, err = p.communicate(timeout=120)
+    assert p.returncode == 0, err[-3000:]
+    assert "stopped by signal" in out + err or "checkpoint" in out + err
+    ck = torch.load(tmp_path / "ddp" / "checkpoints" / "last.pt", weights_only=False)
+    assert 1 <= ck["epoch"] < 200
+
+
 def test_purity_command_on_a_trained_run(tmp_path, shards):
     from click.testing import CliRunner
 
