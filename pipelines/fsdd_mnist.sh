@@ -4,7 +4,7 @@
 #
 #   pipelines/fsdd_mnist.sh [--stage N] [--stop-stage M] [--data DIR] [--out DIR] [--jobs J] [--config YAML]
 #
-#   0 prepare   FSDD recordings -> utterances.jsonl
+#   0 prepare   (download FSDD/MNIST if absent) FSDD recordings -> utterances.jsonl
 #   1 trim      energy VAD -> segments.jsonl
 #   2 fbank     80-dim Kaldi FBank -> feats.scp, features.jsonl, CMVN
 #   3 shard     audio + MNIST image shards, validated
@@ -14,7 +14,7 @@
 set -euo pipefail
 stage=0; stop_stage=100; jobs=2
 root=$(cd "$(dirname "$0")/.." && pwd)
-data=${PVAE_DATA:-$root/../shared/data}
+data=${PVAE_DATA:-}
 out=$root/exp/fsdd_mnist
 config=$root/configs/pvae_fast.yaml
 while [ $# -gt 0 ]; do
@@ -31,9 +31,17 @@ while [ $# -gt 0 ]; do
 done
 bin=${PVAE_BIN:-$root/.venv/bin}
 run() { echo "[$(date +%T)] stage $1: $2"; }
-[ -d "$data/fsdd" ] && [ -d "$data/mnist" ] || { echo "no FSDD/MNIST under $data (set PVAE_DATA)" >&2; exit 1; }
+# Data: --data or $PVAE_DATA, else ../shared/data when present, else OUT/data, where stage 0
+# downloads what is missing (sha256-verified, resumable; URLs from $PVAE_FSDD_URL/$PVAE_MNIST_URL).
+if [ -z "$data" ]; then
+  if [ -d "$root/../shared/data/fsdd" ]; then data=$root/../shared/data; else data=$out/data; fi
+fi
+have() { case $1 in fsdd) [ -d "$data/fsdd/recordings" ] ;; mnist) ls "$data"/mnist/*-ubyte.gz >/dev/null 2>&1 ;; esac; }
 
 if [ $stage -le 0 ] && [ $stop_stage -ge 0 ]; then
+  for ds in fsdd mnist; do
+    have $ds || { run 0 "download $ds -> $data/$ds"; "$bin/pvae-data" download $ds "$data" -q; }
+  done
   run 0 prepare; "$bin/pvae-data" prepare fsdd "$data/fsdd" "$out/prepare" -j "$jobs" -q
 fi
 if [ $stage -le 1 ] && [ $stop_stage -ge 1 ]; then

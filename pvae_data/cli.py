@@ -323,7 +323,7 @@ def export(directory: Path, out: Path, fmt: str, split) -> None:
 @click.option("--checksums", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="sha256sum file replacing the shipped list (pvae_data/checksums/): the files to install.")
 @click.option("--retries", type=click.IntRange(0), default=3, help="Retries per URL after a failed transfer.")
-@click.option("--backoff", type=click.FloatRange(0), default=1.0, help="Seconds before the first retry; doubles each time.")
+@click.option("--backoff", type=click.FloatRange(0), default=1.0, envvar="PVAE_DOWNLOAD_BACKOFF", show_envvar=True, help="Seconds before the first retry; doubles each time.")
 @click.option("--timeout", type=click.FloatRange(0.1), default=60.0, help="Seconds without data before a transfer counts as failed.")
 @_quiet_option
 def download(dataset: str, dest: Path, urls: tuple, checksums, retries: int, backoff: float, timeout: float,

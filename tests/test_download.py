@@ -343,3 +343,26 @@ def test_full_fsdd_archive_installs_the_documented_tree(tmp_path, server, fsdd_r
                       for n in names)
     assert hashlib.sha256(listing.encode()).hexdigest() == \
         "04e1baae96c6a26e39c623f2b01d0182ddae627ba0ac02a3cdc17ba2af99fd9b"
+
+
+@pytest.mark.slow
+def test_recipe_downloads_missing_data_then_prepares_it(tmp_path, server, fsdd_recordings, mnist_files):
+    """pipelines/fsdd_mnist.sh with an empty --data: stage 0 downloads FSDD and MNIST (here from the
+    local server, via $PVAE_FSDD_URL / $PVAE_MNIST_URL) and prepares all 3,000 recordings; a rerun
+    finds the data in place and makes no request."""
+    names = sorted(p.name for p in fsdd_recordings.glob("*.wav"))
+    server.files[ARCHIVE_PATH] = fsdd_archive(fsdd_recordings, names)
+    for name, data in mnist_files.items():
+        server.files[f"/mnist/{name}"] = data
+    env = {**os.environ, "PVAE_BIN": str(Path(sys.executable).parent),
+           "PVAE_FSDD_URL": server.url + ARCHIVE_PATH, "PVAE_MNIST_URL": server.url + "/mnist/"}
+    cmd = ["bash", str(REPO / "pipelines" / "fsdd_mnist.sh"), "--stop-stage", "0",
+           "--data", str(tmp_path / "data"), "--out", str(tmp_path / "exp")]
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "download fsdd" in r.stdout and "download mnist" in r.stdout and "kept 3000" in r.stdout
+    assert (tmp_path / "data" / "mnist" / "t10k-labels-idx1-ubyte.gz").read_bytes() == \
+        mnist_files["t10k-labels-idx1-ubyte.gz"]
+    n = len(server.log)
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0 and "download" not in r.stdout and len(server.log) == n

@@ -13,8 +13,8 @@ REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "pipelines" / "fsdd_mnist.sh"
 
 
-def run(*args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PVAE_BIN": str(Path(sys.executable).parent)}
+def run(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PVAE_BIN": str(Path(sys.executable).parent), **(env or {})}
     return subprocess.run(["bash", str(SCRIPT), *args], env=env, capture_output=True, text=True, timeout=1800)
 
 
@@ -35,10 +35,14 @@ def test_data_stages_then_rerun_reuses_everything(tmp_path):
     assert "(3000 already done, reused)" in again.stdout and "(2 already done, reused)" in again.stdout
 
 
-def test_bad_option_and_missing_data_fail_clearly(tmp_path):
+def test_bad_option_and_unreachable_download_fail_clearly(tmp_path):
+    """Missing data is downloaded at stage 0; when that cannot work the recipe stops with the
+    download's one-line reason (no traceback) before any later stage."""
     assert run("--nope").returncode != 0
-    r = run("--data", str(tmp_path), "--out", str(tmp_path / "x"))
-    assert r.returncode != 0 and "no FSDD/MNIST" in r.stderr
+    r = run("--data", str(tmp_path / "none"), "--out", str(tmp_path / "x"),
+            env={"PVAE_FSDD_URL": "http://127.0.0.1:9/fsdd.tar.gz", "PVAE_DOWNLOAD_BACKOFF": "0"})
+    assert r.returncode != 0 and "download fsdd" in r.stdout and "stage 0: prepare" not in r.stdout
+    assert "127.0.0.1:9" in r.stderr and "Traceback" not in r.stderr
 
 
 @pytest.mark.slow
