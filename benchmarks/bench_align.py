@@ -1,0 +1,140 @@
+"""Forced-alignment segmentation quality and speed on connected digits built from real FSDD takes.
+
+    PYTHONPATH=. python benchmarks/bench_align.py [--data ../shared/data] [--passes 2] [--test-passes 3]
+                                                  [--loso] [--out /tmp/bench_align]
+
+Utterances of 2-7 digits of one speaker are built from FSDD takes (``pvae_data.synth_digits``:
+tightly VAD-trimmed takes, 0-300 ms pauses, some zero, light noise), so every digit's true span
+is known.  The aligner is trained on utterances built from the training takes (5-49) only and
+the ``segment`` stage is scored on utterances built from the test takes (0-4): boundary error
+(starts and ends of every digit), % within 50 ms, % of digits with IoU >= 0.8.  Speed: the
+aligner alone (features + Viterbi + checks, audio in memory) and the whole stage (``-j 1``:
+read, align, VAD-trim, write) in x real time, one process.  ``--loso``: leave one speaker out,
+six folds (train on five speakers' training-take utterances, test on all of the sixth's).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def spans_by_utt(segments: list[dict]) -> dict[str, list[tuple[float, float]]]:
+    out: dict[str, list] = defaultdict(list)
+    for s in sorted(segments, key=lambda s: (s["utterance"], s["position"])):
+        out[s["utterance"]].append((s["start"], s["end"]))
+    return dict(out)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", default=os.environ.get("PVAE_DATA", str(ROOT.parent / "shared" / "data")))
+    ap.add_argument("--passes", type=int, default=2, help="times each training take is used")
+    ap.add_argument("--test-passes", type=int, default=3, help="times each test take is used")
+    ap.add_argument("--loso", action="store_true", help="also the leave-one-speaker-out folds")
+    ap.add_argument("--ablation", action="store_true", help="also score the trimming variants (docs/alignment.md)")
+    ap.add_argument("--out", default=None, help="work directory [default: a temporary one]")
+    args = ap.parse_args()
+
+    from threadpoolctl import threadpool_limits
+
+    from pvae_data.align import AlignConfig, align_words, load_model
+    from pvae_data.align.score import format_score, score_boundaries
+    from pvae_data.io_utils import read_jsonl, write_jsonl
+    from pvae_data.segment import SegmentConfig, segment_manifest, train_aligner
+    from pvae_data.synth_digits import TEST_TAKES, TRAIN_TAKES, SynthConfig, synth_utterances, words_of, write_synth
+
+    rec = Path(args.data) / "fsdd" / "recordings"
+    if not rec.is_dir():
+        raise SystemExit(f"no FSDD recordings under {rec}")
+    work = Path(args.out or tempfile.mkdtemp(prefix="bench_align_"))
+    t0 = time.perf_counter()
+    train = synth_utterances(rec, takes=TRAIN_TAKES, cfg=SynthConfig(seed=0, passes=args.passes), prefix="train")
+    test = synth_utterances(rec, takes=TEST_TAKES, cfg=SynthConfig(seed=1, passes=args.test_passes), prefix="test")
+    tr = write_synth(train, work / "train", split="train")
+    te = write_synth(test, work / "test", split="test")
+    hours = lambda us: sum(len(u.wave) / u.sample_rate for u in us) / 3600  # noqa: E731
+    print(f"built {len(train)} training utterances ({hours(train):.2f} h) and {len(test)} test utterances "
+          f"({hours(test):.2f} h, {sum(len(u.digits) for u in test)} digits) in {time.perf_counter() - t0:.1f} s")
+
+    t0 = time.perf_counter()
+    summary = train_aligner(tr["utterances"], work / "model", show_progress=False)
+    train_s = time.perf_counter() - t0
+    model = load_model(work / "model")
+    print(f"training: {summary.line()}; {train_s:.1f} s wall ({model.info['train_seconds']:.1f} s in HMM training); "
+          f"states per word {dict(zip(model.words, model.n_states))}")
+
+    # speed of the aligner alone, one process, audio in memory
+    waves = [u.wave.astype(np.float32) for u in test]
+    audio_s = sum(len(w) for w in waves) / test[0].sample_rate
+    with threadpool_limits(1):
+        align_words(model, waves[0], words_of(test[0].digits))
+        t = time.perf_counter()
+        for u, w in zip(test, waves):
+            align_words(model, w, words_of(u.digits), AlignConfig())
+        align_s = time.perf_counter() - t
+    t = time.perf_counter()
+    seg = segment_manifest(te["utterances"], work / "seg", model=work / "model", jobs=1, show_progress=False)
+    stage_s = time.perf_counter() - t
+    print(f"segment: {seg.line()}")
+    print(f"speed (1 process, {audio_s:.0f} s of test audio): aligner {audio_s / align_s:.0f}x real time "
+          f"(features + forced Viterbi + free-loop check); whole segment stage {audio_s / stage_s:.0f}x "
+          f"(read, align, VAD-trim, write)")
+    truth = {r["id"]: [tuple(s) for s in r["spans"]] for r in read_jsonl(te["truth"])}
+    score = score_boundaries(spans_by_utt(read_jsonl(work / "seg" / "segments.jsonl")), truth)
+    print(f"quality (train takes 5-49 -> test takes 0-4): {format_score(score)}")
+    print(f"  targets: median <= 20 ms, >= 95 % within 50 ms, >= 97 % IoU >= 0.8 -> "
+          f"{'MET' if score['median_ms'] <= 20 and score['within_pct'] >= 95 and score['iou_pct'] >= 97 else 'NOT MET'}")
+
+    if args.ablation:
+        from pvae_data.align.ctm import read_ctm
+
+        segment_manifest(te["utterances"], work / "seg_ctm", model=work / "model", export_ctm=work / "words.ctm",
+                         show_progress=False)
+        ctm, _ = read_ctm(work / "words.ctm")
+        raw = {u: [(s, e) for _, s, e in v] for u, v in ctm.items()}
+        print(f"  HMM word spans alone:                    {format_score(score_boundaries(raw, truth))}")
+        for name, cfg in (("VAD on the span, no slack, no reference", SegmentConfig(slack_s=0.0, noise_ref_s=0.0)),
+                          ("VAD, 0.2 s slack, no reference", SegmentConfig(noise_ref_s=0.0)),
+                          ("VAD, 0.2 s slack, background reference", SegmentConfig())):
+            segment_manifest(te["utterances"], work / "seg_var", model=work / "model", cfg=cfg, show_progress=False)
+            sc = score_boundaries(spans_by_utt(read_jsonl(work / "seg_var" / "segments.jsonl")), truth)
+            print(f"  {name + ':':41s}{format_score(sc)}")
+
+    if args.loso:
+        all_test = read_jsonl(tr["utterances"]) + read_jsonl(te["utterances"])
+        all_truth = {**{r["id"]: [tuple(s) for s in r["spans"]] for r in read_jsonl(tr["truth"])}, **truth}
+        folds = []
+        for spk in sorted({r["speaker"] for r in all_test}):
+            d = work / f"loso_{spk}"
+            train_recs = [r for r in read_jsonl(tr["utterances"]) if r["speaker"] != spk]
+            test_recs = [r for r in all_test if r["speaker"] == spk]
+            write_jsonl(d / "train.jsonl", train_recs)
+            write_jsonl(d / "test.jsonl", test_recs)
+            t = time.perf_counter()
+            train_aligner(d / "train.jsonl", d / "model", show_progress=False)
+            tt = time.perf_counter() - t
+            segment_manifest(d / "test.jsonl", d / "seg", model=d / "model", jobs=1, show_progress=False)
+            s = score_boundaries(spans_by_utt(read_jsonl(d / "seg" / "segments.jsonl")),
+                                 {r["id"]: all_truth[r["id"]] for r in test_recs})
+            folds.append(s)
+            print(f"  leave out {spk:9s} (trained {tt:.0f} s): {format_score(s)}")
+        n = sum(f["boundaries"] for f in folds)
+        w = lambda key: sum(f[key] * f["boundaries"] for f in folds) / n  # noqa: E731
+        print(f"leave-one-speaker-out, pooled over 6 folds: mean of per-fold medians "
+              f"{np.mean([f['median_ms'] for f in folds]):.1f} ms, {w('within_pct'):.1f} % within 50 ms, "
+              f"{sum(f['iou_pct'] * f['words'] for f in folds) / sum(f['words'] for f in folds):.1f} % IoU >= 0.8, "
+              f"rejected {sum(f['missing'] for f in folds)} of {sum(f['utterances'] for f in folds)} utterances")
+    print(f"work directory: {work}")
+
+
+if __name__ == "__main__":
+    main()

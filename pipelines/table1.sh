@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# The paper's Table 1 on FSDD + MNIST: PVAE, PVAE (no β), JMVAE-kl, VAE-sp and VAE-im trained
+# from the same config for the same number of epochs (no time cap, so the result does not depend
+# on how busy the machine is), each evaluated, then one report. Reruns resume/skip finished work.
+#
+#   pipelines/table1.sh [--shards DIR] [--out DIR] [--config YAML] [--epochs N] [--threads T] [--parallel P]
+#
+# --shards DIR   holds audio/ and images/ (from pipelines/fsdd_mnist.sh --stop-stage 3)
+# --parallel P   train P models at once (each with --threads T)
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+shards=$root/exp/fsdd_mnist/shards; out=$root/exp/table1; config=$root/configs/pvae_fast.yaml
+epochs=60; threads=2; parallel=1
+while [ $# -gt 0 ]; do
+  case $1 in
+    --shards) shards=$2; shift 2 ;;
+    --out) out=$2; shift 2 ;;
+    --config) config=$2; shift 2 ;;
+    --epochs) epochs=$2; shift 2 ;;
+    --threads) threads=$2; shift 2 ;;
+    --parallel) parallel=$2; shift 2 ;;
+    -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
+    *) echo "unknown option $1" >&2; exit 1 ;;
+  esac
+done
+bin=${PVAE_BIN:-$root/.venv/bin}
+[ -f "$shards/audio/index.json" ] && [ -f "$shards/images/index.json" ] || {
+  echo "no shards under $shards (run pipelines/fsdd_mnist.sh --stop-stage 3 first)" >&2; exit 1; }
+runs="pvae:--model=pvae pvae_no_beta:--model=pvae,--beta=0 jmvae_kl:--model=jmvae-kl vae_sp:--model=vae-sp vae_im:--model=vae-im"
+train_one() {  # name, comma-separated extra flags
+  local name=$1 flags; IFS=, read -ra flags <<< "$2"
+  echo "[$(date +%T)] train $name"
+  "$bin/pvae-model" train --config "$config" --out "$out/$name" --resume -q "${flags[@]}" \
+    --audio-shards "$shards/audio" --image-shards "$shards/images" \
+    --epochs "$epochs" --max-minutes 0 --set num_threads="$threads" > "$out/$name.log" 2>&1 \
+    || { echo "train $name failed; see $out/$name.log" >&2; return 1; }
+}
+mkdir -p "$out"
+pids=()
+for r in $runs; do
+  train_one "${r%%:*}" "${r#*:}" & pids+=($!)
+  if [ ${#pids[@]} -ge "$parallel" ]; then wait "${pids[0]}"; pids=("${pids[@]:1}"); fi
+done
+for p in "${pids[@]}"; do wait "$p"; done
+dirs=()
+for r in $runs; do
+  name=${r%%:*}; dirs+=("$out/$name")
+  [ -f "$out/$name/eval/metrics.json" ] && [ "$out/$name/eval/metrics.json" -nt "$out/$name/checkpoints/last.pt" ] \
+    || { echo "[$(date +%T)] evaluate $name"; "$bin/pvae-model" evaluate "$out/$name" --checkpoint last > /dev/null; }
+done
+"$bin/pvae-model" report "${dirs[@]}" --out "$out/report.html"
