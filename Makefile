@@ -54,6 +54,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_fbank.py
 	$(BIN)/python benchmarks/bench_vad.py
 	$(BIN)/python benchmarks/bench_shards.py
+	$(BIN)/python benchmarks/bench_align.py
 
 clean:
 	rm -rf $(VENV) exp *.egg-info

@@ -13,9 +13,46 @@ REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "pipelines" / "fsdd_mnist.sh"
 
 
-def run(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+TIDIGITS_SCRIPT = REPO / "pipelines" / "tidigits_mnist.sh"
+
+
+def run(*args: str, env: dict | None = None, script: Path = SCRIPT) -> subprocess.CompletedProcess:
     env = {**os.environ, "PVAE_BIN": str(Path(sys.executable).parent), **(env or {})}
-    return subprocess.run(["bash", str(SCRIPT), *args], env=env, capture_output=True, text=True, timeout=1800)
+    return subprocess.run(["bash", str(script), *args], env=env, capture_output=True, text=True, timeout=1800)
+
+
+@pytest.fixture(scope="module")
+def ldc_tidigits(tmp_path_factory, fsdd_recordings) -> Path:
+    """The small TIDIGITS-layout corpus of the segmentation tests (SPHERE, <digits><a|b>.wav)."""
+    from pvae_data.synth_digits import SynthConfig, build_tidigits
+
+    root = tmp_path_factory.mktemp("ldc")
+    build_tidigits(fsdd_recordings, root, SynthConfig(seed=5, max_digits=5), max_per_split=70,
+                   speakers=("george", "jackson", "nicolas"))
+    return root
+
+
+def test_tidigits_recipe_data_stages_then_rerun(tmp_path, ldc_tidigits):
+    """prepare tidigits -> segment (forced alignment) -> fbank -> shard; a rerun reuses every stage."""
+    out = tmp_path / "exp"
+    r = run("--tidigits", str(ldc_tidigits), "--out", str(out), "--stop-stage", "3", script=TIDIGITS_SCRIPT)
+    assert r.returncode == 0, r.stderr[-3000:]
+    for s in ("stage 0: prepare", "stage 1: segment", "stage 2: fbank", "stage 3: shard"):
+        assert s in r.stdout
+    assert (out / "segment" / "alignments.ctm").stat().st_size > 0
+    import json
+    index = json.loads((out / "shards" / "audio" / "index.json").read_text())
+    n_seg = sum(1 for _ in open(out / "segment" / "segments.jsonl"))
+    assert n_seg > 2 * 140 * 0.9  # 2-5 digits an utterance, 140 utterances, few rejected
+    assert sum(sh["num_items"] for sh in index["shards"]) == n_seg
+    again = run("--tidigits", str(ldc_tidigits), "--out", str(out), "--stop-stage", "3", script=TIDIGITS_SCRIPT)
+    assert again.returncode == 0 and "reused" in again.stdout
+    assert "(2 already done, reused)" in again.stdout
+
+
+def test_tidigits_recipe_needs_the_corpus(tmp_path):
+    r = run("--out", str(tmp_path), script=TIDIGITS_SCRIPT)
+    assert r.returncode != 0 and "--tidigits DIR" in r.stderr
 
 
 @pytest.fixture(autouse=True)
@@ -54,3 +91,15 @@ def test_whole_recipe_with_a_tiny_model(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     assert (tmp_path / "exp" / "report.html").stat().st_size > 100_000
     assert (tmp_path / "exp" / "pvae" / "eval" / "metrics.json").exists()
+
+
+@pytest.mark.slow
+def test_whole_tidigits_recipe_with_a_tiny_model(tmp_path, ldc_tidigits):
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text("epochs: 1\nbatch_size: 64\neval_every: 0\nnum_threads: 2\n"
+                   "pvae: {hidden: 32, z_shared: 8, z_audio: 8, z_image: 8, image_channels: [8, 16]}\n")
+    r = run("--tidigits", str(ldc_tidigits), "--out", str(tmp_path / "exp"), "--config", str(cfg),
+            script=TIDIGITS_SCRIPT)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert (tmp_path / "exp" / "report.html").stat().st_size > 100_000
+    assert "| pvae (pvae, epoch 1) |" in r.stdout
