@@ -34,9 +34,9 @@ demo-data: $(STAMP)
 demo: demo-data
 	$(BIN)/pvae-model train --config configs/pvae_fast.yaml --out $(OUT)/pvae_fast \
 		--audio-shards $(OUT)/shards/audio --image-shards $(OUT)/shards/images --resume
-	$(BIN)/pvae-model evaluate $(OUT)/pvae_fast --checkpoint last
-	$(BIN)/pvae-model report $(OUT)/pvae_fast --out $(OUT)/report.html
-	@echo "Made: $(OUT)/{prepare,trim,fbank,shards} (data), $(OUT)/pvae_fast (trained PVAE: metrics.jsonl, tb/, checkpoints/), $(OUT)/pvae_fast/eval (figures, WAVs, metrics.json), $(OUT)/report.html"
+	$(BIN)/pvae-model evaluate $(OUT)/pvae_fast --checkpoint last > $(OUT)/pvae_fast/evaluate.log
+	@echo "Made: $(OUT)/{prepare,trim,fbank,shards} (data), $(OUT)/pvae_fast (trained PVAE: metrics.jsonl, tb/, checkpoints/), $(OUT)/pvae_fast/eval (figures, WAVs, metrics.json)"
+	@$(BIN)/pvae-model report $(OUT)/pvae_fast --out $(OUT)/report.html
 
 # Headless Chromium renders the HTML report in the tests (Debian package; needs root + apt).
 chromium:

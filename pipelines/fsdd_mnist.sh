@@ -30,7 +30,7 @@ while [ $# -gt 0 ]; do
   esac
 done
 bin=${PVAE_BIN:-$root/.venv/bin}
-run() { echo "[$(date +%T)] stage $1: $2"; }
+. "$root/pipelines/common_stages.sh"
 # Data: --data or $PVAE_DATA, else ../shared/data when present, else OUT/data, where stage 0
 # downloads what is missing (sha256-verified, resumable; URLs from $PVAE_FSDD_URL/$PVAE_MNIST_URL).
 if [ -z "$data" ]; then
@@ -38,33 +38,15 @@ if [ -z "$data" ]; then
 fi
 have() { case $1 in fsdd) [ -d "$data/fsdd/recordings" ] ;; mnist) ls "$data"/mnist/*-ubyte.gz >/dev/null 2>&1 ;; esac; }
 
-if [ $stage -le 0 ] && [ $stop_stage -ge 0 ]; then
+if want 0; then
   for ds in fsdd mnist; do
     have $ds || { run 0 "download $ds -> $data/$ds"; "$bin/pvae-data" download $ds "$data" -q; }
   done
   run 0 prepare; "$bin/pvae-data" prepare fsdd "$data/fsdd" "$out/prepare" -j "$jobs" -q
 fi
-if [ $stage -le 1 ] && [ $stop_stage -ge 1 ]; then
+if want 1; then
   run 1 trim; "$bin/pvae-data" trim "$out/prepare/utterances.jsonl" "$out/trim" -j "$jobs" -q
 fi
-if [ $stage -le 2 ] && [ $stop_stage -ge 2 ]; then
-  run 2 fbank; "$bin/pvae-data" fbank "$out/trim/segments.jsonl" "$out/fbank" -j "$jobs" -q
-fi
-if [ $stage -le 3 ] && [ $stop_stage -ge 3 ]; then
-  run 3 shard
-  "$bin/pvae-data" shard audio "$out/fbank" "$out/shards/audio" -q
-  "$bin/pvae-data" shard images "$data/mnist" "$out/shards/images" -q
-  "$bin/pvae-data" validate "$out/shards/audio"
-  "$bin/pvae-data" validate "$out/shards/images"
-fi
-if [ $stage -le 4 ] && [ $stop_stage -ge 4 ]; then
-  run 4 train
-  "$bin/pvae-model" train --config "$config" --out "$out/pvae" --resume -q \
-    --audio-shards "$out/shards/audio" --image-shards "$out/shards/images"
-fi
-if [ $stage -le 5 ] && [ $stop_stage -ge 5 ]; then
-  run 5 evaluate; "$bin/pvae-model" evaluate "$out/pvae" --checkpoint last
-fi
-if [ $stage -le 6 ] && [ $stop_stage -ge 6 ]; then
-  run 6 report; "$bin/pvae-model" report "$out/pvae" --out "$out/report.html"
-fi
+segments="$out/trim/segments.jsonl"
+mnist="$data/mnist"
+common_stages

@@ -31,7 +31,7 @@ while [ $# -gt 0 ]; do
   esac
 done
 bin=${PVAE_BIN:-$root/.venv/bin}
-run() { echo "[$(date +%T)] stage $1: $2"; }
+. "$root/pipelines/common_stages.sh"
 [ -n "$tidigits" ] && [ -d "$tidigits" ] || { echo "--tidigits DIR (the LDC93S10 root) is required" >&2; exit 1; }
 # MNIST: --mnist, else $PVAE_DATA/mnist, else ../shared/data/mnist, else downloaded into OUT/data/mnist.
 if [ -z "$mnist" ]; then
@@ -40,40 +40,17 @@ if [ -z "$mnist" ]; then
   done
 fi
 
-if [ $stage -le 0 ] && [ $stop_stage -ge 0 ]; then
+if want 0; then
   if [ -z "$mnist" ]; then
     run 0 "download mnist -> $out/data/mnist"; "$bin/pvae-data" download mnist "$out/data" -q; mnist=$out/data/mnist
   fi
   run 0 prepare; "$bin/pvae-data" prepare tidigits "$tidigits" "$out/prepare" -j "$jobs" -q
 fi
 [ -n "$mnist" ] || mnist=$out/data/mnist
-if [ $stage -le 1 ] && [ $stop_stage -ge 1 ]; then
-  run 1 "segment (forced alignment)"
-  if [ -f "$out/segment/segments.jsonl" ] && [ "$out/segment/segments.jsonl" -nt "$out/prepare/utterances.jsonl" ]; then
-    echo "segment: $out/segment/segments.jsonl is newer than its manifest; reused"
-  else
-    "$bin/pvae-data" segment "$out/prepare/utterances.jsonl" "$out/segment" -j "$jobs" -q \
-      --export-ctm "$out/segment/alignments.ctm"
-  fi
+if want 1; then
+  run 1 "segment (forced alignment)"  # trains OUT/segment/model once; finished chunks are reused
+  "$bin/pvae-data" segment "$out/prepare/utterances.jsonl" "$out/segment" -j "$jobs" -q \
+    --export-ctm "$out/segment/alignments.ctm"
 fi
-if [ $stage -le 2 ] && [ $stop_stage -ge 2 ]; then
-  run 2 fbank; "$bin/pvae-data" fbank "$out/segment/segments.jsonl" "$out/fbank" -j "$jobs" -q
-fi
-if [ $stage -le 3 ] && [ $stop_stage -ge 3 ]; then
-  run 3 shard
-  "$bin/pvae-data" shard audio "$out/fbank" "$out/shards/audio" -q
-  "$bin/pvae-data" shard images "$mnist" "$out/shards/images" -q
-  "$bin/pvae-data" validate "$out/shards/audio"
-  "$bin/pvae-data" validate "$out/shards/images"
-fi
-if [ $stage -le 4 ] && [ $stop_stage -ge 4 ]; then
-  run 4 train
-  "$bin/pvae-model" train --config "$config" --out "$out/pvae" --resume -q \
-    --audio-shards "$out/shards/audio" --image-shards "$out/shards/images"
-fi
-if [ $stage -le 5 ] && [ $stop_stage -ge 5 ]; then
-  run 5 evaluate; "$bin/pvae-model" evaluate "$out/pvae" --checkpoint last
-fi
-if [ $stage -le 6 ] && [ $stop_stage -ge 6 ]; then
-  run 6 report; "$bin/pvae-model" report "$out/pvae" --out "$out/report.html"
-fi
+segments="$out/segment/segments.jsonl"
+common_stages

@@ -422,15 +422,22 @@ def align_train(manifest: Path, model_dir: Path, split: str, config_file, mixtur
               "than this per frame [default: calibrated].")
 @click.option("--max-word-deficit", type=float, default=None, help="The same over one word [default: calibrated].")
 @click.option("--recognition-check/--no-recognition-check", default=True, help="Run the free-recognition mismatch check.")
+@click.option("--chunk-size", type=click.IntRange(1), default=50,
+              help="Utterances per unit of work (resume and job-array granularity).")
+@_job_array_options
 @_jobs_option
 @_quiet_option
 def segment(manifest: Path, out: Path, model_dir, ctm, export_ctm, write_audio: bool, margin, slack, min_score,
-            max_deficit, max_word_deficit, recognition_check: bool, jobs: int, quiet: bool) -> None:
+            max_deficit, max_word_deficit, recognition_check: bool, chunk_size: int, num_jobs: int, job_index,
+            jobs: int, quiet: bool) -> None:
     """Cut connected-digit utterances into one segment per digit: MANIFEST -> OUT/segments.jsonl.
 
     Word spans come from the forced aligner (or --ctm), then each is trimmed
     by the energy VAD. Single-word utterances are only trimmed. An utterance
-    whose alignment fails is rejected whole, with the reason.
+    whose alignment fails is rejected whole, with the reason. Finished chunks
+    are kept in OUT/parts: a rerun resumes. With --num-jobs N --job-index I,
+    segments only chunk c % N == I (the aligner must exist: --model or
+    OUT/model); a plain run afterwards merges.
     """
     from .align.aligner import AlignConfig
     from .segment import SegmentConfig, segment_manifest
@@ -438,6 +445,7 @@ def segment(manifest: Path, out: Path, model_dir, ctm, export_ctm, write_audio: 
 
     if model_dir is not None and ctm is not None:
         _fail(ValueError("give --model or --ctm, not both"))
+    job = _job_slice(num_jobs, job_index)
 
     def run():
         base = SegmentConfig()
@@ -447,7 +455,7 @@ def segment(manifest: Path, out: Path, model_dir, ctm, export_ctm, write_audio: 
             vad=VadConfig.from_dict({**base.vad.to_dict(), **({"margin_s": margin} if margin is not None else {})}),
             slack_s=base.slack_s if slack is None else slack)
         return segment_manifest(manifest, out, model=model_dir, cfg=cfg, jobs=jobs, ctm=ctm, export_ctm=export_ctm,
-                                write_audio=write_audio, show_progress=not quiet)
+                                write_audio=write_audio, show_progress=not quiet, chunk_size=chunk_size, job=job)
 
     _run_stage(out, run)
 

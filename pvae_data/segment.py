@@ -17,10 +17,24 @@ is recovered, and it never crosses into a neighbour.  Measured effect on the ben
 An utterance is kept whole or rejected whole, with the reason: no speech, a failed alignment
 (see :mod:`pvae_data.align.aligner`), a CTM that disagrees with the transcript, or a word span
 in which the VAD finds no speech.  kept + rejected == total utterances.
+
+Resume and cluster job arrays (``job=JobSlice(N, i)``, CLI ``--num-jobs N --job-index i``): the
+manifest is cut into fixed chunks of ``chunk_size`` utterances and every finished chunk is written
+as ``OUT/parts/segment.NNNNN.json`` (its results and a key: sha256 of the segment config, the
+chunk size, the manifest, the aligner's ``model.json``/``model.npz`` or the CTM, and the cut-audio
+directory; written atomically).  Member ``i`` of an array does only the chunks ``c % N == i`` and
+writes no final outputs; a plain run reuses every part whose key matches (also those of its own
+earlier, interrupted attempt), aligns whatever is missing and writes the outputs in manifest
+order: the same bytes as one uninterrupted run.  Members never train an aligner: they need
+``model`` or an existing ``OUT/model`` (e.g. from ``pvae-data align-train MANIFEST OUT/model``).
+An aligner that a plain run trained into ``OUT/model`` is reused by later runs on the same
+manifest (``OUT/model/segment_train.json`` records which), retrained for another manifest.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -30,13 +44,13 @@ import numpy as np
 
 from .align.aligner import AlignConfig, align_words
 from .align.ctm import read_ctm, write_ctm
-from .align.hmm import MODEL_JSON, WordHMMs, load_model, save_model
+from .align.hmm import MODEL_JSON, MODEL_NPZ, WordHMMs, load_model, save_model
 from .align.train import AlignTrainConfig, TrainUtterance, train_word_hmms
 from .audio import AudioError, load_audio
 from .config import ConfigMixin
 from .digits import word_to_label
-from .io_utils import atomic_path, read_jsonl, write_json, write_jsonl
-from .stage import StageSummary, Timer, progress, worker_context
+from .io_utils import atomic_open, atomic_path, read_jsonl, remove_stale_temps, write_json, write_jsonl
+from .stage import PLAIN_RUN, JobSlice, StageSummary, Timer, progress, worker_context
 from .trim import trim_record
 from .vad import NoSpeechError, VadConfig, trim_bounds
 
@@ -44,6 +58,8 @@ SEGMENTS = "segments.jsonl"
 REJECTED = "rejected.jsonl"
 CONFIG = "segment_config.json"
 MODEL_SUBDIR = "model"
+TRAIN_MARKER = "segment_train.json"  # in OUT/model when segment trained it: on which manifest and config
+PARTS = "parts"
 
 
 @dataclass(frozen=True)
@@ -335,60 +351,167 @@ def train_aligner(manifest: str | os.PathLike | list[dict], model_dir: str | os.
 # --------------------------------------------------------------------------------- the stage
 
 
+def _sha256_file(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def model_sha256(model_dir: str | os.PathLike) -> str:
+    """The identity of an aligner: sha256 over its ``model.json`` and ``model.npz``."""
+    d = Path(model_dir)
+    return hashlib.sha256(" ".join(_sha256_file(d / n) for n in (MODEL_JSON, MODEL_NPZ)).encode()).hexdigest()
+
+
+def _part_path(out: Path, index: int) -> Path:
+    return out / PARTS / f"segment.{index:05d}.json"
+
+
+def _read_part(out: Path, index: int, key: str, n: int) -> list | None:
+    """A finished part's results (``[segments, rejection, ctm rows]`` per utterance), or None if
+    absent, unreadable or made for other inputs."""
+    try:
+        part = json.loads(_part_path(out, index).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(part, dict) or part.get("key") != key or len(part.get("results", ())) != n:
+        return None
+    return part["results"]
+
+
+def _write_part(out: Path, index: int, key: str, results: list) -> list:
+    """Write a chunk's part; returns the results as read back, so that computed and reused
+    chunks give the same bytes in the merged outputs."""
+    # Not write_json: it sorts keys, and the records must keep their field order.
+    text = json.dumps({"chunk": index, "key": key, "results": [list(x) for x in results]}, ensure_ascii=False)
+    with atomic_open(_part_path(out, index), "w", encoding="utf-8") as f:
+        f.write(text)
+    return json.loads(text)["results"]
+
+
+def _own_model(out: Path, want: dict) -> tuple[bool, bool]:
+    """(usable, trained by segment) for ``OUT/model``: usable when it is a model and was either put
+    there by the user (no marker) or trained by segment for this manifest and config."""
+    own = out / MODEL_SUBDIR
+    if not (own / MODEL_JSON).is_file():
+        return False, False
+    try:
+        marker = json.loads((own / TRAIN_MARKER).read_text())
+    except FileNotFoundError:
+        return True, False
+    except (OSError, ValueError):
+        return False, True
+    return marker == want, True
+
+
 def segment_manifest(manifest: str | os.PathLike, out_dir: str | os.PathLike, model: str | os.PathLike | None = None,
                      cfg: SegmentConfig = SegmentConfig(), jobs: int = 1, ctm: str | os.PathLike | None = None,
                      export_ctm: str | os.PathLike | None = None, write_audio: bool = False,
                      train_cfg: AlignTrainConfig = AlignTrainConfig(), show_progress: bool = True,
-                     chunk_size: int = 50) -> StageSummary:
+                     chunk_size: int = 50, job: JobSlice = PLAIN_RUN) -> StageSummary:
     """Write ``segments.jsonl``, ``rejected.jsonl`` and ``segment_config.json`` in ``out_dir``.
 
     Word spans come from ``ctm`` if given, else from the aligner in ``model`` (a directory written
-    by :func:`train_aligner`); with neither, an aligner is trained on the manifest's train split
-    first and saved to ``out_dir/model``.  ``export_ctm`` writes the word spans (before VAD
-    trimming) as CTM.  ``write_audio`` also writes each segment as ``out_dir/audio/<id>.wav``.
+    by :func:`train_aligner`); with neither, the aligner in ``out_dir/model`` is used, trained
+    first on the manifest's train split if there is none (or one trained for another manifest).
+    ``export_ctm`` writes the word spans (before VAD trimming) as CTM.  ``write_audio`` also
+    writes each segment as ``out_dir/audio/<id>.wav``.
+
+    Finished chunks of ``chunk_size`` utterances are kept in ``out_dir/parts`` and reused by a
+    rerun.  As one member of a job array (``job``), segment only this member's chunks, write no
+    final outputs and return their counts; the aligner must exist already (see the module docstring).
     """
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
     timer = Timer()
+    manifest_sha = _sha256_file(manifest)
     records = read_jsonl(manifest)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     ctm_map, ctm_bad = None, []
     trained = None
+    own_trained = False  # the model is OUT/model, trained by segment
     model_dir: str | None = None
+    model_note = None
     if ctm is not None:
         ctm_map, ctm_bad = read_ctm(ctm)
         if not ctm_map:
             raise ValueError(f"{ctm}: no word lines" + (f" ({ctm_bad[0]})" if ctm_bad else ""))
     elif any(len(transcript_words(r)) > 1 for r in records):
         if model is None:
-            trained = train_aligner(records, out / MODEL_SUBDIR, train_cfg, jobs=jobs, show_progress=show_progress)
+            want = json.loads(json.dumps({"manifest_sha256": manifest_sha, "split": "train",
+                                          "train_config": train_cfg.to_dict()}))
+            usable, own_trained = _own_model(out, want)
+            if not usable and job.is_member:
+                why = ("was trained by `segment` for another manifest or config" if own_trained
+                       else "does not exist")
+                raise ValueError(f"job-array members need an existing aligner, and {out / MODEL_SUBDIR} {why}: "
+                                 f"give --model DIR, or train one first with `pvae-data align-train MANIFEST "
+                                 f"{out / MODEL_SUBDIR}` (members do not train their own into the same OUT)")
+            if not usable:
+                trained = train_aligner(records, out / MODEL_SUBDIR, train_cfg, jobs=jobs, show_progress=show_progress)
+                write_json(out / MODEL_SUBDIR / TRAIN_MARKER, want)
+                own_trained = True
+            elif not job.is_member:
+                model_note = f"{out / MODEL_SUBDIR} (already there, reused)"
             model = out / MODEL_SUBDIR
         if not (Path(model) / MODEL_JSON).is_file():
             raise ValueError(f"{model}: not an aligner model directory (no {MODEL_JSON})")
         load_model(model)  # fail early, with the reason, on a broken model
         model_dir = str(Path(model).resolve())
-    audio_dir = str(out / "audio") if write_audio else None
-    chunks = [records[i:i + chunk_size] for i in range(0, len(records), chunk_size)]
+    audio_dir = str((out / "audio").resolve()) if write_audio else None
     cfg_d = cfg.to_dict()
-    bar = progress(len(records), "segment", show_progress)
-    results = []
-    if jobs <= 1 or len(chunks) <= 1:
-        for c in chunks:
-            results.extend(_segment_many(c, model_dir, cfg_d, ctm_map, audio_dir))
-            bar.update(len(c))
+    key = hashlib.sha256(json.dumps({
+        "config": cfg_d, "chunk_size": chunk_size, "manifest_sha256": manifest_sha,
+        "model_sha256": model_sha256(model_dir) if model_dir else None,
+        "ctm_sha256": _sha256_file(ctm) if ctm is not None else None, "audio_dir": audio_dir,
+    }, sort_keys=True).encode()).hexdigest()
+    chunks = [records[i:i + chunk_size] for i in range(0, len(records), chunk_size)]
+    owned = job.mine(len(chunks)) if job.is_member else list(range(len(chunks)))
+    # Leftovers of a killed attempt: a member removes only its own chunks' (others may be writing theirs).
+    if job.is_member:
+        for i in owned:
+            for p in (out / PARTS).glob(f".{_part_path(out, i).name}.*.tmp"):
+                p.unlink(missing_ok=True)
+    else:
+        remove_stale_temps(out / PARTS)
+        if audio_dir:
+            remove_stale_temps(audio_dir)
+    done = {i: r for i in owned if (r := _read_part(out, i, key, len(chunks[i]))) is not None}
+    todo = [i for i in owned if i not in done]
+    bar = progress(sum(len(chunks[i]) for i in owned), "segment", show_progress)
+    bar.update(sum(len(chunks[i]) for i in done))
+
+    def finished(i: int, res: list) -> None:
+        done[i] = _write_part(out, i, key, res)
+        bar.update(len(chunks[i]))
+
+    if jobs <= 1 or len(todo) <= 1:
+        for i in todo:
+            finished(i, _segment_many(chunks[i], model_dir, cfg_d, ctm_map, audio_dir))
     else:
         with ProcessPoolExecutor(max_workers=jobs, mp_context=worker_context()) as ex:
-            futs = ex.map(_segment_many, chunks, [model_dir] * len(chunks), [cfg_d] * len(chunks),
-                          [ctm_map] * len(chunks), [audio_dir] * len(chunks))
-            for c, res in zip(chunks, futs):
-                results.extend(res)
-                bar.update(len(c))
+            futs = ex.map(_segment_many, [chunks[i] for i in todo], [model_dir] * len(todo), [cfg_d] * len(todo),
+                          [ctm_map] * len(todo), [audio_dir] * len(todo))
+            for i, res in zip(todo, futs):
+                finished(i, res)
     bar.close()
+    results = [x for i in owned for x in done[i]]
     segments = [s for segs, _, _ in results for s in segs]
     rejected = [r for _, r, _ in results if r is not None]
     kept = sum(1 for segs, r, _ in results if r is None)
+    reused = sum(len(chunks[i]) for i in owned if i not in todo)
+    if job.is_member:
+        return StageSummary("segment", total=len(results), kept=kept, rejected=len(rejected), elapsed_s=timer.elapsed,
+                            skipped_done=reused,
+                            extra={"job": job.label(), "chunks": len(owned), "segments": len(segments)}).check()
     write_jsonl(out / SEGMENTS, segments)
     write_jsonl(out / REJECTED, rejected)
-    extra = {"segments": len(segments)}
+    extra: dict = {"segments": len(segments)}
+    if model_note:
+        extra["model"] = model_note
     if export_ctm is not None:
         extra["ctm words"] = write_ctm(export_ctm, [row for _, _, rows in results for row in rows])
     if ctm_map is not None:
@@ -398,8 +521,8 @@ def segment_manifest(manifest: str | os.PathLike, out_dir: str | os.PathLike, mo
             extra["malformed ctm lines"] = len(ctm_bad)
     write_json(out / CONFIG, {"config": cfg_d, "manifest": str(Path(manifest).resolve()), "model": model_dir,
                               "ctm": str(Path(ctm).resolve()) if ctm else None,
-                              "trained_here": trained is not None})
+                              "trained_here": own_trained})
     if trained is not None:
         extra["trained on"] = f"{trained.kept} utterances"
     return StageSummary("segment", total=len(records), kept=kept, rejected=len(rejected), elapsed_s=timer.elapsed,
-                        extra=extra).check()
+                        skipped_done=reused, extra=extra).check()

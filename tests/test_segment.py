@@ -228,6 +228,11 @@ def test_tidigits_layout_through_the_cli(tmp_path, fsdd_recordings):
     code, out = cli("segment", str(tmp_path / "prep" / "utterances.jsonl"), str(tmp_path / "seg"), "-q")
     assert code == 0, out
     assert (tmp_path / "seg" / "model" / "model.json").is_file()
+    first = (tmp_path / "seg" / "segments.jsonl").read_bytes()
+    code, again = cli("segment", str(tmp_path / "prep" / "utterances.jsonl"), str(tmp_path / "seg"), "-q")
+    assert code == 0 and f"({len(truth)} already done, reused)" in again and "already there, reused" in again, again
+    assert "trained on" in out and "trained on" not in again  # the rerun neither retrains nor realigns
+    assert (tmp_path / "seg" / "segments.jsonl").read_bytes() == first
     model = load_model(tmp_path / "seg" / "model")
     assert "oh" in model.words and "zero" in model.words  # distinct words
     segs = read_jsonl(tmp_path / "seg" / "segments.jsonl")
@@ -245,3 +250,93 @@ def test_tidigits_layout_through_the_cli(tmp_path, fsdd_recordings):
     assert code == 0, out
     code, out = cli("shard", "audio", str(tmp_path / "fb"), str(tmp_path / "sh"), "-q")
     assert code == 0 and f"kept {len(segs)}" in out, out
+
+
+# --------------------------------------------------------------------------------- job arrays, resume
+
+
+def array_manifest(corpus, path: Path) -> Path:
+    """14 utterances -> chunks of 4: 0-3 (4, 4, 4, 2); a single word and a missing file among them."""
+    recs = read_jsonl(corpus["test"]["utterances"])[:12]
+    recs.insert(5, {**recs[0], "id": "single", "transcript": "seven"})
+    recs.append({**recs[1], "id": "gone", "audio": str(path.parent / "nope.wav")})
+    write_jsonl(path, recs)
+    return path
+
+
+def test_segment_array_union_equals_one_run(corpus, tmp_path):
+    """3 members (run one after the other) + the plain-run merge == one plain run, byte for byte."""
+    m = array_manifest(corpus, tmp_path / "m.jsonl")
+    opts = ["--model", str(corpus["model"]), "--chunk-size", "4", "-q"]
+    code, full = cli("segment", str(m), str(tmp_path / "full"), *opts, "--export-ctm", str(tmp_path / "full.ctm"))
+    assert code == 0 and "kept 13, rejected 1 of 14" in full and "already done" not in full, full
+    out = tmp_path / "array"
+    outs = []
+    for i in range(3):  # chunks {0, 3}, {1}, {2}: 6, 4 and 4 utterances
+        code, o = cli("segment", str(m), str(out), *opts, "--num-jobs", "3", "--job-index", str(i),
+                      "--export-ctm", str(tmp_path / "array.ctm"))
+        assert code == 0 and f"job {i} of 3" in o and "merge: once every member has finished" in o, o
+        outs.append(o)
+    assert [o.split(" of ")[1].split()[0] for o in outs] == ["6", "4", "4"]
+    assert sorted(p.name for p in (out / "parts").iterdir()) == [f"segment.{i:05d}.json" for i in range(4)]
+    assert not (out / "segments.jsonl").exists() and not (tmp_path / "array.ctm").exists()  # members merge nothing
+    code, merged = cli("segment", str(m), str(out), *opts, "--export-ctm", str(tmp_path / "array.ctm"))
+    assert code == 0 and "kept 13, rejected 1 of 14" in merged and "(14 already done, reused)" in merged, merged
+    for name in ("segments.jsonl", "rejected.jsonl", "segment_config.json"):
+        assert (out / name).read_bytes() == (tmp_path / "full" / name).read_bytes(), name
+    assert (tmp_path / "array.ctm").read_bytes() == (tmp_path / "full.ctm").read_bytes()
+    assert [r["id"] for r in read_jsonl(out / "rejected.jsonl")] == ["gone"]
+
+
+def test_segment_resumes_from_parts(corpus, tmp_path):
+    """A plain run keeps its finished chunks: an interrupted run (some parts, no outputs) resumes;
+    parts made for another config are recomputed."""
+    m = array_manifest(corpus, tmp_path / "m.jsonl")
+    opts = ["--model", str(corpus["model"]), "--chunk-size", "4", "-q"]
+    code, o = cli("segment", str(m), str(tmp_path / "full"), *opts)
+    assert code == 0, o
+    out = tmp_path / "out"
+    code, o = cli("segment", str(m), str(out), *opts, "--num-jobs", "2", "--job-index", "1")  # chunks 1, 3: 6 utts
+    assert code == 0 and "job 1 of 2" in o, o
+    (out / "parts" / ".segment.00000.json.killed.tmp").write_text("{")  # a killed attempt's leftover
+    code, o = cli("segment", str(m), str(out), *opts)
+    assert code == 0 and "(6 already done, reused)" in o, o
+    assert not list((out / "parts").glob(".*.tmp"))
+    assert (out / "segments.jsonl").read_bytes() == (tmp_path / "full" / "segments.jsonl").read_bytes()
+    # The plain run wrote its own parts too: interrupted after chunks 0-2, a rerun redoes chunk 3 only.
+    (out / "parts" / "segment.00003.json").unlink()
+    (out / "segments.jsonl").unlink()
+    s = segment_manifest(m, out, model=corpus["model"], chunk_size=4, show_progress=False)
+    assert s.skipped_done == 12 and (s.kept, s.rejected) == (13, 1)
+    assert (out / "segments.jsonl").read_bytes() == (tmp_path / "full" / "segments.jsonl").read_bytes()
+    (out / "parts" / "segment.00001.json").write_text('{"key": "truncated')  # unreadable: recomputed
+    assert segment_manifest(m, out, model=corpus["model"], chunk_size=4, show_progress=False).skipped_done == 10
+    code, o = cli("segment", str(m), str(out), *opts, "--margin", "0.05")  # another config: nothing reused
+    assert code == 0 and "already done" not in o, o
+
+
+def test_segment_array_needs_an_existing_aligner(corpus, tmp_path, monkeypatch):
+    """Members never train: without --model or OUT/model they fail with the fix; with an aligner
+    in OUT/model (align-train's output) members and the merge use it."""
+    import shutil
+
+    m = array_manifest(corpus, tmp_path / "m.jsonl")
+    out = tmp_path / "out"
+    monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "0")
+    code, o = cli("segment", str(m), str(out), "--chunk-size", "4", "-q", "--num-jobs", "3")
+    assert code == 1 and "need an existing aligner" in o and "--model" in o and "align-train" in o, o
+    assert "Traceback" not in o and not (out / "model").exists() and not (out / "parts").exists()
+    shutil.copytree(corpus["model"], out / "model")  # as `pvae-data align-train MANIFEST OUT/model` leaves it
+    for i in range(3):
+        code, o = cli("segment", str(m), str(out), "--chunk-size", "4", "-q", "--num-jobs", "3", "--job-index", str(i))
+        assert code == 0 and f"job {i} of 3" in o, o
+    code, o = cli("segment", str(m), str(out), "--chunk-size", "4", "-q", "--export-ctm", str(tmp_path / "w.ctm"))
+    assert code == 0 and "(14 already done, reused)" in o and "already there, reused" in o and "trained on" not in o, o
+    # OUT/model that segment trained for another manifest is not used by members.
+    (out / "model" / "segment_train.json").write_text('{"manifest_sha256": "other"}')
+    code, o = cli("segment", str(m), str(out), "--chunk-size", "4", "-q", "--num-jobs", "3", "--job-index", "0")
+    assert code == 1 and "for another manifest" in o and "Traceback" not in o, o
+    # Only an aligner needs one: spans from a CTM work in an array without a model.
+    code, o = cli("segment", str(m), str(tmp_path / "ctm"), "--ctm", str(tmp_path / "w.ctm"), "--chunk-size", "4",
+                  "-q", "--num-jobs", "2", "--job-index", "0")
+    assert code == 0 and "job 0 of 2" in o and not (tmp_path / "ctm" / "model").exists(), o
