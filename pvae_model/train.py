@@ -234,8 +234,6 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, show_prog
     with _Stop() as stop:
         for epoch in range(start_epoch, cfg.epochs):
             model.train()
-            if hasattr(model, "set_epoch"):  # DDP wraps it in net; model is the module itself
-                model.set_epoch(epoch)
             t_epoch = time.perf_counter()
             bar = tqdm(total=n_batches, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, dynamic_ncols=True,
                        disable=not (show_progress and main))
