@@ -115,6 +115,23 @@ def evaluate(run_dir: Path, checkpoint: str, seeds: int) -> None:
 
 
 @main.command(context_settings=CONTEXT)
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--checkpoint", type=click.Choice(["last", "best"]), default="last")
+@click.option("--images", "n_images", type=click.IntRange(10), default=1000, help="Test images used.")
+def diagnose(run_dir: Path, checkpoint: str, n_images: int) -> None:
+    """Which latent each decoder reads the digit from (judged generations, JSON)."""
+    import json
+
+    from .diagnose import diagnose as run_diagnose
+
+    try:
+        r = run_diagnose(run_dir, checkpoint, n_images)
+    except (FileNotFoundError, KeyError, ValueError) as e:
+        raise click.ClickException(str(e)) from None
+    click.echo(json.dumps(r, indent=2))
+
+
+@main.command(context_settings=CONTEXT)
 @click.argument("run_dirs", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--out", "out", type=click.Path(dir_okay=False, path_type=Path), default=Path("report.html"))
 def report(run_dirs, out: Path) -> None:

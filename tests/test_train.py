@@ -265,6 +265,13 @@ def test_evaluate_writes_metrics_figures_and_audio(tmp_path, shards):
     assert f"{100 * m['purity']['zs_speech']['mean']:.2f} ± " in row
     assert "| paper: PVAE (TIDIGITS-MNIST) | 99.77 | 99.10 |" in r.output
     assert r.output.rstrip().endswith(f"report: {(tmp_path / 'rep.html').resolve()}")
+    # `pvae-model diagnose`: every judged fraction is a fraction; norms and distances are finite.
+    r = CliRunner().invoke(main, ["diagnose", str(tmp_path / "r"), "--images", "100"])
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.output)
+    fractions = [v for k, v in d.items() if k.startswith(("speech_", "image_", "mm_"))]
+    assert len(fractions) == 10 and all(0 <= v <= 1 for v in fractions)
+    assert d["n_images"] == 100 and all(np.isfinite(v) for v in d["norms"].values())
 
 
 def test_resume_of_a_finished_run_does_nothing(tmp_path, shards):
