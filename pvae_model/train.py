@@ -302,8 +302,11 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, show_prog
             last_metrics = metrics
             if main:
                 print(_epoch_line(metrics), flush=True)
-            stopping = _agree(stop.signal is not None or bool(
-                cfg.max_minutes and (elapsed_before + time.perf_counter() - t_start) / 60 >= cfg.max_minutes), dist)
+            over_time = bool(cfg.max_minutes and (elapsed_before + time.perf_counter() - t_start) / 60 >= cfg.max_minutes)
+            stopping = _agree(stop.signal is not None or over_time, dist)
+            if stopping and main and epoch + 1 < cfg.epochs:
+                why = "the time budget (max_minutes)" if over_time else "a signal"
+                print(f"stopped by {why} after epoch {epoch + 1}; checkpoint saved to {ckpt_path}", flush=True)
             if stopping or (stop_after_batches is not None and done_batches >= stop_after_batches):
                 break
             sums = {}

@@ -156,7 +156,7 @@ def test_sigint_saves_a_checkpoint_and_resume_finishes(tmp_path, shards):
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err
     ck = torch.load(run / "checkpoints" / "last.pt", weights_only=False)
-    assert ck["epoch"] >= 1 and ("stopped by signal" in out or ck["batch"] == 0)
+    assert ck["epoch"] >= 1 and "stopped by" in out
     r = subprocess.run(_cli(shards, run, "--epochs", str(ck["epoch"] + 1), "--resume"), env=env,
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
@@ -201,7 +201,7 @@ def test_ddp_signal_to_one_rank_stops_all_ranks_cleanly(tmp_path, shards):
     os.kill(rank1[0], signal.SIGTERM)
     out, err = p.communicate(timeout=120)
     assert p.returncode == 0, err[-3000:]
-    assert "stopped by signal" in out + err or "checkpoint" in out + err
+    assert "stopped by" in out + err and "checkpoint saved" in out + err
     ck = torch.load(tmp_path / "ddp" / "checkpoints" / "last.pt", weights_only=False)
     assert 1 <= ck["epoch"] < 200
 
