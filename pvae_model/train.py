@@ -151,8 +151,10 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, show_prog
         torch.set_num_threads(cfg.num_threads)
     device = torch.device(cfg.device)
     ckpt_path = run / "checkpoints" / "last.pt"
+    lock = None  # held until train() returns
     if main:
         run.mkdir(parents=True, exist_ok=True)
+        lock = _lock_run(run)
         if (run / "config.yaml").exists() and not resume and ckpt_path.exists():
             raise FileExistsError(f"{run} already holds a run; use --resume to continue it, or another --out")
         if resume and (run / "config.yaml").exists():
@@ -319,6 +321,22 @@ def _cmvn(audio_shards) -> dict | None:
     from pvae_data.shard_reader import load_index
 
     return (load_index(audio_shards)[1].get("cmvn") or {}).get("global")
+
+
+def _lock_run(run: Path):
+    """An exclusive lock on RUN/.train.lock: a second trainer on the same run directory (a rerun
+    started while the first still runs) would interleave checkpoints and metrics lines."""
+    f = open(run / ".train.lock", "a+")
+    try:
+        import fcntl
+
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except ImportError:  # not POSIX: no lock, as before
+        return f
+    except OSError:
+        f.close()
+        raise FileExistsError(f"{run} is being trained by another process right now; wait for it or use another --out")
+    return f
 
 
 def _agree(flag: bool, dist) -> bool:

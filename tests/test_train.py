@@ -274,6 +274,20 @@ def test_evaluate_writes_metrics_figures_and_audio(tmp_path, shards):
     assert d["n_images"] == 100 and all(np.isfinite(v) for v in d["norms"].values())
 
 
+def test_a_run_directory_in_use_is_refused(tmp_path, shards):
+    import fcntl
+
+    run = tmp_path / "r"
+    run.mkdir()
+    with open(run / ".train.lock", "a+") as f:  # as if another trainer held the run
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(FileExistsError, match="being trained by another process"):
+            train(tiny(shards, epochs=1), run, show_progress=False)
+    assert not (run / "metrics.jsonl").exists()
+    train(tiny(shards, epochs=1), run, show_progress=False)  # released: trains
+    assert len((run / "metrics.jsonl").read_text().splitlines()) == 1
+
+
 def test_resume_of_a_finished_run_does_nothing(tmp_path, shards):
     train(tiny(shards, epochs=1), tmp_path / "r", show_progress=False)
     before = (tmp_path / "r" / "metrics.jsonl").read_text()
