@@ -118,9 +118,10 @@ def gaussian_nll_audio(x: torch.Tensor, mean: torch.Tensor, lengths: torch.Tenso
     return 0.5 * (sq + n * LOG_2PI)
 
 
-def gaussian_nll_image(x: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
-    """-log N(x; mean, I) per sample."""
-    return 0.5 * ((x - mean).pow(2).flatten(1).sum(-1) + x[0].numel() * LOG_2PI)
+def gaussian_nll_image(x: torch.Tensor, mean: torch.Tensor, std: float = 1.0) -> torch.Tensor:
+    """-log N(x; mean, std^2 I) per sample (the spec: std = 1)."""
+    n = x[0].numel()
+    return 0.5 * ((x - mean).pow(2).flatten(1).sum(-1) / std**2 + n * LOG_2PI) + n * math.log(std)
 
 
 def rbf(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:

@@ -8,7 +8,7 @@ from torch.distributions import Normal, kl_divergence
 
 from pvae_model.models.base import cyclic_derangement
 from pvae_model.models.pvae import PVAE, PVAEConfig
-from pvae_model.modules import gaussian_nll_audio, kl_gauss, kl_std_normal, rbf
+from pvae_model.modules import gaussian_nll_audio, gaussian_nll_image, kl_gauss, kl_std_normal, rbf
 
 SMALL = PVAEConfig(hidden=32, z_shared=4, z_audio=3, z_image=5, feat_dim=6)
 
@@ -86,6 +86,14 @@ def test_audio_nll_counts_real_frames_only():
     nll = gaussian_nll_audio(x, mean, lengths)
     ref = -Normal(0.0, 1.0).log_prob(x[1, :2]).sum()
     assert torch.allclose(nll[1], ref, atol=1e-5)
+
+
+@pytest.mark.parametrize("std", [1.0, 0.1])
+def test_image_nll_matches_torch_normal(std):
+    g = torch.Generator().manual_seed(0)
+    x, mean = torch.rand(3, 1, 28, 28, generator=g), torch.rand(3, 1, 28, 28, generator=g)
+    ref = -torch.distributions.Normal(mean, std).log_prob(x).flatten(1).sum(-1)
+    assert torch.allclose(gaussian_nll_image(x, mean, std), ref, rtol=1e-5)
 
 
 def test_contrastive_pieces():

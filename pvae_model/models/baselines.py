@@ -70,7 +70,7 @@ class UnimodalVAE(nn.Module):
         else:
             x = batch["image"]
             mu, lv = self.encode_image(x)["s"]
-            nll = gaussian_nll_image(x, self.dec(reparameterize(mu, lv)))
+            nll = gaussian_nll_image(x, self.dec(reparameterize(mu, lv)), self.cfg.image_nll_std)
         kl = kl_std_normal(mu, lv)
         loss = (nll + kl).mean()
         m = {"loss": loss, "neg_elbo": loss, f"nll_{self.modality}": nll.mean(), "kl": kl.mean()}
@@ -102,7 +102,7 @@ class JMVAE(nn.Module):
         mu, lv = self.mm_head(torch.cat([self.mm_a(x_a, lengths), self.mm_i(x_i)], dim=-1))
         z = reparameterize(mu, lv)
         nll_a = gaussian_nll_audio(x_a, self.dec_a(z, lengths), lengths)
-        nll_i = gaussian_nll_image(x_i, self.dec_i(z))
+        nll_i = gaussian_nll_image(x_i, self.dec_i(z), self.cfg.image_nll_std)
         kl = kl_std_normal(mu, lv)
         kl_a = kl_gauss(mu, lv, *self.encode_audio(x_a, lengths)["s"])
         kl_i = kl_gauss(mu, lv, *self.encode_image(x_i)["s"])
