@@ -5,13 +5,14 @@ private latents (z_a, z_i) must not carry it.  Every figure here is the fraction
 that the judge classifiers of :mod:`pvae_model.classifiers` label with the intended digit, on
 the test split, for one way of assembling the decoder's input:
 
-``own``            z_s and the style latent of the same test item (reconstruction);
-``zs_only``        z_s with the style latent set to 0 (the digit can only come from z_s);
-``style_swapped``  z_s of the item, style latent of another random item (label of the z_s item);
-``cross``          z_s from the other modality, style from a random item (= coherence);
-``mm_*``           the same from the *multimodal* posterior of same-label pairs, i.e. the
-                   decoders' training distribution; a gap between ``mm_own`` and ``own`` means the
-                   unimodal encoders' means are not where the multimodal posterior puts z_s.
+``speech_own`` / ``image_own``        z_s and the style latent of the same test item;
+``*_zs_only``                        the style latent set to 0 (the digit can only come from z_s);
+``*_style_swapped``                  the style latent of another random item (label of the z_s item);
+``image_to_speech`` / ``speech_to_image``  z_s from the other modality, style from a random item
+                                     (the coherence of ``evaluate``, on other random draws);
+``mm_speech_own`` / ``mm_image_own`` the multimodal posterior means of same-label pairs, i.e. the
+                                     decoders' training distribution: a gap to ``*_own`` means the
+                                     unimodal means are not where the multimodal posterior puts z_s.
 
 Plus the mean norms of the posterior means and the mean distance between the multimodal z_s and
 each unimodal z_s of the same pair.
