@@ -110,7 +110,7 @@ def _build(fsdd: Path, tmp: Path, replicate: int, jobs: int) -> tuple[Path, Path
     featR = tmp / f"feat{replicate}"
     featR.mkdir()
     (featR / "arks").symlink_to(feat1 / "arks", target_is_directory=True)
-    for name in ("fbank_config.json", "cmvn.json"):
+    for name in ("fbank_config.json", "cmvn.json", "fbank.done.json"):
         shutil.copy(feat1 / name, featR / name)
     write_jsonl(featR / "features.jsonl", ({**r, "id": f"{r['id']}-r{k}"} for k in range(replicate) for r in records))
     return feat1, featR, len(records)

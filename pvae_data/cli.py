@@ -220,12 +220,14 @@ def shard() -> None:
 @shard.command("audio", context_settings=CONTEXT)
 @click.argument("features_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.argument("out", type=click.Path(path_type=Path))
+@click.option("--no-cmvn", is_flag=True, help="Shard features that have no global CMVN statistics (not advised).")
 @_shard_options
-def shard_audio_cmd(features_dir: Path, out: Path, quiet: bool, **kw) -> None:
+def shard_audio_cmd(features_dir: Path, out: Path, quiet: bool, no_cmvn: bool, **kw) -> None:
     """Output of `pvae-data fbank` (FEATURES_DIR) -> audio shards in OUT."""
     from .shards import shard_audio
 
-    _run_stage(out, lambda: shard_audio(features_dir, out, _shard_config(**kw), show_progress=not quiet))
+    _run_stage(out, lambda: shard_audio(features_dir, out, _shard_config(**kw), show_progress=not quiet,
+                                        allow_no_cmvn=no_cmvn))
 
 
 @shard.command("kaldi", context_settings=CONTEXT)

@@ -20,6 +20,11 @@ Outputs in ``OUT``:
   cmvn.json            global (train split) and per-speaker mean/std (float64)
   cmvn_speaker.ark/scp per-speaker stats in Kaldi's 2 x (D+1) layout (``apply-cmvn`` reads them)
   fbank_config.json    the feature config and the stage options, checked on resume
+  fbank.done.json      written last, after every file above: its presence says the merged outputs
+                       are complete and consistent.  Consumers (``shard audio``) refuse a
+                       directory without it; a rerun removes it first and writes it again at the
+                       end, so a kill or a full disk during the merge never leaves outputs that
+                       look finished.
 """
 
 from __future__ import annotations
@@ -196,6 +201,7 @@ def compute_features(
                 p.unlink(missing_ok=True)
     else:
         remove_stale_temps(out / "arks")
+        remove_stale_temps(out)  # .feats.scp.*.tmp, .features.jsonl.*.tmp, ... of a killed merge
     write_json(cfg_path, saved)
 
     todo = [i for i in owned if not _chunk_is_done(out, i)]
@@ -232,8 +238,21 @@ def _member_summary(out: Path, owned: list[int], total: int, job: JobSlice) -> S
                         extra={"job": job.label(), "chunks": len(owned)})
 
 
+DONE_MARKER = "fbank.done.json"
+
+
+def check_complete(features_dir: str | Path) -> dict:
+    """The completion marker of a finished ``fbank`` directory, or a clear error."""
+    marker = Path(features_dir) / DONE_MARKER
+    if not marker.exists():
+        raise FileNotFoundError(f"{features_dir}: the fbank stage did not finish (no {DONE_MARKER}); "
+                                "rerun `pvae-data fbank` on it to complete the merge")
+    return json.loads(marker.read_text())
+
+
 def _merge(out: Path, records: list[dict], n_chunks: int, cfg: FbankStageConfig) -> StageSummary:
-    """Combine chunk markers into the stage outputs, in manifest order."""
+    """Combine chunk markers into the stage outputs, in manifest order; the marker goes last."""
+    (out / DONE_MARKER).unlink(missing_ok=True)
     results, rejected, stats = {}, [], {}
     for i in range(n_chunks):
         ark, done = _chunk_paths(out, i)
@@ -263,8 +282,10 @@ def _merge(out: Path, records: list[dict], n_chunks: int, cfg: FbankStageConfig)
             k["feat_dim"] = dim
     write_jsonl(out / "features.jsonl", kept)
     write_jsonl(out / "rejected.jsonl", rejected)
-    _write_cmvn(out, stats, cfg.cmvn_split)
+    has_cmvn = _write_cmvn(out, stats, cfg.cmvn_split)
     hours = frames * cfg.fbank.frame_shift_ms / 3.6e6
+    write_json(out / DONE_MARKER, {"kept": len(kept), "rejected": len(rejected), "frames": frames,
+                                   "global_cmvn": has_cmvn})
     return StageSummary("fbank", total=len(records), kept=len(kept), rejected=len(rejected),
                         extra={"frames": frames, "hours": round(hours, 3)})
 
@@ -275,11 +296,12 @@ def _mean_std(n: int, s: np.ndarray, ss: np.ndarray) -> tuple[list, list]:
     return mean.tolist(), np.sqrt(var).tolist()
 
 
-def _write_cmvn(out: Path, stats: dict, split: str) -> None:
-    """Global stats over ``split`` (all if empty) and per-speaker stats (all splits)."""
+def _write_cmvn(out: Path, stats: dict, split: str) -> bool:
+    """Global stats over ``split`` (all if empty) and per-speaker stats (all splits); True when
+    there were frames of ``split`` to make global stats from."""
     if not stats:
         write_json(out / "cmvn.json", {"global": None, "speakers": {}})
-        return
+        return False
     g = [0, 0.0, 0.0]
     spk: dict[str, list] = {}
     for key, (n, s, ss) in stats.items():
@@ -311,6 +333,7 @@ def _write_cmvn(out: Path, stats: dict, split: str) -> None:
                 lines.append(f"{name} {(out / 'cmvn_speaker.ark').resolve()}:{offset}\n")
     with atomic_open(out / "cmvn_speaker.scp", "w") as f:
         f.writelines(lines)
+    return glob is not None
 
 
 def load_features(features_dir: str | Path, record: dict) -> np.ndarray:

@@ -73,6 +73,9 @@ def find_idx(directory: Path, stem: str) -> Path:
     raise FileNotFoundError(f"{directory}: no {stem}[.gz]")
 
 
+IMAGE_SHAPE = (28, 28)  # what MNIST is, and what the models' image encoders and decoders take
+
+
 def load_mnist(directory: str | Path, split: str) -> MnistSplit:
     """Load and validate one split (``train``: 60,000 images; ``test``: 10,000)."""
     directory = Path(directory)
@@ -81,6 +84,9 @@ def load_mnist(directory: str | Path, split: str) -> MnistSplit:
     labels = read_idx(find_idx(directory, lab_stem), LABELS_MAGIC)
     if images.ndim != 3:
         raise IdxError(f"{split} images: expected 3 dimensions, got shape {images.shape}")
+    if images.shape[1:] != IMAGE_SHAPE:
+        raise IdxError(f"{find_idx(directory, img_stem)}: images are {images.shape[1]}x{images.shape[2]}, "
+                       f"MNIST images are {IMAGE_SHAPE[0]}x{IMAGE_SHAPE[1]}")
     if labels.ndim != 1 or len(labels) != len(images):
         raise IdxError(f"{split}: {len(images)} images but labels of shape {labels.shape}")
     if labels.size and labels.max() > 9:

@@ -33,6 +33,10 @@ class ImageItem(NamedTuple):
     key: str
 
 
+class ShardError(ValueError):
+    """A shard file that cannot be read or disagrees with ``index.json``; the message names it."""
+
+
 def load_index(path: str | Path) -> tuple[Path, dict]:
     """``path`` is a shard directory or its ``index.json``."""
     path = Path(path)
@@ -71,18 +75,34 @@ class _ShardSet:
         start = 0
         for e in entries:
             p = self.root / e["file"]
-            with h5py.File(p, "r") as f:
-                ds = f[self.payload]
-                contiguous = ds.chunks is None and ds.compression is None
-                self._read_columns(f, cols)
-                self.payload_dtype = ds.dtype
-                self.payload_tail = ds.shape[1:]
-                self.shards.append(_Shard(p, start, e["num_items"], ds.id.get_offset() if contiguous else None))
+            try:
+                with h5py.File(p, "r") as f:
+                    ds = f[self.payload]
+                    contiguous = ds.chunks is None and ds.compression is None
+                    self._check(f, e["num_items"])
+                    self._read_columns(f, cols)
+                    self.payload_dtype = ds.dtype
+                    self.payload_tail = ds.shape[1:]
+                    self.shards.append(_Shard(p, start, e["num_items"], ds.id.get_offset() if contiguous else None))
+            except (OSError, KeyError, ValueError) as err:  # h5py: bad superblock, missing dataset, ...
+                raise ShardError(f"{p}: {err}") from None
             start += e["num_items"]
         self._columns = {k: np.concatenate(v) if v else np.zeros(0) for k, v in cols.items()}
         self._shard_of = np.repeat(np.arange(len(self.shards)), [s.n for s in self.shards])
         self._pid = None
         self._handles: list = []
+
+    def _check(self, f: h5py.File, num_items: int) -> None:
+        """The index's item count against the file's datasets (shapes only: cheap), so an edited
+        or stale ``index.json`` cannot shift one item's key onto another's data."""
+        n = f["labels"].shape[0]
+        if n != num_items:
+            raise ValueError(f"index.json says {num_items} items, the file holds {n} labels")
+        for name in self.columns:
+            if f[name].shape[0] != n:
+                raise ValueError(f"dataset '{name}' has {f[name].shape[0]} rows, 'labels' has {n}")
+
+    columns: tuple[str, ...] = ("keys",)
 
     def _read_columns(self, f: h5py.File, cols: dict) -> None:
         cols.setdefault("labels", []).append(f["labels"][()].astype(np.int64))
@@ -136,6 +156,13 @@ class AudioShards(_ShardSet):
     """``AudioShards(dir, split)[i] -> AudioItem(feats [T, D] float32, label, key, speaker)``."""
 
     modality, payload = "audio", "feats"
+    columns = ("keys", "lengths", "offsets", "speakers")
+
+    def _check(self, f: h5py.File, num_items: int) -> None:
+        super()._check(f, num_items)
+        lengths, offsets, frames = f["lengths"][()], f["offsets"][()], f["feats"].shape[0]
+        if len(lengths) and ((offsets < 0).any() or (lengths < 1).any() or (offsets + lengths).max() > frames):
+            raise ValueError(f"offsets/lengths point outside the {frames} frames of 'feats'")
 
     def _read_columns(self, f: h5py.File, cols: dict) -> None:
         super()._read_columns(f, cols)
@@ -172,6 +199,7 @@ class ImageShards(_ShardSet):
     """``ImageShards(dir, split)[i] -> ImageItem(image [28, 28] uint8, label, key)``."""
 
     modality, payload = "image", "images"
+    columns = ("keys", "images")
 
     def __getitem__(self, i: int) -> ImageItem:
         s, j = self._locate(i)

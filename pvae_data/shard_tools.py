@@ -119,9 +119,13 @@ def _check_shard(f: h5py.File, modality: str, entry: dict, all_keys: Counter) ->
                     out.append(f"non-finite features near record {i} ({keys[i]})")
                     break
     else:
+        from .mnist import IMAGE_SHAPE
+
         imgs = f["images"]
         if imgs.shape[0] != n:
             out.append(f"images has {imgs.shape[0]} entries, index says {n}")
+        elif tuple(imgs.shape[1:]) != IMAGE_SHAPE:
+            out.append(f"images are {'x'.join(map(str, imgs.shape[1:]))}, expected {IMAGE_SHAPE[0]}x{IMAGE_SHAPE[1]}")
         else:
             imgs[()]  # every record readable
     return out

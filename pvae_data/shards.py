@@ -244,14 +244,23 @@ def _audio_label(r: dict) -> int | None:
 
 
 def shard_audio(features_dir: str | Path, out_dir: str | Path, cfg: ShardConfig = ShardConfig(),
-                show_progress: bool = True) -> StageSummary:
-    """Pack a ``pvae-data fbank`` output directory into audio shards."""
+                show_progress: bool = True, allow_no_cmvn: bool = False) -> StageSummary:
+    """Pack a *finished* ``pvae-data fbank`` output directory into audio shards.
+
+    Refuses a directory whose merge did not complete, and one without global CMVN statistics
+    (a model trained on it would see raw FBank) unless ``allow_no_cmvn``."""
+    from .features import check_complete
+
     features_dir = Path(features_dir)
+    check_complete(features_dir)
     wanted = ("id", "feats", "num_frames", "feat_dim", "label", "transcript", "speaker", "split")
     records = [{k: r[k] for k in wanted if k in r} for r in read_jsonl(features_dir / "features.jsonl")]
     fcfg = json.loads((features_dir / "fbank_config.json").read_text())
     cmvn_path = features_dir / "cmvn.json"
     cmvn = json.loads(cmvn_path.read_text()) if cmvn_path.exists() else None
+    if not (cmvn or {}).get("global") and not allow_no_cmvn:
+        raise ValueError(f"{features_dir}: no global CMVN statistics (cmvn.json; no frames of the CMVN split?); "
+                         "pass --no-cmvn to shard unnormalised features anyway")
 
     with ArkReader(features_dir) as arks:
         return _shard_audio_records(records, arks.load, out_dir, cfg, feature_config=fcfg["config"],

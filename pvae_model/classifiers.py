@@ -126,7 +126,8 @@ def load_or_train(audio_shards: str | Path, image_shards: str | Path, cache: str
     i_tr, i_te = load_image_split(image_shards, "train"), load_image_split(image_shards, "test")
     if image_train_limit:
         i_tr = type(i_tr)(i_tr.images[:image_train_limit], i_tr.labels[:image_train_limit], i_tr.keys[:image_train_limit])
-    sp, im = train_speech_classifier(a_tr), train_image_classifier(i_tr)
+    with torch.random.fork_rng():  # a trainer that loads the judges keeps its own random stream
+        sp, im = train_speech_classifier(a_tr), train_image_classifier(i_tr)
     info = {"speech_test_accuracy": float((predict_speech(sp, a_te.feats) == a_te.labels).mean()),
             "image_test_accuracy": float((predict_images(im, i_te.images) == i_te.labels).mean()),
             "image_train_images": len(i_tr.labels), "speech_train_utterances": len(a_tr.labels),

@@ -53,7 +53,7 @@ def train(config_file, run_dir: Path, resume: bool, sets, quiet: bool, **flags) 
     Multi-process (DDP): torchrun --nproc-per-node N -m pvae_model.cli train ...
     (gloo on CPU, NCCL on GPU).
     """
-    from .train import NonFiniteLoss, load_config
+    from .train import NonFiniteLoss, RunIOError, load_config
     from .train import train as run_train
 
     names = {"audio_shards": "audio_shards", "image_shards": "image_shards", "epochs": "epochs",
@@ -70,7 +70,7 @@ def train(config_file, run_dir: Path, resume: bool, sets, quiet: bool, **flags) 
     dist = _init_distributed(cfg.device)
     try:
         run_train(cfg, run_dir, resume=resume, show_progress=not quiet)
-    except (NonFiniteLoss, FileExistsError, ValueError, FileNotFoundError) as e:
+    except (NonFiniteLoss, RunIOError, FileExistsError, ValueError, FileNotFoundError) as e:
         raise click.ClickException(str(e)) from None
     finally:
         if dist:

@@ -1,9 +1,17 @@
 """``pvae-model evaluate RUN_DIR``: the paper's metrics and figures for one trained run.
 
-Writes ``RUN_DIR/eval/``: ``metrics.json`` (k-means purity of every latent over several seeds,
-mean and std, and of the raw inputs - the paper's "Feat." column; inertia for k = 1..20),
-figures (inertia, t-SNE, style-transfer and cross-modal grids) and WAV files of generated speech.
-All latents come from the *unimodal* encoders' posterior means on the test split.
+Writes ``RUN_DIR/eval/``: ``metrics.json`` and figures (inertia, t-SNE, style-transfer and
+cross-modal grids, training curves) and WAV files of generated speech.  ``metrics.json`` holds,
+for every latent of the *unimodal* encoders on the test split:
+
+- ``purity``: k-means purity of the posterior means over several seeds (the paper's Table 1),
+  and of the raw inputs (the paper's "Feat." column);
+- ``rate``: mean KL to the prior (nats) - a latent with purity but no rate holds nothing usable;
+- ``probe``: a linear probe's digit accuracy on posterior *samples* (trained on the train split);
+
+plus ``inertia`` for k = 1..20, and for the PVAE ``coherence`` both ways with the style latent
+from the prior and from a random reference item, ``generation`` (own reconstructions, style
+swaps: :mod:`pvae_model.judge`), ``objective`` and ``deviations`` (from the spec).
 """
 
 from __future__ import annotations
@@ -31,12 +39,13 @@ class EvalConfig(ConfigMixin):
     wav_refs: int = 2  # reference speakers for written -> spoken WAVs
     coherence_images: int = 1000  # test images generated as speech for the image -> speech coherence
     classifier_images: int = 0  # MNIST training images for the judge classifier (0 = all)
+    probe_images: int = 10000  # MNIST training images the linear probes are fitted on (0 = all)
     seed: int = 0
 
 
 def evaluate(run_dir: str | Path, ecfg: EvalConfig = EvalConfig()) -> dict:
     """Compute everything; returns the metrics dict (also written to ``eval/metrics.json``)."""
-    from .metrics import LATENT_NAMES, encode_means, kmeans_purity, latent_purity, load_run
+    from .metrics import LATENT_NAMES, encode_posteriors, kmeans_purity, latent_purity, load_run, rate
     from .models.baselines import MODALITIES
 
     t0 = time.perf_counter()
@@ -45,10 +54,15 @@ def evaluate(run_dir: str | Path, ecfg: EvalConfig = EvalConfig()) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     ck, cfg, model, audio, images, cmvn = load_run(run, ecfg.checkpoint)
     has = MODALITIES[cfg.model]
-    means = encode_means(model, audio if "audio" in has else None, images if "image" in has else None)
+    post = encode_posteriors(model, audio if "audio" in has else None, images if "image" in has else None)
+    means = {k: mu for k, (mu, _) in post.items()}
     metrics: dict = {"model": cfg.model, "epoch": ck["epoch"], "checkpoint": ecfg.checkpoint,
+                     "objective": cfg.pvae.objective if cfg.model == "pvae" else None,
+                     "deviations": cfg.pvae.deviations(),
                      "n_speech": len(audio.labels), "n_images": len(images.labels),
-                     "purity": latent_purity(means, audio.labels, images.labels, ecfg.seeds)}
+                     "purity": latent_purity(means, audio.labels, images.labels, ecfg.seeds),
+                     "rate": {LATENT_NAMES[k]: rate(*v) for k, v in post.items()},
+                     "probe": _probes(model, cfg, post, audio.labels, images.labels, ecfg)}
     # The paper's "Feat." column: k-means on the raw inputs (mean-pooled normalised FBank, pixels).
     for name, x, y in (("feat_speech", np.stack([f.mean(0).numpy() for f in audio.feats]), audio.labels),
                        ("feat_image", images.images.flatten(1).numpy(), images.labels)):
@@ -60,45 +74,103 @@ def evaluate(run_dir: str | Path, ecfg: EvalConfig = EvalConfig()) -> dict:
     _plot_tsne(means, audio.labels, images.labels, ecfg, out)
     if cfg.model == "pvae":
         _generation(model, audio, images, cmvn, cfg, ecfg, out)
-        metrics["coherence"] = _coherence(model, audio, images, cfg, ecfg, means["s_audio"])
+        metrics.update(_coherence(model, audio, images, cfg, ecfg))
+    _plot_curves(run / "metrics.jsonl", out / "training_curves.png")
     metrics["seconds"] = round(time.perf_counter() - t0, 1)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     return metrics
 
 
 @torch.no_grad()
-def _coherence(model, audio, images, cfg, ecfg: EvalConfig, zs_speech: np.ndarray) -> dict:
-    """Fraction of cross-modal generations that a pretrained classifier labels with the intended digit.
+def _coherence(model, audio, images, cfg, ecfg: EvalConfig) -> dict:
+    """``coherence``: fraction of cross-modal generations that a pretrained classifier labels with
+    the intended digit, both ways, with the style latent from the prior and from a random
+    reference item (``speech_to_image`` / ``image_to_speech`` = the reference-style figures);
+    ``generation``: every row of :func:`pvae_model.judge.generation_checks`.
 
-    speech -> image: z_s of every spoken test digit + z_i of a random test image.
-    image -> speech: z_s of ``coherence_images`` test images + z_a of a random spoken test digit
-    (and its length).  Classifiers: ``classifiers.load_or_train`` (trained once per dataset).
+    Speech -> image uses every spoken test digit, image -> speech ``coherence_images`` test images.
     """
-    from .classifiers import load_or_train, predict_images, predict_speech
-    from .data import pad_audio
+    from .judge import COHERENCE_KEYS, Judge, generation_checks
 
-    sp_clf, im_clf, info = load_or_train(cfg.audio_shards, cfg.image_shards,
-                                         image_train_limit=ecfg.classifier_images)
-    rng = np.random.default_rng(ecfg.seed + 1)
-    zs_a = torch.from_numpy(zs_speech)  # posterior means of every spoken test digit, in order
-    zi = model.encode_image(images.images[rng.integers(0, len(images.labels), len(zs_a))])["i"][0]
-    gen_img = model.decode_image(zs_a, zi).clamp(0, 1)
-    s2i = float((predict_images(im_clf, gen_img) == audio.labels).mean())
-    pick = rng.permutation(len(images.labels))[: ecfg.coherence_images]
-    zs_i = model.encode_image(images.images[pick])["s"][0]
-    ref = rng.integers(0, len(audio.labels), len(pick))
-    xr, lr = pad_audio([audio.feats[i] for i in ref])
-    za = model.encode_audio(xr, lr)["a"][0]
-    gen = model.decode_audio(zs_i, za, lr)
-    i2s = float((predict_speech(sp_clf, [gen[j, : lr[j]] for j in range(len(pick))]) == images.labels[pick]).mean())
-    return {"speech_to_image": s2i, "image_to_speech": i2s, "n_speech_to_image": len(zs_a),
-            "n_image_to_speech": len(pick), "classifiers": info}
+    judge = Judge.load(cfg.audio_shards, cfg.image_shards, image_train_limit=ecfg.classifier_images)
+    checks = generation_checks(model, judge, audio, images, n_images=ecfg.coherence_images, seed=ecfg.seed + 1)
+    rows = checks["rows"]
+    coherence = {k: rows[k] for k in COHERENCE_KEYS}
+    coherence.update(speech_to_image=rows["speech_to_image_ref"], image_to_speech=rows["image_to_speech_ref"],
+                     n_speech_to_image=checks["n_speech"], n_image_to_speech=checks["n_images"],
+                     classifiers=judge.info)
+    return {"coherence": coherence, "generation": {k: v for k, v in rows.items() if k not in COHERENCE_KEYS}}
+
+
+def _probes(model, cfg, post_test: dict, a_labels, i_labels, ecfg: EvalConfig) -> dict:
+    """Linear-probe digit accuracy on posterior samples of every latent (fit on train, score on test)."""
+    from .data import load_audio_split, load_image_split
+    from .metrics import LATENT_NAMES, encode_posteriors, sample_probe_accuracy
+    from .models.baselines import MODALITIES
+
+    has = MODALITIES[cfg.model]
+    a_tr = load_audio_split(cfg.audio_shards, "train") if "audio" in has else None
+    i_tr = load_image_split(cfg.image_shards, "train") if "image" in has else None
+    if i_tr is not None and ecfg.probe_images and ecfg.probe_images < len(i_tr.labels):
+        idx = np.random.default_rng(ecfg.seed).permutation(len(i_tr.labels))[: ecfg.probe_images]
+        i_tr = type(i_tr)(i_tr.images[idx], i_tr.labels[idx], [i_tr.keys[i] for i in idx])
+    post_train = encode_posteriors(model, a_tr, i_tr)
+    out = {}
+    for key, test in post_test.items():
+        speech = key in ("s_audio", "a")
+        y_tr = (a_tr if speech else i_tr).labels
+        out[LATENT_NAMES[key]] = sample_probe_accuracy(post_train[key], y_tr, test, a_labels if speech else i_labels,
+                                                       seed=ecfg.seed)
+    return out
 
 
 def _inertia(x: np.ndarray, max_k: int, seed: int) -> list[float]:
     from sklearn.cluster import KMeans
 
     return [float(KMeans(n_clusters=k, n_init=3, random_state=seed).fit(x).inertia_) for k in range(1, max_k + 1)]
+
+
+CURVE_TERMS = ("nll_audio", "nll_image", "cross_nll_audio", "cross_nll_image", "kl_s", "kl_a", "kl_i",
+               "coherence_audio", "coherence_image", "contrastive")
+CURVE_EVALS = ("purity_zs_speech", "purity_zs_image", "coh_speech_to_image_prior", "coh_image_to_speech_prior",
+               "coh_speech_to_image_ref", "coh_image_to_speech_ref")
+
+
+def _plot_curves(metrics_path: Path, path: Path) -> None:
+    """Every loss term (log scale) and every quick evaluation against training minutes."""
+    if not metrics_path.exists():
+        return
+    rows = [json.loads(ln) for ln in metrics_path.read_text().splitlines() if ln.strip()]
+    if not rows:
+        return
+    plt = _plt()
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 3.8))
+    t = [r["minutes"] for r in rows]
+    for k in CURVE_TERMS:
+        if k in rows[0]:
+            ax1.plot(t, [max(r[k], 1e-3) for r in rows], label=k, lw=1.2)
+    ax1.set_yscale("log")
+    ax1.set_xlabel("training minutes")
+    ax1.set_title("loss terms (per pair, epoch mean)", fontsize=10)
+    ax1.legend(fontsize=7, ncol=2)
+    plotted = 0
+    for k in CURVE_EVALS:
+        pts = [(r["minutes"], 100 * r[k]) for r in rows if k in r]
+        if pts:
+            ax2.plot(*zip(*pts), marker="o", ms=3, label=k.replace("coh_", "coherence "))
+            plotted += 1
+    ax2.axhline(90, color="grey", ls="--", lw=1)
+    ax2.set_xlabel("training minutes")
+    ax2.set_ylabel("%")
+    ax2.set_ylim(0, 101)
+    ax2.set_title("quick evaluation on the test split", fontsize=10)
+    if plotted:
+        ax2.legend(fontsize=7)
+    for ax in (ax1, ax2):
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
 
 
 def _plt():

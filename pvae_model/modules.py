@@ -127,3 +127,10 @@ def gaussian_nll_image(x: torch.Tensor, mean: torch.Tensor, std: float = 1.0) ->
 def rbf(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """k(u, v) = exp(-||u - v||^2), per row."""
     return torch.exp(-(u - v).pow(2).sum(-1))
+
+
+def rbf_dist_half(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """k(u, v) = exp(-||u - v|| / 2), per row (pixyz's PVAE contrastive loss).  Its gradient does
+    not vanish as u -> v the way exp(-d^2)'s does, so coinciding means are pushed apart from the
+    start.  The epsilon keeps the gradient of ||.|| finite at u == v."""
+    return torch.exp(-0.5 * torch.sqrt((u - v).pow(2).sum(-1) + 1e-12))

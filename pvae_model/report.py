@@ -56,7 +56,11 @@ def _row(name: str, cells: list, cls: str = "") -> str:
 
 
 COLUMNS = ["z_s speech", "z_s image", "z_a", "z_i", "Feat. speech", "Feat. image",
-           "coh. speech→image", "coh. image→speech"]
+           "coh. speech→image (prior style)", "coh. image→speech (prior style)",
+           "coh. speech→image (ref. style)", "coh. image→speech (ref. style)", "objective"]
+LATENTS = (("zs_speech", "z_s speech"), ("zs_image", "z_s image"), ("za_speech", "z_a"), ("zi_image", "z_i"))
+GENERATION = ("speech_own", "image_own", "speech_zs_only", "image_zs_only", "speech_style_swapped",
+              "image_style_swapped")
 
 
 def load_runs(run_dirs: list[str | Path]) -> list[tuple[Path, dict]]:
@@ -70,38 +74,115 @@ def load_runs(run_dirs: list[str | Path]) -> list[tuple[Path, dict]]:
     return runs
 
 
+def deviation_notes(runs: list[tuple[Path, dict]]) -> list[str]:
+    """One footnote per distinct set of deviations from the spec's objective (empty: none)."""
+    notes = []
+    for _, m in runs:
+        dev = m.get("deviations") or {}
+        text = ", ".join(f"{k} = {v}" for k, v in dev.items())
+        if text and text not in notes:
+            notes.append(text)
+    return notes
+
+
+def _objective_cell(m: dict, notes: list[str]) -> str:
+    dev = m.get("deviations") or {}
+    if not dev:
+        return m.get("objective") or "spec"
+    text = ", ".join(f"{k} = {v}" for k, v in dev.items())
+    return f"{m.get('objective') or 'spec'} [{notes.index(text) + 1}]"
+
+
 def table_rows(runs: list[tuple[Path, dict]], paper: bool = True) -> list[tuple[str, list[str], bool]]:
     """(name, cells in COLUMNS order, is_paper) for our runs, then the paper's Table 1 rows."""
     rows = []
+    notes = deviation_notes(runs)
     for r, m in runs:
         p, c = m["purity"], m.get("coherence", {})
         get = lambda k: f"{100 * p[k]['mean']:.2f} ± {100 * p[k]['std']:.2f}" if k in p else "–"  # noqa: E731
         coh = lambda k: f"{100 * c[k]:.1f}" if k in c else "–"  # noqa: E731
         rows.append((f"{r.name} ({m['model']}, epoch {m['epoch']})",
                      [get("zs_speech"), get("zs_image"), get("za_speech"), get("zi_image"),
-                      get("feat_speech"), get("feat_image"), coh("speech_to_image"), coh("image_to_speech")], False))
+                      get("feat_speech"), get("feat_image"), coh("speech_to_image_prior"), coh("image_to_speech_prior"),
+                      coh("speech_to_image"), coh("image_to_speech"), _objective_cell(m, notes)], False))
     if paper:
-        rows += [(name, [_pct(v) for v in vals] + ["–"] * 4, True) for name, *vals in PAPER]
+        rows += [(name, [_pct(v) for v in vals] + ["–"] * 6 + ["paper"], True) for name, *vals in PAPER]
     return rows
 
 
+def latent_rows(runs: list[tuple[Path, dict]]) -> tuple[list[str], list[tuple[str, list[str]]]]:
+    """Rate (nats) and sample-probe accuracy (%) of every latent: what purity on means cannot show."""
+    cols = [f"{label} {what}" for _, label in LATENTS for what in ("rate", "probe")]
+    rows = []
+    for r, m in runs:
+        rate, probe = m.get("rate") or {}, m.get("probe") or {}
+        cells = []
+        for key, _ in LATENTS:
+            cells.append(f"{rate[key]:.1f}" if key in rate else "–")
+            cells.append(f"{100 * probe[key]:.1f}" if key in probe else "–")
+        rows.append((f"{r.name} ({m['model']})", cells))
+    return cols, rows
+
+
+def generation_rows(runs: list[tuple[Path, dict]]) -> list[tuple[str, list[str]]]:
+    rows = []
+    for r, m in runs:
+        g = m.get("generation")
+        if g:
+            rows.append((f"{r.name} ({m['model']})", [f"{100 * g[k]:.1f}" if k in g else "–" for k in GENERATION]))
+    return rows
+
+
+def _md(header: list[str], rows) -> list[str]:
+    lines = ["| run | " + " | ".join(header) + " |", "|---" * (len(header) + 1) + "|"]
+    return lines + [f"| {name} | " + " | ".join(cells) + " |" for name, cells, *_ in rows]
+
+
 def markdown_table(runs: list[tuple[Path, dict]], paper: bool = True) -> str:
-    """The report's metrics table as Markdown: what the CLI prints and docs/results.md quotes."""
-    lines = ["| run | " + " | ".join(COLUMNS) + " |", "|---" * (len(COLUMNS) + 1) + "|"]
-    lines += [f"| {name} | " + " | ".join(cells) + " |" for name, cells, _ in table_rows(runs, paper)]
+    """The report's tables as Markdown: what the CLI prints and docs/results.md quotes."""
+    lines = _md(COLUMNS, table_rows(runs, paper))
+    cols, lrows = latent_rows(runs)
+    lines += ["", "Rate (nats, mean KL to the prior) and linear-probe digit accuracy on posterior samples (%):", ""]
+    lines += _md(cols, lrows)
+    grows = generation_rows(runs)
+    if grows:
+        lines += ["", "Judged generations (%):", ""] + _md(list(GENERATION), grows)
+    notes = deviation_notes(runs)
+    if notes:
+        lines += [""] + [f"[{i + 1}] deviations from the paper's objective: {n}" for i, n in enumerate(notes)]
     return "\n".join(lines)
+
+
+def _html_table(header: list[str], rows) -> str:
+    out = ["<table><tr><th>run</th>" + "".join(f"<th>{html.escape(c)}</th>" for c in header) + "</tr>"]
+    for name, cells, *rest in rows:
+        out.append(_row(name, cells, "paper" if rest and rest[0] else ""))
+    return "".join(out) + "</table>"
 
 
 def build_report(run_dirs: list[str | Path], out: str | Path) -> Path:
     runs = load_runs(run_dirs)
-    rows = [_row(name, cells, "paper" if is_paper else "") for name, cells, is_paper in table_rows(runs)]
+    cols, lrows = latent_rows(runs)
+    notes = deviation_notes(runs)
     parts = [f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>PVAE report</title>"
              f"<style>{CSS}</style></head><body>",
              "<h1>Partitioned VAE on spoken + written digits</h1>",
              "<p>k-means purity (k = 10, %, mean ± std over seeds) of the unimodal encoders' posterior means on the "
-             "test split; coherence (%) = generations a pretrained digit classifier labels with the intended digit.</p>",
-             "<table><tr><th>run</th>" + "".join(f"<th>{c}</th>" for c in COLUMNS) + "</tr>",
-             *rows, "</table>"]
+             "test split; coherence (%) = cross-modal generations a pretrained digit classifier labels with the "
+             "intended digit, with the style latent drawn from the prior or taken from a random reference item.</p>",
+             _html_table(COLUMNS, table_rows(runs)),
+             "<p>What purity on posterior means cannot show: each latent's rate (mean KL to the prior, nats) and a "
+             "linear probe's digit accuracy (%) on posterior <em>samples</em> (fit on the train split). A style "
+             "latent should have a rate and a probe near chance (10 %).</p>",
+             _html_table(cols, lrows)]
+    grows = generation_rows(runs)
+    if grows:
+        parts += ["<p>Judged generations (%): own reconstructions, z_s with the style latent at 0, and with "
+                  "another item's style.</p>", _html_table(list(GENERATION), grows)]
+    if notes:
+        parts.append("<p class='notes'>" + "<br>".join(
+            f"[{i + 1}] deviations from the paper's objective (<code>shared/docs/pvae-spec.md</code>): "
+            f"{html.escape(n)}" for i, n in enumerate(notes)) + "</p>")
     for r, m in runs:
         parts.append(f"<h2>{html.escape(r.name)}</h2>")
         cl = (m.get("coherence") or {}).get("classifiers")

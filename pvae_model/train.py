@@ -48,10 +48,18 @@ class TrainConfig:
     seed: int = 0
     eval_every: int = 5  # quick z_s purity on the test split every N epochs (0 = never)
     eval_images: int = 2000  # test images used by the quick purity (all in `pvae-model evaluate`)
+    # PVAE only: the quick evaluation also judges generations (coherence with prior and reference
+    # style, own reconstructions) on eval_coherence_images test images and every spoken test digit,
+    # with the cached judge classifiers (trained once per dataset before the clock starts).
+    eval_coherence: bool = True
+    eval_coherence_images: int = 300
     device: str = "cpu"
     bf16: bool = True  # autocast to bfloat16 on CUDA
     num_threads: int = 0  # torch intra-op threads (0 = torch's default)
     max_minutes: float = 0.0  # stop cleanly after this much training time (0 = no limit)
+    # Audio shards without global CMVN statistics would be trained on raw FBank (losses ~30x
+    # larger, a different model): refused unless this says it is meant.
+    allow_no_cmvn: bool = False
 
     def __post_init__(self) -> None:
         if isinstance(self.pvae, dict):
@@ -93,6 +101,10 @@ class NonFiniteLoss(RuntimeError):
     pass
 
 
+class RunIOError(RuntimeError):
+    """A file of the run or of its data could not be written or read: the message names the file."""
+
+
 class _Stop:
     """Turns SIGINT/SIGTERM into a flag checked between batches."""
 
@@ -120,10 +132,16 @@ def _dist():
 
 
 def _save(path: Path, state: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write to a temporary name, then rename: a full disk or a kill leaves the previous
+    checkpoint intact, and the temporary file is removed on failure."""
     tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+    except (OSError, RuntimeError) as e:  # torch.save reports ENOSPC as RuntimeError
+        tmp.unlink(missing_ok=True)
+        raise RunIOError(f"{path}: cannot write the checkpoint ({e}); the previous one is kept") from None
 
 
 def quick_purity(model, audio_test, image_test, device, modalities=("audio", "image")) -> dict:
@@ -136,6 +154,15 @@ def quick_purity(model, audio_test, image_test, device, modalities=("audio", "im
     if "s_image" in means:
         out["purity_zs_image"] = kmeans_purity(means["s_image"], image_test.labels)
     return out
+
+
+def quick_generation(model, judge, audio_test, image_test, n_images: int) -> dict:
+    """Judged generations for the training curve: ``coh_*`` (cross-modal, prior and reference
+    style) and ``gen_*`` (own reconstruction, z_s only, style swapped), on CPU copies."""
+    from .judge import COHERENCE_KEYS, generation_checks
+
+    rows = generation_checks(model, judge, audio_test, image_test, n_images=n_images, seed=1)["rows"]
+    return {("coh_" if k in COHERENCE_KEYS else "gen_") + k: v for k, v in rows.items()}
 
 
 def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, show_progress: bool = True,
@@ -164,14 +191,25 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, show_prog
         (run / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
 
     torch.manual_seed(cfg.seed)
-    audio = load_audio_split(cfg.audio_shards, "train")
-    images = load_image_split(cfg.image_shards, "train")
-    audio_test = load_audio_split(cfg.audio_shards, "test", cmvn=_cmvn(cfg.audio_shards))
-    image_test = load_image_split(cfg.image_shards, "test")
+    try:
+        if _cmvn(cfg.audio_shards) is None and not cfg.allow_no_cmvn and cfg.model != "vae-im":
+            raise ValueError(f"{cfg.audio_shards}: the audio shards carry no CMVN statistics (index.json 'cmvn'); "
+                             "re-shard from a finished fbank directory, or set allow_no_cmvn: true")
+        audio = load_audio_split(cfg.audio_shards, "train")
+        images = load_image_split(cfg.image_shards, "train")
+        audio_test = load_audio_split(cfg.audio_shards, "test", cmvn=_cmvn(cfg.audio_shards))
+        image_test = load_image_split(cfg.image_shards, "test")
+    except (OSError, KeyError) as e:  # h5py: corrupt metadata, truncated file, missing dataset
+        raise RunIOError(f"cannot read the shards {cfg.audio_shards} / {cfg.image_shards}: {e}") from None
     if cfg.eval_images and cfg.eval_images < len(image_test.labels):
         idx = np.random.default_rng(0).permutation(len(image_test.labels))[: cfg.eval_images]
         image_test = type(image_test)(image_test.images[idx], image_test.labels[idx], [image_test.keys[i] for i in idx])
     data = PairedEpochs(audio, images, cfg.batch_size, seed=cfg.seed, rank=rank, world_size=world)
+    judge = None
+    if main and cfg.model == "pvae" and cfg.eval_every and cfg.eval_coherence and device.type == "cpu":
+        from .judge import Judge
+
+        judge = Judge.load(cfg.audio_shards, cfg.image_shards)  # trained once per dataset, then cached
 
     model = build_model(cfg.model, cfg.pvae).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=cfg.betas, eps=cfg.eps)
@@ -285,6 +323,8 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, show_prog
             evaluate = cfg.eval_every and ((epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs)
             if evaluate and main:
                 metrics.update(quick_purity(model, audio_test, image_test, device, MODALITIES[cfg.model]))
+                if judge is not None:
+                    metrics.update(quick_generation(model, judge, audio_test, image_test, cfg.eval_coherence_images))
             if main:
                 with open(run / "metrics.jsonl", "a") as f:
                     f.write(json.dumps(metrics) + "\n")
@@ -359,11 +399,25 @@ def _reduce(sums: dict, dist) -> dict:
 
 
 def _truncate_metrics(path: Path, epochs_done: int) -> None:
-    """On resume, drop lines of epochs after the checkpoint (a crash between log and checkpoint)."""
-    if path.exists():
-        lines = [ln for ln in path.read_text().splitlines() if ln.strip()]
-        keep = [ln for ln in lines if json.loads(ln)["epoch"] <= epochs_done]
-        path.write_text("".join(ln + "\n" for ln in keep))
+    """On resume, keep the log up to the checkpoint's epoch: drop lines of later epochs (a crash
+    between log and checkpoint) and a torn last line (a kill or full disk while appending).
+    A damaged line before the last one is not ours to guess about: an error names the file."""
+    if not path.exists():
+        return
+    lines = [ln for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
+    keep = []
+    for i, ln in enumerate(lines):
+        try:
+            epoch = json.loads(ln)["epoch"]
+        except (ValueError, KeyError, TypeError):
+            if i == len(lines) - 1:
+                break
+            raise RunIOError(f"{path}: line {i + 1} is not a metrics record; fix or remove it to resume") from None
+        if epoch <= epochs_done:
+            keep.append(ln)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text("".join(ln + "\n" for ln in keep))
+    os.replace(tmp, path)
 
 
 _SHOWN = ("loss", "nll_audio", "nll_image", "contrastive", "coherence_audio", "kl")
@@ -378,4 +432,7 @@ def _epoch_line(m: dict) -> str:
         s += f"; z_s purity speech {100 * m['purity_zs_speech']:.2f} %"
     if "purity_zs_image" in m:
         s += f"; z_s purity image {100 * m['purity_zs_image']:.2f} %"
+    if "coh_speech_to_image_prior" in m:
+        s += (f"; coherence (prior style) speech->image {100 * m['coh_speech_to_image_prior']:.1f} %, "
+              f"image->speech {100 * m['coh_image_to_speech_prior']:.1f} %")
     return s

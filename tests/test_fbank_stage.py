@@ -142,3 +142,58 @@ def test_resume_after_sigkill_equals_uninterrupted_run(tmp_path, fsdd_files):
     assert arks_bytes(tmp_path / "killed") == arks_bytes(tmp_path / "clean")
     assert (tmp_path / "killed" / "features.jsonl").read_bytes() == (tmp_path / "clean" / "features.jsonl").read_bytes()
     assert not list(arks.glob("*.tmp")) and not list(arks.glob(".*.tmp"))
+
+
+def test_a_merge_that_did_not_finish_is_refused_downstream(tmp_path, fsdd_files):
+    """Killed (or out of disk) during the final merge: features.jsonl may exist without
+    cmvn.json.  No completion marker -> `shard audio` refuses; a rerun completes the merge and
+    removes the merge's stale temporaries."""
+    from click.testing import CliRunner
+
+    from pvae_data.cli import main
+    from pvae_data.features import DONE_MARKER
+    from pvae_data.io_utils import write_jsonl
+
+    recs = [{"id": f"u{i}", "audio": p, "speaker": "s", "transcript": "zero", "split": "train"}
+            for i, p in enumerate(fsdd_files[:12])]
+    write_jsonl(tmp_path / "m.jsonl", recs)
+    out = tmp_path / "fbank"
+    r = CliRunner().invoke(main, ["fbank", str(tmp_path / "m.jsonl"), str(out), "-q"])
+    assert r.exit_code == 0, r.output
+    assert json.loads((out / DONE_MARKER).read_text())["kept"] == 12
+    # the state a kill between features.jsonl and cmvn.json leaves, plus the merge's temporaries
+    (out / DONE_MARKER).unlink()
+    (out / "cmvn.json").unlink()
+    for name in (".feats.scp.abc123.tmp", ".features.jsonl.x1.tmp", ".cmvn.json.y2.tmp"):
+        (out / name).write_text("partial")
+    r = CliRunner().invoke(main, ["shard", "audio", str(out), str(tmp_path / "s"), "-q"])
+    assert r.exit_code != 0 and "did not finish" in r.output and "Traceback" not in r.output, r.output
+    assert not (tmp_path / "s" / "index.json").exists()
+    r = CliRunner().invoke(main, ["fbank", str(tmp_path / "m.jsonl"), str(out), "-q"])
+    assert r.exit_code == 0, r.output
+    assert (out / DONE_MARKER).exists() and (out / "cmvn.json").exists() and not list(out.glob(".*.tmp"))
+    r = CliRunner().invoke(main, ["shard", "audio", str(out), str(tmp_path / "s"), "-q"])
+    assert r.exit_code == 0, r.output
+
+
+def test_shard_audio_refuses_features_without_cmvn_unless_told(tmp_path, fsdd_files):
+    """All-test manifest: no train frames, so no global CMVN.  `shard audio` refuses (the model
+    would train on raw FBank), `--no-cmvn` overrides, and `train` refuses those shards."""
+    from click.testing import CliRunner
+
+    from pvae_data.cli import main
+    from pvae_data.io_utils import write_jsonl
+    from pvae_model.cli import main as model_main
+
+    recs = [{"id": f"u{i}", "audio": p, "speaker": "s", "transcript": "zero", "split": "test"}
+            for i, p in enumerate(fsdd_files[:6])]
+    write_jsonl(tmp_path / "m.jsonl", recs)
+    out = tmp_path / "fbank"
+    assert CliRunner().invoke(main, ["fbank", str(tmp_path / "m.jsonl"), str(out), "-q"]).exit_code == 0
+    r = CliRunner().invoke(main, ["shard", "audio", str(out), str(tmp_path / "s"), "-q"])
+    assert r.exit_code != 0 and "no global CMVN" in r.output and "--no-cmvn" in r.output, r.output
+    r = CliRunner().invoke(main, ["shard", "audio", str(out), str(tmp_path / "s"), "-q", "--no-cmvn"])
+    assert r.exit_code == 0, r.output
+    r = CliRunner().invoke(model_main, ["train", "--out", str(tmp_path / "run"), "--audio-shards", str(tmp_path / "s"),
+                                        "--image-shards", str(tmp_path / "nowhere"), "--epochs", "1", "-q"])
+    assert r.exit_code == 1 and "no CMVN statistics" in r.output and "Traceback" not in r.output, r.output

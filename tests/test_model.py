@@ -136,3 +136,116 @@ def test_jmvae_loss_is_elbo_plus_alpha_unimodal_kls():
     m = JMVAE(SMALL)(make_batch()).metrics
     total = m["neg_elbo"] + SMALL.alpha * (m["kl_unimodal_audio"] + m["kl_unimodal_image"])
     assert abs(total - m["loss"]) < 1e-3 * abs(m["loss"])
+
+
+# ---- objective "paper" stays the spec's, "plus" adds named terms -------------------------------
+
+GOLDEN_CFG = dict(feat_dim=8, z_shared=4, z_audio=3, z_image=5, hidden=16, image_channels=(4, 8))
+
+
+def _golden_batch():
+    g = torch.Generator().manual_seed(0)
+    return {"audio": torch.randn(4, 7, 8, generator=g), "lengths": torch.tensor([7, 5, 3, 6]),
+            "image": torch.rand(4, 1, 28, 28, generator=g)}
+
+
+def _golden_metrics(**kw):
+    torch.manual_seed(0)
+    model = PVAE(PVAEConfig(**GOLDEN_CFG, **kw))
+    torch.manual_seed(1)
+    return model(_golden_batch(), generator=torch.Generator().manual_seed(2)).metrics
+
+
+def test_paper_objective_golden_value():
+    """The spec's objective on a fixed tiny batch: this value was computed by the code before the
+    `plus` objective existed, so any change to the paper's loss shows up here."""
+    m = _golden_metrics()
+    assert m["loss"] == pytest.approx(943.7545166015625, rel=1e-6)
+    assert m["nll_image"] == pytest.approx(873.6879, abs=1e-3) and m["contrastive"] == pytest.approx(0.9966, abs=1e-4)
+    assert "cross_nll_audio" not in m and PVAEConfig(**GOLDEN_CFG).deviations() == {}
+
+
+def test_plus_adds_exactly_the_weighted_cross_terms():
+    paper, plus = _golden_metrics(), _golden_metrics(objective="plus", cross_weight=2.0)
+    for k in ("nll_audio", "nll_image", "kl_s", "kl_a", "kl_i", "contrastive"):
+        assert plus[k] == pytest.approx(paper[k], rel=1e-6), k  # same draws for the paper's terms
+    assert plus["cross_nll_audio"] > 0 and plus["cross_nll_image"] > 0
+    assert plus["loss"] == pytest.approx(paper["loss"] + 2.0 * (plus["cross_nll_audio"] + plus["cross_nll_image"]),
+                                         rel=1e-5)
+    dev = PVAEConfig(**GOLDEN_CFG, objective="plus", cross_weight=2.0, image_nll_std=0.31).deviations()
+    assert dev == {"objective": "plus", "cross_weight": 2.0, "image_nll_std": 0.31}
+
+
+def test_cross_terms_reach_the_unimodal_shared_latent_but_not_the_private_encoders():
+    """The cross-modal terms train the unimodal z_s heads and the decoders; the unimodal style
+    heads get no gradient from them (the style is drawn from the prior)."""
+    torch.manual_seed(0)
+    model = PVAE(PVAEConfig(**GOLDEN_CFG, objective="plus"))
+    b = _golden_batch()
+    x_a = b["audio"]
+    qa, qi = model.encode_audio(x_a, b["lengths"]), model.encode_image(b["image"])
+    cross_i, cross_a = model.cross_reconstruction(x_a, b["lengths"], b["image"], qa, qi)
+    (cross_i.sum() + cross_a.sum()).backward()
+    assert model.enc_a.heads["s"].mu.weight.grad.abs().sum() > 0
+    assert model.enc_i.heads["s"].mu.weight.grad.abs().sum() > 0
+    assert model.enc_a.heads["a"].mu.weight.grad is None and model.enc_i.heads["i"].mu.weight.grad is None
+    assert model.mm.heads["s"].mu.weight.grad is None
+
+
+def test_kernels():
+    from pvae_model.modules import rbf_dist_half
+
+    u, v = torch.zeros(2, 3), torch.tensor([[3.0, 4.0, 0.0], [0.0, 0.0, 0.0]])
+    assert torch.allclose(rbf(u, v), torch.tensor([torch.exp(torch.tensor(-25.0)), 1.0]))
+    assert torch.allclose(rbf_dist_half(u, v), torch.tensor([torch.exp(torch.tensor(-2.5)), 1.0]))
+    # near-coinciding means: exp(-d^2) has ~no gradient, exp(-d/2) pushes them apart
+    a = torch.tensor([[1e-3, 0.0]], requires_grad=True)
+    rbf(a, torch.zeros(1, 2)).sum().backward()
+    g_sq = a.grad.norm().item()
+    a.grad = None
+    rbf_dist_half(a, torch.zeros(1, 2)).sum().backward()
+    assert g_sq < 1e-2 < a.grad.norm().item()
+    m = _golden_metrics(kernel="dist_half")
+    assert m["contrastive"] != pytest.approx(_golden_metrics()["contrastive"])
+
+
+def test_objective_and_kernel_are_validated():
+    with pytest.raises(ValueError, match="objective"):
+        PVAEConfig(objective="best")
+    with pytest.raises(ValueError, match="kernel"):
+        PVAEConfig(kernel="laplace")
+    with pytest.raises(ValueError):
+        PVAEConfig(cross_weight=-1)
+
+
+# ---- metrics that a collapsed latent cannot fool ---------------------------------------------
+
+def test_rate_is_the_mean_kl_to_the_prior():
+    import numpy as np
+
+    from pvae_model.metrics import rate
+
+    g = torch.Generator().manual_seed(0)
+    mu, lv = torch.randn(50, 6, generator=g), torch.randn(50, 6, generator=g)
+    assert rate(mu.numpy(), lv.numpy()) == pytest.approx(float(kl_std_normal(mu, lv).mean()), rel=1e-5)
+    assert rate(np.zeros((3, 4)), np.zeros((3, 4))) == 0.0
+
+
+def test_sample_probe_sees_through_a_collapsed_latent():
+    """Means that separate the digits by 1e-3 with posterior std 1: k-means purity on the means is
+    perfect, the probe on samples is at chance; a latent with real separation is probed well."""
+    import numpy as np
+
+    from pvae_model.metrics import kmeans_purity, sample_probe_accuracy
+
+    rng = np.random.default_rng(0)
+    y_tr, y_te = rng.integers(0, 10, 2000), rng.integers(0, 10, 500)
+    centres = rng.standard_normal((10, 8))
+
+    def post(y, scale, logvar):
+        return centres[y] * scale, np.full((len(y), 8), logvar)
+
+    collapsed = sample_probe_accuracy(post(y_tr, 1e-3, 0.0), y_tr, post(y_te, 1e-3, 0.0), y_te)
+    informative = sample_probe_accuracy(post(y_tr, 3.0, -4.0), y_tr, post(y_te, 3.0, -4.0), y_te)
+    assert kmeans_purity(post(y_te, 1e-3, 0.0)[0], y_te) == 1.0
+    assert collapsed < 0.2 and informative > 0.95

@@ -216,7 +216,7 @@ def test_mnist_shards_and_idx_validation(tmp_path, mnist_dir):
     (bad / "y").write_bytes(gzip.compress(struct.pack(">I", 2051) + struct.pack(">III", 1, 2, 2) + bytes(4)))
     with pytest.raises(IdxError, match="expected 2049"):
         read_idx(bad / "y", expect_magic=2049)
-    for name, payload in (("t10k-images-idx3-ubyte", struct.pack(">I", 2051) + struct.pack(">III", 1, 2, 2) + bytes(4)),
+    for name, payload in (("t10k-images-idx3-ubyte", struct.pack(">I", 2051) + struct.pack(">III", 1, 28, 28) + bytes(784)),
                           ("t10k-labels-idx1-ubyte", struct.pack(">I", 2049) + struct.pack(">I", 1) + bytes([11]))):
         (bad / name).write_bytes(payload)
     with pytest.raises(IdxError, match="out of range"):
@@ -259,3 +259,81 @@ def test_info_counts(tmp_path, features_dir):
     assert sum(sp["items"] for sp in info["splits"].values()) == len(recs)
     assert info["splits"]["train"]["frames"] == sum(r["num_frames"] for r in recs if r["split"] == "train")
     assert set(info["splits"]["test"]["speakers"]) == {r["speaker"] for r in recs}
+
+
+@pytest.mark.parametrize("delta", [-1, 1])
+def test_readers_check_index_counts_against_the_file(tmp_path, features_dir, delta):
+    """An index.json whose num_items was edited by +-1 must not make a reader drop an item or
+    hand out one utterance's key with another's features: opening fails and names the file."""
+    from pvae_data.shard_reader import ShardError
+
+    shard_audio(features_dir, tmp_path / "s", ShardConfig(max_items=64), show_progress=False)
+    index_path = tmp_path / "s" / "index.json"
+    index = json.loads(index_path.read_text())
+    victim = next(e for e in index["shards"] if e["split"] == "train")
+    victim["num_items"] += delta
+    index_path.write_text(json.dumps(index))
+    with pytest.raises(ShardError, match=victim["file"].replace(".", r"\.") + ".*index.json says"):
+        AudioShards(tmp_path / "s", "train")
+    AudioShards(tmp_path / "s", "test")  # the other split's shards are untouched and still open
+
+
+def test_a_shard_with_a_broken_superblock_is_named(tmp_path, mnist_dir):
+    from pvae_data.shard_reader import ShardError
+
+    shard_mnist(mnist_dir, tmp_path / "i", ShardConfig(), show_progress=False)
+    h5 = sorted((tmp_path / "i").glob("test-*.h5"))[0]
+    data = bytearray(h5.read_bytes())
+    data[:512] = b"\0" * 512
+    h5.write_bytes(bytes(data))
+    with pytest.raises(ShardError, match=h5.name):
+        ImageShards(tmp_path / "i", "test")
+
+
+def _write_idx_split(directory: Path, split_stem: str, images: np.ndarray, labels: np.ndarray) -> None:
+    n, h, w = images.shape
+    (directory / f"{split_stem}-images-idx3-ubyte").write_bytes(
+        struct.pack(">IIII", 2051, n, h, w) + images.astype(np.uint8).tobytes())
+    (directory / f"{split_stem}-labels-idx1-ubyte").write_bytes(
+        struct.pack(">II", 2049, n) + labels.astype(np.uint8).tobytes())
+
+
+def test_wrong_image_shape_is_rejected_by_shard_images_and_validate(tmp_path):
+    """14x56 "MNIST" images used to pass `shard images` and `validate` and crash the trainer after
+    an epoch: now `shard images` refuses them, and `validate` flags a shard that holds them."""
+    import hashlib
+
+    from click.testing import CliRunner
+
+    from pvae_data.cli import main
+
+    rng = np.random.default_rng(0)
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    for stem in ("train", "t10k"):
+        _write_idx_split(bad, stem, rng.integers(0, 256, (20, 14, 56)), rng.integers(0, 10, 20))
+    r = CliRunner().invoke(main, ["shard", "images", str(bad), str(tmp_path / "s1"), "-q"])
+    assert r.exit_code != 0 and "14x56" in r.output and "28x28" in r.output and "Traceback" not in r.output, r.output
+    assert not (tmp_path / "s1" / "index.json").exists()
+
+    good = tmp_path / "good"
+    good.mkdir()
+    for stem in ("train", "t10k"):
+        _write_idx_split(good, stem, rng.integers(0, 256, (20, 28, 28)), rng.integers(0, 10, 20))
+    out = tmp_path / "s2"
+    assert CliRunner().invoke(main, ["shard", "images", str(good), str(out), "-q"]).exit_code == 0
+    assert validate_shards(out) == []
+    # Rewrite one shard with 14x56 images and keep index.json consistent (size and sha256), as a
+    # tool that reshaped the data would: only the shape check can catch it.
+    index = json.loads((out / "index.json").read_text())
+    entry = index["shards"][0]
+    h5 = out / entry["file"]
+    with h5py.File(h5, "r+") as f:
+        imgs = f["images"][()]
+        del f["images"]
+        f.create_dataset("images", data=imgs.reshape(len(imgs), 14, 56))
+    entry["bytes"] = h5.stat().st_size
+    entry["sha256"] = hashlib.sha256(h5.read_bytes()).hexdigest()
+    (out / "index.json").write_text(json.dumps(index))
+    problems = validate_shards(out)
+    assert any(p == str(h5) and "14x56" in why for p, why in problems), problems

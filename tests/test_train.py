@@ -46,7 +46,7 @@ def shards(tmp_path_factory, fsdd_files) -> tuple[Path, Path]:
 
 def tiny(shards, **kw) -> TrainConfig:
     d = {"audio_shards": str(shards[0]), "image_shards": str(shards[1]), "epochs": 3, "batch_size": 32,
-         "eval_every": 0, "num_threads": 1, "seed": 7,
+         "eval_every": 0, "eval_coherence": False, "num_threads": 1, "seed": 7,
          "pvae": {"hidden": 24, "z_shared": 4, "z_audio": 4, "z_image": 4, "image_channels": [4, 8]}}
     d.update(kw)
     return TrainConfig.from_dict(d)
@@ -248,13 +248,22 @@ def test_evaluate_writes_metrics_figures_and_audio(tmp_path, shards):
     out = tmp_path / "r" / "eval"
     assert set(m["purity"]) == {"zs_speech", "zs_image", "za_speech", "zi_image", "feat_speech", "feat_image"}
     assert all(0.1 <= v["mean"] <= 1 for v in m["purity"].values())
+    latents = {"zs_speech", "zs_image", "za_speech", "zi_image"}
+    assert set(m["rate"]) == latents and all(v >= 0 for v in m["rate"].values())
+    assert set(m["probe"]) == latents and all(0 <= v <= 1 for v in m["probe"].values())
+    assert m["objective"] == "paper" and m["deviations"] == {}
+    assert set(m["generation"]) == {"speech_own", "speech_zs_only", "speech_style_swapped", "image_own",
+                                    "image_zs_only", "image_style_swapped"}
     assert len(m["inertia"]["zs_speech"]) == 12 and m["inertia"]["zs_speech"][0] >= m["inertia"]["zs_speech"][-1]
     assert json.loads((out / "metrics.json").read_text())["epoch"] == 1
     c = m["coherence"]
     assert 0 <= c["speech_to_image"] <= 1 and 0 <= c["image_to_speech"] <= 1 and c["n_image_to_speech"] == 100
+    for k in ("speech_to_image_prior", "image_to_speech_prior", "speech_to_image_ref", "image_to_speech_ref"):
+        assert 0 <= c[k] <= 1, k
+    assert c["speech_to_image"] == c["speech_to_image_ref"]
     assert c["classifiers"]["image_test_accuracy"] > 0.85  # even a 3,000-image judge is a real classifier
     for name in ("inertia.png", "tsne.png", "style_images.png", "style_speech.png",
-                 "cross_speech_to_image.png", "cross_image_to_speech.png"):
+                 "cross_speech_to_image.png", "cross_image_to_speech.png", "training_curves.png"):
         assert (out / name).stat().st_size > 1000, name
     wav, sr = sf.read(out / "written_to_spoken_digit3_ref0.wav")
     assert sr == 16000 and len(wav) > 1000 and np.isfinite(wav).all() and np.abs(wav).max() <= 1.0
@@ -270,8 +279,22 @@ def test_evaluate_writes_metrics_figures_and_audio(tmp_path, shards):
     assert r.exit_code == 0, r.output
     d = json.loads(r.output)
     fractions = [v for k, v in d.items() if k.startswith(("speech_", "image_", "mm_"))]
-    assert len(fractions) == 10 and all(0 <= v <= 1 for v in fractions)
+    assert len(fractions) == 12 and all(0 <= v <= 1 for v in fractions)
     assert d["n_images"] == 100 and all(np.isfinite(v) for v in d["norms"].values())
+    # The training curve judges generations when the judges exist (cached by evaluate above), and a
+    # `plus` run names its deviations in metrics.json and the printed table.
+    cfg = tiny(shards, epochs=1, eval_every=1, eval_coherence=True, eval_coherence_images=50,
+               pvae={**tiny(shards).pvae.to_dict(), "objective": "plus", "image_nll_std": 0.31})
+    line = train(cfg, tmp_path / "plus", show_progress=False)
+    assert all(0 <= line[f"coh_{k}"] <= 1 for k in ("speech_to_image_prior", "image_to_speech_ref"))
+    assert 0 <= line["gen_image_own"] <= 1 and line["cross_nll_audio"] > 0
+    mp = evaluate(tmp_path / "plus", EvalConfig(checkpoint="last", seeds=1, max_k=12, tsne_images=200, styles=2,
+                                                wav_refs=1, coherence_images=50, classifier_images=3000))
+    assert mp["objective"] == "plus" and mp["deviations"] == {"objective": "plus", "cross_weight": 1.0,
+                                                              "image_nll_std": 0.31}
+    r = CliRunner().invoke(main, ["report", str(tmp_path / "r"), str(tmp_path / "plus"), "--out", str(tmp_path / "2.html")])
+    assert r.exit_code == 0, r.output
+    assert "| plus [1] |" in r.output and "[1] deviations from the paper's objective: objective = plus" in r.output
 
 
 def test_a_run_directory_in_use_is_refused(tmp_path, shards):
@@ -323,3 +346,71 @@ def test_report_renders_in_headless_chromium(tmp_path, shards):
     console = [ln for ln in r.stderr.splitlines() if "CONSOLE" in ln or "Uncaught" in ln]
     assert not console, console
     assert re.search(r"paper: PVAE \(TIDIGITS-MNIST\)", r.stdout) and "99.77" in r.stdout
+
+
+def test_resume_survives_a_torn_last_metrics_line(tmp_path, shards):
+    """A kill (or full disk) while appending to metrics.jsonl leaves a torn last line: resume
+    drops it and goes on from the checkpoint; the log then equals an uninterrupted run's."""
+    train(tiny(shards, epochs=2), tmp_path / "ref", show_progress=False)
+    train(tiny(shards, epochs=1), tmp_path / "r", show_progress=False)
+    log = tmp_path / "r" / "metrics.jsonl"
+    log.write_text(log.read_text() + '{"loss": 12.5, "epoch": 2, "nll_au')
+    train(tiny(shards, epochs=2), tmp_path / "r", resume=True, show_progress=False)
+    assert epochs_of(tmp_path / "r") == epochs_of(tmp_path / "ref")
+
+
+def test_a_damaged_middle_metrics_line_is_named(tmp_path, shards):
+    from pvae_model.train import RunIOError
+
+    train(tiny(shards, epochs=2), tmp_path / "r", show_progress=False)
+    log = tmp_path / "r" / "metrics.jsonl"
+    lines = log.read_text().splitlines()
+    log.write_text("garbage\n" + "\n".join(lines) + "\n")
+    with pytest.raises(RunIOError, match=r"metrics.jsonl: line 1"):
+        train(tiny(shards, epochs=3), tmp_path / "r", resume=True, show_progress=False)
+
+
+def test_checkpoint_write_failure_is_one_line_and_leaves_no_temp(tmp_path, shards, monkeypatch):
+    """A full disk while checkpointing (injected: torch.save raises ENOSPC after writing part of
+    the file): a one-line error naming the file, no .tmp left, the previous checkpoint intact."""
+    import errno
+
+    from click.testing import CliRunner
+
+    from pvae_model.cli import main
+
+    run = tmp_path / "r"
+    train(tiny(shards, epochs=1), run, show_progress=False)
+    before = (run / "checkpoints" / "last.pt").read_bytes()
+    real_save = torch.save
+
+    def full_disk(obj, f, *a, **k):
+        Path(f).write_bytes(b"partial")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    r = CliRunner().invoke(main, ["train", "--out", str(run), "--resume", "--epochs", "2", "-q"])
+    monkeypatch.setattr(torch, "save", real_save)
+    assert r.exit_code == 1 and "Traceback" not in r.output, r.output
+    assert "last.pt: cannot write the checkpoint" in r.output and "No space left" in r.output
+    assert not list((run / "checkpoints").glob(".*.tmp"))
+    assert (run / "checkpoints" / "last.pt").read_bytes() == before
+
+
+def test_corrupt_shard_metadata_is_one_line(tmp_path, shards):
+    import shutil
+
+    from click.testing import CliRunner
+
+    from pvae_model.cli import main
+
+    bad = tmp_path / "audio"
+    shutil.copytree(shards[0], bad)
+    h5 = sorted(bad.glob("train-*.h5"))[0]
+    data = bytearray(h5.read_bytes())
+    data[0:512] = b"\0" * 512  # the HDF5 superblock
+    h5.write_bytes(bytes(data))
+    r = CliRunner().invoke(main, ["train", "--out", str(tmp_path / "r"), "--audio-shards", str(bad),
+                                  "--image-shards", str(shards[1]), "--epochs", "1", "-q"])
+    assert r.exit_code == 1 and "Traceback" not in r.output, r.output
+    assert "Error:" in r.output and str(bad) in r.output
