@@ -46,6 +46,13 @@ class AudioInfo:
     format: str  # libsndfile major format: "WAV", "NIST" (SPHERE), "FLAC", ...
     is_sphere: bool
     subtype: str = ""  # libsndfile subtype, e.g. "PCM_16"
+    # Samples per channel the header declares, where it says (WAV data chunk, SPHERE
+    # sample_count); more than ``num_samples`` means the file was cut short.
+    declared_samples: int | None = None
+
+    @property
+    def truncated(self) -> bool:
+        return self.declared_samples is not None and self.declared_samples > self.num_samples
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -111,6 +118,42 @@ def _check_sphere(path: str | os.PathLike) -> bool:
     if "embedded" in coding:
         raise AudioError(path, f"SPHERE compressed (sample_coding {coding!r}): decompress with sph2pipe first")
     return True
+
+
+def declared_samples(path: str | os.PathLike, is_sphere: bool) -> int | None:
+    """Samples per channel that the header promises: SPHERE ``sample_count``, or a RIFF WAV's
+    ``data`` chunk size / block align.  ``None`` where the header does not say (other formats,
+    streamed WAVs with a 0 / 0xFFFFFFFF size).  libsndfile reads a cut file without complaint,
+    so this is how a truncated file is told from a short one."""
+    import struct
+
+    if is_sphere:
+        hdr = read_sphere_header(path) or {}
+        n = hdr.get("sample_count")
+        return int(n) if isinstance(n, int) and n > 0 else None
+    with open(path, "rb") as f:
+        head = f.read(12)
+        if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+            return None
+        block_align = None
+        while True:
+            chunk = f.read(8)
+            if len(chunk) < 8:
+                return None
+            cid, size = chunk[:4], struct.unpack("<I", chunk[4:])[0]
+            if cid == b"fmt ":
+                fmt = f.read(size)
+                if len(fmt) < 14:
+                    return None
+                block_align = struct.unpack("<H", fmt[12:14])[0]
+                if size % 2:
+                    f.seek(1, os.SEEK_CUR)
+            elif cid == b"data":
+                if not block_align or size in (0, 0xFFFFFFFF):
+                    return None
+                return size // block_align
+            else:
+                f.seek(size + (size % 2), os.SEEK_CUR)
 
 
 def _libsndfile_msg(e: Exception) -> str:
@@ -201,6 +244,10 @@ def inspect_audio(path: str | os.PathLike) -> AudioInfo:
         raise AudioError(p, "non-finite samples (NaN or inf)")
     if not nonzero:
         raise AudioError(p, "zero energy (all samples are 0)")
+    try:
+        declared = declared_samples(p, is_sphere)
+    except (OSError, AudioError):
+        declared = None
     return AudioInfo(
         path=p,
         sample_rate=sr,
@@ -210,6 +257,7 @@ def inspect_audio(path: str | os.PathLike) -> AudioInfo:
         format=fmt,
         is_sphere=is_sphere,
         subtype=subtype,
+        declared_samples=declared,
     )
 
 

@@ -72,11 +72,16 @@ def _fail(e: Exception) -> None:
     raise click.ClickException(str(e)) from None
 
 
-def _run_stage(out: Path, call, errors: tuple = ()) -> None:
-    """Run a stage; input errors become one-line messages; print the summary, set the exit code."""
+def _run_stage(out: Path, call, errors: tuple = (), job=None) -> None:
+    """Run a stage holding the lock on OUT (shared between the members of a job array, which
+    write disjoint chunks; exclusive otherwise); input errors become one-line messages; print the
+    summary, set the exit code."""
+    from .stage import StageLocked, lock_output
+
     try:
-        summary = call()
-    except (ValueError, OSError, KeyError, *errors) as e:  # bad input, missing files, bad configs
+        with lock_output(out, shared=bool(job is not None and job.is_member)):
+            summary = call()
+    except (ValueError, OSError, KeyError, StageLocked, *errors) as e:  # bad input, missing files, bad configs
         _fail(e)
     _finish(summary, out)
 
@@ -95,9 +100,11 @@ def main() -> None:
 @click.argument("corpus", type=click.Choice(["fsdd", "tidigits", "list"]))
 @click.argument("source", type=click.Path(exists=True, path_type=Path))
 @click.argument("out", type=click.Path(path_type=Path))
+@click.option("--truncated", type=click.Choice(["reject", "keep"]), default="reject",
+              help="Files whose header declares more samples than they hold: reject, or keep with a note.")
 @_jobs_option
 @_quiet_option
-def prepare(corpus: str, source: Path, out: Path, jobs: int, quiet: bool) -> None:
+def prepare(corpus: str, source: Path, out: Path, truncated: str, jobs: int, quiet: bool) -> None:
     """Corpus -> utterance manifest OUT/utterances.jsonl (+ rejected.jsonl).
 
     CORPUS is fsdd (a checkout of free-spoken-digit-dataset), tidigits (LDC
@@ -106,8 +113,8 @@ def prepare(corpus: str, source: Path, out: Path, jobs: int, quiet: bool) -> Non
     """
     from .prepare import PrepareConfig, prepare_corpus
 
-    _run_stage(out, lambda: prepare_corpus(PrepareConfig(corpus=corpus, source=str(source)), out, jobs=jobs,
-                                           progress=not quiet))
+    _run_stage(out, lambda: prepare_corpus(PrepareConfig(corpus=corpus, source=str(source), truncated=truncated),
+                                           out, jobs=jobs, progress=not quiet))
 
 
 @main.command(context_settings=CONTEXT)
@@ -143,7 +150,7 @@ def trim(manifest: Path, out: Path, backend: str, margin, energy_threshold, ener
         return trim_manifest(manifest, out, cfg, jobs=jobs, show_progress=not quiet, chunk_size=chunk_size,
                              job=job)
 
-    _run_stage(out, run)
+    _run_stage(out, run, job=job)
 
 
 @main.command(context_settings=CONTEXT)
@@ -183,7 +190,7 @@ def fbank(manifest: Path, out: Path, config_file, sample_rate, num_mel_bins, dit
         return compute_features(manifest, out, FbankStageConfig(fbank=fb, chunk_size=chunk_size),
                                 jobs=jobs, show_progress=not quiet, overwrite=overwrite, job=job)
 
-    _run_stage(out, run, errors=(StageConfigMismatch,))
+    _run_stage(out, run, errors=(StageConfigMismatch,), job=job)
 
 
 def _shard_options(f):
@@ -459,7 +466,7 @@ def segment(manifest: Path, out: Path, model_dir, ctm, export_ctm, write_audio: 
         return segment_manifest(manifest, out, model=model_dir, cfg=cfg, jobs=jobs, ctm=ctm, export_ctm=export_ctm,
                                 write_audio=write_audio, show_progress=not quiet, chunk_size=chunk_size, job=job)
 
-    _run_stage(out, run)
+    _run_stage(out, run, job=job)
 
 if __name__ == "__main__":
     main()

@@ -33,7 +33,7 @@ import hashlib
 import json
 import os
 import zlib
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import as_completed
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -42,7 +42,7 @@ import numpy as np
 
 from .fbank import FbankConfig, compute_fbank_batch, num_frames
 from .io_utils import atomic_open, atomic_path, read_jsonl, remove_stale_temps, write_json, write_jsonl
-from .stage import PLAIN_RUN, JobSlice, StageSummary, Timer, progress, worker_context
+from .stage import PLAIN_RUN, JobSlice, StageSummary, Timer, progress, worker_pool
 
 
 @dataclass(frozen=True)
@@ -213,7 +213,7 @@ def compute_features(
             for i in todo:
                 bar.update(_compute_chunk(i, chunks[i], cfg.to_dict(), str(out)))
         else:
-            with ProcessPoolExecutor(max_workers=min(jobs, len(todo)), mp_context=worker_context()) as ex:
+            with worker_pool(min(jobs, len(todo))) as ex:
                 futs = [ex.submit(_compute_chunk, i, chunks[i], cfg.to_dict(), str(out)) for i in todo]
                 for fut in as_completed(futs):
                     bar.update(fut.result())

@@ -28,7 +28,6 @@ import os
 import re
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -39,7 +38,7 @@ from .config import ConfigMixin
 from .audio import AudioError, inspect_audio
 from .digits import CHAR_TO_WORD, normalize_transcript
 from .io_utils import write_json, write_jsonl
-from .stage import StageSummary, worker_context
+from .stage import StageSummary, worker_pool
 
 CORPORA = ("fsdd", "tidigits", "list")
 LIST_FORMATS = ("auto", "csv", "tsv", "jsonl")
@@ -64,8 +63,13 @@ class PrepareConfig(ConfigMixin):
     source: str  # corpus directory, or the list file for corpus="list"
     list_format: str = "auto"  # list only: auto (by extension/content) | csv | tsv | jsonl
     fsdd_test_max_take: int = 4  # fsdd only: takes 0..this are "test", the rest "train"
+    # A file whose header declares more samples than it holds was cut short (an interrupted
+    # copy or download): "reject" it (default) or "keep" what is there, with a note.
+    truncated: str = "reject"
 
     def __post_init__(self) -> None:
+        if self.truncated not in ("reject", "keep"):
+            raise ValueError(f"truncated must be 'reject' or 'keep'; got {self.truncated!r}")
         if self.corpus not in CORPORA:
             raise ValueError(f"corpus must be one of {', '.join(CORPORA)}; got {self.corpus!r}")
         if self.list_format not in LIST_FORMATS:
@@ -124,23 +128,50 @@ def _abspath(p: str | os.PathLike) -> str:
     return os.path.abspath(os.fspath(p))
 
 
-def _scan(directory: Path, recursive: bool) -> tuple[list[Path], int]:
-    """Audio-extension files under ``directory`` (sorted) and the count of other files."""
+def _not_a_file(p: Path) -> str | None:
+    """Why an entry with an audio extension cannot be read as one (None: a regular file)."""
+    import errno
+    import stat
+
+    try:
+        mode = p.stat().st_mode  # follows symlinks
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            return "symlink loop"
+        return "dangling symlink (target missing)" if p.is_symlink() else f"unreadable entry ({e.strerror})"
+    if stat.S_ISDIR(mode):
+        return "a directory, not an audio file"
+    if not stat.S_ISREG(mode):
+        return "not a regular file"
+    return None
+
+
+def _scan(directory: Path, recursive: bool) -> tuple[list[Path], int, list[tuple[Path, str]]]:
+    """Audio-extension files under ``directory`` (sorted), the count of other files, and the
+    entries that look like input but are not readable files (dangling symlinks, symlink loops,
+    directories named ``*.wav``...) with the reason, so that the stage can reject them."""
     found: list[Path] = []
+    bad: list[tuple[Path, str]] = []
     ignored = 0
     it: Iterable[Path] = directory.rglob("*") if recursive else directory.iterdir()
     for p in it:
         rel = p.relative_to(directory)
         if any(part.startswith(".") for part in rel.parts):
             continue  # hidden files / dirs (.DS_Store, .git, our own .tmp files)
-        if not p.is_file():
-            continue
-        if p.suffix.lower() in AUDIO_EXTENSIONS:
-            found.append(p)
-        else:
+        looks_like_audio = p.suffix.lower() in AUDIO_EXTENSIONS
+        why = _not_a_file(p)
+        if why is None:
+            if looks_like_audio:
+                found.append(p)
+            else:
+                ignored += 1
+        elif looks_like_audio:
+            bad.append((p, why))
+        elif why != "a directory, not an audio file":
             ignored += 1
     found.sort(key=lambda q: q.as_posix())
-    return found, ignored
+    bad.sort(key=lambda q: q[0].as_posix())
+    return found, ignored, bad
 
 
 def _fsdd_items(cfg: PrepareConfig) -> tuple[list[_Item], int]:
@@ -148,8 +179,8 @@ def _fsdd_items(cfg: PrepareConfig) -> tuple[list[_Item], int]:
     rec = src / "recordings" if (src / "recordings").is_dir() else src
     if not rec.is_dir():
         raise FileNotFoundError(f"FSDD source {cfg.source!r}: no such directory")
-    files, ignored = _scan(rec, recursive=False)
-    items = []
+    files, ignored, bad = _scan(rec, recursive=False)
+    items = [_Item(_abspath(p), reason=why) for p, why in bad]
     for p in files:
         m = _FSDD_RE.match(p.name)
         if not m:
@@ -199,8 +230,9 @@ def _tidigits_items(cfg: PrepareConfig) -> tuple[list[_Item], int]:
         for split in SPLITS:
             if not (root / split).is_dir():
                 continue
-            files, ign = _scan(root / split, recursive=True)
+            files, ign, bad = _scan(root / split, recursive=True)
             ignored += ign
+            items += [_Item(_abspath(p), reason=why) for p, why in bad]
             for p in files:
                 rel = p.relative_to(root / split).parts
                 m = _TIDIGITS_RE.match(p.name)
@@ -368,8 +400,7 @@ def _inspect_all(paths: list[str], jobs: int, progress: bool) -> list[tuple[dict
         else:
             workers = min(jobs, len(paths))
             chunk = max(1, min(64, len(paths) // (workers * 8)))
-            ctx = worker_context()
-            with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as ex:
+            with worker_pool(workers) as ex:
                 for r in ex.map(_inspect_worker, paths, chunksize=chunk):
                     out.append(r)
                     bar.update(1)
@@ -420,6 +451,12 @@ def prepare_corpus(
     rejected: list[dict] = []
     for it in items:
         info, reason = (None, it.reason) if it.reason is not None else results[it.path]
+        cut = None
+        if reason is None and (info.get("declared_samples") or 0) > info["num_samples"]:
+            cut = (f"truncated: the header declares {info['declared_samples']} samples, "
+                   f"the file holds {info['num_samples']}")
+            if cfg.truncated == "reject":
+                reason = cut
         if reason is not None:
             rec = {"path": it.path, "id": it.id, "reason": reason}
             if it.line is not None:
@@ -440,6 +477,8 @@ def prepare_corpus(
             **it.extra,
         }
         notes = list(it.notes)
+        if cut:
+            notes.append(cut)
         if info["channels"] > 1:
             notes.append(f"downmixed {info['channels']} channels to mono")
         if notes:

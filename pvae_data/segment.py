@@ -36,7 +36,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -50,7 +49,7 @@ from .audio import AudioError, load_audio
 from .config import ConfigMixin
 from .digits import word_to_label
 from .io_utils import atomic_open, atomic_path, read_jsonl, remove_stale_temps, write_json, write_jsonl
-from .stage import PLAIN_RUN, JobSlice, StageSummary, Timer, progress, worker_context
+from .stage import PLAIN_RUN, JobSlice, StageSummary, Timer, progress, worker_pool
 from .trim import trim_record
 from .vad import NoSpeechError, VadConfig, trim_bounds
 
@@ -327,7 +326,7 @@ def train_aligner(manifest: str | os.PathLike | list[dict], model_dir: str | os.
             results.extend(_train_many(c, fc))
             bar.update(len(c))
     else:
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=worker_context()) as ex:
+        with worker_pool(jobs) as ex:
             for c, res in zip(chunks, ex.map(_train_many, chunks, [fc] * len(chunks))):
                 results.extend(res)
                 bar.update(len(c))
@@ -492,7 +491,7 @@ def segment_manifest(manifest: str | os.PathLike, out_dir: str | os.PathLike, mo
         for i in todo:
             finished(i, _segment_many(chunks[i], model_dir, cfg_d, ctm_map, audio_dir))
     else:
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=worker_context()) as ex:
+        with worker_pool(jobs) as ex:
             futs = ex.map(_segment_many, [chunks[i] for i in todo], [model_dir] * len(todo), [cfg_d] * len(todo),
                           [ctm_map] * len(todo), [audio_dir] * len(todo))
             for i, res in zip(todo, futs):

@@ -27,13 +27,17 @@ def shard_info(directory: str | Path) -> dict:
     for e in index["shards"]:
         sp = info["splits"].setdefault(e["split"], {"items": 0, "labels": Counter(), "speakers": Counter(),
                                                     "frames": 0, "bytes": 0})
-        with h5py.File(directory / e["file"], "r") as f:
-            labels = f["labels"][()]
-            sp["items"] += len(labels)
-            sp["labels"].update(labels.tolist())
-            if "speakers" in f:
-                sp["speakers"].update(f["speakers"].asstr()[()].tolist())
-                sp["frames"] += int(f["feats"].shape[0])
+        path = directory / e["file"]
+        try:
+            with h5py.File(path, "r") as f:
+                labels = f["labels"][()]
+                sp["items"] += len(labels)
+                sp["labels"].update(labels.tolist())
+                if "speakers" in f:
+                    sp["speakers"].update(f["speakers"].asstr()[()].tolist())
+                    sp["frames"] += int(f["feats"].shape[0])
+        except (OSError, KeyError, ValueError) as err:  # h5py names neither the file nor the cause well
+            raise ValueError(f"{path}: unreadable shard ({err}); run `pvae-data validate {directory}`") from None
         size = (directory / e["file"]).stat().st_size
         sp["bytes"] += size
         info["bytes"] += size
@@ -103,6 +107,9 @@ def _check_shard(f: h5py.File, modality: str, entry: dict, all_keys: Counter) ->
     labels = f["labels"][()]
     if labels.size and (labels.min() < 0 or labels.max() > 9):
         out.append(f"labels out of range 0..9 (min {labels.min()}, max {labels.max()})")
+    elif "labels" in entry and np.bincount(labels, minlength=10).tolist() != list(entry["labels"]):
+        out.append(f"label histogram in index.json {list(entry['labels'])} != the file's "
+                   f"{np.bincount(labels, minlength=10).tolist()}")
     keys = f["keys"].asstr()[()].tolist()
     all_keys.update(keys)
     if modality == "audio":

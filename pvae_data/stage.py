@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 from tqdm import tqdm
 
@@ -38,6 +40,34 @@ class StageSummary:
         return asdict(self)
 
 
+class StageLocked(RuntimeError):
+    """Another stage process is writing the same output directory."""
+
+
+@contextmanager
+def lock_output(out: Path, shared: bool = False):
+    """An exclusive lock on ``OUT/.stage.lock`` for the whole run of a stage: two stages writing
+    one directory (two ``shard audio`` runs, an ``fbank --overwrite`` beside a running ``fbank``)
+    would delete or mix each other's files.  The second is refused with a clear message; the
+    lock dies with its process, so a killed stage never leaves it held.  ``shared``: members of
+    one job array hold it together (they write disjoint chunks); a plain run still waits for none
+    and is refused while any member runs."""
+    import fcntl
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    f = open(out / ".stage.lock", "a+")
+    try:
+        try:
+            fcntl.flock(f, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
+        except OSError:
+            raise StageLocked(f"{out} is being written by another pvae-data process right now; "
+                              "wait for it to finish, or use another output directory") from None
+        yield
+    finally:
+        f.close()
+
+
 class Timer:
     def __init__(self) -> None:
         self.t0 = time.perf_counter()
@@ -51,6 +81,32 @@ def progress(total: int, desc: str, enabled: bool = True, unit: str = "utt") -> 
     """A tqdm bar on stderr, silent when disabled or when stderr is not a terminal."""
     return tqdm(total=total, desc=desc, unit=unit, disable=not enabled or not sys.stderr.isatty(),
                 dynamic_ncols=True, leave=False)
+
+
+def _die_with_parent() -> None:
+    """Pool worker initializer: on Linux, ask the kernel to SIGKILL this worker when its parent
+    dies (however it dies, SIGKILL included), so a killed stage never leaves orphans behind,
+    re-parented to PID 1 and blocked on a pipe.  A no-op elsewhere."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import os
+        import signal
+
+        try:
+            libc = ctypes.CDLL("libc.so.6", use_errno=True)
+            libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        except OSError:
+            return
+        if os.getppid() == 1:  # the parent died before prctl took effect
+            os._exit(1)
+
+
+def worker_pool(max_workers: int):
+    """The one process pool every stage uses: ``worker_context()`` workers that die with the
+    parent (``_die_with_parent``)."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    return ProcessPoolExecutor(max_workers=max_workers, mp_context=worker_context(), initializer=_die_with_parent)
 
 
 def worker_context():

@@ -17,11 +17,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from .io_utils import atomic_open, read_jsonl, write_json, write_jsonl
-from .stage import PLAIN_RUN, JobSlice, StageSummary, Timer, progress, worker_context
+from .stage import PLAIN_RUN, JobSlice, StageSummary, Timer, progress, worker_pool
 from .vad import NoSpeechError, VadConfig, trim_bounds
 
 
@@ -94,7 +93,7 @@ def trim_manifest(manifest: str | Path, out_dir: str | Path, cfg: VadConfig = Va
         for i in todo:
             finished(i, _trim_many(chunks[i], cfg.to_dict()))
     else:
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=worker_context()) as ex:
+        with worker_pool(jobs) as ex:
             for i, res in zip(todo, ex.map(_trim_many, [chunks[i] for i in todo], [cfg.to_dict()] * len(todo))):
                 finished(i, res)
     bar.close()

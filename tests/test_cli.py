@@ -85,3 +85,24 @@ def test_errors_are_messages_not_tracebacks(tmp_path):
     assert r.returncode != 0 and "window_type" in r.stderr and "Traceback" not in r.stderr
     r = run_cli("prepare", "fsdd", str(tmp_path), str(tmp_path / "p"))
     assert r.returncode != 0 and "Traceback" not in r.stderr
+
+
+def test_exit_codes_are_what_docs_cli_md_says():
+    """docs/cli.md: 1 for input errors, 2 for usage errors."""
+    from click.testing import CliRunner
+
+    from pvae_data.cli import main
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "cli.md").read_text()
+    assert "2 on a usage error" in doc
+    assert CliRunner().invoke(main, ["shard", "images", "--no-such-option"]).exit_code == 2
+    assert CliRunner().invoke(main, ["fbank", "/no/such/manifest.jsonl", "/tmp/x"]).exit_code == 2  # missing argument file
+
+
+def test_input_errors_exit_1(tmp_path):
+    from click.testing import CliRunner
+
+    from pvae_data.cli import main
+
+    r = CliRunner().invoke(main, ["validate", str(tmp_path)])  # a directory without index.json
+    assert r.exit_code == 1 and "Traceback" not in r.output

@@ -197,3 +197,46 @@ def test_shard_audio_refuses_features_without_cmvn_unless_told(tmp_path, fsdd_fi
     r = CliRunner().invoke(model_main, ["train", "--out", str(tmp_path / "run"), "--audio-shards", str(tmp_path / "s"),
                                         "--image-shards", str(tmp_path / "nowhere"), "--epochs", "1", "-q"])
     assert r.exit_code == 1 and "no CMVN statistics" in r.output and "Traceback" not in r.output, r.output
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            out.append(int(stat.parent.name))
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc and PR_SET_PDEATHSIG are Linux")
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
+def test_workers_die_with_a_killed_parent(tmp_path, fsdd_files, sig):
+    """`fbank -j 2`, then the parent is killed: its pool workers must not live on as orphans."""
+    m = fsdd_manifest(fsdd_files, tmp_path / "m.jsonl")
+    cmd = [sys.executable, "-m", "pvae_data.cli", "fbank", str(m), str(tmp_path / "f"), "--chunk-size", "20",
+           "-j", "2", "-q"]
+    proc = subprocess.Popen(cmd, env={**os.environ, "PYTHONPATH": str(REPO)},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 60
+    workers: list[int] = []
+    while time.time() < deadline and len(workers) < 2:
+        workers = _children(proc.pid)
+        time.sleep(0.02)
+    assert len(workers) >= 2, "the pool never started"
+    proc.send_signal(sig)
+    proc.wait()
+    deadline = time.time() + 10
+    while time.time() < deadline and any(_alive(w) for w in workers):
+        time.sleep(0.05)
+    assert not any(_alive(w) for w in workers), f"orphaned workers: {[w for w in workers if _alive(w)]}"

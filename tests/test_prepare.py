@@ -375,3 +375,45 @@ def test_list_bad_lines_and_header(list_dir, tmp_path):
     (d / "l.txt").write_text("path,transcript,speaker\naudio/2_lucas_3.wav,2,lucas\n")
     s, kept, _ = _run(PrepareConfig("list", str(d / "l.txt")), tmp_path / "o3")
     assert [r["id"] for r in kept] == ["lucas-2_lucas_3"]
+
+
+def test_entries_that_are_not_files_are_rejected_not_dropped(fsdd_subset, fsdd_subset_files, tmp_path):
+    """Dangling symlinks, symlink loops and directories named *.wav look like input: each is
+    rejected with its reason, so kept + rejected = every entry with an audio extension."""
+    rec = fsdd_subset / "recordings"
+    (rec / "3_theo_40.wav").symlink_to(tmp_path / "nowhere.wav")
+    (rec / "3_theo_41.wav").symlink_to(rec / "3_theo_42.wav")
+    (rec / "3_theo_42.wav").symlink_to(rec / "3_theo_41.wav")
+    (rec / "3_theo_43.wav").mkdir()
+    (rec / "3_theo_44.wav").symlink_to(rec / "0_theo_0.wav")  # a good symlink: kept
+    s, kept, rej = _run(PrepareConfig("fsdd", str(fsdd_subset)), tmp_path / "out")
+    got = {Path(r["path"]).name: r["reason"] for r in rej}
+    assert got == {"3_theo_40.wav": "dangling symlink (target missing)", "3_theo_41.wav": "symlink loop",
+                   "3_theo_42.wav": "symlink loop", "3_theo_43.wav": "a directory, not an audio file"}
+    assert s.kept == len(fsdd_subset_files) + 1 and s.total == s.kept + s.rejected == len(list(rec.iterdir()))
+
+
+@pytest.mark.parametrize("fmt", ["WAV", "NIST"])
+def test_truncated_audio_is_rejected_or_kept_with_a_note(fsdd_subset, fsdd_audio, write_audio, tmp_path, fmt):
+    """A file whose header declares more samples than it holds (an interrupted copy) is rejected
+    by default, or kept with a note under --truncated keep; intact files are untouched."""
+    from click.testing import CliRunner
+
+    from pvae_data.cli import main
+
+    rec = fsdd_subset / "recordings"
+    a, sr = fsdd_audio(4, "lucas", 10)
+    path = write_audio(rec / "4_lucas_10.wav", a, sr, format=fmt)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) - 2 * (len(a) // 2)])  # drop the second half of the samples
+    held = len(a) - len(a) // 2
+    r = CliRunner().invoke(main, ["prepare", "fsdd", str(fsdd_subset), str(tmp_path / "rej"), "-q"])
+    assert r.exit_code == 0, r.output
+    rej = {Path(x["path"]).name: x["reason"] for x in read_jsonl(tmp_path / "rej" / "rejected.jsonl")}
+    assert rej == {"4_lucas_10.wav": f"truncated: the header declares {len(a)} samples, the file holds {held}"}
+    r = CliRunner().invoke(main, ["prepare", "fsdd", str(fsdd_subset), str(tmp_path / "keep"), "-q",
+                                  "--truncated", "keep"])
+    assert r.exit_code == 0, r.output
+    kept = {x["id"]: x for x in read_jsonl(tmp_path / "keep" / "utterances.jsonl")}
+    assert kept["lucas-4-10"]["num_samples"] == held and kept["lucas-4-10"]["note"].startswith("truncated: ")
+    assert sum("note" in x for x in kept.values()) == 1

@@ -337,3 +337,54 @@ def test_wrong_image_shape_is_rejected_by_shard_images_and_validate(tmp_path):
     (out / "index.json").write_text(json.dumps(index))
     problems = validate_shards(out)
     assert any(p == str(h5) and "14x56" in why for p, why in problems), problems
+
+
+def test_validate_catches_an_edited_label_histogram_and_info_names_a_corrupt_shard(tmp_path, mnist_dir):
+    from click.testing import CliRunner
+
+    from pvae_data.cli import main
+
+    out = tmp_path / "i"
+    shard_mnist(mnist_dir, out, ShardConfig(), splits=("test",), show_progress=False)
+    index = json.loads((out / "index.json").read_text())
+    index["shards"][0]["labels"][3] += 1
+    (out / "index.json").write_text(json.dumps(index))
+    problems = validate_shards(out)
+    assert any("label histogram" in why for _, why in problems), problems
+    index["shards"][0]["labels"][3] -= 1
+    (out / "index.json").write_text(json.dumps(index))
+    h5 = out / index["shards"][0]["file"]
+    h5.write_bytes(b"\0" * 512 + h5.read_bytes()[512:])
+    r = CliRunner().invoke(main, ["info", str(out)])
+    assert r.exit_code == 1 and str(h5) in r.output and "Traceback" not in r.output, r.output
+
+
+def test_a_stage_refuses_an_output_directory_another_process_writes(tmp_path, mnist_dir, fsdd_files):
+    """The lock on OUT: exclusive for a plain run, shared among the members of a job array."""
+    import fcntl
+
+    from click.testing import CliRunner
+
+    from pvae_data.cli import main
+
+    out = tmp_path / "o"
+    out.mkdir()
+    with open(out / ".stage.lock", "a+") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        r = CliRunner().invoke(main, ["shard", "images", str(mnist_dir), str(out), "-q"])
+        assert r.exit_code == 1 and "being written by another pvae-data process" in r.output, r.output
+        assert not (out / "index.json").exists()
+    recs = [{"id": f"u{i}", "audio": p, "speaker": "s", "transcript": "zero", "split": "train"}
+            for i, p in enumerate(fsdd_files[:8])]
+    write_jsonl(tmp_path / "m.jsonl", recs)
+    f = tmp_path / "f"
+    f.mkdir()
+    with open(f / ".stage.lock", "a+") as member:  # as if member 1 of a 2-job array were running
+        fcntl.flock(member, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        r = CliRunner().invoke(main, ["fbank", str(tmp_path / "m.jsonl"), str(f), "-q", "--chunk-size", "2",
+                                      "--num-jobs", "2", "--job-index", "0"])
+        assert r.exit_code == 0, r.output
+        r = CliRunner().invoke(main, ["fbank", str(tmp_path / "m.jsonl"), str(f), "-q", "--chunk-size", "2"])
+        assert r.exit_code == 1 and "being written by another" in r.output, r.output
+    r = CliRunner().invoke(main, ["fbank", str(tmp_path / "m.jsonl"), str(f), "-q", "--chunk-size", "2"])
+    assert r.exit_code == 0, r.output

@@ -1,0 +1,129 @@
+"""A hostile user's afternoon, end to end through the CLIs (docs/reliability.md lists the attacks).
+
+Each test drives the real commands on real FSDD/MNIST files plus crafted ones, and checks that
+nothing is lost (kept + rejected = every entry that looks like input) and nothing silently wrong
+gets through (a half-made fbank directory, an edited index, wrong-shape images are refused with
+the file named, never a traceback).  The cheap ones run in the default suite.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from pvae_data.cli import main as data
+from pvae_data.io_utils import read_jsonl
+
+REPO = Path(__file__).resolve().parents[1]
+MNIST = REPO.parent / "shared" / "data" / "mnist"
+
+
+def run(*args) -> tuple[int, str]:
+    r = CliRunner().invoke(data, [str(a) for a in args])
+    assert "Traceback" not in r.output, r.output
+    return r.exit_code, r.output
+
+
+@pytest.fixture
+def crafted(fsdd_subset, fsdd_audio, write_audio, write_sphere_shorten, tmp_path) -> tuple[Path, int]:
+    """The real FSDD subset plus every kind of bad entry; returns (root, entries that look like input)."""
+    rec = fsdd_subset / "recordings"
+    a, sr = fsdd_audio(6, "nicolas", 20)
+    rng = np.random.default_rng(0)
+    (rec / "6_nicolas_40.wav").write_bytes(rng.bytes(4000))  # corrupt
+    (rec / "6_nicolas_41.wav").write_bytes(b"")  # empty
+    write_audio(rec / "6_nicolas_42.wav", np.zeros(4000, np.int16), sr)  # silent
+    (rec / "6_nicolas_43.wav").write_text("not audio\n")  # text
+    write_sphere_shorten(rec / "6_nicolas_44.wav")  # compressed SPHERE
+    cut = write_audio(rec / "6_nicolas_45.wav", a, sr)
+    cut.write_bytes(cut.read_bytes()[:-len(a)])  # truncated: half the samples gone
+    (rec / "6_nicolas_46.wav").symlink_to(tmp_path / "missing.wav")  # dangling symlink
+    (rec / "6_nicolas_47.wav").symlink_to(rec / "6_nicolas_48.wav")  # symlink loop
+    (rec / "6_nicolas_48.wav").symlink_to(rec / "6_nicolas_47.wav")
+    (rec / "6_nicolas_49.wav").mkdir()  # a directory named like a recording
+    write_audio(rec / "6_nicolas_39.wav", a, 44100)  # wrong rate: kept (resampled by fbank)
+    (rec / "nicolas_6_1.wav").write_bytes((rec / "0_nicolas_0.wav").read_bytes())  # bad name
+    entries = sum(1 for p in rec.iterdir() if p.suffix == ".wav")
+    return fsdd_subset, entries
+
+
+def test_crafted_folder_through_every_data_stage_accounts_for_every_entry(crafted, tmp_path):
+    root, entries = crafted
+    code, out = run("prepare", "fsdd", root, tmp_path / "p", "-q")
+    assert code == 0, out
+    kept = read_jsonl(tmp_path / "p" / "utterances.jsonl")
+    rejected = read_jsonl(tmp_path / "p" / "rejected.jsonl")
+    assert len(kept) + len(rejected) == entries
+    assert {Path(r["path"]).name for r in rejected} == {f"6_nicolas_{i}.wav" for i in range(40, 50)} | {"nicolas_6_1.wav"}
+    assert all(r["reason"] for r in rejected)
+    code, out = run("trim", tmp_path / "p" / "utterances.jsonl", tmp_path / "t", "-q")
+    assert code == 0, out
+    segs, rej = read_jsonl(tmp_path / "t" / "segments.jsonl"), read_jsonl(tmp_path / "t" / "rejected.jsonl")
+    assert len(segs) + len(rej) == len(kept)
+    code, out = run("fbank", tmp_path / "t" / "segments.jsonl", tmp_path / "f", "-q")
+    assert code == 0, out
+    feats, rej = read_jsonl(tmp_path / "f" / "features.jsonl"), read_jsonl(tmp_path / "f" / "rejected.jsonl")
+    assert len(feats) + len(rej) == len(segs)
+    code, out = run("shard", "audio", tmp_path / "f", tmp_path / "s", "-q")
+    assert code == 0, out
+    index = json.loads((tmp_path / "s" / "index.json").read_text())
+    assert sum(e["num_items"] for e in index["shards"]) + len(read_jsonl(tmp_path / "s" / "rejected.jsonl")) == len(feats)
+    assert run("validate", tmp_path / "s")[0] == 0
+
+
+def test_a_half_merged_fbank_dir_is_refused_by_shard_and_train(fsdd_files, tmp_path):
+    from pvae_data.io_utils import write_jsonl
+    from pvae_model.cli import main as model
+
+    write_jsonl(tmp_path / "m.jsonl", [{"id": f"u{i}", "audio": p, "speaker": "s", "transcript": "one",
+                                        "split": "train"} for i, p in enumerate(fsdd_files[:10])])
+    assert run("fbank", tmp_path / "m.jsonl", tmp_path / "f", "-q")[0] == 0
+    (tmp_path / "f" / "fbank.done.json").unlink()  # killed between features.jsonl and cmvn.json
+    (tmp_path / "f" / "cmvn.json").unlink()
+    code, out = run("shard", "audio", tmp_path / "f", tmp_path / "s", "-q")
+    assert code == 1 and "did not finish" in out
+    code, out = run("shard", "audio", tmp_path / "f", tmp_path / "s", "-q", "--no-cmvn")
+    assert code == 1 and "did not finish" in out  # --no-cmvn does not make a half-made dir whole
+    assert run("fbank", tmp_path / "m.jsonl", tmp_path / "f", "-q")[0] == 0  # the rerun completes it
+    (tmp_path / "f" / "cmvn.json").write_text(json.dumps({"global": None, "speakers": {}}))
+    assert run("shard", "audio", tmp_path / "f", tmp_path / "s", "-q", "--no-cmvn")[0] == 0
+    r = CliRunner().invoke(model, ["train", "--out", str(tmp_path / "run"), "--audio-shards", str(tmp_path / "s"),
+                                   "--image-shards", str(tmp_path / "s"), "--epochs", "1", "-q"])
+    assert r.exit_code == 1 and "no CMVN statistics" in r.output and "Traceback" not in r.output, r.output
+
+
+def test_an_edited_index_is_a_reader_error_naming_the_file(fsdd_files, tmp_path):
+    from pvae_data.io_utils import write_jsonl
+    from pvae_data.shard_reader import AudioShards, ShardError
+
+    write_jsonl(tmp_path / "m.jsonl", [{"id": f"u{i}", "audio": p, "speaker": "s", "transcript": "two",
+                                        "split": "train"} for i, p in enumerate(fsdd_files[:10])])
+    assert run("fbank", tmp_path / "m.jsonl", tmp_path / "f", "-q")[0] == 0
+    assert run("shard", "audio", tmp_path / "f", tmp_path / "s", "-q")[0] == 0
+    index = json.loads((tmp_path / "s" / "index.json").read_text())
+    index["shards"][0]["num_items"] -= 1
+    (tmp_path / "s" / "index.json").write_text(json.dumps(index))
+    with pytest.raises(ShardError, match=index["shards"][0]["file"]):
+        AudioShards(tmp_path / "s", "train")
+    code, out = run("validate", tmp_path / "s")
+    assert code == 1 and index["shards"][0]["file"] in out
+
+
+@pytest.mark.skipif(not MNIST.is_dir(), reason="MNIST not found")
+def test_wrong_shape_mnist_is_rejected(tmp_path):
+    bad = tmp_path / "mnist"
+    bad.mkdir()
+    rng = np.random.default_rng(0)
+    for stem in ("train", "t10k"):
+        (bad / f"{stem}-images-idx3-ubyte").write_bytes(struct.pack(">IIII", 2051, 8, 14, 56) +
+                                                       rng.integers(0, 256, 8 * 14 * 56).astype(np.uint8).tobytes())
+        (bad / f"{stem}-labels-idx1-ubyte").write_bytes(struct.pack(">II", 2049, 8) + bytes(range(8)))
+    code, out = run("shard", "images", bad, tmp_path / "s", "-q")
+    assert code == 1 and "14x56" in out
+    shutil.rmtree(tmp_path / "s", ignore_errors=True)
