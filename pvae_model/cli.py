@@ -1,4 +1,5 @@
-"""``pvae-model``: train the Partitioned VAE (evaluation and reports arrive with their issues)."""
+"""``pvae-model``: train, evaluate and report the Partitioned VAE, its baselines and the
+latent-translation bridge; a thin shell over the Python API."""
 
 from __future__ import annotations
 
@@ -107,11 +108,54 @@ def evaluate(run_dir: Path, checkpoint: str, seeds: int) -> None:
     from .evaluate import evaluate as run_eval
 
     try:
-        m = run_eval(run_dir, EvalConfig(checkpoint=checkpoint, seeds=seeds))
+        if (run_dir / "bridge.yaml").exists():
+            from .bridge import evaluate_bridge
+
+            m = evaluate_bridge(run_dir)
+        else:
+            m = run_eval(run_dir, EvalConfig(checkpoint=checkpoint, seeds=seeds))
     except (FileNotFoundError, KeyError, ValueError) as e:
         raise click.ClickException(str(e)) from None
-    click.echo(json.dumps({k: m[k] for k in ("purity", "coherence") if k in m}, indent=2))
+    click.echo(json.dumps({k: m[k] for k in ("purity", "coherence", "diversity") if k in m}, indent=2))
     click.echo(f"evaluated epoch {m['epoch']} in {m['seconds']} s; figures and WAVs in {run_dir / 'eval'}")
+
+
+@main.command(context_settings=CONTEXT)
+@click.option("--speech-run", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+              help="A trained vae-sp run directory.")
+@click.option("--image-run", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+              help="A trained vae-im run directory.")
+@click.option("--out", "out", required=True, type=click.Path(path_type=Path), help="Bridge directory.")
+@click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              default=None, help="YAML BridgeTrainConfig.")
+@click.option("--epochs", type=click.IntRange(1), default=None)
+@click.option("--resume", is_flag=True, help="Continue the bridge in --out exactly where it stopped.")
+@click.option("--set", "sets", multiple=True, help="Any config field, e.g. --set bridge.beta_cls=0")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+def bridge(speech_run, image_run, out: Path, config_file, epochs, resume: bool, sets, quiet: bool) -> None:
+    """Latent translation (Tian & Engel 2019): a bridging VAE between a frozen VAE-sp and VAE-im.
+
+    Then `pvae-model evaluate OUT` judges the translations both ways.
+    """
+    from .bridge import fit, load_bridge_config
+    from .train import RunIOError
+
+    overrides = {k: str(v) for k, v in (("speech_run", speech_run), ("image_run", image_run)) if v is not None}
+    if epochs is not None:
+        overrides["epochs"] = epochs
+    overrides.update(_parse_set(sets))
+    if resume and config_file is None and (out / "bridge.yaml").exists():
+        config_file = out / "bridge.yaml"
+    try:
+        cfg = load_bridge_config(config_file, overrides)
+        if not cfg.speech_run or not cfg.image_run:
+            raise ValueError("--speech-run and --image-run are required (or a config that names them)")
+        m = fit(cfg, out, resume=resume, show_progress=not quiet)
+    except (FileNotFoundError, FileExistsError, KeyError, ValueError, TypeError, RunIOError) as e:
+        raise click.ClickException(str(e)) from None
+    if m:
+        click.echo(f"bridge: epoch {m['epoch']}, loss {m['loss']:.4g}, swd {m['swd']:.3g}, "
+                   f"{m['minutes']:.2f} min; checkpoint {out / 'checkpoints' / 'last.pt'}")
 
 
 @main.command(context_settings=CONTEXT)

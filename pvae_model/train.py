@@ -84,17 +84,21 @@ class TrainConfig:
         return cls(**d)
 
 
-def load_config(path: str | Path | None, overrides: dict | None = None) -> TrainConfig:
-    """YAML file (optional) + ``{"epochs": 3, "pvae.beta": 0}``-style overrides."""
-    d = yaml.safe_load(Path(path).read_text()) if path else {}
-    d = d or {}
+def apply_overrides(d: dict, overrides: dict | None) -> dict:
+    """``{"epochs": 3, "pvae.beta": 0}``-style dotted overrides applied to a nested config dict."""
     for key, value in (overrides or {}).items():
         cur = d
         *parents, last = key.split(".")
         for p in parents:
             cur = cur.setdefault(p, {})
         cur[last] = value
-    return TrainConfig.from_dict(d)
+    return d
+
+
+def load_config(path: str | Path | None, overrides: dict | None = None) -> TrainConfig:
+    """YAML file (optional) + ``{"epochs": 3, "pvae.beta": 0}``-style overrides."""
+    d = yaml.safe_load(Path(path).read_text()) if path else {}
+    return TrainConfig.from_dict(apply_overrides(d or {}, overrides))
 
 
 class NonFiniteLoss(RuntimeError):

@@ -173,7 +173,7 @@ def test_plus_adds_exactly_the_weighted_cross_terms():
     assert plus["loss"] == pytest.approx(paper["loss"] + 2.0 * (plus["cross_nll_audio"] + plus["cross_nll_image"]),
                                          rel=1e-5)
     dev = PVAEConfig(**GOLDEN_CFG, objective="plus", cross_weight=2.0, image_nll_std=0.31).deviations()
-    assert dev == {"objective": "plus", "cross_weight": 2.0, "image_nll_std": 0.31}
+    assert dev == {"objective": "plus", "cross_weight": 2.0, "cross_grad": "all", "image_nll_std": 0.31}
 
 
 def test_cross_terms_reach_the_unimodal_shared_latent_but_not_the_private_encoders():
@@ -190,6 +190,14 @@ def test_cross_terms_reach_the_unimodal_shared_latent_but_not_the_private_encode
     assert model.enc_i.heads["s"].mu.weight.grad.abs().sum() > 0
     assert model.enc_a.heads["a"].mu.weight.grad is None and model.enc_i.heads["i"].mu.weight.grad is None
     assert model.mm.heads["s"].mu.weight.grad is None
+    # cross_grad="decoders": the same terms train the decoders only
+    torch.manual_seed(0)
+    model = PVAE(PVAEConfig(**GOLDEN_CFG, objective="plus", cross_grad="decoders"))
+    qa, qi = model.encode_audio(x_a, b["lengths"]), model.encode_image(b["image"])
+    cross_i, cross_a = model.cross_reconstruction(x_a, b["lengths"], b["image"], qa, qi)
+    (cross_i.sum() + cross_a.sum()).backward()
+    assert model.enc_a.heads["s"].mu.weight.grad is None and model.enc_i.heads["s"].mu.weight.grad is None
+    assert model.dec_a.out.weight.grad.abs().sum() > 0 and model.dec_i.fc[0].weight.grad.abs().sum() > 0
 
 
 def test_kernels():

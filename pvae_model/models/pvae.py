@@ -54,6 +54,10 @@ class PVAEConfig(ConfigMixin):
     image_nll_std: float = 1.0
     objective: str = "paper"  # paper | plus (see the module docstring)
     cross_weight: float = 1.0  # plus: weight of the two cross-modal reconstruction terms
+    # plus: what the cross-modal terms train.  "all": decoders and the unimodal z_s encoders;
+    # "decoders": the z_s samples are detached, so only the decoders learn to read a unimodal z_s
+    # and the encoders are shaped by the paper's terms alone.
+    cross_grad: str = "all"
     # Contrastive kernel k(u, v) (*): "sqdist" exp(-||u-v||^2) (the spec's reading),
     # "dist_half" exp(-||u-v|| / 2) (pixyz's PVAE loss).
     kernel: str = "sqdist"
@@ -66,6 +70,8 @@ class PVAEConfig(ConfigMixin):
             raise ValueError(f"kernel must be one of {tuple(KERNELS)}, got {self.kernel!r}")
         if self.cross_weight < 0:
             raise ValueError("cross_weight must be >= 0")
+        if self.cross_grad not in ("all", "decoders"):
+            raise ValueError(f"cross_grad must be 'all' or 'decoders', got {self.cross_grad!r}")
         if min(self.z_shared, self.z_audio, self.z_image, self.hidden) <= 0:
             raise ValueError("latent and hidden sizes must be positive")
         if self.image_nll_std <= 0:
@@ -82,6 +88,7 @@ class PVAEConfig(ConfigMixin):
         if self.objective != "paper":
             out["objective"] = self.objective
             out["cross_weight"] = self.cross_weight
+            out["cross_grad"] = self.cross_grad
         if self.image_nll_std != 1.0:
             out["image_nll_std"] = self.image_nll_std
         if self.kl_private_weight != 1.0:
@@ -177,6 +184,8 @@ class PVAE(nn.Module):
         """-log p(x_i | z_s ~ q(z_s|x_a), z_i ~ N(0,I)) and -log p(x_a | z_s ~ q(z_s|x_i), z_a ~ N(0,I)),
         per sample: the private latent is noise, so only the other modality's z_s can carry the digit."""
         zs_a, zs_i = reparameterize(*qa["s"]), reparameterize(*qi["s"])
+        if self.cfg.cross_grad == "decoders":
+            zs_a, zs_i = zs_a.detach(), zs_i.detach()
         z_i = torch.randn(len(x_i), self.cfg.z_image, device=x_i.device, dtype=zs_a.dtype)
         z_a = torch.randn(len(x_a), self.cfg.z_audio, device=x_a.device, dtype=zs_i.dtype)
         cross_i = gaussian_nll_image(x_i, self.decode_image(zs_a, z_i), self.cfg.image_nll_std)

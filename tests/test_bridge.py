@@ -1,0 +1,164 @@
+"""Latent translation (Tian & Engel 2019): SWD, domain conditioning, round trip, exact resume, CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from pvae_model.models.bridge import Bridge, BridgeConfig, sliced_wasserstein
+
+REPO = Path(__file__).resolve().parents[1]
+WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+
+
+def test_swd_in_one_dimension_is_the_brute_force_wasserstein():
+    """In 1-D every projection is +-1, so SWD must equal W2^2 found by an exhaustive optimal
+    assignment (scipy's Hungarian algorithm on squared distances), not only by sorting."""
+    from scipy.optimize import linear_sum_assignment
+
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(40, 1, generator=g), 2 + 0.5 * torch.randn(40, 1, generator=g)
+    cost = (x - y.T).pow(2).numpy()
+    r, c = linear_sum_assignment(cost)
+    brute = cost[r, c].mean()
+    assert float(sliced_wasserstein(x, y, projections=16, generator=g)) == pytest.approx(brute, rel=1e-5)
+
+
+def test_swd_is_zero_for_equal_samples_and_grows_with_a_shift():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(256, 8, generator=g)
+    assert float(sliced_wasserstein(x, x[torch.randperm(256, generator=g)], 32, g)) < 1e-10
+    near = float(sliced_wasserstein(x, x + 0.1, 64, g))
+    far = float(sliced_wasserstein(x, x + 1.0, 64, g))
+    assert 0 < near < far
+    with pytest.raises(ValueError):
+        sliced_wasserstein(x, x[:10], 4)
+
+
+def test_domain_conditioning_changes_the_output():
+    torch.manual_seed(0)
+    b = Bridge(BridgeConfig(hidden=32, layers=2), (6, 4))
+    z = torch.randn(5, 6)
+    assert not torch.allclose(b.encode(z, 0)[0], b.encode(z, 1)[0])
+    zb = torch.randn(5, 8)
+    assert b.decode(zb, 0).shape == (5, 6) and b.decode(zb, 1).shape == (5, 4)
+    assert not torch.allclose(b.decode(zb, 0)[:, :4], b.decode(zb, 1))
+
+
+def test_round_trip_reconstructs_after_a_short_fit():
+    """z1 -> z' -> z1 on clustered 16-D latents: relative error below 0.25 after 600 steps."""
+    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(1)
+    centres = 2 * torch.randn(10, 16, generator=g)
+    y1, y2 = torch.randint(0, 10, (2000,), generator=g), torch.randint(0, 10, (2000,), generator=g)
+    z1 = centres[y1] + 0.3 * torch.randn(2000, 16, generator=g)
+    z2 = 2 * torch.randn(10, 12, generator=g)[y2] + 0.3 * torch.randn(2000, 12, generator=g)
+    model = Bridge(BridgeConfig(hidden=128, layers=2, beta_cls=1.0), (16, 12))
+    opt = torch.optim.Adam(model.parameters(), 1e-3)
+    for _ in range(600):
+        a, b = torch.randint(0, 2000, (128,), generator=g), torch.randint(0, 2000, (128,), generator=g)
+        out = model({"z_speech": z1[a], "y_speech": y1[a], "z_image": z2[b], "y_image": y2[b]}, generator=g)
+        opt.zero_grad()
+        out.loss.backward()
+        opt.step()
+    model.eval()
+    with torch.no_grad():
+        rt = model.transfer(z1, 0, 0)
+    assert float(((z1 - rt).norm(dim=1) / z1.norm(dim=1)).mean()) < 0.25
+    # the classifier term starts to align the classes: a speech latent translated to the image
+    # domain lands nearest to its class's image centre far more often than chance (10 %)
+    with torch.no_grad():
+        t = model.transfer(z1[:500], 0, 1)
+        means = torch.stack([z2[y2 == d].mean(0) for d in range(10)])
+    assert float((torch.cdist(t, means).argmin(1) == y1[:500]).float().mean()) > 0.25
+
+
+@pytest.fixture(scope="module")
+def base_runs(tmp_path_factory, fsdd_files):
+    """Tiny trained VAE-sp and VAE-im runs on 150 real FSDD digits and real MNIST."""
+    from pvae_data.features import FbankStageConfig, compute_features
+    from pvae_data.io_utils import write_jsonl
+    from pvae_data.shards import ShardConfig, shard_audio, shard_mnist
+    from pvae_model.train import TrainConfig, train
+
+    mnist = REPO.parent / "shared" / "data" / "mnist"
+    if not mnist.is_dir():
+        pytest.skip("MNIST not found")
+    tmp = tmp_path_factory.mktemp("bridge")
+    recs = []
+    for p in fsdd_files[::20]:
+        digit, spk, take = Path(p).stem.split("_")
+        recs.append({"id": f"{spk}-{digit}-{int(take):02d}", "audio": p, "speaker": spk,
+                     "transcript": WORDS[int(digit)], "split": "test" if int(take) <= 4 else "train"})
+    write_jsonl(tmp / "m.jsonl", recs)
+    compute_features(tmp / "m.jsonl", tmp / "fbank", FbankStageConfig(), show_progress=False)
+    shard_audio(tmp / "fbank", tmp / "audio", show_progress=False)
+    shard_mnist(mnist, tmp / "images", ShardConfig(), show_progress=False)
+    runs = {}
+    for name in ("vae-sp", "vae-im"):
+        cfg = TrainConfig.from_dict({"audio_shards": str(tmp / "audio"), "image_shards": str(tmp / "images"),
+                                     "model": name, "epochs": 1, "batch_size": 32, "eval_every": 0, "num_threads": 1,
+                                     "pvae": {"hidden": 24, "z_shared": 4, "z_audio": 4, "z_image": 4,
+                                              "image_channels": [4, 8], "image_nll_std": 0.31}})
+        train(cfg, tmp / name, show_progress=False)
+        runs[name] = tmp / name
+    return runs
+
+
+def _cfg(base_runs, **kw):
+    from pvae_model.bridge import BridgeTrainConfig
+
+    d = {"speech_run": str(base_runs["vae-sp"]), "image_run": str(base_runs["vae-im"]), "epochs": 3,
+         "steps_per_epoch": 10, "batch_size": 32, "num_threads": 1,
+         "bridge": {"hidden": 32, "layers": 2}}
+    d.update(kw)
+    return BridgeTrainConfig.from_dict(d)
+
+
+def test_bridge_resumes_exactly(tmp_path, base_runs):
+    from pvae_model.bridge import fit
+
+    fit(_cfg(base_runs, epochs=4), tmp_path / "straight", show_progress=False)
+    fit(_cfg(base_runs, epochs=2), tmp_path / "resumed", show_progress=False)
+    with pytest.raises(FileExistsError):
+        fit(_cfg(base_runs, epochs=4), tmp_path / "resumed", show_progress=False)
+    fit(_cfg(base_runs, epochs=4), tmp_path / "resumed", resume=True, show_progress=False)
+    drop = lambda d: {k: v for k, v in d.items() if k != "minutes"}  # noqa: E731
+    lines = lambda r: [drop(json.loads(ln)) for ln in (r / "metrics.jsonl").read_text().splitlines()]  # noqa: E731
+    assert lines(tmp_path / "straight") == lines(tmp_path / "resumed") and len(lines(tmp_path / "resumed")) == 4
+    a = torch.load(tmp_path / "straight" / "checkpoints" / "last.pt", weights_only=False)["model"]
+    b = torch.load(tmp_path / "resumed" / "checkpoints" / "last.pt", weights_only=False)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_bridge_cli_evaluate_and_report(tmp_path, base_runs):
+    from click.testing import CliRunner
+
+    from pvae_model.cli import main
+
+    out = tmp_path / "br"
+    r = CliRunner().invoke(main, ["bridge", "--speech-run", str(base_runs["vae-sp"]), "--image-run",
+                                  str(base_runs["vae-im"]), "--out", str(out), "--epochs", "2", "-q",
+                                  "--set", "steps_per_epoch=5", "--set", "bridge.hidden=32", "--set", "num_threads=1"])
+    assert r.exit_code == 0, r.output
+    assert "bridge: epoch 2" in r.output and (out / "latents.pt").exists()
+    r = CliRunner().invoke(main, ["evaluate", str(out)])
+    assert r.exit_code == 0, r.output
+    m = json.loads((out / "eval" / "metrics.json").read_text())
+    c = m["coherence"]
+    assert 0 <= c["speech_to_image_prior"] <= 1 and 0 <= c["image_to_speech_prior"] <= 1
+    assert m["cost_minutes"]["bridge"] > 0 and m["round_trip_relative_error"] >= 0
+    assert 0 <= m["diversity"]["near_copy_fraction"] <= 1
+    assert (out / "eval" / "bridge_interpolation.png").stat().st_size > 1000
+    assert len(list((out / "eval").glob("bridge_written_to_spoken_digit*_ref0.wav"))) >= 5
+    r = CliRunner().invoke(main, ["report", str(out), "--out", str(tmp_path / "rep.html")])
+    assert r.exit_code == 0, r.output
+    assert "| br (bridge, epoch 2)" in r.output
+    # a bad base run is a one-line error
+    r = CliRunner().invoke(main, ["bridge", "--speech-run", str(base_runs["vae-im"]), "--image-run",
+                                  str(base_runs["vae-im"]), "--out", str(tmp_path / "bad"), "-q"])
+    assert r.exit_code == 1 and "needs a vae-sp and a vae-im run" in r.output
