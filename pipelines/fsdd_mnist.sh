@@ -3,6 +3,7 @@
 # finished work, so rerunning after an interruption continues where it stopped.
 #
 #   pipelines/fsdd_mnist.sh [--stage N] [--stop-stage M] [--data DIR] [--out DIR] [--jobs J] [--config YAML]
+#                           [--base-epochs E]
 #
 #   0 prepare   (download FSDD/MNIST if absent) FSDD recordings -> utterances.jsonl
 #   1 trim      energy VAD -> segments.jsonl
@@ -11,8 +12,11 @@
 #   4 train     PVAE (configs/pvae_fast.yaml: 30 min on 2 CPU cores)
 #   5 evaluate  purity, inertia, t-SNE, generation, coherence -> OUT/pvae/eval
 #   6 report    OUT/report.html
+#   7 bridge    VAE-sp and VAE-im (--base-epochs, same config), the latent-translation bridge
+#               between them (Tian & Engel 2019), its evaluation, and the report with PVAE and
+#               the bridge side by side
 set -euo pipefail
-stage=0; stop_stage=100; jobs=2
+stage=0; stop_stage=100; jobs=2; base_epochs=60
 root=$(cd "$(dirname "$0")/.." && pwd)
 data=${PVAE_DATA:-}
 out=$root/exp/fsdd_mnist
@@ -25,7 +29,8 @@ while [ $# -gt 0 ]; do
     --out) out=$2; shift 2 ;;
     --jobs) jobs=$2; shift 2 ;;
     --config) config=$2; shift 2 ;;
-    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+    --base-epochs) base_epochs=$2; shift 2 ;;
+    -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
     *) echo "unknown option $1" >&2; exit 1 ;;
   esac
 done
@@ -50,3 +55,16 @@ fi
 segments="$out/trim/segments.jsonl"
 mnist="$data/mnist"
 common_stages
+if want 7; then
+  for m in vae-sp vae-im; do
+    run 7 "train $m ($base_epochs epochs)"
+    "$bin/pvae-model" train --config "$config" --model "$m" --out "$out/$m" --resume -q \
+      --audio-shards "$out/shards/audio" --image-shards "$out/shards/images" --epochs "$base_epochs" --max-minutes 0
+  done
+  run 7 "bridge between $out/vae-sp and $out/vae-im"
+  "$bin/pvae-model" bridge --speech-run "$out/vae-sp" --image-run "$out/vae-im" --out "$out/bridge" --resume -q
+  "$bin/pvae-model" evaluate "$out/bridge" > "$out/bridge/evaluate.log"
+  reported=("$out/bridge")
+  [ -f "$out/pvae/eval/metrics.json" ] && reported=("$out/pvae" "${reported[@]}")
+  "$bin/pvae-model" report "${reported[@]}" --out "$out/report.html"
+fi

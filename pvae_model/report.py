@@ -185,6 +185,16 @@ def build_report(run_dirs: list[str | Path], out: str | Path) -> Path:
             f"{html.escape(n)}" for i, n in enumerate(notes)) + "</p>")
     for r, m in runs:
         parts.append(f"<h2>{html.escape(r.name)}</h2>")
+        if m.get("model") == "bridge":
+            cost, div = m.get("cost_minutes", {}), m.get("diversity", {})
+            parts.append(
+                f"<p>Latent translation (Tian &amp; Engel 2019) between frozen VAE-sp and VAE-im: speech→image "
+                f"{100 * m['coherence']['speech_to_image_prior']:.1f} %, image→speech "
+                f"{100 * m['coherence']['image_to_speech_prior']:.1f} % (no style latent: one output per input). "
+                f"Training cost: base VAE-sp {cost.get('vae_sp', 0):.1f} min + VAE-im {cost.get('vae_im', 0):.1f} min, "
+                f"bridge {cost.get('bridge', 0):.2f} min. Output diversity within a digit, relative to real digits: "
+                f"{div.get('pairwise_distance_ratio', 0):.2f}; near-copies {100 * div.get('near_copy_fraction', 0):.1f} %; "
+                f"round-trip z1→z'→z1 relative error {m.get('round_trip_relative_error', 0):.3f}.</p>")
         cl = (m.get("coherence") or {}).get("classifiers")
         if cl:
             parts.append(f"<p>Judge classifiers' test accuracy: speech {100 * cl['speech_test_accuracy']:.1f} %, "
