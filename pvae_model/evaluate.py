@@ -148,8 +148,8 @@ def _plot_curves(metrics_path: Path, path: Path) -> None:
     t = [r["minutes"] for r in rows]
     for k in CURVE_TERMS:
         if k in rows[0]:
-            ax1.plot(t, [max(r[k], 1e-3) for r in rows], label=k, lw=1.2)
-    ax1.set_yscale("log")
+            ax1.plot(t, [r[k] for r in rows], label=k, lw=1.2)
+    ax1.set_yscale("symlog", linthresh=1.0)  # Gaussian NLLs go negative once the fit is sharp
     ax1.set_xlabel("training minutes")
     ax1.set_title("loss terms (per pair, epoch mean)", fontsize=10)
     ax1.legend(fontsize=7, ncol=2)
