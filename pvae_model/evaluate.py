@@ -200,8 +200,6 @@ def _plot_inertia(inertia: dict, path: Path) -> None:
 
 
 def _plot_tsne(means: dict, a_labels, i_labels, ecfg: EvalConfig, out: Path) -> None:
-    from sklearn.manifold import TSNE
-
     plt = _plt()
     rng = np.random.default_rng(ecfg.seed)
     sub = rng.permutation(len(i_labels))[: ecfg.tsne_images]
@@ -220,8 +218,13 @@ def _plot_tsne(means: dict, a_labels, i_labels, ecfg: EvalConfig, out: Path) -> 
         panels.append(("z_i (image style)", means["i"][sub], i_labels[sub], None))
     fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 4), squeeze=False)
     for ax, (title, x, y, marks) in zip(axes[0], panels):
-        perplexity = min(30.0, max(2.0, (len(x) - 1) / 3))  # small test sets need a smaller one
-        e = TSNE(n_components=2, init="pca", perplexity=perplexity, random_state=ecfg.seed).fit_transform(x)
+        e = _tsne(x, ecfg.seed)
+        if e is None:  # a collapsed latent: every point in one place (t-SNE would crash on it)
+            ax.text(0.5, 0.5, "collapsed:\nall points coincide", ha="center", va="center", transform=ax.transAxes)
+            ax.set_title(title, fontsize=10)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            continue
         if marks is None:
             sc = ax.scatter(e[:, 0], e[:, 1], c=y, cmap="tab10", s=6, vmin=0, vmax=9)
         else:
@@ -234,6 +237,20 @@ def _plot_tsne(means: dict, a_labels, i_labels, ecfg: EvalConfig, out: Path) -> 
     fig.colorbar(sc, ax=axes[0].tolist(), ticks=range(10), fraction=0.02, label="digit")
     fig.savefig(out / "tsne.png", dpi=100, bbox_inches="tight")
     plt.close(fig)
+
+
+def _tsne(x: np.ndarray, seed: int) -> np.ndarray | None:
+    """2-D t-SNE of ``x``; None for a collapsed latent (fewer than 3 distinct points), whose PCA
+    initialisation divides by zero and makes sklearn's Barnes-Hut code crash the process."""
+    from sklearn.manifold import TSNE
+
+    x = np.asarray(x, dtype=np.float64)
+    if len(np.unique(np.round(x, 7), axis=0)) < 3:
+        return None
+    top = np.linalg.svd(x - x.mean(0), compute_uv=False)[0]
+    perplexity = min(30.0, max(2.0, (len(x) - 1) / 3))  # small test sets need a smaller one
+    init = "pca" if top > 1e-6 * np.sqrt(len(x)) else "random"
+    return TSNE(n_components=2, init=init, perplexity=perplexity, random_state=seed).fit_transform(x)
 
 
 def _np(t) -> np.ndarray:

@@ -257,3 +257,17 @@ def test_sample_probe_sees_through_a_collapsed_latent():
     informative = sample_probe_accuracy(post(y_tr, 3.0, -4.0), y_tr, post(y_te, 3.0, -4.0), y_te)
     assert kmeans_purity(post(y_te, 1e-3, 0.0)[0], y_te) == 1.0
     assert collapsed < 0.2 and informative > 0.95
+
+
+def test_tsne_figure_survives_a_collapsed_latent(tmp_path):
+    """JMVAE-kl's image latent can collapse to one point: t-SNE's PCA init then divides by zero
+    and sklearn crashed the whole evaluation (segfault). The panel says so instead."""
+    import numpy as np
+
+    from pvae_model.evaluate import EvalConfig, _plot_tsne, _tsne
+
+    rng = np.random.default_rng(0)
+    means = {"s_audio": rng.standard_normal((40, 6)), "s_image": np.ones((60, 6)) * 0.3}
+    _plot_tsne(means, rng.integers(0, 10, 40), rng.integers(0, 10, 60), EvalConfig(tsne_images=60), tmp_path)
+    assert (tmp_path / "tsne.png").stat().st_size > 1000
+    assert _tsne(means["s_image"], 0) is None and _tsne(means["s_audio"], 0).shape == (40, 2)
