@@ -58,7 +58,7 @@ def evaluate(run_dir: str | Path, ecfg: EvalConfig = EvalConfig()) -> dict:
     means = {k: mu for k, (mu, _) in post.items()}
     metrics: dict = {"model": cfg.model, "epoch": ck["epoch"], "checkpoint": ecfg.checkpoint,
                      "objective": cfg.pvae.objective if cfg.model == "pvae" else None,
-                     "deviations": cfg.pvae.deviations(),
+                     "deviations": cfg.pvae.deviations(cfg.model),
                      "n_speech": len(audio.labels), "n_images": len(images.labels),
                      "purity": latent_purity(means, audio.labels, images.labels, ecfg.seeds),
                      "rate": {LATENT_NAMES[k]: rate(*v) for k, v in post.items()},

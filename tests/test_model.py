@@ -174,6 +174,8 @@ def test_plus_adds_exactly_the_weighted_cross_terms():
                                          rel=1e-5)
     dev = PVAEConfig(**GOLDEN_CFG, objective="plus", cross_weight=2.0, image_nll_std=0.31).deviations()
     assert dev == {"objective": "plus", "cross_weight": 2.0, "cross_grad": "all", "image_nll_std": 0.31}
+    cfg = PVAEConfig(**GOLDEN_CFG, objective="plus", image_nll_std=0.31)  # a baseline built from it:
+    assert cfg.deviations("jmvae-kl") == {"image_nll_std": 0.31} and cfg.deviations("vae-sp") == {}
 
 
 def test_cross_terms_reach_the_unimodal_shared_latent_but_not_the_private_encoders():

@@ -80,11 +80,14 @@ class PVAEConfig(ConfigMixin):
             raise ValueError("alpha, beta, gamma and kl_private_weight must be >= 0")
 
 
-    def deviations(self) -> dict:
+    def deviations(self, model: str = "pvae") -> dict:
         """Every field whose value departs from the spec's objective (``{name: value}``), for
-        configs, metrics and the report's footnotes.  Fields marked (*) in the spec are choices,
-        not deviations, and are not listed."""
+        configs, metrics and the report's footnotes; for a baseline (``model``), only those that
+        reach its loss (the image likelihood).  Fields marked (*) in the spec are choices, not
+        deviations, and are not listed."""
         out = {}
+        if model != "pvae":
+            return {"image_nll_std": self.image_nll_std} if self.image_nll_std != 1.0 and model != "vae-sp" else {}
         if self.objective != "paper":
             out["objective"] = self.objective
             out["cross_weight"] = self.cross_weight
