@@ -25,7 +25,7 @@ import yaml
 
 from pvae_data.config import ConfigMixin
 
-from .models.bridge import DOMAINS, Bridge, BridgeConfig
+from .models.bridge import Bridge, BridgeConfig
 
 
 @dataclass
@@ -144,7 +144,7 @@ def fit(cfg: BridgeTrainConfig, out_dir: str | Path, resume: bool = False, show_
     """Train the bridge; returns the last epoch's metrics (``{}`` when already complete)."""
     from tqdm import tqdm
 
-    from .train import RunIOError, _lock_run, _save, _Stop, _truncate_metrics
+    from .train import RunIOError, _lock_run, _save, _Stop, _truncate_metrics, log_epoch
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -201,12 +201,7 @@ def fit(cfg: BridgeTrainConfig, out_dir: str | Path, resume: bool = False, show_
                     sums[k] = sums.get(k, 0.0) + v / cfg.steps_per_epoch
             seconds = seconds_before + time.perf_counter() - t0
             last = {**sums, "epoch": epoch + 1, "minutes": seconds / 60}
-            with open(out / "metrics.jsonl", "a") as f:
-                f.write(json.dumps(last) + "\n")
-            if writer:
-                for k, v in last.items():
-                    if k != "epoch":
-                        writer.add_scalar(k, v, epoch + 1)
+            log_epoch(out / "metrics.jsonl", writer, last)
             _save(ckpt, {"model": model.state_dict(), "optimizer": opt.state_dict(), "config": cfg.to_dict(),
                          "z_dims": list(model.z_dims), "epoch": epoch + 1, "train_seconds": seconds,
                          "rng": {"torch": torch.get_rng_state(), "generator": gen.get_state()}})

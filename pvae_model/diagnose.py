@@ -31,7 +31,7 @@ def diagnose(run_dir, checkpoint: str = "last", n_images: int = 1000, seed: int 
     judge = Judge.load(cfg.audio_shards, cfg.image_shards)
     checks = generation_checks(model, judge, audio, images, n_images=n_images, seed=seed)
     r = dict(checks["rows"])
-    (qa, lengths, ya), (qi, pick, _) = checks["posteriors"]["speech"], checks["posteriors"]["image"]
+    (qa, lengths, ya), (qi, _, _) = checks["posteriors"]["speech"], checks["posteriors"]["image"]
     zs_a, za, zs_i, zi = qa["s"][0], qa["a"][0], qi["s"][0], qi["i"][0]
     # The multimodal posterior of same-label pairs: what the decoders were trained on.
     from .data import pad_audio

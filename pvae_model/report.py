@@ -26,8 +26,8 @@ PAPER = [
 ]
 
 CSS = """
-body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222}
-table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}
+body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1320px;color:#222}
+table{border-collapse:collapse;margin:1em 0;font-size:88%;display:block;overflow-x:auto}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}
 th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}tr.paper td{color:#666;font-style:italic}
 img{max-width:100%;border:1px solid #eee;margin:4px 0}figure{margin:1em 0}figcaption{color:#555;font-size:90%}
 .audio{display:inline-block;margin:4px 12px 4px 0;font-size:85%}

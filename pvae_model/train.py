@@ -330,13 +330,7 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, show_prog
                 if judge is not None:
                     metrics.update(quick_generation(model, judge, audio_test, image_test, cfg.eval_coherence_images))
             if main:
-                with open(run / "metrics.jsonl", "a") as f:
-                    f.write(json.dumps(metrics) + "\n")
-                if writer:
-                    for k, v in metrics.items():
-                        if k != "epoch":
-                            writer.add_scalar(k, v, epoch + 1)
-                    writer.flush()
+                log_epoch(run / "metrics.jsonl", writer, metrics)
             got = [metrics[k] for k in ("purity_zs_speech", "purity_zs_image") if k in metrics]
             score = sum(got) / len(got) if got else -1.0
             improved = evaluate and score > best
@@ -400,6 +394,17 @@ def _reduce(sums: dict, dist) -> dict:
         dist.all_reduce(vals)
     n = float(vals[-1]) or 1.0
     return {k: float(v) / n for k, v in zip(keys, vals[:-1])}
+
+
+def log_epoch(path: Path, writer, metrics: dict) -> None:
+    """One line of ``metrics.jsonl`` and the same scalars in TensorBoard (``writer`` may be None)."""
+    with open(path, "a") as f:
+        f.write(json.dumps(metrics) + "\n")
+    if writer:
+        for k, v in metrics.items():
+            if k != "epoch":
+                writer.add_scalar(k, v, metrics["epoch"])
+        writer.flush()
 
 
 def _truncate_metrics(path: Path, epochs_done: int) -> None:

@@ -147,3 +147,30 @@ def tidigits_tree(tmp_path: Path, fsdd_audio, write_audio) -> dict:
         write_audio(root / "tidigits" / rel, y, 20000, format="NIST")
         files[rel] = digits
     return {"root": root, "files": files}
+
+
+WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+
+
+@pytest.fixture(scope="module")
+def small_shards(tmp_path_factory, fsdd_files) -> tuple[Path, Path]:
+    """Audio shards of 150 real FSDD digits (every 20th file) and image shards of the real MNIST
+    files, for the model tests; ``(audio_dir, image_dir)``."""
+    from pvae_data.features import FbankStageConfig, compute_features
+    from pvae_data.io_utils import write_jsonl
+    from pvae_data.shards import ShardConfig, shard_audio, shard_mnist
+
+    mnist = DATA_ROOT / "mnist"
+    if not mnist.is_dir():
+        pytest.skip("MNIST not found")
+    tmp = tmp_path_factory.mktemp("shards")
+    recs = []
+    for p in fsdd_files[::20]:
+        digit, spk, take = Path(p).stem.split("_")
+        recs.append({"id": f"{spk}-{digit}-{int(take):02d}", "audio": p, "speaker": spk,
+                     "transcript": WORDS[int(digit)], "split": "test" if int(take) <= 4 else "train"})
+    write_jsonl(tmp / "m.jsonl", recs)
+    compute_features(tmp / "m.jsonl", tmp / "fbank", FbankStageConfig(), show_progress=False)
+    shard_audio(tmp / "fbank", tmp / "audio", show_progress=False)
+    shard_mnist(mnist, tmp / "images", ShardConfig(), show_progress=False)
+    return tmp / "audio", tmp / "images"

@@ -3,16 +3,12 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
 from pvae_model.models.bridge import Bridge, BridgeConfig, sliced_wasserstein
 
-REPO = Path(__file__).resolve().parents[1]
-WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 
 
 def test_swd_in_one_dimension_is_the_brute_force_wasserstein():
@@ -78,29 +74,15 @@ def test_round_trip_reconstructs_after_a_short_fit():
 
 
 @pytest.fixture(scope="module")
-def base_runs(tmp_path_factory, fsdd_files):
+def base_runs(small_shards, tmp_path_factory):
     """Tiny trained VAE-sp and VAE-im runs on 150 real FSDD digits and real MNIST."""
-    from pvae_data.features import FbankStageConfig, compute_features
-    from pvae_data.io_utils import write_jsonl
-    from pvae_data.shards import ShardConfig, shard_audio, shard_mnist
     from pvae_model.train import TrainConfig, train
 
-    mnist = REPO.parent / "shared" / "data" / "mnist"
-    if not mnist.is_dir():
-        pytest.skip("MNIST not found")
+    audio, images = small_shards
     tmp = tmp_path_factory.mktemp("bridge")
-    recs = []
-    for p in fsdd_files[::20]:
-        digit, spk, take = Path(p).stem.split("_")
-        recs.append({"id": f"{spk}-{digit}-{int(take):02d}", "audio": p, "speaker": spk,
-                     "transcript": WORDS[int(digit)], "split": "test" if int(take) <= 4 else "train"})
-    write_jsonl(tmp / "m.jsonl", recs)
-    compute_features(tmp / "m.jsonl", tmp / "fbank", FbankStageConfig(), show_progress=False)
-    shard_audio(tmp / "fbank", tmp / "audio", show_progress=False)
-    shard_mnist(mnist, tmp / "images", ShardConfig(), show_progress=False)
     runs = {}
     for name in ("vae-sp", "vae-im"):
-        cfg = TrainConfig.from_dict({"audio_shards": str(tmp / "audio"), "image_shards": str(tmp / "images"),
+        cfg = TrainConfig.from_dict({"audio_shards": str(audio), "image_shards": str(images),
                                      "model": name, "epochs": 1, "batch_size": 32, "eval_every": 0, "num_threads": 1,
                                      "pvae": {"hidden": 24, "z_shared": 4, "z_audio": 4, "z_image": 4,
                                               "image_channels": [4, 8], "image_nll_std": 0.31}})

@@ -14,34 +14,17 @@ import numpy as np
 import pytest
 import torch
 
-from pvae_data.features import FbankStageConfig, compute_features
-from pvae_data.io_utils import write_jsonl
-from pvae_data.shards import ShardConfig, shard_audio, shard_mnist
 from pvae_model.data import PairedEpochs, load_audio_split, load_image_split
 from pvae_model.train import NonFiniteLoss, TrainConfig, load_config, train
 
 REPO = Path(__file__).resolve().parents[1]
-WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 TIMING = {"pairs_per_s", "minutes"}
 
 
 @pytest.fixture(scope="module")
-def shards(tmp_path_factory, fsdd_files) -> tuple[Path, Path]:
+def shards(small_shards) -> tuple[Path, Path]:
     """Audio shards of 150 real FSDD digits and image shards of the real MNIST files."""
-    tmp = tmp_path_factory.mktemp("train")
-    recs = []
-    for p in fsdd_files[::20]:
-        digit, spk, take = Path(p).stem.split("_")
-        recs.append({"id": f"{spk}-{digit}-{int(take):02d}", "audio": p, "speaker": spk,
-                     "transcript": WORDS[int(digit)], "split": "test" if int(take) <= 4 else "train"})
-    write_jsonl(tmp / "m.jsonl", recs)
-    compute_features(tmp / "m.jsonl", tmp / "fbank", FbankStageConfig(), show_progress=False)
-    shard_audio(tmp / "fbank", tmp / "audio", show_progress=False)
-    mnist = REPO.parent / "shared" / "data" / "mnist"
-    if not mnist.is_dir():
-        pytest.skip("MNIST not found")
-    shard_mnist(mnist, tmp / "images", ShardConfig(), show_progress=False)
-    return tmp / "audio", tmp / "images"
+    return small_shards
 
 
 def tiny(shards, **kw) -> TrainConfig:
