@@ -34,12 +34,117 @@ def spans_by_utt(segments: list[dict]) -> dict[str, list[tuple[float, float]]]:
     return dict(out)
 
 
+# Bars of issue 13, per condition: median <= 10 ms, >= 97 % within 50 ms, >= 95 % IoU >= 0.8.
+BAR_MEDIAN_MS, BAR_WITHIN_PCT, BAR_IOU_PCT = 10.0, 97.0, 95.0
+
+
+def segmentation_met(s: dict) -> bool:
+    return s["median_ms"] <= BAR_MEDIAN_MS and s["within_pct"] >= BAR_WITHIN_PCT and s["iou_pct"] >= BAR_IOU_PCT
+
+
+def conditions(passes: int) -> dict:
+    """Test-set recipes that reproduce what real corpora do to the segmenter (issue 13)."""
+    from pvae_data.synth_digits import SynthConfig
+
+    return {
+        "standard (pauses, 0.1-0.4 s edges)": SynthConfig(seed=1, passes=passes),
+        "tight cuts (no leading/trailing silence)": SynthConfig(seed=2, passes=passes, edge_silence_s=(0.0, 0.0)),
+        "abutting runs (3-7 digits, no pauses)": SynthConfig(seed=3, passes=passes, min_digits=3, zero_pause_prob=1.0),
+        "tight + abutting (no background at all)": SynthConfig(seed=4, passes=passes, min_digits=3,
+                                                               zero_pause_prob=1.0, edge_silence_s=(0.0, 0.0)),
+    }
+
+
+def score_condition(recordings: Path, work: Path, model_dir: Path, name: str, cfg, cache: dict | None = None) -> dict:
+    from pvae_data.align.score import score_boundaries
+    from pvae_data.io_utils import read_jsonl
+    from pvae_data.segment import segment_manifest
+    from pvae_data.synth_digits import TEST_TAKES, synth_utterances, write_synth
+
+    d = work / ("cond_" + "".join(c if c.isalnum() else "_" for c in name.split(" (")[0]))
+    utts = synth_utterances(recordings, takes=TEST_TAKES, cfg=cfg, prefix="cond")
+    files = write_synth(utts, d, split="test")
+    segment_manifest(files["utterances"], d / "seg", model=model_dir, show_progress=False)
+    truth = {r["id"]: [tuple(s) for s in r["spans"]] for r in read_jsonl(files["truth"])}
+    score = score_boundaries(spans_by_utt(read_jsonl(d / "seg" / "segments.jsonl")), truth)
+    if cache is not None:
+        cache[name] = files
+    return score
+
+
+def condition_rows(recordings: Path, work: Path, model_dir: Path, passes: int) -> list[tuple[str, str, bool]]:
+    from pvae_data.align.score import format_score
+
+    rows = []
+    for name, cfg in conditions(passes).items():
+        s = score_condition(recordings, work, model_dir, name, cfg)
+        rows.append((name, format_score(s), segmentation_met(s)))
+    return rows
+
+
+def mismatch_rows(recordings: Path, work: Path, model, passes: int) -> list[tuple[str, str, bool]]:
+    """Rejection of wrong transcripts through the whole ``segment`` decision (``segment_utterance``):
+    correct, one word substituted / dropped / inserted, and two- or three-digit recordings
+    labelled with one of their digits."""
+    from pvae_data.io_utils import read_jsonl
+    from pvae_data.segment import SegmentConfig, segment_utterance
+    from pvae_data.synth_digits import SynthConfig, TEST_TAKES, synth_utterances, write_synth
+
+    rng = np.random.default_rng(7)
+    cfg = SegmentConfig()
+    recs = []
+    for k, c in enumerate(conditions(passes).values()):
+        d = work / f"mismatch_{k}"
+        recs += read_jsonl(write_synth(synth_utterances(recordings, takes=TEST_TAKES, cfg=c, prefix=f"m{k}"), d,
+                                       split="test")["utterances"])
+    words_all = list(model.words)
+
+    def rejected(r: dict, words: list[str]) -> bool:
+        return segment_utterance({**r, "transcript": " ".join(words)}, model, cfg)[1] is not None
+
+    counts = {"correct": [0, 0], "substituted": [0, 0], "dropped": [0, 0], "inserted": [0, 0]}
+    wrong_reasons: list[str] = []
+    for r in recs:
+        w = r["transcript"].split()
+        bad = segment_utterance(r, model, cfg)[1]
+        counts["correct"][0] += bad is not None
+        counts["correct"][1] += 1
+        if bad is not None and len(wrong_reasons) < 5:
+            wrong_reasons.append(f"{r['id']}: {bad['reason']}")
+        k = int(rng.integers(len(w)))
+        sub = list(w)
+        sub[k] = str(rng.choice([x for x in words_all if x != w[k]]))
+        counts["substituted"][0] += rejected(r, sub)
+        counts["substituted"][1] += 1
+        counts["dropped"][0] += rejected(r, w[:k] + w[k + 1:])
+        counts["dropped"][1] += 1
+        ins = list(w)
+        ins.insert(int(rng.integers(len(w) + 1)), str(rng.choice(words_all)))
+        counts["inserted"][0] += rejected(r, ins)
+        counts["inserted"][1] += 1
+    short = synth_utterances(recordings, takes=TEST_TAKES, cfg=SynthConfig(seed=9, passes=passes, min_digits=2,
+                                                                            max_digits=3), prefix="short")
+    srecs = read_jsonl(write_synth(short, work / "mismatch_single", split="test")["utterances"])
+    single = [sum(rejected(r, [str(rng.choice(r["transcript"].split()))]) for r in srecs), len(srecs)]
+    rows = []
+    n, t = counts.pop("correct")
+    rows.append(("correct transcripts rejected", f"{n} of {t} ({100 * n / t:.2f} %, bar <= 0.5 %)"
+                 + ("; first: " + " | ".join(wrong_reasons) if wrong_reasons else ""), n / t <= 0.005))
+    for kind, (n, t) in counts.items():
+        rows.append((f"one word {kind}: caught", f"{n} of {t} ({100 * n / t:.1f} %, bar >= 95 %)", n / t >= 0.95))
+    n, t = single
+    rows.append(("2-3 digits labelled with one digit: rejected", f"{n} of {t} ({100 * n / t:.1f} %, bar >= 95 %)",
+                 n / t >= 0.95))
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default=os.environ.get("PVAE_DATA", str(ROOT.parent / "shared" / "data")))
     ap.add_argument("--passes", type=int, default=2, help="times each training take is used")
     ap.add_argument("--test-passes", type=int, default=3, help="times each test take is used")
     ap.add_argument("--loso", action="store_true", help="also the leave-one-speaker-out folds")
+    ap.add_argument("--no-conditions", action="store_true", help="skip the condition and mismatch rows")
     ap.add_argument("--ablation", action="store_true", help="also score the trimming variants (docs/alignment.md)")
     ap.add_argument("--out", default=None, help="work directory [default: a temporary one]")
     args = ap.parse_args()
@@ -94,6 +199,13 @@ def main() -> None:
     print(f"  targets: median <= 20 ms, >= 95 % within 50 ms, >= 97 % IoU >= 0.8 -> "
           f"{'MET' if score['median_ms'] <= 20 and score['within_pct'] >= 95 and score['iou_pct'] >= 97 else 'NOT MET'}")
 
+    if not args.no_conditions:
+        rows = condition_rows(rec, work, work / "model", args.test_passes)
+        rows += mismatch_rows(rec, work, model, args.test_passes)
+        print("conditions (test takes 0-4, the model above):")
+        for name, text, met in rows:
+            print(f"  {name:44s}{text}  [{'MET' if met else 'NOT MET'}]")
+
     if args.ablation:
         from pvae_data.align.ctm import read_ctm
 
@@ -133,6 +245,10 @@ def main() -> None:
               f"{np.mean([f['median_ms'] for f in folds]):.1f} ms, {w('within_pct'):.1f} % within 50 ms, "
               f"{sum(f['iou_pct'] * f['words'] for f in folds) / sum(f['words'] for f in folds):.1f} % IoU >= 0.8, "
               f"rejected {sum(f['missing'] for f in folds)} of {sum(f['utterances'] for f in folds)} utterances")
+        pooled = {"median_ms": max(f["median_ms"] for f in folds), "within_pct": w("within_pct"),
+                  "iou_pct": sum(f["iou_pct"] * f["words"] for f in folds) / sum(f["words"] for f in folds)}
+        print(f"  speaker held out, against the bars (worst fold's median): "
+              f"{'MET' if segmentation_met(pooled) else 'NOT MET'}")
     print(f"work directory: {work}")
 
 

@@ -78,12 +78,32 @@ def _run_stage(out: Path, call, errors: tuple = (), job=None) -> None:
     summary, set the exit code."""
     from .stage import StageLocked, lock_output
 
+    name = click.get_current_context().command_path.split()[-1]
     try:
         with lock_output(out, shared=bool(job is not None and job.is_member)):
             summary = call()
     except (ValueError, OSError, KeyError, StageLocked, *errors) as e:  # bad input, missing files, bad configs
+        _stage_log(out, name, f"failed: {e}")
         _fail(e)
+    _stage_log(out, name, summary.line())
     _finish(summary, out)
+
+
+def _stage_log(out: Path, name: str, outcome: str) -> None:
+    """Append the command line and its outcome, time-stamped, to ``OUT/<stage>.log``: a data
+    directory keeps the history of what made it, however the terminal output was redirected."""
+    import shlex
+    import sys
+    import time
+
+    try:
+        if not out.is_dir():
+            return
+        with open(out / f"{name}.log", "a", encoding="utf-8") as f:
+            f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {shlex.join(['pvae-data', *sys.argv[1:]])}\n"
+                    f"{time.strftime('%Y-%m-%d %H:%M:%S')} {outcome}\n")
+    except OSError:
+        pass
 
 
 @click.group(context_settings=CONTEXT)

@@ -211,6 +211,23 @@ class ImageShards(_ShardSet):
         return np.concatenate([np.asarray(h[:]) for h in self._open()]) if self.shards else np.zeros((0, 28, 28), np.uint8)
 
 
+def collate_audio(items: Sequence[AudioItem]) -> dict:
+    """A DataLoader ``collate_fn`` for :class:`AudioShards` items of different lengths:
+    ``{"feats": [B, T_max, D] float32 (zero-padded), "lengths": [B] int64, "labels": [B] int64,
+    "keys": [str], "speakers": [str]}``."""
+    import torch
+
+    if not items:
+        raise ValueError("collate_audio: empty batch")
+    lengths = torch.tensor([len(it.feats) for it in items], dtype=torch.int64)
+    dim = items[0].feats.shape[1]
+    feats = torch.zeros(len(items), int(lengths.max()), dim, dtype=torch.float32)
+    for i, it in enumerate(items):
+        feats[i, : len(it.feats)] = torch.from_numpy(np.asarray(it.feats, dtype=np.float32))
+    return {"feats": feats, "lengths": lengths, "labels": torch.tensor([it.label for it in items], dtype=torch.int64),
+            "keys": [it.key for it in items], "speakers": [it.speaker for it in items]}
+
+
 class BucketBatchSampler:
     """Batches of similar length: less padding, same epoch-to-epoch randomness.
 
@@ -220,12 +237,15 @@ class BucketBatchSampler:
     """
 
     def __init__(self, lengths: Sequence[int], batch_size: int, shuffle: bool = True, seed: int = 0,
-                 drop_last: bool = False, pool_batches: int = 50):
+                 drop_last: bool = False, pool_batches: int = 50, num_replicas: int = 1, rank: int = 0):
         if batch_size <= 0:
             raise ValueError("batch_size must be positive")
+        if num_replicas < 1 or not 0 <= rank < num_replicas:
+            raise ValueError(f"need num_replicas >= 1 and 0 <= rank < num_replicas, got {num_replicas}, {rank}")
         self.lengths = np.asarray(lengths)
         self.batch_size, self.shuffle, self.seed = batch_size, shuffle, seed
         self.drop_last, self.pool = drop_last, max(1, pool_batches) * batch_size
+        self.num_replicas, self.rank = num_replicas, rank
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -245,6 +265,12 @@ class BucketBatchSampler:
                     out.append(batch)
         if self.shuffle:
             out = [out[i] for i in rng.permutation(len(out))]
+        if self.num_replicas > 1:
+            # DDP, as torch's DistributedSampler: every rank draws the same batch list (same seed and
+            # epoch) and takes every num_replicas-th batch; all ranks get the same number of batches
+            # (the list is cut to a multiple, so no rank waits on a collective another never joins).
+            usable = len(out) - len(out) % self.num_replicas
+            out = out[self.rank:usable:self.num_replicas]
         return out
 
     def __iter__(self) -> Iterator[list[int]]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -98,11 +99,12 @@ def base_latents(cfg: BridgeTrainConfig, bases: BaseModels, cache: Path) -> dict
     base encoders, computed once and cached (recomputed when the base runs' checkpoints change)."""
     from .data import load_audio_split, load_image_split
     from .metrics import encode_means
+    from .train import load_checkpoint
 
     stamp = {d: _stamp(Path(r) / "checkpoints" / f"{cfg.checkpoint}.pt")
              for d, r in (("speech", cfg.speech_run), ("image", cfg.image_run))}
     if cache.exists():
-        saved = torch.load(cache, weights_only=False)
+        saved = load_checkpoint(cache)
         if saved.get("stamp") == stamp:
             return saved["latents"]
     out = {}
@@ -144,7 +146,7 @@ def fit(cfg: BridgeTrainConfig, out_dir: str | Path, resume: bool = False, show_
     """Train the bridge; returns the last epoch's metrics (``{}`` when already complete)."""
     from tqdm import tqdm
 
-    from .train import RunIOError, _lock_run, _save, _Stop, _truncate_metrics, log_epoch
+    from .train import RunIOError, _lock_run, _save, _Stop, _truncate_metrics, load_checkpoint, log_epoch, run_log
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -167,7 +169,7 @@ def fit(cfg: BridgeTrainConfig, out_dir: str | Path, resume: bool = False, show_
     gen = torch.Generator().manual_seed(cfg.seed + 1)  # SWD projections
     start, seconds_before = 0, 0.0
     if resume and ckpt.exists():
-        ck = torch.load(ckpt, weights_only=False)
+        ck = load_checkpoint(ckpt)
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["optimizer"])
         torch.set_rng_state(ck["rng"]["torch"])
@@ -175,7 +177,7 @@ def fit(cfg: BridgeTrainConfig, out_dir: str | Path, resume: bool = False, show_
         start, seconds_before = ck["epoch"], ck["train_seconds"]
         _truncate_metrics(out / "metrics.jsonl", start)
     if start >= cfg.epochs:
-        print(f"{out}: already complete ({start} epochs); nothing to do")
+        run_log(out / "bridge.log", f"{out}: already complete ({start} epochs); nothing to do")
         return {}
     try:
         from torch.utils.tensorboard import SummaryWriter
@@ -186,7 +188,8 @@ def fit(cfg: BridgeTrainConfig, out_dir: str | Path, resume: bool = False, show_
     t0 = time.perf_counter()
     last: dict = {}
     with _Stop() as stop:
-        bar = tqdm(range(start, cfg.epochs), desc="bridge", disable=not show_progress, leave=False)
+        bar = tqdm(range(start, cfg.epochs), desc="bridge", disable=not show_progress or not sys.stderr.isatty(),
+                   leave=False)
         for epoch in bar:
             model.train()
             sums: dict = {}
@@ -207,7 +210,7 @@ def fit(cfg: BridgeTrainConfig, out_dir: str | Path, resume: bool = False, show_
                          "rng": {"torch": torch.get_rng_state(), "generator": gen.get_state()}})
             bar.set_postfix(loss=f"{last['loss']:.3g}", swd=f"{last['swd']:.3g}")
             if stop.signal is not None:
-                print(f"stopped by signal {stop.signal} after epoch {epoch + 1}; checkpoint saved to {ckpt}")
+                run_log(out / "bridge.log", f"stopped by signal {stop.signal} after epoch {epoch + 1}; checkpoint saved to {ckpt}")
                 break
     if writer:
         writer.close()
@@ -228,7 +231,9 @@ class LoadedBridge:
         ck_path = self.dir / "checkpoints" / "last.pt"
         if not ck_path.exists():
             raise FileNotFoundError(f"{ck_path}: the bridge has not been trained yet")
-        ck = torch.load(ck_path, weights_only=False)
+        from .train import load_checkpoint
+
+        ck = load_checkpoint(ck_path)
         self.cfg = BridgeTrainConfig.from_dict(ck["config"])
         self.epoch = ck["epoch"]
         self.train_minutes = ck["train_seconds"] / 60
@@ -292,7 +297,9 @@ def evaluate_bridge(bridge_dir: str | Path, n_images: int = 1000, seed: int = 0,
     gen_sp = lb.transfer_image_to_speech(images.images[pick], lens)
     i2s = float((predict_speech(judge.speech_clf, [gen_sp[j, : lens[j]] for j in range(len(pick))])
                  == images.labels[pick]).mean())
-    latents = torch.load(lb.dir / "latents.pt", weights_only=False)["latents"]["test"]
+    from .train import load_checkpoint
+
+    latents = load_checkpoint(lb.dir / "latents.pt")["latents"]["test"]
     z1 = latents["z_speech"]
     rt = lb.model.transfer(z1, 0, 0)
     metrics = {

@@ -78,19 +78,31 @@ def train(config_file, run_dir: Path, resume: bool, sets, quiet: bool, **flags) 
             dist.destroy_process_group()
 
 
+def _run_options(f):
+    """The options of every command that reads a trained run: which checkpoint, and where its
+    shards are when the run directory moved."""
+    f = click.option("--image-shards", type=click.Path(exists=True, file_okay=False), default=None,
+                     help="Image shards, instead of the path saved in RUN_DIR/config.yaml.")(f)
+    f = click.option("--audio-shards", type=click.Path(exists=True, file_okay=False), default=None,
+                     help="Audio shards, instead of the path saved in RUN_DIR/config.yaml.")(f)
+    f = click.option("--checkpoint", default="best", show_default=True,
+                     help="best, last, or a path to a .pt file (best falls back to last, with a warning).")(f)
+    return f
+
+
 @main.command(context_settings=CONTEXT)
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--checkpoint", type=click.Choice(["last", "best"]), default="last")
+@_run_options
 @click.option("--seeds", type=click.IntRange(1), default=5, help="k-means initialisations (mean +- std).")
 @click.option("--device", default="cpu")
-def purity(run_dir: Path, checkpoint: str, seeds: int, device: str) -> None:
+def purity(run_dir: Path, checkpoint: str, audio_shards, image_shards, seeds: int, device: str) -> None:
     """k-means purity (k = 10) of z_s, z_a, z_i on the full test split (the paper's Table 1 metric)."""
     import json
 
     from .metrics import zs_purity
 
     try:
-        r = zs_purity(run_dir, checkpoint, seeds, device)
+        r = zs_purity(run_dir, checkpoint, seeds, device, audio_shards=audio_shards, image_shards=image_shards)
     except (FileNotFoundError, KeyError, ValueError) as e:
         raise click.ClickException(str(e)) from None
     click.echo(json.dumps(r, indent=2))
@@ -98,9 +110,9 @@ def purity(run_dir: Path, checkpoint: str, seeds: int, device: str) -> None:
 
 @main.command(context_settings=CONTEXT)
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--checkpoint", type=click.Choice(["best", "last"]), default="best")
+@_run_options
 @click.option("--seeds", type=click.IntRange(1), default=5, help="k-means initialisations (mean +- std).")
-def evaluate(run_dir: Path, checkpoint: str, seeds: int) -> None:
+def evaluate(run_dir: Path, checkpoint: str, audio_shards, image_shards, seeds: int) -> None:
     """Purity of every latent, inertia, t-SNE, style transfer, cross-modal generation -> RUN_DIR/eval/."""
     import json
 
@@ -113,7 +125,8 @@ def evaluate(run_dir: Path, checkpoint: str, seeds: int) -> None:
 
             m = evaluate_bridge(run_dir)
         else:
-            m = run_eval(run_dir, EvalConfig(checkpoint=checkpoint, seeds=seeds))
+            m = run_eval(run_dir, EvalConfig(checkpoint=checkpoint, seeds=seeds, audio_shards=audio_shards,
+                                             image_shards=image_shards))
     except (FileNotFoundError, KeyError, ValueError) as e:
         raise click.ClickException(str(e)) from None
     click.echo(json.dumps({k: m[k] for k in ("purity", "coherence", "diversity") if k in m}, indent=2))
@@ -160,16 +173,16 @@ def bridge(speech_run, image_run, out: Path, config_file, epochs, resume: bool, 
 
 @main.command(context_settings=CONTEXT)
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--checkpoint", type=click.Choice(["last", "best"]), default="last")
+@_run_options
 @click.option("--images", "n_images", type=click.IntRange(10), default=1000, help="Test images used.")
-def diagnose(run_dir: Path, checkpoint: str, n_images: int) -> None:
+def diagnose(run_dir: Path, checkpoint: str, audio_shards, image_shards, n_images: int) -> None:
     """Which latent each decoder reads the digit from (judged generations, JSON)."""
     import json
 
     from .diagnose import diagnose as run_diagnose
 
     try:
-        r = run_diagnose(run_dir, checkpoint, n_images)
+        r = run_diagnose(run_dir, checkpoint, n_images, audio_shards=audio_shards, image_shards=image_shards)
     except (FileNotFoundError, KeyError, ValueError) as e:
         raise click.ClickException(str(e)) from None
     click.echo(json.dumps(r, indent=2))

@@ -21,11 +21,11 @@ import torch
 
 
 @torch.no_grad()
-def diagnose(run_dir, checkpoint: str = "last", n_images: int = 1000, seed: int = 1) -> dict:
+def diagnose(run_dir, checkpoint: str = "best", n_images: int = 1000, seed: int = 1, **shards) -> dict:
     from .judge import Judge, generation_checks
     from .metrics import load_run
 
-    ck, cfg, model, audio, images, _ = load_run(run_dir, checkpoint)
+    ck, cfg, model, audio, images, _ = load_run(run_dir, checkpoint, **shards)
     if cfg.model != "pvae":
         raise ValueError(f"diagnose needs a PVAE run, {run_dir} holds {cfg.model}")
     judge = Judge.load(cfg.audio_shards, cfg.image_shards)

@@ -31,7 +31,9 @@ DIGIT = "0123456789"
 
 @dataclass(frozen=True)
 class EvalConfig(ConfigMixin):
-    checkpoint: str = "best"  # best | last
+    checkpoint: str = "best"  # best | last | a path to a .pt file
+    audio_shards: str | None = None  # override the shard paths saved in the run (a moved run)
+    image_shards: str | None = None
     seeds: int = 5  # k-means initialisations for mean +- std
     max_k: int = 20  # inertia curve k = 1..max_k
     tsne_images: int = 1000  # test images in the t-SNE plots (all spoken test digits are used)
@@ -52,7 +54,8 @@ def evaluate(run_dir: str | Path, ecfg: EvalConfig = EvalConfig()) -> dict:
     run = Path(run_dir)
     out = run / "eval"
     out.mkdir(parents=True, exist_ok=True)
-    ck, cfg, model, audio, images, cmvn = load_run(run, ecfg.checkpoint)
+    ck, cfg, model, audio, images, cmvn = load_run(run, ecfg.checkpoint, audio_shards=ecfg.audio_shards,
+                                                   image_shards=ecfg.image_shards)
     has = MODALITIES[cfg.model]
     post = encode_posteriors(model, audio if "audio" in has else None, images if "image" in has else None)
     means = {k: mu for k, (mu, _) in post.items()}

@@ -91,22 +91,56 @@ def sample_probe_accuracy(train: tuple[np.ndarray, np.ndarray], y_train: np.ndar
 LATENT_NAMES = {"s_audio": "zs_speech", "s_image": "zs_image", "a": "za_speech", "i": "zi_image"}
 
 
-def load_run(run_dir, checkpoint: str = "last", device: str = "cpu"):
-    """(checkpoint dict, TrainConfig, model in eval mode, test AudioSet, test ImageSet, global CMVN)."""
+def shard_dir(run_dir, name: str, saved: str, override: str | None = None) -> str:
+    """Where a run's ``name`` shards are: ``override`` when given, else the path saved in its
+    config, as saved (runs since the paths are stored resolved) or relative to the run directory's
+    parent (older runs stored the path relative to the cwd of ``train``)."""
+    from pathlib import Path
+
+    flag = f"--{name.replace('_', '-')}"
+    if override is not None:
+        if not Path(override).is_dir():
+            raise FileNotFoundError(f"{flag} {override}: no such directory")
+        return str(override)
+    for cand in (Path(saved), Path(run_dir).resolve().parent / saved):
+        if cand.is_dir():
+            return str(cand)
+    raise FileNotFoundError(f"{saved}: the {name.replace('_', ' ')} named in {Path(run_dir) / 'config.yaml'} "
+                            f"do not exist from {Path.cwd()}; pass {flag} DIR")
+
+
+def load_run(run_dir, checkpoint: str = "best", device: str = "cpu", audio_shards: str | None = None,
+             image_shards: str | None = None):
+    """(checkpoint dict, TrainConfig, model in eval mode, test AudioSet, test ImageSet, global CMVN).
+
+    ``checkpoint`` is "best" or "last" (best falls back to last, with a warning) or a path to a
+    ``.pt`` file; ``audio_shards`` / ``image_shards`` override the shard paths saved in the run."""
     from pathlib import Path
 
     from .data import load_audio_split, load_image_split
     from .models.baselines import build_model
-    from .train import TrainConfig, _cmvn
+    from .train import TrainConfig, _cmvn, load_checkpoint
 
-    path = Path(run_dir) / "checkpoints" / f"{checkpoint}.pt"
-    if not path.exists():
+    path = Path(checkpoint) if str(checkpoint).endswith(".pt") else Path(run_dir) / "checkpoints" / f"{checkpoint}.pt"
+    if str(checkpoint).endswith(".pt"):
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no such checkpoint")
+    elif not path.exists():
         path = Path(run_dir) / "checkpoints" / "last.pt"
-    ck = torch.load(path, map_location=device, weights_only=False)
+        if checkpoint != "last" and path.exists():
+            import sys
+
+            print(f"warning: {run_dir}: no checkpoints/{checkpoint}.pt (no evaluation epoch improved it yet); "
+                  f"using last.pt", file=sys.stderr)
+    ck = load_checkpoint(path, map_location=device)
     cfg = TrainConfig.from_dict(ck["config"])
     model = build_model(cfg.model, cfg.pvae).to(device)
     model.load_state_dict(ck["model"])
     model.eval()
+    from dataclasses import replace
+
+    cfg = replace(cfg, audio_shards=shard_dir(run_dir, "audio_shards", cfg.audio_shards, audio_shards),
+                  image_shards=shard_dir(run_dir, "image_shards", cfg.image_shards, image_shards))
     cmvn = _cmvn(cfg.audio_shards)
     audio = load_audio_split(cfg.audio_shards, "test", cmvn=cmvn)
     images = load_image_split(cfg.image_shards, "test")
@@ -123,7 +157,7 @@ def latent_purity(means: dict, audio_labels, image_labels, seeds: int) -> dict:
     return out
 
 
-def zs_purity(run_dir, checkpoint: str = "last", seeds: int = 5, device: str = "cpu") -> dict:
+def zs_purity(run_dir, checkpoint: str = "best", seeds: int = 5, device: str = "cpu", **shards) -> dict:
     """k-means (k = 10) purity of z_s from the unimodal encoders on the *full* test split.
 
     Mean and standard deviation over ``seeds`` k-means initialisations; also z_a and z_i (the
@@ -131,7 +165,7 @@ def zs_purity(run_dir, checkpoint: str = "last", seeds: int = 5, device: str = "
     """
     from .models.baselines import MODALITIES
 
-    ck, cfg, model, audio, images, _ = load_run(run_dir, checkpoint, device)
+    ck, cfg, model, audio, images, _ = load_run(run_dir, checkpoint, device, **shards)
     has = MODALITIES[cfg.model]
     means = encode_means(model, audio if "audio" in has else None, images if "image" in has else None, device=device)
     out = {"model": cfg.model, "checkpoint": checkpoint, "epoch": ck["epoch"],

@@ -18,9 +18,11 @@ from __future__ import annotations
 import json
 import math
 import os
+import pickle
 import signal
+import sys
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -135,13 +137,36 @@ def _dist():
     return dist if dist.is_available() and dist.is_initialized() else None
 
 
+def _plain(x):
+    """``x`` with numpy scalars and arrays turned into Python numbers and tensors, so that
+    ``torch.load(path, weights_only=True)`` (torch's default since 2.6) reads every checkpoint."""
+    if type(x) is dict:  # not the OrderedDict of a state_dict: its tensors are fine, its _metadata must stay
+        return {k: _plain(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return type(x)(_plain(v) for v in x)
+    if isinstance(x, np.generic):
+        return x.item()
+    if isinstance(x, np.ndarray):
+        return torch.from_numpy(x)
+    return x
+
+
+def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
+    """A checkpoint written by this package, read with ``weights_only=True``; checkpoints from
+    before plain types were enforced (numpy scalars inside) are read the old way."""
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError:
+        return torch.load(path, map_location=map_location, weights_only=False)
+
+
 def _save(path: Path, state: dict) -> None:
     """Write to a temporary name, then rename: a full disk or a kill leaves the previous
     checkpoint intact, and the temporary file is removed on failure."""
     tmp = path.with_name(f".{path.name}.tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(state, tmp)
+        torch.save(_plain(state), tmp)
         os.replace(tmp, path)
     except (OSError, RuntimeError) as e:  # torch.save reports ENOSPC as RuntimeError
         tmp.unlink(missing_ok=True)
@@ -175,6 +200,9 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, show_prog
     from tqdm import tqdm
 
     run = Path(run_dir)
+    # Shard paths are saved resolved, so that evaluate/purity/diagnose work from any directory.
+    cfg = replace(cfg, audio_shards=str(Path(cfg.audio_shards).resolve()),
+                  image_shards=str(Path(cfg.image_shards).resolve()))
     dist = _dist()
     rank, world = (dist.get_rank(), dist.get_world_size()) if dist else (0, 1)
     main = rank == 0
@@ -190,9 +218,15 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, show_prog
             raise FileExistsError(f"{run} already holds a run; use --resume to continue it, or another --out")
         if resume and (run / "config.yaml").exists():
             saved = TrainConfig.from_dict(yaml.safe_load((run / "config.yaml").read_text()))
+            saved = replace(saved, audio_shards=str(Path(saved.audio_shards).resolve()),  # older runs: relative
+                            image_shards=str(Path(saved.image_shards).resolve()))
             if {**saved.to_dict(), "epochs": 0, "max_minutes": 0} != {**cfg.to_dict(), "epochs": 0, "max_minutes": 0}:
                 raise ValueError(f"{run}/config.yaml differs from this config (only epochs/max_minutes may change on resume)")
         (run / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+
+    def say(msg: str) -> None:
+        if main:
+            run_log(run / TRAIN_LOG, msg)
 
     torch.manual_seed(cfg.seed)
     try:
@@ -220,7 +254,7 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, show_prog
     gen = torch.Generator().manual_seed(cfg.seed + 1 + rank)  # negatives for the contrastive term
     start_epoch, start_batch, sums, best, elapsed_before = 0, 0, {}, -1.0, 0.0
     if resume and ckpt_path.exists():
-        ck = torch.load(ckpt_path, map_location=device, weights_only=False)
+        ck = load_checkpoint(ckpt_path, map_location=device)
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["optimizer"])
         torch.set_rng_state(ck["rng"]["torch"])
@@ -232,12 +266,12 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, show_prog
         if main:
             _truncate_metrics(run / "metrics.jsonl", start_epoch)
     elif resume and main:
-        print(f"no checkpoint in {run}; starting from scratch")
+        say(f"no checkpoint in {run}; starting from scratch")
 
     budget_spent = cfg.max_minutes and elapsed_before / 60 >= cfg.max_minutes
     if start_epoch >= cfg.epochs or (budget_spent and start_batch == 0):
         if main:
-            print(f"{run}: already complete ({start_epoch} epochs, {elapsed_before / 60:.1f} min); nothing to do")
+            say(f"{run}: already complete ({start_epoch} epochs, {elapsed_before / 60:.1f} min); nothing to do")
         return {}
 
     net = model
@@ -280,7 +314,7 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, show_prog
             model.train()
             t_epoch = time.perf_counter()
             bar = tqdm(total=n_batches, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, dynamic_ncols=True,
-                       disable=not (show_progress and main))
+                       disable=not (show_progress and main and sys.stderr.isatty()))
             first = start_batch if epoch == start_epoch else 0
             bar.update(first)
             sums = sums if epoch == start_epoch else {}
@@ -317,7 +351,7 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, show_prog
                     bar.close()
                     if main:
                         why = f"signal {stop.signal}" if stop.signal else "requested stop"
-                        print(f"stopped by {why} in epoch {epoch + 1} after batch {b + 1}; checkpoint saved to {ckpt_path}")
+                        say(f"stopped by {why} in epoch {epoch + 1} after batch {b + 1}; checkpoint saved to {ckpt_path}")
                     return last_metrics
             bar.close()
             metrics = _reduce(sums, dist)
@@ -338,21 +372,35 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, show_prog
                 best = score
             checkpoint(epoch + 1, 0, {})
             if improved and main:
-                _save(run / "checkpoints" / "best.pt", torch.load(ckpt_path, weights_only=False))
+                _save(run / "checkpoints" / "best.pt", load_checkpoint(ckpt_path))
             last_metrics = metrics
             if main:
-                print(_epoch_line(metrics), flush=True)
+                say(_epoch_line(metrics))
             over_time = bool(cfg.max_minutes and (elapsed_before + time.perf_counter() - t_start) / 60 >= cfg.max_minutes)
             stopping = _agree(stop.signal is not None or over_time, dist)
             if stopping and main and epoch + 1 < cfg.epochs:
                 why = "the time budget (max_minutes)" if over_time else "a signal"
-                print(f"stopped by {why} after epoch {epoch + 1}; checkpoint saved to {ckpt_path}", flush=True)
+                say(f"stopped by {why} after epoch {epoch + 1}; checkpoint saved to {ckpt_path}")
             if stopping or (stop_after_batches is not None and done_batches >= stop_after_batches):
                 break
             sums = {}
     if writer:
         writer.close()
     return last_metrics
+
+
+TRAIN_LOG = "train.log"
+
+
+def run_log(path: Path, msg: str) -> None:
+    """Print ``msg`` and append it, time-stamped, to the run's log file: a run directory keeps
+    its own story however stdout was redirected."""
+    print(msg, flush=True)
+    try:
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {msg}\n")
+    except OSError:  # the log is a convenience: a full disk is reported by the checkpoint write
+        pass
 
 
 def _cmvn(audio_shards) -> dict | None:

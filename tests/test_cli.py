@@ -63,6 +63,10 @@ def test_prepare_trim_fbank_end_to_end(tmp_path, fsdd_subset, write_audio):
     r = run_cli("fbank", str(tmp_path / "trim" / "segments.jsonl"), str(tmp_path / "fbank"), "-q")
     assert r.returncode == 0 and "already done, reused" in r.stdout
     assert (tmp_path / "fbank" / "features.jsonl").read_bytes() == before
+    # each stage keeps its own history in OUT/<stage>.log: the command line and its outcome
+    log = (tmp_path / "fbank" / "fbank.log").read_text().splitlines()
+    assert len(log) == 4 and "pvae-data fbank" in log[0] and "kept" in log[1] and "already done" in log[3]
+    assert "kept 42, rejected 1 of 43" in (tmp_path / "prep" / "prepare.log").read_text()
 
 
 def test_nothing_succeeded_exits_nonzero(tmp_path):

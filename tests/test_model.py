@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from torch.distributions import Normal, kl_divergence
@@ -273,3 +275,43 @@ def test_tsne_figure_survives_a_collapsed_latent(tmp_path):
     _plot_tsne(means, rng.integers(0, 10, 40), rng.integers(0, 10, 60), EvalConfig(tsne_images=60), tmp_path)
     assert (tmp_path / "tsne.png").stat().st_size > 1000
     assert _tsne(means["s_image"], 0) is None and _tsne(means["s_audio"], 0).shape == (40, 2)
+
+
+def test_partition_critic_trains_itself_and_pushes_the_private_encoder_the_other_way():
+    """The adversarial independence term: the critic descends its loss, the private encoder gets
+    the same gradient negated (gradient reversal), z_s gets none from it."""
+    from pvae_model.models.pvae import PartitionCritic
+
+    torch.manual_seed(0)
+    critic = PartitionCritic(4, 3, hidden=8)
+    z_s = torch.randn(6, 4, requires_grad=True)
+    z_p = torch.randn(6, 3, requires_grad=True)
+    neg = torch.tensor([1, 2, 3, 4, 5, 0])
+    loss = critic(z_s, z_p, neg)
+    assert loss.shape == (6,) and bool((loss > 0).all())
+    loss.sum().backward()
+    assert z_s.grad is None
+    g_reversed = z_p.grad.clone()
+    # the same loss without the reversal: the gradient on z_p is the exact negative
+    z_p2 = z_p.detach().clone().requires_grad_(True)
+    real = critic.net(torch.cat([z_s.detach(), z_p2], -1)).squeeze(-1)
+    fake = critic.net(torch.cat([z_s.detach(), z_p2[neg]], -1)).squeeze(-1)
+    bce = torch.nn.functional.binary_cross_entropy_with_logits
+    (bce(real, torch.ones_like(real), reduction="sum") + bce(fake, torch.zeros_like(fake), reduction="sum")).backward()
+    assert torch.allclose(g_reversed, -z_p2.grad)
+
+
+def test_private_adv_weight_is_a_named_plus_term():
+    paper = _golden_metrics()
+    adv = _golden_metrics(objective="plus", private_adv_weight=3.0)
+    assert "critic_image" in adv and "critic_audio" in adv and "critic_image" not in paper
+    assert adv["critic_image"] == pytest.approx(2 * math.log(2), abs=0.3)  # an untrained critic is near chance
+    assert PVAEConfig(**GOLDEN_CFG, objective="plus", private_adv_weight=3.0).deviations()["private_adv_weight"] == 3.0
+    with pytest.raises(ValueError, match="plus"):
+        PVAEConfig(private_adv_weight=1.0)
+    # the critics are created last: every other module starts from the same weights
+    torch.manual_seed(0)
+    a = PVAE(PVAEConfig(**GOLDEN_CFG, objective="plus")).state_dict()
+    torch.manual_seed(0)
+    b = PVAE(PVAEConfig(**GOLDEN_CFG, objective="plus", private_adv_weight=1.0)).state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)

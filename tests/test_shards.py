@@ -250,6 +250,39 @@ def test_bucket_sampler(features_dir, tmp_path):
     assert s.batches() == e0
     plain = BucketBatchSampler(a.lengths, batch_size=16, shuffle=False, pool_batches=1)
     assert s.padding_fraction() < plain.padding_fraction() or plain.padding_fraction() < 0.05
+    # DDP: ranks share the epoch's batches without overlap, each the same number of them
+    ranks = [BucketBatchSampler(a.lengths, batch_size=4, seed=3, num_replicas=3, rank=r) for r in range(3)]
+    parts = [r.batches() for r in ranks]
+    assert len({len(p) for p in parts}) == 1 and len(parts[0]) >= 1
+    flat = [i for p in parts for b in p for i in b]
+    assert len(flat) == len(set(flat))
+    whole = BucketBatchSampler(a.lengths, batch_size=4, seed=3).batches()
+    assert parts[1] == whole[1:len(whole) - len(whole) % 3:3]
+    with pytest.raises(ValueError, match="rank"):
+        BucketBatchSampler(a.lengths, batch_size=4, num_replicas=2, rank=2)
+
+
+def test_collate_audio_through_a_dataloader(features_dir, tmp_path):
+    """The README's loader: AudioShards + BucketBatchSampler + collate_audio in a DataLoader."""
+    import torch
+    from torch.utils.data import DataLoader
+
+    from pvae_data.shard_reader import collate_audio
+
+    shard_audio(features_dir, tmp_path / "s", show_progress=False)
+    a = AudioShards(tmp_path / "s", "train")
+    loader = DataLoader(a, batch_sampler=BucketBatchSampler(a.lengths, batch_size=8, seed=0), collate_fn=collate_audio)
+    seen = 0
+    for batch in loader:
+        B, T, D = batch["feats"].shape
+        assert D == 80 and T == int(batch["lengths"].max()) and len(batch["keys"]) == B == len(batch["labels"])
+        for j, key in enumerate(batch["keys"]):
+            i = a.keys.index(key) if hasattr(a.keys, "index") else list(a.keys).index(key)
+            n = int(batch["lengths"][j])
+            assert torch.equal(batch["feats"][j, :n], torch.from_numpy(a[i].feats))
+            assert not batch["feats"][j, n:].any() and int(batch["labels"][j]) == a[i].label
+        seen += B
+    assert seen == len(a)
 
 
 def test_info_counts(tmp_path, features_dir):

@@ -66,12 +66,12 @@ def test_resume_mid_epoch_equals_uninterrupted(tmp_path, shards):
     train(cfg, tmp_path / "full", show_progress=False)
     # Interrupt inside epoch 2 (two batches into it), then resume to the end.
     train(cfg, tmp_path / "cut", show_progress=False, stop_after_batches=per_epoch + 2)
-    ck = torch.load(tmp_path / "cut" / "checkpoints" / "last.pt", weights_only=False)
+    ck = torch.load(tmp_path / "cut" / "checkpoints" / "last.pt", weights_only=True)
     assert (ck["epoch"], ck["batch"]) == (1, 2)
     train(cfg, tmp_path / "cut", resume=True, show_progress=False)
     assert epochs_of(tmp_path / "cut") == epochs_of(tmp_path / "full")
-    a = torch.load(tmp_path / "full" / "checkpoints" / "last.pt", weights_only=False)["model"]
-    b = torch.load(tmp_path / "cut" / "checkpoints" / "last.pt", weights_only=False)["model"]
+    a = torch.load(tmp_path / "full" / "checkpoints" / "last.pt", weights_only=True)["model"]
+    b = torch.load(tmp_path / "cut" / "checkpoints" / "last.pt", weights_only=True)["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
@@ -91,6 +91,12 @@ def test_outputs_and_guards(tmp_path, shards):
     for k in ("nll_audio", "nll_image", "kl_s", "kl_a", "kl_i", "coherence_audio", "coherence_image", "contrastive"):
         assert k in m
     assert load_config(run / "config.yaml") == tiny(shards, epochs=2, eval_every=1)
+    # every checkpoint loads under torch's safe default, and the run keeps a time-stamped log
+    for name in ("last.pt", "best.pt"):
+        ck = torch.load(run / "checkpoints" / name, weights_only=True)
+        assert ck["epoch"] >= 1 and isinstance(ck["best_purity"], float)
+    log = (run / "train.log").read_text().splitlines()
+    assert len(log) == 2 and all(line[:4].isdigit() and "epoch" in line for line in log)
     with pytest.raises(FileExistsError):
         train(tiny(shards, epochs=2), run, show_progress=False)
     with pytest.raises(ValueError, match="differs"):
@@ -102,7 +108,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, shards, monkeyp
 
     cfg = tiny(shards, epochs=3)
     train(tiny(shards, epochs=1), tmp_path / "r", show_progress=False)
-    good = torch.load(tmp_path / "r" / "checkpoints" / "last.pt", weights_only=False)
+    good = torch.load(tmp_path / "r" / "checkpoints" / "last.pt", weights_only=True)
     real = pvae_mod.PVAE.forward
     calls = {"n": 0}
 
@@ -116,7 +122,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, shards, monkeyp
     monkeypatch.setattr(pvae_mod.PVAE, "forward", poisoned)
     with pytest.raises(NonFiniteLoss, match="last good checkpoint"):
         train(cfg, tmp_path / "r", resume=True, show_progress=False)
-    kept = torch.load(tmp_path / "r" / "checkpoints" / "last.pt", weights_only=False)
+    kept = torch.load(tmp_path / "r" / "checkpoints" / "last.pt", weights_only=True)
     assert kept["epoch"] == good["epoch"] == 1
     assert all(torch.equal(kept["model"][k], good["model"][k]) for k in good["model"])
 
@@ -138,7 +144,7 @@ def test_sigint_saves_a_checkpoint_and_resume_finishes(tmp_path, shards):
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err
-    ck = torch.load(run / "checkpoints" / "last.pt", weights_only=False)
+    ck = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
     assert ck["epoch"] >= 1 and "stopped by" in out
     r = subprocess.run(_cli(shards, run, "--epochs", str(ck["epoch"] + 1), "--resume"), env=env,
                        capture_output=True, text=True, timeout=300)
@@ -155,7 +161,7 @@ def test_ddp_two_cpu_processes(tmp_path, shards):
     assert r.returncode == 0, r.stderr[-3000:]
     lines = (tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()
     assert len(lines) == 2 and all(np.isfinite(json.loads(x)["loss"]) for x in lines)
-    ck = torch.load(tmp_path / "ddp" / "checkpoints" / "last.pt", weights_only=False)
+    ck = torch.load(tmp_path / "ddp" / "checkpoints" / "last.pt", weights_only=True)
     assert ck["epoch"] == 2 and isinstance(ck["rng"]["generator"], list) and len(ck["rng"]["generator"]) == 2
 
 
@@ -185,7 +191,7 @@ def test_ddp_signal_to_one_rank_stops_all_ranks_cleanly(tmp_path, shards):
     out, err = p.communicate(timeout=120)
     assert p.returncode == 0, err[-3000:]
     assert "stopped by" in out + err and "checkpoint saved" in out + err
-    ck = torch.load(tmp_path / "ddp" / "checkpoints" / "last.pt", weights_only=False)
+    ck = torch.load(tmp_path / "ddp" / "checkpoints" / "last.pt", weights_only=True)
     assert 1 <= ck["epoch"] < 200
 
 
@@ -195,12 +201,47 @@ def test_purity_command_on_a_trained_run(tmp_path, shards):
     from pvae_model.cli import main
 
     train(tiny(shards, epochs=1), tmp_path / "r", show_progress=False)
-    r = CliRunner().invoke(main, ["purity", str(tmp_path / "r"), "--seeds", "2"])
+    r = CliRunner().invoke(main, ["purity", str(tmp_path / "r"), "--seeds", "2", "--checkpoint", "last"])
     assert r.exit_code == 0, r.output
     d = json.loads(r.output)
     assert d["n_images"] == 10000 and d["n_speech"] == len(load_audio_split(shards[0], "test").labels)
     for k in ("zs_speech", "zs_image", "za_speech", "zi_image"):
         assert 0.1 <= d[k]["mean"] <= 1.0 and d[k]["std"] >= 0
+
+
+def test_a_run_is_portable(tmp_path, shards, monkeypatch):
+    """Shard paths given relative to the cwd of `train` are saved resolved; a run (or its shards)
+    moved elsewhere is read with --audio-shards/--image-shards, and the error names config.yaml."""
+    import shutil
+
+    from click.testing import CliRunner
+
+    from pvae_model.cli import main
+    from pvae_model.metrics import zs_purity
+
+    work = tmp_path / "work"
+    shutil.copytree(shards[0], work / "sh" / "audio")
+    shutil.copytree(shards[1], work / "sh" / "images")
+    monkeypatch.chdir(work)
+    train(tiny(("sh/audio", "sh/images"), epochs=1), "run", show_progress=False)
+    saved = load_config(work / "run" / "config.yaml")
+    assert Path(saved.audio_shards).is_absolute() and Path(saved.audio_shards) == (work / "sh" / "audio").resolve()
+    monkeypatch.chdir(tmp_path)
+    assert zs_purity(work / "run", "last", seeds=1)["epoch"] == 1  # from another directory
+    shutil.move(str(work / "sh"), str(tmp_path / "moved"))
+    r = CliRunner().invoke(main, ["purity", str(work / "run"), "--seeds", "1", "--checkpoint", "last"])
+    assert r.exit_code == 1 and "config.yaml" in r.output and "--audio-shards" in r.output
+    r = CliRunner().invoke(main, ["purity", str(work / "run"), "--seeds", "1", "--checkpoint",
+                                  str(work / "run" / "checkpoints" / "last.pt"),
+                                  "--audio-shards", str(tmp_path / "moved" / "audio"),
+                                  "--image-shards", str(tmp_path / "moved" / "images")])
+    assert r.exit_code == 0, r.output
+    # best.pt does not exist (no evaluation epoch): the default falls back to last.pt and says so
+    r = CliRunner().invoke(main, ["purity", str(work / "run"), "--seeds", "1",
+                                  "--audio-shards", str(tmp_path / "moved" / "audio"),
+                                  "--image-shards", str(tmp_path / "moved" / "images")])
+    assert r.exit_code == 0 and "no checkpoints/best.pt" in r.stderr and "using last.pt" in r.stderr
+    assert json.loads(r.stdout)["epoch"] == 1
 
 
 @pytest.mark.parametrize("name", ["vae-sp", "vae-im", "jmvae-kl"])

@@ -125,12 +125,17 @@ def align_words(model: WordHMMs, wave: np.ndarray, words: list[str], cfg: AlignC
                           f"{res.deficit:.2f} nats/frame better than the transcript (> {max_def:.2f})")
             return res
         max_wdef = _threshold(cfg.max_word_deficit, model, "max_word_deficit", 1e9)
-        k = int(np.argmax(res.word_deficits))
-        if res.word_deficits[k] > max_wdef:
-            a, b = frames[k]
-            heard = " ".join(w for w, s, e in rec if min(e, b) - max(s, a) > 0.5 * (e - s)) or "silence"
-            res.reason = (f"transcript/audio mismatch: word {k + 1} {words[k]!r} at {a * fc.shift_s:.2f}-"
-                          f"{b * fc.shift_s:.2f} s sounds like {heard!r} ({res.word_deficits[k]:.2f} > "
-                          f"{max_wdef:.2f} nats/frame)")
-            return res
+        # What the free recogniser heard over each word's frames.  A word heard as itself is not
+        # a mismatch whatever its deficit (the free path only placed its edges differently).
+        heard = [" ".join(w for w, s, e in rec if min(e, b) - max(s, a) > 0.5 * (e - s)) or "silence"
+                 for a, b in frames]
+        suspect = [k for k in range(len(words)) if heard[k] != words[k]]
+        if suspect:
+            k = max(suspect, key=lambda i: res.word_deficits[i])
+            if res.word_deficits[k] > max_wdef:
+                a, b = frames[k]
+                res.reason = (f"transcript/audio mismatch: word {k + 1} {words[k]!r} at {a * fc.shift_s:.2f}-"
+                              f"{b * fc.shift_s:.2f} s sounds like {heard[k]!r} ({res.word_deficits[k]:.2f} > "
+                              f"{max_wdef:.2f} nats/frame)")
+                return res
     return res

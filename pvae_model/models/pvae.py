@@ -61,6 +61,12 @@ class PVAEConfig(ConfigMixin):
     # Contrastive kernel k(u, v) (*): "sqdist" exp(-||u-v||^2) (the spec's reading),
     # "dist_half" exp(-||u-v|| / 2) (pixyz's PVAE loss).
     kernel: str = "sqdist"
+    # plus: weight of an adversarial independence term between z_s and each private latent.
+    # A small discriminator tells (z_s, z_p) of one item from z_p paired with another item's z_s;
+    # its gradient reaches the unimodal private encoders reversed (Ganin & Lempitsky's gradient
+    # reversal), so z_a / z_i are pushed to hold nothing z_s already says, the digit first.
+    # Label-free (FactorVAE's permutation trick between partitions). 0 = off.
+    private_adv_weight: float = 0.0
 
     def __post_init__(self) -> None:
         self.image_channels = tuple(self.image_channels)
@@ -76,6 +82,10 @@ class PVAEConfig(ConfigMixin):
             raise ValueError("latent and hidden sizes must be positive")
         if self.image_nll_std <= 0:
             raise ValueError("image_nll_std must be > 0")
+        if self.private_adv_weight < 0:
+            raise ValueError("private_adv_weight must be >= 0")
+        if self.private_adv_weight > 0 and self.objective != "plus":
+            raise ValueError("private_adv_weight is a term of the plus objective: set objective: plus")
         if self.alpha < 0 or self.beta < 0 or self.gamma < 0 or self.kl_private_weight < 0:
             raise ValueError("alpha, beta, gamma and kl_private_weight must be >= 0")
 
@@ -96,6 +106,8 @@ class PVAEConfig(ConfigMixin):
             out["image_nll_std"] = self.image_nll_std
         if self.kl_private_weight != 1.0:
             out["kl_private_weight"] = self.kl_private_weight
+        if self.private_adv_weight > 0:
+            out["private_adv_weight"] = self.private_adv_weight
         return out
 
 
@@ -115,6 +127,37 @@ class _Encoder(nn.Module):
         return {k: head(h) for k, head in self.heads.items()}
 
 
+class _ReverseGrad(torch.autograd.Function):
+    """Identity forward, negated gradient backward: one optimiser step trains the discriminator
+    to separate and the encoder to confuse it."""
+
+    @staticmethod
+    def forward(ctx, x):  # noqa: D102
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, g):  # noqa: D102
+        return -g
+
+
+class PartitionCritic(nn.Module):
+    """Logit that (z_s, z_p) come from one item rather than two."""
+
+    def __init__(self, z_shared: int, z_private: int, hidden: int = 256):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(z_shared + z_private, hidden), nn.LeakyReLU(0.2),
+                                 nn.Linear(hidden, hidden), nn.LeakyReLU(0.2), nn.Linear(hidden, 1))
+
+    def forward(self, z_s: torch.Tensor, z_p: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
+        """Per-item binary cross-entropy of telling the true pairs from pairs re-matched by ``neg``
+        (z_s detached: only the private encoder is pushed, reversed)."""
+        z_s, z_p = z_s.detach(), _ReverseGrad.apply(z_p)
+        real = self.net(torch.cat([z_s, z_p], dim=-1)).squeeze(-1)
+        fake = self.net(torch.cat([z_s, z_p[neg]], dim=-1)).squeeze(-1)
+        bce = nn.functional.binary_cross_entropy_with_logits
+        return bce(real, torch.ones_like(real), reduction="none") + bce(fake, torch.zeros_like(fake), reduction="none")
+
+
 class PVAE(nn.Module):
     def __init__(self, cfg: PVAEConfig = PVAEConfig()):
         super().__init__()
@@ -129,6 +172,9 @@ class PVAE(nn.Module):
         self.enc_i = _Encoder(nn.ModuleDict({"i": pre_i()}), H, {"s": cfg.z_shared, "i": cfg.z_image})
         self.dec_a = AudioDecoder(cfg.z_shared + cfg.z_audio, cfg.feat_dim, H)
         self.dec_i = ImageDecoder(cfg.z_shared + cfg.z_image)
+        if cfg.private_adv_weight > 0:  # created last: the other modules' initial weights do not change
+            self.critic_a = PartitionCritic(cfg.z_shared, cfg.z_audio)
+            self.critic_i = PartitionCritic(cfg.z_shared, cfg.z_image)
 
     # ---- inference networks -------------------------------------------------------------
     def encode_multimodal(self, x_a, lengths, x_i):
@@ -179,6 +225,11 @@ class PVAE(nn.Module):
             cross_i, cross_a = self.cross_reconstruction(x_a, lengths, x_i, qa, qi)
             total = total + cfg.cross_weight * (cross_a + cross_i)
             m.update(cross_nll_image=cross_i.mean(), cross_nll_audio=cross_a.mean())
+            if cfg.private_adv_weight > 0:
+                adv_a = self.critic_a(reparameterize(*qa["s"]), reparameterize(*qa["a"]), neg)
+                adv_i = self.critic_i(reparameterize(*qi["s"]), reparameterize(*qi["i"]), neg)
+                total = total + cfg.private_adv_weight * (adv_a + adv_i)
+                m.update(critic_audio=adv_a.mean(), critic_image=adv_i.mean())
         loss = total.mean()
         m["loss"] = loss
         return ModelOutput(loss, {k: float(v.detach()) for k, v in m.items()})
