@@ -166,10 +166,18 @@ def test_mismatch_detection_rate(corpus):
 
 def test_ctm_round_trip_and_bad_ctm(corpus, tmp_path):
     recs = read_jsonl(corpus["test"]["utterances"])[:8]
-    recs.append({**recs[0], "id": "single", "transcript": "seven"})  # single words are only trimmed
+    # a real single-word recording (the first digit of recs[0], cut with 0.15 s around it)
+    truth = read_jsonl(corpus["test"]["truth"])[0]
+    x, sr = sf.read(recs[0]["audio"], dtype="int16")
+    a0, b0 = truth["spans"][0]
+    sf.write(tmp_path / "single.wav", x[max(0, int((a0 - 0.15) * sr)):int((b0 + 0.15) * sr)], sr)
+    single = {**recs[0], "id": "single", "audio": str(tmp_path / "single.wav"), "transcript": truth["words"][0]}
+    single.pop("duration", None), single.pop("num_samples", None)
+    recs.append(single)
     write_jsonl(tmp_path / "m.jsonl", recs)
     a = segment_manifest(tmp_path / "m.jsonl", tmp_path / "ours", model=corpus["model"],
                          export_ctm=tmp_path / "ours.ctm", show_progress=False)
+    assert a.kept == 9, read_jsonl(tmp_path / "ours" / "rejected.jsonl")
     lines = (tmp_path / "ours.ctm").read_text().splitlines()
     assert len(lines) == a.extra["ctm words"] == a.extra["segments"] and lines[0].split()[1] == "1"
     b = segment_manifest(tmp_path / "m.jsonl", tmp_path / "imported", ctm=tmp_path / "ours.ctm", show_progress=False)
@@ -256,7 +264,7 @@ def test_tidigits_layout_through_the_cli(tmp_path, fsdd_recordings):
 
 
 def array_manifest(corpus, path: Path) -> Path:
-    """14 utterances -> chunks of 4: 0-3 (4, 4, 4, 2); a single word and a missing file among them."""
+    """14 utterances -> chunks of 4: 0-3 (4, 4, 4, 2); a mislabelled single word and a missing file among them."""
     recs = read_jsonl(corpus["test"]["utterances"])[:12]
     recs.insert(5, {**recs[0], "id": "single", "transcript": "seven"})
     recs.append({**recs[1], "id": "gone", "audio": str(path.parent / "nope.wav")})
@@ -269,7 +277,7 @@ def test_segment_array_union_equals_one_run(corpus, tmp_path):
     m = array_manifest(corpus, tmp_path / "m.jsonl")
     opts = ["--model", str(corpus["model"]), "--chunk-size", "4", "-q"]
     code, full = cli("segment", str(m), str(tmp_path / "full"), *opts, "--export-ctm", str(tmp_path / "full.ctm"))
-    assert code == 0 and "kept 13, rejected 1 of 14" in full and "already done" not in full, full
+    assert code == 0 and "kept 12, rejected 2 of 14" in full and "already done" not in full, full
     out = tmp_path / "array"
     outs = []
     for i in range(3):  # chunks {0, 3}, {1}, {2}: 6, 4 and 4 utterances
@@ -281,11 +289,11 @@ def test_segment_array_union_equals_one_run(corpus, tmp_path):
     assert sorted(p.name for p in (out / "parts").iterdir()) == [f"segment.{i:05d}.json" for i in range(4)]
     assert not (out / "segments.jsonl").exists() and not (tmp_path / "array.ctm").exists()  # members merge nothing
     code, merged = cli("segment", str(m), str(out), *opts, "--export-ctm", str(tmp_path / "array.ctm"))
-    assert code == 0 and "kept 13, rejected 1 of 14" in merged and "(14 already done, reused)" in merged, merged
+    assert code == 0 and "kept 12, rejected 2 of 14" in merged and "(14 already done, reused)" in merged, merged
     for name in ("segments.jsonl", "rejected.jsonl", "segment_config.json"):
         assert (out / name).read_bytes() == (tmp_path / "full" / name).read_bytes(), name
     assert (tmp_path / "array.ctm").read_bytes() == (tmp_path / "full.ctm").read_bytes()
-    assert [r["id"] for r in read_jsonl(out / "rejected.jsonl")] == ["gone"]
+    assert [r["id"] for r in read_jsonl(out / "rejected.jsonl")] == ["single", "gone"]
 
 
 def test_segment_resumes_from_parts(corpus, tmp_path):
@@ -307,7 +315,7 @@ def test_segment_resumes_from_parts(corpus, tmp_path):
     (out / "parts" / "segment.00003.json").unlink()
     (out / "segments.jsonl").unlink()
     s = segment_manifest(m, out, model=corpus["model"], chunk_size=4, show_progress=False)
-    assert s.skipped_done == 12 and (s.kept, s.rejected) == (13, 1)
+    assert s.skipped_done == 12 and (s.kept, s.rejected) == (12, 2)
     assert (out / "segments.jsonl").read_bytes() == (tmp_path / "full" / "segments.jsonl").read_bytes()
     (out / "parts" / "segment.00001.json").write_text('{"key": "truncated')  # unreadable: recomputed
     assert segment_manifest(m, out, model=corpus["model"], chunk_size=4, show_progress=False).skipped_done == 10
@@ -340,3 +348,42 @@ def test_segment_array_needs_an_existing_aligner(corpus, tmp_path, monkeypatch):
     code, o = cli("segment", str(m), str(tmp_path / "ctm"), "--ctm", str(tmp_path / "w.ctm"), "--chunk-size", "4",
                   "-q", "--num-jobs", "2", "--job-index", "0")
     assert code == 0 and "job 0 of 2" in o and not (tmp_path / "ctm" / "model").exists(), o
+
+
+def test_single_word_transcripts_are_checked_by_the_aligner(corpus):
+    """A two- or three-digit recording labelled with one of its digits is rejected (it used to be
+    kept, every digit's audio labelled as that one), a real one-digit recording is kept."""
+    m = load_model(corpus["model"])
+    recs = [r for r in read_jsonl(corpus["test"]["utterances"]) if 2 <= len(r["transcript"].split()) <= 3][:12]
+    assert len(recs) >= 6
+    rejected = 0
+    for r in recs:
+        segs, rej, _ = segment_utterance({**r, "transcript": r["transcript"].split()[0]}, m, SegmentConfig())
+        rejected += rej is not None and "mismatch" in rej["reason"]
+    assert rejected >= len(recs) - 1
+    # without an aligner (a corpus of single words only) they are only trimmed, as before
+    segs, rej, _ = segment_utterance({**recs[0], "transcript": "one"}, None, SegmentConfig())
+    assert rej is None and len(segs) == 1
+
+
+def test_background_comes_from_outside_the_words():
+    """The VAD's floor is taken between and around the words, never from inside one; a recording
+    with no background keeps the aligner's edges."""
+    from pvae_data.segment import background_reference, trim_words
+
+    rate = 8000
+    rng = np.random.default_rng(0)
+    t = np.arange(int(0.3 * rate)) / rate
+    word = 3000 * np.sin(2 * np.pi * 300 * t) * np.hanning(len(t))  # a 300 ms "word"
+    quiet = rng.normal(0, 5, int(0.2 * rate))
+    wave = np.concatenate([quiet, word, word])  # background only before the first word
+    spans = [(0.2, 0.5), (0.5, 0.8)]
+    cfg = SegmentConfig()
+    ref = background_reference(wave, rate, spans, cfg)
+    assert ref is not None and len(ref) == int(cfg.noise_ref_s * rate) and np.std(ref) < 10
+    tight = wave[int(0.2 * rate):]  # cut tight: no stretch outside the words
+    assert background_reference(tight, rate, [(0.0, 0.3), (0.3, 0.6)], cfg) is None
+    assert trim_words(tight, rate, [(0.0, 0.3), (0.3, 0.6)], cfg) == [(0, 2400), (2400, 4800)]
+    # a "gap" that is as loud as the words is speech, not background
+    loud = np.concatenate([3000 * np.sin(2 * np.pi * 300 * t[:800]), word, word])
+    assert background_reference(loud, rate, [(0.1, 0.4), (0.4, 0.7)], cfg) is None

@@ -8,7 +8,10 @@ returns word spans in seconds or a rejection reason.  An utterance is rejected, 
 * the per-frame log-likelihood of the forced path is below ``min_score`` (noise, not speech);
 * a word is aligned to implausibly few or many frames for that word (transcript/audio mismatch);
 * a free recogniser (any words, any order) fits the utterance, or one word's stretch of it,
-  ``max_deficit`` / ``max_word_deficit`` nats per frame better than the transcript does.
+  ``max_deficit`` / ``max_word_deficit`` nats per frame better than the transcript does (a word
+  the recogniser hears as itself is not a mismatch, whatever its deficit);
+* the recogniser hears a word where the transcript has silence or a pause, ``max_word_deficit``
+  nats per frame better than the forced path's silence there (one digit for two).
 
 Default thresholds are calibrated on the training data and stored in the model
 (``model.json`` ``calibration``); :class:`AlignConfig` overrides them.
@@ -47,6 +50,10 @@ class Alignment:
     score: float = float("nan")  # forced log-likelihood per frame
     deficit: float = float("nan")  # free - forced per frame
     word_deficits: list[float] = field(default_factory=list)
+    heard: list[str] = field(default_factory=list)  # what the free recogniser heard over each word
+    # (start frame, end frame, deficit per frame, words heard) of each stretch outside the words
+    # in which the free recogniser heard a word
+    gap_deficits: list[tuple[int, int, float, str]] = field(default_factory=list)
     recognized: str = ""
     reason: str | None = None  # set => rejected
 
@@ -129,6 +136,7 @@ def align_words(model: WordHMMs, wave: np.ndarray, words: list[str], cfg: AlignC
         # a mismatch whatever its deficit (the free path only placed its edges differently).
         heard = [" ".join(w for w, s, e in rec if min(e, b) - max(s, a) > 0.5 * (e - s)) or "silence"
                  for a, b in frames]
+        res.heard = heard
         suspect = [k for k in range(len(words)) if heard[k] != words[k]]
         if suspect:
             k = max(suspect, key=lambda i: res.word_deficits[i])
@@ -136,6 +144,21 @@ def align_words(model: WordHMMs, wave: np.ndarray, words: list[str], cfg: AlignC
                 a, b = frames[k]
                 res.reason = (f"transcript/audio mismatch: word {k + 1} {words[k]!r} at {a * fc.shift_s:.2f}-"
                               f"{b * fc.shift_s:.2f} s sounds like {heard[k]!r} ({res.word_deficits[k]:.2f} > "
+                              f"{max_wdef:.2f} nats/frame)")
+                return res
+        # Speech the transcript does not mention: the forced path can only call it silence or a
+        # pause (a two-digit recording labelled with one digit; a dropped word at a pause).  The
+        # same per-frame test, over every stretch outside the words where the recogniser heard one.
+        edges = [0] + [x for f in frames for x in f] + [T]
+        for a, b in zip(edges[0::2], edges[1::2]):
+            extra = " ".join(w for w, s, e in rec if min(e, b) - max(s, a) > 0.5 * (e - s))
+            if b > a and extra:
+                res.gap_deficits.append((a, b, float((cl[b] - cl[a] - cf[b] + cf[a]) / (b - a)), extra))
+        if res.gap_deficits:
+            a, b, d, extra = max(res.gap_deficits, key=lambda g: g[2])
+            if d > max_wdef:
+                res.reason = (f"transcript/audio mismatch: {extra!r} heard at {a * fc.shift_s:.2f}-"
+                              f"{b * fc.shift_s:.2f} s, outside the transcript's words ({d:.2f} > "
                               f"{max_wdef:.2f} nats/frame)")
                 return res
     return res
