@@ -21,20 +21,8 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 data=${PVAE_DATA:-}
 out=$root/exp/fsdd_mnist
 config=$root/configs/pvae_fast.yaml
-while [ $# -gt 0 ]; do
-  case $1 in
-    --stage) stage=$2; shift 2 ;;
-    --stop-stage) stop_stage=$2; shift 2 ;;
-    --data) data=$2; shift 2 ;;
-    --out) out=$2; shift 2 ;;
-    --jobs) jobs=$2; shift 2 ;;
-    --config) config=$2; shift 2 ;;
-    --base-epochs) base_epochs=$2; shift 2 ;;
-    -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
-    *) echo "unknown option $1" >&2; exit 1 ;;
-  esac
-done
-bin=${PVAE_BIN:-$root/.venv/bin}
+help_lines=2,21
+. "$root/pipelines/parse_options.sh"  # --name value for each variable above; sets $bin
 . "$root/pipelines/common_stages.sh"
 # Data: --data or $PVAE_DATA, else ../shared/data when present, else OUT/data, where stage 0
 # downloads what is missing (sha256-verified, resumable; URLs from $PVAE_FSDD_URL/$PVAE_MNIST_URL).

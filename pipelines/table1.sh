@@ -20,20 +20,8 @@ epochs=60; threads=2; parallel=1
 runs="pvae_plus:--model=pvae pvae_paper:--model=pvae,--set=pvae.objective=paper,--set=pvae.kernel=sqdist \
 pvae_no_beta:--model=pvae,--beta=0,--set=pvae.objective=paper jmvae_kl:--model=jmvae-kl vae_sp:--model=vae-sp \
 vae_im:--model=vae-im"
-while [ $# -gt 0 ]; do
-  case $1 in
-    --shards) shards=$2; shift 2 ;;
-    --out) out=$2; shift 2 ;;
-    --config) config=$2; shift 2 ;;
-    --epochs) epochs=$2; shift 2 ;;
-    --threads) threads=$2; shift 2 ;;
-    --parallel) parallel=$2; shift 2 ;;
-    --runs) runs=$2; shift 2 ;;
-    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
-    *) echo "unknown option $1" >&2; exit 1 ;;
-  esac
-done
-bin=${PVAE_BIN:-$root/.venv/bin}
+help_lines=2,14
+. "$root/pipelines/parse_options.sh"  # --name value for each variable above; sets $bin
 [ -f "$shards/audio/index.json" ] && [ -f "$shards/images/index.json" ] || {
   echo "no shards under $shards (run pipelines/fsdd_mnist.sh --stop-stage 3 first)" >&2; exit 1; }
 train_one() {  # name, comma-separated extra flags

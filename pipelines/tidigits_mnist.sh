@@ -17,20 +17,8 @@ stage=0; stop_stage=100; jobs=2; tidigits=""; mnist=""
 root=$(cd "$(dirname "$0")/.." && pwd)
 out=$root/exp/tidigits_mnist
 config=$root/configs/pvae_fast.yaml
-while [ $# -gt 0 ]; do
-  case $1 in
-    --tidigits) tidigits=$2; shift 2 ;;
-    --mnist) mnist=$2; shift 2 ;;
-    --stage) stage=$2; shift 2 ;;
-    --stop-stage) stop_stage=$2; shift 2 ;;
-    --out) out=$2; shift 2 ;;
-    --jobs) jobs=$2; shift 2 ;;
-    --config) config=$2; shift 2 ;;
-    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
-    *) echo "unknown option $1" >&2; exit 1 ;;
-  esac
-done
-bin=${PVAE_BIN:-$root/.venv/bin}
+help_lines=2,16
+. "$root/pipelines/parse_options.sh"  # --name value for each variable above; sets $bin
 . "$root/pipelines/common_stages.sh"
 [ -n "$tidigits" ] && [ -d "$tidigits" ] || { echo "--tidigits DIR (the LDC93S10 root) is required" >&2; exit 1; }
 # MNIST: --mnist, else $PVAE_DATA/mnist, else ../shared/data/mnist, else downloaded into OUT/data/mnist.

@@ -217,7 +217,7 @@ def _shard_options(f):
     opts = [
         click.option("--max-items", type=click.IntRange(0), default=0, help="Items per shard (0 = no limit)."),
         click.option("--max-mb", type=float, default=256.0, help="Payload megabytes per shard."),
-        click.option("--dtype", type=click.Choice(["float32", "float16"]), default="float32", help="Audio feature storage type."),
+        click.option("--dtype", type=click.Choice(["float32", "float16"]), default="float32", help="Feature storage type (audio shards; images are uint8)."),
         click.option("--compression", type=click.Choice(["none", "gzip", "lzf"]), default="none",
                      help="none keeps feats contiguous (memory-mapped reads); gzip/lzf chunk it."),
         click.option("--shuffle/--no-shuffle", default=True, help="Seeded permutation of items before packing."),

@@ -281,6 +281,11 @@ def compute_fbank_batch(
         w = np.asarray(w)
         if w.ndim != 1:
             raise ValueError(f"expected a 1-D waveform, got shape {w.shape}")
+        if w.dtype.kind == "f" and len(w) and 0 < float(np.max(np.abs(w))) <= 1.0:
+            import warnings
+
+            warnings.warn("compute_fbank got float samples within [-1, 1]: it expects the int16 scale "
+                          "(Kaldi's; multiply by 32768), or log energies are ~90 dB too low", stacklevel=3)
         arrays.append(w.astype(np.float32, copy=False))
     lengths = np.array([len(w) for w in arrays], dtype=np.int64)
     frames = np.array([num_frames(int(n), cfg) if n > 0 else 0 for n in lengths], dtype=np.int64)

@@ -172,3 +172,17 @@ def test_config_validation_and_round_trip():
     assert (cfg.window_size, cfg.window_shift, cfg.padded_window_size) == (400, 160, 512)
     with pytest.raises(ValueError, match="1-D"):
         compute_fbank(np.zeros((2, 400), np.float32))
+
+
+def test_float_audio_in_unit_range_is_warned_about():
+    """The kernel expects Kaldi's int16 scale; [-1, 1] floats (librosa's habit) are ~90 dB off."""
+    rng = np.random.default_rng(0)
+    w = rng.normal(0, 0.1, 8000).clip(-1, 1)
+    with pytest.warns(UserWarning, match="int16 scale"):
+        compute_fbank(w)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        compute_fbank(w * 32768)  # int16-scale floats: no warning
+        compute_fbank(np.zeros(8000))  # silence: no warning either

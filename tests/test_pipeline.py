@@ -67,7 +67,7 @@ def test_data_stages_then_rerun_reuses_everything(tmp_path):
     for s in ("stage 0: prepare", "stage 1: trim", "stage 2: fbank", "stage 3: shard"):
         assert s in r.stdout
     assert "kept 3000, rejected 0 of 3000" in r.stdout and "stage 4" not in r.stdout
-    again = run("--stage", "2", "--stop-stage", "3", "--out", str(tmp_path / "exp"))
+    again = run("--stage=2", "--stop_stage", "3", "--out", str(tmp_path / "exp"))  # Kaldi's spellings too
     assert again.returncode == 0 and "stage 0" not in again.stdout
     assert "(3000 already done, reused)" in again.stdout and "(2 already done, reused)" in again.stdout
 
@@ -75,7 +75,8 @@ def test_data_stages_then_rerun_reuses_everything(tmp_path):
 def test_bad_option_and_unreachable_download_fail_clearly(tmp_path):
     """Missing data is downloaded at stage 0; when that cannot work the recipe stops with the
     download's one-line reason (no traceback) before any later stage."""
-    assert run("--nope").returncode != 0
+    bad = run("--nope", "1")
+    assert bad.returncode != 0 and "unknown option --nope" in bad.stderr
     r = run("--data", str(tmp_path / "none"), "--out", str(tmp_path / "x"),
             env={"PVAE_FSDD_URL": "http://127.0.0.1:9/fsdd.tar.gz", "PVAE_DOWNLOAD_BACKOFF": "0"})
     assert r.returncode != 0 and "download fsdd" in r.stdout and "stage 0: prepare" not in r.stdout

@@ -29,6 +29,10 @@ class AlignFeatureConfig(ConfigMixin):
     delta_window: int = 2  # Kaldi add-deltas: regression over +-2 frames
     delta_order: int = 2  # 0: statics only, 1: + deltas, 2: + delta-deltas
     cmn: bool = True  # subtract the utterance mean of every dimension
+    # > 0: that mean is taken over the frames whose energy is within this many dB of the
+    # utterance's loudest (its speech), so that the same words get the same features whether the
+    # recording holds seconds of silence or none (cut tight); 0: over every frame.
+    cmn_speech_db: float = 0.0
 
     def __post_init__(self) -> None:
         if self.num_ceps < 1 or self.num_ceps > self.num_mel_bins:
@@ -86,5 +90,10 @@ def align_features(wave: np.ndarray, cfg: AlignFeatureConfig = AlignFeatureConfi
         parts.append(deltas(parts[1], cfg.delta_window))
     x = np.concatenate(parts, axis=1)
     if cfg.cmn and len(x):
-        x = x - x.mean(axis=0, keepdims=True)
+        if cfg.cmn_speech_db > 0:
+            level = fb.mean(axis=1)  # mean natural-log Mel energy per frame
+            speech = level >= level.max() - cfg.cmn_speech_db * np.log(10) / 10
+            x = x - x[speech].mean(axis=0, keepdims=True)
+        else:
+            x = x - x.mean(axis=0, keepdims=True)
     return np.ascontiguousarray(x, dtype=np.float32)
