@@ -446,6 +446,10 @@ def align_train(manifest: Path, model_dir: Path, split: str, config_file, mixtur
 @click.option("--write-audio", is_flag=True, help="Also write every segment as OUT/audio/<id>.wav.")
 @click.option("--margin", type=float, default=None, help="Seconds of context kept around each digit [default: 0].")
 @click.option("--slack", type=float, default=None, help="How far a word's VAD window reaches into a pause [default: 0.2].")
+@click.option("--ref-min-snr-db", type=float, default=None, help="The background taken outside the words must lie this "
+              "far below them, else the words keep the aligner's edges [default: 12].")
+@click.option("--junction-search", type=float, default=None, help="Move the edge between two abutting words to the "
+              "quietest 10 ms within this many seconds [default: 0, off].")
 @click.option("--min-score", type=float, default=None, help="Reject below this log-likelihood/frame [default: calibrated].")
 @click.option("--max-deficit", type=float, default=None, help="Reject when free recognition beats the transcript by more "
               "than this per frame [default: calibrated].")
@@ -456,13 +460,14 @@ def align_train(manifest: Path, model_dir: Path, split: str, config_file, mixtur
 @_job_array_options
 @_jobs_option
 @_quiet_option
-def segment(manifest: Path, out: Path, model_dir, ctm, export_ctm, write_audio: bool, margin, slack, min_score,
-            max_deficit, max_word_deficit, recognition_check: bool, chunk_size: int, num_jobs: int, job_index,
-            jobs: int, quiet: bool) -> None:
+def segment(manifest: Path, out: Path, model_dir, ctm, export_ctm, write_audio: bool, margin, slack, ref_min_snr_db,
+            junction_search, min_score, max_deficit, max_word_deficit, recognition_check: bool, chunk_size: int,
+            num_jobs: int, job_index, jobs: int, quiet: bool) -> None:
     """Cut connected-digit utterances into one segment per digit: MANIFEST -> OUT/segments.jsonl.
 
     Word spans come from the forced aligner (or --ctm), then each is trimmed
-    by the energy VAD. Single-word utterances are only trimmed. An utterance
+    by the energy VAD. Single-word utterances are trimmed as `trim` does, and
+    their transcript is checked by the aligner when there is one. An utterance
     whose alignment fails is rejected whole, with the reason. Finished chunks
     are kept in OUT/parts: a rerun resumes. With --num-jobs N --job-index I,
     segments only chunk c % N == I (the aligner must exist: --model or
@@ -482,7 +487,9 @@ def segment(manifest: Path, out: Path, model_dir, ctm, export_ctm, write_audio: 
             align=AlignConfig(min_score=min_score, max_deficit=max_deficit, max_word_deficit=max_word_deficit,
                               check_recognition=recognition_check),
             vad=VadConfig.from_dict({**base.vad.to_dict(), **({"margin_s": margin} if margin is not None else {})}),
-            slack_s=base.slack_s if slack is None else slack)
+            slack_s=base.slack_s if slack is None else slack,
+            ref_min_snr_db=base.ref_min_snr_db if ref_min_snr_db is None else ref_min_snr_db,
+            junction_search_s=base.junction_search_s if junction_search is None else junction_search)
         return segment_manifest(manifest, out, model=model_dir, cfg=cfg, jobs=jobs, ctm=ctm, export_ctm=export_ctm,
                                 write_audio=write_audio, show_progress=not quiet, chunk_size=chunk_size, job=job)
 
