@@ -48,5 +48,5 @@ def diagnose(run_dir, checkpoint: str = "best", n_images: int = 1000, seed: int 
     norm = lambda t: float(t.norm(dim=1).mean())  # noqa: E731
     r["norms"] = {"zs_speech": norm(zs_a), "za": norm(za), "zs_image": norm(zs_i), "zi": norm(zi), "zs_multimodal": norm(zs_m)}
     r["distance_multimodal_zs_to"] = {"speech_zs": norm(zs_m - zs_a), "image_zs": norm(zs_m - zs_partner)}
-    return {"epoch": ck["epoch"], "checkpoint": checkpoint, "n_speech": len(ya), "n_images": checks["n_images"],
+    return {"epoch": ck["epoch"], "checkpoint": checkpoint, "checkpoint_file": ck["loaded_from"], "n_speech": len(ya), "n_images": checks["n_images"],
             "judges": judge.info, **r}

@@ -60,6 +60,7 @@ def evaluate(run_dir: str | Path, ecfg: EvalConfig = EvalConfig()) -> dict:
     post = encode_posteriors(model, audio if "audio" in has else None, images if "image" in has else None)
     means = {k: mu for k, (mu, _) in post.items()}
     metrics: dict = {"model": cfg.model, "epoch": ck["epoch"], "checkpoint": ecfg.checkpoint,
+                     "checkpoint_file": ck["loaded_from"],
                      "objective": cfg.pvae.objective if cfg.model == "pvae" else None,
                      "deviations": cfg.pvae.deviations(cfg.model),
                      "n_speech": len(audio.labels), "n_images": len(images.labels),

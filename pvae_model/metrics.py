@@ -133,6 +133,7 @@ def load_run(run_dir, checkpoint: str = "best", device: str = "cpu", audio_shard
             print(f"warning: {run_dir}: no checkpoints/{checkpoint}.pt (no evaluation epoch improved it yet); "
                   f"using last.pt", file=sys.stderr)
     ck = load_checkpoint(path, map_location=device)
+    ck["loaded_from"] = str(path)  # what was read, after any fallback: reported next to the results
     cfg = TrainConfig.from_dict(ck["config"])
     model = build_model(cfg.model, cfg.pvae).to(device)
     model.load_state_dict(ck["model"])
@@ -168,7 +169,7 @@ def zs_purity(run_dir, checkpoint: str = "best", seeds: int = 5, device: str = "
     ck, cfg, model, audio, images, _ = load_run(run_dir, checkpoint, device, **shards)
     has = MODALITIES[cfg.model]
     means = encode_means(model, audio if "audio" in has else None, images if "image" in has else None, device=device)
-    out = {"model": cfg.model, "checkpoint": checkpoint, "epoch": ck["epoch"],
+    out = {"model": cfg.model, "checkpoint": checkpoint, "checkpoint_file": ck["loaded_from"], "epoch": ck["epoch"],
            "n_speech": len(audio.labels) if "audio" in has else 0,
            "n_images": len(images.labels) if "image" in has else 0}
     out.update(latent_purity(means, audio.labels, images.labels, seeds))

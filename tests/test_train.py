@@ -301,7 +301,7 @@ def test_evaluate_writes_metrics_figures_and_audio(tmp_path, shards):
     # `pvae-model diagnose`: every judged fraction is a fraction; norms and distances are finite.
     r = CliRunner().invoke(main, ["diagnose", str(tmp_path / "r"), "--images", "100"])
     assert r.exit_code == 0, r.output
-    d = json.loads(r.output)
+    d = json.loads(r.stdout)  # stderr: "no checkpoints/best.pt ... using last.pt"
     fractions = [v for k, v in d.items() if k.startswith(("speech_", "image_", "mm_"))]
     assert len(fractions) == 12 and all(0 <= v <= 1 for v in fractions)
     assert d["n_images"] == 100 and all(np.isfinite(v) for v in d["norms"].values())
