@@ -29,6 +29,8 @@ import numpy as np
 import torch
 import yaml
 
+from pvae_data.config import check_field_types
+
 from .data import PairedEpochs, load_audio_split, load_image_split
 from .metrics import encode_means, kmeans_purity
 from .models.baselines import MODALITIES, build_model
@@ -66,6 +68,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if isinstance(self.pvae, dict):
             self.pvae = PVAEConfig.from_dict(self.pvae)
+        check_field_types(self)
         self.betas = tuple(self.betas)
         if self.model not in MODALITIES:
             raise ValueError(f"unknown model {self.model!r} (available: {', '.join(MODALITIES)})")
@@ -285,6 +288,9 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, show_prog
             from torch.utils.tensorboard import SummaryWriter
 
             writer = SummaryWriter(str(run / "tb"))
+            if start_epoch == 0 and start_batch == 0:  # the config as text and as hparams, once per run
+                writer.add_text("config", "```\n" + yaml.safe_dump(cfg.to_dict(), sort_keys=False) + "```", 0)
+                writer.add_hparams(_hparams(cfg), {}, run_name=".")
         except ImportError:  # TensorBoard is optional at run time
             writer = None
 
@@ -312,6 +318,8 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, show_prog
     with _Stop() as stop:
         for epoch in range(start_epoch, cfg.epochs):
             model.train()
+            if hasattr(model, "set_epoch"):  # epoch-dependent loss weights (PVAE: private_adv_start)
+                model.set_epoch(epoch)
             t_epoch = time.perf_counter()
             bar = tqdm(total=n_batches, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, dynamic_ncols=True,
                        disable=not (show_progress and main and sys.stderr.isatty()))
@@ -337,6 +345,12 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, show_prog
                 opt.step()
                 n = len(batch["lengths"])
                 pairs_epoch += n
+                if writer is not None and (b + 1) % STEP_LOG_EVERY == 0:  # per-step curve, epochs are few
+                    step = epoch * n_batches + b + 1
+                    writer.add_scalar("step/loss", out.metrics["loss"], step)
+                    for k in _SHOWN:
+                        if k in out.metrics:
+                            writer.add_scalar(f"step/{k}", out.metrics[k], step)
                 for k, v in out.metrics.items():
                     sums[k] = sums.get(k, 0.0) + v * n
                 sums["_n"] = sums.get("_n", 0) + n
@@ -442,6 +456,24 @@ def _reduce(sums: dict, dist) -> dict:
         dist.all_reduce(vals)
     n = float(vals[-1]) or 1.0
     return {k: float(v) / n for k, v in zip(keys, vals[:-1])}
+
+
+STEP_LOG_EVERY = 10  # batches between per-step TensorBoard scalars
+
+
+def _hparams(cfg) -> dict:
+    """The config flattened to TensorBoard hparams (numbers, strings and booleans only)."""
+    out = {}
+
+    def walk(d: dict, prefix: str) -> None:
+        for k, v in d.items():
+            if isinstance(v, dict):
+                walk(v, f"{prefix}{k}.")
+            else:
+                out[prefix + k] = v if isinstance(v, (int, float, str, bool)) else str(v)
+
+    walk(cfg.to_dict(), "")
+    return out
 
 
 def log_epoch(path: Path, writer, metrics: dict) -> None:

@@ -315,3 +315,14 @@ def test_private_adv_weight_is_a_named_plus_term():
     torch.manual_seed(0)
     b = PVAE(PVAEConfig(**GOLDEN_CFG, objective="plus", private_adv_weight=1.0)).state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_private_adv_start_ramps_the_term_in():
+    cfg = PVAEConfig(**GOLDEN_CFG, objective="plus", private_adv_weight=10.0, private_adv_start=3)
+    model = PVAE(cfg)
+    scales = []
+    for e in range(10):
+        model.set_epoch(e)
+        scales.append(model.adv_scale)
+    assert scales[:3] == [0.0, 0.0, 0.0] and scales[3] == pytest.approx(0.2) and scales[7:] == [1.0, 1.0, 1.0]
+    assert cfg.deviations()["private_adv_start"] == 3

@@ -438,3 +438,13 @@ def test_corrupt_shard_metadata_is_one_line(tmp_path, shards):
                                   "--image-shards", str(shards[1]), "--epochs", "1", "-q"])
     assert r.exit_code == 1 and "Traceback" not in r.output, r.output
     assert "Error:" in r.output and str(bad) in r.output
+
+
+def test_config_values_are_type_checked():
+    """`--set epochs=abc` or `beta: yes` fail with the field named, not deep inside training."""
+    with pytest.raises(ValueError, match=r"TrainConfig\.epochs: expected int, got 'abc'"):
+        load_config(None, {"epochs": "abc"})
+    with pytest.raises(ValueError, match=r"PVAEConfig\.beta: expected float"):
+        load_config(None, {"pvae.beta": True})
+    cfg = load_config(None, {"lr": 1, "pvae.image_channels": [8, 16]})  # int for float, list for tuple: fine
+    assert cfg.lr == 1 and cfg.pvae.image_channels == (8, 16)

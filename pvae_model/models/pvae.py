@@ -67,8 +67,14 @@ class PVAEConfig(ConfigMixin):
     # reversal), so z_a / z_i are pushed to hold nothing z_s already says, the digit first.
     # Label-free (FactorVAE's permutation trick between partitions). 0 = off.
     private_adv_weight: float = 0.0
+    # The term is off before this epoch (0-based) and ramps up linearly over the next 5: the
+    # critic pushes only once z_s has formed (weight 100 from epoch 0 diverged, docs/results.md).
+    private_adv_start: int = 0
 
     def __post_init__(self) -> None:
+        from pvae_data.config import check_field_types
+
+        check_field_types(self)
         self.image_channels = tuple(self.image_channels)
         if self.objective not in OBJECTIVES:
             raise ValueError(f"objective must be one of {OBJECTIVES}, got {self.objective!r}")
@@ -82,8 +88,8 @@ class PVAEConfig(ConfigMixin):
             raise ValueError("latent and hidden sizes must be positive")
         if self.image_nll_std <= 0:
             raise ValueError("image_nll_std must be > 0")
-        if self.private_adv_weight < 0:
-            raise ValueError("private_adv_weight must be >= 0")
+        if self.private_adv_weight < 0 or self.private_adv_start < 0:
+            raise ValueError("private_adv_weight and private_adv_start must be >= 0")
         if self.private_adv_weight > 0 and self.objective != "plus":
             raise ValueError("private_adv_weight is a term of the plus objective: set objective: plus")
         if self.alpha < 0 or self.beta < 0 or self.gamma < 0 or self.kl_private_weight < 0:
@@ -108,6 +114,8 @@ class PVAEConfig(ConfigMixin):
             out["kl_private_weight"] = self.kl_private_weight
         if self.private_adv_weight > 0:
             out["private_adv_weight"] = self.private_adv_weight
+            if self.private_adv_start:
+                out["private_adv_start"] = self.private_adv_start
         return out
 
 
@@ -172,9 +180,15 @@ class PVAE(nn.Module):
         self.enc_i = _Encoder(nn.ModuleDict({"i": pre_i()}), H, {"s": cfg.z_shared, "i": cfg.z_image})
         self.dec_a = AudioDecoder(cfg.z_shared + cfg.z_audio, cfg.feat_dim, H)
         self.dec_i = ImageDecoder(cfg.z_shared + cfg.z_image)
+        self.adv_scale = 1.0 if cfg.private_adv_start <= 0 else 0.0  # set per epoch by set_epoch()
         if cfg.private_adv_weight > 0:  # created last: the other modules' initial weights do not change
             self.critic_a = PartitionCritic(cfg.z_shared, cfg.z_audio)
             self.critic_i = PartitionCritic(cfg.z_shared, cfg.z_image)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Epoch-dependent weights (called by the trainer before each epoch, 0-based)."""
+        start = self.cfg.private_adv_start
+        self.adv_scale = 1.0 if start <= 0 else min(1.0, max(0.0, (epoch - start + 1) / 5))
 
     # ---- inference networks -------------------------------------------------------------
     def encode_multimodal(self, x_a, lengths, x_i):
@@ -228,7 +242,7 @@ class PVAE(nn.Module):
             if cfg.private_adv_weight > 0:
                 adv_a = self.critic_a(reparameterize(*qa["s"]), reparameterize(*qa["a"]), neg)
                 adv_i = self.critic_i(reparameterize(*qi["s"]), reparameterize(*qi["i"]), neg)
-                total = total + cfg.private_adv_weight * (adv_a + adv_i)
+                total = total + self.adv_scale * cfg.private_adv_weight * (adv_a + adv_i)
                 m.update(critic_audio=adv_a.mean(), critic_image=adv_i.mean())
         loss = total.mean()
         m["loss"] = loss
