@@ -48,6 +48,26 @@ def _job_slice(num_jobs: int, job_index: int | None):
         raise click.UsageError(str(e)) from None
 
 
+# What each stage writes as its manifest: a stage given the previous stage's *directory* (as Kaldi
+# passes data dirs) reads the first of these it finds there.
+STAGE_MANIFESTS = ("segments.jsonl", "utterances.jsonl", "segments.jsonl.gz", "utterances.jsonl.gz")
+
+
+def _manifest_path(ctx, param, value: Path) -> Path:
+    """A manifest file, or a stage's output directory holding one (click callback)."""
+    if value is None or not value.is_dir():
+        return value
+    for name in STAGE_MANIFESTS:
+        if (value / name).is_file():
+            return value / name
+    raise click.BadParameter(f"{value} is a directory without a manifest ({', '.join(STAGE_MANIFESTS[:2])})",
+                             param=param)
+
+
+def _manifest_argument(f):
+    return click.argument("manifest", type=click.Path(exists=True, path_type=Path), callback=_manifest_path)(f)
+
+
 def _finish(summary, out: Path | None = None) -> None:
     """Print the summary line; exit non-zero when there was input but nothing was kept."""
     if "job" in summary.extra:  # one member of a job array
@@ -138,7 +158,7 @@ def prepare(corpus: str, source: Path, out: Path, truncated: str, jobs: int, qui
 
 
 @main.command(context_settings=CONTEXT)
-@click.argument("manifest", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@_manifest_argument
 @click.argument("out", type=click.Path(path_type=Path))
 @click.option("--backend", type=click.Choice(["energy", "webrtc"]), default="energy",
               help="energy: Kaldi compute-vad style; webrtc: the WebRTC VAD.")
@@ -174,7 +194,7 @@ def trim(manifest: Path, out: Path, backend: str, margin, energy_threshold, ener
 
 
 @main.command(context_settings=CONTEXT)
-@click.argument("manifest", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@_manifest_argument
 @click.argument("out", type=click.Path(path_type=Path))
 @click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="JSON FbankConfig (see `pvae-data default-config fbank`); flags override it.")
@@ -400,7 +420,7 @@ def default_config(what: str) -> None:
 
 
 @main.command("align-train", context_settings=CONTEXT)
-@click.argument("manifest", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@_manifest_argument
 @click.argument("model_dir", type=click.Path(path_type=Path))
 @click.option("--split", default="train", help="Train on this split (all utterances when none has it).")
 @click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
@@ -436,7 +456,7 @@ def align_train(manifest: Path, model_dir: Path, split: str, config_file, mixtur
 
 
 @main.command(context_settings=CONTEXT)
-@click.argument("manifest", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@_manifest_argument
 @click.argument("out", type=click.Path(path_type=Path))
 @click.option("--model", "model_dir", type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="Aligner from `align-train` [default: train one on MANIFEST's train split into OUT/model].")

@@ -7,6 +7,7 @@ when complete, so an interrupted run never leaves a file that looks finished but
 from __future__ import annotations
 
 import contextlib
+import gzip
 import json
 import os
 import tempfile
@@ -55,9 +56,11 @@ def write_jsonl(path: str | os.PathLike, records: Iterable[dict]) -> int:
 
 
 def read_jsonl(path: str | os.PathLike) -> list[dict]:
-    """Read a JSONL file; a malformed line is an error that names the file and line."""
+    """Read a JSONL file (``.jsonl.gz`` too, as lhotse writes them); a malformed line is an error
+    that names the file and line."""
     out = []
-    with open(path, encoding="utf-8") as f:
+    opener = gzip.open if str(path).endswith(".gz") else open
+    with opener(path, "rt", encoding="utf-8") as f:
         for i, line in enumerate(f, 1):
             line = line.strip()
             if not line:

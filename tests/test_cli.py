@@ -63,6 +63,18 @@ def test_prepare_trim_fbank_end_to_end(tmp_path, fsdd_subset, write_audio):
     r = run_cli("fbank", str(tmp_path / "trim" / "segments.jsonl"), str(tmp_path / "fbank"), "-q")
     assert r.returncode == 0 and "already done, reused" in r.stdout
     assert (tmp_path / "fbank" / "features.jsonl").read_bytes() == before
+    # a stage takes the previous stage's directory (as Kaldi passes data dirs) and .jsonl.gz manifests
+    import gzip
+
+    r = run_cli("trim", str(tmp_path / "prep"), str(tmp_path / "trim_dir"), "-q")
+    assert r.returncode == 0 and (tmp_path / "trim_dir" / "segments.jsonl").read_bytes() == \
+        (tmp_path / "trim" / "segments.jsonl").read_bytes(), r.stderr
+    with gzip.open(tmp_path / "u.jsonl.gz", "wb") as f:
+        f.write((tmp_path / "prep" / "utterances.jsonl").read_bytes())
+    r = run_cli("trim", str(tmp_path / "u.jsonl.gz"), str(tmp_path / "trim_gz"), "-q")
+    assert r.returncode == 0 and "kept 42" in r.stdout, r.stderr
+    r = run_cli("fbank", str(tmp_path), str(tmp_path / "nope"), "-q")
+    assert r.returncode == 2 and "directory without a manifest" in r.stderr
     # each stage keeps its own history in OUT/<stage>.log: the command line and its outcome
     log = (tmp_path / "fbank" / "fbank.log").read_text().splitlines()
     assert len(log) == 4 and "pvae-data fbank" in log[0] and "kept" in log[1] and "already done" in log[3]
