@@ -115,31 +115,13 @@ def load_run(run_dir, checkpoint: str = "best", device: str = "cpu", audio_shard
 
     ``checkpoint`` is "best" or "last" (best falls back to last, with a warning) or a path to a
     ``.pt`` file; ``audio_shards`` / ``image_shards`` override the shard paths saved in the run."""
-    from pathlib import Path
-
-    from .data import load_audio_split, load_image_split
-    from .models.baselines import build_model
-    from .train import TrainConfig, _cmvn, load_checkpoint
-
-    path = Path(checkpoint) if str(checkpoint).endswith(".pt") else Path(run_dir) / "checkpoints" / f"{checkpoint}.pt"
-    if str(checkpoint).endswith(".pt"):
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: no such checkpoint")
-    elif not path.exists():
-        path = Path(run_dir) / "checkpoints" / "last.pt"
-        if checkpoint != "last" and path.exists():
-            import sys
-
-            print(f"warning: {run_dir}: no checkpoints/{checkpoint}.pt (no evaluation epoch improved it yet); "
-                  f"using last.pt", file=sys.stderr)
-    ck = load_checkpoint(path, map_location=device)
-    ck["loaded_from"] = str(path)  # what was read, after any fallback: reported next to the results
-    cfg = TrainConfig.from_dict(ck["config"])
-    model = build_model(cfg.model, cfg.pvae).to(device)
-    model.load_state_dict(ck["model"])
-    model.eval()
     from dataclasses import replace
 
+    from .data import load_audio_split, load_image_split
+    from .run import load_model
+    from .train import _cmvn
+
+    model, cfg, ck = load_model(run_dir, checkpoint, device)
     cfg = replace(cfg, audio_shards=shard_dir(run_dir, "audio_shards", cfg.audio_shards, audio_shards),
                   image_shards=shard_dir(run_dir, "image_shards", cfg.image_shards, image_shards))
     cmvn = _cmvn(cfg.audio_shards)

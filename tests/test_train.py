@@ -228,6 +228,13 @@ def test_a_run_is_portable(tmp_path, shards, monkeypatch):
     assert Path(saved.audio_shards).is_absolute() and Path(saved.audio_shards) == (work / "sh" / "audio").resolve()
     monkeypatch.chdir(tmp_path)
     assert zs_purity(work / "run", "last", seeds=1)["epoch"] == 1  # from another directory
+    from pvae_model.models.baselines import UnimodalVAE
+    from pvae_model.models.pvae import PVAE
+
+    model = PVAE.from_run(work / "run", "last")
+    assert isinstance(model, PVAE) and not model.training
+    with pytest.raises(ValueError, match="not a UnimodalVAE"):
+        UnimodalVAE.from_run(work / "run", "last")
     shutil.move(str(work / "sh"), str(tmp_path / "moved"))
     r = CliRunner().invoke(main, ["purity", str(work / "run"), "--seeds", "1", "--checkpoint", "last"])
     assert r.exit_code == 1 and "config.yaml" in r.output and "--audio-shards" in r.output

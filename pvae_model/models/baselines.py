@@ -28,11 +28,12 @@ from ..modules import (
     kl_std_normal,
     reparameterize,
 )
+from ..run import FromRun
 from .base import ModelOutput
 from .pvae import PVAEConfig
 
 
-class UnimodalVAE(nn.Module):
+class UnimodalVAE(FromRun, nn.Module):
     """VAE-sp (``modality="audio"``) or VAE-im (``modality="image"``)."""
 
     def __init__(self, cfg: PVAEConfig, modality: str):
@@ -77,7 +78,7 @@ class UnimodalVAE(nn.Module):
         return ModelOutput(loss, {k: float(v.detach()) for k, v in m.items()})
 
 
-class JMVAE(nn.Module):
+class JMVAE(FromRun, nn.Module):
     """JMVAE-kl: one joint latent, a multimodal and two unimodal encoders, both decoders."""
 
     def __init__(self, cfg: PVAEConfig):

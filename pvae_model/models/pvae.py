@@ -34,6 +34,7 @@ from ..modules import (
     rbf_dist_half,
     reparameterize,
 )
+from ..run import FromRun
 from .base import ConfigMixin, ModelOutput, cyclic_derangement
 
 
@@ -166,7 +167,7 @@ class PartitionCritic(nn.Module):
         return bce(real, torch.ones_like(real), reduction="none") + bce(fake, torch.zeros_like(fake), reduction="none")
 
 
-class PVAE(nn.Module):
+class PVAE(FromRun, nn.Module):
     def __init__(self, cfg: PVAEConfig = PVAEConfig()):
         super().__init__()
         self.cfg = cfg
