@@ -22,10 +22,12 @@ def _quiet_option(f):
 
 
 def _job_array_options(f):
-    """--num-jobs/--job-index: one member of a cluster job array (see docs/scaling.md)."""
-    f = click.option("--job-index", type=click.IntRange(0), default=None,
-                     help="This member's 0-based index [default with --num-jobs > 1: $SLURM_ARRAY_TASK_ID].")(f)
-    return click.option("--num-jobs", type=click.IntRange(1), default=1,
+    """--array-size/--array-index: one member of a cluster job array (see docs/scaling.md).  The
+    former names --num-jobs/--job-index still work (lhotse and Kaldi use "jobs" for parallel
+    workers, which is -j here)."""
+    f = click.option("--array-index", "--job-index", "job_index", type=click.IntRange(0), default=None,
+                     help="This member's 0-based index [default with --array-size > 1: $SLURM_ARRAY_TASK_ID].")(f)
+    return click.option("--array-size", "--num-jobs", "num_jobs", type=click.IntRange(1), default=1,
                         help="Job-array size N: this run does only its share of the chunks (chunk % N == "
                              "job index) and writes no merged outputs; a run without these options "
                              "afterwards merges.")(f)
@@ -40,7 +42,7 @@ def _job_slice(num_jobs: int, job_index: int | None):
     if num_jobs > 1 and job_index is None:
         env = os.environ.get("SLURM_ARRAY_TASK_ID", "")
         if not env.isdigit():
-            raise click.UsageError("--num-jobs > 1 needs --job-index (or $SLURM_ARRAY_TASK_ID)")
+            raise click.UsageError("--array-size > 1 needs --array-index (or $SLURM_ARRAY_TASK_ID)")
         job_index = int(env)
     try:
         return JobSlice(num_jobs, job_index or 0)
@@ -75,7 +77,7 @@ def _finish(summary, out: Path | None = None) -> None:
             click.echo(f"{summary.stage}: job {summary.extra['job']}: no chunk to do (fewer chunks than jobs)")
             return
         click.echo(summary.line())
-        click.echo("  merge: once every member has finished, rerun the same command without --num-jobs/--job-index")
+        click.echo("  merge: once every member has finished, rerun the same command without --array-size/--array-index")
         if summary.kept == 0:
             raise click.ClickException("nothing succeeded: every input of this member was rejected")
         return
@@ -175,7 +177,7 @@ def trim(manifest: Path, out: Path, backend: str, margin, energy_threshold, ener
     """Trim leading/trailing silence: MANIFEST -> OUT/segments.jsonl.
 
     Inputs in which no speech is found are rejected with the reason, never
-    emptied silently. With --num-jobs N --job-index I, trims only chunk
+    emptied silently. With --array-size N --array-index I, trims only chunk
     c % N == I into OUT/parts/; a plain run afterwards merges.
     """
     from .trim import trim_manifest
@@ -213,7 +215,7 @@ def fbank(manifest: Path, out: Path, config_file, sample_rate, num_mel_bins, dit
 
     Reads utterance or segment manifests (start/end honoured), writes Kaldi
     ark/scp, per-speaker and global CMVN stats, and the config. Resumes: a rerun
-    keeps finished chunks. With --num-jobs N --job-index I, computes only chunk
+    keeps finished chunks. With --array-size N --array-index I, computes only chunk
     c % N == I; a plain run afterwards merges.
     """
     from .features import FbankStageConfig, StageConfigMismatch, compute_features
@@ -489,7 +491,7 @@ def segment(manifest: Path, out: Path, model_dir, ctm, export_ctm, write_audio: 
     by the energy VAD. Single-word utterances are trimmed as `trim` does, and
     their transcript is checked by the aligner when there is one. An utterance
     whose alignment fails is rejected whole, with the reason. Finished chunks
-    are kept in OUT/parts: a rerun resumes. With --num-jobs N --job-index I,
+    are kept in OUT/parts: a rerun resumes. With --array-size N --array-index I,
     segments only chunk c % N == I (the aligner must exist: --model or
     OUT/model); a plain run afterwards merges.
     """

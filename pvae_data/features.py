@@ -6,9 +6,9 @@ marker ``arks/feats.NNNNN.done.json`` exists (written last, atomically).  A reru
 finished chunks and redoes the rest, and the merged outputs are identical whatever the number of
 jobs or interruptions.
 
-Cluster job arrays (``job=JobSlice(N, i)``, CLI ``--num-jobs N --job-index i``): member ``i``
+Cluster job arrays (``job=JobSlice(N, i)``, CLI ``--array-size N --array-index i``): member ``i``
 computes only the chunks ``c`` with ``c % N == i`` into the same ``OUT`` (a shared filesystem)
-and writes none of the merged outputs below.  A plain run afterwards (no ``--job-index``) finds
+and writes none of the merged outputs below.  A plain run afterwards (no ``--array-index``) finds
 every chunk done, reuses them and writes the merged outputs -- byte-identical to one full run;
 chunks a failed member left undone are computed by that run.
 
@@ -170,7 +170,7 @@ def compute_features(
     """
     timer = Timer()
     if overwrite and job.is_member:
-        raise ValueError("--overwrite cannot be combined with --num-jobs > 1 (each member would delete the "
+        raise ValueError("--overwrite cannot be combined with --array-size > 1 (each member would delete the "
                          "others' chunks); empty OUT before starting the array instead")
     out = Path(out_dir)
     records = read_jsonl(manifest)

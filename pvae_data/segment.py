@@ -24,7 +24,7 @@ An utterance is kept whole or rejected whole, with the reason: no speech, a fail
 (see :mod:`pvae_data.align.aligner`), a CTM that disagrees with the transcript, or a word span
 in which the VAD finds no speech.  kept + rejected == total utterances.
 
-Resume and cluster job arrays (``job=JobSlice(N, i)``, CLI ``--num-jobs N --job-index i``): the
+Resume and cluster job arrays (``job=JobSlice(N, i)``, CLI ``--array-size N --array-index i``): the
 manifest is cut into fixed chunks of ``chunk_size`` utterances and every finished chunk is written
 as ``OUT/parts/segment.NNNNN.json`` (its results and a key: sha256 of the segment config, the
 chunk size, the manifest, the aligner's ``model.json``/``model.npz`` or the CTM, and the cut-audio

@@ -132,9 +132,9 @@ class JobSlice:
 
     def __post_init__(self) -> None:
         if self.num_jobs < 1:
-            raise ValueError(f"--num-jobs must be >= 1, got {self.num_jobs}")
+            raise ValueError(f"--array-size must be >= 1, got {self.num_jobs}")
         if not 0 <= self.index < self.num_jobs:
-            raise ValueError(f"--job-index must be in 0..{self.num_jobs - 1} (0-based), got {self.index}")
+            raise ValueError(f"--array-index must be in 0..{self.num_jobs - 1} (0-based), got {self.index}")
 
     @property
     def is_member(self) -> bool:

@@ -5,7 +5,7 @@ inputs plus ``start``/``end`` (seconds in the source audio) and ``duration``; th
 rewritten, the ``fbank`` stage reads just the span.  An input in which the VAD finds no speech
 is rejected with its reason: trimming never silently empties an utterance.
 
-Cluster job arrays (``job=JobSlice(N, i)``, CLI ``--num-jobs N --job-index i``): the manifest is
+Cluster job arrays (``job=JobSlice(N, i)``, CLI ``--array-size N --array-index i``): the manifest is
 cut into fixed chunks of ``chunk_size`` records; member ``i`` trims the chunks ``c`` with
 ``c % N == i`` and writes each as ``OUT/parts/trim.NNNNN.json`` (kept and rejected records, a key
 of config + manifest + chunk size; written atomically).  A plain run reuses every part whose key

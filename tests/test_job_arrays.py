@@ -124,9 +124,9 @@ def test_members_leave_each_others_work_alone(tmp_path, fsdd_files):
 def test_job_options_are_checked(tmp_path, fsdd_files, monkeypatch):
     m = manifest(fsdd_files[:4], tmp_path / "m.jsonl")
     monkeypatch.delenv("SLURM_ARRAY_TASK_ID", raising=False)
-    r = cli("fbank", str(m), str(tmp_path / "o"), "--num-jobs", "3")
-    assert r.exit_code == 2 and "needs --job-index" in r.output
-    r = cli("trim", str(m), str(tmp_path / "o"), "--num-jobs", "3", "--job-index", "3")
+    r = cli("fbank", str(m), str(tmp_path / "o"), "--array-size", "3")
+    assert r.exit_code == 2 and "needs --array-index" in r.output
+    r = cli("trim", str(m), str(tmp_path / "o"), "--num-jobs", "3", "--job-index", "3")  # the former names
     assert r.exit_code == 2 and "0..2" in r.output
     r = cli("fbank", str(m), str(tmp_path / "o"), "--num-jobs", "2", "--job-index", "0", "--overwrite")
     assert r.exit_code == 1 and "--overwrite cannot be combined" in r.output
