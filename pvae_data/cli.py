@@ -70,6 +70,21 @@ def _manifest_argument(f):
     return click.argument("manifest", type=click.Path(exists=True, path_type=Path), callback=_manifest_path)(f)
 
 
+def _config_dict(path: Path | None) -> dict:
+    """A stage's config file: YAML or JSON (YAML reads both); {} when none is given."""
+    if path is None:
+        return {}
+    import yaml
+
+    try:
+        d = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise click.BadParameter(f"{path}: not YAML/JSON ({e})", param_hint="--config") from None
+    if not isinstance(d, dict):
+        raise click.BadParameter(f"{path}: expected a mapping of config fields", param_hint="--config")
+    return d
+
+
 def _finish(summary, out: Path | None = None) -> None:
     """Print the summary line; exit non-zero when there was input but nothing was kept."""
     if "job" in summary.extra:  # one member of a job array
@@ -162,8 +177,10 @@ def prepare(corpus: str, source: Path, out: Path, truncated: str, jobs: int, qui
 @main.command(context_settings=CONTEXT)
 @_manifest_argument
 @click.argument("out", type=click.Path(path_type=Path))
-@click.option("--backend", type=click.Choice(["energy", "webrtc"]), default="energy",
-              help="energy: Kaldi compute-vad style; webrtc: the WebRTC VAD.")
+@click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="YAML/JSON VadConfig (see `pvae-data default-config vad`); flags override it.")
+@click.option("--backend", type=click.Choice(["energy", "webrtc"]), default=None,
+              help="energy: Kaldi compute-vad style; webrtc: the WebRTC VAD [default: energy].")
 @click.option("--margin", type=float, default=None, help="Seconds of context kept on each side [default: VadConfig's].")
 @click.option("--energy-threshold", type=float, default=None, help="Kaldi --vad-energy-threshold.")
 @click.option("--energy-mean-scale", type=float, default=None, help="Kaldi --vad-energy-mean-scale.")
@@ -172,7 +189,7 @@ def prepare(corpus: str, source: Path, out: Path, truncated: str, jobs: int, qui
 @_job_array_options
 @_jobs_option
 @_quiet_option
-def trim(manifest: Path, out: Path, backend: str, margin, energy_threshold, energy_mean_scale,
+def trim(manifest: Path, out: Path, config_file, backend, margin, energy_threshold, energy_mean_scale,
          webrtc_mode, chunk_size: int, num_jobs: int, job_index, jobs: int, quiet: bool) -> None:
     """Trim leading/trailing silence: MANIFEST -> OUT/segments.jsonl.
 
@@ -188,7 +205,8 @@ def trim(manifest: Path, out: Path, backend: str, margin, energy_threshold, ener
                  "energy_mean_scale": energy_mean_scale, "webrtc_mode": webrtc_mode}
 
     def run():
-        cfg = VadConfig.from_dict({**VadConfig().to_dict(), **{k: v for k, v in overrides.items() if v is not None}})
+        cfg = VadConfig.from_dict({**VadConfig().to_dict(), **_config_dict(config_file),
+                                   **{k: v for k, v in overrides.items() if v is not None}})
         return trim_manifest(manifest, out, cfg, jobs=jobs, show_progress=not quiet, chunk_size=chunk_size,
                              job=job)
 
@@ -224,7 +242,7 @@ def fbank(manifest: Path, out: Path, config_file, sample_rate, num_mel_bins, dit
     job = _job_slice(num_jobs, job_index)
 
     def run():
-        base = json.loads(config_file.read_text()) if config_file else {}
+        base = _config_dict(config_file)
         overrides = {"sample_rate": sample_rate, "num_mel_bins": num_mel_bins, "dither": dither,
                      "snip_edges": snip_edges}
         fb = FbankConfig.from_dict({**FbankConfig().to_dict(), **base,
@@ -405,19 +423,28 @@ def download(dataset: str, dest: Path, urls: tuple, checksums, retries: int, bac
 
 
 @main.command("default-config", context_settings=CONTEXT)
-@click.argument("what", type=click.Choice(["fbank", "vad"]))
+@click.argument("what", type=click.Choice(["fbank", "vad", "trim", "align-train"]))
 def default_config(what: str) -> None:
-    """Print a stage's default config as JSON (edit it and pass --config)."""
+    """Print a stage's default config as YAML (edit it and pass --config; JSON is read too).
+
+    fbank: `fbank --config`; vad or trim: `trim --config`; align-train:
+    `align-train --config`. Training configs: `pvae-model default-config`.
+    """
+    import yaml
+
     if what == "fbank":
         from .fbank import FbankConfig
 
         d = FbankConfig().to_dict()
+    elif what == "align-train":
+        from .align.train import AlignTrainConfig
+
+        d = AlignTrainConfig().to_dict()
     else:
         from .vad import VadConfig
 
         d = VadConfig().to_dict()
-    json.dump(d, sys.stdout, indent=2)
-    sys.stdout.write("\n")
+    sys.stdout.write(yaml.safe_dump(d, sort_keys=False))
 
 
 
@@ -444,7 +471,7 @@ def align_train(manifest: Path, model_dir: Path, split: str, config_file, mixtur
     from .segment import train_aligner
 
     def run():
-        d = json.loads(config_file.read_text()) if config_file else {}
+        d = _config_dict(config_file)
         cfg = AlignTrainConfig.from_dict(d)
         over = {"mixtures": mixtures, "iterations": iterations, "frames_per_state": frames_per_state}
         cfg = AlignTrainConfig.from_dict({**cfg.to_dict(), **{k: v for k, v in over.items() if v is not None}})

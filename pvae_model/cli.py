@@ -20,6 +20,21 @@ def main() -> None:
     """The Partitioned VAE of Hsu & Glass (2018) on spoken + written digits."""
 
 
+@main.command("default-config", context_settings=CONTEXT)
+@click.argument("what", type=click.Choice(["train", "bridge"]), default="train")
+def default_config(what: str) -> None:
+    """Print the default TrainConfig (or BridgeTrainConfig) as YAML: edit it and pass --config."""
+    if what == "train":
+        from .train import TrainConfig
+
+        d = TrainConfig().to_dict()
+    else:
+        from .bridge import BridgeTrainConfig
+
+        d = BridgeTrainConfig().to_dict()
+    click.echo(yaml.safe_dump(d, sort_keys=False), nl=False)
+
+
 def _parse_set(items: tuple[str, ...]) -> dict:
     out = {}
     for item in items:

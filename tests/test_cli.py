@@ -36,10 +36,27 @@ def test_versions():
         assert r.exit_code == 0 and name in r.output and "0.1.0" in r.output
 
 
-def test_default_config_is_valid_json():
-    for what in ("fbank", "vad"):
+def test_default_config_round_trips_through_config(tmp_path, fsdd_subset):
+    """`default-config X` prints YAML that `X --config` takes back (trim had no --config before)."""
+    import yaml
+
+    for what in ("fbank", "vad", "trim", "align-train"):
         r = CliRunner().invoke(data_main, ["default-config", what])
-        assert r.exit_code == 0 and isinstance(json.loads(r.output), dict)
+        assert r.exit_code == 0 and isinstance(yaml.safe_load(r.output), dict), what
+    r = CliRunner().invoke(data_main, ["default-config", "vad"])
+    cfg = yaml.safe_load(r.output)
+    cfg["margin_s"] = 0.123
+    (tmp_path / "vad.yaml").write_text(yaml.safe_dump(cfg))
+    (tmp_path / "vad.json").write_text(json.dumps(cfg))  # JSON is read too
+    files = sorted((fsdd_subset / "recordings").glob("*.wav"))[:3]
+    from pvae_data.io_utils import write_jsonl
+
+    write_jsonl(tmp_path / "m.jsonl", [{"id": p.stem, "audio": str(p), "transcript": "x"} for p in files])
+    for name in ("vad.yaml", "vad.json"):
+        r = CliRunner().invoke(data_main, ["trim", str(tmp_path / "m.jsonl"), str(tmp_path / f"out_{name}"), "-q",
+                                           "--config", str(tmp_path / name)])
+        assert r.exit_code == 0, r.output
+        assert json.loads((tmp_path / f"out_{name}" / "vad_config.json").read_text())["config"]["margin_s"] == 0.123
 
 
 def test_prepare_trim_fbank_end_to_end(tmp_path, fsdd_subset, write_audio):
@@ -122,3 +139,16 @@ def test_input_errors_exit_1(tmp_path):
 
     r = CliRunner().invoke(main, ["validate", str(tmp_path)])  # a directory without index.json
     assert r.exit_code == 1 and "Traceback" not in r.output
+
+
+def test_model_default_config_loads_back(tmp_path):
+    from pvae_model.bridge import load_bridge_config
+    from pvae_model.train import TrainConfig, load_config
+
+    r = CliRunner().invoke(model_main, ["default-config", "train"])
+    assert r.exit_code == 0
+    (tmp_path / "t.yaml").write_text(r.output)
+    assert load_config(tmp_path / "t.yaml") == TrainConfig()
+    r = CliRunner().invoke(model_main, ["default-config", "bridge"])
+    (tmp_path / "b.yaml").write_text(r.output)
+    assert load_bridge_config(tmp_path / "b.yaml", {}).to_dict()["bridge"] == load_bridge_config(None, {}).to_dict()["bridge"]
