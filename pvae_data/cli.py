@@ -371,9 +371,11 @@ def validate(directory: Path) -> None:
 @click.argument("directory", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.argument("out", type=click.Path(path_type=Path))
 @click.option("--format", "fmt", type=click.Choice(["kaldi"]), default="kaldi")
-@click.option("--split", default=None, help="Export one split only.")
+@click.option("--split", default=None, help="Export one split only (the others' directories are left as they are).")
 def export(directory: Path, out: Path, fmt: str, split) -> None:
-    """Audio shards back to Kaldi ark/scp (+ utt2label, utt2spk) in OUT."""
+    """Audio shards -> a Kaldi data dir per split, OUT/<split>/: feats.scp/.ark,
+    cmvn.scp/.ark (per speaker), utt2spk, spk2utt, text, utt2label; LC_ALL=C
+    sorted, utterance ids prefixed with their speaker."""
     from .shard_tools import export_kaldi
 
     try:

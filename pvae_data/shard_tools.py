@@ -138,27 +138,77 @@ def _check_shard(f: h5py.File, modality: str, entry: dict, all_keys: Counter) ->
     return out
 
 
-def export_kaldi(directory: str | Path, out_dir: str | Path, split: str | None = None) -> int:
-    """Audio shards back to Kaldi ark/scp (plus ``text``-style ``utt2label`` and ``utt2spk``)."""
-    from .shard_reader import AudioShards
+def kaldi_utt_id(key: str, speaker: str) -> str:
+    """Kaldi wants every utterance id to start with its speaker id (``utils/validate_data_dir.sh``:
+    utt2spk sorted by utterance must also be sorted by speaker): ``<speaker>-<key>`` unless the key
+    already starts that way."""
+    return key if key.startswith(f"{speaker}-") else f"{speaker}-{key}"
 
-    shards = AudioShards(directory, split)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    name = f"feats{'.' + split if split else ''}"
-    ark = out / f"{name}.ark"
-    scp_lines = []
-    with atomic_path(ark) as tmp:
-        with open(tmp, "wb") as f:
-            for i in range(len(shards)):
-                item = shards[i]
-                offset = f.tell() + len(item.key.encode()) + 1
-                kaldiio.save_ark(f, {item.key: item.feats})
-                scp_lines.append(f"{item.key} {ark.resolve()}:{offset}\n")
-    with atomic_open(out / f"{name}.scp", "w") as f:
-        f.writelines(scp_lines)
-    with atomic_open(out / "utt2label", "w") as f:
-        f.writelines(f"{k} {lab}\n" for k, lab in zip(shards.keys, shards.labels))
-    with atomic_open(out / "utt2spk", "w") as f:
-        f.writelines(f"{k} {s}\n" for k, s in zip(shards.keys, shards.speakers))
-    return len(shards)
+
+def _c_sorted(lines: list[str]) -> list[str]:
+    """``LC_ALL=C sort`` order: by bytes."""
+    return sorted(lines, key=lambda x: x.encode("utf-8"))
+
+
+def export_kaldi(directory: str | Path, out_dir: str | Path, split: str | None = None) -> int:
+    """Audio shards -> one Kaldi data directory per split, ``OUT/<split>/``: ``feats.scp`` +
+    ``feats.ark``, ``cmvn.scp`` + ``cmvn.ark`` (per-speaker statistics, as ``compute-cmvn-stats
+    --spk2utt``), ``utt2spk``, ``spk2utt``, ``text`` (the digit word), ``utt2label``; every file
+    ``LC_ALL=C`` sorted, utterance ids prefixed with their speaker (:func:`kaldi_utt_id`).  Each
+    split's directory is written whole, so exporting another split never leaves a mismatch.
+    Returns the number of utterances written."""
+    from .digits import CHAR_TO_WORD
+    from .shard_reader import AudioShards, load_index
+
+    _, index = load_index(directory)
+    splits = [split] if split else sorted({e["split"] for e in index["shards"]})
+    total = 0
+    for sp in splits:
+        shards = AudioShards(directory, sp)
+        if len(shards) == 0:
+            raise ValueError(f"{directory}: no {sp!r} split")
+        d = Path(out_dir) / sp
+        d.mkdir(parents=True, exist_ok=True)
+        ids = [kaldi_utt_id(k, s) for k, s in zip(shards.keys, shards.speakers)]
+        if len(set(ids)) != len(ids):
+            raise ValueError(f"{directory}: duplicate utterance ids in split {sp!r}")
+        order = sorted(range(len(ids)), key=lambda i: ids[i].encode("utf-8"))
+        stats: dict[str, np.ndarray] = {}
+        scp_lines = []
+        ark = (d / "feats.ark").resolve()
+        with atomic_path(ark) as tmp:
+            with open(tmp, "wb") as f:
+                for i in order:
+                    item = shards[i]
+                    offset = f.tell() + len(ids[i].encode()) + 1
+                    kaldiio.save_ark(f, {ids[i]: item.feats})
+                    scp_lines.append(f"{ids[i]} {ark}:{offset}\n")
+                    x = item.feats.astype(np.float64)
+                    st = stats.setdefault(item.speaker, np.zeros((2, x.shape[1] + 1)))
+                    st[0, :-1] += x.sum(0)
+                    st[0, -1] += len(x)
+                    st[1, :-1] += (x * x).sum(0)
+        cmvn_ark = (d / "cmvn.ark").resolve()
+        cmvn_lines = []
+        with atomic_path(cmvn_ark) as tmp:
+            with open(tmp, "wb") as f:
+                for spk in _c_sorted(list(stats)):
+                    offset = f.tell() + len(spk.encode()) + 1
+                    kaldiio.save_ark(f, {spk: stats[spk]})
+                    cmvn_lines.append(f"{spk} {cmvn_ark}:{offset}\n")
+        spk2utt: dict[str, list[str]] = {}
+        for i in order:
+            spk2utt.setdefault(shards.speakers[i], []).append(ids[i])
+        files = {
+            "feats.scp": scp_lines,
+            "cmvn.scp": cmvn_lines,
+            "utt2spk": [f"{ids[i]} {shards.speakers[i]}\n" for i in order],
+            "spk2utt": [f"{spk} {' '.join(spk2utt[spk])}\n" for spk in _c_sorted(list(spk2utt))],
+            "text": [f"{ids[i]} {CHAR_TO_WORD[str(int(shards.labels[i]))]}\n" for i in order],
+            "utt2label": [f"{ids[i]} {int(shards.labels[i])}\n" for i in order],
+        }
+        for name, lines in files.items():
+            with atomic_open(d / name, "w") as f:
+                f.writelines(lines)
+        total += len(shards)
+    return total

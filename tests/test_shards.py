@@ -181,14 +181,54 @@ def test_unlabelled_records_are_rejected_not_dropped(tmp_path, features_dir):
     assert len(read_jsonl(tmp_path / "s" / "rejected.jsonl")) == 2
 
 
+def validate_kaldi_data_dir(d: Path) -> None:
+    """The checks of Kaldi's utils/validate_data_dir.sh (--no-wav): every file LC_ALL=C sorted with
+    unique keys, the same utterance set everywhere, spk2utt = utt2spk inverted, utt2spk sorted by
+    speaker too (speaker-prefixed ids), feats.scp/cmvn.scp readable with the right speakers."""
+    import kaldiio
+
+    def table(name):
+        lines = (d / name).read_text().splitlines()
+        keys = [ln.split()[0] for ln in lines]
+        assert [k.encode() for k in keys] == sorted(k.encode() for k in keys), f"{name} not sorted"
+        assert len(set(keys)) == len(keys), f"{name} has duplicate keys"
+        return {ln.split()[0]: ln.split()[1:] for ln in lines}, lines
+
+    utt2spk, lines = table("utt2spk")
+    assert lines == sorted(lines, key=lambda ln: (ln.split()[1].encode(), ln.encode())), "utt2spk not sorted by speaker"
+    spk2utt, _ = table("spk2utt")
+    assert {s: sorted(u) for s, u in spk2utt.items()} == \
+        {s: sorted(u for u, (sp,) in utt2spk.items() if sp == s) for s in {v[0] for v in utt2spk.values()}}
+    for name in ("text", "feats.scp", "utt2label"):
+        assert set(table(name)[0]) == set(utt2spk), name
+    cmvn, _ = table("cmvn.scp")
+    assert set(cmvn) == set(spk2utt)
+    feats = kaldiio.load_scp(str(d / "feats.scp"))
+    for spk, utts in spk2utt.items():  # cmvn stats are the speaker's sums (compute-cmvn-stats --spk2utt)
+        st = kaldiio.load_mat(cmvn[spk][0])
+        x = np.concatenate([feats[u] for u in utts]).astype(np.float64)
+        assert st.shape == (2, x.shape[1] + 1) and st[0, -1] == len(x)
+        assert np.allclose(st[0, :-1], x.sum(0)) and np.allclose(st[1, :-1], (x * x).sum(0))
+
+
 def test_kaldi_round_trip(tmp_path, features_dir):
+    from pvae_data.shard_tools import kaldi_utt_id
+
     shard_audio(features_dir, tmp_path / "s", show_progress=False)
-    n = export_kaldi(tmp_path / "s", tmp_path / "kaldi", split="test")
-    shard_kaldi(tmp_path / "kaldi" / "feats.test.scp", tmp_path / "kaldi" / "utt2label", tmp_path / "k",
-                utt2spk=tmp_path / "kaldi" / "utt2spk", split="test", show_progress=False)
+    n = export_kaldi(tmp_path / "s", tmp_path / "kaldi")  # every split, one data dir each
+    assert sorted(p.name for p in (tmp_path / "kaldi").iterdir()) == ["test", "train"]
+    for sp in ("train", "test"):
+        validate_kaldi_data_dir(tmp_path / "kaldi" / sp)
+    assert n == len(AudioShards(tmp_path / "s", "train")) + len(AudioShards(tmp_path / "s", "test"))
+    before = (tmp_path / "kaldi" / "train" / "utt2spk").read_bytes()
+    export_kaldi(tmp_path / "s", tmp_path / "kaldi", split="test")  # a second export leaves train alone
+    assert (tmp_path / "kaldi" / "train" / "utt2spk").read_bytes() == before
+    kd = tmp_path / "kaldi" / "test"
+    shard_kaldi(kd / "feats.scp", kd / "utt2label", tmp_path / "k", utt2spk=kd / "utt2spk", split="test",
+                show_progress=False)
     a, b = AudioShards(tmp_path / "s", "test"), AudioShards(tmp_path / "k", "test")
-    assert len(a) == len(b) == n
-    pos = {k: i for i, k in enumerate(a.keys)}
+    assert len(a) == len(b)
+    pos = {kaldi_utt_id(k, s): i for i, (k, s) in enumerate(zip(a.keys, a.speakers))}
     for i in range(len(b)):
         x, y = b[i], a[pos[b.keys[i]]]
         assert np.array_equal(x.feats, y.feats) and (x.label, x.speaker) == (y.label, y.speaker)
