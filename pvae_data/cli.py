@@ -316,6 +316,31 @@ def shard_kaldi_cmd(feats_scp: Path, labels: Path, out: Path, utt2spk, split, qu
                                         split=split, show_progress=not quiet))
 
 
+@shard.command("kaldi-dirs", context_settings=CONTEXT)
+@click.argument("out", type=click.Path(path_type=Path))
+@click.argument("data_dirs", nargs=-1, required=True, metavar="SPLIT=DATA_DIR...")
+@click.option("--cmvn-split", default="train", show_default=True, help="Split the global CMVN statistics come from.")
+@click.option("--no-cmvn", "no_cmvn", is_flag=True, help="Shard even when that split has no frames (no CMVN).")
+@_shard_options
+def shard_kaldi_dirs_cmd(out: Path, data_dirs, cmvn_split: str, no_cmvn: bool, quiet: bool, **kw) -> None:
+    """Kaldi data dirs (feats.scp, text, utt2spk), one per split, -> one audio shard set.
+
+    e.g. `pvae-data shard kaldi-dirs exp/shards/audio train=data/train test=data/test`;
+    global CMVN statistics are computed over --cmvn-split, per-speaker ones over all.
+    """
+    from .shards import shard_kaldi_dirs
+
+    pairs = []
+    for item in data_dirs:
+        sp, sep, d = item.partition("=")
+        if not sep or not sp or not Path(d).is_dir():
+            raise click.BadParameter(f"expected SPLIT=DATA_DIR with an existing directory, got {item!r}",
+                                     param_hint="SPLIT=DATA_DIR")
+        pairs.append((sp, Path(d)))
+    _run_stage(out, lambda: shard_kaldi_dirs(pairs, out, _shard_config(**kw), cmvn_split=cmvn_split,
+                                             allow_no_cmvn=no_cmvn, show_progress=not quiet))
+
+
 @shard.command("images", context_settings=CONTEXT)
 @click.argument("mnist_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.argument("out", type=click.Path(path_type=Path))

@@ -300,6 +300,14 @@ def shard_kaldi(scp: str | Path, labels: str | Path, out_dir: str | Path, cfg: S
     ``transcript`` (and optional ``speaker``, ``split``).  ``utt2spk`` gives speakers otherwise.
     """
     feats = kaldiio.load_scp(str(scp))
+    records = _kaldi_records(scp, labels, utt2spk, split)
+    return _shard_audio_records(records, lambda r: feats[r["id"]], out_dir, cfg,
+                                feature_config={"kaldi_scp": str(Path(scp).resolve())},
+                                source_sha256=sha256_file(scp), cmvn=None, show_progress=show_progress)
+
+
+def _kaldi_records(scp: str | Path, labels: str | Path, utt2spk: str | Path | None, split: str | None) -> list[dict]:
+    """One record per utterance of a Kaldi ``feats.scp`` with its label, speaker and split."""
     lab: dict[str, dict] = {}
     if str(labels).endswith(".jsonl"):
         for r in read_jsonl(labels):
@@ -313,16 +321,66 @@ def shard_kaldi(scp: str | Path, labels: str | Path, out_dir: str | Path, cfg: S
     if utt2spk:
         spk = dict(line.split()[:2] for line in Path(utt2spk).read_text().splitlines() if line.strip())
     records = []
-    for key in feats:
+    for line in Path(scp).read_text().splitlines():
+        if not line.strip():
+            continue
+        key = line.split()[0]
         r = dict(lab.get(key, {"id": key}))
         r["id"] = key
+        r["_scp"] = str(scp)
         r.setdefault("speaker", spk.get(key, key.split("_")[0].split("-")[0]))
         if split:
             r["split"] = split
         records.append(r)
-    return _shard_audio_records(records, lambda r: feats[r["id"]], out_dir, cfg,
-                                feature_config={"kaldi_scp": str(Path(scp).resolve())},
-                                source_sha256=sha256_file(scp), cmvn=None, show_progress=show_progress)
+    return records
+
+
+def shard_kaldi_dirs(data_dirs: list[tuple[str, str | Path]], out_dir: str | Path, cfg: ShardConfig = ShardConfig(),
+                     cmvn_split: str = "train", allow_no_cmvn: bool = False,
+                     show_progress: bool = True) -> StageSummary:
+    """Several Kaldi data dirs (``feats.scp``, ``text``, ``utt2spk``), each with its split name,
+    into one shard set, with global CMVN statistics over ``cmvn_split`` (and per speaker) computed
+    from the features, as the ``fbank`` stage does; refused when that split has no frames unless
+    ``allow_no_cmvn``."""
+    from .features import _mean_std
+
+    records, tables, shas = [], {}, []
+    names = [sp for sp, _ in data_dirs]
+    if len(set(names)) != len(names):
+        raise ValueError(f"a split name is given twice: {names}")
+    for sp, d in data_dirs:
+        d = Path(d)
+        for need in ("feats.scp", "text"):
+            if not (d / need).is_file():
+                raise ValueError(f"{d}: not a Kaldi data dir with features (no {need})")
+        scp = d / "feats.scp"
+        tables[str(scp)] = kaldiio.load_scp(str(scp))
+        records += _kaldi_records(scp, d / "text", d / "utt2spk" if (d / "utt2spk").is_file() else None, sp)
+        shas.append(sha256_file(scp))
+    ids = [r["id"] for r in records]
+    if len(set(ids)) != len(ids):
+        raise ValueError("the same utterance id is in two data dirs")
+    glob = [0, 0.0, 0.0]
+    spk: dict[str, list] = {}
+    for r in records:
+        x = np.asarray(tables[r["_scp"]][r["id"]], dtype=np.float64)
+        n, s1, s2 = len(x), x.sum(0), (x * x).sum(0)
+        if r["split"] == cmvn_split:
+            glob = [glob[0] + n, glob[1] + s1, glob[2] + s2]
+        a = spk.setdefault(r["speaker"], [0, 0.0, 0.0])
+        spk[r["speaker"]] = [a[0] + n, a[1] + s1, a[2] + s2]
+    if not glob[0] and not allow_no_cmvn:
+        raise ValueError(f"no frames in the {cmvn_split!r} split to compute global CMVN from (splits: "
+                         f"{', '.join(names)}); name one with --cmvn-split, or pass --no-cmvn")
+    cmvn = None
+    if glob[0]:
+        mean, std = _mean_std(*glob)
+        cmvn = {"global": {"split": cmvn_split, "frames": glob[0], "mean": mean, "std": std},
+                "speakers": {k: dict(zip(("mean", "std"), _mean_std(*v)), frames=v[0]) for k, v in sorted(spk.items())}}
+    return _shard_audio_records(records, lambda r: tables[r["_scp"]][r["id"]], out_dir, cfg,
+                                feature_config={"kaldi_data_dirs": {sp: str(Path(d).resolve()) for sp, d in data_dirs}},
+                                source_sha256=hashlib.sha256(" ".join(shas).encode()).hexdigest(), cmvn=cmvn,
+                                show_progress=show_progress)
 
 
 def _shard_audio_records(records: list[dict], load: Callable[[dict], np.ndarray], out_dir: str | Path,

@@ -461,3 +461,25 @@ def test_a_stage_refuses_an_output_directory_another_process_writes(tmp_path, mn
         assert r.exit_code == 1 and "being written by another" in r.output, r.output
     r = CliRunner().invoke(main, ["fbank", str(tmp_path / "m.jsonl"), str(f), "-q", "--chunk-size", "2"])
     assert r.exit_code == 0, r.output
+
+
+def test_shard_kaldi_dirs_takes_every_split_and_computes_cmvn(tmp_path, features_dir):
+    """Kaldi data dirs of two splits -> one shard set (a second split no longer replaces the first),
+    with global CMVN over the train split equal to the fbank stage's."""
+    from click.testing import CliRunner
+
+    from pvae_data.cli import main as data_main
+    from pvae_data.shard_reader import load_index
+
+    shard_audio(features_dir, tmp_path / "s", show_progress=False)
+    export_kaldi(tmp_path / "s", tmp_path / "kaldi")
+    r = CliRunner().invoke(data_main, ["shard", "kaldi-dirs", str(tmp_path / "k"), f"train={tmp_path / 'kaldi' / 'train'}",
+                                       f"test={tmp_path / 'kaldi' / 'test'}", "-q"])
+    assert r.exit_code == 0, r.output
+    for sp in ("train", "test"):
+        assert len(AudioShards(tmp_path / "k", sp)) == len(AudioShards(tmp_path / "s", sp))
+    ours, theirs = load_index(tmp_path / "s")[1]["cmvn"]["global"], load_index(tmp_path / "k")[1]["cmvn"]["global"]
+    assert ours["frames"] == theirs["frames"]
+    assert np.allclose(ours["mean"], theirs["mean"], atol=1e-4) and np.allclose(ours["std"], theirs["std"], atol=1e-4)
+    r = CliRunner().invoke(data_main, ["shard", "kaldi-dirs", str(tmp_path / "k2"), f"test={tmp_path / 'kaldi' / 'test'}"])
+    assert r.exit_code == 1 and "no frames in the 'train' split" in r.output and "--no-cmvn" in r.output
