@@ -449,6 +449,36 @@ def download(dataset: str, dest: Path, urls: tuple, checksums, retries: int, bac
                                    "for them, rerun to fetch them again")
 
 
+@main.group(context_settings=CONTEXT)
+def lhotse() -> None:
+    """lhotse manifests both ways (pip install 'pvae[lhotse]')."""
+
+
+@lhotse.command("import", context_settings=CONTEXT)
+@click.argument("manifests", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("out", type=click.Path(path_type=Path))
+@click.option("--split", default=None, help="Split name for every utterance [default: the supervision's custom 'split'].")
+def lhotse_import(manifests, out: Path, split) -> None:
+    """CUTS, or RECORDINGS SUPERVISIONS (.jsonl[.gz]) -> OUT/utterances.jsonl (start/end kept).
+
+    Then trim, segment or fbank OUT as after `prepare`.
+    """
+    from .lhotse_io import import_lhotse
+
+    _run_stage(out, lambda: import_lhotse(list(manifests), out, split=split))
+
+
+@lhotse.command("export", context_settings=CONTEXT)
+@click.argument("fbank_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("out", type=click.Path(path_type=Path))
+def lhotse_export(fbank_dir: Path, out: Path) -> None:
+    """An fbank stage directory -> OUT/cuts.jsonl.gz + OUT/feats.h5: cut.load_features() returns
+    our matrices exactly (numpy_hdf5 storage), each cut with its recording and supervision."""
+    from .lhotse_io import export_lhotse
+
+    _run_stage(out, lambda: export_lhotse(fbank_dir, out))
+
+
 @main.command("default-config", context_settings=CONTEXT)
 @click.argument("what", type=click.Choice(["fbank", "vad", "trim", "align-train"]))
 def default_config(what: str) -> None:
