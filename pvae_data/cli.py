@@ -154,7 +154,7 @@ def main() -> None:
 
 
 @main.command(context_settings=CONTEXT)
-@click.argument("corpus", type=click.Choice(["fsdd", "tidigits", "list"]))
+@click.argument("corpus", type=click.Choice(["fsdd", "tidigits", "list", "kaldi"]))
 @click.argument("source", type=click.Path(exists=True, path_type=Path))
 @click.argument("out", type=click.Path(path_type=Path))
 @click.option("--truncated", type=click.Choice(["reject", "keep"]), default="reject",
@@ -165,8 +165,10 @@ def prepare(corpus: str, source: Path, out: Path, truncated: str, jobs: int, qui
     """Corpus -> utterance manifest OUT/utterances.jsonl (+ rejected.jsonl).
 
     CORPUS is fsdd (a checkout of free-spoken-digit-dataset), tidigits (LDC
-    layout with NIST SPHERE files) or list (a CSV/JSONL with path, transcript,
-    speaker and optional split). Every audio file is opened and checked.
+    layout with NIST SPHERE files), list (a CSV/JSONL with path, transcript,
+    speaker and optional split) or kaldi (a data dir: wav.scp with plain paths,
+    text, utt2spk, optional segments; split from the dir name train/test).
+    Every audio file is opened and checked.
     """
     from .prepare import PrepareConfig, prepare_corpus
 

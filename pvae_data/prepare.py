@@ -40,7 +40,7 @@ from .digits import CHAR_TO_WORD, normalize_transcript
 from .io_utils import write_json, write_jsonl
 from .stage import StageSummary, worker_pool
 
-CORPORA = ("fsdd", "tidigits", "list")
+CORPORA = ("fsdd", "tidigits", "list", "kaldi")
 LIST_FORMATS = ("auto", "csv", "tsv", "jsonl")
 SPLITS = ("train", "test")
 TIDIGITS_GROUPS = ("man", "woman", "boy", "girl")
@@ -59,8 +59,8 @@ _SPK_RE = re.compile(r"^[A-Za-z0-9]+$")
 
 @dataclass(frozen=True)
 class PrepareConfig(ConfigMixin):
-    corpus: str  # "fsdd" | "tidigits" | "list"
-    source: str  # corpus directory, or the list file for corpus="list"
+    corpus: str  # "fsdd" | "tidigits" | "list" | "kaldi"
+    source: str  # corpus directory, the list file for corpus="list", a Kaldi data dir for "kaldi"
     list_format: str = "auto"  # list only: auto (by extension/content) | csv | tsv | jsonl
     fsdd_test_max_take: int = 4  # fsdd only: takes 0..this are "test", the rest "train"
     # A file whose header declares more samples than it holds was cut short (an interrupted
@@ -374,6 +374,74 @@ def _list_items(cfg: PrepareConfig) -> tuple[list[_Item], int]:
     return items, 0
 
 
+def _kaldi_table(path: Path, what: str) -> tuple[dict[str, str], list[tuple[int, str]]]:
+    """``key rest-of-line`` per line of a Kaldi table file; (table, [(line, problem)])."""
+    table: dict[str, str] = {}
+    bad = []
+    for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        key, _, rest = line.strip().partition(" ")
+        if key in table:
+            bad.append((i, f"{what}: duplicate key {key!r}"))
+            continue
+        table[key] = rest.strip()
+    return table, bad
+
+
+def _kaldi_items(cfg: PrepareConfig) -> tuple[list[_Item], int]:
+    """A Kaldi data dir: ``wav.scp`` (plain paths; a piped command is rejected), ``text``,
+    ``utt2spk``, optional ``segments`` (then each utterance is ``[start, end)`` of a recording).
+    The split is the directory's name when it is ``train`` or ``test``."""
+    d = Path(cfg.source)
+    for need in ("wav.scp", "text", "utt2spk"):
+        if not (d / need).is_file():
+            raise FileNotFoundError(f"{d}: not a Kaldi data dir (no {need})")
+    wav, _ = _kaldi_table(d / "wav.scp", "wav.scp")
+    text, _ = _kaldi_table(d / "text", "text")
+    spk, _ = _kaldi_table(d / "utt2spk", "utt2spk")
+    segs = _kaldi_table(d / "segments", "segments")[0] if (d / "segments").is_file() else None
+    split = d.name.lower() if d.name.lower() in SPLITS else None
+    items = []
+    for utt in sorted(set(text) | set(spk) | (set(segs) if segs else set(wav))):
+        it = _Item(None, id=utt, split=split)
+        rec, start, end = utt, None, None
+        if segs is not None:
+            f = segs.get(utt, "").split()
+            try:
+                rec, start, end = f[0], float(f[1]), float(f[2])
+                if not 0 <= start < end:
+                    raise ValueError
+            except (IndexError, ValueError):
+                it.reason = f"bad segments entry for {utt!r}: {segs.get(utt)!r} (want: recording start end)"
+                items.append(it)
+                continue
+            it.extra = {"start": start, "end": end, "recording_id": rec}
+        src = wav.get(rec)
+        if src is None:
+            it.reason = f"recording {rec!r} not in wav.scp"
+        elif src.endswith("|"):
+            it.reason = (f"wav.scp entry is a command ({src[:60]!r}): convert to audio files first "
+                         "(e.g. `sox`/`ffmpeg` into WAV and a plain-path wav.scp)")
+        elif utt not in text:
+            it.reason = "no transcript in text"
+        elif utt not in spk:
+            it.reason = "no speaker in utt2spk"
+        if it.reason:
+            items.append(it)
+            continue
+        it.path = _abspath(d / os.path.expanduser(src)) if not os.path.isabs(src) else src
+        it.speaker = spk[utt]
+        try:
+            it.transcript = " ".join(normalize_transcript(text[utt]))
+        except ValueError as e:
+            it.reason = f"bad transcript: {e}"
+        if it.reason is None and not os.path.exists(it.path):
+            it.reason = "file not found"
+        items.append(it)
+    return items, 0
+
+
 # --------------------------------------------------------------------------------------------
 # audio checks
 
@@ -429,7 +497,7 @@ def prepare_corpus(
     if jobs <= 0:
         jobs = os.cpu_count() or 1
     cfg = replace(cfg, source=_abspath(cfg.source))
-    discover = {"fsdd": _fsdd_items, "tidigits": _tidigits_items, "list": _list_items}[cfg.corpus]
+    discover = {"fsdd": _fsdd_items, "tidigits": _tidigits_items, "list": _list_items, "kaldi": _kaldi_items}[cfg.corpus]
     items, ignored = discover(cfg)
     if not items:
         raise ValueError(f"{cfg.corpus} source {cfg.source!r}: no inputs found")
@@ -457,6 +525,10 @@ def prepare_corpus(
                    f"the file holds {info['num_samples']}")
             if cfg.truncated == "reject":
                 reason = cut
+        seg = it.extra.get("end")
+        if reason is None and seg is not None and seg > info["num_samples"] / info["sample_rate"] + 0.01:
+            reason = (f"segment ends at {seg:.3f} s, past the end of the recording "
+                      f"({info['num_samples'] / info['sample_rate']:.3f} s)")
         if reason is not None:
             rec = {"path": it.path, "id": it.id, "reason": reason}
             if it.line is not None:
@@ -476,6 +548,8 @@ def prepare_corpus(
             "corpus": cfg.corpus,
             **it.extra,
         }
+        if seg is not None:  # a Kaldi segment: the utterance is [start, end) of the recording
+            rec["duration"] = round(it.extra["end"] - it.extra["start"], 6)
         notes = list(it.notes)
         if cut:
             notes.append(cut)

@@ -417,3 +417,30 @@ def test_truncated_audio_is_rejected_or_kept_with_a_note(fsdd_subset, fsdd_audio
     kept = {x["id"]: x for x in read_jsonl(tmp_path / "keep" / "utterances.jsonl")}
     assert kept["lucas-4-10"]["num_samples"] == held and kept["lucas-4-10"]["note"].startswith("truncated: ")
     assert sum("note" in x for x in kept.values()) == 1
+
+
+def test_prepare_kaldi_data_dir(tmp_path, fsdd_subset):
+    """A Kaldi data dir (wav.scp with plain paths, text, utt2spk, segments) -> our manifest; a
+    piped wav.scp entry, a segment past the end and an utterance without speaker are rejected."""
+    import soundfile as sf
+
+    from pvae_data.io_utils import read_jsonl
+
+    d = tmp_path / "train"
+    d.mkdir()
+    files = [str(p) for p in sorted((fsdd_subset / "recordings").glob("*.wav"))[:4]]
+    wav = [f"r{i} {p}" for i, p in enumerate(files)] + ["rpipe sox x.wav -t wav - |"]
+    durs = [sf.info(p).duration for p in files]
+    segs = [f"u{i} r{i} 0.00 {durs[i]:.3f}" for i in range(4)] + ["u4 r0 0.05 0.15", "u5 r1 0 99", "u6 rpipe 0 1"]
+    text = [f"u{i} {Path(files[i]).name[0]}" for i in range(4)] + ["u4 one", "u5 two", "u6 three", "u7 four"]
+    spk = [f"u{i} george" for i in range(7)]
+    for name, lines in (("wav.scp", wav), ("segments", segs), ("text", text), ("utt2spk", spk)):
+        (d / name).write_text("\n".join(lines) + "\n")
+    s = prepare_corpus(PrepareConfig("kaldi", str(d)), tmp_path / "out", progress=False)
+    assert (s.total, s.kept, s.rejected) == (8, 5, 3)
+    kept = {r["id"]: r for r in read_jsonl(tmp_path / "out" / "utterances.jsonl")}
+    assert kept["u4"]["start"] == 0.05 and kept["u4"]["end"] == 0.15 and kept["u4"]["duration"] == 0.1
+    assert all(r["split"] == "train" and r["speaker"] == "george" for r in kept.values())
+    why = {r["id"]: r["reason"] for r in read_jsonl(tmp_path / "out" / "rejected.jsonl")}
+    assert "past the end of the recording" in why["u5"] and "is a command" in why["u6"]
+    assert "bad segments entry" in why["u7"]  # text and utt2spk name it, segments does not
