@@ -185,6 +185,24 @@ def refine_junctions(wave: np.ndarray, rate: int, spans: list[tuple[float, float
     return [(a, b) for a, b in out]
 
 
+def _claim_loud_edges(wave: np.ndarray, spans: list[tuple[int, int]], snr_db: float) -> list[tuple[int, int]]:
+    """With no background: the stretch before the first word (after the last) that the aligner
+    called silence but is as loud as speech (within ``snr_db`` of the words) is the word's weak
+    onset (offset), e.g. the /s/ of "six": the word keeps it."""
+    if not spans:
+        return spans
+    speech = np.concatenate([wave[a:b] for a, b in spans])
+    level = 10 * np.log10(np.mean(speech * speech) + 1e-10)
+    out = list(spans)
+    a0, b0 = out[0]
+    if a0 > 0 and level - 10 * np.log10(np.mean(wave[:a0] ** 2) + 1e-10) < snr_db:
+        out[0] = (0, b0)
+    a1, b1 = out[-1]
+    if b1 < len(wave) and level - 10 * np.log10(np.mean(wave[b1:] ** 2) + 1e-10) < snr_db:
+        out[-1] = (a1, len(wave))
+    return out
+
+
 def trim_words(wave: np.ndarray, rate: int, spans: list[tuple[float, float]], cfg: SegmentConfig) -> list[tuple[int, int] | None]:
     """VAD-trimmed ``[start, end)`` samples of every word span (None: no speech in it).
 
@@ -193,7 +211,8 @@ def trim_words(wave: np.ndarray, rate: int, spans: list[tuple[float, float]], cf
     if cfg.noise_ref_s > 0:
         ref = background_reference(wave, rate, spans, cfg)
         if ref is None:
-            return [(max(0, int(round(a * rate))), min(len(wave), int(round(b * rate)))) for a, b in spans]
+            out = [(max(0, int(round(a * rate))), min(len(wave), int(round(b * rate)))) for a, b in spans]
+            return _claim_loud_edges(wave, out, cfg.ref_min_snr_db)
     else:
         ref = np.zeros(0)
     n = len(spans)
