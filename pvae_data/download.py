@@ -44,7 +44,7 @@ from typing import Callable, Sequence
 from tqdm import tqdm
 
 from . import __version__
-from .io_utils import atomic_path, write_json
+from .io_utils import atomic_path, sha256_file, write_json
 
 CHECKSUM_DIR = Path(__file__).resolve().parent / "checksums"
 FSDD_VERSION = "v1.0.10"
@@ -146,14 +146,6 @@ def read_checksums(path: str | os.PathLike) -> dict[str, str]:
     if not out:
         raise ValueError(f"{path}: no checksums in the file")
     return out
-
-
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(_BLOCK), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _gz_content_sha256(path: Path) -> str:
@@ -366,7 +358,7 @@ def download_fsdd(dest: str | os.PathLike, urls: Sequence[str] | None = None,
         p = PurePosixPath(rel)
         if len(p.parts) != 2 or p.parts[0] != "recordings" or not _SAFE_NAME.match(p.name):
             raise ValueError(f"{list_path}: {rel!r} is not recordings/<file name>")
-    list_sha = _file_sha256(list_path)
+    list_sha = sha256_file(list_path)
     marker = root / "recordings.completed"
     if _marker_ok(marker, checksums_sha256=list_sha, files=len(expected)) and \
             all((root / rel).is_file() for rel in expected):
@@ -375,7 +367,7 @@ def download_fsdd(dest: str | os.PathLike, urls: Sequence[str] | None = None,
         return report
     # Verify what is already in place: a complete, matching tree needs no download.
     bad_or_missing = [rel for rel in expected
-                      if not (root / rel).is_file() or _file_sha256(root / rel) != expected[rel]]
+                      if not (root / rel).is_file() or sha256_file(root / rel) != expected[rel]]
     if not bad_or_missing:
         _write_fsdd_marker(marker, expected, list_sha, source="already in place")
         report.verified = report.reused = len(expected)

@@ -54,7 +54,7 @@ from .align.train import AlignTrainConfig, TrainUtterance, train_word_hmms
 from .audio import AudioError, load_audio
 from .config import ConfigMixin
 from .digits import word_to_label
-from .io_utils import atomic_open, atomic_path, read_jsonl, remove_stale_temps, write_json, write_jsonl
+from .io_utils import atomic_open, atomic_path, read_jsonl, remove_stale_temps, sha256_file, write_json, write_jsonl
 from .stage import PLAIN_RUN, JobSlice, StageSummary, Timer, progress, worker_pool
 from .trim import trim_record
 from .vad import NoSpeechError, VadConfig, trim_bounds
@@ -476,18 +476,10 @@ def train_aligner(manifest: str | os.PathLike | list[dict], model_dir: str | os.
 # --------------------------------------------------------------------------------- the stage
 
 
-def _sha256_file(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def model_sha256(model_dir: str | os.PathLike) -> str:
     """The identity of an aligner: sha256 over its ``model.json`` and ``model.npz``."""
     d = Path(model_dir)
-    return hashlib.sha256(" ".join(_sha256_file(d / n) for n in (MODEL_JSON, MODEL_NPZ)).encode()).hexdigest()
+    return hashlib.sha256(" ".join(sha256_file(d / n) for n in (MODEL_JSON, MODEL_NPZ)).encode()).hexdigest()
 
 
 def _part_path(out: Path, index: int) -> Path:
@@ -551,7 +543,7 @@ def segment_manifest(manifest: str | os.PathLike, out_dir: str | os.PathLike, mo
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
     timer = Timer()
-    manifest_sha = _sha256_file(manifest)
+    manifest_sha = sha256_file(manifest)
     records = read_jsonl(manifest)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -591,7 +583,7 @@ def segment_manifest(manifest: str | os.PathLike, out_dir: str | os.PathLike, mo
     key = hashlib.sha256(json.dumps({
         "config": cfg_d, "chunk_size": chunk_size, "manifest_sha256": manifest_sha,
         "model_sha256": model_sha256(model_dir) if model_dir else None,
-        "ctm_sha256": _sha256_file(ctm) if ctm is not None else None, "audio_dir": audio_dir,
+        "ctm_sha256": sha256_file(ctm) if ctm is not None else None, "audio_dir": audio_dir,
     }, sort_keys=True).encode()).hexdigest()
     chunks = [records[i:i + chunk_size] for i in range(0, len(records), chunk_size)]
     owned = job.mine(len(chunks)) if job.is_member else list(range(len(chunks)))

@@ -32,7 +32,7 @@ import numpy as np
 from .config import ConfigMixin
 from . import __version__
 from .digits import normalize_transcript, word_to_label
-from .io_utils import atomic_path, read_jsonl, remove_stale_temps, write_json, write_jsonl
+from .io_utils import atomic_path, read_jsonl, remove_stale_temps, sha256_file, write_json, write_jsonl
 from .stage import StageSummary, Timer, progress
 
 SCHEMA_VERSION = 1
@@ -70,12 +70,6 @@ class ShardConfig(ConfigMixin):
         return opts
 
 
-def sha256_file(path: str | Path, block: int = 1 << 22) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(block):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _digest(obj) -> str:
