@@ -42,6 +42,7 @@ import numpy as np
 
 from .fbank import FbankConfig, compute_fbank_batch, num_frames
 from .io_utils import atomic_open, atomic_path, read_jsonl, remove_stale_temps, write_json, write_jsonl
+from .kaldi_io import append_matrix, cmvn_stats, write_ark_scp
 from .stage import PLAIN_RUN, JobSlice, StageSummary, Timer, progress, worker_pool
 
 
@@ -121,8 +122,7 @@ def _compute_chunk(index: int, records: list[dict], cfg_dict: dict, out_dir: str
                 if not np.isfinite(m).all():
                     rejected.append({"id": r["id"], "audio": r.get("audio"), "reason": "non-finite features"})
                     continue
-                offset = f.tell() + len(r["id"].encode()) + 1
-                kaldiio.save_ark(f, {r["id"]: m})
+                offset = append_matrix(f, r["id"], m)
                 results.append({"id": r["id"], "offset": offset, "num_frames": int(m.shape[0])})
                 m64 = m.astype(np.float64)
                 key = f"{r.get('speaker')}\t{r.get('split')}"
@@ -320,19 +320,8 @@ def _write_cmvn(out: Path, stats: dict, split: str) -> bool:
         mean, std = _mean_std(n, s, ss)
         speakers[name] = {"frames": n, "mean": mean, "std": std}
     write_json(out / "cmvn.json", {"global": glob, "speakers": speakers})
-    # Kaldi layout: row 0 = [sum_0 .. sum_{D-1}, count], row 1 = [sumsq_0 .. sumsq_{D-1}, 0].
-    with atomic_path(out / "cmvn_speaker.ark") as tmp_ark:
-        lines = []
-        with open(tmp_ark, "wb") as f:
-            for name in sorted(spk):
-                n, s, ss = spk[name]
-                mat = np.zeros((2, len(s) + 1))
-                mat[0, :-1], mat[0, -1], mat[1, :-1] = s, n, ss
-                offset = f.tell() + len(name.encode()) + 1
-                kaldiio.save_ark(f, {name: mat})
-                lines.append(f"{name} {(out / 'cmvn_speaker.ark').resolve()}:{offset}\n")
-    with atomic_open(out / "cmvn_speaker.scp", "w") as f:
-        f.writelines(lines)
+    write_ark_scp(out / "cmvn_speaker.ark", out / "cmvn_speaker.scp",
+                  ((name, cmvn_stats(*spk[name])) for name in sorted(spk)))
     return glob is not None
 
 

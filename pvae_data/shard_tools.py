@@ -7,10 +7,10 @@ from collections import Counter
 from pathlib import Path
 
 import h5py
-import kaldiio
 import numpy as np
 
 from .io_utils import atomic_open, atomic_path
+from .kaldi_io import append_matrix, cmvn_stats, write_ark_scp
 from .shards import SCHEMA_VERSION, sha256_file
 
 AUDIO_DATASETS = {"feats", "offsets", "lengths", "keys", "labels", "speakers"}
@@ -180,28 +180,15 @@ def export_kaldi(directory: str | Path, out_dir: str | Path, split: str | None =
             with open(tmp, "wb") as f:
                 for i in order:
                     item = shards[i]
-                    offset = f.tell() + len(ids[i].encode()) + 1
-                    kaldiio.save_ark(f, {ids[i]: item.feats})
-                    scp_lines.append(f"{ids[i]} {ark}:{offset}\n")
+                    scp_lines.append(f"{ids[i]} {ark}:{append_matrix(f, ids[i], item.feats)}\n")
                     x = item.feats.astype(np.float64)
-                    st = stats.setdefault(item.speaker, np.zeros((2, x.shape[1] + 1)))
-                    st[0, :-1] += x.sum(0)
-                    st[0, -1] += len(x)
-                    st[1, :-1] += (x * x).sum(0)
-        cmvn_ark = (d / "cmvn.ark").resolve()
-        cmvn_lines = []
-        with atomic_path(cmvn_ark) as tmp:
-            with open(tmp, "wb") as f:
-                for spk in _c_sorted(list(stats)):
-                    offset = f.tell() + len(spk.encode()) + 1
-                    kaldiio.save_ark(f, {spk: stats[spk]})
-                    cmvn_lines.append(f"{spk} {cmvn_ark}:{offset}\n")
+                    stats[item.speaker] = stats.get(item.speaker, 0) + cmvn_stats(len(x), x.sum(0), (x * x).sum(0))
+        write_ark_scp(d / "cmvn.ark", d / "cmvn.scp", ((spk, stats[spk]) for spk in _c_sorted(list(stats))))
         spk2utt: dict[str, list[str]] = {}
         for i in order:
             spk2utt.setdefault(shards.speakers[i], []).append(ids[i])
         files = {
             "feats.scp": scp_lines,
-            "cmvn.scp": cmvn_lines,
             "utt2spk": [f"{ids[i]} {shards.speakers[i]}\n" for i in order],
             "spk2utt": [f"{spk} {' '.join(spk2utt[spk])}\n" for spk in _c_sorted(list(spk2utt))],
             "text": [f"{ids[i]} {CHAR_TO_WORD[str(int(shards.labels[i]))]}\n" for i in order],
