@@ -400,13 +400,20 @@ def validate(directory: Path) -> None:
 @click.option("--format", "fmt", type=click.Choice(["kaldi"]), default="kaldi")
 @click.option("--split", default=None, help="Export one split only (the others' directories are left as they are).")
 def export(directory: Path, out: Path, fmt: str, split) -> None:
-    """Audio shards -> a Kaldi data dir per split, OUT/<split>/: feats.scp/.ark,
-    cmvn.scp/.ark (per speaker), utt2spk, spk2utt, text, utt2label; LC_ALL=C
-    sorted, utterance ids prefixed with their speaker."""
+    """An fbank stage directory or audio shards -> a Kaldi data dir per split, OUT/<split>/.
+
+    From an fbank directory: wav.scp + segments + reco2dur (the source audio), text, utt2spk,
+    spk2utt, feats.scp, cmvn.scp. From shards: feats.scp/.ark, cmvn.scp/.ark, utt2spk,
+    spk2utt, text, utt2label (no audio). LC_ALL=C sorted, utterance ids prefixed with their speaker.
+    """
+    from .kaldi_io import export_fbank_data_dirs
     from .shard_tools import export_kaldi
 
     try:
-        n = export_kaldi(directory, out, split)
+        if (directory / "features.jsonl").is_file():
+            n = export_fbank_data_dirs(directory, out, split)
+        else:
+            n = export_kaldi(directory, out, split)
     except (OSError, ValueError) as e:
         _fail(e)
     click.echo(f"export: wrote {n} utterances to {out}")

@@ -10,7 +10,7 @@ import h5py
 import numpy as np
 
 from .io_utils import atomic_open, atomic_path
-from .kaldi_io import append_matrix, cmvn_stats, write_ark_scp
+from .kaldi_io import append_matrix, c_sorted, cmvn_stats, kaldi_utt_id, write_ark_scp
 from .shards import SCHEMA_VERSION, sha256_file
 
 AUDIO_DATASETS = {"feats", "offsets", "lengths", "keys", "labels", "speakers"}
@@ -138,18 +138,6 @@ def _check_shard(f: h5py.File, modality: str, entry: dict, all_keys: Counter) ->
     return out
 
 
-def kaldi_utt_id(key: str, speaker: str) -> str:
-    """Kaldi wants every utterance id to start with its speaker id (``utils/validate_data_dir.sh``:
-    utt2spk sorted by utterance must also be sorted by speaker): ``<speaker>-<key>`` unless the key
-    already starts that way."""
-    return key if key.startswith(f"{speaker}-") else f"{speaker}-{key}"
-
-
-def _c_sorted(lines: list[str]) -> list[str]:
-    """``LC_ALL=C sort`` order: by bytes."""
-    return sorted(lines, key=lambda x: x.encode("utf-8"))
-
-
 def export_kaldi(directory: str | Path, out_dir: str | Path, split: str | None = None) -> int:
     """Audio shards -> one Kaldi data directory per split, ``OUT/<split>/``: ``feats.scp`` +
     ``feats.ark``, ``cmvn.scp`` + ``cmvn.ark`` (per-speaker statistics, as ``compute-cmvn-stats
@@ -183,14 +171,14 @@ def export_kaldi(directory: str | Path, out_dir: str | Path, split: str | None =
                     scp_lines.append(f"{ids[i]} {ark}:{append_matrix(f, ids[i], item.feats)}\n")
                     x = item.feats.astype(np.float64)
                     stats[item.speaker] = stats.get(item.speaker, 0) + cmvn_stats(len(x), x.sum(0), (x * x).sum(0))
-        write_ark_scp(d / "cmvn.ark", d / "cmvn.scp", ((spk, stats[spk]) for spk in _c_sorted(list(stats))))
+        write_ark_scp(d / "cmvn.ark", d / "cmvn.scp", ((spk, stats[spk]) for spk in c_sorted(list(stats))))
         spk2utt: dict[str, list[str]] = {}
         for i in order:
             spk2utt.setdefault(shards.speakers[i], []).append(ids[i])
         files = {
             "feats.scp": scp_lines,
             "utt2spk": [f"{ids[i]} {shards.speakers[i]}\n" for i in order],
-            "spk2utt": [f"{spk} {' '.join(spk2utt[spk])}\n" for spk in _c_sorted(list(spk2utt))],
+            "spk2utt": [f"{spk} {' '.join(spk2utt[spk])}\n" for spk in c_sorted(list(spk2utt))],
             "text": [f"{ids[i]} {CHAR_TO_WORD[str(int(shards.labels[i]))]}\n" for i in order],
             "utt2label": [f"{ids[i]} {int(shards.labels[i])}\n" for i in order],
         }

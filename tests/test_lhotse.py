@@ -63,3 +63,35 @@ def test_import_recordings_and_supervisions_with_bad_sources(tmp_path, fsdd_subs
     assert "not one local file" in why["s3"] and "not in the RecordingSet" in why["orphan"]
     # and the imported manifest goes through trim like prepare's output
     assert cli("trim", tmp_path / "o", tmp_path / "t", "-q")[0] == 0
+
+
+def test_kaldi_data_dir_from_fbank_validates_and_lhotse_kaldi_import_reads_our_features(tmp_path, fsdd_subset):
+    """prepare -> trim -> fbank -> export --format kaldi: complete data dirs (wav.scp, segments,
+    text, utt2spk, spk2utt, feats.scp, cmvn.scp) passing validate_data_dir's checks, and lhotse's
+    own Kaldi importer loads features equal to ours (max diff 0)."""
+    import kaldiio
+
+    pytest.importorskip("kaldi_native_io")  # lhotse reads Kaldi feats.scp through it
+    from lhotse.kaldi import load_kaldi_data_dir
+
+    from test_shards import validate_kaldi_data_dir
+
+    assert cli("prepare", "fsdd", fsdd_subset, tmp_path / "p", "-q")[0] == 0
+    assert cli("trim", tmp_path / "p", tmp_path / "t", "-q")[0] == 0
+    assert cli("fbank", tmp_path / "t", tmp_path / "f", "-q")[0] == 0
+    code, out = cli("export", tmp_path / "f", tmp_path / "k", "--format", "kaldi")
+    assert code == 0, out
+    ours = kaldiio.load_scp(str(tmp_path / "f" / "feats.scp"))
+    n = 0
+    for d in sorted((tmp_path / "k").iterdir()):
+        validate_kaldi_data_dir(d, cmvn_from_feats=False)
+        segs = {ln.split()[0]: ln.split()[1:] for ln in (d / "segments").read_text().splitlines()}
+        wavs = dict(ln.split(maxsplit=1) for ln in (d / "wav.scp").read_text().splitlines())
+        assert all(s[0] in wavs and 0 <= float(s[1]) < float(s[2]) for s in segs.values())
+        recs, sups, feats = load_kaldi_data_dir(d, sampling_rate=8000, frame_shift=0.01)
+        assert len(sups) == len(segs) and len(recs) == len(wavs)
+        for f in feats:
+            key = f.storage_key.split("-", 1)[1]  # our id behind the speaker prefix
+            assert np.array_equal(f.load(), ours[key if key in ours else f.storage_key])
+            n += 1
+    assert n == len(ours)
