@@ -66,7 +66,7 @@ def test_import_recordings_and_supervisions_with_bad_sources(tmp_path, fsdd_subs
 
 
 def test_kaldi_data_dir_from_fbank_validates_and_lhotse_kaldi_import_reads_our_features(tmp_path, fsdd_subset):
-    """prepare -> trim -> fbank -> export --format kaldi: complete data dirs (wav.scp, segments,
+    """Kaldi data dir -> prepare kaldi -> trim -> fbank -> export --format kaldi: complete data dirs (wav.scp, segments,
     text, utt2spk, spk2utt, feats.scp, cmvn.scp) passing validate_data_dir's checks, and lhotse's
     own Kaldi importer loads features equal to ours (max diff 0)."""
     import kaldiio
@@ -76,7 +76,17 @@ def test_kaldi_data_dir_from_fbank_validates_and_lhotse_kaldi_import_reads_our_f
 
     from test_shards import validate_kaldi_data_dir
 
-    assert cli("prepare", "fsdd", fsdd_subset, tmp_path / "p", "-q")[0] == 0
+    # a Kaldi data dir made from FSDD (wav.scp with plain paths, text, utt2spk) -> prepare kaldi
+    kd = tmp_path / "train"
+    kd.mkdir()
+    wavs = sorted((fsdd_subset / "recordings").glob("*.wav"))
+    ids = {w: f"{w.stem.split('_')[1]}-{w.stem}" for w in wavs}
+    words = "zero one two three four five six seven eight nine".split()
+    (kd / "wav.scp").write_text("".join(f"{ids[w]} {w}\n" for w in wavs))
+    (kd / "text").write_text("".join(f"{ids[w]} {words[int(w.stem[0])]}\n" for w in wavs))
+    (kd / "utt2spk").write_text("".join(f"{ids[w]} {w.stem.split('_')[1]}\n" for w in wavs))
+    code, out = cli("prepare", "kaldi", kd, tmp_path / "p", "-q")
+    assert code == 0 and f"kept {len(wavs)}" in out, out
     assert cli("trim", tmp_path / "p", tmp_path / "t", "-q")[0] == 0
     assert cli("fbank", tmp_path / "t", tmp_path / "f", "-q")[0] == 0
     code, out = cli("export", tmp_path / "f", tmp_path / "k", "--format", "kaldi")
