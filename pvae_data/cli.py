@@ -489,12 +489,13 @@ def lhotse_export(fbank_dir: Path, out: Path) -> None:
 
 
 @main.command("default-config", context_settings=CONTEXT)
-@click.argument("what", type=click.Choice(["fbank", "vad", "trim", "align-train"]))
+@click.argument("what", type=click.Choice(["fbank", "vad", "trim", "align-train", "segment"]))
 def default_config(what: str) -> None:
     """Print a stage's default config as YAML (edit it and pass --config; JSON is read too).
 
     fbank: `fbank --config`; vad or trim: `trim --config`; align-train:
-    `align-train --config`. Training configs: `pvae-model default-config`.
+    `align-train --config`; segment: `segment --config`. Training configs:
+    `pvae-model default-config`.
     """
     import yaml
 
@@ -506,6 +507,10 @@ def default_config(what: str) -> None:
         from .align.train import AlignTrainConfig
 
         d = AlignTrainConfig().to_dict()
+    elif what == "segment":
+        from .segment import SegmentConfig
+
+        d = SegmentConfig().to_dict()
     else:
         from .vad import VadConfig
 
@@ -555,6 +560,8 @@ def align_train(manifest: Path, model_dir: Path, split: str, config_file, mixtur
 @click.argument("out", type=click.Path(path_type=Path))
 @click.option("--model", "model_dir", type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="Aligner from `align-train` [default: train one on MANIFEST's train split into OUT/model].")
+@click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="YAML/JSON SegmentConfig (see `pvae-data default-config segment`); flags override it.")
 @click.option("--ctm", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Take word spans from this CTM (Kaldi/MFA) instead of aligning.")
 @click.option("--export-ctm", type=click.Path(dir_okay=False, path_type=Path), help="Also write the word spans as CTM.")
@@ -575,7 +582,7 @@ def align_train(manifest: Path, model_dir: Path, split: str, config_file, mixtur
 @_job_array_options
 @_jobs_option
 @_quiet_option
-def segment(manifest: Path, out: Path, model_dir, ctm, export_ctm, write_audio: bool, margin, slack, ref_min_snr_db,
+def segment(manifest: Path, out: Path, model_dir, config_file, ctm, export_ctm, write_audio: bool, margin, slack, ref_min_snr_db,
             junction_search, min_score, max_deficit, max_word_deficit, recognition_check: bool, chunk_size: int,
             num_jobs: int, job_index, jobs: int, quiet: bool) -> None:
     """Cut connected-digit utterances into one segment per digit: MANIFEST -> OUT/segments.jsonl.
@@ -597,10 +604,14 @@ def segment(manifest: Path, out: Path, model_dir, ctm, export_ctm, write_audio: 
     job = _job_slice(num_jobs, job_index)
 
     def run():
-        base = SegmentConfig()
-        cfg = SegmentConfig(
-            align=AlignConfig(min_score=min_score, max_deficit=max_deficit, max_word_deficit=max_word_deficit,
-                              check_recognition=recognition_check),
+        from dataclasses import replace
+
+        base = SegmentConfig.from_dict(_config_dict(config_file)) if config_file else SegmentConfig()
+        align = {k: v for k, v in (("min_score", min_score), ("max_deficit", max_deficit),
+                                   ("max_word_deficit", max_word_deficit)) if v is not None}
+        cfg = replace(
+            base,
+            align=replace(base.align, check_recognition=recognition_check and base.align.check_recognition, **align),
             vad=VadConfig.from_dict({**base.vad.to_dict(), **({"margin_s": margin} if margin is not None else {})}),
             slack_s=base.slack_s if slack is None else slack,
             ref_min_snr_db=base.ref_min_snr_db if ref_min_snr_db is None else ref_min_snr_db,

@@ -40,7 +40,7 @@ def test_default_config_round_trips_through_config(tmp_path, fsdd_subset):
     """`default-config X` prints YAML that `X --config` takes back (trim had no --config before)."""
     import yaml
 
-    for what in ("fbank", "vad", "trim", "align-train"):
+    for what in ("fbank", "vad", "trim", "align-train", "segment"):
         r = CliRunner().invoke(data_main, ["default-config", what])
         assert r.exit_code == 0 and isinstance(yaml.safe_load(r.output), dict), what
     r = CliRunner().invoke(data_main, ["default-config", "vad"])
