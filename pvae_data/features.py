@@ -19,6 +19,10 @@ Outputs in ``OUT``:
   rejected.jsonl       inputs that produced no features, with the reason
   cmvn.json            global (train split) and per-speaker mean/std (float64)
   cmvn_speaker.ark/scp per-speaker stats in Kaldi's 2 x (D+1) layout (``apply-cmvn`` reads them)
+  wav.scp, segments,   with feats.scp and cmvn.scp: OUT is a Kaldi data dir (``LC_ALL=C`` sorted
+  reco2dur, text,      tables; the source recordings and each utterance's span in them)
+  utt2spk, spk2utt,
+  cmvn.scp
   fbank_config.json    the feature config and the stage options, checked on resume
   fbank.done.json      written last, after every file above: its presence says the merged outputs
                        are complete and consistent.  Consumers (``shard audio``) refuse a
@@ -42,7 +46,7 @@ import numpy as np
 
 from .fbank import FbankConfig, compute_fbank_batch, num_frames
 from .io_utils import atomic_open, atomic_path, read_jsonl, remove_stale_temps, write_json, write_jsonl
-from .kaldi_io import append_matrix, cmvn_stats, write_ark_scp
+from .kaldi_io import append_matrix, cmvn_stats, write_ark_scp, write_data_dir
 from .stage import PLAIN_RUN, JobSlice, StageSummary, Timer, progress, worker_pool
 
 
@@ -283,6 +287,8 @@ def _merge(out: Path, records: list[dict], n_chunks: int, cfg: FbankStageConfig)
     write_jsonl(out / "features.jsonl", kept)
     write_jsonl(out / "rejected.jsonl", rejected)
     has_cmvn = _write_cmvn(out, stats, cfg.cmvn_split)
+    # OUT is also a Kaldi data dir: wav.scp, segments, text, utt2spk, spk2utt, cmvn.scp beside feats.scp
+    write_data_dir(out, kept, out, prefix_ids=False, with_feats=False)
     hours = frames * cfg.fbank.frame_shift_ms / 3.6e6
     write_json(out / DONE_MARKER, {"kept": len(kept), "rejected": len(rejected), "frames": frames,
                                    "global_cmvn": has_cmvn})

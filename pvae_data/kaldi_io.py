@@ -64,54 +64,66 @@ def write_table(path: str | Path, rows: Iterable[tuple[str, str]]) -> None:
         f.writelines(lines)
 
 
-def export_fbank_data_dirs(fbank_dir: str | Path, out_dir: str | Path, split: str | None = None) -> int:
-    """An ``fbank`` stage directory -> one complete Kaldi data dir per split, ``OUT/<split>/``:
-    ``wav.scp`` + ``segments`` + ``reco2dur`` (the source recordings and each digit's span in
-    them), ``text``, ``utt2spk``, ``spk2utt``, ``feats.scp`` (pointing into the fbank stage's
-    arks), ``cmvn.scp`` (its per-speaker statistics).  Records without a split go to ``all/``."""
-    from .io_utils import read_jsonl
-
-    src = Path(fbank_dir).resolve()
-    records = read_jsonl(src / "features.jsonl")
+def write_data_dir(d: str | Path, records: list[dict], features_dir: Path, prefix_ids: bool = True,
+                   with_feats: bool = True) -> None:
+    """The Kaldi data-dir files for ``records`` (``features.jsonl`` records of ``features_dir``) in
+    ``d``: ``wav.scp`` + ``segments`` + ``reco2dur`` (source recordings and each utterance's span),
+    ``text``, ``utt2spk``, ``spk2utt``, ``cmvn.scp`` (the stage's per-speaker statistics) and,
+    with ``with_feats``, ``feats.scp``; all ``LC_ALL=C`` sorted.  ``prefix_ids``: utterance ids
+    get their speaker as prefix (:func:`kaldi_utt_id`)."""
+    d = Path(d)
+    src = Path(features_dir).resolve()
     cmvn = {}
     if (src / "cmvn_speaker.scp").is_file():
         cmvn = dict(line.split(maxsplit=1) for line in (src / "cmvn_speaker.scp").read_text().splitlines() if line)
-    by_split: dict[str, list[dict]] = {}
+    reco: dict[str, str] = {}  # audio path -> recording id
+    names = ("wav.scp", "segments", "reco2dur", "text", "utt2spk") + (("feats.scp",) if with_feats else ())
+    rows: dict[str, list] = {name: [] for name in names}
+    spk2utt: dict[str, list[str]] = {}
     for r in records:
+        spk = str(r.get("speaker") or "unknown")
+        utt = kaldi_utt_id(r["id"], spk) if prefix_ids else r["id"]
+        audio = str(Path(r["audio"]).resolve())
+        if audio not in reco:
+            rid = kaldi_utt_id(f"rec-{Path(audio).stem}", spk)
+            while rid in reco.values():
+                rid += "x"
+            reco[audio] = rid
+            rows["wav.scp"].append((rid, audio))
+            if r.get("num_samples") and r.get("sample_rate"):
+                rows["reco2dur"].append((rid, f"{r['num_samples'] / r['sample_rate']:.6f}"))
+        start = float(r.get("start") or 0.0)
+        end = r.get("end")
+        # Kaldi's segments: an end of -1 means "to the end of the recording"
+        rows["segments"].append((utt, f"{reco[audio]} {start:.6f} " + (f"{float(end):.6f}" if end is not None else "-1")))
+        rows["text"].append((utt, r.get("transcript") or ""))
+        rows["utt2spk"].append((utt, spk))
+        if with_feats:
+            path, _, offset = r["feats"].rpartition(":")
+            rows["feats.scp"].append((utt, f"{(src / path).resolve()}:{offset}"))
+        spk2utt.setdefault(spk, []).append(utt)
+    if len(rows["reco2dur"]) != len(rows["wav.scp"]):  # all or nothing (lhotse checks the counts)
+        del rows["reco2dur"]
+    d.mkdir(parents=True, exist_ok=True)
+    for name, rr in rows.items():
+        write_table(d / name, rr)
+    write_table(d / "spk2utt", [(s, " ".join(c_sorted(u))) for s, u in spk2utt.items()])
+    write_table(d / "cmvn.scp", [(s, cmvn[s].strip()) for s in spk2utt if s in cmvn])
+
+
+def export_fbank_data_dirs(fbank_dir: str | Path, out_dir: str | Path, split: str | None = None) -> int:
+    """An ``fbank`` stage directory -> one complete Kaldi data dir per split, ``OUT/<split>/``
+    (:func:`write_data_dir`, ids speaker-prefixed).  Records without a split go to ``all/``."""
+    from .io_utils import read_jsonl
+
+    src = Path(fbank_dir).resolve()
+    by_split: dict[str, list[dict]] = {}
+    for r in read_jsonl(src / "features.jsonl"):
         by_split.setdefault(r.get("split") or "all", []).append(r)
     if split is not None:
         if split not in by_split:
             raise ValueError(f"{src}: no {split!r} split (has {', '.join(sorted(by_split))})")
         by_split = {split: by_split[split]}
-    total = 0
     for sp, recs in by_split.items():
-        d = Path(out_dir) / sp
-        d.mkdir(parents=True, exist_ok=True)
-        reco: dict[str, str] = {}  # audio path -> recording id
-        rows = {name: [] for name in ("wav.scp", "segments", "reco2dur", "text", "utt2spk", "feats.scp")}
-        spk2utt: dict[str, list[str]] = {}
-        for r in recs:
-            spk = str(r.get("speaker") or "unknown")
-            utt = kaldi_utt_id(r["id"], spk)
-            audio = str(Path(r["audio"]).resolve())
-            if audio not in reco:
-                rid = kaldi_utt_id(f"rec-{Path(audio).stem}", spk)
-                while rid in reco.values():
-                    rid += "x"
-                reco[audio] = rid
-                rows["wav.scp"].append((rid, audio))
-                rows["reco2dur"].append((rid, f"{r['num_samples'] / r['sample_rate']:.6f}"))
-            start = float(r.get("start") or 0.0)
-            end = float(r.get("end") or r["num_samples"] / r["sample_rate"])
-            rows["segments"].append((utt, f"{reco[audio]} {start:.6f} {end:.6f}"))
-            rows["text"].append((utt, r.get("transcript") or ""))
-            rows["utt2spk"].append((utt, spk))
-            path, _, offset = r["feats"].rpartition(":")
-            rows["feats.scp"].append((utt, f"{(src / path).resolve()}:{offset}"))
-            spk2utt.setdefault(spk, []).append(utt)
-        for name, rr in rows.items():
-            write_table(d / name, rr)
-        write_table(d / "spk2utt", [(s, " ".join(c_sorted(u))) for s, u in spk2utt.items()])
-        write_table(d / "cmvn.scp", [(s, cmvn[s].strip()) for s in spk2utt if s in cmvn])
-        total += len(recs)
-    return total
+        write_data_dir(Path(out_dir) / sp, recs, src)
+    return sum(len(r) for r in by_split.values())

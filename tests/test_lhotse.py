@@ -89,6 +89,7 @@ def test_kaldi_data_dir_from_fbank_validates_and_lhotse_kaldi_import_reads_our_f
     assert code == 0 and f"kept {len(wavs)}" in out, out
     assert cli("trim", tmp_path / "p", tmp_path / "t", "-q")[0] == 0
     assert cli("fbank", tmp_path / "t", tmp_path / "f", "-q")[0] == 0
+    validate_kaldi_data_dir(tmp_path / "f", cmvn_from_feats=False)  # the fbank stage's OUT is one too
     code, out = cli("export", tmp_path / "f", tmp_path / "k", "--format", "kaldi")
     assert code == 0, out
     ours = kaldiio.load_scp(str(tmp_path / "f" / "feats.scp"))
