@@ -37,7 +37,7 @@ from tqdm import tqdm
 from .config import ConfigMixin
 from .audio import AudioError, inspect_audio
 from .digits import CHAR_TO_WORD, normalize_transcript
-from .io_utils import write_json, write_jsonl
+from .io_utils import atomic_path, write_json, write_jsonl
 from .stage import StageSummary, worker_pool
 
 CORPORA = ("fsdd", "tidigits", "list", "kaldi")
@@ -389,10 +389,51 @@ def _kaldi_table(path: Path, what: str) -> tuple[dict[str, str], list[tuple[int,
     return table, bad
 
 
-def _kaldi_items(cfg: PrepareConfig) -> tuple[list[_Item], int]:
-    """A Kaldi data dir: ``wav.scp`` (plain paths; a piped command is rejected), ``text``,
-    ``utt2spk``, optional ``segments`` (then each utterance is ``[start, end)`` of a recording).
-    The split is the directory's name when it is ``train`` or ``test``."""
+def _run_pipe(rec: str, command: str, out_dir: Path) -> tuple[str | None, str | None]:
+    """Kaldi's ``wav.scp`` command form (``sox x.sph -t wav - |``): run it once, its standard
+    output saved as ``OUT/wav/<rec>.wav`` (atomically; reused by a rerun).  (path, None) or
+    (None, reason) -- a missing program (sox, ffmpeg, flac...) or a failing command is a reason."""
+    import shlex
+    import shutil
+    import subprocess
+
+    cmd = command.rstrip()[:-1].strip()
+    try:
+        prog = shlex.split(cmd)[0]
+    except (ValueError, IndexError):
+        return None, f"wav.scp command {cmd[:60]!r} cannot be parsed"
+    if shutil.which(prog) is None:
+        return None, (f"wav.scp entry is a command and {prog!r} is not installed (e.g. `apt install sox` "
+                      f"or ffmpeg), or convert to audio files first")
+    path = out_dir / "wav" / f"{rec}.wav"
+    if path.is_file():
+        return str(path), None
+    path.parent.mkdir(parents=True, exist_ok=True)
+
+    class _Failed(Exception):
+        pass
+
+    try:
+        with atomic_path(path) as tmp:  # an exception leaves no file behind
+            with open(tmp, "wb") as f:
+                try:
+                    p = subprocess.run(["bash", "-c", f"set -o pipefail; {cmd}"], stdout=f,
+                                       stderr=subprocess.PIPE, timeout=600)
+                except subprocess.TimeoutExpired:
+                    raise _Failed(f"wav.scp command timed out: {cmd[:60]!r}") from None
+            if p.returncode != 0:
+                err = p.stderr.decode(errors="replace").strip().splitlines()[-1:] or [""]
+                raise _Failed(f"wav.scp command failed (exit {p.returncode}): {cmd[:60]!r}: {err[0][:120]}")
+    except _Failed as e:
+        return None, str(e)
+    return str(path), None
+
+
+def _kaldi_items(cfg: PrepareConfig, out_dir: Path) -> tuple[list[_Item], int]:
+    """A Kaldi data dir: ``wav.scp`` (paths, or commands ending in ``|`` that write WAV to stdout,
+    run once into ``OUT/wav/``), ``text``, ``utt2spk``, optional ``segments`` (then each
+    utterance is ``[start, end)`` of a recording).  The split is the directory's name when it is
+    ``train`` or ``test``."""
     d = Path(cfg.source)
     for need in ("wav.scp", "text", "utt2spk"):
         if not (d / need).is_file():
@@ -403,6 +444,7 @@ def _kaldi_items(cfg: PrepareConfig) -> tuple[list[_Item], int]:
     segs = _kaldi_table(d / "segments", "segments")[0] if (d / "segments").is_file() else None
     split = d.name.lower() if d.name.lower() in SPLITS else None
     items = []
+    piped: dict[str, tuple[str | None, str | None]] = {}
     for utt in sorted(set(text) | set(spk) | (set(segs) if segs else set(wav))):
         it = _Item(None, id=utt, split=split)
         rec, start, end = utt, None, None
@@ -420,9 +462,6 @@ def _kaldi_items(cfg: PrepareConfig) -> tuple[list[_Item], int]:
         src = wav.get(rec)
         if src is None:
             it.reason = f"recording {rec!r} not in wav.scp"
-        elif src.endswith("|"):
-            it.reason = (f"wav.scp entry is a command ({src[:60]!r}): convert to audio files first "
-                         "(e.g. `sox`/`ffmpeg` into WAV and a plain-path wav.scp)")
         elif utt not in text:
             it.reason = "no transcript in text"
         elif utt not in spk:
@@ -430,7 +469,15 @@ def _kaldi_items(cfg: PrepareConfig) -> tuple[list[_Item], int]:
         if it.reason:
             items.append(it)
             continue
-        it.path = _abspath(d / os.path.expanduser(src)) if not os.path.isabs(src) else src
+        if src.endswith("|"):
+            if rec not in piped:
+                piped[rec] = _run_pipe(rec, src, Path(out_dir))
+            it.path, it.reason = piped[rec]
+            if it.reason:
+                items.append(it)
+                continue
+        else:
+            it.path = _abspath(d / os.path.expanduser(src)) if not os.path.isabs(src) else src
         it.speaker = spk[utt]
         try:
             it.transcript = " ".join(normalize_transcript(text[utt]))
@@ -497,8 +544,10 @@ def prepare_corpus(
     if jobs <= 0:
         jobs = os.cpu_count() or 1
     cfg = replace(cfg, source=_abspath(cfg.source))
-    discover = {"fsdd": _fsdd_items, "tidigits": _tidigits_items, "list": _list_items, "kaldi": _kaldi_items}[cfg.corpus]
-    items, ignored = discover(cfg)
+    if cfg.corpus == "kaldi":
+        items, ignored = _kaldi_items(cfg, Path(out_dir))
+    else:
+        items, ignored = {"fsdd": _fsdd_items, "tidigits": _tidigits_items, "list": _list_items}[cfg.corpus](cfg)
     if not items:
         raise ValueError(f"{cfg.corpus} source {cfg.source!r}: no inputs found")
 

@@ -429,18 +429,25 @@ def test_prepare_kaldi_data_dir(tmp_path, fsdd_subset):
     d = tmp_path / "train"
     d.mkdir()
     files = [str(p) for p in sorted((fsdd_subset / "recordings").glob("*.wav"))[:4]]
-    wav = [f"r{i} {p}" for i, p in enumerate(files)] + ["rpipe sox x.wav -t wav - |"]
+    wav = [f"r{i} {p}" for i, p in enumerate(files)] + ["rpipe no-such-converter x.wav -t wav - |",
+                                                         f"rcat cat {files[0]} |", "rbad cat /nonexistent.wav |"]
     durs = [sf.info(p).duration for p in files]
-    segs = [f"u{i} r{i} 0.00 {durs[i]:.3f}" for i in range(4)] + ["u4 r0 0.05 0.15", "u5 r1 0 99", "u6 rpipe 0 1"]
-    text = [f"u{i} {Path(files[i]).name[0]}" for i in range(4)] + ["u4 one", "u5 two", "u6 three", "u7 four"]
-    spk = [f"u{i} george" for i in range(7)]
+    segs = [f"u{i} r{i} 0.00 {durs[i]:.3f}" for i in range(4)] + ["u4 r0 0.05 0.15", "u5 r1 0 99", "u6 rpipe 0 1",
+                                                                  "u8 rcat 0.0 0.2", "u9 rbad 0 1"]
+    text = [f"u{i} {Path(files[i]).name[0]}" for i in range(4)] + ["u4 one", "u5 two", "u6 three", "u7 four",
+                                                                    "u8 one", "u9 two"]
+    spk = [f"u{i} george" for i in range(10) if i != 7]
     for name, lines in (("wav.scp", wav), ("segments", segs), ("text", text), ("utt2spk", spk)):
         (d / name).write_text("\n".join(lines) + "\n")
     s = prepare_corpus(PrepareConfig("kaldi", str(d)), tmp_path / "out", progress=False)
-    assert (s.total, s.kept, s.rejected) == (8, 5, 3)
+    assert (s.total, s.kept, s.rejected) == (10, 6, 4)
     kept = {r["id"]: r for r in read_jsonl(tmp_path / "out" / "utterances.jsonl")}
     assert kept["u4"]["start"] == 0.05 and kept["u4"]["end"] == 0.15 and kept["u4"]["duration"] == 0.1
     assert all(r["split"] == "train" and r["speaker"] == "george" for r in kept.values())
     why = {r["id"]: r["reason"] for r in read_jsonl(tmp_path / "out" / "rejected.jsonl")}
-    assert "past the end of the recording" in why["u5"] and "is a command" in why["u6"]
+    assert "past the end of the recording" in why["u5"] and "'no-such-converter' is not installed" in why["u6"]
+    assert "command failed" in why["u9"] and not (tmp_path / "out" / "wav" / "rbad.wav").exists()
+    # a command that works (Kaldi's `... |` form) is run once, its WAV kept in OUT/wav/
+    assert kept["u8"]["audio"] == str(tmp_path / "out" / "wav" / "rcat.wav")
+    assert (tmp_path / "out" / "wav" / "rcat.wav").read_bytes() == Path(files[0]).read_bytes()
     assert "bad segments entry" in why["u7"]  # text and utt2spk name it, segments does not
