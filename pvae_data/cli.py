@@ -166,8 +166,8 @@ def prepare(corpus: str, source: Path, out: Path, truncated: str, jobs: int, qui
 
     CORPUS is fsdd (a checkout of free-spoken-digit-dataset), tidigits (LDC
     layout with NIST SPHERE files), list (a CSV/JSONL with path, transcript,
-    speaker and optional split) or kaldi (a data dir: wav.scp with plain paths,
-    text, utt2spk, optional segments; split from the dir name train/test).
+    speaker and optional split) or kaldi (a data dir: wav.scp with paths or
+    `cmd |` entries, text, utt2spk, optional segments; split from the dir name).
     Every audio file is opened and checked.
     """
     from .prepare import PrepareConfig, prepare_corpus
