@@ -157,11 +157,14 @@ def main() -> None:
 @click.argument("corpus", type=click.Choice(["fsdd", "tidigits", "list", "kaldi"]))
 @click.argument("source", type=click.Path(exists=True, path_type=Path))
 @click.argument("out", type=click.Path(path_type=Path))
-@click.option("--truncated", type=click.Choice(["reject", "keep"]), default="reject",
-              help="Files whose header declares more samples than they hold: reject, or keep with a note.")
+@click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="YAML/JSON PrepareConfig fields (see `pvae-data default-config prepare`); flags override it.")
+@click.option("--truncated", type=click.Choice(["reject", "keep"]), default=None,
+              help="Files whose header declares more samples than they hold: reject, or keep with a note "
+                   "[default: reject].")
 @_jobs_option
 @_quiet_option
-def prepare(corpus: str, source: Path, out: Path, truncated: str, jobs: int, quiet: bool) -> None:
+def prepare(corpus: str, source: Path, out: Path, config_file, truncated, jobs: int, quiet: bool) -> None:
     """Corpus -> utterance manifest OUT/utterances.jsonl (+ rejected.jsonl).
 
     CORPUS is fsdd (a checkout of free-spoken-digit-dataset), tidigits (LDC
@@ -172,8 +175,14 @@ def prepare(corpus: str, source: Path, out: Path, truncated: str, jobs: int, qui
     """
     from .prepare import PrepareConfig, prepare_corpus
 
-    _run_stage(out, lambda: prepare_corpus(PrepareConfig(corpus=corpus, source=str(source), truncated=truncated),
-                                           out, jobs=jobs, progress=not quiet))
+    def run():
+        d = {k: v for k, v in _config_dict(config_file).items() if k not in ("corpus", "source")}
+        if truncated is not None:
+            d["truncated"] = truncated
+        return prepare_corpus(PrepareConfig.from_dict({"corpus": corpus, "source": str(source), **d}),
+                              out, jobs=jobs, progress=not quiet)
+
+    _run_stage(out, run)
 
 
 @main.command(context_settings=CONTEXT)
@@ -257,24 +266,30 @@ def fbank(manifest: Path, out: Path, config_file, sample_rate, num_mel_bins, dit
 
 def _shard_options(f):
     opts = [
-        click.option("--max-items", type=click.IntRange(0), default=0, help="Items per shard (0 = no limit)."),
-        click.option("--max-mb", type=float, default=256.0, help="Payload megabytes per shard."),
-        click.option("--dtype", type=click.Choice(["float32", "float16"]), default="float32", help="Feature storage type (audio shards; images are uint8)."),
-        click.option("--compression", type=click.Choice(["none", "gzip", "lzf"]), default="none",
-                     help="none keeps feats contiguous (memory-mapped reads); gzip/lzf chunk it."),
-        click.option("--shuffle/--no-shuffle", default=True, help="Seeded permutation of items before packing."),
-        click.option("--seed", type=int, default=0),
+        click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+                     help="YAML/JSON ShardConfig (see `pvae-data default-config shard`); flags override it."),
+        click.option("--max-items", type=click.IntRange(0), default=None, help="Items per shard (0 = no limit) [default: 0]."),
+        click.option("--max-mb", type=float, default=None, help="Payload megabytes per shard [default: 256]."),
+        click.option("--dtype", type=click.Choice(["float32", "float16"]), default=None,
+                     help="Feature storage type (audio shards; images are uint8) [default: float32]."),
+        click.option("--compression", type=click.Choice(["none", "gzip", "lzf"]), default=None,
+                     help="none keeps feats contiguous (memory-mapped reads); gzip/lzf chunk it [default: none]."),
+        click.option("--shuffle/--no-shuffle", default=None, help="Seeded permutation of items before packing [default: on]."),
+        click.option("--seed", type=int, default=None, help="[default: 0]"),
     ]
     for o in reversed(opts):
         f = o(f)
     return _quiet_option(f)
 
 
-def _shard_config(max_items, max_mb, dtype, compression, shuffle, seed):
+def _shard_config(config_file=None, max_items=None, max_mb=None, dtype=None, compression=None, shuffle=None, seed=None):
+    """ShardConfig from the defaults, then the --config file, then the flags given."""
     from .shards import ShardConfig
 
-    return ShardConfig(max_items=max_items, max_bytes=int(max_mb * 2**20), dtype=dtype,
-                       compression=compression, shuffle=shuffle, seed=seed)
+    flags = {"max_items": max_items, "max_bytes": None if max_mb is None else int(max_mb * 2**20), "dtype": dtype,
+             "compression": compression, "shuffle": shuffle, "seed": seed}
+    return ShardConfig.from_dict({**ShardConfig().to_dict(), **_config_dict(config_file),
+                                  **{k: v for k, v in flags.items() if v is not None}})
 
 
 @main.group(context_settings=CONTEXT)
@@ -489,7 +504,7 @@ def lhotse_export(fbank_dir: Path, out: Path) -> None:
 
 
 @main.command("default-config", context_settings=CONTEXT)
-@click.argument("what", type=click.Choice(["fbank", "vad", "trim", "align-train", "segment"]))
+@click.argument("what", type=click.Choice(["prepare", "fbank", "vad", "trim", "align-train", "segment", "shard"]))
 def default_config(what: str) -> None:
     """Print a stage's default config as YAML (edit it and pass --config; JSON is read too).
 
@@ -511,6 +526,14 @@ def default_config(what: str) -> None:
         from .segment import SegmentConfig
 
         d = SegmentConfig().to_dict()
+    elif what == "shard":
+        from .shards import ShardConfig
+
+        d = ShardConfig().to_dict()
+    elif what == "prepare":
+        from .prepare import PrepareConfig
+
+        d = {k: v for k, v in PrepareConfig("fsdd", ".").to_dict().items() if k not in ("corpus", "source")}
     else:
         from .vad import VadConfig
 

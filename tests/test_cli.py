@@ -40,7 +40,7 @@ def test_default_config_round_trips_through_config(tmp_path, fsdd_subset):
     """`default-config X` prints YAML that `X --config` takes back (trim had no --config before)."""
     import yaml
 
-    for what in ("fbank", "vad", "trim", "align-train", "segment"):
+    for what in ("prepare", "fbank", "vad", "trim", "align-train", "segment", "shard"):
         r = CliRunner().invoke(data_main, ["default-config", what])
         assert r.exit_code == 0 and isinstance(yaml.safe_load(r.output), dict), what
     r = CliRunner().invoke(data_main, ["default-config", "vad"])
@@ -152,3 +152,22 @@ def test_model_default_config_loads_back(tmp_path):
     r = CliRunner().invoke(model_main, ["default-config", "bridge"])
     (tmp_path / "b.yaml").write_text(r.output)
     assert load_bridge_config(tmp_path / "b.yaml", {}).to_dict()["bridge"] == load_bridge_config(None, {}).to_dict()["bridge"]
+
+
+def test_shard_and_prepare_take_a_config(tmp_path, fsdd_subset):
+    import yaml
+
+    (tmp_path / "prep.yaml").write_text(yaml.safe_dump({"truncated": "keep", "fsdd_test_max_take": 2}))
+    r = CliRunner().invoke(data_main, ["prepare", "fsdd", str(fsdd_subset), str(tmp_path / "p"), "-q",
+                                       "--config", str(tmp_path / "prep.yaml")])
+    assert r.exit_code == 0, r.output
+    saved = json.loads((tmp_path / "p" / "prepare_config.json").read_text())
+    assert saved["truncated"] == "keep" and saved["fsdd_test_max_take"] == 2
+    (tmp_path / "shard.yaml").write_text(yaml.safe_dump({"max_items": 1000, "seed": 3}))
+    from conftest import DATA_ROOT  # the real MNIST files
+
+    r = CliRunner().invoke(data_main, ["shard", "images", str(DATA_ROOT / "mnist"), str(tmp_path / "img"), "-q",
+                                       "--config", str(tmp_path / "shard.yaml"), "--seed", "5"])
+    assert r.exit_code == 0, r.output
+    cfg = json.loads((tmp_path / "img" / "index.json").read_text())["config"]
+    assert cfg["max_items"] == 1000 and cfg["seed"] == 5  # the flag overrides the file
