@@ -320,8 +320,11 @@ def shard_audio_cmd(features_dir: Path, out: Path, quiet: bool, no_cmvn: bool, *
 @click.argument("out", type=click.Path(path_type=Path))
 @click.option("--utt2spk", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="Kaldi utt2spk.")
 @click.option("--split", default=None, help="Split name for every utterance (else from LABELS JSONL, else 'all').")
+@click.option("--cmvn-split", default="train", show_default=True, help="Split the global CMVN statistics come from.")
+@click.option("--no-cmvn", "no_cmvn", is_flag=True, help="Shard even when that split has no frames (no CMVN).")
 @_shard_options
-def shard_kaldi_cmd(feats_scp: Path, labels: Path, out: Path, utt2spk, split, quiet: bool, **kw) -> None:
+def shard_kaldi_cmd(feats_scp: Path, labels: Path, out: Path, utt2spk, split, cmvn_split: str, no_cmvn: bool,
+                    quiet: bool, **kw) -> None:
     """Any Kaldi FEATS_SCP (e.g. compute-fbank-feats output) + LABELS -> audio shards.
 
     LABELS is a Kaldi `text` file (utt word) or JSONL with id and label or
@@ -330,7 +333,8 @@ def shard_kaldi_cmd(feats_scp: Path, labels: Path, out: Path, utt2spk, split, qu
     from .shards import shard_kaldi
 
     _run_stage(out, lambda: shard_kaldi(feats_scp, labels, out, _shard_config(**kw), utt2spk=utt2spk,
-                                        split=split, show_progress=not quiet))
+                                        split=split, show_progress=not quiet, cmvn_split=cmvn_split,
+                                        allow_no_cmvn=no_cmvn))
 
 
 @shard.command("kaldi-dirs", context_settings=CONTEXT)

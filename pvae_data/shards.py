@@ -287,17 +287,21 @@ class ArkReader:
 
 
 def shard_kaldi(scp: str | Path, labels: str | Path, out_dir: str | Path, cfg: ShardConfig = ShardConfig(),
-                utt2spk: str | Path | None = None, split: str | None = None, show_progress: bool = True) -> StageSummary:
+                utt2spk: str | Path | None = None, split: str | None = None, show_progress: bool = True,
+                cmvn_split: str = "train", allow_no_cmvn: bool = False) -> StageSummary:
     """Pack Kaldi features (any ``feats.scp``, e.g. from compute-fbank-feats) with a labels file.
 
     ``labels`` is a Kaldi ``text`` file (``utt word``) or JSONL with ``id`` and ``label`` or
     ``transcript`` (and optional ``speaker``, ``split``).  ``utt2spk`` gives speakers otherwise.
+    Global CMVN statistics come from the ``cmvn_split`` utterances (refused without any, unless
+    ``allow_no_cmvn``); several splits in one shard set: :func:`shard_kaldi_dirs`.
     """
     feats = kaldiio.load_scp(str(scp))
     records = _kaldi_records(scp, labels, utt2spk, split)
+    cmvn = _kaldi_cmvn(records, lambda r: feats[r["id"]], cmvn_split, allow_no_cmvn)
     return _shard_audio_records(records, lambda r: feats[r["id"]], out_dir, cfg,
                                 feature_config={"kaldi_scp": str(Path(scp).resolve())},
-                                source_sha256=sha256_file(scp), cmvn=None, show_progress=show_progress)
+                                source_sha256=sha256_file(scp), cmvn=cmvn, show_progress=show_progress)
 
 
 def _kaldi_records(scp: str | Path, labels: str | Path, utt2spk: str | Path | None, split: str | None) -> list[dict]:
@@ -329,6 +333,33 @@ def _kaldi_records(scp: str | Path, labels: str | Path, utt2spk: str | Path | No
     return records
 
 
+def _kaldi_cmvn(records: list[dict], load: Callable[[dict], np.ndarray], cmvn_split: str,
+                allow_no_cmvn: bool) -> dict | None:
+    """Global CMVN statistics over the ``cmvn_split`` records and per-speaker ones over all, as
+    the ``fbank`` stage writes them (``cmvn.json``); refused when that split has no frames unless
+    ``allow_no_cmvn`` (a model trained on the shards would otherwise see raw features)."""
+    from .features import _mean_std
+
+    glob = [0, 0.0, 0.0]
+    spk: dict[str, list] = {}
+    for r in records:
+        x = np.asarray(load(r), dtype=np.float64)
+        n, s1, s2 = len(x), x.sum(0), (x * x).sum(0)
+        if r.get("split") == cmvn_split:
+            glob = [glob[0] + n, glob[1] + s1, glob[2] + s2]
+        a = spk.setdefault(str(r.get("speaker")), [0, 0.0, 0.0])
+        spk[str(r.get("speaker"))] = [a[0] + n, a[1] + s1, a[2] + s2]
+    if not glob[0]:
+        if allow_no_cmvn:
+            return None
+        splits = sorted({str(r.get("split")) for r in records})
+        raise ValueError(f"no frames in the {cmvn_split!r} split to compute global CMVN from (splits: "
+                         f"{', '.join(splits)}); name one with --cmvn-split, or pass --no-cmvn")
+    mean, std = _mean_std(*glob)
+    return {"global": {"split": cmvn_split, "frames": glob[0], "mean": mean, "std": std},
+            "speakers": {k: dict(zip(("mean", "std"), _mean_std(*v)), frames=v[0]) for k, v in sorted(spk.items())}}
+
+
 def shard_kaldi_dirs(data_dirs: list[tuple[str, str | Path]], out_dir: str | Path, cfg: ShardConfig = ShardConfig(),
                      cmvn_split: str = "train", allow_no_cmvn: bool = False,
                      show_progress: bool = True) -> StageSummary:
@@ -336,7 +367,6 @@ def shard_kaldi_dirs(data_dirs: list[tuple[str, str | Path]], out_dir: str | Pat
     into one shard set, with global CMVN statistics over ``cmvn_split`` (and per speaker) computed
     from the features, as the ``fbank`` stage does; refused when that split has no frames unless
     ``allow_no_cmvn``."""
-    from .features import _mean_std
 
     records, tables, shas = [], {}, []
     names = [sp for sp, _ in data_dirs]
@@ -354,23 +384,7 @@ def shard_kaldi_dirs(data_dirs: list[tuple[str, str | Path]], out_dir: str | Pat
     ids = [r["id"] for r in records]
     if len(set(ids)) != len(ids):
         raise ValueError("the same utterance id is in two data dirs")
-    glob = [0, 0.0, 0.0]
-    spk: dict[str, list] = {}
-    for r in records:
-        x = np.asarray(tables[r["_scp"]][r["id"]], dtype=np.float64)
-        n, s1, s2 = len(x), x.sum(0), (x * x).sum(0)
-        if r["split"] == cmvn_split:
-            glob = [glob[0] + n, glob[1] + s1, glob[2] + s2]
-        a = spk.setdefault(r["speaker"], [0, 0.0, 0.0])
-        spk[r["speaker"]] = [a[0] + n, a[1] + s1, a[2] + s2]
-    if not glob[0] and not allow_no_cmvn:
-        raise ValueError(f"no frames in the {cmvn_split!r} split to compute global CMVN from (splits: "
-                         f"{', '.join(names)}); name one with --cmvn-split, or pass --no-cmvn")
-    cmvn = None
-    if glob[0]:
-        mean, std = _mean_std(*glob)
-        cmvn = {"global": {"split": cmvn_split, "frames": glob[0], "mean": mean, "std": std},
-                "speakers": {k: dict(zip(("mean", "std"), _mean_std(*v)), frames=v[0]) for k, v in sorted(spk.items())}}
+    cmvn = _kaldi_cmvn(records, lambda r: tables[r["_scp"]][r["id"]], cmvn_split, allow_no_cmvn)
     return _shard_audio_records(records, lambda r: tables[r["_scp"]][r["id"]], out_dir, cfg,
                                 feature_config={"kaldi_data_dirs": {sp: str(Path(d).resolve()) for sp, d in data_dirs}},
                                 source_sha256=hashlib.sha256(" ".join(shas).encode()).hexdigest(), cmvn=cmvn,

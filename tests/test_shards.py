@@ -228,8 +228,11 @@ def test_kaldi_round_trip(tmp_path, features_dir):
     export_kaldi(tmp_path / "s", tmp_path / "kaldi", split="test")  # a second export leaves train alone
     assert (tmp_path / "kaldi" / "train" / "utt2spk").read_bytes() == before
     kd = tmp_path / "kaldi" / "test"
+    with pytest.raises(ValueError, match="no frames in the 'train' split"):  # no CMVN: refused by default
+        shard_kaldi(kd / "feats.scp", kd / "utt2label", tmp_path / "k", utt2spk=kd / "utt2spk", split="test",
+                    show_progress=False)
     shard_kaldi(kd / "feats.scp", kd / "utt2label", tmp_path / "k", utt2spk=kd / "utt2spk", split="test",
-                show_progress=False)
+                show_progress=False, cmvn_split="test")
     a, b = AudioShards(tmp_path / "s", "test"), AudioShards(tmp_path / "k", "test")
     assert len(a) == len(b)
     pos = {kaldi_utt_id(k, s): i for i, (k, s) in enumerate(zip(a.keys, a.speakers))}
