@@ -70,6 +70,13 @@ def _manifest_argument(f):
     return click.argument("manifest", type=click.Path(exists=True, path_type=Path), callback=_manifest_path)(f)
 
 
+def _config_option(cls_name: str, what: str):
+    """``--config FILE``: a stage's config as YAML or JSON (``pvae-data default-config WHAT``
+    prints one); flags given on the command line override it."""
+    return click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+                        help=f"YAML/JSON {cls_name} (see `pvae-data default-config {what}`); flags override it.")
+
+
 def _config_dict(path: Path | None) -> dict:
     """A stage's config file: YAML or JSON (YAML reads both); {} when none is given."""
     if path is None:
@@ -157,8 +164,7 @@ def main() -> None:
 @click.argument("corpus", type=click.Choice(["fsdd", "tidigits", "list", "kaldi"]))
 @click.argument("source", type=click.Path(exists=True, path_type=Path))
 @click.argument("out", type=click.Path(path_type=Path))
-@click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="YAML/JSON PrepareConfig fields (see `pvae-data default-config prepare`); flags override it.")
+@_config_option("PrepareConfig", "prepare")
 @click.option("--truncated", type=click.Choice(["reject", "keep"]), default=None,
               help="Files whose header declares more samples than they hold: reject, or keep with a note "
                    "[default: reject].")
@@ -188,8 +194,7 @@ def prepare(corpus: str, source: Path, out: Path, config_file, truncated, jobs: 
 @main.command(context_settings=CONTEXT)
 @_manifest_argument
 @click.argument("out", type=click.Path(path_type=Path))
-@click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="YAML/JSON VadConfig (see `pvae-data default-config vad`); flags override it.")
+@_config_option("VadConfig", "vad")
 @click.option("--backend", type=click.Choice(["energy", "webrtc"]), default=None,
               help="energy: Kaldi compute-vad style; webrtc: the WebRTC VAD [default: energy].")
 @click.option("--margin", type=float, default=None, help="Seconds of context kept on each side [default: VadConfig's].")
@@ -227,8 +232,7 @@ def trim(manifest: Path, out: Path, config_file, backend, margin, energy_thresho
 @main.command(context_settings=CONTEXT)
 @_manifest_argument
 @click.argument("out", type=click.Path(path_type=Path))
-@click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="JSON FbankConfig (see `pvae-data default-config fbank`); flags override it.")
+@_config_option("FbankConfig", "fbank")
 @click.option("--sample-rate", type=int, default=None, help="Audio is resampled to this rate [default: 16000].")
 @click.option("--num-mel-bins", type=int, default=None, help="[default: 80]")
 @click.option("--dither", type=float, default=None, help="Kaldi dither (int16 scale) [default: 0, deterministic].")
@@ -266,8 +270,7 @@ def fbank(manifest: Path, out: Path, config_file, sample_rate, num_mel_bins, dit
 
 def _shard_options(f):
     opts = [
-        click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-                     help="YAML/JSON ShardConfig (see `pvae-data default-config shard`); flags override it."),
+        _config_option("ShardConfig", "shard"),
         click.option("--max-items", type=click.IntRange(0), default=None, help="Items per shard (0 = no limit) [default: 0]."),
         click.option("--max-mb", type=float, default=None, help="Payload megabytes per shard [default: 256]."),
         click.option("--dtype", type=click.Choice(["float32", "float16"]), default=None,
@@ -550,8 +553,7 @@ def default_config(what: str) -> None:
 @_manifest_argument
 @click.argument("model_dir", type=click.Path(path_type=Path))
 @click.option("--split", default="train", help="Train on this split (all utterances when none has it).")
-@click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="JSON AlignTrainConfig (see docs/alignment.md); flags override it.")
+@_config_option("AlignTrainConfig", "align-train")
 @click.option("--mixtures", type=click.IntRange(1), default=None, help="Gaussians per state [default: 4].")
 @click.option("--iterations", type=click.IntRange(1), default=None, help="Viterbi passes per mixture size [default: 4].")
 @click.option("--frames-per-state", type=float, default=None, help="Word length / states [default: 3].")
@@ -587,8 +589,7 @@ def align_train(manifest: Path, model_dir: Path, split: str, config_file, mixtur
 @click.argument("out", type=click.Path(path_type=Path))
 @click.option("--model", "model_dir", type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="Aligner from `align-train` [default: train one on MANIFEST's train split into OUT/model].")
-@click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="YAML/JSON SegmentConfig (see `pvae-data default-config segment`); flags override it.")
+@_config_option("SegmentConfig", "segment")
 @click.option("--ctm", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Take word spans from this CTM (Kaldi/MFA) instead of aligning.")
 @click.option("--export-ctm", type=click.Path(dir_okay=False, path_type=Path), help="Also write the word spans as CTM.")
@@ -622,7 +623,6 @@ def segment(manifest: Path, out: Path, model_dir, config_file, ctm, export_ctm, 
     segments only chunk c % N == I (the aligner must exist: --model or
     OUT/model); a plain run afterwards merges.
     """
-    from .align.aligner import AlignConfig
     from .segment import SegmentConfig, segment_manifest
     from .vad import VadConfig
 
