@@ -267,14 +267,22 @@ def segment_utterance(rec: dict, model: WordHMMs | None, cfg: SegmentConfig,
         return [], _reject(rec, "empty transcript"), []
     uid = rec.get("id")
     if len(words) == 1:
-        trimmed, rej = trim_record(rec, cfg.vad)
+        checked = model is not None and not use_ctm
+        audio = None
+        if checked:  # read once, for the trim and the aligner
+            try:
+                wave, rate = load_audio(rec["audio"], start=rec.get("start"), end=rec.get("end"))
+            except AudioError as e:
+                return [], _reject(rec, e.reason), []
+            audio = (wave, rate)
+        trimmed, rej = trim_record(rec, cfg.vad, audio)
         if rej is not None:
             return [], _reject(rec, rej["reason"]), []
         conf = 1.0
-        if model is not None and not use_ctm:
+        if checked:
             # The transcript can be wrong here too (a two-digit recording labelled with one digit):
             # the aligner's checks run on single words, the span stays the trim stage's.
-            al = _align(rec, model, cfg, words)
+            al = _align(rec, model, cfg, words, wave.astype(np.float64), rate)
             if isinstance(al, dict):
                 return [], al, []
             conf = float(np.exp(-max(0.0, al.word_deficits[0]))) if al.word_deficits else 1.0
@@ -321,15 +329,8 @@ def segment_utterance(rec: dict, model: WordHMMs | None, cfg: SegmentConfig,
     return segs, None, rows
 
 
-def _align(rec: dict, model: WordHMMs, cfg: SegmentConfig, words: list[str], wave: np.ndarray | None = None,
-           rate: int | None = None):
-    """The aligner's result for ``rec``, or its rejection record."""
-    if wave is None:
-        try:
-            wave, rate = load_audio(rec["audio"], start=rec.get("start"), end=rec.get("end"))
-        except AudioError as e:
-            return _reject(rec, e.reason)
-        wave = wave.astype(np.float64)
+def _align(rec: dict, model: WordHMMs, cfg: SegmentConfig, words: list[str], wave: np.ndarray, rate: int):
+    """The aligner's result for ``rec`` (``wave`` at ``rate``), or its rejection record."""
     mrate = model.features.sample_rate
     mwave = wave if rate == mrate else _resample(wave, rate, mrate)
     al = align_words(model, mwave, words, cfg.align)

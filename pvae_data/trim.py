@@ -24,13 +24,14 @@ from .stage import PLAIN_RUN, JobSlice, StageSummary, Timer, progress, worker_po
 from .vad import NoSpeechError, VadConfig, trim_bounds
 
 
-def trim_record(record: dict, cfg: VadConfig) -> tuple[dict | None, dict | None]:
-    """(trimmed record, None) or (None, rejection) for one manifest record."""
+def trim_record(record: dict, cfg: VadConfig, audio: tuple | None = None) -> tuple[dict | None, dict | None]:
+    """(trimmed record, None) or (None, rejection) for one manifest record; ``audio`` is its
+    ``(wave, rate)`` when the caller has loaded it already."""
     from .audio import AudioError, load_audio
 
     start0 = float(record.get("start") or 0.0)
     try:
-        wave, rate = load_audio(record["audio"], start=record.get("start"), end=record.get("end"))
+        wave, rate = audio or load_audio(record["audio"], start=record.get("start"), end=record.get("end"))
         a, b = trim_bounds(wave, rate, cfg)
     except (AudioError, NoSpeechError, ValueError) as e:  # ValueError: e.g. non-finite samples
         return None, {"id": record.get("id"), "audio": record.get("audio"), "reason": getattr(e, "reason", str(e))}
