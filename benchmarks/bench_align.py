@@ -99,17 +99,20 @@ def score_condition(recordings: Path, work: Path, model_dir: Path, name: str, cf
     return score
 
 
-def condition_rows(recordings: Path, work: Path, model_dir: Path, passes: int) -> list[tuple[str, str, bool]]:
+def condition_rows(recordings: Path, work: Path, model_dir: Path, passes: int,
+                   built: dict | None = None) -> list[tuple[str, str, bool]]:
+    """One scored row per condition; ``built`` receives each condition's files (for the mismatch rows)."""
     from pvae_data.align.score import format_score
 
     rows = []
     for name, cfg in conditions(passes).items():
-        s = score_condition(recordings, work, model_dir, name, cfg)
+        s = score_condition(recordings, work, model_dir, name, cfg, built)
         rows.append((name, format_score(s), segmentation_met(s)))
     return rows
 
 
-def mismatch_rows(recordings: Path, work: Path, model, passes: int) -> list[tuple[str, str, bool]]:
+def mismatch_rows(recordings: Path, work: Path, model, passes: int,
+                  built: dict | None = None) -> list[tuple[str, str, bool]]:
     """Rejection of wrong transcripts through the whole ``segment`` decision (``segment_utterance``):
     correct, one word substituted / dropped / inserted, and two- or three-digit recordings
     labelled with one of their digits."""
@@ -120,7 +123,10 @@ def mismatch_rows(recordings: Path, work: Path, model, passes: int) -> list[tupl
     rng = np.random.default_rng(7)
     cfg = SegmentConfig()
     recs = []
-    for k, c in enumerate(conditions(passes).values()):
+    for k, (name, c) in enumerate(conditions(passes).items()):
+        if built and name in built:  # the condition rows' utterances: not synthesised again
+            recs += read_jsonl(built[name]["utterances"])
+            continue
         d = work / f"mismatch_{k}"
         recs += read_jsonl(write_synth(synth_utterances(recordings, takes=TEST_TAKES, cfg=c, prefix=f"m{k}"), d,
                                        split="test")["utterances"])
@@ -232,8 +238,9 @@ def main() -> None:
           f"{'MET' if score['median_ms'] <= 20 and score['within_pct'] >= 95 and score['iou_pct'] >= 97 else 'NOT MET'}")
 
     if not args.no_conditions:
-        rows = condition_rows(rec, work, work / "model", args.test_passes)
-        rows += mismatch_rows(rec, work, model, args.test_passes)
+        built: dict = {}
+        rows = condition_rows(rec, work, work / "model", args.test_passes, built)
+        rows += mismatch_rows(rec, work, model, args.test_passes, built)
         print("conditions (test takes 0-4, the model above):")
         for name, text, met in rows:
             print(f"  {name:44s}{text}  [{'MET' if met else 'NOT MET'}]")
