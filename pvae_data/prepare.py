@@ -374,19 +374,19 @@ def _list_items(cfg: PrepareConfig) -> tuple[list[_Item], int]:
     return items, 0
 
 
-def _kaldi_table(path: Path, what: str) -> tuple[dict[str, str], list[tuple[int, str]]]:
-    """``key rest-of-line`` per line of a Kaldi table file; (table, [(line, problem)])."""
+def _kaldi_table(path: Path) -> dict[str, str]:
+    """``key rest-of-line`` per line of a Kaldi table file.  A key given twice is an error naming
+    the file and line (Kaldi's validate_data_dir.sh refuses it too): which line to believe is
+    not ours to guess, and dropping one would lose an input silently."""
     table: dict[str, str] = {}
-    bad = []
     for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
         if not line.strip():
             continue
         key, _, rest = line.strip().partition(" ")
         if key in table:
-            bad.append((i, f"{what}: duplicate key {key!r}"))
-            continue
+            raise ValueError(f"{path}:{i}: duplicate key {key!r} (first on an earlier line)")
         table[key] = rest.strip()
-    return table, bad
+    return table
 
 
 def _run_pipe(rec: str, command: str, out_dir: Path) -> tuple[str | None, str | None]:
@@ -438,10 +438,10 @@ def _kaldi_items(cfg: PrepareConfig, out_dir: Path) -> tuple[list[_Item], int]:
     for need in ("wav.scp", "text", "utt2spk"):
         if not (d / need).is_file():
             raise FileNotFoundError(f"{d}: not a Kaldi data dir (no {need})")
-    wav, _ = _kaldi_table(d / "wav.scp", "wav.scp")
-    text, _ = _kaldi_table(d / "text", "text")
-    spk, _ = _kaldi_table(d / "utt2spk", "utt2spk")
-    segs = _kaldi_table(d / "segments", "segments")[0] if (d / "segments").is_file() else None
+    wav = _kaldi_table(d / "wav.scp")
+    text = _kaldi_table(d / "text")
+    spk = _kaldi_table(d / "utt2spk")
+    segs = _kaldi_table(d / "segments") if (d / "segments").is_file() else None
     split = d.name.lower() if d.name.lower() in SPLITS else None
     items = []
     piped: dict[str, tuple[str | None, str | None]] = {}

@@ -451,3 +451,24 @@ def test_prepare_kaldi_data_dir(tmp_path, fsdd_subset):
     assert kept["u8"]["audio"] == str(tmp_path / "out" / "wav" / "rcat.wav")
     assert (tmp_path / "out" / "wav" / "rcat.wav").read_bytes() == Path(files[0]).read_bytes()
     assert "bad segments entry" in why["u7"]  # text and utt2spk name it, segments does not
+
+
+def test_prepare_kaldi_bad_audio_and_duplicate_keys(tmp_path, fsdd_subset):
+    """Corrupt and empty audio in a Kaldi dir are rejected with reasons (kept + rejected = total);
+    a key given twice in a table is an error naming file and line, not a silent drop."""
+    from pvae_data.io_utils import read_jsonl
+
+    d = tmp_path / "test"
+    d.mkdir()
+    good = sorted((fsdd_subset / "recordings").glob("*.wav"))[0]
+    (tmp_path / "corrupt.wav").write_bytes(b"RIFF not really a wav")
+    (tmp_path / "empty.wav").write_bytes(b"")
+    (d / "wav.scp").write_text(f"a-1 {good}\na-2 {tmp_path / 'corrupt.wav'}\na-3 {tmp_path / 'empty.wav'}\n")
+    (d / "text").write_text("a-1 one\na-2 two\na-3 three\n")
+    (d / "utt2spk").write_text("a-1 a\na-2 a\na-3 a\n")
+    s = prepare_corpus(PrepareConfig("kaldi", str(d)), tmp_path / "out", progress=False)
+    assert (s.total, s.kept, s.rejected) == (3, 1, 2)
+    assert {r["id"] for r in read_jsonl(tmp_path / "out" / "rejected.jsonl")} == {"a-2", "a-3"}
+    (d / "text").write_text("a-1 one\na-2 two\na-1 three\n")
+    with pytest.raises(ValueError, match=r"text:3: duplicate key 'a-1'"):
+        prepare_corpus(PrepareConfig("kaldi", str(d)), tmp_path / "out2", progress=False)
