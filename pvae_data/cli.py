@@ -72,24 +72,38 @@ def _manifest_argument(f):
 
 def _config_option(cls_name: str, what: str):
     """``--config FILE``: a stage's config as YAML or JSON (``pvae-data default-config WHAT``
-    prints one); flags given on the command line override it."""
-    return click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-                        help=f"YAML/JSON {cls_name} (see `pvae-data default-config {what}`); flags override it.")
+    prints one), and ``--set KEY=VALUE`` (dotted for nested fields: ``--set vad.aggressiveness=3``)
+    on top of it; flags given on the command line override both.  ``pvae-model`` reads its
+    ``--config``/``--set`` through the same helpers (``pvae_data.config``)."""
+
+    def keep_sets(ctx, param, value):
+        ctx.meta["config_sets"] = value
+        return value
+
+    def decorate(f):
+        f = click.option("--set", "sets", multiple=True, expose_value=False, callback=keep_sets,
+                         help="KEY=VALUE on top of --config (repeatable; dotted for nested fields).")(f)
+        return click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+                            help=f"YAML/JSON {cls_name} (see `pvae-data default-config {what}`); flags override it.")(f)
+
+    return decorate
 
 
 def _config_dict(path: Path | None) -> dict:
-    """A stage's config file: YAML or JSON (YAML reads both); {} when none is given."""
-    if path is None:
-        return {}
-    import yaml
+    """A stage's config: its ``--config`` file (YAML or JSON; {} when none is given) with the
+    command's ``--set`` overrides applied."""
+    from .config import apply_overrides, parse_set, read_config_file
 
     try:
-        d = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise click.BadParameter(f"{path}: not YAML/JSON ({e})", param_hint="--config") from None
-    if not isinstance(d, dict):
-        raise click.BadParameter(f"{path}: expected a mapping of config fields", param_hint="--config")
-    return d
+        d = read_config_file(path)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--config") from None
+    ctx = click.get_current_context(silent=True)
+    try:
+        sets = parse_set(ctx.meta.get("config_sets", ()) if ctx else ())
+    except ValueError as e:
+        raise click.BadParameter(str(e).removeprefix("--set: "), param_hint="--set") from None
+    return apply_overrides(d, sets)
 
 
 def _finish(summary, out: Path | None = None) -> None:
@@ -633,7 +647,7 @@ def segment(manifest: Path, out: Path, model_dir, config_file, ctm, export_ctm, 
     def run():
         from dataclasses import replace
 
-        base = SegmentConfig.from_dict(_config_dict(config_file)) if config_file else SegmentConfig()
+        base = SegmentConfig.from_dict(_config_dict(config_file))
         align = {k: v for k, v in (("min_score", min_score), ("max_deficit", max_deficit),
                                    ("max_word_deficit", max_word_deficit)) if v is not None}
         cfg = replace(

@@ -38,12 +38,13 @@ import json
 import os
 import zlib
 from concurrent.futures import as_completed
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import kaldiio
 import numpy as np
 
+from .config import ConfigMixin
 from .fbank import FbankConfig, compute_fbank_batch, num_frames
 from .io_utils import atomic_open, atomic_path, read_jsonl, remove_stale_temps, write_json, write_jsonl
 from .kaldi_io import append_matrix, cmvn_stats, write_ark_scp, write_data_dir
@@ -51,20 +52,12 @@ from .stage import PLAIN_RUN, JobSlice, StageSummary, Timer, progress, worker_po
 
 
 @dataclass(frozen=True)
-class FbankStageConfig:
+class FbankStageConfig(ConfigMixin):
     """Everything that determines the stage's output; saved as ``fbank_config.json``."""
 
     fbank: FbankConfig = field(default_factory=FbankConfig)
     chunk_size: int = 500  # utterances per ark file / unit of resumable work
     cmvn_split: str = "train"  # split whose frames make the global CMVN stats ("" = all)
-
-    def to_dict(self) -> dict:
-        return {"fbank": self.fbank.to_dict(), "chunk_size": self.chunk_size, "cmvn_split": self.cmvn_split}
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "FbankStageConfig":
-        d = dict(d)
-        return cls(fbank=FbankConfig.from_dict(d.pop("fbank", {})), **d)
 
 
 class StageConfigMismatch(RuntimeError):

@@ -84,17 +84,6 @@ class SegmentConfig(ConfigMixin):
     junction_search_s: float = 0.0
     word_labels: dict = field(default_factory=dict)  # word -> label for non-English vocabularies
 
-    def to_dict(self) -> dict:
-        return {"align": self.align.to_dict(), "vad": self.vad.to_dict(), "slack_s": self.slack_s,
-                "noise_ref_s": self.noise_ref_s, "ref_guard_s": self.ref_guard_s, "ref_min_s": self.ref_min_s,
-                "ref_min_snr_db": self.ref_min_snr_db, "junction_search_s": self.junction_search_s,
-                "word_labels": dict(self.word_labels)}
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "SegmentConfig":
-        d = dict(d)
-        return cls(align=AlignConfig.from_dict(d.pop("align", {})), vad=VadConfig.from_dict(d.pop("vad", {})), **d)
-
 
 def transcript_words(record: dict) -> list[str]:
     return str(record.get("transcript") or "").lower().split()

@@ -17,14 +17,14 @@ import json
 import math
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 import yaml
 
-from pvae_data.config import ConfigMixin
+from pvae_data.config import ConfigMixin, apply_overrides, read_config_file
 
 from .models.bridge import Bridge, BridgeConfig
 
@@ -48,16 +48,10 @@ class BridgeTrainConfig(ConfigMixin):
         if self.epochs < 1 or self.steps_per_epoch < 1 or self.batch_size < 2 or self.lr <= 0:
             raise ValueError("epochs >= 1, steps_per_epoch >= 1, batch_size >= 2 and lr > 0 are required")
 
-    def to_dict(self) -> dict:
-        return asdict(self)
-
 
 def load_bridge_config(path: str | Path | None, overrides: dict | None = None) -> BridgeTrainConfig:
     """YAML file (optional) + ``{"bridge.beta_cls": 0}``-style overrides (as ``train``'s)."""
-    from .train import apply_overrides
-
-    d = yaml.safe_load(Path(path).read_text()) if path else {}
-    return BridgeTrainConfig.from_dict(apply_overrides(d or {}, overrides))
+    return BridgeTrainConfig.from_dict(apply_overrides(read_config_file(path), overrides))
 
 
 # ---- the frozen base models ----------------------------------------------------------------
@@ -76,7 +70,7 @@ class BaseModels:
 
 
 def load_bases(cfg: BridgeTrainConfig) -> BaseModels:
-    from .metrics import load_run
+    from .run import load_run
 
     _, c_sp, sp, audio, _, cmvn = load_run(cfg.speech_run, cfg.checkpoint)
     _, c_im, im, _, images, _ = load_run(cfg.image_run, cfg.checkpoint)
@@ -98,8 +92,8 @@ def base_latents(cfg: BridgeTrainConfig, bases: BaseModels, cache: Path) -> dict
     """``{split: {"z_speech", "y_speech", "z_image", "y_image"}}``: posterior means of the frozen
     base encoders, computed once and cached (recomputed when the base runs' checkpoints change)."""
     from .data import load_audio_split, load_image_split
-    from .metrics import encode_means
-    from .train import load_checkpoint
+    from .eval.metrics import encode_means
+    from .checkpoints import load_checkpoint
 
     stamp = {d: _stamp(Path(r) / "checkpoints" / f"{cfg.checkpoint}.pt")
              for d, r in (("speech", cfg.speech_run), ("image", cfg.image_run))}
@@ -115,9 +109,9 @@ def base_latents(cfg: BridgeTrainConfig, bases: BaseModels, cache: Path) -> dict
                       "y_speech": torch.from_numpy(np.asarray(audio.labels, np.int64)),
                       "z_image": torch.from_numpy(encode_means(bases.vae_im, images=images)["s_image"]).float(),
                       "y_image": torch.from_numpy(np.asarray(images.labels, np.int64))}
-    from .train import _save
+    from .checkpoints import save_checkpoint
 
-    _save(cache, {"stamp": stamp, "latents": out})
+    save_checkpoint(cache, {"stamp": stamp, "latents": out})
     return out
 
 
@@ -146,11 +140,12 @@ def fit(cfg: BridgeTrainConfig, out_dir: str | Path, resume: bool = False, show_
     """Train the bridge; returns the last epoch's metrics (``{}`` when already complete)."""
     from tqdm import tqdm
 
-    from .train import RunIOError, _lock_run, _save, _Stop, _truncate_metrics, load_checkpoint, log_epoch, run_log
+    from .checkpoints import RunIOError, load_checkpoint, save_checkpoint
+    from .run import StopSignals, lock_run, log_epoch, run_log, truncate_metrics
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    lock = _lock_run(out)  # noqa: F841  (held until fit returns)
+    lock = lock_run(out)  # noqa: F841  (held until fit returns)
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
     ckpt = out / "checkpoints" / "last.pt"
@@ -175,7 +170,7 @@ def fit(cfg: BridgeTrainConfig, out_dir: str | Path, resume: bool = False, show_
         torch.set_rng_state(ck["rng"]["torch"])
         gen.set_state(ck["rng"]["generator"])
         start, seconds_before = ck["epoch"], ck["train_seconds"]
-        _truncate_metrics(out / "metrics.jsonl", start)
+        truncate_metrics(out / "metrics.jsonl", start)
     if start >= cfg.epochs:
         run_log(out / "bridge.log", f"{out}: already complete ({start} epochs); nothing to do")
         return {}
@@ -187,7 +182,7 @@ def fit(cfg: BridgeTrainConfig, out_dir: str | Path, resume: bool = False, show_
         writer = None
     t0 = time.perf_counter()
     last: dict = {}
-    with _Stop() as stop:
+    with StopSignals() as stop:
         bar = tqdm(range(start, cfg.epochs), desc="bridge", disable=not show_progress or not sys.stderr.isatty(),
                    leave=False)
         for epoch in bar:
@@ -205,7 +200,7 @@ def fit(cfg: BridgeTrainConfig, out_dir: str | Path, resume: bool = False, show_
             seconds = seconds_before + time.perf_counter() - t0
             last = {**sums, "epoch": epoch + 1, "minutes": seconds / 60}
             log_epoch(out / "metrics.jsonl", writer, last)
-            _save(ckpt, {"model": model.state_dict(), "optimizer": opt.state_dict(), "config": cfg.to_dict(),
+            save_checkpoint(ckpt, {"model": model.state_dict(), "optimizer": opt.state_dict(), "config": cfg.to_dict(),
                          "z_dims": list(model.z_dims), "epoch": epoch + 1, "train_seconds": seconds,
                          "rng": {"torch": torch.get_rng_state(), "generator": gen.get_state()}})
             bar.set_postfix(loss=f"{last['loss']:.3g}", swd=f"{last['swd']:.3g}")
@@ -231,7 +226,7 @@ class LoadedBridge:
         ck_path = self.dir / "checkpoints" / "last.pt"
         if not ck_path.exists():
             raise FileNotFoundError(f"{ck_path}: the bridge has not been trained yet")
-        from .train import load_checkpoint
+        from .checkpoints import load_checkpoint
 
         ck = load_checkpoint(ck_path)
         self.cfg = BridgeTrainConfig.from_dict(ck["config"])
@@ -275,9 +270,9 @@ def evaluate_bridge(bridge_dir: str | Path, n_images: int = 1000, seed: int = 0,
 
     from pvae_data.shard_reader import load_index
 
-    from .audio_synth import fbank_to_wave
+    from .eval.audio_synth import fbank_to_wave
     from .data import pad_audio
-    from .judge import Judge
+    from .eval.judge import Judge
 
     t0 = time.perf_counter()
     lb = LoadedBridge(bridge_dir)
@@ -288,7 +283,7 @@ def evaluate_bridge(bridge_dir: str | Path, n_images: int = 1000, seed: int = 0,
     rng = np.random.default_rng(seed)
     x_a, lengths = pad_audio(audio.feats)
     gen_img = lb.transfer_speech_to_image(x_a, lengths)
-    from .classifiers import predict_images, predict_speech
+    from .eval.classifiers import predict_images, predict_speech
 
     s2i = float((predict_images(judge.image_clf, gen_img) == audio.labels).mean())
     pick = rng.permutation(len(images.labels))[:n_images]
@@ -297,7 +292,7 @@ def evaluate_bridge(bridge_dir: str | Path, n_images: int = 1000, seed: int = 0,
     gen_sp = lb.transfer_image_to_speech(images.images[pick], lens)
     i2s = float((predict_speech(judge.speech_clf, [gen_sp[j, : lens[j]] for j in range(len(pick))])
                  == images.labels[pick]).mean())
-    from .train import load_checkpoint
+    from .checkpoints import load_checkpoint
 
     latents = load_checkpoint(lb.dir / "latents.pt")["latents"]["test"]
     z1 = latents["z_speech"]
@@ -349,7 +344,7 @@ def _diversity(gen: torch.Tensor, labels: np.ndarray, images) -> dict:
 def _interpolation_grid(lb: LoadedBridge, latents: dict, path: Path, seed: int) -> None:
     """Rows: z' interpolated between two spoken test digits (same digit, then different digits),
     decoded as written digits through the bridge and the VAE-im decoder."""
-    from .evaluate import _plt
+    from .eval.evaluate import _plt
 
     plt = _plt()
     rng = np.random.default_rng(seed)

@@ -4,6 +4,7 @@ latent-translation bridge; a thin shell over the Python API."""
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from pathlib import Path
 
 import click
@@ -12,6 +13,29 @@ import yaml
 from . import __version__
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "show_default": True}
+
+
+@contextmanager
+def _command_errors(prefix: str = ""):
+    """Bad input, missing or unreadable files and failed runs become one-line messages (exit 1),
+    never a traceback: every command runs inside this, as every ``pvae-data`` stage runs inside
+    ``_run_stage``."""
+    from .checkpoints import RunIOError
+    from .train import NonFiniteLoss
+
+    try:
+        yield
+    except (ValueError, TypeError, KeyError, OSError, RunIOError, NonFiniteLoss) as e:
+        raise click.ClickException(f"{prefix}{e}") from None
+
+
+def _parse_set(items: tuple[str, ...]) -> dict:
+    from pvae_data.config import parse_set
+
+    try:
+        return parse_set(items)
+    except ValueError as e:
+        raise click.BadParameter(str(e).removeprefix("--set: "), param_hint="--set") from None
 
 
 @click.group(context_settings=CONTEXT)
@@ -25,7 +49,7 @@ def main() -> None:
 def default_config(what: str) -> None:
     """Print the default TrainConfig (or BridgeTrainConfig) as YAML: edit it and pass --config."""
     if what == "train":
-        from .train import TrainConfig
+        from .config import TrainConfig
 
         d = TrainConfig().to_dict()
     else:
@@ -33,16 +57,6 @@ def default_config(what: str) -> None:
 
         d = BridgeTrainConfig().to_dict()
     click.echo(yaml.safe_dump(d, sort_keys=False), nl=False)
-
-
-def _parse_set(items: tuple[str, ...]) -> dict:
-    out = {}
-    for item in items:
-        if "=" not in item:
-            raise click.BadParameter(f"expected KEY=VALUE, got {item!r}", param_hint="--set")
-        k, v = item.split("=", 1)
-        out[k.strip()] = yaml.safe_load(v)
-    return out
 
 
 @main.command(context_settings=CONTEXT)
@@ -69,7 +83,7 @@ def train(config_file, run_dir: Path, resume: bool, sets, quiet: bool, **flags) 
     Multi-process (DDP): torchrun --nproc-per-node N -m pvae_model.cli train ...
     (gloo on CPU, NCCL on GPU).
     """
-    from .train import NonFiniteLoss, RunIOError, load_config
+    from .config import load_config
     from .train import train as run_train
 
     names = {"audio_shards": "audio_shards", "image_shards": "image_shards", "epochs": "epochs",
@@ -79,15 +93,12 @@ def train(config_file, run_dir: Path, resume: bool, sets, quiet: bool, **flags) 
     overrides.update(_parse_set(sets))
     if resume and config_file is None and (run_dir / "config.yaml").exists():
         config_file = run_dir / "config.yaml"
-    try:
+    with _command_errors("bad config: "):
         cfg = load_config(config_file, overrides)
-    except (ValueError, TypeError) as e:
-        raise click.ClickException(f"bad config: {e}") from None
     dist = _init_distributed(cfg.device)
     try:
-        run_train(cfg, run_dir, resume=resume, show_progress=not quiet)
-    except (NonFiniteLoss, RunIOError, FileExistsError, ValueError, FileNotFoundError) as e:
-        raise click.ClickException(str(e)) from None
+        with _command_errors():
+            run_train(cfg, run_dir, resume=resume, show_progress=not quiet)
     finally:
         if dist:
             dist.destroy_process_group()
@@ -114,12 +125,10 @@ def purity(run_dir: Path, checkpoint: str, audio_shards, image_shards, seeds: in
     """k-means purity (k = 10) of z_s, z_a, z_i on the full test split (the paper's Table 1 metric)."""
     import json
 
-    from .metrics import zs_purity
+    from .eval.metrics import zs_purity
 
-    try:
+    with _command_errors():
         r = zs_purity(run_dir, checkpoint, seeds, device, audio_shards=audio_shards, image_shards=image_shards)
-    except (FileNotFoundError, KeyError, ValueError) as e:
-        raise click.ClickException(str(e)) from None
     click.echo(json.dumps(r, indent=2))
 
 
@@ -131,10 +140,10 @@ def evaluate(run_dir: Path, checkpoint: str, audio_shards, image_shards, seeds: 
     """Purity of every latent, inertia, t-SNE, style transfer, cross-modal generation -> RUN_DIR/eval/."""
     import json
 
-    from .evaluate import EvalConfig
-    from .evaluate import evaluate as run_eval
+    from .eval.evaluate import EvalConfig
+    from .eval.evaluate import evaluate as run_eval
 
-    try:
+    with _command_errors():
         if (run_dir / "bridge.yaml").exists():
             from .bridge import evaluate_bridge
 
@@ -142,8 +151,6 @@ def evaluate(run_dir: Path, checkpoint: str, audio_shards, image_shards, seeds: 
         else:
             m = run_eval(run_dir, EvalConfig(checkpoint=checkpoint, seeds=seeds, audio_shards=audio_shards,
                                              image_shards=image_shards))
-    except (FileNotFoundError, KeyError, ValueError) as e:
-        raise click.ClickException(str(e)) from None
     click.echo(json.dumps({k: m[k] for k in ("purity", "coherence", "diversity") if k in m}, indent=2))
     click.echo(f"evaluated epoch {m['epoch']} in {m['seconds']} s; figures and WAVs in {run_dir / 'eval'}")
 
@@ -166,7 +173,6 @@ def bridge(speech_run, image_run, out: Path, config_file, epochs, resume: bool, 
     Then `pvae-model evaluate OUT` judges the translations both ways.
     """
     from .bridge import fit, load_bridge_config
-    from .train import RunIOError
 
     overrides = {k: str(v) for k, v in (("speech_run", speech_run), ("image_run", image_run)) if v is not None}
     if epochs is not None:
@@ -174,13 +180,11 @@ def bridge(speech_run, image_run, out: Path, config_file, epochs, resume: bool, 
     overrides.update(_parse_set(sets))
     if resume and config_file is None and (out / "bridge.yaml").exists():
         config_file = out / "bridge.yaml"
-    try:
+    with _command_errors():
         cfg = load_bridge_config(config_file, overrides)
         if not cfg.speech_run or not cfg.image_run:
             raise ValueError("--speech-run and --image-run are required (or a config that names them)")
         m = fit(cfg, out, resume=resume, show_progress=not quiet)
-    except (FileNotFoundError, FileExistsError, KeyError, ValueError, TypeError, RunIOError) as e:
-        raise click.ClickException(str(e)) from None
     if m:
         click.echo(f"bridge: epoch {m['epoch']}, loss {m['loss']:.4g}, swd {m['swd']:.3g}, "
                    f"{m['minutes']:.2f} min; checkpoint {out / 'checkpoints' / 'last.pt'}")
@@ -194,12 +198,10 @@ def diagnose(run_dir: Path, checkpoint: str, audio_shards, image_shards, n_image
     """Which latent each decoder reads the digit from (judged generations, JSON)."""
     import json
 
-    from .diagnose import diagnose as run_diagnose
+    from .eval.diagnose import diagnose as run_diagnose
 
-    try:
+    with _command_errors():
         r = run_diagnose(run_dir, checkpoint, n_images, audio_shards=audio_shards, image_shards=image_shards)
-    except (FileNotFoundError, KeyError, ValueError) as e:
-        raise click.ClickException(str(e)) from None
     click.echo(json.dumps(r, indent=2))
 
 
@@ -208,13 +210,11 @@ def diagnose(run_dir: Path, checkpoint: str, audio_shards, image_shards, n_image
 @click.option("--out", "out", type=click.Path(dir_okay=False, path_type=Path), default=Path("report.html"))
 def report(run_dirs, out: Path) -> None:
     """One self-contained HTML page: metrics vs the paper's Table 1, figures, audio players."""
-    from .report import build_report, load_runs, markdown_table
+    from .eval.report import build_report, load_runs, markdown_table
 
-    try:
+    with _command_errors():
         path = build_report(list(run_dirs), out)
         table = markdown_table(load_runs(list(run_dirs)))
-    except (FileNotFoundError, KeyError, ValueError) as e:
-        raise click.ClickException(str(e)) from None
     click.echo("k-means purity (%, mean ± std over seeds) and cross-modal coherence (%), test split:")
     click.echo(table)
     click.echo(f"report: {path.resolve()}")

@@ -1,41 +1,36 @@
-"""A trained run directory: where its checkpoints are and how to get a model back from one.
+"""A run directory: its layout, and everything that reads or writes one (train, bridge, evaluate).
 
-``RUN_DIR/config.yaml`` (the resolved TrainConfig), ``checkpoints/{last,best}.pt``,
-``metrics.jsonl``, ``train.log``, ``tb/``, ``eval/``.  ``load_model`` is what ``PVAE.from_run``
-and the baselines' ``from_run`` call.
+RUN_DIR/
+  config.yaml             the resolved TrainConfig (bridge.yaml for a bridge)
+  metrics.jsonl           one line per epoch: every loss term, pairs/s, minutes, purity when evaluated
+  train.log               what the trainer printed, time-stamped
+  tb/                     TensorBoard events (same numbers)
+  checkpoints/last.pt     model, optimizer, all RNG states, epoch and position inside it
+  checkpoints/best.pt     the checkpoint with the best mean z_s purity so far
+  eval/                   ``pvae-model evaluate``: metrics.json, figures, WAVs, report
 """
 
 from __future__ import annotations
 
-import sys
+import json
+import os
+import signal
+import time
+from dataclasses import replace
 from pathlib import Path
 
+from .checkpoints import RunIOError, checkpoint_path, load_checkpoint
+from .config import TrainConfig
+from .data import load_audio_split, load_image_split
+from .models import build_model
 
-def checkpoint_path(run_dir: str | Path, checkpoint: str = "best") -> Path:
-    """``checkpoint`` is "best", "last" or a path to a ``.pt`` file; "best" falls back to
-    ``last.pt`` with a warning on stderr (no evaluation epoch has improved it yet)."""
-    if str(checkpoint).endswith(".pt"):
-        path = Path(checkpoint)
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: no such checkpoint")
-        return path
-    path = Path(run_dir) / "checkpoints" / f"{checkpoint}.pt"
-    if not path.exists():
-        last = Path(run_dir) / "checkpoints" / "last.pt"
-        if not last.exists():
-            raise FileNotFoundError(f"{path}: no such checkpoint (has {run_dir} been trained?)")
-        if checkpoint != "last":
-            print(f"warning: {run_dir}: no checkpoints/{checkpoint}.pt (no evaluation epoch improved it yet); "
-                  f"using last.pt", file=sys.stderr)
-        path = last
-    return path
+CONFIG = "config.yaml"
+METRICS = "metrics.jsonl"
+TRAIN_LOG = "train.log"
 
 
 def load_model(run_dir: str | Path, checkpoint: str = "best", device: str = "cpu"):
     """(model in eval mode, TrainConfig, checkpoint dict) of a trained run."""
-    from .models.baselines import build_model
-    from .train import TrainConfig, load_checkpoint
-
     path = checkpoint_path(run_dir, checkpoint)
     ck = load_checkpoint(path, map_location=device)
     ck["loaded_from"] = str(path)  # what was read, after any fallback: reported next to the results
@@ -46,12 +41,120 @@ def load_model(run_dir: str | Path, checkpoint: str = "best", device: str = "cpu
     return model, cfg, ck
 
 
-class FromRun:
-    """``Model.from_run(run_dir, "best" | "last" | path)``: the trained model of a run directory."""
+def load_cmvn(audio_shards) -> dict | None:
+    """The audio shards' global CMVN statistics (``index.json`` "cmvn"), or None."""
+    from pvae_data.shard_reader import load_index
 
-    @classmethod
-    def from_run(cls, run_dir: str | Path, checkpoint: str = "best", device: str = "cpu"):
-        model, cfg, _ = load_model(run_dir, checkpoint, device)
-        if not isinstance(model, cls):
-            raise ValueError(f"{run_dir} holds a {cfg.model} run ({type(model).__name__}), not a {cls.__name__}")
-        return model
+    return (load_index(audio_shards)[1].get("cmvn") or {}).get("global")
+
+
+def shard_dir(run_dir, name: str, saved: str, override: str | None = None) -> str:
+    """Where a run's ``name`` shards are: ``override`` when given, else the path saved in its
+    config, as saved (runs since the paths are stored resolved) or relative to the run directory's
+    parent (older runs stored the path relative to the cwd of ``train``)."""
+    flag = f"--{name.replace('_', '-')}"
+    if override is not None:
+        if not Path(override).is_dir():
+            raise FileNotFoundError(f"{flag} {override}: no such directory")
+        return str(override)
+    for cand in (Path(saved), Path(run_dir).resolve().parent / saved):
+        if cand.is_dir():
+            return str(cand)
+    raise FileNotFoundError(f"{saved}: the {name.replace('_', ' ')} named in {Path(run_dir) / CONFIG} "
+                            f"do not exist from {Path.cwd()}; pass {flag} DIR")
+
+
+def load_run(run_dir, checkpoint: str = "best", device: str = "cpu", audio_shards: str | None = None,
+             image_shards: str | None = None):
+    """(checkpoint dict, TrainConfig, model in eval mode, test AudioSet, test ImageSet, global CMVN).
+
+    ``checkpoint`` is "best" or "last" (best falls back to last, with a warning) or a path to a
+    ``.pt`` file; ``audio_shards`` / ``image_shards`` override the shard paths saved in the run."""
+    model, cfg, ck = load_model(run_dir, checkpoint, device)
+    cfg = replace(cfg, audio_shards=shard_dir(run_dir, "audio_shards", cfg.audio_shards, audio_shards),
+                  image_shards=shard_dir(run_dir, "image_shards", cfg.image_shards, image_shards))
+    cmvn = load_cmvn(cfg.audio_shards)
+    audio = load_audio_split(cfg.audio_shards, "test", cmvn=cmvn)
+    images = load_image_split(cfg.image_shards, "test")
+    return ck, cfg, model, audio, images, cmvn
+
+
+def run_log(path: Path, msg: str) -> None:
+    """Print ``msg`` and append it, time-stamped, to the run's log file: a run directory keeps
+    its own story however stdout was redirected."""
+    print(msg, flush=True)
+    try:
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {msg}\n")
+    except OSError:  # the log is a convenience: a full disk is reported by the checkpoint write
+        pass
+
+
+def lock_run(run: Path):
+    """An exclusive lock on RUN/.train.lock: a second trainer on the same run directory (a rerun
+    started while the first still runs) would interleave checkpoints and metrics lines."""
+    f = open(run / ".train.lock", "a+")
+    try:
+        import fcntl
+
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except ImportError:  # not POSIX: no lock, as before
+        return f
+    except OSError:
+        f.close()
+        raise FileExistsError(f"{run} is being trained by another process right now; wait for it or use another --out")
+    return f
+
+
+class StopSignals:
+    """Turns SIGINT/SIGTERM into a flag checked between batches, so a stop always ends on a
+    checkpoint."""
+
+    def __init__(self) -> None:
+        self.signal: int | None = None
+        self._old = {}
+
+    def __enter__(self):
+        for s in (signal.SIGINT, signal.SIGTERM):
+            self._old[s] = signal.signal(s, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        self.signal = signum
+
+    def __exit__(self, *exc) -> None:
+        for s, h in self._old.items():
+            signal.signal(s, h)
+
+
+def log_epoch(path: Path, writer, metrics: dict) -> None:
+    """One line of ``metrics.jsonl`` and the same scalars in TensorBoard (``writer`` may be None)."""
+    with open(path, "a") as f:
+        f.write(json.dumps(metrics) + "\n")
+    if writer:
+        for k, v in metrics.items():
+            if k != "epoch":
+                writer.add_scalar(k, v, metrics["epoch"])
+        writer.flush()
+
+
+def truncate_metrics(path: Path, epochs_done: int) -> None:
+    """On resume, keep the log up to the checkpoint's epoch: drop lines of later epochs (a crash
+    between log and checkpoint) and a torn last line (a kill or full disk while appending).
+    A damaged line before the last one is not ours to guess about: an error names the file."""
+    if not path.exists():
+        return
+    lines = [ln for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
+    keep = []
+    for i, ln in enumerate(lines):
+        try:
+            epoch = json.loads(ln)["epoch"]
+        except (ValueError, KeyError, TypeError):
+            if i == len(lines) - 1:
+                break
+            raise RunIOError(f"{path}: line {i + 1} is not a metrics record; fix or remove it to resume") from None
+        if epoch <= epochs_done:
+            keep.append(ln)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text("".join(ln + "\n" for ln in keep))
+    os.replace(tmp, path)

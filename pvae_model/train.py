@@ -1,12 +1,6 @@
 """Training loop: exact resume, signal-safe checkpoints, NaN guard, TensorBoard, DDP.
 
-RUN_DIR/
-  config.yaml             the resolved TrainConfig
-  metrics.jsonl           one line per epoch: every loss term, pairs/s, minutes, purity when evaluated
-  tb/                     TensorBoard events (same numbers)
-  checkpoints/last.pt     model, optimizer, all RNG states, epoch and position inside it
-  checkpoints/best.pt     the checkpoint with the best mean z_s purity so far
-
+What it writes is the run directory of :mod:`pvae_model.run`.
 Resume is exact on CPU: the batch order and the image pairing of an epoch are functions of
 (seed, epoch) alone, the reparameterisation noise and the negatives come from RNGs whose states
 are checkpointed, and a checkpoint taken mid-epoch (SIGINT/SIGTERM) records how many batches of
@@ -15,165 +9,32 @@ the epoch are done and the running sums of its metrics.
 
 from __future__ import annotations
 
-import json
 import math
-import os
-import pickle
-import signal
 import sys
 import time
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
 import yaml
 
-from pvae_data.config import check_field_types
-
+from .checkpoints import RunIOError, load_checkpoint, save_checkpoint
+from .config import TrainConfig
 from .data import PairedEpochs, load_audio_split, load_image_split
-from .metrics import encode_means, kmeans_purity
-from .models.baselines import MODALITIES, build_model
-from .models.pvae import PVAEConfig
-
-
-@dataclass
-class TrainConfig:
-    audio_shards: str = "exp/shards/audio"
-    image_shards: str = "exp/shards/images"
-    model: str = "pvae"
-    pvae: PVAEConfig = field(default_factory=PVAEConfig)
-    epochs: int = 30
-    batch_size: int = 128
-    lr: float = 1e-3
-    betas: tuple = (0.95, 0.999)
-    eps: float = 1e-8
-    grad_clip: float = 0.0  # 0 = off
-    seed: int = 0
-    eval_every: int = 5  # quick z_s purity on the test split every N epochs (0 = never)
-    eval_images: int = 2000  # test images used by the quick purity (all in `pvae-model evaluate`)
-    # PVAE only: the quick evaluation also judges generations (coherence with prior and reference
-    # style, own reconstructions) on eval_coherence_images test images and every spoken test digit,
-    # with the cached judge classifiers (trained once per dataset before the clock starts).
-    eval_coherence: bool = True
-    eval_coherence_images: int = 300
-    device: str = "cpu"
-    bf16: bool = True  # autocast to bfloat16 on CUDA
-    num_threads: int = 0  # torch intra-op threads (0 = torch's default)
-    max_minutes: float = 0.0  # stop cleanly after this much training time (0 = no limit)
-    # Audio shards without global CMVN statistics would be trained on raw FBank (losses ~30x
-    # larger, a different model): refused unless this says it is meant.
-    allow_no_cmvn: bool = False
-
-    def __post_init__(self) -> None:
-        if isinstance(self.pvae, dict):
-            self.pvae = PVAEConfig.from_dict(self.pvae)
-        check_field_types(self)
-        self.betas = tuple(self.betas)
-        if self.model not in MODALITIES:
-            raise ValueError(f"unknown model {self.model!r} (available: {', '.join(MODALITIES)})")
-        if self.epochs < 1 or self.batch_size < 2 or self.lr <= 0:
-            raise ValueError("epochs >= 1, batch_size >= 2 and lr > 0 are required")
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["betas"] = list(self.betas)
-        d["pvae"]["image_channels"] = list(self.pvae.image_channels)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "TrainConfig":
-        unknown = set(d) - {f.name for f in fields(cls)}
-        if unknown:
-            raise ValueError(f"unknown TrainConfig fields: {sorted(unknown)}")
-        return cls(**d)
-
-
-def apply_overrides(d: dict, overrides: dict | None) -> dict:
-    """``{"epochs": 3, "pvae.beta": 0}``-style dotted overrides applied to a nested config dict."""
-    for key, value in (overrides or {}).items():
-        cur = d
-        *parents, last = key.split(".")
-        for p in parents:
-            cur = cur.setdefault(p, {})
-        cur[last] = value
-    return d
-
-
-def load_config(path: str | Path | None, overrides: dict | None = None) -> TrainConfig:
-    """YAML file (optional) + ``{"epochs": 3, "pvae.beta": 0}``-style overrides."""
-    d = yaml.safe_load(Path(path).read_text()) if path else {}
-    return TrainConfig.from_dict(apply_overrides(d or {}, overrides))
+from .eval.metrics import encode_means, kmeans_purity
+from .models import MODALITIES, build_model
+from .run import CONFIG, METRICS, TRAIN_LOG, StopSignals, load_cmvn, lock_run, log_epoch, run_log, truncate_metrics
 
 
 class NonFiniteLoss(RuntimeError):
     pass
 
 
-class RunIOError(RuntimeError):
-    """A file of the run or of its data could not be written or read: the message names the file."""
-
-
-class _Stop:
-    """Turns SIGINT/SIGTERM into a flag checked between batches."""
-
-    def __init__(self) -> None:
-        self.signal: int | None = None
-        self._old = {}
-
-    def __enter__(self):
-        for s in (signal.SIGINT, signal.SIGTERM):
-            self._old[s] = signal.signal(s, self._handle)
-        return self
-
-    def _handle(self, signum, frame) -> None:
-        self.signal = signum
-
-    def __exit__(self, *exc) -> None:
-        for s, h in self._old.items():
-            signal.signal(s, h)
-
-
 def _dist():
     import torch.distributed as dist
 
     return dist if dist.is_available() and dist.is_initialized() else None
-
-
-def _plain(x):
-    """``x`` with numpy scalars and arrays turned into Python numbers and tensors, so that
-    ``torch.load(path, weights_only=True)`` (torch's default since 2.6) reads every checkpoint."""
-    if type(x) is dict:  # not the OrderedDict of a state_dict: its tensors are fine, its _metadata must stay
-        return {k: _plain(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return type(x)(_plain(v) for v in x)
-    if isinstance(x, np.generic):
-        return x.item()
-    if isinstance(x, np.ndarray):
-        return torch.from_numpy(x)
-    return x
-
-
-def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
-    """A checkpoint written by this package, read with ``weights_only=True``; checkpoints from
-    before plain types were enforced (numpy scalars inside) are read the old way."""
-    try:
-        return torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError:
-        return torch.load(path, map_location=map_location, weights_only=False)
-
-
-def _save(path: Path, state: dict) -> None:
-    """Write to a temporary name, then rename: a full disk or a kill leaves the previous
-    checkpoint intact, and the temporary file is removed on failure."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(_plain(state), tmp)
-        os.replace(tmp, path)
-    except (OSError, RuntimeError) as e:  # torch.save reports ENOSPC as RuntimeError
-        tmp.unlink(missing_ok=True)
-        raise RunIOError(f"{path}: cannot write the checkpoint ({e}); the previous one is kept") from None
 
 
 def quick_purity(model, audio_test, image_test, device, modalities=("audio", "image")) -> dict:
@@ -191,7 +52,7 @@ def quick_purity(model, audio_test, image_test, device, modalities=("audio", "im
 def quick_generation(model, judge, audio_test, image_test, n_images: int) -> dict:
     """Judged generations for the training curve: ``coh_*`` (cross-modal, prior and reference
     style) and ``gen_*`` (own reconstruction, z_s only, style swapped), on CPU copies."""
-    from .judge import COHERENCE_KEYS, generation_checks
+    from .eval.judge import COHERENCE_KEYS, generation_checks
 
     rows = generation_checks(model, judge, audio_test, image_test, n_images=n_images, seed=1)["rows"]
     return {("coh_" if k in COHERENCE_KEYS else "gen_") + k: v for k, v in rows.items()}
@@ -200,243 +61,262 @@ def quick_generation(model, judge, audio_test, image_test, n_images: int) -> dic
 def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, show_progress: bool = True,
           stop_after_batches: int | None = None) -> dict:
     """Train; returns the last epoch's metrics.  ``stop_after_batches`` simulates an interruption (tests)."""
-    from tqdm import tqdm
+    trainer = Trainer(cfg, run_dir, resume, show_progress)
+    try:
+        return trainer.fit(stop_after_batches)
+    finally:
+        trainer.close()
 
-    run = Path(run_dir)
-    # Shard paths are saved resolved, so that evaluate/purity/diagnose work from any directory.
-    cfg = replace(cfg, audio_shards=str(Path(cfg.audio_shards).resolve()),
-                  image_shards=str(Path(cfg.image_shards).resolve()))
-    dist = _dist()
-    rank, world = (dist.get_rank(), dist.get_world_size()) if dist else (0, 1)
-    main = rank == 0
-    if cfg.num_threads:
-        torch.set_num_threads(cfg.num_threads)
-    device = torch.device(cfg.device)
-    ckpt_path = run / "checkpoints" / "last.pt"
-    lock = None  # held until train() returns
-    if main:
-        run.mkdir(parents=True, exist_ok=True)
-        lock = _lock_run(run)
-        if (run / "config.yaml").exists() and not resume and ckpt_path.exists():
+
+class Trainer:
+    """One training run, in the steps a reader looks for: ``__init__`` (config, data, model,
+    resume), ``fit`` (the epochs), ``train_epoch`` (the steps of one epoch), ``evaluate`` (the
+    quick evaluation of the curve) and ``save`` (the checkpoint)."""
+
+    def __init__(self, cfg: TrainConfig, run_dir: str | Path, resume: bool = False, show_progress: bool = True):
+        run = self.run = Path(run_dir)
+        # Shard paths are saved resolved, so that evaluate/purity/diagnose work from any directory.
+        cfg = self.cfg = replace(cfg, audio_shards=str(Path(cfg.audio_shards).resolve()),
+                                 image_shards=str(Path(cfg.image_shards).resolve()))
+        self.dist = dist = _dist()
+        self.rank, self.world = (dist.get_rank(), dist.get_world_size()) if dist else (0, 1)
+        self.main = self.rank == 0
+        self.show_progress = show_progress
+        if cfg.num_threads:
+            torch.set_num_threads(cfg.num_threads)
+        self.device = device = torch.device(cfg.device)
+        self.ckpt_path = run / "checkpoints" / "last.pt"
+        self.writer = self._lock = None
+        if self.main:
+            run.mkdir(parents=True, exist_ok=True)
+            self._lock = lock_run(run)  # held until close()
+            self._write_config(resume)
+        torch.manual_seed(cfg.seed)
+        self._load_data()
+        self.model = build_model(cfg.model, cfg.pvae).to(device)
+        self.opt = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, betas=cfg.betas, eps=cfg.eps)
+        self.gen = torch.Generator().manual_seed(cfg.seed + 1 + self.rank)  # negatives for the contrastive term
+        self.start_epoch, self.start_batch, self.start_sums, self.best, self.elapsed_before = 0, 0, {}, -1.0, 0.0
+        if resume and self.ckpt_path.exists():
+            self._resume()
+        elif resume and self.main:
+            self.say(f"no checkpoint in {run}; starting from scratch")
+
+    # ---- setup ----------------------------------------------------------------------------
+    def say(self, msg: str) -> None:
+        if self.main:
+            run_log(self.run / TRAIN_LOG, msg)
+
+    def _write_config(self, resume: bool) -> None:
+        """Refuse to overwrite a run, or to resume one under a different config; then save it."""
+        run, cfg = self.run, self.cfg
+        if (run / CONFIG).exists() and not resume and self.ckpt_path.exists():
             raise FileExistsError(f"{run} already holds a run; use --resume to continue it, or another --out")
-        if resume and (run / "config.yaml").exists():
-            saved = TrainConfig.from_dict(yaml.safe_load((run / "config.yaml").read_text()))
+        if resume and (run / CONFIG).exists():
+            saved = TrainConfig.from_dict(yaml.safe_load((run / CONFIG).read_text()))
             saved = replace(saved, audio_shards=str(Path(saved.audio_shards).resolve()),  # older runs: relative
                             image_shards=str(Path(saved.image_shards).resolve()))
             if {**saved.to_dict(), "epochs": 0, "max_minutes": 0} != {**cfg.to_dict(), "epochs": 0, "max_minutes": 0}:
-                raise ValueError(f"{run}/config.yaml differs from this config (only epochs/max_minutes may change on resume)")
-        (run / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+                raise ValueError(f"{run}/{CONFIG} differs from this config (only epochs/max_minutes may change on resume)")
+        (run / CONFIG).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
 
-    def say(msg: str) -> None:
-        if main:
-            run_log(run / TRAIN_LOG, msg)
+    def _load_data(self) -> None:
+        cfg = self.cfg
+        try:
+            if load_cmvn(cfg.audio_shards) is None and not cfg.allow_no_cmvn and cfg.model != "vae-im":
+                raise ValueError(f"{cfg.audio_shards}: the audio shards carry no CMVN statistics (index.json 'cmvn'); "
+                                 "re-shard from a finished fbank directory, or set allow_no_cmvn: true")
+            audio = load_audio_split(cfg.audio_shards, "train")
+            images = load_image_split(cfg.image_shards, "train")
+            self.audio_test = load_audio_split(cfg.audio_shards, "test", cmvn=load_cmvn(cfg.audio_shards))
+            image_test = load_image_split(cfg.image_shards, "test")
+        except (OSError, KeyError) as e:  # h5py: corrupt metadata, truncated file, missing dataset
+            raise RunIOError(f"cannot read the shards {cfg.audio_shards} / {cfg.image_shards}: {e}") from None
+        if cfg.eval_images and cfg.eval_images < len(image_test.labels):
+            idx = np.random.default_rng(0).permutation(len(image_test.labels))[: cfg.eval_images]
+            image_test = type(image_test)(image_test.images[idx], image_test.labels[idx], [image_test.keys[i] for i in idx])
+        self.image_test = image_test
+        self.data = PairedEpochs(audio, images, cfg.batch_size, seed=cfg.seed, rank=self.rank, world_size=self.world)
+        self.judge = None
+        if self.main and cfg.model == "pvae" and cfg.eval_every and cfg.eval_coherence and self.device.type == "cpu":
+            from .eval.judge import Judge
 
-    torch.manual_seed(cfg.seed)
-    try:
-        if _cmvn(cfg.audio_shards) is None and not cfg.allow_no_cmvn and cfg.model != "vae-im":
-            raise ValueError(f"{cfg.audio_shards}: the audio shards carry no CMVN statistics (index.json 'cmvn'); "
-                             "re-shard from a finished fbank directory, or set allow_no_cmvn: true")
-        audio = load_audio_split(cfg.audio_shards, "train")
-        images = load_image_split(cfg.image_shards, "train")
-        audio_test = load_audio_split(cfg.audio_shards, "test", cmvn=_cmvn(cfg.audio_shards))
-        image_test = load_image_split(cfg.image_shards, "test")
-    except (OSError, KeyError) as e:  # h5py: corrupt metadata, truncated file, missing dataset
-        raise RunIOError(f"cannot read the shards {cfg.audio_shards} / {cfg.image_shards}: {e}") from None
-    if cfg.eval_images and cfg.eval_images < len(image_test.labels):
-        idx = np.random.default_rng(0).permutation(len(image_test.labels))[: cfg.eval_images]
-        image_test = type(image_test)(image_test.images[idx], image_test.labels[idx], [image_test.keys[i] for i in idx])
-    data = PairedEpochs(audio, images, cfg.batch_size, seed=cfg.seed, rank=rank, world_size=world)
-    judge = None
-    if main and cfg.model == "pvae" and cfg.eval_every and cfg.eval_coherence and device.type == "cpu":
-        from .judge import Judge
+            self.judge = Judge.load(cfg.audio_shards, cfg.image_shards)  # trained once per dataset, then cached
 
-        judge = Judge.load(cfg.audio_shards, cfg.image_shards)  # trained once per dataset, then cached
-
-    model = build_model(cfg.model, cfg.pvae).to(device)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=cfg.betas, eps=cfg.eps)
-    gen = torch.Generator().manual_seed(cfg.seed + 1 + rank)  # negatives for the contrastive term
-    start_epoch, start_batch, sums, best, elapsed_before = 0, 0, {}, -1.0, 0.0
-    if resume and ckpt_path.exists():
-        ck = load_checkpoint(ckpt_path, map_location=device)
-        model.load_state_dict(ck["model"])
-        opt.load_state_dict(ck["optimizer"])
+    def _resume(self) -> None:
+        ck = load_checkpoint(self.ckpt_path, map_location=self.device)
+        self.model.load_state_dict(ck["model"])
+        self.opt.load_state_dict(ck["optimizer"])
         torch.set_rng_state(ck["rng"]["torch"])
-        gen.set_state(ck["rng"]["generator"][rank] if isinstance(ck["rng"]["generator"], list) else ck["rng"]["generator"])
-        if device.type == "cuda" and ck["rng"].get("cuda") is not None:
+        gens = ck["rng"]["generator"]
+        self.gen.set_state(gens[self.rank] if isinstance(gens, list) else gens)
+        if self.device.type == "cuda" and ck["rng"].get("cuda") is not None:
             torch.cuda.set_rng_state(ck["rng"]["cuda"])
-        start_epoch, start_batch, sums = ck["epoch"], ck["batch"], ck["epoch_sums"]
-        best, elapsed_before = ck.get("best_purity", -1.0), ck.get("train_seconds", 0.0)
-        if main:
-            _truncate_metrics(run / "metrics.jsonl", start_epoch)
-    elif resume and main:
-        say(f"no checkpoint in {run}; starting from scratch")
+        self.start_epoch, self.start_batch, self.start_sums = ck["epoch"], ck["batch"], ck["epoch_sums"]
+        self.best, self.elapsed_before = ck.get("best_purity", -1.0), ck.get("train_seconds", 0.0)
+        if self.main:
+            truncate_metrics(self.run / METRICS, self.start_epoch)
 
-    budget_spent = cfg.max_minutes and elapsed_before / 60 >= cfg.max_minutes
-    if start_epoch >= cfg.epochs or (budget_spent and start_batch == 0):
-        if main:
-            say(f"{run}: already complete ({start_epoch} epochs, {elapsed_before / 60:.1f} min); nothing to do")
-        return {}
-
-    net = model
-    if dist:
-        from torch.nn.parallel import DistributedDataParallel
-
-        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    writer = None
-    if main:
+    def _open_writer(self) -> None:
+        """TensorBoard (optional at run time): the config as text and as hparams, once per run."""
         try:
             from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            return
+        self.writer = SummaryWriter(str(self.run / "tb"))
+        if self.start_epoch == 0 and self.start_batch == 0:
+            self.writer.add_text("config", "```\n" + yaml.safe_dump(self.cfg.to_dict(), sort_keys=False) + "```", 0)
+            self.writer.add_hparams(_hparams(self.cfg), {}, run_name=".")
 
-            writer = SummaryWriter(str(run / "tb"))
-            if start_epoch == 0 and start_batch == 0:  # the config as text and as hparams, once per run
-                writer.add_text("config", "```\n" + yaml.safe_dump(cfg.to_dict(), sort_keys=False) + "```", 0)
-                writer.add_hparams(_hparams(cfg), {}, run_name=".")
-        except ImportError:  # TensorBoard is optional at run time
-            writer = None
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
 
-    def checkpoint(epoch: int, batch: int, epoch_sums: dict, path: Path = ckpt_path) -> None:
-        gens = [gen.get_state()]
+    # ---- steps ----------------------------------------------------------------------------
+    def train_seconds(self) -> float:
+        return self.elapsed_before + (time.perf_counter() - self.t_start)
+
+    def save(self, epoch: int, batch: int, epoch_sums: dict, path: Path | None = None) -> None:
+        """Checkpoint: model, optimizer, every RNG state and the position inside the epoch."""
+        dist, gens = self.dist, [self.gen.get_state()]
         if dist:
-            gathered = [None] * world
-            dist.all_gather_object(gathered, gen.get_state())
+            gathered = [None] * self.world
+            dist.all_gather_object(gathered, self.gen.get_state())
             gens = gathered
-        if main:
-            _save(path, {"model": model.state_dict(), "optimizer": opt.state_dict(), "config": cfg.to_dict(),
-                         "epoch": epoch, "batch": batch, "epoch_sums": epoch_sums, "best_purity": best,
-                         "train_seconds": elapsed_before + (time.perf_counter() - t_start),
-                         "rng": {"torch": torch.get_rng_state(), "generator": gens if dist else gens[0],
-                                 "cuda": torch.cuda.get_rng_state() if device.type == "cuda" else None}})
+        if self.main:
+            cuda = self.device.type == "cuda"
+            save_checkpoint(path or self.ckpt_path, {
+                "model": self.model.state_dict(), "optimizer": self.opt.state_dict(), "config": self.cfg.to_dict(),
+                "epoch": epoch, "batch": batch, "epoch_sums": epoch_sums, "best_purity": self.best,
+                "train_seconds": self.train_seconds(),
+                "rng": {"torch": torch.get_rng_state(), "generator": gens if dist else gens[0],
+                        "cuda": torch.cuda.get_rng_state() if cuda else None}})
 
-    n_batches = data.num_batches()
-    if dist:  # every rank must run the same number of steps
-        n = torch.tensor([n_batches])
-        dist.all_reduce(n, op=dist.ReduceOp.MIN)
-        n_batches = int(n)
-    t_start = time.perf_counter()
-    last_metrics: dict = {}
-    done_batches = 0
-    with _Stop() as stop:
-        for epoch in range(start_epoch, cfg.epochs):
-            model.train()
-            if hasattr(model, "set_epoch"):  # epoch-dependent loss weights (PVAE: private_adv_start)
-                model.set_epoch(epoch)
-            t_epoch = time.perf_counter()
-            bar = tqdm(total=n_batches, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, dynamic_ncols=True,
-                       disable=not (show_progress and main and sys.stderr.isatty()))
-            first = start_batch if epoch == start_epoch else 0
-            bar.update(first)
-            sums = sums if epoch == start_epoch else {}
-            pairs_epoch = 0
-            for b, batch in enumerate(data.batches(epoch)):
-                if b >= n_batches:
-                    break
-                if b < first:
-                    continue
-                batch = {k: v.to(device) for k, v in batch.items()}
-                with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cfg.bf16 and device.type == "cuda"):
-                    out = net(batch, generator=gen)
-                if not math.isfinite(out.metrics["loss"]):
-                    raise NonFiniteLoss(f"epoch {epoch + 1}, batch {b + 1}: loss is {out.metrics['loss']} "
-                                        f"(terms: {out.metrics}); the last good checkpoint is {ckpt_path}")
-                opt.zero_grad(set_to_none=True)
-                out.loss.backward()
-                if cfg.grad_clip:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-                opt.step()
-                n = len(batch["lengths"])
-                pairs_epoch += n
-                if writer is not None and (b + 1) % STEP_LOG_EVERY == 0:  # per-step curve, epochs are few
-                    step = epoch * n_batches + b + 1
-                    writer.add_scalar("step/loss", out.metrics["loss"], step)
-                    for k in _SHOWN:
-                        if k in out.metrics:
-                            writer.add_scalar(f"step/{k}", out.metrics[k], step)
-                for k, v in out.metrics.items():
-                    sums[k] = sums.get(k, 0.0) + v * n
-                sums["_n"] = sums.get("_n", 0) + n
-                bar.update(1)
-                shown = {k: f"{v:.3g}" for k, v in out.metrics.items() if k in _SHOWN}
-                bar.set_postfix(**shown, pairs_s=f"{pairs_epoch / (time.perf_counter() - t_epoch):.0f}")
-                done_batches += 1
-                interrupted = _agree(stop.signal is not None or (
-                    stop_after_batches is not None and done_batches >= stop_after_batches), dist)
-                if interrupted and b + 1 < n_batches:
-                    checkpoint(epoch, b + 1, sums)
-                    bar.close()
-                    if main:
-                        why = f"signal {stop.signal}" if stop.signal else "requested stop"
-                        say(f"stopped by {why} in epoch {epoch + 1} after batch {b + 1}; checkpoint saved to {ckpt_path}")
-                    return last_metrics
-            bar.close()
-            metrics = _reduce(sums, dist)
-            metrics.update(epoch=epoch + 1, pairs_per_s=pairs_epoch * world / (time.perf_counter() - t_epoch),
-                           minutes=(elapsed_before + time.perf_counter() - t_start) / 60,
-                           padding_fraction=data.padding_fraction())
-            evaluate = cfg.eval_every and ((epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs)
-            if evaluate and main:
-                metrics.update(quick_purity(model, audio_test, image_test, device, MODALITIES[cfg.model]))
-                if judge is not None:
-                    metrics.update(quick_generation(model, judge, audio_test, image_test, cfg.eval_coherence_images))
-            if main:
-                log_epoch(run / "metrics.jsonl", writer, metrics)
-            got = [metrics[k] for k in ("purity_zs_speech", "purity_zs_image") if k in metrics]
-            score = sum(got) / len(got) if got else -1.0
-            improved = evaluate and score > best
-            if improved:
-                best = score
-            checkpoint(epoch + 1, 0, {})
-            if improved and main:
-                _save(run / "checkpoints" / "best.pt", load_checkpoint(ckpt_path))
-            last_metrics = metrics
-            if main:
-                say(_epoch_line(metrics))
-            over_time = bool(cfg.max_minutes and (elapsed_before + time.perf_counter() - t_start) / 60 >= cfg.max_minutes)
-            stopping = _agree(stop.signal is not None or over_time, dist)
-            if stopping and main and epoch + 1 < cfg.epochs:
-                why = "the time budget (max_minutes)" if over_time else "a signal"
-                say(f"stopped by {why} after epoch {epoch + 1}; checkpoint saved to {ckpt_path}")
-            if stopping or (stop_after_batches is not None and done_batches >= stop_after_batches):
+    def train_epoch(self, epoch: int, stop, stop_after_batches: int | None) -> dict | None:
+        """The optimiser steps of one epoch (from ``start_batch`` when resuming inside it): the
+        epoch's metrics, or None when a signal or ``stop_after_batches`` interrupted it (the
+        position is then checkpointed)."""
+        from tqdm import tqdm
+
+        cfg, model, dist, device = self.cfg, self.model, self.dist, self.device
+        model.train()
+        if hasattr(model, "set_epoch"):  # epoch-dependent loss weights (PVAE: private_adv_start)
+            model.set_epoch(epoch)
+        t_epoch = time.perf_counter()
+        n_batches = self.n_batches
+        bar = tqdm(total=n_batches, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, dynamic_ncols=True,
+                   disable=not (self.show_progress and self.main and sys.stderr.isatty()))
+        first = self.start_batch if epoch == self.start_epoch else 0
+        bar.update(first)
+        sums = self.start_sums if epoch == self.start_epoch else {}
+        pairs_epoch = 0
+        for b, batch in enumerate(self.data.batches(epoch)):
+            if b >= n_batches:
                 break
-            sums = {}
-    if writer:
-        writer.close()
-    return last_metrics
+            if b < first:
+                continue
+            batch = {k: v.to(device) for k, v in batch.items()}
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cfg.bf16 and device.type == "cuda"):
+                out = self.net(batch, generator=self.gen)
+            if not math.isfinite(out.metrics["loss"]):
+                raise NonFiniteLoss(f"epoch {epoch + 1}, batch {b + 1}: loss is {out.metrics['loss']} "
+                                    f"(terms: {out.metrics}); the last good checkpoint is {self.ckpt_path}")
+            self.opt.zero_grad(set_to_none=True)
+            out.loss.backward()
+            if cfg.grad_clip:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            self.opt.step()
+            n = len(batch["lengths"])
+            pairs_epoch += n
+            if self.writer is not None and (b + 1) % STEP_LOG_EVERY == 0:  # per-step curve, epochs are few
+                step = epoch * n_batches + b + 1
+                self.writer.add_scalar("step/loss", out.metrics["loss"], step)
+                for k in _SHOWN:
+                    if k in out.metrics:
+                        self.writer.add_scalar(f"step/{k}", out.metrics[k], step)
+            for k, v in out.metrics.items():
+                sums[k] = sums.get(k, 0.0) + v * n
+            sums["_n"] = sums.get("_n", 0) + n
+            bar.update(1)
+            shown = {k: f"{v:.3g}" for k, v in out.metrics.items() if k in _SHOWN}
+            bar.set_postfix(**shown, pairs_s=f"{pairs_epoch / (time.perf_counter() - t_epoch):.0f}")
+            self.done_batches += 1
+            interrupted = _agree(stop.signal is not None or (
+                stop_after_batches is not None and self.done_batches >= stop_after_batches), dist)
+            if interrupted and b + 1 < n_batches:
+                self.save(epoch, b + 1, sums)
+                bar.close()
+                why = f"signal {stop.signal}" if stop.signal else "requested stop"
+                self.say(f"stopped by {why} in epoch {epoch + 1} after batch {b + 1}; checkpoint saved to {self.ckpt_path}")
+                return None
+        bar.close()
+        metrics = _reduce(sums, dist)
+        metrics.update(epoch=epoch + 1, pairs_per_s=pairs_epoch * self.world / (time.perf_counter() - t_epoch),
+                       minutes=self.train_seconds() / 60, padding_fraction=self.data.padding_fraction())
+        return metrics
 
+    def evaluate(self) -> dict:
+        """The quick evaluation of the training curve: z_s purity, and judged generations (PVAE)."""
+        m = quick_purity(self.model, self.audio_test, self.image_test, self.device, MODALITIES[self.cfg.model])
+        if self.judge is not None:
+            m.update(quick_generation(self.model, self.judge, self.audio_test, self.image_test,
+                                      self.cfg.eval_coherence_images))
+        return m
 
-TRAIN_LOG = "train.log"
+    def fit(self, stop_after_batches: int | None = None) -> dict:
+        cfg, dist, main = self.cfg, self.dist, self.main
+        budget_spent = cfg.max_minutes and self.elapsed_before / 60 >= cfg.max_minutes
+        if self.start_epoch >= cfg.epochs or (budget_spent and self.start_batch == 0):
+            self.say(f"{self.run}: already complete ({self.start_epoch} epochs, {self.elapsed_before / 60:.1f} min); "
+                     "nothing to do")
+            return {}
+        self.net = self.model
+        if dist:
+            from torch.nn.parallel import DistributedDataParallel
 
-
-def run_log(path: Path, msg: str) -> None:
-    """Print ``msg`` and append it, time-stamped, to the run's log file: a run directory keeps
-    its own story however stdout was redirected."""
-    print(msg, flush=True)
-    try:
-        with open(path, "a", encoding="utf-8") as f:
-            f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {msg}\n")
-    except OSError:  # the log is a convenience: a full disk is reported by the checkpoint write
-        pass
-
-
-def _cmvn(audio_shards) -> dict | None:
-    from pvae_data.shard_reader import load_index
-
-    return (load_index(audio_shards)[1].get("cmvn") or {}).get("global")
-
-
-def _lock_run(run: Path):
-    """An exclusive lock on RUN/.train.lock: a second trainer on the same run directory (a rerun
-    started while the first still runs) would interleave checkpoints and metrics lines."""
-    f = open(run / ".train.lock", "a+")
-    try:
-        import fcntl
-
-        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except ImportError:  # not POSIX: no lock, as before
-        return f
-    except OSError:
-        f.close()
-        raise FileExistsError(f"{run} is being trained by another process right now; wait for it or use another --out")
-    return f
+            self.net = DistributedDataParallel(self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        if main:
+            self._open_writer()
+        self.n_batches = self.data.num_batches()
+        if dist:  # every rank must run the same number of steps
+            n = torch.tensor([self.n_batches])
+            dist.all_reduce(n, op=dist.ReduceOp.MIN)
+            self.n_batches = int(n)
+        self.t_start = time.perf_counter()
+        self.done_batches = 0
+        last_metrics: dict = {}
+        with StopSignals() as stop:
+            for epoch in range(self.start_epoch, cfg.epochs):
+                metrics = self.train_epoch(epoch, stop, stop_after_batches)
+                if metrics is None:
+                    return last_metrics
+                evaluate = cfg.eval_every and ((epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs)
+                if evaluate and main:
+                    metrics.update(self.evaluate())
+                if main:
+                    log_epoch(self.run / METRICS, self.writer, metrics)
+                got = [metrics[k] for k in ("purity_zs_speech", "purity_zs_image") if k in metrics]
+                score = sum(got) / len(got) if got else -1.0
+                improved = evaluate and score > self.best
+                if improved:
+                    self.best = score
+                self.save(epoch + 1, 0, {})
+                if improved and main:
+                    save_checkpoint(self.run / "checkpoints" / "best.pt", load_checkpoint(self.ckpt_path))
+                last_metrics = metrics
+                self.say(_epoch_line(metrics))
+                over_time = bool(cfg.max_minutes and self.train_seconds() / 60 >= cfg.max_minutes)
+                stopping = _agree(stop.signal is not None or over_time, dist)
+                if stopping and epoch + 1 < cfg.epochs:
+                    why = "the time budget (max_minutes)" if over_time else "a signal"
+                    self.say(f"stopped by {why} after epoch {epoch + 1}; checkpoint saved to {self.ckpt_path}")
+                if stopping or (stop_after_batches is not None and self.done_batches >= stop_after_batches):
+                    break
+        return last_metrics
 
 
 def _agree(flag: bool, dist) -> bool:
@@ -474,39 +354,6 @@ def _hparams(cfg) -> dict:
 
     walk(cfg.to_dict(), "")
     return out
-
-
-def log_epoch(path: Path, writer, metrics: dict) -> None:
-    """One line of ``metrics.jsonl`` and the same scalars in TensorBoard (``writer`` may be None)."""
-    with open(path, "a") as f:
-        f.write(json.dumps(metrics) + "\n")
-    if writer:
-        for k, v in metrics.items():
-            if k != "epoch":
-                writer.add_scalar(k, v, metrics["epoch"])
-        writer.flush()
-
-
-def _truncate_metrics(path: Path, epochs_done: int) -> None:
-    """On resume, keep the log up to the checkpoint's epoch: drop lines of later epochs (a crash
-    between log and checkpoint) and a torn last line (a kill or full disk while appending).
-    A damaged line before the last one is not ours to guess about: an error names the file."""
-    if not path.exists():
-        return
-    lines = [ln for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
-    keep = []
-    for i, ln in enumerate(lines):
-        try:
-            epoch = json.loads(ln)["epoch"]
-        except (ValueError, KeyError, TypeError):
-            if i == len(lines) - 1:
-                break
-            raise RunIOError(f"{path}: line {i + 1} is not a metrics record; fix or remove it to resume") from None
-        if epoch <= epochs_done:
-            keep.append(ln)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text("".join(ln + "\n" for ln in keep))
-    os.replace(tmp, path)
 
 
 _SHOWN = ("loss", "nll_audio", "nll_image", "contrastive", "coherence_audio", "kl")

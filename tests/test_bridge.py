@@ -76,7 +76,8 @@ def test_round_trip_reconstructs_after_a_short_fit():
 @pytest.fixture(scope="module")
 def base_runs(small_shards, tmp_path_factory):
     """Tiny trained VAE-sp and VAE-im runs on 150 real FSDD digits and real MNIST."""
-    from pvae_model.train import TrainConfig, train
+    from pvae_model.config import TrainConfig
+    from pvae_model.train import train
 
     audio, images = small_shards
     tmp = tmp_path_factory.mktemp("bridge")

@@ -143,7 +143,7 @@ def test_input_errors_exit_1(tmp_path):
 
 def test_model_default_config_loads_back(tmp_path):
     from pvae_model.bridge import load_bridge_config
-    from pvae_model.train import TrainConfig, load_config
+    from pvae_model.config import TrainConfig, load_config
 
     r = CliRunner().invoke(model_main, ["default-config", "train"])
     assert r.exit_code == 0
@@ -171,3 +171,23 @@ def test_shard_and_prepare_take_a_config(tmp_path, fsdd_subset):
     assert r.exit_code == 0, r.output
     cfg = json.loads((tmp_path / "img" / "index.json").read_text())["config"]
     assert cfg["max_items"] == 1000 and cfg["seed"] == 5  # the flag overrides the file
+
+
+def test_stages_take_set_on_top_of_config(tmp_path, fsdd_subset):
+    """``--set KEY=VALUE`` (the same helper as ``pvae-model train --set``) overrides the config
+    file; a flag overrides both; a malformed one is a usage error naming --set."""
+    import yaml
+
+    (tmp_path / "prep.yaml").write_text(yaml.safe_dump({"truncated": "keep", "fsdd_test_max_take": 2}))
+    r = CliRunner().invoke(data_main, ["prepare", "fsdd", str(fsdd_subset), str(tmp_path / "p"), "-q",
+                                       "--config", str(tmp_path / "prep.yaml"), "--set", "fsdd_test_max_take=3"])
+    assert r.exit_code == 0, r.output
+    saved = json.loads((tmp_path / "p" / "prepare_config.json").read_text())
+    assert saved["truncated"] == "keep" and saved["fsdd_test_max_take"] == 3
+    r = CliRunner().invoke(data_main, ["trim", str(tmp_path / "p"), str(tmp_path / "t"), "-q",
+                                       "--set", "margin_s=0.05", "--set", "energy_threshold=6"])
+    assert r.exit_code == 0, r.output
+    vad = json.loads((tmp_path / "t" / "vad_config.json").read_text())["config"]
+    assert vad["margin_s"] == 0.05 and vad["energy_threshold"] == 6
+    r = CliRunner().invoke(data_main, ["trim", str(tmp_path / "p"), str(tmp_path / "t2"), "--set", "margin_s"])
+    assert r.exit_code == 2 and "--set" in r.output and "KEY=VALUE" in r.output

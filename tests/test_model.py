@@ -116,7 +116,7 @@ def test_config_validation():
 
 @pytest.mark.parametrize("name", ["vae-sp", "vae-im", "jmvae-kl"])
 def test_baselines_forward_encode_and_padding(name):
-    from pvae_model.models.baselines import MODALITIES, build_model
+    from pvae_model.models import MODALITIES, build_model
 
     torch.manual_seed(0)
     model = build_model(name, SMALL)
@@ -235,7 +235,7 @@ def test_objective_and_kernel_are_validated():
 def test_rate_is_the_mean_kl_to_the_prior():
     import numpy as np
 
-    from pvae_model.metrics import rate
+    from pvae_model.eval.metrics import rate
 
     g = torch.Generator().manual_seed(0)
     mu, lv = torch.randn(50, 6, generator=g), torch.randn(50, 6, generator=g)
@@ -248,7 +248,7 @@ def test_sample_probe_sees_through_a_collapsed_latent():
     perfect, the probe on samples is at chance; a latent with real separation is probed well."""
     import numpy as np
 
-    from pvae_model.metrics import kmeans_purity, sample_probe_accuracy
+    from pvae_model.eval.metrics import kmeans_purity, sample_probe_accuracy
 
     rng = np.random.default_rng(0)
     y_tr, y_te = rng.integers(0, 10, 2000), rng.integers(0, 10, 500)
@@ -268,7 +268,7 @@ def test_tsne_figure_survives_a_collapsed_latent(tmp_path):
     and sklearn crashed the whole evaluation (segfault). The panel says so instead."""
     import numpy as np
 
-    from pvae_model.evaluate import EvalConfig, _plot_tsne, _tsne
+    from pvae_model.eval.evaluate import EvalConfig, _plot_tsne, _tsne
 
     rng = np.random.default_rng(0)
     means = {"s_audio": rng.standard_normal((40, 6)), "s_image": np.ones((60, 6)) * 0.3}

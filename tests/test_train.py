@@ -15,7 +15,8 @@ import pytest
 import torch
 
 from pvae_model.data import PairedEpochs, load_audio_split, load_image_split
-from pvae_model.train import NonFiniteLoss, TrainConfig, load_config, train
+from pvae_model.config import TrainConfig, load_config
+from pvae_model.train import NonFiniteLoss, train
 
 REPO = Path(__file__).resolve().parents[1]
 TIMING = {"pairs_per_s", "minutes"}
@@ -217,7 +218,7 @@ def test_a_run_is_portable(tmp_path, shards, monkeypatch):
     from click.testing import CliRunner
 
     from pvae_model.cli import main
-    from pvae_model.metrics import zs_purity
+    from pvae_model.eval.metrics import zs_purity
 
     work = tmp_path / "work"
     shutil.copytree(shards[0], work / "sh" / "audio")
@@ -271,7 +272,7 @@ def test_evaluate_writes_metrics_figures_and_audio(tmp_path, shards):
 
     from pvae_model.cli import main
 
-    from pvae_model.evaluate import EvalConfig, evaluate
+    from pvae_model.eval.evaluate import EvalConfig, evaluate
 
     train(tiny(shards, epochs=1), tmp_path / "r", show_progress=False)
     m = evaluate(tmp_path / "r", EvalConfig(checkpoint="last", seeds=2, max_k=12, tsne_images=200, styles=2, wav_refs=1,
@@ -354,8 +355,8 @@ def test_report_renders_in_headless_chromium(tmp_path, shards):
     import re
     import shutil
 
-    from pvae_model.evaluate import EvalConfig, evaluate
-    from pvae_model.report import build_report
+    from pvae_model.eval.evaluate import EvalConfig, evaluate
+    from pvae_model.eval.report import build_report
 
     browser = shutil.which("chromium")
     if browser is None:
@@ -391,7 +392,7 @@ def test_resume_survives_a_torn_last_metrics_line(tmp_path, shards):
 
 
 def test_a_damaged_middle_metrics_line_is_named(tmp_path, shards):
-    from pvae_model.train import RunIOError
+    from pvae_model.checkpoints import RunIOError
 
     train(tiny(shards, epochs=2), tmp_path / "r", show_progress=False)
     log = tmp_path / "r" / "metrics.jsonl"

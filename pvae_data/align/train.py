@@ -55,17 +55,6 @@ class AlignTrainConfig(ConfigMixin):
     max_utterances: int = 0  # 0 = every utterance of the split
     seed: int = 0
 
-    def to_dict(self) -> dict:
-        d = super().to_dict()
-        d["features"] = self.features.to_dict()
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "AlignTrainConfig":
-        d = dict(d)
-        feats = AlignFeatureConfig.from_dict(d.pop("features", {}))
-        return super().from_dict({**d, "features": feats})
-
 
 @dataclass
 class TrainUtterance:

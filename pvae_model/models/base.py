@@ -1,12 +1,15 @@
-"""What every model shares: the output contract and config (de)serialisation."""
+"""What every model shares: the output contract, config (de)serialisation, loading from a run."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
 from pvae_data.config import ConfigMixin  # noqa: F401  (re-exported for the models)
+
+from ..checkpoints import checkpoint_path, load_checkpoint
 
 
 @dataclass
@@ -21,3 +24,26 @@ def cyclic_derangement(n: int, generator: torch.Generator | None = None, device=
     sigma = torch.empty_like(p)
     sigma[p] = p.roll(-1)
     return sigma
+
+
+class FromRun:
+    """``Model.from_run(run_dir, "best" | "last" | path)``: the trained model of a run directory
+    (MultiVae's ``load_from_folder``).  Each model class names the run configs' ``model`` values it
+    is built for (``run_models``) and builds itself from one (``from_config``), which is also what
+    :func:`pvae_model.models.build_model` calls."""
+
+    run_models: tuple[str, ...] = ()
+
+    @classmethod
+    def from_config(cls, name: str, cfg):
+        raise NotImplementedError
+
+    @classmethod
+    def from_run(cls, run_dir: str | Path, checkpoint: str = "best", device: str = "cpu"):
+        ck = load_checkpoint(checkpoint_path(run_dir, checkpoint), map_location=device)
+        name = ck["config"]["model"]
+        if name not in cls.run_models:
+            raise ValueError(f"{run_dir} holds a {name} run, not a {cls.__name__}")
+        model = cls.from_config(name, ck["config"]["pvae"]).to(device)
+        model.load_state_dict(ck["model"])
+        return model.eval()

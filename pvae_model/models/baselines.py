@@ -28,13 +28,22 @@ from ..modules import (
     kl_std_normal,
     reparameterize,
 )
-from ..run import FromRun
-from .base import ModelOutput
+from .base import FromRun, ModelOutput
 from .pvae import PVAEConfig
+
+
+def _pvae_config(cfg: PVAEConfig | dict) -> PVAEConfig:
+    return PVAEConfig.from_dict(cfg) if isinstance(cfg, dict) else cfg
 
 
 class UnimodalVAE(FromRun, nn.Module):
     """VAE-sp (``modality="audio"``) or VAE-im (``modality="image"``)."""
+
+    run_models = ("vae-sp", "vae-im")
+
+    @classmethod
+    def from_config(cls, name: str, cfg: PVAEConfig | dict) -> "UnimodalVAE":
+        return cls(_pvae_config(cfg), "audio" if name == "vae-sp" else "image")
 
     def __init__(self, cfg: PVAEConfig, modality: str):
         super().__init__()
@@ -81,6 +90,12 @@ class UnimodalVAE(FromRun, nn.Module):
 class JMVAE(FromRun, nn.Module):
     """JMVAE-kl: one joint latent, a multimodal and two unimodal encoders, both decoders."""
 
+    run_models = ("jmvae-kl",)
+
+    @classmethod
+    def from_config(cls, name: str, cfg: PVAEConfig | dict) -> "JMVAE":
+        return cls(_pvae_config(cfg))
+
     def __init__(self, cfg: PVAEConfig):
         super().__init__()
         self.cfg = cfg
@@ -113,18 +128,3 @@ class JMVAE(FromRun, nn.Module):
              "kl": kl.mean(), "kl_unimodal_audio": kl_a.mean(), "kl_unimodal_image": kl_i.mean()}
         return ModelOutput(loss, {k: float(v.detach()) for k, v in m.items()})
 
-
-MODALITIES = {"pvae": ("audio", "image"), "jmvae-kl": ("audio", "image"), "vae-sp": ("audio",), "vae-im": ("image",)}
-
-
-def build_model(name: str, cfg: PVAEConfig) -> nn.Module:
-    """``pvae`` | ``vae-sp`` | ``vae-im`` | ``jmvae-kl`` (PVAE (no beta) is ``pvae`` with beta = 0)."""
-    from .pvae import PVAE
-
-    if name == "pvae":
-        return PVAE(cfg)
-    if name == "jmvae-kl":
-        return JMVAE(cfg)
-    if name in ("vae-sp", "vae-im"):
-        return UnimodalVAE(cfg, "audio" if name == "vae-sp" else "image")
-    raise ValueError(f"unknown model {name!r} (available: {', '.join(MODALITIES)})")

@@ -34,8 +34,7 @@ from ..modules import (
     rbf_dist_half,
     reparameterize,
 )
-from ..run import FromRun
-from .base import ConfigMixin, ModelOutput, cyclic_derangement
+from .base import ConfigMixin, FromRun, ModelOutput, cyclic_derangement
 
 
 @dataclass
@@ -71,6 +70,16 @@ class PVAEConfig(ConfigMixin):
     # The term is off before this epoch (0-based) and ramps up linearly over the next 5: the
     # critic pushes only once z_s has formed (weight 100 from epoch 0 diverged, docs/results.md).
     private_adv_start: int = 0
+    # plus: latent regression ("cycle") of the private latents (InfoGAN / BicycleGAN's cLR, the
+    # reverse cycle of Jha et al.'s cycle-consistent VAE).  The cross-modal generation
+    # x^_i = D_i(z_s ~ q(z_s|x_a), z_i ~ N(0, I)) is re-encoded by the unimodal image encoder, whose
+    # mean must give z_i back: 0.5 * ||mu_i(x^_i) - z_i||^2 per item, times ``cycle_image``
+    # (``cycle_audio`` the same for speech).  z_i is drawn independently of the digit that z_s
+    # carries, so the encoder must read style in a digit-invariant way (the private probes), and the
+    # decoder must show z_i in what it draws (the reference's style in the grids), which the cross
+    # term alone, with its prior z_i, teaches it to ignore.  0 = off.
+    cycle_image: float = 0.0
+    cycle_audio: float = 0.0
 
     def __post_init__(self) -> None:
         from pvae_data.config import check_field_types
@@ -93,6 +102,10 @@ class PVAEConfig(ConfigMixin):
             raise ValueError("private_adv_weight and private_adv_start must be >= 0")
         if self.private_adv_weight > 0 and self.objective != "plus":
             raise ValueError("private_adv_weight is a term of the plus objective: set objective: plus")
+        if self.cycle_image < 0 or self.cycle_audio < 0:
+            raise ValueError("cycle_image and cycle_audio must be >= 0")
+        if (self.cycle_image > 0 or self.cycle_audio > 0) and self.objective != "plus":
+            raise ValueError("cycle_image / cycle_audio are terms of the plus objective: set objective: plus")
         if self.alpha < 0 or self.beta < 0 or self.gamma < 0 or self.kl_private_weight < 0:
             raise ValueError("alpha, beta, gamma and kl_private_weight must be >= 0")
 
@@ -117,6 +130,9 @@ class PVAEConfig(ConfigMixin):
             out["private_adv_weight"] = self.private_adv_weight
             if self.private_adv_start:
                 out["private_adv_start"] = self.private_adv_start
+        for name in ("cycle_image", "cycle_audio"):
+            if getattr(self, name) > 0:
+                out[name] = getattr(self, name)
         return out
 
 
@@ -168,6 +184,12 @@ class PartitionCritic(nn.Module):
 
 
 class PVAE(FromRun, nn.Module):
+    run_models = ("pvae",)  # PVAE (no beta) is "pvae" with beta = 0
+
+    @classmethod
+    def from_config(cls, name: str, cfg: PVAEConfig | dict) -> "PVAE":
+        return cls(PVAEConfig.from_dict(cfg) if isinstance(cfg, dict) else cfg)
+
     def __init__(self, cfg: PVAEConfig = PVAEConfig()):
         super().__init__()
         self.cfg = cfg
@@ -237,9 +259,19 @@ class PVAE(FromRun, nn.Module):
              "coherence_audio": coh_a.mean(), "coherence_image": coh_i.mean(), "contrastive": con.mean(),
              "nll_audio_per_frame": nll_a.sum() / lengths.sum() / x_a.shape[2]}
         if cfg.objective == "plus":
-            cross_i, cross_a = self.cross_reconstruction(x_a, lengths, x_i, qa, qi)
+            gen = self.cross_generate(lengths, qa, qi)
+            cross_i = gaussian_nll_image(x_i, gen["image"], cfg.image_nll_std)
+            cross_a = gaussian_nll_audio(x_a, gen["audio"], lengths)
             total = total + cfg.cross_weight * (cross_a + cross_i)
             m.update(cross_nll_image=cross_i.mean(), cross_nll_audio=cross_a.mean())
+            if cfg.cycle_image > 0:
+                cyc_i = 0.5 * (self.encode_image(gen["image"])["i"][0] - gen["z_i"]).pow(2).sum(-1)
+                total = total + cfg.cycle_image * cyc_i
+                m.update(cycle_image=cyc_i.mean())
+            if cfg.cycle_audio > 0:
+                cyc_a = 0.5 * (self.encode_audio(gen["audio"], lengths)["a"][0] - gen["z_a"]).pow(2).sum(-1)
+                total = total + cfg.cycle_audio * cyc_a
+                m.update(cycle_audio=cyc_a.mean())
             if cfg.private_adv_weight > 0:
                 adv_a = self.critic_a(reparameterize(*qa["s"]), reparameterize(*qa["a"]), neg)
                 adv_i = self.critic_i(reparameterize(*qi["s"]), reparameterize(*qi["i"]), neg)
@@ -249,14 +281,20 @@ class PVAE(FromRun, nn.Module):
         m["loss"] = loss
         return ModelOutput(loss, {k: float(v.detach()) for k, v in m.items()})
 
-    def cross_reconstruction(self, x_a, lengths, x_i, qa, qi) -> tuple[torch.Tensor, torch.Tensor]:
-        """-log p(x_i | z_s ~ q(z_s|x_a), z_i ~ N(0,I)) and -log p(x_a | z_s ~ q(z_s|x_i), z_a ~ N(0,I)),
-        per sample: the private latent is noise, so only the other modality's z_s can carry the digit."""
+    def cross_generate(self, lengths, qa, qi) -> dict[str, torch.Tensor]:
+        """Each modality generated from the *other* one's unimodal z_s sample and its own private
+        latent drawn from the prior: {"image", "audio", "z_i", "z_a"}."""
         zs_a, zs_i = reparameterize(*qa["s"]), reparameterize(*qi["s"])
         if self.cfg.cross_grad == "decoders":
             zs_a, zs_i = zs_a.detach(), zs_i.detach()
-        z_i = torch.randn(len(x_i), self.cfg.z_image, device=x_i.device, dtype=zs_a.dtype)
-        z_a = torch.randn(len(x_a), self.cfg.z_audio, device=x_a.device, dtype=zs_i.dtype)
-        cross_i = gaussian_nll_image(x_i, self.decode_image(zs_a, z_i), self.cfg.image_nll_std)
-        cross_a = gaussian_nll_audio(x_a, self.decode_audio(zs_i, z_a, lengths), lengths)
-        return cross_i, cross_a
+        z_i = torch.randn(len(zs_a), self.cfg.z_image, device=zs_a.device, dtype=zs_a.dtype)
+        z_a = torch.randn(len(zs_i), self.cfg.z_audio, device=zs_i.device, dtype=zs_i.dtype)
+        return {"image": self.decode_image(zs_a, z_i), "audio": self.decode_audio(zs_i, z_a, lengths),
+                "z_i": z_i, "z_a": z_a}
+
+    def cross_reconstruction(self, x_a, lengths, x_i, qa, qi) -> tuple[torch.Tensor, torch.Tensor]:
+        """-log p(x_i | z_s ~ q(z_s|x_a), z_i ~ N(0,I)) and -log p(x_a | z_s ~ q(z_s|x_i), z_a ~ N(0,I)),
+        per sample: the private latent is noise, so only the other modality's z_s can carry the digit."""
+        gen = self.cross_generate(lengths, qa, qi)
+        return (gaussian_nll_image(x_i, gen["image"], self.cfg.image_nll_std),
+                gaussian_nll_audio(x_a, gen["audio"], lengths))

@@ -51,7 +51,7 @@ def _batches(n: int, size: int, rng: np.random.Generator):
 
 @torch.no_grad()
 def predict_speech(clf, feats: list[torch.Tensor], batch: int = 256) -> np.ndarray:
-    from .data import pad_audio
+    from ..data import pad_audio
 
     clf.eval()
     out = []
@@ -69,7 +69,7 @@ def predict_images(clf, images: torch.Tensor, batch: int = 1000) -> np.ndarray:
 
 @torch.enable_grad()  # callable from inside evaluation code that runs under no_grad
 def train_speech_classifier(train_set, epochs: int = 30, seed: int = 0) -> SpeechDigitClassifier:
-    from .data import pad_audio
+    from ..data import pad_audio
 
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
@@ -111,8 +111,8 @@ def load_or_train(audio_shards: str | Path, image_shards: str | Path, cache: str
     ``image_train_limit`` > 0 trains the image classifier on that many training images only
     (for quick tests; the default uses all 60,000).
     """
-    from .data import load_audio_split, load_image_split
-    from .train import _cmvn
+    from ..data import load_audio_split, load_image_split
+    from ..run import load_cmvn
 
     cache = Path(cache) if cache else Path(audio_shards).resolve().parent / "classifiers"
     info_path = cache / "classifiers.json"
@@ -121,7 +121,7 @@ def load_or_train(audio_shards: str | Path, image_shards: str | Path, cache: str
         sp.load_state_dict(torch.load(cache / "speech.pt", weights_only=True))
         im.load_state_dict(torch.load(cache / "image.pt", weights_only=True))
         return sp.eval(), im.eval(), json.loads(info_path.read_text())
-    cmvn = _cmvn(audio_shards)
+    cmvn = load_cmvn(audio_shards)
     a_tr, a_te = load_audio_split(audio_shards, "train", cmvn=cmvn), load_audio_split(audio_shards, "test", cmvn=cmvn)
     i_tr, i_te = load_image_split(image_shards, "train"), load_image_split(image_shards, "test")
     if image_train_limit:

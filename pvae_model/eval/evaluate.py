@@ -11,7 +11,7 @@ for every latent of the *unimodal* encoders on the test split:
 
 plus ``inertia`` for k = 1..20, and for the PVAE ``coherence`` both ways with the style latent
 from the prior and from a random reference item, ``generation`` (own reconstructions, style
-swaps: :mod:`pvae_model.judge`), ``objective`` and ``deviations`` (from the spec).
+swaps: :mod:`pvae_model.eval.judge`), ``objective`` and ``deviations`` (from the spec).
 """
 
 from __future__ import annotations
@@ -47,8 +47,9 @@ class EvalConfig(ConfigMixin):
 
 def evaluate(run_dir: str | Path, ecfg: EvalConfig = EvalConfig()) -> dict:
     """Compute everything; returns the metrics dict (also written to ``eval/metrics.json``)."""
-    from .metrics import LATENT_NAMES, encode_posteriors, kmeans_purity, latent_purity, load_run, rate
-    from .models.baselines import MODALITIES
+    from .metrics import LATENT_NAMES, encode_posteriors, kmeans_purity, latent_purity, rate
+    from ..run import load_run
+    from ..models import MODALITIES
 
     t0 = time.perf_counter()
     run = Path(run_dir)
@@ -90,7 +91,7 @@ def _coherence(model, audio, images, cfg, ecfg: EvalConfig) -> dict:
     """``coherence``: fraction of cross-modal generations that a pretrained classifier labels with
     the intended digit, both ways, with the style latent from the prior and from a random
     reference item (``speech_to_image`` / ``image_to_speech`` = the reference-style figures);
-    ``generation``: every row of :func:`pvae_model.judge.generation_checks`.
+    ``generation``: every row of :func:`pvae_model.eval.judge.generation_checks`.
 
     Speech -> image uses every spoken test digit, image -> speech ``coherence_images`` test images.
     """
@@ -108,9 +109,9 @@ def _coherence(model, audio, images, cfg, ecfg: EvalConfig) -> dict:
 
 def _probes(model, cfg, post_test: dict, a_labels, i_labels, ecfg: EvalConfig) -> dict:
     """Linear-probe digit accuracy on posterior samples of every latent (fit on train, score on test)."""
-    from .data import load_audio_split, load_image_split
+    from ..data import load_audio_split, load_image_split
     from .metrics import LATENT_NAMES, encode_posteriors, sample_probe_accuracy
-    from .models.baselines import MODALITIES
+    from ..models import MODALITIES
 
     has = MODALITIES[cfg.model]
     a_tr = load_audio_split(cfg.audio_shards, "train") if "audio" in has else None
@@ -273,7 +274,7 @@ def _generation(model, audio, images, cmvn, cfg, ecfg: EvalConfig, out: Path) ->
     from pvae_data.shard_reader import load_index
 
     from .audio_synth import fbank_to_wave
-    from .data import pad_audio
+    from ..data import pad_audio
 
     plt = _plt()
     rng = np.random.default_rng(ecfg.seed)

@@ -1,7 +1,7 @@
 """Judged generations: is what a decoder makes recognisably the intended digit?
 
 One helper, used by ``evaluate`` (coherence), ``diagnose`` and the training-time curve: a
-:class:`Judge` holds the pretrained digit classifiers of :mod:`pvae_model.classifiers` and scores
+:class:`Judge` holds the pretrained digit classifiers of :mod:`pvae_model.eval.classifiers` and scores
 decoder outputs; :func:`generation_checks` assembles the decoder inputs that tell where the digit
 comes from.  Every figure is the fraction of generations labelled with the intended digit
 (chance: 10 %).
@@ -60,7 +60,7 @@ def generation_checks(model, judge: Judge, audio, images, n_images: int = 1000, 
                       n_speech: int | None = None) -> dict:
     """Every row of the module docstring, plus the unimodal posteriors used (for callers that want
     more from them).  ``n_speech`` limits the spoken test digits (all by default)."""
-    from .data import pad_audio
+    from ..data import pad_audio
 
     was_training = model.training
     model.eval()

@@ -3,7 +3,7 @@
 Cross-modal coherence needs two things: the decoders must take the digit from z_s, and the
 private latents (z_a, z_i) must not carry it.  Every figure here is the fraction of generations
 that the judge classifiers label with the intended digit, on the test split, for one way of
-assembling the decoder's input: the rows of :func:`pvae_model.judge.generation_checks` (own,
+assembling the decoder's input: the rows of :func:`pvae_model.eval.judge.generation_checks` (own,
 z_s only, style swapped, cross-modal with reference and with prior style), and
 
 ``mm_speech_own`` / ``mm_image_own`` the multimodal posterior means of same-label pairs, i.e. the
@@ -23,7 +23,7 @@ import torch
 @torch.no_grad()
 def diagnose(run_dir, checkpoint: str = "best", n_images: int = 1000, seed: int = 1, **shards) -> dict:
     from .judge import Judge, generation_checks
-    from .metrics import load_run
+    from ..run import load_run
 
     ck, cfg, model, audio, images, _ = load_run(run_dir, checkpoint, **shards)
     if cfg.model != "pvae":
@@ -34,7 +34,7 @@ def diagnose(run_dir, checkpoint: str = "best", n_images: int = 1000, seed: int 
     (qa, lengths, ya), (qi, _, _) = checks["posteriors"]["speech"], checks["posteriors"]["image"]
     zs_a, za, zs_i, zi = qa["s"][0], qa["a"][0], qi["s"][0], qi["i"][0]
     # The multimodal posterior of same-label pairs: what the decoders were trained on.
-    from .data import pad_audio
+    from ..data import pad_audio
 
     rng = np.random.default_rng(seed)
     x, _ = pad_audio(audio.feats)

@@ -28,7 +28,7 @@ def encode_posteriors(model, audio=None, images=None, batch_size: int = 256,
     """Posterior (mean, log-variance) from the *unimodal* encoders, in the items' order:
     ``s_audio`` and ``a`` from speech, ``s_image`` and ``i`` from images (``s_*`` only for the
     baselines' single latent)."""
-    from .data import pad_audio
+    from ..data import pad_audio
 
     was_training = model.training
     model.eval()
@@ -91,45 +91,6 @@ def sample_probe_accuracy(train: tuple[np.ndarray, np.ndarray], y_train: np.ndar
 LATENT_NAMES = {"s_audio": "zs_speech", "s_image": "zs_image", "a": "za_speech", "i": "zi_image"}
 
 
-def shard_dir(run_dir, name: str, saved: str, override: str | None = None) -> str:
-    """Where a run's ``name`` shards are: ``override`` when given, else the path saved in its
-    config, as saved (runs since the paths are stored resolved) or relative to the run directory's
-    parent (older runs stored the path relative to the cwd of ``train``)."""
-    from pathlib import Path
-
-    flag = f"--{name.replace('_', '-')}"
-    if override is not None:
-        if not Path(override).is_dir():
-            raise FileNotFoundError(f"{flag} {override}: no such directory")
-        return str(override)
-    for cand in (Path(saved), Path(run_dir).resolve().parent / saved):
-        if cand.is_dir():
-            return str(cand)
-    raise FileNotFoundError(f"{saved}: the {name.replace('_', ' ')} named in {Path(run_dir) / 'config.yaml'} "
-                            f"do not exist from {Path.cwd()}; pass {flag} DIR")
-
-
-def load_run(run_dir, checkpoint: str = "best", device: str = "cpu", audio_shards: str | None = None,
-             image_shards: str | None = None):
-    """(checkpoint dict, TrainConfig, model in eval mode, test AudioSet, test ImageSet, global CMVN).
-
-    ``checkpoint`` is "best" or "last" (best falls back to last, with a warning) or a path to a
-    ``.pt`` file; ``audio_shards`` / ``image_shards`` override the shard paths saved in the run."""
-    from dataclasses import replace
-
-    from .data import load_audio_split, load_image_split
-    from .run import load_model
-    from .train import _cmvn
-
-    model, cfg, ck = load_model(run_dir, checkpoint, device)
-    cfg = replace(cfg, audio_shards=shard_dir(run_dir, "audio_shards", cfg.audio_shards, audio_shards),
-                  image_shards=shard_dir(run_dir, "image_shards", cfg.image_shards, image_shards))
-    cmvn = _cmvn(cfg.audio_shards)
-    audio = load_audio_split(cfg.audio_shards, "test", cmvn=cmvn)
-    images = load_image_split(cfg.image_shards, "test")
-    return ck, cfg, model, audio, images, cmvn
-
-
 def latent_purity(means: dict, audio_labels, image_labels, seeds: int) -> dict:
     """{"zs_speech": {"mean", "std"}, ...} over ``seeds`` k-means runs, for every latent in ``means``."""
     labels = {"s_audio": audio_labels, "a": audio_labels, "s_image": image_labels, "i": image_labels}
@@ -146,7 +107,8 @@ def zs_purity(run_dir, checkpoint: str = "best", seeds: int = 5, device: str = "
     Mean and standard deviation over ``seeds`` k-means initialisations; also z_a and z_i (the
     style latents, which should *not* cluster by digit).
     """
-    from .models.baselines import MODALITIES
+    from ..models import MODALITIES
+    from ..run import load_run
 
     ck, cfg, model, audio, images, _ = load_run(run_dir, checkpoint, device, **shards)
     has = MODALITIES[cfg.model]

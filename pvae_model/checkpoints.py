@@ -1,0 +1,75 @@
+"""Checkpoint files: written atomically, holding plain types only, found by name.
+
+A leaf module (torch and numpy only), so that the models' ``from_run`` and the run-directory
+helpers in :mod:`pvae_model.run` can both use it without importing each other.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+class RunIOError(RuntimeError):
+    """A file of the run or of its data could not be written or read: the message names the file."""
+
+
+def plain(x):
+    """``x`` with numpy scalars and arrays turned into Python numbers and tensors, so that
+    ``torch.load(path, weights_only=True)`` (torch's default since 2.6) reads every checkpoint."""
+    if type(x) is dict:  # not the OrderedDict of a state_dict: its tensors are fine, its _metadata must stay
+        return {k: plain(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return type(x)(plain(v) for v in x)
+    if isinstance(x, np.generic):
+        return x.item()
+    if isinstance(x, np.ndarray):
+        return torch.from_numpy(x)
+    return x
+
+
+def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
+    """A checkpoint written by this package, read with ``weights_only=True``; checkpoints from
+    before plain types were enforced (numpy scalars inside) are read the old way."""
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError:
+        return torch.load(path, map_location=map_location, weights_only=False)
+
+
+def save_checkpoint(path: Path, state: dict) -> None:
+    """Write to a temporary name, then rename: a full disk or a kill leaves the previous
+    checkpoint intact, and the temporary file is removed on failure."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(plain(state), tmp)
+        os.replace(tmp, path)
+    except (OSError, RuntimeError) as e:  # torch.save reports ENOSPC as RuntimeError
+        tmp.unlink(missing_ok=True)
+        raise RunIOError(f"{path}: cannot write the checkpoint ({e}); the previous one is kept") from None
+
+
+def checkpoint_path(run_dir: str | Path, checkpoint: str = "best") -> Path:
+    """``checkpoint`` is "best", "last" or a path to a ``.pt`` file; "best" falls back to
+    ``last.pt`` with a warning on stderr (no evaluation epoch has improved it yet)."""
+    if str(checkpoint).endswith(".pt"):
+        path = Path(checkpoint)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no such checkpoint")
+        return path
+    path = Path(run_dir) / "checkpoints" / f"{checkpoint}.pt"
+    if not path.exists():
+        last = Path(run_dir) / "checkpoints" / "last.pt"
+        if not last.exists():
+            raise FileNotFoundError(f"{path}: no such checkpoint (has {run_dir} been trained?)")
+        if checkpoint != "last":
+            print(f"warning: {run_dir}: no checkpoints/{checkpoint}.pt (no evaluation epoch improved it yet); "
+                  f"using last.pt", file=sys.stderr)
+        path = last
+    return path
