@@ -37,7 +37,6 @@ import hashlib
 import json
 import os
 import zlib
-from concurrent.futures import as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -48,7 +47,7 @@ from .config import ConfigMixin
 from .fbank import FbankConfig, compute_fbank_batch, num_frames
 from .io_utils import atomic_open, atomic_path, read_jsonl, remove_stale_temps, write_json, write_jsonl
 from .kaldi_io import append_matrix, cmvn_stats, write_ark_scp, write_data_dir
-from .stage import PLAIN_RUN, JobSlice, StageSummary, Timer, progress, worker_pool
+from .stage import PLAIN_RUN, JobSlice, StageSummary, Timer, run_chunks
 
 
 @dataclass(frozen=True)
@@ -201,20 +200,11 @@ def compute_features(
         remove_stale_temps(out)  # .feats.scp.*.tmp, .features.jsonl.*.tmp, ... of a killed merge
     write_json(cfg_path, saved)
 
-    todo = [i for i in owned if not _chunk_is_done(out, i)]
-    skipped = sum(len(chunks[i]) for i in set(owned) - set(todo))
-    bar = progress(sum(len(chunks[i]) for i in owned), "fbank", show_progress)
-    bar.update(skipped)
-    if todo:
-        if jobs <= 1 or len(todo) == 1:
-            for i in todo:
-                bar.update(_compute_chunk(i, chunks[i], cfg.to_dict(), str(out)))
-        else:
-            with worker_pool(min(jobs, len(todo))) as ex:
-                futs = [ex.submit(_compute_chunk, i, chunks[i], cfg.to_dict(), str(out)) for i in todo]
-                for fut in as_completed(futs):
-                    bar.update(fut.result())
-    bar.close()
+    # A chunk is done when its ark and marker are complete; the worker writes both itself.
+    run = run_chunks(chunks, _compute_chunk, (cfg.to_dict(), str(out)),
+                     done=lambda i: True if _chunk_is_done(out, i) else None, finish=lambda i, n: n,
+                     job=job, jobs=jobs, desc="fbank", show_progress=show_progress)
+    skipped = run.reused
     if job.is_member:
         summary = _member_summary(out, owned, sum(len(chunks[i]) for i in owned), job)
     else:

@@ -38,7 +38,7 @@ from .config import ConfigMixin
 from .audio import AudioError, inspect_audio
 from .digits import CHAR_TO_WORD, normalize_transcript
 from .io_utils import atomic_path, write_json, write_jsonl
-from .stage import StageSummary, worker_pool
+from .stage import StageSummary, map_chunks
 
 CORPORA = ("fsdd", "tidigits", "list", "kaldi")
 LIST_FORMATS = ("auto", "csv", "tsv", "jsonl")
@@ -503,22 +503,21 @@ def _inspect_worker(path: str) -> tuple[dict | None, str | None]:
         return None, f"unreadable: {type(e).__name__}: {e}"
 
 
+def _inspect_many(index: int, paths: list[str]) -> list[tuple[dict | None, str | None]]:
+    return [_inspect_worker(p) for p in paths]
+
+
 def _inspect_all(paths: list[str], jobs: int, progress: bool) -> list[tuple[dict | None, str | None]]:
     show = progress and sys.stderr.isatty()
     bar = tqdm(total=len(paths), desc="prepare", unit="file", disable=not show, leave=False)
     out: list[tuple[dict | None, str | None]] = []
+    workers = max(1, min(jobs, len(paths)))
+    size = max(1, min(64, len(paths) // (workers * 8)))  # small chunks: a live bar, balanced workers
+    chunks = [paths[i:i + size] for i in range(0, len(paths), size)]
     try:
-        if jobs <= 1 or len(paths) <= 1:
-            for p in paths:
-                out.append(_inspect_worker(p))
-                bar.update(1)
-        else:
-            workers = min(jobs, len(paths))
-            chunk = max(1, min(64, len(paths) // (workers * 8)))
-            with worker_pool(workers) as ex:
-                for r in ex.map(_inspect_worker, paths, chunksize=chunk):
-                    out.append(r)
-                    bar.update(1)
+        for c, res in zip(chunks, map_chunks(_inspect_many, list(enumerate(chunks)), (), jobs)):
+            out.extend(res)
+            bar.update(len(c))
     finally:
         bar.close()
     return out

@@ -54,8 +54,8 @@ from .align.train import AlignTrainConfig, TrainUtterance, train_word_hmms
 from .audio import AudioError, load_audio
 from .config import ConfigMixin
 from .digits import word_to_label
-from .io_utils import atomic_open, atomic_path, read_jsonl, remove_stale_temps, sha256_file, write_json, write_jsonl
-from .stage import PLAIN_RUN, JobSlice, StageSummary, Timer, progress, worker_pool
+from .io_utils import atomic_path, read_jsonl, remove_stale_temps, sha256_file, write_json, write_jsonl
+from .stage import PLAIN_RUN, ChunkParts, JobSlice, StageSummary, Timer, map_chunks, progress, run_chunks
 from .trim import trim_record
 from .vad import NoSpeechError, VadConfig, trim_bounds
 
@@ -64,7 +64,7 @@ REJECTED = "rejected.jsonl"
 CONFIG = "segment_config.json"
 MODEL_SUBDIR = "model"
 TRAIN_MARKER = "segment_train.json"  # in OUT/model when segment trained it: on which manifest and config
-PARTS = "parts"
+
 
 
 @dataclass(frozen=True)
@@ -358,7 +358,7 @@ def _single_thread_blas():
         return contextlib.nullcontext()
 
 
-def _segment_many(records: list[dict], model_dir: str | None, cfg_dict: dict, ctm: dict | None,
+def _segment_many(index: int, records: list[dict], model_dir: str | None, cfg_dict: dict, ctm: dict | None,
                   audio_dir: str | None) -> list[tuple[list[dict], dict | None, list[tuple]]]:
     cfg = SegmentConfig.from_dict(cfg_dict)
     model = _get_model(model_dir)
@@ -412,7 +412,7 @@ def _train_item(rec: dict, fc_dict: dict) -> tuple[TrainUtterance | None, str | 
     return TrainUtterance(x, words, (int(b[0] // per), min(len(x), int(round(b[1] / per))))), None
 
 
-def _train_many(records: list[dict], fc_dict: dict) -> list:
+def _train_many(index: int, records: list[dict], fc_dict: dict) -> list:
     with _single_thread_blas():
         return [_train_item(r, fc_dict) for r in records]
 
@@ -437,15 +437,9 @@ def train_aligner(manifest: str | os.PathLike | list[dict], model_dir: str | os.
     chunks = [records[i:i + 100] for i in range(0, len(records), 100)]
     bar = progress(len(records), "align-train features", show_progress)
     results = []
-    if jobs <= 1 or len(chunks) <= 1:
-        for c in chunks:
-            results.extend(_train_many(c, fc))
-            bar.update(len(c))
-    else:
-        with worker_pool(jobs) as ex:
-            for c, res in zip(chunks, ex.map(_train_many, chunks, [fc] * len(chunks))):
-                results.extend(res)
-                bar.update(len(c))
+    for c, res in zip(chunks, map_chunks(_train_many, list(enumerate(chunks)), (fc,), jobs)):
+        results.extend(res)
+        bar.update(len(c))
     bar.close()
     data = [u for u, _ in results if u is not None]
     rejected = [_reject(r, why) for r, (u, why) in zip(records, results) if u is None]
@@ -470,32 +464,6 @@ def model_sha256(model_dir: str | os.PathLike) -> str:
     """The identity of an aligner: sha256 over its ``model.json`` and ``model.npz``."""
     d = Path(model_dir)
     return hashlib.sha256(" ".join(sha256_file(d / n) for n in (MODEL_JSON, MODEL_NPZ)).encode()).hexdigest()
-
-
-def _part_path(out: Path, index: int) -> Path:
-    return out / PARTS / f"segment.{index:05d}.json"
-
-
-def _read_part(out: Path, index: int, key: str, n: int) -> list | None:
-    """A finished part's results (``[segments, rejection, ctm rows]`` per utterance), or None if
-    absent, unreadable or made for other inputs."""
-    try:
-        part = json.loads(_part_path(out, index).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    if not isinstance(part, dict) or part.get("key") != key or len(part.get("results", ())) != n:
-        return None
-    return part["results"]
-
-
-def _write_part(out: Path, index: int, key: str, results: list) -> list:
-    """Write a chunk's part; returns the results as read back, so that computed and reused
-    chunks give the same bytes in the merged outputs."""
-    # Not write_json: it sorts keys, and the records must keep their field order.
-    text = json.dumps({"chunk": index, "key": key, "results": [list(x) for x in results]}, ensure_ascii=False)
-    with atomic_open(_part_path(out, index), "w", encoding="utf-8") as f:
-        f.write(text)
-    return json.loads(text)["results"]
 
 
 def _own_model(out: Path, want: dict) -> tuple[bool, bool]:
@@ -576,44 +544,22 @@ def segment_manifest(manifest: str | os.PathLike, out_dir: str | os.PathLike, mo
         "ctm_sha256": sha256_file(ctm) if ctm is not None else None, "audio_dir": audio_dir,
     }, sort_keys=True).encode()).hexdigest()
     chunks = [records[i:i + chunk_size] for i in range(0, len(records), chunk_size)]
-    owned = job.mine(len(chunks)) if job.is_member else list(range(len(chunks)))
-    # Leftovers of a killed attempt: a member removes only its own chunks' (others may be writing theirs).
-    if job.is_member:
-        for i in owned:
-            for p in (out / PARTS).glob(f".{_part_path(out, i).name}.*.tmp"):
-                p.unlink(missing_ok=True)
-    else:
-        remove_stale_temps(out / PARTS)
-        if audio_dir:
-            remove_stale_temps(audio_dir)
-    done = {i: r for i in owned if (r := _read_part(out, i, key, len(chunks[i]))) is not None}
-    todo = [i for i in owned if i not in done]
-    bar = progress(sum(len(chunks[i]) for i in owned), "segment", show_progress)
-    bar.update(sum(len(chunks[i]) for i in done))
-
-    def finished(i: int, res: list) -> None:
-        done[i] = _write_part(out, i, key, res)
-        bar.update(len(chunks[i]))
-
-    if jobs <= 1 or len(todo) <= 1:
-        for i in todo:
-            finished(i, _segment_many(chunks[i], model_dir, cfg_d, ctm_map, audio_dir))
-    else:
-        with worker_pool(jobs) as ex:
-            futs = ex.map(_segment_many, [chunks[i] for i in todo], [model_dir] * len(todo), [cfg_d] * len(todo),
-                          [ctm_map] * len(todo), [audio_dir] * len(todo))
-            for i, res in zip(todo, futs):
-                finished(i, res)
-    bar.close()
-    results = [x for i in owned for x in done[i]]
+    parts = ChunkParts(out, "segment", key)
+    parts.remove_temps(job, len(chunks))
+    if audio_dir and not job.is_member:
+        remove_stale_temps(audio_dir)
+    run = run_chunks(chunks, _segment_many, (model_dir, cfg_d, ctm_map, audio_dir),
+                     done=lambda i: parts.read(i, len(chunks[i])), finish=parts.write, job=job, jobs=jobs,
+                     desc="segment", show_progress=show_progress)
+    results = run.flat()
     segments = [s for segs, _, _ in results for s in segs]
     rejected = [r for _, r, _ in results if r is not None]
     kept = sum(1 for segs, r, _ in results if r is None)
-    reused = sum(len(chunks[i]) for i in owned if i not in todo)
+    reused = run.reused
     if job.is_member:
         return StageSummary("segment", total=len(results), kept=kept, rejected=len(rejected), elapsed_s=timer.elapsed,
                             skipped_done=reused,
-                            extra={"job": job.label(), "chunks": len(owned), "segments": len(segments)}).check()
+                            extra={"job": job.label(), "chunks": len(run.owned), "segments": len(segments)}).check()
     write_jsonl(out / SEGMENTS, segments)
     write_jsonl(out / REJECTED, rejected)
     extra: dict = {"segments": len(segments)}

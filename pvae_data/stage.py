@@ -1,12 +1,15 @@
-"""What every stage shares: a summary that accounts for every input, and a quiet-aware progress bar."""
+"""What every stage shares: a summary that accounts for every input, a quiet-aware progress bar,
+the lock on OUT, the worker pool, job-array slices and the one chunk loop (``run_chunks``)."""
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
 
 from tqdm import tqdm
 
@@ -151,3 +154,97 @@ class JobSlice:
 
 
 PLAIN_RUN = JobSlice()
+
+
+# ---- the one chunk loop -------------------------------------------------------------------------
+
+def map_chunks(work: Callable, chunks: Sequence, args: tuple = (), jobs: int = 1) -> Iterator:
+    """``work(index, chunk, *args)`` for each ``(index, chunk)`` of ``chunks``, results in order:
+    in this process for one job or one chunk, else in the stage worker pool."""
+    if jobs <= 1 or len(chunks) <= 1:
+        for i, c in chunks:
+            yield work(i, c, *args)
+        return
+    with worker_pool(min(jobs, len(chunks))) as ex:
+        yield from ex.map(work, [i for i, _ in chunks], [c for _, c in chunks], *[[a] * len(chunks) for a in args])
+
+
+@dataclass
+class ChunkRun:
+    """What :func:`run_chunks` did: the chunks this process owns, each one's results, and how
+    many inputs came from chunks already done."""
+
+    owned: list
+    results: dict
+    reused: int
+
+    def flat(self) -> list:
+        """Every owned chunk's results, in manifest order."""
+        return [x for i in self.owned for x in self.results[i]]
+
+
+def run_chunks(chunks: list[list], work: Callable, args: tuple = (), *, done: Callable[[int], Any],
+               finish: Callable[[int, Any], Any], job: JobSlice = PLAIN_RUN, jobs: int = 1,
+               desc: str = "", show_progress: bool = True) -> ChunkRun:
+    """The loop every chunked stage (trim, segment, fbank) runs: the chunks this job owns
+    (``job``), minus those ``done(i)`` finds finished (it returns their results, else None), go
+    through ``work(i, chunk, *args)`` (in ``jobs`` processes); ``finish(i, result)`` makes each
+    durable (a part file, an ark marker) and returns what the merge should read, so computed and
+    reused chunks merge to the same bytes.  One bar counts the inputs, reused ones included."""
+    owned = job.mine(len(chunks)) if job.is_member else list(range(len(chunks)))
+    results = {i: r for i in owned if (r := done(i)) is not None}
+    todo = [i for i in owned if i not in results]
+    reused = sum(len(chunks[i]) for i in results)
+    bar = progress(sum(len(chunks[i]) for i in owned), desc, show_progress)
+    bar.update(reused)
+    for i, res in zip(todo, map_chunks(work, [(i, chunks[i]) for i in todo], args, jobs)):
+        results[i] = finish(i, res)
+        bar.update(len(chunks[i]))
+    bar.close()
+    return ChunkRun(owned, results, reused)
+
+
+class ChunkParts:
+    """Finished chunks of a stage as ``OUT/parts/<stage>.NNNNN.json``: ``{"chunk", "key",
+    "results"}``, where ``key`` identifies the inputs and config they were made from; a part whose
+    key or length does not match (another config, a truncated write) is recomputed."""
+
+    def __init__(self, out: Path, stage: str, key: str):
+        self.dir, self.stage, self.key = Path(out) / "parts", stage, key
+
+    def path(self, index: int) -> Path:
+        return self.dir / f"{self.stage}.{index:05d}.json"
+
+    def read(self, index: int, n: int) -> list | None:
+        """A finished part's results, or None if absent, unreadable or made for other inputs."""
+        try:
+            part = json.loads(self.path(index).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        if not isinstance(part, dict) or part.get("key") != self.key or len(part.get("results", ())) != n:
+            return None
+        return part["results"]
+
+    def write(self, index: int, results: list) -> list:
+        """Write a chunk's part; returns the results as read back, so that computed and reused
+        chunks give the same bytes in the merged outputs."""
+        from .io_utils import atomic_open
+
+        # Not write_json: it sorts keys, and the records must keep their field order.
+        text = json.dumps({"chunk": index, "key": self.key, "results": [list(x) for x in results]},
+                          ensure_ascii=False)
+        with atomic_open(self.path(index), "w", encoding="utf-8") as f:
+            f.write(text)
+        return json.loads(text)["results"]
+
+    def remove_temps(self, job: JobSlice, n_chunks: int) -> None:
+        """Leftovers of a killed attempt: a member removes only its own chunks' (other members may
+        be writing theirs right now), a plain run all of them."""
+        from .io_utils import remove_stale_temps
+
+        if job.is_member:
+            for i in job.mine(n_chunks):
+                for p in self.dir.glob(f".{self.path(i).name}.*.tmp"):
+                    p.unlink(missing_ok=True)
+        else:
+            remove_stale_temps(self.dir)

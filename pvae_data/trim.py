@@ -10,7 +10,9 @@ cut into fixed chunks of ``chunk_size`` records; member ``i`` trims the chunks `
 ``c % N == i`` and writes each as ``OUT/parts/trim.NNNNN.json`` (kept and rejected records, a key
 of config + manifest + chunk size; written atomically).  A plain run reuses every part whose key
 matches, trims whatever is missing, and writes the outputs in manifest order: the same bytes as
-one run without the array.  A plain run on its own writes no parts.
+one run without the array.  A plain run writes its parts too, so a killed run resumes.  The
+chunk loop and the parts are the ones every chunked stage shares (``stage.run_chunks``,
+``stage.ChunkParts``).
 """
 
 from __future__ import annotations
@@ -19,8 +21,8 @@ import hashlib
 import json
 from pathlib import Path
 
-from .io_utils import atomic_open, read_jsonl, write_json, write_jsonl
-from .stage import PLAIN_RUN, JobSlice, StageSummary, Timer, progress, worker_pool
+from .io_utils import read_jsonl, write_json, write_jsonl
+from .stage import PLAIN_RUN, ChunkParts, JobSlice, StageSummary, Timer, run_chunks
 from .vad import NoSpeechError, VadConfig, trim_bounds
 
 
@@ -40,24 +42,9 @@ def trim_record(record: dict, cfg: VadConfig, audio: tuple | None = None) -> tup
     return out, None
 
 
-def _trim_many(records: list[dict], cfg_dict: dict) -> list[tuple[dict | None, dict | None]]:
+def _trim_many(index: int, records: list[dict], cfg_dict: dict) -> list[tuple[dict | None, dict | None]]:
     cfg = VadConfig.from_dict(cfg_dict)
     return [trim_record(r, cfg) for r in records]
-
-
-def _part_path(out: Path, index: int) -> Path:
-    return out / "parts" / f"trim.{index:05d}.json"
-
-
-def _read_part(out: Path, index: int, key: str, n: int) -> list[tuple[dict | None, dict | None]] | None:
-    """A finished part's results, or None if absent, unreadable or made for other inputs."""
-    try:
-        part = json.loads(_part_path(out, index).read_text())
-    except (OSError, ValueError):
-        return None
-    if part.get("key") != key or len(part.get("results", ())) != n:
-        return None
-    return [(k, r) for k, r in part["results"]]
 
 
 def trim_manifest(manifest: str | Path, out_dir: str | Path, cfg: VadConfig = VadConfig(),
@@ -76,36 +63,18 @@ def trim_manifest(manifest: str | Path, out_dir: str | Path, cfg: VadConfig = Va
                                      "manifest_sha256": hashlib.sha256(manifest_bytes).hexdigest()},
                                     sort_keys=True).encode()).hexdigest()
     chunks = [records[i:i + chunk_size] for i in range(0, len(records), chunk_size)]
-    owned = job.mine(len(chunks)) if job.is_member else list(range(len(chunks)))
-    done = {i: r for i in owned if (r := _read_part(out, i, key, len(chunks[i]))) is not None}
-    todo = [i for i in owned if i not in done]
-    bar = progress(sum(len(chunks[i]) for i in owned), "trim", show_progress)
-    bar.update(sum(len(chunks[i]) for i in done))
-
-    def finished(i: int, res: list) -> None:
-        done[i] = res
-        bar.update(len(chunks[i]))
-        if job.is_member:
-            # Not write_json: it sorts keys, and the records must keep their order to merge byte-identically.
-            with atomic_open(_part_path(out, i), "w", encoding="utf-8") as f:
-                json.dump({"chunk": i, "key": key, "results": [list(x) for x in res]}, f, ensure_ascii=False)
-
-    if jobs <= 1 or len(todo) <= 1:
-        for i in todo:
-            finished(i, _trim_many(chunks[i], cfg.to_dict()))
-    else:
-        with worker_pool(jobs) as ex:
-            for i, res in zip(todo, ex.map(_trim_many, [chunks[i] for i in todo], [cfg.to_dict()] * len(todo))):
-                finished(i, res)
-    bar.close()
-    results = [x for i in owned for x in done[i]]
+    parts = ChunkParts(out, "trim", key)
+    parts.remove_temps(job, len(chunks))
+    run = run_chunks(chunks, _trim_many, (cfg.to_dict(),), done=lambda i: parts.read(i, len(chunks[i])),
+                     finish=parts.write, job=job, jobs=jobs, desc="trim", show_progress=show_progress)
+    results = run.flat()
     kept = [k for k, _ in results if k is not None]
     rejected = [r for _, r in results if r is not None]
-    reused = sum(len(chunks[i]) for i in owned if i not in todo)
+    reused = run.reused
     if job.is_member:
         return StageSummary("trim", total=len(results), kept=len(kept), rejected=len(rejected),
                             elapsed_s=timer.elapsed, skipped_done=reused,
-                            extra={"job": job.label(), "chunks": len(owned)}).check()
+                            extra={"job": job.label(), "chunks": len(run.owned)}).check()
     write_jsonl(out / "segments.jsonl", kept)
     write_jsonl(out / "rejected.jsonl", rejected)
     write_json(out / "vad_config.json", {"config": cfg.to_dict(), "manifest": str(Path(manifest).resolve())})

@@ -138,3 +138,22 @@ def test_job_options_are_checked(tmp_path, fsdd_files, monkeypatch):
     with pytest.raises(ValueError):
         JobSlice(2, 2)
     assert JobSlice(3, 1).mine(7) == [1, 4]
+
+
+def test_a_plain_trim_resumes_from_its_own_parts(tmp_path, fsdd_files):
+    """trim shares the chunk loop and parts of segment (stage.run_chunks / ChunkParts): a plain
+    run keeps its finished chunks, so a killed run (some parts, no outputs, a torn temporary)
+    redoes only what is missing and writes the same bytes."""
+    m = manifest(fsdd_files[::67], tmp_path / "m.jsonl")  # 45 records -> 5 chunks of 10
+    full = cli("trim", str(m), str(tmp_path / "full"), "--chunk-size", "10")
+    assert full.exit_code == 0 and "already done" not in full.output
+    out = tmp_path / "killed"
+    assert cli("trim", str(m), str(out), "--chunk-size", "10").exit_code == 0
+    for name in ("segments.jsonl", "rejected.jsonl", "vad_config.json"):
+        (out / name).unlink()
+    (out / "parts" / "trim.00002.json").unlink()
+    (out / "parts" / ".trim.00002.json.x1y2.tmp").write_text('{"chunk": 2')  # the killed write
+    again = cli("trim", str(m), str(out), "--chunk-size", "10")
+    assert again.exit_code == 0 and "(35 already done, reused)" in again.output, again.output
+    assert not list((out / "parts").glob(".*.tmp"))
+    same_files(tmp_path / "full", out, ["segments.jsonl", "rejected.jsonl"])

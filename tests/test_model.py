@@ -326,3 +326,36 @@ def test_private_adv_start_ramps_the_term_in():
         scales.append(model.adv_scale)
     assert scales[:3] == [0.0, 0.0, 0.0] and scales[3] == pytest.approx(0.2) and scales[7:] == [1.0, 1.0, 1.0]
     assert cfg.deviations()["private_adv_start"] == 3
+
+
+@pytest.mark.parametrize("style", ["reference", "prior"])
+def test_style_cycle_is_a_named_plus_term(style):
+    plus = _golden_metrics(objective="plus")
+    cyc = _golden_metrics(objective="plus", cycle_image=2.0, cycle_audio=0.5, cycle_style=style)
+    for k in ("nll_audio", "nll_image", "cross_nll_audio", "cross_nll_image"):
+        assert cyc[k] == pytest.approx(plus[k], rel=1e-6), k  # the cycle draws no extra noise
+    assert cyc["cycle_image"] > 0 and cyc["cycle_audio"] > 0 and "cycle_image" not in plus
+    assert cyc["loss"] == pytest.approx(plus["loss"] + 2.0 * cyc["cycle_image"] + 0.5 * cyc["cycle_audio"], rel=1e-5)
+    dev = PVAEConfig(**GOLDEN_CFG, objective="plus", cycle_image=2.0, cycle_style=style).deviations()
+    assert dev["cycle_image"] == 2.0 and dev["cycle_style"] == style and "cycle_audio" not in dev
+    with pytest.raises(ValueError, match="plus"):
+        PVAEConfig(cycle_image=1.0)
+    with pytest.raises(ValueError, match="cycle_style"):
+        PVAEConfig(objective="plus", cycle_image=1.0, cycle_style="swap")
+
+
+def test_style_cycle_trains_the_image_decoder_and_encoder_not_the_reference():
+    """The reference's z_i is a detached target: the cycle reaches the decoder, the re-encoding
+    image encoder and the speech z_s it decodes from, never the reference's own encoding path
+    beyond the re-encoding."""
+    torch.manual_seed(0)
+    model = PVAE(PVAEConfig(**GOLDEN_CFG, objective="plus", cycle_image=1.0))
+    b = _golden_batch()
+    qa, qi = model.encode_audio(b["audio"], b["lengths"]), model.encode_image(b["image"])
+    gen = model.cross_generate(b["lengths"], qa, qi)
+    neg = torch.tensor([1, 2, 3, 0])
+    model.style_cycle(b["lengths"], qa, qi, gen, neg)["image"].sum().backward()
+    assert model.dec_i.fc[0].weight.grad.abs().sum() > 0  # the decoder must draw the style
+    assert model.enc_i.heads["i"].mu.weight.grad.abs().sum() > 0  # the encoder must read it back
+    assert model.enc_a.heads["s"].mu.weight.grad.abs().sum() > 0  # through the speech z_s it was drawn with
+    assert model.dec_a.out.weight.grad is None and model.enc_a.heads["a"].mu.weight.grad is None

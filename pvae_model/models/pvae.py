@@ -70,16 +70,18 @@ class PVAEConfig(ConfigMixin):
     # The term is off before this epoch (0-based) and ramps up linearly over the next 5: the
     # critic pushes only once z_s has formed (weight 100 from epoch 0 diverged, docs/results.md).
     private_adv_start: int = 0
-    # plus: latent regression ("cycle") of the private latents (InfoGAN / BicycleGAN's cLR, the
-    # reverse cycle of Jha et al.'s cycle-consistent VAE).  The cross-modal generation
-    # x^_i = D_i(z_s ~ q(z_s|x_a), z_i ~ N(0, I)) is re-encoded by the unimodal image encoder, whose
-    # mean must give z_i back: 0.5 * ||mu_i(x^_i) - z_i||^2 per item, times ``cycle_image``
-    # (``cycle_audio`` the same for speech).  z_i is drawn independently of the digit that z_s
-    # carries, so the encoder must read style in a digit-invariant way (the private probes), and the
-    # decoder must show z_i in what it draws (the reference's style in the grids), which the cross
-    # term alone, with its prior z_i, teaches it to ignore.  0 = off.
+    # plus: a style cycle on the private latents (InfoGAN / BicycleGAN's latent regression, Jha et
+    # al.'s cycle-consistent VAE).  An image is generated from the paired speech's z_s sample and a
+    # style z_i, re-encoded by the unimodal image encoder, whose mean must give z_i back:
+    # 0.5 * ||mu_i(x^) - z_i||^2 per item, times ``cycle_image`` (``cycle_audio``: the same for
+    # speech, with z_a, at the reference's length).  ``cycle_style`` says where z_i comes from:
+    # "reference", the (detached) unimodal mean of another item of the batch, mostly of another
+    # digit; "prior", the cross term's N(0, I) draw.  z_i is independent of the digit z_s carries,
+    # so the encoder must read style in a digit-invariant way (the private probes) and the decoder
+    # must draw that style (the reference's style in the grids).  0 = off.
     cycle_image: float = 0.0
     cycle_audio: float = 0.0
+    cycle_style: str = "reference"
 
     def __post_init__(self) -> None:
         from pvae_data.config import check_field_types
@@ -106,6 +108,8 @@ class PVAEConfig(ConfigMixin):
             raise ValueError("cycle_image and cycle_audio must be >= 0")
         if (self.cycle_image > 0 or self.cycle_audio > 0) and self.objective != "plus":
             raise ValueError("cycle_image / cycle_audio are terms of the plus objective: set objective: plus")
+        if self.cycle_style not in ("reference", "prior"):
+            raise ValueError(f"cycle_style must be 'reference' or 'prior', got {self.cycle_style!r}")
         if self.alpha < 0 or self.beta < 0 or self.gamma < 0 or self.kl_private_weight < 0:
             raise ValueError("alpha, beta, gamma and kl_private_weight must be >= 0")
 
@@ -133,6 +137,8 @@ class PVAEConfig(ConfigMixin):
         for name in ("cycle_image", "cycle_audio"):
             if getattr(self, name) > 0:
                 out[name] = getattr(self, name)
+        if self.cycle_image > 0 or self.cycle_audio > 0:
+            out["cycle_style"] = self.cycle_style
         return out
 
 
@@ -264,14 +270,12 @@ class PVAE(FromRun, nn.Module):
             cross_a = gaussian_nll_audio(x_a, gen["audio"], lengths)
             total = total + cfg.cross_weight * (cross_a + cross_i)
             m.update(cross_nll_image=cross_i.mean(), cross_nll_audio=cross_a.mean())
-            if cfg.cycle_image > 0:
-                cyc_i = 0.5 * (self.encode_image(gen["image"])["i"][0] - gen["z_i"]).pow(2).sum(-1)
-                total = total + cfg.cycle_image * cyc_i
-                m.update(cycle_image=cyc_i.mean())
-            if cfg.cycle_audio > 0:
-                cyc_a = 0.5 * (self.encode_audio(gen["audio"], lengths)["a"][0] - gen["z_a"]).pow(2).sum(-1)
-                total = total + cfg.cycle_audio * cyc_a
-                m.update(cycle_audio=cyc_a.mean())
+            if cfg.cycle_image > 0 or cfg.cycle_audio > 0:
+                cyc = self.style_cycle(lengths, qa, qi, gen, neg)
+                for key, w in (("image", cfg.cycle_image), ("audio", cfg.cycle_audio)):
+                    if key in cyc:
+                        total = total + w * cyc[key]
+                        m[f"cycle_{key}"] = cyc[key].mean()
             if cfg.private_adv_weight > 0:
                 adv_a = self.critic_a(reparameterize(*qa["s"]), reparameterize(*qa["a"]), neg)
                 adv_i = self.critic_i(reparameterize(*qi["s"]), reparameterize(*qi["i"]), neg)
@@ -290,7 +294,28 @@ class PVAE(FromRun, nn.Module):
         z_i = torch.randn(len(zs_a), self.cfg.z_image, device=zs_a.device, dtype=zs_a.dtype)
         z_a = torch.randn(len(zs_i), self.cfg.z_audio, device=zs_i.device, dtype=zs_i.dtype)
         return {"image": self.decode_image(zs_a, z_i), "audio": self.decode_audio(zs_i, z_a, lengths),
-                "z_i": z_i, "z_a": z_a}
+                "z_i": z_i, "z_a": z_a, "zs_audio": zs_a, "zs_image": zs_i}
+
+    def style_cycle(self, lengths, qa, qi, gen: dict, neg: torch.Tensor) -> dict[str, torch.Tensor]:
+        """0.5 * ||mu_p(D(z_s, z_p)) - z_p||^2 per item for each private latent whose cycle weight
+        is set (see ``PVAEConfig.cycle_style``); z_s is the cross term's sample of the other
+        modality's unimodal z_s."""
+        cfg, out = self.cfg, {}
+        if cfg.cycle_image > 0:
+            if cfg.cycle_style == "prior":
+                z_i, x_hat = gen["z_i"], gen["image"]
+            else:
+                z_i = qi["i"][0][neg].detach()
+                x_hat = self.decode_image(gen["zs_audio"], z_i)
+            out["image"] = 0.5 * (self.encode_image(x_hat)["i"][0] - z_i).pow(2).sum(-1)
+        if cfg.cycle_audio > 0:
+            if cfg.cycle_style == "prior":
+                z_a, x_hat, n = gen["z_a"], gen["audio"], lengths
+            else:
+                z_a, n = qa["a"][0][neg].detach(), lengths[neg]
+                x_hat = self.decode_audio(gen["zs_image"], z_a, n)
+            out["audio"] = 0.5 * (self.encode_audio(x_hat, n)["a"][0] - z_a).pow(2).sum(-1)
+        return out
 
     def cross_reconstruction(self, x_a, lengths, x_i, qa, qi) -> tuple[torch.Tensor, torch.Tensor]:
         """-log p(x_i | z_s ~ q(z_s|x_a), z_i ~ N(0,I)) and -log p(x_a | z_s ~ q(z_s|x_i), z_a ~ N(0,I)),
