@@ -85,7 +85,7 @@ def conditions(passes: int) -> dict:
 def score_condition(recordings: Path, work: Path, model_dir: Path, name: str, cfg, cache: dict | None = None) -> dict:
     from pvae_data.align.score import score_boundaries
     from pvae_data.io_utils import read_jsonl
-    from pvae_data.segment import segment_manifest
+    from pvae_data.stages.segment import segment_manifest
     from pvae_data.synth_digits import TEST_TAKES, synth_utterances, write_synth
 
     d = work / ("cond_" + "".join(c if c.isalnum() else "_" for c in name.split(" (")[0]))
@@ -117,7 +117,7 @@ def mismatch_rows(recordings: Path, work: Path, model, passes: int,
     correct, one word substituted / dropped / inserted, and two- or three-digit recordings
     labelled with one of their digits."""
     from pvae_data.io_utils import read_jsonl
-    from pvae_data.segment import SegmentConfig, segment_utterance
+    from pvae_data.stages.segment import SegmentConfig, segment_utterance
     from pvae_data.synth_digits import SynthConfig, TEST_TAKES, synth_utterances, write_synth
 
     rng = np.random.default_rng(7)
@@ -187,7 +187,8 @@ def main() -> None:
     from pvae_data.align import AlignConfig, align_words, load_model
     from pvae_data.align.score import format_score, score_boundaries
     from pvae_data.io_utils import read_jsonl, write_jsonl
-    from pvae_data.segment import SegmentConfig, segment_manifest, train_aligner
+    from pvae_data.stages.align_train import train_aligner
+    from pvae_data.stages.segment import SegmentConfig, segment_manifest
     from pvae_data.synth_digits import TEST_TAKES, TRAIN_TAKES, SynthConfig, synth_utterances, words_of, write_synth
 
     rec = Path(args.data) / "fsdd" / "recordings"

@@ -86,7 +86,7 @@ def _time(fn) -> float:
 
 def _bench_stage(files: list[str], jobs_list: list[int], audio_s: float) -> None:
     """The whole `fbank` stage (load + resample + features + ark) at several job counts."""
-    from pvae_data.features import FbankStageConfig, compute_features
+    from pvae_data.stages.fbank import FbankStageConfig, compute_features
 
     tmp = Path(tempfile.mkdtemp(prefix="bench_fbank_"))
     try:

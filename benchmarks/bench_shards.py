@@ -37,7 +37,7 @@ Everything lives in one temp dir on one filesystem and is removed at the end.
    subprocess, started by a small launcher process that reports the child's own ru_maxrss
    from ``os.wait4`` (Linux keeps a process's peak RSS across fork + exec, so forking straight
    from this large process would report at least our own RSS).  Baseline: the same for a
-   process that only imports numpy, h5py, kaldiio, pvae_data.cli / pvae_data.shards.  Runs:
+   process that only imports numpy, h5py, kaldiio, pvae_data.cli / pvae_data.stages.shard.  Runs:
    the R x FSDD corpus at two ``--max-mb`` values and the 1 x FSDD corpus at the smaller one;
    a fit of the increment over baseline, ``a + b x largest shard``, separates the part that
    follows the shard size (b) from the part that follows the number of utterances (a).
@@ -99,9 +99,9 @@ def main() -> None:
 
 def _build(fsdd: Path, tmp: Path, replicate: int, jobs: int) -> tuple[Path, Path, int]:
     """Real prepare + fbank on FSDD, then a features dir listing each utterance R times."""
-    from pvae_data.features import FbankStageConfig, compute_features
+    from pvae_data.stages.fbank import FbankStageConfig, compute_features
     from pvae_data.io_utils import read_jsonl, write_jsonl
-    from pvae_data.prepare import PrepareConfig, prepare_corpus
+    from pvae_data.stages.prepare import PrepareConfig, prepare_corpus
 
     prepare_corpus(PrepareConfig(corpus="fsdd", source=str(fsdd)), tmp / "prep", jobs=jobs, progress=False)
     feat1 = tmp / "feat1"
@@ -145,7 +145,7 @@ def _bench_write(featR: Path, tmp: Path, replicate: int, repeat: int) -> None:
     import kaldiio
 
     from pvae_data.io_utils import read_jsonl
-    from pvae_data.shards import ShardConfig, sha256_file, shard_audio, write_audio_shard
+    from pvae_data.stages.shard import ShardConfig, sha256_file, shard_audio, write_audio_shard
 
     payload = _payload_bytes(featR)
     out, npy, h5 = tmp / "write_stage", tmp / "write_npy", tmp / "write_h5"
@@ -256,8 +256,8 @@ def _bench_write(featR: Path, tmp: Path, replicate: int, repeat: int) -> None:
 
 
 def _bench_reads(feat1: Path, tmp: Path, reads: int) -> Path:
-    from pvae_data.shard_reader import AudioShards
-    from pvae_data.shards import ShardConfig, shard_audio
+    from pvae_data.shards.reader import AudioShards
+    from pvae_data.stages.shard import ShardConfig, shard_audio
 
     print(f"\n2. random single-utterance reads through AudioShards, 1 process, FSDD-size shards, "
           f"{reads} uniform random indices (page cache warm)")
@@ -292,7 +292,7 @@ def _bench_reads(feat1: Path, tmp: Path, reads: int) -> Path:
 # 3. peak memory
 
 
-_BASELINE = "import numpy, h5py, kaldiio, pvae_data, pvae_data.cli, pvae_data.shards"
+_BASELINE = "import numpy, h5py, kaldiio, pvae_data, pvae_data.cli, pvae_data.stages.shard"
 
 
 # Linux carries a process's peak RSS across fork + exec, so a child forked from this (large)
@@ -356,7 +356,7 @@ def _bench_memory(feat1: Path, featR: Path, tmp: Path, replicate: int, max_mbs: 
 
 
 def _bench_padding(shards: Path) -> None:
-    from pvae_data.shard_reader import AudioShards, BucketBatchSampler
+    from pvae_data.shards.reader import AudioShards, BucketBatchSampler
 
     lengths = AudioShards(shards, split="train").lengths
     print(f"\n4. padding with batch size 128 on the FSDD train split ({len(lengths)} utterances, "

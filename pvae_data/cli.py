@@ -193,7 +193,7 @@ def prepare(corpus: str, source: Path, out: Path, config_file, truncated, jobs: 
     `cmd |` entries, text, utt2spk, optional segments; split from the dir name).
     Every audio file is opened and checked.
     """
-    from .prepare import PrepareConfig, prepare_corpus
+    from .stages.prepare import PrepareConfig, prepare_corpus
 
     def run():
         d = {k: v for k, v in _config_dict(config_file).items() if k not in ("corpus", "source")}
@@ -227,7 +227,7 @@ def trim(manifest: Path, out: Path, config_file, backend, margin, energy_thresho
     emptied silently. With --array-size N --array-index I, trims only chunk
     c % N == I into OUT/parts/; a plain run afterwards merges.
     """
-    from .trim import trim_manifest
+    from .stages.trim import trim_manifest
     from .vad import VadConfig
 
     job = _job_slice(num_jobs, job_index)
@@ -265,7 +265,7 @@ def fbank(manifest: Path, out: Path, config_file, sample_rate, num_mel_bins, dit
     keeps finished chunks. With --array-size N --array-index I, computes only chunk
     c % N == I; a plain run afterwards merges.
     """
-    from .features import FbankStageConfig, StageConfigMismatch, compute_features
+    from .stages.fbank import FbankStageConfig, StageConfigMismatch, compute_features
     from .fbank import FbankConfig
 
     job = _job_slice(num_jobs, job_index)
@@ -301,7 +301,7 @@ def _shard_options(f):
 
 def _shard_config(config_file=None, max_items=None, max_mb=None, dtype=None, compression=None, shuffle=None, seed=None):
     """ShardConfig from the defaults, then the --config file, then the flags given."""
-    from .shards import ShardConfig
+    from .stages.shard import ShardConfig
 
     flags = {"max_items": max_items, "max_bytes": None if max_mb is None else int(max_mb * 2**20), "dtype": dtype,
              "compression": compression, "shuffle": shuffle, "seed": seed}
@@ -325,7 +325,7 @@ def shard() -> None:
 @_shard_options
 def shard_audio_cmd(features_dir: Path, out: Path, quiet: bool, no_cmvn: bool, **kw) -> None:
     """Output of `pvae-data fbank` (FEATURES_DIR) -> audio shards in OUT."""
-    from .shards import shard_audio
+    from .stages.shard import shard_audio
 
     _run_stage(out, lambda: shard_audio(features_dir, out, _shard_config(**kw), show_progress=not quiet,
                                         allow_no_cmvn=no_cmvn))
@@ -347,7 +347,7 @@ def shard_kaldi_cmd(feats_scp: Path, labels: Path, out: Path, utt2spk, split, cm
     LABELS is a Kaldi `text` file (utt word) or JSONL with id and label or
     transcript (optional speaker, split).
     """
-    from .shards import shard_kaldi
+    from .stages.shard import shard_kaldi
 
     _run_stage(out, lambda: shard_kaldi(feats_scp, labels, out, _shard_config(**kw), utt2spk=utt2spk,
                                         split=split, show_progress=not quiet, cmvn_split=cmvn_split,
@@ -366,7 +366,7 @@ def shard_kaldi_dirs_cmd(out: Path, data_dirs, cmvn_split: str, no_cmvn: bool, q
     e.g. `pvae-data shard kaldi-dirs exp/shards/audio train=data/train test=data/test`;
     global CMVN statistics are computed over --cmvn-split, per-speaker ones over all.
     """
-    from .shards import shard_kaldi_dirs
+    from .stages.shard import shard_kaldi_dirs
 
     pairs = []
     for item in data_dirs:
@@ -385,7 +385,7 @@ def shard_kaldi_dirs_cmd(out: Path, data_dirs, cmvn_split: str, no_cmvn: bool, q
 @_shard_options
 def shard_images_cmd(mnist_dir: Path, out: Path, quiet: bool, **kw) -> None:
     """The four MNIST IDX files in MNIST_DIR (gzipped or not) -> image shards in OUT."""
-    from .shards import shard_mnist  # IDX errors are ValueErrors
+    from .stages.shard import shard_mnist  # IDX errors are ValueErrors
 
     _run_stage(out, lambda: shard_mnist(mnist_dir, out, _shard_config(**kw), show_progress=not quiet))
 
@@ -395,7 +395,7 @@ def shard_images_cmd(mnist_dir: Path, out: Path, quiet: bool, **kw) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def info(directory: Path, as_json: bool) -> None:
     """Counts per split, label and speaker; frames, hours and bytes of a shard set."""
-    from .shard_tools import shard_info
+    from .shards.tools import shard_info
 
     try:
         d = shard_info(directory)
@@ -420,7 +420,7 @@ def info(directory: Path, as_json: bool) -> None:
 @click.argument("directory", type=click.Path(exists=True, file_okay=False, path_type=Path))
 def validate(directory: Path) -> None:
     """Check schema, checksums, every record, label ranges; non-zero exit on any problem."""
-    from .shard_tools import validate_shards
+    from .shards.tools import validate_shards
 
     problems = validate_shards(directory)
     for path, reason in problems:
@@ -443,7 +443,7 @@ def export(directory: Path, out: Path, fmt: str, split) -> None:
     spk2utt, text, utt2label (no audio). LC_ALL=C sorted, utterance ids prefixed with their speaker.
     """
     from .kaldi_io import export_fbank_data_dirs
-    from .shard_tools import export_kaldi
+    from .shards.tools import export_kaldi
 
     try:
         if (directory / "features.jsonl").is_file():
@@ -477,7 +477,7 @@ def download(dataset: str, dest: Path, urls: tuple, checksums, retries: int, bac
     make a rerun skip finished work without any network request. A file that
     fails verification is listed with the reason and the exit status is 1.
     """
-    from .download import DownloadError, DownloadOptions, download as run_download
+    from .stages.download import DownloadError, DownloadOptions, download as run_download
 
     opts = DownloadOptions(retries=retries, backoff_s=backoff, timeout_s=timeout, show_progress=not quiet)
     try:
@@ -544,15 +544,15 @@ def default_config(what: str) -> None:
 
         d = AlignTrainConfig().to_dict()
     elif what == "segment":
-        from .segment import SegmentConfig
+        from .stages.segment import SegmentConfig
 
         d = SegmentConfig().to_dict()
     elif what == "shard":
-        from .shards import ShardConfig
+        from .stages.shard import ShardConfig
 
         d = ShardConfig().to_dict()
     elif what == "prepare":
-        from .prepare import PrepareConfig
+        from .stages.prepare import PrepareConfig
 
         d = {k: v for k, v in PrepareConfig("fsdd", ".").to_dict().items() if k not in ("corpus", "source")}
     else:
@@ -582,7 +582,7 @@ def align_train(manifest: Path, model_dir: Path, split: str, config_file, mixtur
     (vocabulary, config, calibrated rejection thresholds) and rejected.jsonl.
     """
     from .align.train import AlignTrainConfig
-    from .segment import train_aligner
+    from .stages.align_train import train_aligner
 
     def run():
         d = _config_dict(config_file)
@@ -637,7 +637,7 @@ def segment(manifest: Path, out: Path, model_dir, config_file, ctm, export_ctm, 
     segments only chunk c % N == I (the aligner must exist: --model or
     OUT/model); a plain run afterwards merges.
     """
-    from .segment import SegmentConfig, segment_manifest
+    from .stages.segment import SegmentConfig, segment_manifest
     from .vad import VadConfig
 
     if model_dir is not None and ctm is not None:

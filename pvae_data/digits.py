@@ -59,3 +59,8 @@ def normalize_transcript(text: str) -> list[str]:
         else:
             raise ValueError(f"bad transcript token {tok!r} in {text!r}: not a digit word or digit string")
     return words
+
+
+def transcript_words(record: dict) -> list[str]:
+    """A manifest record's transcript as lower-case words (``""`` or missing: no words)."""
+    return str(record.get("transcript") or "").lower().split()

@@ -268,7 +268,7 @@ def evaluate_bridge(bridge_dir: str | Path, n_images: int = 1000, seed: int = 0,
     interpolation grid and the WAVs of written -> spoken digits."""
     import soundfile as sf
 
-    from pvae_data.shard_reader import load_index
+    from pvae_data.shards.schema import load_index
 
     from .eval.audio_synth import fbank_to_wave
     from .data import pad_audio

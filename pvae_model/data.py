@@ -14,7 +14,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from pvae_data.shard_reader import AudioShards, BucketBatchSampler, ImageShards
+from pvae_data.shards.reader import AudioShards, BucketBatchSampler, ImageShards
 
 
 @dataclass

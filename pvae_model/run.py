@@ -43,7 +43,7 @@ def load_model(run_dir: str | Path, checkpoint: str = "best", device: str = "cpu
 
 def load_cmvn(audio_shards) -> dict | None:
     """The audio shards' global CMVN statistics (``index.json`` "cmvn"), or None."""
-    from pvae_data.shard_reader import load_index
+    from pvae_data.shards.schema import load_index
 
     return (load_index(audio_shards)[1].get("cmvn") or {}).get("global")
 

@@ -156,9 +156,9 @@ WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight",
 def small_shards(tmp_path_factory, fsdd_files) -> tuple[Path, Path]:
     """Audio shards of 150 real FSDD digits (every 20th file) and image shards of the real MNIST
     files, for the model tests; ``(audio_dir, image_dir)``."""
-    from pvae_data.features import FbankStageConfig, compute_features
+    from pvae_data.stages.fbank import FbankStageConfig, compute_features
     from pvae_data.io_utils import write_jsonl
-    from pvae_data.shards import ShardConfig, shard_audio, shard_mnist
+    from pvae_data.stages.shard import ShardConfig, shard_audio, shard_mnist
 
     mnist = DATA_ROOT / "mnist"
     if not mnist.is_dir():

@@ -100,7 +100,7 @@ def test_a_half_merged_fbank_dir_is_refused_by_shard_and_train(fsdd_files, tmp_p
 
 def test_an_edited_index_is_a_reader_error_naming_the_file(fsdd_files, tmp_path):
     from pvae_data.io_utils import write_jsonl
-    from pvae_data.shard_reader import AudioShards, ShardError
+    from pvae_data.shards.reader import AudioShards, ShardError
 
     write_jsonl(tmp_path / "m.jsonl", [{"id": f"u{i}", "audio": p, "speaker": "s", "transcript": "two",
                                         "split": "train"} for i, p in enumerate(fsdd_files[:10])])

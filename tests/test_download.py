@@ -25,7 +25,7 @@ import pytest
 from click.testing import CliRunner
 
 from pvae_data.cli import main as data_main
-from pvae_data.download import FSDD_CHECKSUMS, MNIST_CHECKSUMS, read_checksums
+from pvae_data.stages.download import FSDD_CHECKSUMS, MNIST_CHECKSUMS, read_checksums
 from pvae_data.mnist import read_idx
 
 from conftest import DATA_ROOT

@@ -16,7 +16,7 @@ import pytest
 
 from pvae_data.audio import load_audio
 from pvae_data.fbank import FbankConfig, compute_fbank
-from pvae_data.features import FbankStageConfig, StageConfigMismatch, compute_features, load_features
+from pvae_data.stages.fbank import FbankStageConfig, StageConfigMismatch, compute_features, load_features
 from pvae_data.io_utils import read_jsonl, write_jsonl
 
 REPO = Path(__file__).resolve().parents[1]
@@ -151,7 +151,7 @@ def test_a_merge_that_did_not_finish_is_refused_downstream(tmp_path, fsdd_files)
     from click.testing import CliRunner
 
     from pvae_data.cli import main
-    from pvae_data.features import DONE_MARKER
+    from pvae_data.stages.fbank import DONE_MARKER
     from pvae_data.io_utils import write_jsonl
 
     recs = [{"id": f"u{i}", "audio": p, "speaker": "s", "transcript": "zero", "split": "train"}

@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from pvae_data.cli import main as data_main
-from pvae_data.features import FbankStageConfig, compute_features
+from pvae_data.stages.fbank import FbankStageConfig, compute_features
 from pvae_data.io_utils import read_jsonl, write_jsonl
 from pvae_data.stage import JobSlice
 

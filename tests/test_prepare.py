@@ -1,4 +1,4 @@
-"""pvae_data.prepare (corpus -> utterances.jsonl / rejected.jsonl) and pvae_data.digits."""
+"""pvae_data.stages.prepare (corpus -> utterances.jsonl / rejected.jsonl) and pvae_data.digits."""
 
 from __future__ import annotations
 
@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from pvae_data import prepare as prep
+from pvae_data.stages import prepare as prep
 from pvae_data.audio import inspect_audio
 from pvae_data.digits import WORDS, normalize_transcript, word_to_label
 from pvae_data.io_utils import read_jsonl
-from pvae_data.prepare import PrepareConfig, PrepareSummary, prepare_corpus
+from pvae_data.stages.prepare import PrepareConfig, PrepareSummary, prepare_corpus
 
 RECORD_KEYS = ["id", "audio", "speaker", "transcript", "split", "duration", "sample_rate", "channels", "num_samples", "corpus"]
 OUTPUTS = (prep.UTTERANCES, prep.REJECTED, prep.CONFIG)

@@ -20,7 +20,8 @@ from pvae_data.align.ctm import read_ctm, write_ctm
 from pvae_data.align.score import iou, score_boundaries
 from pvae_data.cli import main as data_main
 from pvae_data.io_utils import read_jsonl, write_jsonl
-from pvae_data.segment import SegmentConfig, segment_manifest, segment_utterance, train_aligner
+from pvae_data.stages.align_train import train_aligner
+from pvae_data.stages.segment import SegmentConfig, segment_manifest, segment_utterance
 from pvae_data.synth_digits import SynthConfig, build_tidigits, synth_utterances, write_synth
 
 TRAIN_TAKES = tuple(range(5, 25))  # a subset of the training takes keeps the session fixture fast
@@ -369,7 +370,7 @@ def test_single_word_transcripts_are_checked_by_the_aligner(corpus):
 def test_background_comes_from_outside_the_words():
     """The VAD's floor is taken between and around the words, never from inside one; a recording
     with no background keeps the aligner's edges."""
-    from pvae_data.segment import background_reference, trim_words
+    from pvae_data.stages.segment import background_reference, trim_words
 
     rate = 8000
     rng = np.random.default_rng(0)

@@ -17,12 +17,12 @@ import h5py
 import numpy as np
 import pytest
 
-from pvae_data.features import FbankStageConfig, compute_features, load_features
+from pvae_data.stages.fbank import FbankStageConfig, compute_features, load_features
 from pvae_data.io_utils import read_jsonl, write_jsonl
 from pvae_data.mnist import IdxError, load_mnist, read_idx
-from pvae_data.shard_reader import AudioShards, BucketBatchSampler, ImageShards
-from pvae_data.shard_tools import export_kaldi, shard_info, validate_shards
-from pvae_data.shards import ShardConfig, shard_audio, shard_kaldi, shard_mnist
+from pvae_data.shards.reader import AudioShards, BucketBatchSampler, ImageShards
+from pvae_data.shards.tools import export_kaldi, shard_info, validate_shards
+from pvae_data.stages.shard import ShardConfig, shard_audio, shard_kaldi, shard_mnist
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -314,7 +314,7 @@ def test_collate_audio_through_a_dataloader(features_dir, tmp_path):
     import torch
     from torch.utils.data import DataLoader
 
-    from pvae_data.shard_reader import collate_audio
+    from pvae_data.shards.reader import collate_audio
 
     shard_audio(features_dir, tmp_path / "s", show_progress=False)
     a = AudioShards(tmp_path / "s", "train")
@@ -345,7 +345,7 @@ def test_info_counts(tmp_path, features_dir):
 def test_readers_check_index_counts_against_the_file(tmp_path, features_dir, delta):
     """An index.json whose num_items was edited by +-1 must not make a reader drop an item or
     hand out one utterance's key with another's features: opening fails and names the file."""
-    from pvae_data.shard_reader import ShardError
+    from pvae_data.shards.reader import ShardError
 
     shard_audio(features_dir, tmp_path / "s", ShardConfig(max_items=64), show_progress=False)
     index_path = tmp_path / "s" / "index.json"
@@ -359,7 +359,7 @@ def test_readers_check_index_counts_against_the_file(tmp_path, features_dir, del
 
 
 def test_a_shard_with_a_broken_superblock_is_named(tmp_path, mnist_dir):
-    from pvae_data.shard_reader import ShardError
+    from pvae_data.shards.reader import ShardError
 
     shard_mnist(mnist_dir, tmp_path / "i", ShardConfig(), show_progress=False)
     h5 = sorted((tmp_path / "i").glob("test-*.h5"))[0]
@@ -476,7 +476,7 @@ def test_shard_kaldi_dirs_takes_every_split_and_computes_cmvn(tmp_path, features
     from click.testing import CliRunner
 
     from pvae_data.cli import main as data_main
-    from pvae_data.shard_reader import load_index
+    from pvae_data.shards.schema import load_index
 
     shard_audio(features_dir, tmp_path / "s", show_progress=False)
     export_kaldi(tmp_path / "s", tmp_path / "kaldi")

@@ -10,7 +10,7 @@ score     boundary errors against known boundaries
 """
 
 from .aligner import AlignConfig, Alignment, align_words
-from .features import AlignFeatureConfig, align_features
+from .mfcc import AlignFeatureConfig, align_features
 from .hmm import WordHMMs, load_model, save_model
 from .train import AlignTrainConfig, TrainUtterance, train_word_hmms
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..config import ConfigMixin
-from .features import align_features
+from .mfcc import align_features
 from .hmm import NEG, WordHMMs, forced_align, loop_decode, loop_words, word_spans
 
 

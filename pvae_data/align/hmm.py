@@ -20,7 +20,7 @@ import numpy as np
 
 from ..io_utils import atomic_path, write_json
 from . import _kernels
-from .features import AlignFeatureConfig
+from .mfcc import AlignFeatureConfig
 
 MODEL_NPZ = "model.npz"
 MODEL_JSON = "model.json"

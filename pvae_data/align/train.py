@@ -24,7 +24,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from ..config import ConfigMixin
-from .features import AlignFeatureConfig
+from .mfcc import AlignFeatureConfig
 from .hmm import WordHMMs, forced_align, loop_decode, loop_words, word_spans
 
 

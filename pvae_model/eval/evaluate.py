@@ -271,7 +271,7 @@ def _generation(model, audio, images, cmvn, cfg, ecfg: EvalConfig, out: Path) ->
     """Style transfer (within a modality) and cross-modal generation grids, plus WAV files."""
     import soundfile as sf
 
-    from pvae_data.shard_reader import load_index
+    from pvae_data.shards.schema import load_index
 
     from .audio_synth import fbank_to_wave
     from ..data import pad_audio

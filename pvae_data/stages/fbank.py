@@ -43,11 +43,11 @@ from pathlib import Path
 import kaldiio
 import numpy as np
 
-from .config import ConfigMixin
-from .fbank import FbankConfig, compute_fbank_batch, num_frames
-from .io_utils import atomic_open, atomic_path, read_jsonl, remove_stale_temps, write_json, write_jsonl
-from .kaldi_io import append_matrix, cmvn_stats, write_ark_scp, write_data_dir
-from .stage import PLAIN_RUN, JobSlice, StageSummary, Timer, run_chunks
+from ..config import ConfigMixin
+from ..fbank import FbankConfig, compute_fbank_batch, num_frames
+from ..io_utils import atomic_open, atomic_path, read_jsonl, remove_stale_temps, write_json, write_jsonl
+from ..kaldi_io import append_matrix, cmvn_stats, write_ark_scp, write_data_dir
+from ..stage import PLAIN_RUN, JobSlice, StageSummary, Timer, run_chunks
 
 
 @dataclass(frozen=True)
@@ -80,7 +80,7 @@ def _chunk_paths(out_dir: Path, index: int) -> tuple[Path, Path]:
 
 
 def _load(record: dict, rate: int) -> np.ndarray:
-    from .audio import load_audio
+    from ..audio import load_audio
 
     wave, _ = load_audio(record["audio"], start=record.get("start"), end=record.get("end"), target_rate=rate)
     return wave
@@ -88,7 +88,7 @@ def _load(record: dict, rate: int) -> np.ndarray:
 
 def _compute_chunk(index: int, records: list[dict], cfg_dict: dict, out_dir: str) -> int:
     """Worker: features of one chunk -> ark (temp name, renamed) -> marker with results and stats."""
-    from .audio import AudioError
+    from ..audio import AudioError
 
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     cfg = FbankStageConfig.from_dict(cfg_dict)

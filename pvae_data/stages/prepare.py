@@ -34,11 +34,11 @@ from typing import Iterable, Iterator
 
 from tqdm import tqdm
 
-from .config import ConfigMixin
-from .audio import AudioError, inspect_audio
-from .digits import CHAR_TO_WORD, normalize_transcript
-from .io_utils import atomic_path, write_json, write_jsonl
-from .stage import StageSummary, map_chunks
+from ..config import ConfigMixin
+from ..audio import AudioError, inspect_audio
+from ..digits import CHAR_TO_WORD, normalize_transcript
+from ..io_utils import atomic_path, write_json, write_jsonl
+from ..stage import StageSummary, map_chunks
 
 CORPORA = ("fsdd", "tidigits", "list", "kaldi")
 LIST_FORMATS = ("auto", "csv", "tsv", "jsonl")

@@ -43,10 +43,10 @@ from typing import Callable, Sequence
 
 from tqdm import tqdm
 
-from . import __version__
-from .io_utils import atomic_path, sha256_file, write_json
+from .. import __version__
+from ..io_utils import atomic_path, sha256_file, write_json
 
-CHECKSUM_DIR = Path(__file__).resolve().parent / "checksums"
+CHECKSUM_DIR = Path(__file__).resolve().parents[1] / "checksums"
 FSDD_VERSION = "v1.0.10"
 FSDD_CHECKSUMS = CHECKSUM_DIR / f"fsdd_{FSDD_VERSION}.sha256"
 MNIST_CHECKSUMS = CHECKSUM_DIR / "mnist.sha256"

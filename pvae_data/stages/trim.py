@@ -21,15 +21,15 @@ import hashlib
 import json
 from pathlib import Path
 
-from .io_utils import read_jsonl, write_json, write_jsonl
-from .stage import PLAIN_RUN, ChunkParts, JobSlice, StageSummary, Timer, run_chunks
-from .vad import NoSpeechError, VadConfig, trim_bounds
+from ..io_utils import read_jsonl, write_json, write_jsonl
+from ..stage import PLAIN_RUN, ChunkParts, JobSlice, StageSummary, Timer, run_chunks
+from ..vad import NoSpeechError, VadConfig, trim_bounds
 
 
 def trim_record(record: dict, cfg: VadConfig, audio: tuple | None = None) -> tuple[dict | None, dict | None]:
     """(trimmed record, None) or (None, rejection) for one manifest record; ``audio`` is its
     ``(wave, rate)`` when the caller has loaded it already."""
-    from .audio import AudioError, load_audio
+    from ..audio import AudioError, load_audio
 
     start0 = float(record.get("start") or 0.0)
     try:

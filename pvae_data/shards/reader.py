@@ -8,7 +8,6 @@ The per-item index (offsets, lengths, labels, keys, speakers) is read once into 
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +16,7 @@ from typing import Iterator, NamedTuple, Sequence
 import h5py
 import numpy as np
 
-from .shards import SCHEMA_VERSION
+from .schema import load_index
 
 
 class AudioItem(NamedTuple):
@@ -35,18 +34,6 @@ class ImageItem(NamedTuple):
 
 class ShardError(ValueError):
     """A shard file that cannot be read or disagrees with ``index.json``; the message names it."""
-
-
-def load_index(path: str | Path) -> tuple[Path, dict]:
-    """``path`` is a shard directory or its ``index.json``."""
-    path = Path(path)
-    index_path = path / "index.json" if path.is_dir() else path
-    if not index_path.exists():
-        raise FileNotFoundError(f"{index_path}: no index.json (incomplete or not a shard set)")
-    index = json.loads(index_path.read_text())
-    if index.get("schema_version") != SCHEMA_VERSION:
-        raise ValueError(f"{index_path}: schema_version {index.get('schema_version')}, this reader reads {SCHEMA_VERSION}")
-    return index_path.parent, index
 
 
 @dataclass

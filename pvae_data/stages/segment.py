@@ -3,7 +3,7 @@
 For every utterance of a manifest the time span of each word comes from the forced aligner
 (:mod:`pvae_data.align`) or from an imported CTM; the span is then trimmed by the energy VAD,
 and a segment record is written per word.  Single-word utterances are trimmed as the ``trim``
-stage does (:func:`pvae_data.trim.trim_record`), but when an aligner is at hand their transcript
+stage does (:func:`pvae_data.stages.trim.trim_record`), but when an aligner is at hand their transcript
 is checked by it too (a two-digit recording labelled with one digit is rejected, not kept as
 that digit).  The output ``segments.jsonl`` has the shape of the ``trim`` stage's, so ``fbank``
 and ``shard`` read it unchanged.
@@ -47,20 +47,20 @@ from pathlib import Path
 
 import numpy as np
 
-from .align.aligner import AlignConfig, align_words
-from .align.ctm import read_ctm, write_ctm
-from .align.hmm import MODEL_JSON, MODEL_NPZ, WordHMMs, load_model, save_model
-from .align.train import AlignTrainConfig, TrainUtterance, train_word_hmms
-from .audio import AudioError, load_audio
-from .config import ConfigMixin
-from .digits import word_to_label
-from .io_utils import atomic_path, read_jsonl, remove_stale_temps, sha256_file, write_json, write_jsonl
-from .stage import PLAIN_RUN, ChunkParts, JobSlice, StageSummary, Timer, map_chunks, progress, run_chunks
+from ..align.aligner import AlignConfig, align_words
+from ..align.ctm import read_ctm, write_ctm
+from ..align.hmm import MODEL_JSON, MODEL_NPZ, WordHMMs, load_model
+from ..align.train import AlignTrainConfig
+from ..audio import AudioError, load_audio
+from ..config import ConfigMixin
+from ..digits import transcript_words, word_to_label
+from ..io_utils import atomic_path, read_jsonl, remove_stale_temps, sha256_file, write_json, write_jsonl
+from ..stage import PLAIN_RUN, ChunkParts, JobSlice, StageSummary, Timer, run_chunks, single_thread_blas
+from ..vad import NoSpeechError, VadConfig, trim_bounds
+from .align_train import REJECTED, reject, train_aligner
 from .trim import trim_record
-from .vad import NoSpeechError, VadConfig, trim_bounds
 
 SEGMENTS = "segments.jsonl"
-REJECTED = "rejected.jsonl"
 CONFIG = "segment_config.json"
 MODEL_SUBDIR = "model"
 TRAIN_MARKER = "segment_train.json"  # in OUT/model when segment trained it: on which manifest and config
@@ -83,10 +83,6 @@ class SegmentConfig(ConfigMixin):
     # quietest 10 ms within this many seconds of the aligner's: 0 = keep the aligner's edge.
     junction_search_s: float = 0.0
     word_labels: dict = field(default_factory=dict)  # word -> label for non-English vocabularies
-
-
-def transcript_words(record: dict) -> list[str]:
-    return str(record.get("transcript") or "").lower().split()
 
 
 def word_label(word: str, extra: dict) -> int | None:
@@ -155,7 +151,7 @@ def refine_junctions(wave: np.ndarray, rate: int, spans: list[tuple[float, float
     ``search_s`` of the aligner's edge, never past either word's middle."""
     if search_s <= 0 or len(spans) < 2:
         return list(spans)
-    from .vad import _refine_track
+    from ..vad import _refine_track
 
     out = [list(s) for s in spans]
     for k in range(len(spans) - 1):
@@ -235,10 +231,6 @@ def trim_words(wave: np.ndarray, rate: int, spans: list[tuple[float, float]], cf
 # --------------------------------------------------------------------------------- one utterance
 
 
-def _reject(rec: dict, reason: str) -> dict:
-    return {"id": rec.get("id"), "audio": rec.get("audio"), "transcript": rec.get("transcript"), "reason": reason}
-
-
 def _segment(rec: dict, k: int, word: str, start: float, end: float, cfg: SegmentConfig) -> dict:
     out = {key: v for key, v in rec.items() if key not in ("note",)}
     out.update({"id": f"{rec['id']}-d{k}", "utterance": rec["id"], "position": k, "word": word, "transcript": word,
@@ -253,7 +245,7 @@ def segment_utterance(rec: dict, model: WordHMMs | None, cfg: SegmentConfig,
     """(segments, None, CTM rows) or ([], rejection, []) for one manifest record."""
     words = transcript_words(rec)
     if not words:
-        return [], _reject(rec, "empty transcript"), []
+        return [], reject(rec, "empty transcript"), []
     uid = rec.get("id")
     if len(words) == 1:
         checked = model is not None and not use_ctm
@@ -262,11 +254,11 @@ def segment_utterance(rec: dict, model: WordHMMs | None, cfg: SegmentConfig,
             try:
                 wave, rate = load_audio(rec["audio"], start=rec.get("start"), end=rec.get("end"))
             except AudioError as e:
-                return [], _reject(rec, e.reason), []
+                return [], reject(rec, e.reason), []
             audio = (wave, rate)
         trimmed, rej = trim_record(rec, cfg.vad, audio)
         if rej is not None:
-            return [], _reject(rec, rej["reason"]), []
+            return [], reject(rec, rej["reason"]), []
         conf = 1.0
         if checked:
             # The transcript can be wrong here too (a two-digit recording labelled with one digit):
@@ -280,28 +272,28 @@ def segment_utterance(rec: dict, model: WordHMMs | None, cfg: SegmentConfig,
     try:
         wave, rate = load_audio(rec["audio"], start=rec.get("start"), end=rec.get("end"))
     except AudioError as e:
-        return [], _reject(rec, e.reason), []
+        return [], reject(rec, e.reason), []
     wave = wave.astype(np.float64)
     try:
         trim_bounds(wave, rate, cfg.vad)
     except (NoSpeechError, ValueError) as e:
-        return [], _reject(rec, getattr(e, "reason", str(e))), []
+        return [], reject(rec, getattr(e, "reason", str(e))), []
     confs: list[float | None]
     if use_ctm:
         if ctm_words is None:
-            return [], _reject(rec, "no alignment for this utterance in the CTM"), []
+            return [], reject(rec, "no alignment for this utterance in the CTM"), []
         got = [w for w, _, _ in ctm_words]
         if got != words:
-            return [], _reject(rec, f"CTM words {' '.join(got)!r} differ from the transcript {' '.join(words)!r}"), []
+            return [], reject(rec, f"CTM words {' '.join(got)!r} differ from the transcript {' '.join(words)!r}"), []
         spans = [(s, e) for _, s, e in ctm_words]
         if any(e <= s for s, e in spans) or any(spans[i + 1][0] < spans[i][1] - 1e-6 for i in range(len(spans) - 1)):
-            return [], _reject(rec, "CTM word spans are empty or overlap"), []
+            return [], reject(rec, "CTM word spans are empty or overlap"), []
         if spans[-1][1] > len(wave) / rate + 0.05:
-            return [], _reject(rec, f"CTM ends at {spans[-1][1]:.2f} s, past the audio ({len(wave) / rate:.2f} s)"), []
+            return [], reject(rec, f"CTM ends at {spans[-1][1]:.2f} s, past the audio ({len(wave) / rate:.2f} s)"), []
         confs = [None] * len(words)
     else:
         if model is None:
-            return [], _reject(rec, "no aligner model for a multi-word utterance"), []
+            return [], reject(rec, "no aligner model for a multi-word utterance"), []
         al = _align(rec, model, cfg, words, wave, rate)
         if isinstance(al, dict):
             return [], al, []
@@ -312,7 +304,7 @@ def segment_utterance(rec: dict, model: WordHMMs | None, cfg: SegmentConfig,
     segs = []
     for k, (w, t, (a, b)) in enumerate(zip(words, trimmed, spans)):
         if t is None:
-            return [], _reject(rec, f"no speech in word {k + 1} {w!r} at {a:.2f}-{b:.2f} s"), []
+            return [], reject(rec, f"no speech in word {k + 1} {w!r} at {a:.2f}-{b:.2f} s"), []
         segs.append(_segment(rec, k, w, offset + t[0] / rate, offset + t[1] / rate, cfg))
     rows = [(uid, w, a, b, c) for w, (a, b), c in zip(words, spans, confs)]
     return segs, None, rows
@@ -323,7 +315,7 @@ def _align(rec: dict, model: WordHMMs, cfg: SegmentConfig, words: list[str], wav
     mrate = model.features.sample_rate
     mwave = wave if rate == mrate else _resample(wave, rate, mrate)
     al = align_words(model, mwave, words, cfg.align)
-    return al if al.ok else _reject(rec, al.reason)
+    return al if al.ok else reject(rec, al.reason)
 
 
 def _resample(wave: np.ndarray, rate: int, target: int) -> np.ndarray:
@@ -345,30 +337,17 @@ def _get_model(model_dir: str | None) -> WordHMMs | None:
     return _MODEL_CACHE[model_dir]
 
 
-def _single_thread_blas():
-    """The emissions are one small matrix product per utterance: BLAS threads only contend
-    (measured 7x slower with 2 threads on a loaded 2-core machine)."""
-    try:
-        from threadpoolctl import threadpool_limits
-
-        return threadpool_limits(1)
-    except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn
-        import contextlib
-
-        return contextlib.nullcontext()
-
-
 def _segment_many(index: int, records: list[dict], model_dir: str | None, cfg_dict: dict, ctm: dict | None,
                   audio_dir: str | None) -> list[tuple[list[dict], dict | None, list[tuple]]]:
     cfg = SegmentConfig.from_dict(cfg_dict)
     model = _get_model(model_dir)
     out = []
-    with _single_thread_blas():
+    with single_thread_blas():
         for r in records:
             try:
                 res = segment_utterance(r, model, cfg, None if ctm is None else ctm.get(r.get("id")), ctm is not None)
             except (KeyError, TypeError, ValueError) as e:  # a malformed record is a rejection, not a crash
-                res = ([], _reject(r, f"bad record: {type(e).__name__}: {e}"), [])
+                res = ([], reject(r, f"bad record: {type(e).__name__}: {e}"), [])
             if audio_dir and res[0]:
                 _write_cuts(res[0], Path(audio_dir))
             out.append(res)
@@ -385,76 +364,6 @@ def _write_cuts(segs: list[dict], audio_dir: Path) -> None:
         with atomic_path(path) as tmp:
             sf.write(tmp, np.clip(np.round(wave), -32768, 32767).astype(np.int16), rate, format="WAV", subtype="PCM_16")
         s["cut_audio"] = str(path.resolve())
-
-
-# --------------------------------------------------------------------------------- training entry
-
-
-def _train_item(rec: dict, fc_dict: dict) -> tuple[TrainUtterance | None, str | None]:
-    from .align.features import AlignFeatureConfig, align_features
-    from .vad import speech_bounds
-
-    fc = AlignFeatureConfig.from_dict(fc_dict)
-    words = transcript_words(rec)
-    if not words:
-        return None, "empty transcript"
-    try:
-        wave, _ = load_audio(rec["audio"], start=rec.get("start"), end=rec.get("end"), target_rate=fc.sample_rate)
-    except AudioError as e:
-        return None, e.reason
-    x = align_features(wave, fc)
-    if len(x) == 0:
-        return None, "too short for one frame"
-    b = speech_bounds(wave.astype(np.float64), fc.sample_rate, VadConfig())
-    if b is None:
-        return None, "no speech detected (energy VAD)"
-    per = fc.sample_rate * fc.shift_s
-    return TrainUtterance(x, words, (int(b[0] // per), min(len(x), int(round(b[1] / per))))), None
-
-
-def _train_many(index: int, records: list[dict], fc_dict: dict) -> list:
-    with _single_thread_blas():
-        return [_train_item(r, fc_dict) for r in records]
-
-
-def train_aligner(manifest: str | os.PathLike | list[dict], model_dir: str | os.PathLike,
-                  cfg: AlignTrainConfig = AlignTrainConfig(), split: str | None = "train", jobs: int = 1,
-                  show_progress: bool = True, log=None) -> StageSummary:
-    """Train the aligner on the ``split`` utterances of a manifest (all when none has that split).
-
-    Writes ``model.npz``, ``model.json`` and ``rejected.jsonl`` (utterances not used) to ``model_dir``.
-    """
-    timer = Timer()
-    records = read_jsonl(manifest) if not isinstance(manifest, list) else manifest
-    name = "the manifest" if isinstance(manifest, list) else str(manifest)
-    if split and any(r.get("split") == split for r in records):
-        records = [r for r in records if r.get("split") == split]
-    if cfg.max_utterances:
-        records = records[:cfg.max_utterances]
-    if not records:
-        raise ValueError(f"{name}: no utterances to train the aligner on")
-    fc = cfg.features.to_dict()
-    chunks = [records[i:i + 100] for i in range(0, len(records), 100)]
-    bar = progress(len(records), "align-train features", show_progress)
-    results = []
-    for c, res in zip(chunks, map_chunks(_train_many, list(enumerate(chunks)), (fc,), jobs)):
-        results.extend(res)
-        bar.update(len(c))
-    bar.close()
-    data = [u for u, _ in results if u is not None]
-    rejected = [_reject(r, why) for r, (u, why) in zip(records, results) if u is None]
-    if not data:
-        raise ValueError(f"{name}: none of {len(records)} utterances is usable for training "
-                         f"(first reason: {rejected[0]['reason']})")
-    with _single_thread_blas():
-        model = train_word_hmms(data, cfg, log=log)
-    out = Path(model_dir)
-    save_model(model, out)
-    write_jsonl(out / REJECTED, rejected)
-    return StageSummary("align-train", total=len(records), kept=len(data), rejected=len(rejected),
-                        elapsed_s=timer.elapsed,
-                        extra={"words": len(model.words), "hours": model.info["hours"],
-                               "loglik/frame": model.info["history"][-1]["loglik_per_frame"]}).check()
 
 
 # --------------------------------------------------------------------------------- the stage

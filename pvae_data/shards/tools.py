@@ -9,12 +9,10 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from .io_utils import atomic_open, atomic_path
-from .kaldi_io import append_matrix, c_sorted, cmvn_stats, kaldi_utt_id, write_ark_scp
-from .shards import SCHEMA_VERSION, sha256_file
-
-AUDIO_DATASETS = {"feats", "offsets", "lengths", "keys", "labels", "speakers"}
-IMAGE_DATASETS = {"images", "keys", "labels"}
+from ..io_utils import atomic_open, atomic_path
+from ..kaldi_io import append_matrix, c_sorted, cmvn_stats, kaldi_utt_id, write_ark_scp
+from ..io_utils import sha256_file
+from .schema import AUDIO_DATASETS, IMAGE_DATASETS, SCHEMA_VERSION
 
 
 def shard_info(directory: str | Path) -> dict:
@@ -126,7 +124,7 @@ def _check_shard(f: h5py.File, modality: str, entry: dict, all_keys: Counter) ->
                     out.append(f"non-finite features near record {i} ({keys[i]})")
                     break
     else:
-        from .mnist import IMAGE_SHAPE
+        from ..mnist import IMAGE_SHAPE
 
         imgs = f["images"]
         if imgs.shape[0] != n:
@@ -145,8 +143,9 @@ def export_kaldi(directory: str | Path, out_dir: str | Path, split: str | None =
     ``LC_ALL=C`` sorted, utterance ids prefixed with their speaker (:func:`kaldi_utt_id`).  Each
     split's directory is written whole, so exporting another split never leaves a mismatch.
     Returns the number of utterances written."""
-    from .digits import CHAR_TO_WORD
-    from .shard_reader import AudioShards, load_index
+    from ..digits import CHAR_TO_WORD
+    from .reader import AudioShards
+    from .schema import load_index
 
     _, index = load_index(directory)
     splits = [split] if split else sorted({e["split"] for e in index["shards"]})

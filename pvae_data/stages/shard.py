@@ -1,12 +1,7 @@
 """The ``shard`` stage: features or images -> HDF5 shards + ``index.json`` (a public format).
 
-Schema (version 1), one HDF5 file per shard, one split per shard (``docs/shards.md``):
-
-  audio   feats [total_frames, D] float32|float16   concatenated frames of all utterances
-          offsets [N] int64, lengths [N] int32      utterance i = feats[offsets[i] : offsets[i] + lengths[i]]
-          keys [N] str, labels [N] int16 (0-9), speakers [N] str
-  image   images [N, H, W] uint8, keys [N] str, labels [N] int16
-  attrs   schema_version, modality, split, num_items, config (JSON), source_sha256, producer
+One HDF5 file per shard, one split per shard, in the format of :mod:`pvae_data.shards.schema`
+(``docs/shards.md``), written by :mod:`pvae_data.shards.writer`.
 
 ``index.json`` (written last, atomically) lists every shard with its split, counts, bytes and
 sha256, plus the schema version and the config.  Each shard is written under a temporary name
@@ -21,55 +16,17 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
 
-import h5py
 import kaldiio
 import numpy as np
 
-from .config import ConfigMixin
-from . import __version__
-from .digits import normalize_transcript, word_to_label
-from .io_utils import atomic_path, read_jsonl, remove_stale_temps, sha256_file, write_json, write_jsonl
-from .stage import StageSummary, Timer, progress
-
-SCHEMA_VERSION = 1
-STR = h5py.string_dtype("utf-8")
-
-
-@dataclass(frozen=True)
-class ShardConfig(ConfigMixin):
-    """How items are packed; saved in ``index.json`` and in every shard's attributes."""
-
-    max_items: int = 0  # items per shard (0 = no limit)
-    max_bytes: int = 256 * 2**20  # payload bytes per shard (features or pixels)
-    dtype: str = "float32"  # audio features: float32 | float16
-    compression: str = "none"  # none | gzip | lzf
-    compression_level: int = 4  # gzip only
-    chunk_frames: int = 256  # rows per HDF5 chunk when compressed (~1-2 chunks per utterance)
-    shuffle: bool = True  # seeded permutation of items before packing
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        if self.dtype not in ("float32", "float16"):
-            raise ValueError(f"dtype must be float32 or float16, got {self.dtype!r}")
-        if self.compression not in ("none", "gzip", "lzf"):
-            raise ValueError(f"compression must be none, gzip or lzf, got {self.compression!r}")
-        if self.max_items < 0 or self.max_bytes <= 0 or self.chunk_frames <= 0:
-            raise ValueError("max_items >= 0, max_bytes > 0 and chunk_frames > 0 are required")
-
-
-    def h5_options(self) -> dict:
-        if self.compression == "none":
-            return {}
-        opts = {"compression": self.compression}
-        if self.compression == "gzip":
-            opts["compression_opts"] = self.compression_level
-        return opts
-
-
+from ..digits import normalize_transcript, word_to_label
+from ..io_utils import read_jsonl, remove_stale_temps, sha256_file, write_json, write_jsonl
+from ..shards.schema import SCHEMA_VERSION
+from ..shards.writer import ShardConfig, write_audio_shard, write_image_shard
+from ..stage import StageSummary, Timer, progress
 
 
 def _digest(obj) -> str:
@@ -104,80 +61,6 @@ def _by_split(records: list[dict]) -> dict[str, list[int]]:
     for i, r in enumerate(records):
         out.setdefault(r.get("split") or "all", []).append(i)
     return dict(sorted(out.items()))
-
-
-# --------------------------------------------------------------------------------------------
-# Writing one shard
-# --------------------------------------------------------------------------------------------
-
-
-def _common_attrs(f: h5py.File, modality: str, split: str, n: int, cfg: dict, source_sha256: str) -> None:
-    f.attrs["schema_version"] = SCHEMA_VERSION
-    f.attrs["modality"] = modality
-    f.attrs["split"] = split
-    f.attrs["num_items"] = n
-    f.attrs["config"] = json.dumps(cfg, sort_keys=True)
-    f.attrs["source_sha256"] = source_sha256
-    f.attrs["producer"] = f"pvae_data {__version__}"
-
-
-def _ds(f: h5py.File, name: str, data, **kw):
-    return f.create_dataset(name, data=data, track_times=False, **kw)
-
-
-def write_audio_shard(path: Path, items: Iterable[np.ndarray], num_frames: int, dim: int, keys: list[str],
-                      labels: list[int], speakers: list[str], split: str, cfg: ShardConfig, attrs_cfg: dict,
-                      source_sha256: str, block_bytes: int = 8 * 2**20) -> list[int]:
-    """Stream utterance matrices into one shard through a fixed-size block buffer.
-
-    ``feats`` is created at its final size and filled block by block, so memory stays at one
-    block however large the shard is.  Returns the utterance lengths.
-    """
-    rows = max(1, block_bytes // (dim * np.dtype(cfg.dtype).itemsize))
-    buf = np.empty((rows, dim), dtype=cfg.dtype)
-    lengths: list[int] = []
-    with atomic_path(path) as tmp:
-        with h5py.File(tmp, "w", track_order=False) as f:
-            _common_attrs(f, "audio", split, len(keys), attrs_cfg, source_sha256)
-            chunks = None if cfg.compression == "none" else (min(cfg.chunk_frames, num_frames), dim)
-            feats = f.create_dataset("feats", shape=(num_frames, dim), dtype=cfg.dtype, chunks=chunks,
-                                     track_times=False, **cfg.h5_options())  # contiguous when uncompressed: mmap-able
-            written = fill = 0
-            for m in items:
-                lengths.append(len(m))
-                pos = 0
-                while pos < len(m):
-                    take = min(rows - fill, len(m) - pos)
-                    buf[fill:fill + take] = m[pos:pos + take]
-                    fill, pos = fill + take, pos + take
-                    if fill == rows:
-                        feats[written:written + fill] = buf
-                        written, fill = written + fill, 0
-            if fill:
-                feats[written:written + fill] = buf[:fill]
-                written += fill
-            if written != num_frames or len(lengths) != len(keys):
-                raise ValueError(f"{path.name}: got {written} frames of {len(lengths)} items, planned {num_frames} of {len(keys)}")
-            lens = np.array(lengths, dtype=np.int32)
-            _ds(f, "offsets", np.concatenate([[0], np.cumsum(lens[:-1], dtype=np.int64)]).astype(np.int64))
-            _ds(f, "lengths", lens)
-            _ds(f, "keys", np.array(keys, dtype=object), dtype=STR)
-            _ds(f, "labels", np.array(labels, dtype=np.int16))
-            _ds(f, "speakers", np.array(speakers, dtype=object), dtype=STR)
-    return lengths
-
-
-def write_image_shard(path: Path, images: np.ndarray, keys: list[str], labels: np.ndarray, split: str,
-                      cfg: ShardConfig, attrs_cfg: dict, source_sha256: str) -> None:
-    with atomic_path(path) as tmp:
-        with h5py.File(tmp, "w", track_order=False) as f:
-            _common_attrs(f, "image", split, len(images), attrs_cfg, source_sha256)
-            if cfg.compression == "none":
-                _ds(f, "images", images)
-            else:
-                _ds(f, "images", images, chunks=(min(1024, len(images)),) + images.shape[1:], **cfg.h5_options())
-            _ds(f, "keys", np.array(keys, dtype=object), dtype=STR)
-            _ds(f, "labels", labels.astype(np.int16))
 
 
 # --------------------------------------------------------------------------------------------
@@ -243,7 +126,7 @@ def shard_audio(features_dir: str | Path, out_dir: str | Path, cfg: ShardConfig 
 
     Refuses a directory whose merge did not complete, and one without global CMVN statistics
     (a model trained on it would see raw FBank) unless ``allow_no_cmvn``."""
-    from .features import check_complete
+    from .fbank import check_complete
 
     features_dir = Path(features_dir)
     check_complete(features_dir)
@@ -338,7 +221,7 @@ def _kaldi_cmvn(records: list[dict], load: Callable[[dict], np.ndarray], cmvn_sp
     """Global CMVN statistics over the ``cmvn_split`` records and per-speaker ones over all, as
     the ``fbank`` stage writes them (``cmvn.json``); refused when that split has no frames unless
     ``allow_no_cmvn`` (a model trained on the shards would otherwise see raw features)."""
-    from .features import _mean_std
+    from .fbank import _mean_std
 
     glob = [0, 0.0, 0.0]
     spk: dict[str, list] = {}
@@ -449,7 +332,7 @@ def _shard_audio_records(records: list[dict], load: Callable[[dict], np.ndarray]
 def shard_mnist(mnist_dir: str | Path, out_dir: str | Path, cfg: ShardConfig = ShardConfig(),
                 splits: Iterable[str] = ("train", "test"), show_progress: bool = True) -> StageSummary:
     """Pack the MNIST IDX files into image shards (keys ``mnist-<split>-<index>``)."""
-    from .mnist import load_mnist
+    from ..mnist import load_mnist
 
     timer = Timer()
     data = {s: load_mnist(mnist_dir, s) for s in splits}
