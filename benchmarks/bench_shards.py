@@ -145,7 +145,9 @@ def _bench_write(featR: Path, tmp: Path, replicate: int, repeat: int) -> None:
     import kaldiio
 
     from pvae_data.io_utils import read_jsonl
-    from pvae_data.stages.shard import ShardConfig, sha256_file, shard_audio, write_audio_shard
+    from pvae_data.io_utils import sha256_file
+    from pvae_data.shards.writer import ShardConfig, write_audio_shard
+    from pvae_data.stages.shard import shard_audio
 
     payload = _payload_bytes(featR)
     out, npy, h5 = tmp / "write_stage", tmp / "write_npy", tmp / "write_h5"
@@ -257,7 +259,8 @@ def _bench_write(featR: Path, tmp: Path, replicate: int, repeat: int) -> None:
 
 def _bench_reads(feat1: Path, tmp: Path, reads: int) -> Path:
     from pvae_data.shards.reader import AudioShards
-    from pvae_data.stages.shard import ShardConfig, shard_audio
+    from pvae_data.shards.writer import ShardConfig
+    from pvae_data.stages.shard import shard_audio
 
     print(f"\n2. random single-utterance reads through AudioShards, 1 process, FSDD-size shards, "
           f"{reads} uniform random indices (page cache warm)")

@@ -301,7 +301,7 @@ def _shard_options(f):
 
 def _shard_config(config_file=None, max_items=None, max_mb=None, dtype=None, compression=None, shuffle=None, seed=None):
     """ShardConfig from the defaults, then the --config file, then the flags given."""
-    from .stages.shard import ShardConfig
+    from .shards.writer import ShardConfig
 
     flags = {"max_items": max_items, "max_bytes": None if max_mb is None else int(max_mb * 2**20), "dtype": dtype,
              "compression": compression, "shuffle": shuffle, "seed": seed}
@@ -548,7 +548,7 @@ def default_config(what: str) -> None:
 
         d = SegmentConfig().to_dict()
     elif what == "shard":
-        from .stages.shard import ShardConfig
+        from .shards.writer import ShardConfig
 
         d = ShardConfig().to_dict()
     elif what == "prepare":

@@ -14,7 +14,7 @@ span that is still speech at that noise level keeps the truth equal to what can 
 the pasted samples are exactly the true span.  Everything is drawn from one seeded generator over a
 sorted list of takes, so the same arguments give byte-identical files.
 
-Used by ``tests/test_segment.py``, ``benchmarks/bench_align.py`` and the TIDIGITS-layout builder
+Used by ``tests/stages/test_segment.py``, ``benchmarks/bench_align.py`` and the TIDIGITS-layout builder
 (:func:`build_tidigits`).  FSDD has no "oh": the TIDIGITS builder's ``o`` is a spoken "zero"
 take transcribed "oh", so "oh" and "zero" are distinct words with the same kind of audio.
 """

@@ -6,7 +6,7 @@ Shapes: audio ``x_a`` is ``[B, T, 80]`` with ``lengths`` ``[B]``; images ``x_i``
 Padding never reaches a loss or an LSTM state: the LSTMs run over the padded batch (5x faster on
 CPU than packed sequences) but, being causal, their state at frame t < length depends on real
 frames only; the encoder reads each sequence's state at its own last frame and the decoder's
-frames past each length are zeroed and never scored (``tests/test_model.py`` checks that extra
+frames past each length are zeroed and never scored (``tests/model/test_model.py`` checks that extra
 padding changes neither the loss nor the gradients).
 """
 

@@ -158,7 +158,8 @@ def small_shards(tmp_path_factory, fsdd_files) -> tuple[Path, Path]:
     files, for the model tests; ``(audio_dir, image_dir)``."""
     from pvae_data.stages.fbank import FbankStageConfig, compute_features
     from pvae_data.io_utils import write_jsonl
-    from pvae_data.stages.shard import ShardConfig, shard_audio, shard_mnist
+    from pvae_data.shards.writer import ShardConfig
+    from pvae_data.stages.shard import shard_audio, shard_mnist
 
     mnist = DATA_ROOT / "mnist"
     if not mnist.is_dir():
@@ -174,3 +175,37 @@ def small_shards(tmp_path_factory, fsdd_files) -> tuple[Path, Path]:
     shard_audio(tmp / "fbank", tmp / "audio", show_progress=False)
     shard_mnist(mnist, tmp / "images", ShardConfig(), show_progress=False)
     return tmp / "audio", tmp / "images"
+
+
+def validate_kaldi_data_dir(d: Path, cmvn_from_feats: bool = True) -> None:
+    """The checks of Kaldi's utils/validate_data_dir.sh (--no-wav): every file LC_ALL=C sorted with
+    unique keys, the same utterance set everywhere, spk2utt = utt2spk inverted, utt2spk sorted by
+    speaker too (speaker-prefixed ids), feats.scp/cmvn.scp readable with the right speakers."""
+    import kaldiio
+
+    def table(name):
+        lines = (d / name).read_text().splitlines()
+        keys = [ln.split()[0] for ln in lines]
+        assert [k.encode() for k in keys] == sorted(k.encode() for k in keys), f"{name} not sorted"
+        assert len(set(keys)) == len(keys), f"{name} has duplicate keys"
+        return {ln.split()[0]: ln.split()[1:] for ln in lines}, lines
+
+    utt2spk, lines = table("utt2spk")
+    assert lines == sorted(lines, key=lambda ln: (ln.split()[1].encode(), ln.encode())), "utt2spk not sorted by speaker"
+    spk2utt, _ = table("spk2utt")
+    assert {s: sorted(u) for s, u in spk2utt.items()} == \
+        {s: sorted(u for u, (sp,) in utt2spk.items() if sp == s) for s in {v[0] for v in utt2spk.values()}}
+    for name in ("text", "feats.scp", "utt2label", "segments"):
+        if (d / name).is_file():
+            assert set(table(name)[0]) == set(utt2spk), name
+    for name in ("wav.scp", "reco2dur"):
+        if (d / name).is_file():
+            table(name)
+    cmvn, _ = table("cmvn.scp")
+    assert set(cmvn) == set(spk2utt)
+    feats = kaldiio.load_scp(str(d / "feats.scp"))
+    for spk, utts in spk2utt.items() if cmvn_from_feats else ():  # cmvn stats are the speaker's sums (compute-cmvn-stats --spk2utt)
+        st = kaldiio.load_mat(cmvn[spk][0])
+        x = np.concatenate([feats[u] for u in utts]).astype(np.float64)
+        assert st.shape == (2, x.shape[1] + 1) and st[0, -1] == len(x)
+        assert np.allclose(st[0, :-1], x.sum(0)) and np.allclose(st[1, :-1], (x * x).sum(0))

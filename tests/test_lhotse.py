@@ -74,7 +74,7 @@ def test_kaldi_data_dir_from_fbank_validates_and_lhotse_kaldi_import_reads_our_f
     pytest.importorskip("kaldi_native_io")  # lhotse reads Kaldi feats.scp through it
     from lhotse.kaldi import load_kaldi_data_dir
 
-    from test_shards import validate_kaldi_data_dir
+    from conftest import validate_kaldi_data_dir
 
     # a Kaldi data dir made from FSDD (wav.scp with plain paths, text, utt2spk) -> prepare kaldi
     kd = tmp_path / "train"

@@ -30,7 +30,7 @@ from pvae_data.mnist import read_idx
 
 from conftest import DATA_ROOT
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 MNIST_DIR = DATA_ROOT / "mnist"
 ARCHIVE_PATH = "/Jakobovski/free-spoken-digit-dataset/archive/refs/tags/v1.0.10.tar.gz"
 TOP = "free-spoken-digit-dataset-1.0.10"  # GitHub's top directory for tag v1.0.10

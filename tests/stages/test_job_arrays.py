@@ -16,7 +16,7 @@ from pvae_data.stages.fbank import FbankStageConfig, compute_features
 from pvae_data.io_utils import read_jsonl, write_jsonl
 from pvae_data.stage import JobSlice
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 ENV = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
 
 

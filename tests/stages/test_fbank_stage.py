@@ -19,7 +19,7 @@ from pvae_data.fbank import FbankConfig, compute_fbank
 from pvae_data.stages.fbank import FbankStageConfig, StageConfigMismatch, compute_features, load_features
 from pvae_data.io_utils import read_jsonl, write_jsonl
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def fsdd_manifest(paths: list[str], path: Path) -> Path:

@@ -18,7 +18,7 @@ from pvae_model.data import PairedEpochs, load_audio_split, load_image_split
 from pvae_model.config import TrainConfig, load_config
 from pvae_model.train import NonFiniteLoss, train
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 TIMING = {"pairs_per_s", "minutes"}
 
 
