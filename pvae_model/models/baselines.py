@@ -16,18 +16,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..modules import (
-    AudioDecoder,
-    AudioPreEncoder,
-    GaussianHead,
-    ImageDecoder,
-    ImagePreEncoder,
-    gaussian_nll_audio,
-    gaussian_nll_image,
-    kl_gauss,
-    kl_std_normal,
-    reparameterize,
-)
+from ..modules import AudioDecoder, AudioPreEncoder, GaussianHead, ImageDecoder, ImagePreEncoder
+from ..modules import gaussian_nll_audio, gaussian_nll_image, kl_gauss, kl_std_normal, reparameterize
 from .base import FromRun, ModelOutput
 from .pvae import PVAEConfig
 

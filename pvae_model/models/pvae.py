@@ -20,20 +20,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..modules import (
-    AudioDecoder,
-    AudioPreEncoder,
-    GaussianHead,
-    ImageDecoder,
-    ImagePreEncoder,
-    gaussian_nll_audio,
-    gaussian_nll_image,
-    kl_gauss,
-    kl_std_normal,
-    rbf,
-    rbf_dist_half,
-    reparameterize,
-)
+from ..modules import AudioDecoder, AudioPreEncoder, GaussianHead, ImageDecoder, ImagePreEncoder
+from ..modules import gaussian_nll_audio, gaussian_nll_image, kl_gauss, kl_std_normal, rbf, rbf_dist_half, reparameterize
 from .base import ConfigMixin, FromRun, ModelOutput, cyclic_derangement
 
 
