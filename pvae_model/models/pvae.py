@@ -70,6 +70,12 @@ class PVAEConfig(ConfigMixin):
     cycle_image: float = 0.0
     cycle_audio: float = 0.0
     cycle_style: str = "reference"
+    # plus: agreement of the two unimodal z_s posteriors of a pair, symmetric KL
+    # KL(q(z_s|x_a) || q(z_s|x_i)) + KL(q(z_s|x_i) || q(z_s|x_a)), times this weight.  The paper ties
+    # each unimodal posterior only to the *multimodal* one (coherence), which can hold image style
+    # that the speech side never sees; the image encoder then follows it (image z_s purity drifts,
+    # docs/results.md).  A pair shares only its digit, so agreement leaves z_s only the digit.  0 = off.
+    zs_agree_weight: float = 0.0
 
     def __post_init__(self) -> None:
         from pvae_data.config import check_field_types
@@ -96,6 +102,10 @@ class PVAEConfig(ConfigMixin):
             raise ValueError("cycle_image and cycle_audio must be >= 0")
         if (self.cycle_image > 0 or self.cycle_audio > 0) and self.objective != "plus":
             raise ValueError("cycle_image / cycle_audio are terms of the plus objective: set objective: plus")
+        if self.zs_agree_weight < 0:
+            raise ValueError("zs_agree_weight must be >= 0")
+        if self.zs_agree_weight > 0 and self.objective != "plus":
+            raise ValueError("zs_agree_weight is a term of the plus objective: set objective: plus")
         if self.cycle_style not in ("reference", "prior"):
             raise ValueError(f"cycle_style must be 'reference' or 'prior', got {self.cycle_style!r}")
         if self.alpha < 0 or self.beta < 0 or self.gamma < 0 or self.kl_private_weight < 0:
@@ -127,6 +137,8 @@ class PVAEConfig(ConfigMixin):
                 out[name] = getattr(self, name)
         if self.cycle_image > 0 or self.cycle_audio > 0:
             out["cycle_style"] = self.cycle_style
+        if self.zs_agree_weight > 0:
+            out["zs_agree_weight"] = self.zs_agree_weight
         return out
 
 
@@ -258,6 +270,10 @@ class PVAE(FromRun, nn.Module):
             cross_a = gaussian_nll_audio(x_a, gen["audio"], lengths)
             total = total + cfg.cross_weight * (cross_a + cross_i)
             m.update(cross_nll_image=cross_i.mean(), cross_nll_audio=cross_a.mean())
+            if cfg.zs_agree_weight > 0:
+                agree = kl_gauss(*qa["s"], *qi["s"]) + kl_gauss(*qi["s"], *qa["s"])
+                total = total + cfg.zs_agree_weight * agree
+                m["zs_agreement"] = agree.mean()
             if cfg.cycle_image > 0 or cfg.cycle_audio > 0:
                 cyc = self.style_cycle(lengths, qa, qi, gen, neg)
                 for key, w in (("image", cfg.cycle_image), ("audio", cfg.cycle_audio)):

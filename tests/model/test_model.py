@@ -359,3 +359,18 @@ def test_style_cycle_trains_the_image_decoder_and_encoder_not_the_reference():
     assert model.enc_i.heads["i"].mu.weight.grad.abs().sum() > 0  # the encoder must read it back
     assert model.enc_a.heads["s"].mu.weight.grad.abs().sum() > 0  # through the speech z_s it was drawn with
     assert model.dec_a.out.weight.grad is None and model.enc_a.heads["a"].mu.weight.grad is None
+
+
+def test_zs_agreement_is_a_named_plus_term():
+    plus = _golden_metrics(objective="plus")
+    agree = _golden_metrics(objective="plus", zs_agree_weight=3.0)
+    assert agree["zs_agreement"] > 0 and "zs_agreement" not in plus
+    assert agree["loss"] == pytest.approx(plus["loss"] + 3.0 * agree["zs_agreement"], rel=1e-5)
+    assert PVAEConfig(**GOLDEN_CFG, objective="plus", zs_agree_weight=3.0).deviations()["zs_agree_weight"] == 3.0
+    with pytest.raises(ValueError, match="plus"):
+        PVAEConfig(zs_agree_weight=1.0)
+    # symmetric: zero exactly when the two unimodal posteriors coincide
+    from pvae_model.modules import kl_gauss
+
+    mu, lv = torch.randn(4, 3), torch.randn(4, 3)
+    assert torch.allclose(kl_gauss(mu, lv, mu, lv) + kl_gauss(mu, lv, mu, lv), torch.zeros(4), atol=1e-6)
