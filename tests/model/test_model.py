@@ -374,3 +374,27 @@ def test_zs_agreement_is_a_named_plus_term():
 
     mu, lv = torch.randn(4, 3), torch.randn(4, 3)
     assert torch.allclose(kl_gauss(mu, lv, mu, lv) + kl_gauss(mu, lv, mu, lv), torch.zeros(4), atol=1e-6)
+
+
+def test_private_label_adversary_is_a_named_plus_term_with_reversed_gradient():
+    torch.manual_seed(0)
+    cfg = PVAEConfig(**GOLDEN_CFG, objective="plus", private_label_adv_weight=2.0)
+    model = PVAE(cfg)
+    b = {**_golden_batch(), "label": torch.tensor([0, 3, 3, 9])}
+    out = model(b, generator=torch.Generator().manual_seed(2))
+    m = out.metrics
+    assert m["digit_critic_image"] == pytest.approx(2 * math.log(10), abs=1.5)  # two reads, untrained critic
+    assert cfg.deviations()["private_label_adv_weight"] == 2.0
+    with pytest.raises(ValueError, match="plus"):
+        PVAEConfig(private_label_adv_weight=1.0)
+    # the critic learns to predict; the encoder it reads is pushed the other way
+    z = torch.randn(4, cfg.z_image, requires_grad=True)
+    head = model.digit_critic_i
+    head.zero_grad()
+    adv = model.digit_adversary(b["label"], {"a": torch.randn(4, cfg.z_audio), "i": z},
+                                {"a": (torch.zeros(4, cfg.z_audio), torch.zeros(4, cfg.z_audio))},
+                                {"i": (torch.zeros(4, cfg.z_image), torch.full((4, cfg.z_image), -30.0))})
+    adv["image"].sum().backward()
+    z2 = z.detach().clone().requires_grad_(True)
+    torch.nn.functional.cross_entropy(head(z2), b["label"], reduction="sum").backward()
+    assert torch.allclose(z.grad, -z2.grad, atol=1e-6)
