@@ -308,7 +308,7 @@ def _detected_runs(wave: np.ndarray, sample_rate: int, cfg: VadConfig) -> tuple[
     return spans(first, last + size), spans(first + onset, last + offset)
 
 
-def _refine_track(wave: np.ndarray, sample_rate: int) -> tuple[np.ndarray, int, int]:
+def refine_track(wave: np.ndarray, sample_rate: int) -> tuple[np.ndarray, int, int]:
     """10*log10 DC-removed energy of 4-block (~10 ms) windows every block (~2.5 ms).
 
     Window sums are built from per-block sums of x and x^2, so the cost is O(N), not O(N * W):
@@ -341,7 +341,7 @@ def speech_bounds(wave: np.ndarray, sample_rate: int, cfg: VadConfig = VadConfig
     if not np.all(np.isfinite(wave)):
         raise ValueError("waveform contains NaN or infinite samples")
     covered, edges = _detected_runs(wave, sample_rate, cfg)
-    db, size, shift = _refine_track(wave, sample_rate)
+    db, size, shift = refine_track(wave, sample_rate)
     if len(covered) == 0 or len(db) == 0:
         return None
     k = int(_FLOOR_PERCENTILE / 100 * (len(db) - 1))

@@ -151,7 +151,7 @@ def refine_junctions(wave: np.ndarray, rate: int, spans: list[tuple[float, float
     ``search_s`` of the aligner's edge, never past either word's middle."""
     if search_s <= 0 or len(spans) < 2:
         return list(spans)
-    from ..vad import _refine_track
+    from ..vad import refine_track
 
     out = [list(s) for s in spans]
     for k in range(len(spans) - 1):
@@ -161,7 +161,7 @@ def refine_junctions(wave: np.ndarray, rate: int, spans: list[tuple[float, float
         lo = max(t - search_s, (spans[k][0] + t) / 2)
         hi = min(t + search_s, (t + spans[k + 1][1]) / 2)
         a, b = int(round(lo * rate)), int(round(hi * rate))
-        db, size, shift = _refine_track(wave[a:b], rate)
+        db, size, shift = refine_track(wave[a:b], rate)
         if len(db) == 0:
             continue
         j = int(np.argmin(db))
