@@ -66,6 +66,11 @@ class PVAEConfig(ConfigMixin):
     # uses the digit labels, which the paper uses only to pair the modalities: a further
     # departure from its weak supervision, named as such.  0 = off.
     private_label_adv_weight: float = 0.0
+    # How the encoders are pushed: "reverse", the critic's cross-entropy with its gradient reversed
+    # (maximised: unbounded, weight 10 from epoch 10 diverged, docs/results.md); "confusion", the
+    # cross-entropy of the (frozen) critic's prediction against the uniform distribution (Tzeng et
+    # al. 2015's domain confusion: bounded, smallest when the critic can only guess).
+    private_label_adv_mode: str = "reverse"
     # plus: a style cycle on the private latents (InfoGAN / BicycleGAN's latent regression, Jha et
     # al.'s cycle-consistent VAE).  An image is generated from the paired speech's z_s sample and a
     # style z_i, re-encoded by the unimodal image encoder, whose mean must give z_i back:
@@ -110,6 +115,8 @@ class PVAEConfig(ConfigMixin):
             raise ValueError("private_label_adv_weight must be >= 0")
         if self.private_label_adv_weight > 0 and self.objective != "plus":
             raise ValueError("private_label_adv_weight is a term of the plus objective: set objective: plus")
+        if self.private_label_adv_mode not in ("reverse", "confusion"):
+            raise ValueError(f"private_label_adv_mode must be 'reverse' or 'confusion', got {self.private_label_adv_mode!r}")
         if self.cycle_image < 0 or self.cycle_audio < 0:
             raise ValueError("cycle_image and cycle_audio must be >= 0")
         if (self.cycle_image > 0 or self.cycle_audio > 0) and self.objective != "plus":
@@ -144,6 +151,7 @@ class PVAEConfig(ConfigMixin):
             out["private_adv_weight"] = self.private_adv_weight
         if self.private_label_adv_weight > 0:
             out["private_label_adv_weight"] = self.private_label_adv_weight
+            out["private_label_adv_mode"] = self.private_label_adv_mode
         if (self.private_adv_weight > 0 or self.private_label_adv_weight > 0) and self.private_adv_start:
             out["private_adv_start"] = self.private_adv_start
         for name in ("cycle_image", "cycle_audio"):
@@ -322,14 +330,25 @@ class PVAE(FromRun, nn.Module):
                 "z_i": z_i, "z_a": z_a, "zs_audio": zs_a, "zs_image": zs_i}
 
     def digit_adversary(self, labels: torch.Tensor, z: dict, qa: dict, qi: dict) -> dict[str, torch.Tensor]:
-        """Per-item cross-entropy of the linear digit critics on the private latents (multimodal
-        sample + unimodal sample); the encoders receive its gradient reversed."""
+        """Per-item loss of the linear digit critics on the private latents (multimodal sample +
+        unimodal sample).  "reverse": their cross-entropy, whose gradient reaches the encoders
+        reversed.  "confusion": their cross-entropy on detached latents (trains the critics) plus
+        the cross-entropy of the frozen critics' predictions against the uniform distribution
+        (trains the encoders)."""
         ce = nn.functional.cross_entropy
+        confusion = self.cfg.private_label_adv_mode == "confusion"
         out = {}
         for key, head, z_mm, q_uni in (("audio", self.digit_critic_a, z["a"], qa["a"]),
                                        ("image", self.digit_critic_i, z["i"], qi["i"])):
-            out[key] = sum(ce(head(_ReverseGrad.apply(zp)), labels, reduction="none")
-                           for zp in (z_mm, reparameterize(*q_uni)))
+            total = 0.0
+            for zp in (z_mm, reparameterize(*q_uni)):
+                if not confusion:
+                    total = total + ce(head(_ReverseGrad.apply(zp)), labels, reduction="none")
+                    continue
+                frozen = nn.functional.linear(zp, head.weight.detach(), head.bias.detach())
+                total = total + ce(head(zp.detach()), labels, reduction="none") \
+                    - nn.functional.log_softmax(frozen, dim=-1).mean(-1)
+            out[key] = total
         return out
 
     def style_cycle(self, lengths, qa, qi, gen: dict, neg: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -398,3 +398,31 @@ def test_private_label_adversary_is_a_named_plus_term_with_reversed_gradient():
     z2 = z.detach().clone().requires_grad_(True)
     torch.nn.functional.cross_entropy(head(z2), b["label"], reduction="sum").backward()
     assert torch.allclose(z.grad, -z2.grad, atol=1e-6)
+
+
+def test_private_label_confusion_trains_critic_and_encoder_apart():
+    """mode "confusion": the critic learns from detached latents; the encoder is pushed toward
+    the frozen critic's uniform prediction, a bounded loss (smallest, log 10, at uniform)."""
+    torch.manual_seed(0)
+    cfg = PVAEConfig(**GOLDEN_CFG, objective="plus", private_label_adv_weight=1.0, private_label_adv_mode="confusion")
+    model = PVAE(cfg)
+    labels = torch.tensor([0, 3, 3, 9])
+    z = torch.randn(4, cfg.z_image, requires_grad=True)
+    q_off = {"a": (torch.zeros(4, cfg.z_audio), torch.full((4, cfg.z_audio), -30.0)),
+             "i": (torch.zeros(4, cfg.z_image), torch.full((4, cfg.z_image), -30.0))}
+    adv = model.digit_adversary(labels, {"a": torch.zeros(4, cfg.z_audio), "i": z}, q_off, q_off)
+    model.digit_critic_i.zero_grad()
+    adv["image"].sum().backward()
+    head = model.digit_critic_i
+    # the encoder's gradient is that of the confusion term alone
+    z2 = z.detach().clone().requires_grad_(True)
+    frozen = torch.nn.functional.linear(z2, head.weight.detach(), head.bias.detach())
+    (-torch.log_softmax(frozen, -1).mean(-1)).sum().backward()
+    assert torch.allclose(z.grad, z2.grad, atol=1e-6)
+    # the critic's gradient is that of its cross-entropy on the (twice-read) latents alone
+    head2 = torch.nn.Linear(cfg.z_image, 10)
+    head2.load_state_dict(head.state_dict())
+    (torch.nn.functional.cross_entropy(head2(z.detach()), labels, reduction="sum")
+     + torch.nn.functional.cross_entropy(head2(torch.zeros(4, cfg.z_image)), labels, reduction="sum")).backward()
+    assert torch.allclose(head.weight.grad, head2.weight.grad, atol=1e-5)
+    assert PVAEConfig(**GOLDEN_CFG, objective="plus", private_label_adv_weight=1.0).deviations()["private_label_adv_mode"] == "reverse"
