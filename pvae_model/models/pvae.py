@@ -95,41 +95,19 @@ class PVAEConfig(ConfigMixin):
 
         check_field_types(self)
         self.image_channels = tuple(self.image_channels)
-        if self.objective not in OBJECTIVES:
-            raise ValueError(f"objective must be one of {OBJECTIVES}, got {self.objective!r}")
-        if self.kernel not in KERNELS:
-            raise ValueError(f"kernel must be one of {tuple(KERNELS)}, got {self.kernel!r}")
-        if self.cross_weight < 0:
-            raise ValueError("cross_weight must be >= 0")
-        if self.cross_grad not in ("all", "decoders"):
-            raise ValueError(f"cross_grad must be 'all' or 'decoders', got {self.cross_grad!r}")
+        for name, allowed in CHOICES.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {tuple(allowed)}, got {getattr(self, name)!r}")
         if min(self.z_shared, self.z_audio, self.z_image, self.hidden) <= 0:
             raise ValueError("latent and hidden sizes must be positive")
         if self.image_nll_std <= 0:
             raise ValueError("image_nll_std must be > 0")
-        if self.private_adv_weight < 0 or self.private_adv_start < 0:
-            raise ValueError("private_adv_weight and private_adv_start must be >= 0")
-        if self.private_adv_weight > 0 and self.objective != "plus":
-            raise ValueError("private_adv_weight is a term of the plus objective: set objective: plus")
-        if self.private_label_adv_weight < 0:
-            raise ValueError("private_label_adv_weight must be >= 0")
-        if self.private_label_adv_weight > 0 and self.objective != "plus":
-            raise ValueError("private_label_adv_weight is a term of the plus objective: set objective: plus")
-        if self.private_label_adv_mode not in ("reverse", "confusion"):
-            raise ValueError(f"private_label_adv_mode must be 'reverse' or 'confusion', got {self.private_label_adv_mode!r}")
-        if self.cycle_image < 0 or self.cycle_audio < 0:
-            raise ValueError("cycle_image and cycle_audio must be >= 0")
-        if (self.cycle_image > 0 or self.cycle_audio > 0) and self.objective != "plus":
-            raise ValueError("cycle_image / cycle_audio are terms of the plus objective: set objective: plus")
-        if self.zs_agree_weight < 0:
-            raise ValueError("zs_agree_weight must be >= 0")
-        if self.zs_agree_weight > 0 and self.objective != "plus":
-            raise ValueError("zs_agree_weight is a term of the plus objective: set objective: plus")
-        if self.cycle_style not in ("reference", "prior"):
-            raise ValueError(f"cycle_style must be 'reference' or 'prior', got {self.cycle_style!r}")
-        if self.alpha < 0 or self.beta < 0 or self.gamma < 0 or self.kl_private_weight < 0:
-            raise ValueError("alpha, beta, gamma and kl_private_weight must be >= 0")
-
+        for name in NON_NEGATIVE:
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
+        for name in PLUS_TERMS:
+            if getattr(self, name) > 0 and self.objective != "plus":
+                raise ValueError(f"{name} is a term of the plus objective: set objective: plus")
 
     def deviations(self, model: str = "pvae") -> dict:
         """Every field whose value departs from the spec's objective (``{name: value}``), for
@@ -166,6 +144,12 @@ class PVAEConfig(ConfigMixin):
 
 OBJECTIVES = ("paper", "plus")
 KERNELS = {"sqdist": rbf, "dist_half": rbf_dist_half}
+CHOICES = {"objective": OBJECTIVES, "kernel": KERNELS, "cross_grad": ("all", "decoders"),
+           "private_label_adv_mode": ("reverse", "confusion"), "cycle_style": ("reference", "prior")}
+NON_NEGATIVE = ("alpha", "beta", "gamma", "kl_private_weight", "cross_weight", "private_adv_weight",
+                "private_adv_start", "private_label_adv_weight", "cycle_image", "cycle_audio", "zs_agree_weight")
+# weights of terms that exist only in the plus objective: > 0 with objective "paper" is an error
+PLUS_TERMS = ("private_adv_weight", "private_label_adv_weight", "cycle_image", "cycle_audio", "zs_agree_weight")
 
 
 class _Encoder(nn.Module):
