@@ -251,13 +251,18 @@ class ChunkParts:
         return json.loads(text)["results"]
 
     def remove_temps(self, job: JobSlice, n_chunks: int) -> None:
-        """Leftovers of a killed attempt: a member removes only its own chunks' (other members may
-        be writing theirs right now), a plain run all of them."""
-        from .io_utils import remove_stale_temps
+        remove_chunk_temps(self.dir, job, n_chunks, lambda i: self.path(i).name)
 
-        if job.is_member:
-            for i in job.mine(n_chunks):
-                for p in self.dir.glob(f".{self.path(i).name}.*.tmp"):
-                    p.unlink(missing_ok=True)
-        else:
-            remove_stale_temps(self.dir)
+
+def remove_chunk_temps(directory: Path, job: JobSlice, n_chunks: int, chunk_name: Callable[[int], str]) -> None:
+    """Leftovers of a killed attempt (``.NAME.XXXX.tmp``) in a directory of chunk files: a member
+    removes only its own chunks' (``chunk_name(i)``; other members may be writing theirs right
+    now), a plain run all of them."""
+    from .io_utils import remove_stale_temps
+
+    if job.is_member:
+        for i in job.mine(n_chunks):
+            for p in Path(directory).glob(f".{chunk_name(i)}.*.tmp"):
+                p.unlink(missing_ok=True)
+    else:
+        remove_stale_temps(directory)

@@ -22,7 +22,7 @@ from pathlib import Path
 from .checkpoints import RunIOError, checkpoint_path, load_checkpoint
 from .config import TrainConfig
 from .data import load_audio_split, load_image_split
-from .models import build_model
+from .models import REGISTRY
 
 CONFIG = "config.yaml"
 METRICS = "metrics.jsonl"
@@ -35,10 +35,7 @@ def load_model(run_dir: str | Path, checkpoint: str = "best", device: str = "cpu
     ck = load_checkpoint(path, map_location=device)
     ck["loaded_from"] = str(path)  # what was read, after any fallback: reported next to the results
     cfg = TrainConfig.from_dict(ck["config"])
-    model = build_model(cfg.model, cfg.pvae).to(device)
-    model.load_state_dict(ck["model"])
-    model.eval()
-    return model, cfg, ck
+    return REGISTRY[cfg.model].from_checkpoint(ck, device), cfg, ck
 
 
 def load_cmvn(audio_shards) -> dict | None:

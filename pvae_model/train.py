@@ -123,12 +123,13 @@ class Trainer:
     def _load_data(self) -> None:
         cfg = self.cfg
         try:
-            if load_cmvn(cfg.audio_shards) is None and not cfg.allow_no_cmvn and cfg.model != "vae-im":
+            cmvn = load_cmvn(cfg.audio_shards)
+            if cmvn is None and not cfg.allow_no_cmvn and cfg.model != "vae-im":
                 raise ValueError(f"{cfg.audio_shards}: the audio shards carry no CMVN statistics (index.json 'cmvn'); "
                                  "re-shard from a finished fbank directory, or set allow_no_cmvn: true")
             audio = load_audio_split(cfg.audio_shards, "train")
             images = load_image_split(cfg.image_shards, "train")
-            self.audio_test = load_audio_split(cfg.audio_shards, "test", cmvn=load_cmvn(cfg.audio_shards))
+            self.audio_test = load_audio_split(cfg.audio_shards, "test", cmvn=cmvn)
             image_test = load_image_split(cfg.image_shards, "test")
         except (OSError, KeyError) as e:  # h5py: corrupt metadata, truncated file, missing dataset
             raise RunIOError(f"cannot read the shards {cfg.audio_shards} / {cfg.image_shards}: {e}") from None

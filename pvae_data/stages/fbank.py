@@ -47,7 +47,7 @@ from ..config import ConfigMixin
 from ..fbank import FbankConfig, compute_fbank_batch, num_frames
 from ..io_utils import atomic_open, atomic_path, read_jsonl, remove_stale_temps, write_json, write_jsonl
 from ..kaldi_io import append_matrix, cmvn_stats, write_ark_scp, write_data_dir
-from ..stage import PLAIN_RUN, JobSlice, StageSummary, Timer, run_chunks
+from ..stage import PLAIN_RUN, JobSlice, StageSummary, Timer, remove_chunk_temps, run_chunks
 
 
 @dataclass(frozen=True)
@@ -190,13 +190,8 @@ def compute_features(
             p.unlink()
     out.mkdir(parents=True, exist_ok=True)
     chunks = [records[i:i + cfg.chunk_size] for i in range(0, len(records), cfg.chunk_size)]
-    owned = job.mine(len(chunks)) if job.is_member else list(range(len(chunks)))
-    if job.is_member:  # other members may be writing their own temporaries right now
-        for i in owned:
-            for p in (out / "arks").glob(f".feats.{i:05d}.*.tmp"):
-                p.unlink(missing_ok=True)
-    else:
-        remove_stale_temps(out / "arks")
+    remove_chunk_temps(out / "arks", job, len(chunks), lambda i: f"feats.{i:05d}")  # ark and marker temps
+    if not job.is_member:
         remove_stale_temps(out)  # .feats.scp.*.tmp, .features.jsonl.*.tmp, ... of a killed merge
     write_json(cfg_path, saved)
 
@@ -206,7 +201,7 @@ def compute_features(
                      job=job, jobs=jobs, desc="fbank", show_progress=show_progress)
     skipped = run.reused
     if job.is_member:
-        summary = _member_summary(out, owned, sum(len(chunks[i]) for i in owned), job)
+        summary = _member_summary(out, run.owned, sum(len(chunks[i]) for i in run.owned), job)
     else:
         summary = _merge(out, records, len(chunks), cfg)
     summary.elapsed_s = timer.elapsed

@@ -41,9 +41,15 @@ class FromRun:
     @classmethod
     def from_run(cls, run_dir: str | Path, checkpoint: str = "best", device: str = "cpu"):
         ck = load_checkpoint(checkpoint_path(run_dir, checkpoint), map_location=device)
+        if ck["config"]["model"] not in cls.run_models:
+            raise ValueError(f"{run_dir} holds a {ck['config']['model']} run, not a {cls.__name__}")
+        return cls.from_checkpoint(ck, device)
+
+    @classmethod
+    def from_checkpoint(cls, ck: dict, device: str = "cpu"):
+        """The model a loaded checkpoint holds, on ``device``, in eval mode (``from_run`` and
+        :func:`pvae_model.run.load_model` both end here)."""
         name = ck["config"]["model"]
-        if name not in cls.run_models:
-            raise ValueError(f"{run_dir} holds a {name} run, not a {cls.__name__}")
         model = cls.from_config(name, ck["config"]["pvae"]).to(device)
         model.load_state_dict(ck["model"])
         return model.eval()
