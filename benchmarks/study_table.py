@@ -2,7 +2,7 @@
 
     python benchmarks/study_table.py exp/study/plus_base exp/study/plus_klp3 ...
 
-Columns: epochs, deviations from the paper's objective, z_s purity (speech / image), z_a and z_i
+Columns: epochs, deviations from the paper's objective and sizes that differ from its model, z_s purity (speech / image), z_a and z_i
 purity and sample-probe accuracy, z_s rate, coherence with prior / reference style both ways,
 own reconstructions judged correct (speech / image).  All from RUN/eval/metrics.json.
 """
@@ -18,7 +18,8 @@ def row(run: Path) -> str:
     m = json.loads((run / "eval" / "metrics.json").read_text())
     p, pr, r, c, g = m["purity"], m["probe"], m["rate"], m.get("coherence", {}), m.get("generation", {})
     pct = lambda x: f"{100 * x:.1f}"  # noqa: E731
-    dev = ", ".join(f"{k}={v}" for k, v in (m.get("deviations") or {}).items()) or "—"
+    changes = {**(m.get("deviations") or {}), **(m.get("size_changes") or {})}
+    dev = ", ".join(f"{k}={v}" for k, v in changes.items()) or "—"
     return " | ".join([
         run.name, str(m["epoch"]), dev,
         f"{pct(p['zs_speech']['mean'])} / {pct(p['zs_image']['mean'])}",

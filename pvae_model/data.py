@@ -74,13 +74,21 @@ class PairedEpochs:
     """
 
     def __init__(self, audio: AudioSet, images: ImageSet, batch_size: int, seed: int = 0,
-                 rank: int = 0, world_size: int = 1):
+                 rank: int = 0, world_size: int = 1, image_views: int = 0):
         self.audio, self.images = audio, images
         self.seed, self.rank, self.world_size = seed, rank, world_size
+        self.image_views = image_views
         self.sampler = BucketBatchSampler(audio.lengths, batch_size, shuffle=True, seed=seed)
 
     def pairing(self, epoch: int) -> np.ndarray:
         return pair_images(self.audio.labels, self.images.labels, np.random.default_rng([self.seed, epoch, 1]))
+
+    def extra_views(self, epoch: int) -> np.ndarray:
+        """``[n_audio, image_views]``: more written digits of each spoken digit's label, drawn from
+        their own random stream, so the main pairing is the same with or without them."""
+        rng = np.random.default_rng([self.seed, epoch, 2])
+        labels = np.repeat(self.audio.labels, self.image_views)
+        return pair_images(labels, self.images.labels, rng).reshape(len(self.audio.labels), self.image_views)
 
     def num_batches(self) -> int:
         return len(range(self.rank, len(self.sampler), self.world_size))
@@ -88,10 +96,14 @@ class PairedEpochs:
     def batches(self, epoch: int) -> Iterator[dict]:
         self.sampler.set_epoch(epoch)
         pairs = self.pairing(epoch)
+        views = self.extra_views(epoch) if self.image_views else None
         for b in self.sampler.batches()[self.rank::self.world_size]:
             x_a, lengths = pad_audio([self.audio.feats[i] for i in b])
-            yield {"audio": x_a, "lengths": lengths, "image": self.images.images[pairs[b]],
-                   "label": torch.from_numpy(self.audio.labels[b])}
+            batch = {"audio": x_a, "lengths": lengths, "image": self.images.images[pairs[b]],
+                     "label": torch.from_numpy(self.audio.labels[b])}
+            if views is not None:  # [B, image_views, 1, 28, 28]
+                batch["image_views"] = self.images.images[torch.from_numpy(views[b])]
+            yield batch
 
     def padding_fraction(self) -> float:
         return self.sampler.padding_fraction()

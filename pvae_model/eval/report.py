@@ -85,6 +85,19 @@ def deviation_notes(runs: list[tuple[Path, dict]]) -> list[str]:
     return notes
 
 
+def size_notes(runs: list[tuple[Path, dict]]) -> list[str]:
+    """One line per run whose layer sizes differ from the paper's (``size_changes``)."""
+    from ..models.pvae import PAPER_SIZES
+
+    notes = []
+    for r, m in runs:
+        changes = m.get("size_changes") or {}
+        if changes:
+            text = ", ".join(f"{k} = {v} (paper: {PAPER_SIZES[k]})" for k, v in changes.items())
+            notes.append(f"{r.name}: {text}")
+    return notes
+
+
 def _objective_cell(m: dict, notes: list[str]) -> str:
     dev = m.get("deviations") or {}
     if not dev:
@@ -150,6 +163,9 @@ def markdown_table(runs: list[tuple[Path, dict]], paper: bool = True) -> str:
     notes = deviation_notes(runs)
     if notes:
         lines += [""] + [f"[{i + 1}] deviations from the paper's objective: {n}" for i, n in enumerate(notes)]
+    sizes = size_notes(runs)
+    if sizes:
+        lines += [""] + [f"model sizes that differ from the paper's: {n}" for n in sizes]
     return "\n".join(lines)
 
 
@@ -183,6 +199,10 @@ def build_report(run_dirs: list[str | Path], out: str | Path) -> Path:
         parts.append("<p class='notes'>" + "<br>".join(
             f"[{i + 1}] deviations from the paper's objective (<code>shared/docs/pvae-spec.md</code>): "
             f"{html.escape(n)}" for i, n in enumerate(notes)) + "</p>")
+    sizes = size_notes(runs)
+    if sizes:
+        parts.append("<p class='notes'>" + "<br>".join(
+            f"model sizes that differ from the paper's: {html.escape(n)}" for n in sizes) + "</p>")
     for r, m in runs:
         parts.append(f"<h2>{html.escape(r.name)}</h2>")
         if m.get("model") == "bridge":

@@ -180,6 +180,13 @@ def test_plus_adds_exactly_the_weighted_cross_terms():
     assert cfg.deviations("jmvae-kl") == {"image_nll_std": 0.31} and cfg.deviations("vae-sp") == {}
 
 
+def test_size_changes_name_the_sizes_that_differ_from_the_paper():
+    assert PVAEConfig().size_changes() == {}
+    assert PVAEConfig(hidden=256).size_changes() == {"hidden": 256}
+    assert PVAEConfig(**GOLDEN_CFG).size_changes() == {"feat_dim": 8, "z_shared": 4, "z_audio": 3, "z_image": 5,
+                                                       "hidden": 16}
+
+
 def test_cross_terms_reach_the_unimodal_shared_latent_but_not_the_private_encoders():
     """The cross-modal terms train the unimodal z_s heads and the decoders; the unimodal style
     heads get no gradient from them (the style is drawn from the prior)."""
@@ -376,6 +383,37 @@ def test_zs_agreement_is_a_named_plus_term():
     assert torch.allclose(kl_gauss(mu, lv, mu, lv) + kl_gauss(mu, lv, mu, lv), torch.zeros(4), atol=1e-6)
 
 
+def _with_views(k: int = 2) -> dict:
+    g = torch.Generator().manual_seed(5)
+    return {**_golden_batch(), "image_views": torch.rand(4, k, 1, 28, 28, generator=g)}
+
+
+def test_image_views_add_the_contrastive_term_on_more_images():
+    def metrics(**kw):
+        torch.manual_seed(0)
+        model = PVAE(PVAEConfig(**GOLDEN_CFG, objective="plus", beta=7.0, **kw))
+        torch.manual_seed(1)
+        return model, model(_with_views(), generator=torch.Generator().manual_seed(2)).metrics
+
+    _, plus = metrics()
+    model, views = metrics(image_views=2)
+    for k in ("nll_audio", "nll_image", "cross_nll_audio", "contrastive"):  # the other terms: same draws
+        assert views[k] == pytest.approx(plus[k], rel=1e-6), k
+    assert "contrastive_views" not in plus and views["contrastive_views"] > 0
+    assert views["loss"] == pytest.approx(plus["loss"] + 7.0 * views["contrastive_views"], rel=1e-5)
+    # it is the paper's hinge, on each view against the same spoken digits, averaged over the views
+    b = _with_views()
+    mu_a = model.encode_audio(b["audio"], b["lengths"])["s"][0]
+    neg = cyclic_derangement(4, torch.Generator().manual_seed(2), mu_a.device)
+    per_view = [model.contrastive(mu_a, model.encode_image(b["image_views"][:, j])["s"][0], neg) for j in range(2)]
+    assert views["contrastive_views"] == pytest.approx(float(torch.stack(per_view).mean().detach()), rel=1e-5)
+    assert PVAEConfig(**GOLDEN_CFG, objective="plus", image_views=2).deviations()["image_views"] == 2
+    with pytest.raises(ValueError, match="plus"):
+        PVAEConfig(image_views=1)
+    with pytest.raises(ValueError, match=">= 0"):
+        PVAEConfig(objective="plus", image_views=-1)
+
+
 def test_private_label_adversary_is_a_named_plus_term_with_reversed_gradient():
     torch.manual_seed(0)
     cfg = PVAEConfig(**GOLDEN_CFG, objective="plus", private_label_adv_weight=2.0)
@@ -426,3 +464,31 @@ def test_private_label_confusion_trains_critic_and_encoder_apart():
      + torch.nn.functional.cross_entropy(head2(torch.zeros(4, cfg.z_image)), labels, reduction="sum")).backward()
     assert torch.allclose(head.weight.grad, head2.weight.grad, atol=1e-5)
     assert PVAEConfig(**GOLDEN_CFG, objective="plus", private_label_adv_weight=1.0).deviations()["private_label_adv_mode"] == "reverse"
+
+
+def test_private_label_capped_pushes_only_items_the_critic_still_reads():
+    """mode "capped": the encoder raises the frozen critic's cross-entropy per item up to ln 10 and
+    no further (the reversed push that diverged made the critic *wrong*); the critic still learns."""
+    torch.manual_seed(0)
+    cfg = PVAEConfig(**GOLDEN_CFG, objective="plus", private_label_adv_weight=1.0, private_label_adv_mode="capped")
+    model = PVAE(cfg)
+    head = model.digit_critic_i
+    labels = torch.tensor([0, 3, 0, 9])
+    z = torch.randn(4, cfg.z_image)
+    with torch.no_grad():  # a critic that reads items 0 and 2 right (label 0) and 1 and 3 worse than chance
+        head.weight.copy_(torch.randn(10, cfg.z_image))
+        head.bias.copy_(torch.tensor([30.0] + [0.0] * 9))
+    z.requires_grad_(True)
+    q_off = {"a": (torch.zeros(4, cfg.z_audio), torch.full((4, cfg.z_audio), -30.0)),
+             "i": (torch.zeros(4, cfg.z_image), torch.full((4, cfg.z_image), -30.0))}
+    adv = model.digit_adversary(labels, {"a": torch.zeros(4, cfg.z_audio), "i": z}, q_off, q_off)
+    adv["image"].sum().backward()
+    frozen = torch.nn.functional.linear(z.detach(), head.weight.detach(), head.bias.detach())
+    ce = torch.nn.functional.cross_entropy(frozen, labels, reduction="none")
+    assert (ce[[0, 2]] < math.log(10)).all() and (ce[[1, 3]] > math.log(10)).all()
+    assert (z.grad[[1, 3]] == 0).all()  # already wrong: left alone
+    z2 = z.detach().clone().requires_grad_(True)  # where the critic is informed: the reversed cross-entropy
+    (-torch.nn.functional.cross_entropy(torch.nn.functional.linear(z2, head.weight.detach(), head.bias.detach()),
+                                        labels, reduction="none")[[0, 2]]).sum().backward()
+    assert torch.allclose(z.grad, z2.grad, atol=1e-6) and z.grad[[0, 2]].abs().sum() > 0
+    assert head.weight.grad.abs().sum() > 0  # the critic is trained
