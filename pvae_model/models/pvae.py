@@ -323,7 +323,9 @@ class PVAE(FromRun, nn.Module):
             if cfg.private_label_adv_weight > 0:
                 adv = self.digit_adversary(batch["label"], z, qa, qi)
                 total = total + self.adv_scale * cfg.private_label_adv_weight * (adv["audio"] + adv["image"])
-                m.update(digit_critic_audio=adv["audio"].mean(), digit_critic_image=adv["image"].mean())
+                m.update(digit_critic_audio=adv["audio"].mean(), digit_critic_image=adv["image"].mean(),
+                         digit_critic_ce_audio=adv["audio_critic_ce"].mean(),
+                         digit_critic_ce_image=adv["image_critic_ce"].mean())
         loss = total.mean()
         m["loss"] = loss
         return ModelOutput(loss, {k: float(v.detach()) for k, v in m.items()})
@@ -360,18 +362,21 @@ class PVAE(FromRun, nn.Module):
         out = {}
         for key, head, z_mm, q_uni in (("audio", self.digit_critic_a, z["a"], qa["a"]),
                                        ("image", self.digit_critic_i, z["i"], qi["i"])):
-            total = 0.0
+            total, critic = 0.0, 0.0
             for zp in (z_mm, reparameterize(*q_uni)):
                 if mode == "reverse":
-                    total = total + ce(head(_ReverseGrad.apply(zp)), labels, reduction="none")
+                    loss = ce(head(_ReverseGrad.apply(zp)), labels, reduction="none")
+                    total, critic = total + loss, critic + loss.detach()
                     continue
                 frozen = nn.functional.linear(zp, head.weight.detach(), head.bias.detach())
                 if mode == "capped":  # the encoder raises the frozen critic's loss up to chance, no further
                     push = -ce(frozen, labels, reduction="none").clamp(max=math.log(frozen.shape[-1]))
                 else:
                     push = -nn.functional.log_softmax(frozen, dim=-1).mean(-1)
-                total = total + ce(head(zp.detach()), labels, reduction="none") + push
+                loss = ce(head(zp.detach()), labels, reduction="none")
+                total, critic = total + loss + push, critic + loss.detach()
             out[key] = total
+            out[f"{key}_critic_ce"] = critic / 2  # per read: ln 10 = 2.30 is a critic that only guesses
         return out
 
     def style_cycle(self, lengths, qa, qi, gen: dict, neg: torch.Tensor) -> dict[str, torch.Tensor]:

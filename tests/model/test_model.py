@@ -422,6 +422,7 @@ def test_private_label_adversary_is_a_named_plus_term_with_reversed_gradient():
     out = model(b, generator=torch.Generator().manual_seed(2))
     m = out.metrics
     assert m["digit_critic_image"] == pytest.approx(2 * math.log(10), abs=1.5)  # two reads, untrained critic
+    assert m["digit_critic_ce_image"] == pytest.approx(m["digit_critic_image"] / 2, rel=1e-5)  # reverse: the CE itself
     assert cfg.deviations()["private_label_adv_weight"] == 2.0
     with pytest.raises(ValueError, match="plus"):
         PVAEConfig(private_label_adv_weight=1.0)
