@@ -100,6 +100,15 @@ class PVAEConfig(ConfigMixin):
     # encodings, where one more spoken digit would cost four LSTM passes.  The same weak
     # supervision as the pairing (only "same label"), no labels read.  0 = off.
     image_views: int = 0
+    # plus: cross-modal reconstruction with the item's *own* style (DMVAE's cross reconstruction,
+    # Lee & Pavlovic 2021): x_i decoded from (z_s ~ q(z_s|x_a), z_i ~ q(z_i|x_i)), times
+    # ``swap_image``; x_a from (z_s ~ q(z_s|x_i), z_a ~ q(z_a|x_a)), times ``swap_audio``.  The
+    # prior-style cross terms teach the decoder to draw a digit from a unimodal z_s with *no*
+    # style, so it learns to ignore the private latent (soft class-average digits, a reference's
+    # style that hardly shows); here the style can come only from the private latent, since the
+    # other modality's z_s never saw this item.  0 = off.
+    swap_image: float = 0.0
+    swap_audio: float = 0.0
 
     def __post_init__(self) -> None:
         from pvae_data.config import check_field_types
@@ -152,6 +161,9 @@ class PVAEConfig(ConfigMixin):
             out["zs_agree_weight"] = self.zs_agree_weight
         if self.image_views > 0:
             out["image_views"] = self.image_views
+        for name in ("swap_image", "swap_audio"):
+            if getattr(self, name) > 0:
+                out[name] = getattr(self, name)
         return out
 
     def size_changes(self) -> dict:
@@ -168,10 +180,11 @@ KERNELS = {"sqdist": rbf, "dist_half": rbf_dist_half}
 CHOICES = {"objective": OBJECTIVES, "kernel": KERNELS, "cross_grad": ("all", "decoders"),
            "private_label_adv_mode": ("reverse", "capped", "confusion"), "cycle_style": ("reference", "prior")}
 NON_NEGATIVE = ("alpha", "beta", "gamma", "kl_private_weight", "cross_weight", "private_adv_weight",
-                "private_adv_start", "private_label_adv_weight", "cycle_image", "cycle_audio", "zs_agree_weight", "image_views")
+                "private_adv_start", "private_label_adv_weight", "cycle_image", "cycle_audio", "zs_agree_weight", "image_views",
+                "swap_image", "swap_audio")
 # weights of terms that exist only in the plus objective: > 0 with objective "paper" is an error
 PLUS_TERMS = ("private_adv_weight", "private_label_adv_weight", "cycle_image", "cycle_audio", "zs_agree_weight",
-              "image_views")
+              "image_views", "swap_image", "swap_audio")
 
 
 class _Encoder(nn.Module):
@@ -305,6 +318,16 @@ class PVAE(FromRun, nn.Module):
                 con_v = torch.stack([self.contrastive(mu_a, mu_v[:, j], neg) for j in range(views.shape[1])]).mean(0)
                 total = total + cfg.beta * con_v
                 m["contrastive_views"] = con_v.mean()
+            if cfg.swap_image > 0:
+                swap_i = gaussian_nll_image(x_i, self.decode_image(gen["zs_audio"], reparameterize(*qi["i"])),
+                                            cfg.image_nll_std)
+                total = total + cfg.swap_image * swap_i
+                m["swap_nll_image"] = swap_i.mean()
+            if cfg.swap_audio > 0:
+                swap_a = gaussian_nll_audio(x_a, self.decode_audio(gen["zs_image"], reparameterize(*qa["a"]), lengths),
+                                            lengths)
+                total = total + cfg.swap_audio * swap_a
+                m["swap_nll_audio"] = swap_a.mean()
             if cfg.zs_agree_weight > 0:
                 agree = kl_gauss(*qa["s"], *qi["s"]) + kl_gauss(*qi["s"], *qa["s"])
                 total = total + cfg.zs_agree_weight * agree

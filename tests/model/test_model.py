@@ -493,3 +493,27 @@ def test_private_label_capped_pushes_only_items_the_critic_still_reads():
                                         labels, reduction="none")[[0, 2]]).sum().backward()
     assert torch.allclose(z.grad, z2.grad, atol=1e-6) and z.grad[[0, 2]].abs().sum() > 0
     assert head.weight.grad.abs().sum() > 0  # the critic is trained
+
+
+def test_own_style_cross_reconstruction_is_a_named_plus_term():
+    """swap_image / swap_audio: each modality rebuilt from the other's unimodal z_s and its own
+    unimodal private latent; the term's gradient must reach the own private encoder (the style
+    has nowhere else to come from) and the other modality's z_s encoder."""
+    plus = _golden_metrics(objective="plus")
+    swap = _golden_metrics(objective="plus", swap_image=2.0, swap_audio=0.5)
+    assert swap["swap_nll_image"] > 0 and swap["swap_nll_audio"] > 0 and "swap_nll_image" not in plus
+    assert swap["loss"] == pytest.approx(plus["loss"] + 2.0 * swap["swap_nll_image"] + 0.5 * swap["swap_nll_audio"],
+                                         rel=1e-5)
+    dev = PVAEConfig(**GOLDEN_CFG, objective="plus", swap_image=2.0).deviations()
+    assert dev["swap_image"] == 2.0 and "swap_audio" not in dev
+    with pytest.raises(ValueError, match="plus"):
+        PVAEConfig(swap_image=1.0)
+    torch.manual_seed(0)
+    only_image = PVAE(PVAEConfig(**GOLDEN_CFG, objective="plus", swap_image=1.0, cross_weight=0.0, alpha=0.0, beta=0.0))
+    b = _golden_batch()
+    only_image(b, generator=torch.Generator().manual_seed(2)).loss.backward()
+    # with the coherence, contrastive and prior-style cross terms weighted 0, only the swap term
+    # reaches the unimodal encoders' heads
+    assert only_image.enc_i.heads["i"].mu.weight.grad.abs().sum() > 0
+    assert only_image.enc_a.heads["s"].mu.weight.grad.abs().sum() > 0
+    assert only_image.enc_a.heads["a"].mu.weight.grad.abs().sum() == 0  # the speech style is not read
