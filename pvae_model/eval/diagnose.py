@@ -10,6 +10,9 @@ z_s only, style swapped, cross-modal with reference and with prior style), and
                                      decoders' training distribution: a gap to ``*_own`` means the
                                      unimodal means are not where the multimodal posterior puts z_s.
 
+``style_transfer``: how much of a reference's slant / ink / width a generated image takes
+(:mod:`pvae_model.eval.style`).
+
 Plus the mean norms of the posterior means and the mean distance between the multimodal z_s and
 each unimodal z_s of the same pair.
 """
@@ -49,4 +52,4 @@ def diagnose(run_dir, checkpoint: str = "best", n_images: int = 1000, seed: int 
     r["norms"] = {"zs_speech": norm(zs_a), "za": norm(za), "zs_image": norm(zs_i), "zi": norm(zi), "zs_multimodal": norm(zs_m)}
     r["distance_multimodal_zs_to"] = {"speech_zs": norm(zs_m - zs_a), "image_zs": norm(zs_m - zs_partner)}
     return {"epoch": ck["epoch"], "checkpoint": checkpoint, "checkpoint_file": ck["loaded_from"], "n_speech": len(ya), "n_images": checks["n_images"],
-            "judges": judge.info, **r}
+            "judges": judge.info, **r, "style_transfer": checks["style"]}

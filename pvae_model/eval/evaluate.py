@@ -105,7 +105,8 @@ def _coherence(model, audio, images, cfg, ecfg: EvalConfig) -> dict:
     coherence.update(speech_to_image=rows["speech_to_image_ref"], image_to_speech=rows["image_to_speech_ref"],
                      n_speech_to_image=checks["n_speech"], n_image_to_speech=checks["n_images"],
                      classifiers=judge.info)
-    return {"coherence": coherence, "generation": {k: v for k, v in rows.items() if k not in COHERENCE_KEYS}}
+    return {"coherence": coherence, "generation": {k: v for k, v in rows.items() if k not in COHERENCE_KEYS},
+            "style_transfer": checks["style"]}
 
 
 def _probes(model, cfg, post_test: dict, a_labels, i_labels, ecfg: EvalConfig) -> dict:

@@ -87,9 +87,29 @@ def generation_checks(model, judge: Judge, audio, images, n_images: int = 1000, 
         "image_to_speech_ref": judge.speech(model, zs_i, za[ref_a], lengths[ref_a], yi),
         "image_to_speech_prior": judge.speech(model, zs_i, _prior(len(yi), za.shape[1], seed + 1), lengths[ref_a], yi),
     }
+    style = _style_checks(model, images.images[pick], yi, zs_i, zi, zs_a, ya, pi, ref_i, seed)
     model.train(was_training)
-    return {"rows": r, "n_speech": len(ya), "n_images": len(yi),
+    return {"rows": r, "style": style, "n_speech": len(ya), "n_images": len(yi),
             "posteriors": {"speech": (qa, lengths, ya), "image": (qi, pick, yi)}}
+
+
+@torch.no_grad()
+def _style_checks(model, x_i, yi, zs_i, zi, zs_a, ya, pi, ref_i, seed: int) -> dict:
+    """Style carried over to generated images (:func:`pvae_model.eval.style.style_transfer_r`):
+    own reconstructions (the decoder's ceiling), style swapped within images, speech -> image with
+    a reference's style, and with prior style scored against the same references (a control: ~0)."""
+    from .style import style_transfer_r
+
+    def gen(zs, z):
+        return model.decode_image(zs, z).clamp(0, 1).squeeze(1).numpy()
+
+    x = x_i.squeeze(1).numpy()
+    return {
+        "image_own": style_transfer_r(x, yi, gen(zs_i, zi), yi),
+        "image_style_swapped": style_transfer_r(x[pi], yi[pi], gen(zs_i, zi[pi]), yi),
+        "speech_to_image_ref": style_transfer_r(x[ref_i], yi[ref_i], gen(zs_a, zi[ref_i]), ya),
+        "speech_to_image_prior": style_transfer_r(x[ref_i], yi[ref_i], gen(zs_a, _prior(len(ya), zi.shape[1], seed)), ya),
+    }
 
 
 def _prior(n: int, dim: int, seed: int) -> torch.Tensor:

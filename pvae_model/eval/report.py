@@ -146,6 +146,29 @@ def generation_rows(runs: list[tuple[Path, dict]]) -> list[tuple[str, list[str]]
     return rows
 
 
+STYLE_ROWS = ("image_own", "image_style_swapped", "speech_to_image_ref", "speech_to_image_prior")
+
+
+def style_rows(runs: list[tuple[Path, dict]]) -> tuple[list[str], list[tuple[str, list[str]]]]:
+    """Style carried over to generated images (``eval/metrics.json`` "style_transfer"): Pearson r of
+    the reference's and the generation's class-centred slant / ink / width (pvae_model.eval.style)."""
+    from .style import FEATURES
+
+    cols = [f"{row.replace('_', ' ')}: {f}" for row in STYLE_ROWS for f in FEATURES]
+    rows = []
+    for r, m in runs:
+        st = m.get("style_transfer")
+        if st:
+            rows.append((f"{r.name} ({m['model']})",
+                         [f"{st[row][f]:.2f}" if row in st else "–" for row in STYLE_ROWS for f in FEATURES]))
+    return cols, rows
+
+
+STYLE_NOTE = ("Style carried over to generated images: Pearson r between the reference's and the generation's "
+              "slant, ink and width (pixel moments, each centred within its digit class). Own reconstructions "
+              "give the decoder's ceiling; prior style scored against the same references is the control (~0).")
+
+
 def _md(header: list[str], rows) -> list[str]:
     lines = ["| run | " + " | ".join(header) + " |", "|---" * (len(header) + 1) + "|"]
     return lines + [f"| {name} | " + " | ".join(cells) + " |" for name, cells, *_ in rows]
@@ -160,6 +183,9 @@ def markdown_table(runs: list[tuple[Path, dict]], paper: bool = True) -> str:
     grows = generation_rows(runs)
     if grows:
         lines += ["", "Judged generations (%):", ""] + _md(list(GENERATION), grows)
+    scols, srows = style_rows(runs)
+    if srows:
+        lines += ["", STYLE_NOTE, ""] + _md(scols, srows)
     notes = deviation_notes(runs)
     if notes:
         lines += [""] + [f"[{i + 1}] deviations from the paper's objective: {n}" for i, n in enumerate(notes)]
@@ -195,6 +221,9 @@ def build_report(run_dirs: list[str | Path], out: str | Path) -> Path:
     if grows:
         parts += ["<p>Judged generations (%): own reconstructions, z_s with the style latent at 0, and with "
                   "another item's style.</p>", _html_table(list(GENERATION), grows)]
+    scols, srows = style_rows(runs)
+    if srows:
+        parts += [f"<p>{html.escape(STYLE_NOTE)}</p>", _html_table(scols, srows)]
     if notes:
         parts.append("<p class='notes'>" + "<br>".join(
             f"[{i + 1}] deviations from the paper's objective (<code>shared/docs/pvae-spec.md</code>): "

@@ -300,6 +300,9 @@ def test_evaluate_writes_metrics_figures_and_audio(tmp_path, shards):
     assert m["objective"] == "paper" and m["deviations"] == {}
     assert set(m["generation"]) == {"speech_own", "speech_zs_only", "speech_style_swapped", "image_own",
                                     "image_zs_only", "image_style_swapped"}
+    st = m["style_transfer"]  # Pearson r per style feature, for four ways of generating an image
+    assert set(st) == {"image_own", "image_style_swapped", "speech_to_image_ref", "speech_to_image_prior"}
+    assert all(set(v) == {"slant", "ink", "width"} and all(-1 <= r <= 1 for r in v.values()) for v in st.values())
     assert len(m["inertia"]["zs_speech"]) == 12 and m["inertia"]["zs_speech"][0] >= m["inertia"]["zs_speech"][-1]
     assert json.loads((out / "metrics.json").read_text())["epoch"] == 1
     c = m["coherence"]
@@ -319,6 +322,8 @@ def test_evaluate_writes_metrics_figures_and_audio(tmp_path, shards):
     row = next(ln for ln in r.output.splitlines() if ln.startswith("| r (pvae, epoch 1)"))
     assert f"{100 * m['purity']['zs_speech']['mean']:.2f} ± " in row
     assert "| paper: PVAE (TIDIGITS-MNIST) | 99.77 | 99.10 |" in r.output
+    style_row = [ln for ln in r.output.splitlines() if ln.startswith("| r (pvae) |") and ln.count("|") == 14]
+    assert len(style_row) == 1 and style_row[0].split(" | ")[1] == f"{st['image_own']['slant']:.2f}"
     assert r.output.rstrip().endswith(f"report: {(tmp_path / 'rep.html').resolve()}")
     # `pvae-model diagnose`: every judged fraction is a fraction; norms and distances are finite.
     r = CliRunner().invoke(main, ["diagnose", str(tmp_path / "r"), "--images", "100"])
@@ -327,6 +332,7 @@ def test_evaluate_writes_metrics_figures_and_audio(tmp_path, shards):
     fractions = [v for k, v in d.items() if k.startswith(("speech_", "image_", "mm_"))]
     assert len(fractions) == 12 and all(0 <= v <= 1 for v in fractions)
     assert d["n_images"] == 100 and all(np.isfinite(v) for v in d["norms"].values())
+    assert set(d["style_transfer"]) == set(st)
     # The training curve judges generations when the judges exist (cached by evaluate above), and a
     # `plus` run names its deviations in metrics.json and the printed table.
     cfg = tiny(shards, epochs=1, eval_every=1, eval_coherence=True, eval_coherence_images=50,
