@@ -23,7 +23,7 @@ from torch import nn
 
 from ..modules import AudioDecoder, AudioPreEncoder, GaussianHead, ImageDecoder, ImagePreEncoder
 from ..modules import gaussian_nll_audio, gaussian_nll_image, kl_gauss, kl_std_normal, rbf, rbf_dist_half, reparameterize
-from .base import ConfigMixin, FromRun, ModelOutput, cyclic_derangement
+from .base import ConfigMixin, FromRun, ModelOutput, cyclic_derangement, other_label_negatives
 
 
 @dataclass
@@ -109,6 +109,12 @@ class PVAEConfig(ConfigMixin):
     # other modality's z_s never saw this item.  0 = off.
     swap_image: float = 0.0
     swap_audio: float = 0.0
+    # Which item supplies the contrastive hinge's negative (the paper: another item of the batch).
+    # With pairs formed by digit, one negative in ten is the *same* digit, and the hinge then pushes
+    # two same-digit z_s apart with the full weight beta: the clusters the purity measures are spread
+    # by the objective itself.  "other_digit" (plus) draws the negative among the batch's pairs of
+    # another digit, which the pairing already knows (it formed the pairs by digit).
+    contrastive_negatives: str = "any"
 
     def __post_init__(self) -> None:
         from pvae_data.config import check_field_types
@@ -128,6 +134,8 @@ class PVAEConfig(ConfigMixin):
         for name in PLUS_TERMS:
             if getattr(self, name) > 0 and self.objective != "plus":
                 raise ValueError(f"{name} is a term of the plus objective: set objective: plus")
+        if self.contrastive_negatives != "any" and self.objective != "plus":
+            raise ValueError("contrastive_negatives other than 'any' is part of the plus objective: set objective: plus")
 
     def deviations(self, model: str = "pvae") -> dict:
         """Every field whose value departs from the spec's objective (``{name: value}``), for
@@ -161,6 +169,8 @@ class PVAEConfig(ConfigMixin):
             out["zs_agree_weight"] = self.zs_agree_weight
         if self.image_views > 0:
             out["image_views"] = self.image_views
+        if self.contrastive_negatives != "any":
+            out["contrastive_negatives"] = self.contrastive_negatives
         for name in ("swap_image", "swap_audio"):
             if getattr(self, name) > 0:
                 out[name] = getattr(self, name)
@@ -178,7 +188,8 @@ OBJECTIVES = ("paper", "plus")
 PAPER_SIZES = {"feat_dim": 80, "z_shared": 32, "z_audio": 32, "z_image": 32, "hidden": 512}
 KERNELS = {"sqdist": rbf, "dist_half": rbf_dist_half}
 CHOICES = {"objective": OBJECTIVES, "kernel": KERNELS, "cross_grad": ("all", "decoders"),
-           "private_label_adv_mode": ("reverse", "capped", "confusion"), "cycle_style": ("reference", "prior")}
+           "private_label_adv_mode": ("reverse", "capped", "confusion"), "cycle_style": ("reference", "prior"),
+           "contrastive_negatives": ("any", "other_digit")}
 NON_NEGATIVE = ("alpha", "beta", "gamma", "kl_private_weight", "cross_weight", "private_adv_weight",
                 "private_adv_start", "private_label_adv_weight", "cycle_image", "cycle_audio", "zs_agree_weight", "image_views",
                 "swap_image", "swap_audio")
@@ -298,7 +309,8 @@ class PVAE(FromRun, nn.Module):
         coh_i = kl_gauss(*q["s"], *qi["s"]) + kl_gauss(*q["i"], *qi["i"])
         mu_a, mu_i = qa["s"][0], qi["s"][0]
         neg = cyclic_derangement(len(mu_a), generator, mu_a.device)
-        con = self.contrastive(mu_a, mu_i, neg)
+        neg_c = neg if cfg.contrastive_negatives == "any" else other_label_negatives(batch["label"], neg, generator)
+        con = self.contrastive(mu_a, mu_i, neg_c)
         neg_elbo = nll_a + nll_i + kl["s"] + kl["a"] + kl["i"]
         extra_kl = (cfg.kl_private_weight - 1.0) * (kl["a"] + kl["i"])  # zero with the paper's objective
         total = neg_elbo + extra_kl + cfg.alpha * (coh_a + coh_i) + cfg.beta * con
@@ -315,7 +327,7 @@ class PVAE(FromRun, nn.Module):
             if cfg.image_views > 0:
                 views = batch["image_views"]  # [B, K, 1, 28, 28]
                 mu_v = self.encode_image(views.flatten(0, 1))["s"][0].view(*views.shape[:2], -1)
-                con_v = torch.stack([self.contrastive(mu_a, mu_v[:, j], neg) for j in range(views.shape[1])]).mean(0)
+                con_v = torch.stack([self.contrastive(mu_a, mu_v[:, j], neg_c) for j in range(views.shape[1])]).mean(0)
                 total = total + cfg.beta * con_v
                 m["contrastive_views"] = con_v.mean()
             if cfg.swap_image > 0:

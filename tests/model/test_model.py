@@ -517,3 +517,34 @@ def test_own_style_cross_reconstruction_is_a_named_plus_term():
     assert only_image.enc_i.heads["i"].mu.weight.grad.abs().sum() > 0
     assert only_image.enc_a.heads["s"].mu.weight.grad.abs().sum() > 0
     assert only_image.enc_a.heads["a"].mu.weight.grad.abs().sum() == 0  # the speech style is not read
+
+
+def test_other_digit_negatives_never_pick_the_same_digit():
+    from pvae_model.models.base import cyclic_derangement, other_label_negatives
+
+    g = torch.Generator().manual_seed(0)
+    labels = torch.tensor([0, 0, 1, 1, 2, 2, 2, 3])
+    fallback = cyclic_derangement(len(labels), g)
+    for _ in range(20):
+        neg = other_label_negatives(labels, fallback, g)
+        assert (labels[neg] != labels).all()
+    # every other-digit item is drawn for item 0 sometime (uniform, not the first one)
+    seen = {int(other_label_negatives(labels, fallback, g)[0]) for _ in range(200)}
+    assert seen == {2, 3, 4, 5, 6, 7}
+    same = torch.zeros(5, dtype=torch.long)  # one digit only: the paper's negatives
+    fb = cyclic_derangement(5, g)
+    assert torch.equal(other_label_negatives(same, fb, g), fb)
+    # a named plus deviation, refused with the paper's objective, changes only the hinge
+    dev = PVAEConfig(**GOLDEN_CFG, objective="plus", contrastive_negatives="other_digit").deviations()
+    assert dev["contrastive_negatives"] == "other_digit"
+    with pytest.raises(ValueError, match="plus"):
+        PVAEConfig(contrastive_negatives="other_digit")
+    batch = {**_golden_batch(), "label": torch.tensor([3, 3, 5, 5])}
+    m = {}
+    for name in ("any", "other_digit"):
+        torch.manual_seed(0)
+        model = PVAE(PVAEConfig(**GOLDEN_CFG, objective="plus", contrastive_negatives=name))
+        torch.manual_seed(1)
+        m[name] = model(batch, generator=torch.Generator().manual_seed(2)).metrics
+    assert m["any"]["nll_audio"] == m["other_digit"]["nll_audio"]
+    assert m["any"]["contrastive"] != m["other_digit"]["contrastive"]
