@@ -115,6 +115,13 @@ class PVAEConfig(ConfigMixin):
     # by the objective itself.  "other_digit" (plus) draws the negative among the batch's pairs of
     # another digit, which the pairing already knows (it formed the pairs by digit).
     contrastive_negatives: str = "any"
+    # plus: pull each written digit's unimodal z_s mean towards its spoken partner's, held fixed
+    # (stop-gradient): 0.5 * ||mu_s(x_i) - sg(mu_s(x_a))||^2 per pair, times this weight.  The
+    # partner is a random utterance of the same digit, so the image mean is regressed onto the
+    # class average of the speech means: a dense, classification-like signal for every image
+    # (the hinge stops at its margin) that leaves no room for image style in z_s.  Unlike
+    # ``zs_agree_weight`` (both sides trained, which emptied z_s) the speech side is untouched.
+    zs_pull_image: float = 0.0
 
     def __post_init__(self) -> None:
         from pvae_data.config import check_field_types
@@ -171,7 +178,7 @@ class PVAEConfig(ConfigMixin):
             out["image_views"] = self.image_views
         if self.contrastive_negatives != "any":
             out["contrastive_negatives"] = self.contrastive_negatives
-        for name in ("swap_image", "swap_audio"):
+        for name in ("swap_image", "swap_audio", "zs_pull_image"):
             if getattr(self, name) > 0:
                 out[name] = getattr(self, name)
         return out
@@ -192,10 +199,10 @@ CHOICES = {"objective": OBJECTIVES, "kernel": KERNELS, "cross_grad": ("all", "de
            "contrastive_negatives": ("any", "other_digit")}
 NON_NEGATIVE = ("alpha", "beta", "gamma", "kl_private_weight", "cross_weight", "private_adv_weight",
                 "private_adv_start", "private_label_adv_weight", "cycle_image", "cycle_audio", "zs_agree_weight", "image_views",
-                "swap_image", "swap_audio")
+                "swap_image", "swap_audio", "zs_pull_image")
 # weights of terms that exist only in the plus objective: > 0 with objective "paper" is an error
 PLUS_TERMS = ("private_adv_weight", "private_label_adv_weight", "cycle_image", "cycle_audio", "zs_agree_weight",
-              "image_views", "swap_image", "swap_audio")
+              "image_views", "swap_image", "swap_audio", "zs_pull_image")
 
 
 class _Encoder(nn.Module):
@@ -340,6 +347,10 @@ class PVAE(FromRun, nn.Module):
                                             lengths)
                 total = total + cfg.swap_audio * swap_a
                 m["swap_nll_audio"] = swap_a.mean()
+            if cfg.zs_pull_image > 0:
+                pull = 0.5 * (mu_i - mu_a.detach()).pow(2).sum(-1)
+                total = total + cfg.zs_pull_image * pull
+                m["zs_pull_image"] = pull.mean()
             if cfg.zs_agree_weight > 0:
                 agree = kl_gauss(*qa["s"], *qi["s"]) + kl_gauss(*qi["s"], *qa["s"])
                 total = total + cfg.zs_agree_weight * agree

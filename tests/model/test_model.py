@@ -548,3 +548,19 @@ def test_other_digit_negatives_never_pick_the_same_digit():
         m[name] = model(batch, generator=torch.Generator().manual_seed(2)).metrics
     assert m["any"]["nll_audio"] == m["other_digit"]["nll_audio"]
     assert m["any"]["contrastive"] != m["other_digit"]["contrastive"]
+
+
+def test_zs_pull_moves_only_the_image_side():
+    """zs_pull_image regresses the image z_s mean onto the (fixed) speech z_s mean of its pair."""
+    plus = _golden_metrics(objective="plus")
+    pull = _golden_metrics(objective="plus", zs_pull_image=4.0)
+    assert pull["zs_pull_image"] > 0 and "zs_pull_image" not in plus
+    assert pull["loss"] == pytest.approx(plus["loss"] + 4.0 * pull["zs_pull_image"], rel=1e-5)
+    assert PVAEConfig(**GOLDEN_CFG, objective="plus", zs_pull_image=4.0).deviations()["zs_pull_image"] == 4.0
+    with pytest.raises(ValueError, match="plus"):
+        PVAEConfig(zs_pull_image=1.0)
+    torch.manual_seed(0)
+    model = PVAE(PVAEConfig(**GOLDEN_CFG, objective="plus", zs_pull_image=1.0, cross_weight=0.0, alpha=0.0, beta=0.0))
+    model(_golden_batch(), generator=torch.Generator().manual_seed(2)).loss.backward()
+    assert model.enc_i.heads["s"].mu.weight.grad.abs().sum() > 0
+    assert model.enc_a.heads["s"].mu.weight.grad.abs().sum() == 0  # the speech side is the fixed target
