@@ -264,7 +264,7 @@ def transfer_image_to_speech(bridge_dir, x_i, lengths):
 @torch.no_grad()
 def evaluate_bridge(bridge_dir: str | Path, n_images: int = 1000, seed: int = 0, wav_refs: int = 1) -> dict:
     """``BRIDGE_DIR/eval/``: ``metrics.json`` (transfer accuracy both ways judged by the coherence
-    classifiers, per-class diversity of the outputs, round-trip error, training cost), an
+    classifiers, the base VAEs' own reconstructions judged the same way (the ceiling), per-class diversity of the outputs, round-trip error, training cost), an
     interpolation grid and the WAVs of written -> spoken digits."""
     import soundfile as sf
 
@@ -294,6 +294,13 @@ def evaluate_bridge(bridge_dir: str | Path, n_images: int = 1000, seed: int = 0,
                  == images.labels[pick]).mean())
     from .checkpoints import load_checkpoint
 
+    # The bases' own reconstructions, judged the same way: the ceiling any bridge between them has.
+    with torch.no_grad():
+        own_sp = lb.bases.vae_sp.dec(lb.bases.vae_sp.encode_audio(x_a, lengths)["s"][0], lengths)
+        own_im = lb.bases.vae_im.dec(lb.bases.vae_im.encode_image(images.images[pick])["s"][0]).clamp(0, 1)
+    base_own = {"speech": float((predict_speech(judge.speech_clf, [own_sp[j, : lengths[j]] for j in range(len(lengths))])
+                                 == audio.labels).mean()),
+                "image": float((predict_images(judge.image_clf, own_im) == images.labels[pick]).mean())}
     latents = load_checkpoint(lb.dir / "latents.pt")["latents"]["test"]
     z1 = latents["z_speech"]
     rt = lb.model.transfer(z1, 0, 0)
@@ -301,6 +308,7 @@ def evaluate_bridge(bridge_dir: str | Path, n_images: int = 1000, seed: int = 0,
         "model": "bridge", "epoch": lb.epoch, "purity": {},
         "coherence": {"speech_to_image_prior": s2i, "image_to_speech_prior": i2s,
                       "n_speech_to_image": len(audio.labels), "n_image_to_speech": len(pick), "classifiers": judge.info},
+        "base_own_reconstruction": base_own,
         "diversity": _diversity(gen_img, audio.labels, images),
         "round_trip_relative_error": float(((z1 - rt).norm(dim=1) / z1.norm(dim=1).clamp_min(1e-8)).mean()),
         "cost_minutes": {"vae_sp": lb.bases.minutes["speech"], "vae_im": lb.bases.minutes["image"],

@@ -135,6 +135,8 @@ def test_bridge_cli_evaluate_and_report(tmp_path, base_runs):
     c = m["coherence"]
     assert 0 <= c["speech_to_image_prior"] <= 1 and 0 <= c["image_to_speech_prior"] <= 1
     assert m["cost_minutes"]["bridge"] > 0 and m["round_trip_relative_error"] >= 0
+    assert set(m["base_own_reconstruction"]) == {"speech", "image"}
+    assert all(0 <= v <= 1 for v in m["base_own_reconstruction"].values())
     assert 0 <= m["diversity"]["near_copy_fraction"] <= 1
     assert (out / "eval" / "bridge_interpolation.png").stat().st_size > 1000
     assert len(list((out / "eval").glob("bridge_written_to_spoken_digit*_ref0.wav"))) >= 5
