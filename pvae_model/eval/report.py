@@ -151,17 +151,17 @@ STYLE_ROWS = ("image_own", "image_style_swapped", "speech_to_image_ref", "speech
 
 def style_rows(runs: list[tuple[Path, dict]]) -> tuple[list[str], list[tuple[str, list[str]]]]:
     """Style carried over to generated images (``eval/metrics.json`` "style_transfer"): Pearson r of
-    the reference's and the generation's class-centred slant / ink / width (pvae_model.eval.style)."""
+    the reference's and the generation's class-centred slant / ink / width (pvae_model.eval.style),
+    one row per run and way of generating."""
     from .style import FEATURES
 
-    cols = [f"{row.replace('_', ' ')}: {f}" for row in STYLE_ROWS for f in FEATURES]
     rows = []
     for r, m in runs:
-        st = m.get("style_transfer")
-        if st:
-            rows.append((f"{r.name} ({m['model']})",
-                         [f"{st[row][f]:.2f}" if row in st else "–" for row in STYLE_ROWS for f in FEATURES]))
-    return cols, rows
+        st = m.get("style_transfer") or {}
+        for kind in STYLE_ROWS:
+            if kind in st:
+                rows.append((f"{r.name}: {kind.replace('_', ' ')}", [f"{st[kind][f]:.2f}" for f in FEATURES]))
+    return list(FEATURES), rows
 
 
 STYLE_NOTE = ("Style carried over to generated images: Pearson r between the reference's and the generation's "
