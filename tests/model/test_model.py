@@ -368,14 +368,20 @@ def test_style_cycle_trains_the_image_decoder_and_encoder_not_the_reference():
     assert model.dec_a.out.weight.grad is None and model.enc_a.heads["a"].mu.weight.grad is None
 
 
-def test_zs_agreement_is_a_named_plus_term():
+def _assert_named_plus_term(field: str, metric: str, weight: float = 3.0) -> None:
+    """A plus term: off by default, adds exactly weight * its logged metric to the loss, is named
+    in deviations(), and is refused with the paper's objective."""
     plus = _golden_metrics(objective="plus")
-    agree = _golden_metrics(objective="plus", zs_agree_weight=3.0)
-    assert agree["zs_agreement"] > 0 and "zs_agreement" not in plus
-    assert agree["loss"] == pytest.approx(plus["loss"] + 3.0 * agree["zs_agreement"], rel=1e-5)
-    assert PVAEConfig(**GOLDEN_CFG, objective="plus", zs_agree_weight=3.0).deviations()["zs_agree_weight"] == 3.0
+    with_term = _golden_metrics(objective="plus", **{field: weight})
+    assert with_term[metric] > 0 and metric not in plus
+    assert with_term["loss"] == pytest.approx(plus["loss"] + weight * with_term[metric], rel=1e-5)
+    assert PVAEConfig(**GOLDEN_CFG, objective="plus", **{field: weight}).deviations()[field] == weight
     with pytest.raises(ValueError, match="plus"):
-        PVAEConfig(zs_agree_weight=1.0)
+        PVAEConfig(**{field: 1.0})
+
+
+def test_zs_agreement_is_a_named_plus_term():
+    _assert_named_plus_term("zs_agree_weight", "zs_agreement")
     # symmetric: zero exactly when the two unimodal posteriors coincide
     from pvae_model.modules import kl_gauss
 
@@ -552,13 +558,7 @@ def test_other_digit_negatives_never_pick_the_same_digit():
 
 def test_zs_pull_moves_only_the_image_side():
     """zs_pull_image regresses the image z_s mean onto the (fixed) speech z_s mean of its pair."""
-    plus = _golden_metrics(objective="plus")
-    pull = _golden_metrics(objective="plus", zs_pull_image=4.0)
-    assert pull["zs_pull_image"] > 0 and "zs_pull_image" not in plus
-    assert pull["loss"] == pytest.approx(plus["loss"] + 4.0 * pull["zs_pull_image"], rel=1e-5)
-    assert PVAEConfig(**GOLDEN_CFG, objective="plus", zs_pull_image=4.0).deviations()["zs_pull_image"] == 4.0
-    with pytest.raises(ValueError, match="plus"):
-        PVAEConfig(zs_pull_image=1.0)
+    _assert_named_plus_term("zs_pull_image", "zs_pull_image", 4.0)
     torch.manual_seed(0)
     model = PVAE(PVAEConfig(**GOLDEN_CFG, objective="plus", zs_pull_image=1.0, cross_weight=0.0, alpha=0.0, beta=0.0))
     model(_golden_batch(), generator=torch.Generator().manual_seed(2)).loss.backward()
