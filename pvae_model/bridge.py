@@ -264,8 +264,8 @@ def transfer_image_to_speech(bridge_dir, x_i, lengths):
 @torch.no_grad()
 def evaluate_bridge(bridge_dir: str | Path, n_images: int = 1000, seed: int = 0, wav_refs: int = 1) -> dict:
     """``BRIDGE_DIR/eval/``: ``metrics.json`` (transfer accuracy both ways judged by the coherence
-    classifiers, the base VAEs' own reconstructions judged the same way (the ceiling), per-class diversity of the outputs, round-trip error, training cost), an
-    interpolation grid and the WAVs of written -> spoken digits."""
+    classifiers, the base VAEs' own reconstructions judged the same way (the ceiling), per-class
+    diversity of the outputs, round-trip error, training cost), an interpolation grid and the WAVs of written -> spoken digits."""
     import soundfile as sf
 
     from pvae_data.shards.schema import load_index
@@ -283,9 +283,9 @@ def evaluate_bridge(bridge_dir: str | Path, n_images: int = 1000, seed: int = 0,
     rng = np.random.default_rng(seed)
     x_a, lengths = pad_audio(audio.feats)
     gen_img = lb.transfer_speech_to_image(x_a, lengths)
-    from .eval.classifiers import predict_images, predict_speech
+    from .eval.classifiers import predict_speech
 
-    s2i = float((predict_images(judge.image_clf, gen_img) == audio.labels).mean())
+    s2i = judge.images(gen_img, audio.labels)
     pick = rng.permutation(len(images.labels))[:n_images]
     ref = rng.integers(0, len(audio.labels), len(pick))  # each written digit gets a real utterance's length
     lens = lengths[ref]
@@ -295,12 +295,11 @@ def evaluate_bridge(bridge_dir: str | Path, n_images: int = 1000, seed: int = 0,
     from .checkpoints import load_checkpoint
 
     # The bases' own reconstructions, judged the same way: the ceiling any bridge between them has.
-    with torch.no_grad():
-        own_sp = lb.bases.vae_sp.dec(lb.bases.vae_sp.encode_audio(x_a, lengths)["s"][0], lengths)
-        own_im = lb.bases.vae_im.dec(lb.bases.vae_im.encode_image(images.images[pick])["s"][0]).clamp(0, 1)
+    own_sp = lb.bases.vae_sp.dec(lb.bases.vae_sp.encode_audio(x_a, lengths)["s"][0], lengths)
+    own_im = lb.bases.vae_im.dec(lb.bases.vae_im.encode_image(images.images[pick])["s"][0]).clamp(0, 1)
     base_own = {"speech": float((predict_speech(judge.speech_clf, [own_sp[j, : lengths[j]] for j in range(len(lengths))])
                                  == audio.labels).mean()),
-                "image": float((predict_images(judge.image_clf, own_im) == images.labels[pick]).mean())}
+                "image": judge.images(own_im, images.labels[pick])}
     latents = load_checkpoint(lb.dir / "latents.pt")["latents"]["test"]
     z1 = latents["z_speech"]
     rt = lb.model.transfer(z1, 0, 0)

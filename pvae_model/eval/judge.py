@@ -49,10 +49,15 @@ class Judge:
 
     @torch.no_grad()
     def image(self, model, zs, z_i, want) -> float:
+        """Fraction of ``decode_image(zs, z_i)`` the image classifier labels ``want``."""
+        return self.images(model.decode_image(zs, z_i).clamp(0, 1), want)
+
+    @torch.no_grad()
+    def images(self, x: torch.Tensor, want) -> float:
+        """Fraction of the (already generated) images ``x`` the image classifier labels ``want``."""
         from .classifiers import predict_images
 
-        pred = predict_images(self.image_clf, model.decode_image(zs, z_i).clamp(0, 1))
-        return float((pred == np.asarray(want)).mean())
+        return float((predict_images(self.image_clf, x) == np.asarray(want)).mean())
 
 
 @torch.no_grad()
@@ -61,6 +66,7 @@ def generation_checks(model, judge: Judge, audio, images, n_images: int = 1000, 
     """Every row of the module docstring, plus the unimodal posteriors used (for callers that want
     more from them).  ``n_speech`` limits the spoken test digits (all by default)."""
     from ..data import pad_audio
+    from .style import style_transfer_r
 
     was_training = model.training
     model.eval()
@@ -79,37 +85,28 @@ def generation_checks(model, judge: Judge, audio, images, n_images: int = 1000, 
         "speech_own": judge.speech(model, zs_a, za, lengths, ya),
         "speech_zs_only": judge.speech(model, zs_a, torch.zeros_like(za), lengths, ya),
         "speech_style_swapped": judge.speech(model, zs_a, za[pa], lengths[pa], ya),
-        "image_own": judge.image(model, zs_i, zi, yi),
-        "image_zs_only": judge.image(model, zs_i, torch.zeros_like(zi), yi),
-        "image_style_swapped": judge.image(model, zs_i, zi[pi], yi),
-        "speech_to_image_ref": judge.image(model, zs_a, zi[ref_i], ya),
-        "speech_to_image_prior": judge.image(model, zs_a, _prior(len(ya), zi.shape[1], seed), ya),
-        "image_to_speech_ref": judge.speech(model, zs_i, za[ref_a], lengths[ref_a], yi),
-        "image_to_speech_prior": judge.speech(model, zs_i, _prior(len(yi), za.shape[1], seed + 1), lengths[ref_a], yi),
     }
-    style = _style_checks(model, images.images[pick], yi, zs_i, zi, zs_a, ya, pi, ref_i, seed)
+    # Each generated image is decoded once, then judged and (where it has a style reference among
+    # the picked images) scored for style: {row: (z_s, z_i, intended digit, reference index)}.
+    image_rows = {
+        "image_own": (zs_i, zi, yi, np.arange(len(yi))),
+        "image_zs_only": (zs_i, torch.zeros_like(zi), yi, None),
+        "image_style_swapped": (zs_i, zi[pi], yi, pi),
+        "speech_to_image_ref": (zs_a, zi[ref_i], ya, ref_i),
+        "speech_to_image_prior": (zs_a, _prior(len(ya), zi.shape[1], seed), ya, ref_i),  # style control
+    }
+    x_ref = images.images[pick].squeeze(1).numpy()
+    style = {}
+    for key, (zs, z, want, ref) in image_rows.items():
+        gen = model.decode_image(zs, z).clamp(0, 1)
+        r[key] = judge.images(gen, want)
+        if ref is not None:
+            style[key] = style_transfer_r(x_ref[ref], yi[ref], gen.squeeze(1).numpy(), want)
+    r["image_to_speech_ref"] = judge.speech(model, zs_i, za[ref_a], lengths[ref_a], yi)
+    r["image_to_speech_prior"] = judge.speech(model, zs_i, _prior(len(yi), za.shape[1], seed + 1), lengths[ref_a], yi)
     model.train(was_training)
     return {"rows": r, "style": style, "n_speech": len(ya), "n_images": len(yi),
             "posteriors": {"speech": (qa, lengths, ya), "image": (qi, pick, yi)}}
-
-
-@torch.no_grad()
-def _style_checks(model, x_i, yi, zs_i, zi, zs_a, ya, pi, ref_i, seed: int) -> dict:
-    """Style carried over to generated images (:func:`pvae_model.eval.style.style_transfer_r`):
-    own reconstructions (the decoder's ceiling), style swapped within images, speech -> image with
-    a reference's style, and with prior style scored against the same references (a control: ~0)."""
-    from .style import style_transfer_r
-
-    def gen(zs, z):
-        return model.decode_image(zs, z).clamp(0, 1).squeeze(1).numpy()
-
-    x = x_i.squeeze(1).numpy()
-    return {
-        "image_own": style_transfer_r(x, yi, gen(zs_i, zi), yi),
-        "image_style_swapped": style_transfer_r(x[pi], yi[pi], gen(zs_i, zi[pi]), yi),
-        "speech_to_image_ref": style_transfer_r(x[ref_i], yi[ref_i], gen(zs_a, zi[ref_i]), ya),
-        "speech_to_image_prior": style_transfer_r(x[ref_i], yi[ref_i], gen(zs_a, _prior(len(ya), zi.shape[1], seed)), ya),
-    }
 
 
 def _prior(n: int, dim: int, seed: int) -> torch.Tensor:
@@ -117,4 +114,6 @@ def _prior(n: int, dim: int, seed: int) -> torch.Tensor:
     return torch.randn(n, dim, generator=torch.Generator().manual_seed(seed))
 
 
+# the rows of generation_checks()["style"] (style carried over to generated images), in order
+STYLE_KEYS = ("image_own", "image_style_swapped", "speech_to_image_ref", "speech_to_image_prior")
 COHERENCE_KEYS = ("speech_to_image_prior", "image_to_speech_prior", "speech_to_image_ref", "image_to_speech_ref")

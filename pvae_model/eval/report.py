@@ -146,19 +146,17 @@ def generation_rows(runs: list[tuple[Path, dict]]) -> list[tuple[str, list[str]]
     return rows
 
 
-STYLE_ROWS = ("image_own", "image_style_swapped", "speech_to_image_ref", "speech_to_image_prior")
-
-
 def style_rows(runs: list[tuple[Path, dict]]) -> tuple[list[str], list[tuple[str, list[str]]]]:
     """Style carried over to generated images (``eval/metrics.json`` "style_transfer"): Pearson r of
     the reference's and the generation's class-centred slant / ink / width (pvae_model.eval.style),
     one row per run and way of generating."""
+    from .judge import STYLE_KEYS
     from .style import FEATURES
 
     rows = []
     for r, m in runs:
         st = m.get("style_transfer") or {}
-        for kind in STYLE_ROWS:
+        for kind in STYLE_KEYS:
             if kind in st:
                 rows.append((f"{r.name}: {kind.replace('_', ' ')}", [f"{st[kind][f]:.2f}" for f in FEATURES]))
     return list(FEATURES), rows
