@@ -72,8 +72,9 @@ class UnimodalVAE(FromRun, nn.Module):
             mu, lv = self.encode_image(x)["s"]
             nll = gaussian_nll_image(x, self.dec(reparameterize(mu, lv)), self.cfg.image_nll_std)
         kl = kl_std_normal(mu, lv)
-        loss = (nll + kl).mean()
-        m = {"loss": loss, "neg_elbo": loss, f"nll_{self.modality}": nll.mean(), "kl": kl.mean()}
+        neg_elbo = (nll + kl).mean()
+        loss = (nll + self.cfg.vae_kl_weight * kl).mean()
+        m = {"loss": loss, "neg_elbo": neg_elbo, f"nll_{self.modality}": nll.mean(), "kl": kl.mean()}
         return ModelOutput(loss, {k: float(v.detach()) for k, v in m.items()})
 
 

@@ -38,6 +38,16 @@ class PVAEConfig(ConfigMixin):
     beta: float = 10.0  # (*) contrastive weight; 0 gives "PVAE (no beta)"
     gamma: float = 0.5  # (*) hinge margin
     kl_private_weight: float = 1.0  # weight of KL(z_a) and KL(z_i); 1 = the paper's ELBO (experiments only)
+    # Weight of KL(z_s) of the multimodal posterior; 1 = the paper's ELBO.  A digit needs ln 10 =
+    # 2.3 nats, but with weight 1 the image side's z_s carries ~22: written style travels in z_s,
+    # the unimodal image z_s follows it (coherence) and places hard digits by their look.  A
+    # dearer z_s keeps what both modalities need (the digit) and leaves style to z_a / z_i.
+    kl_shared_weight: float = 1.0
+    # VAE-sp / VAE-im only: the KL weight of a beta-VAE (Higgins et al. 2017); 1 = the paper's
+    # baselines.  Below 1 the latent keeps more of each item (sharper reconstructions, a digit a
+    # probe reads better): bases for the latent-translation bridge, which can transfer no better
+    # than its target base draws its own digits.
+    vae_kl_weight: float = 1.0
     # Std of the image likelihood N(x_i; mean, std^2 I). The spec's 1 makes a whole 28x28 image in
     # [0, 1] worth ~30 nats against thousands for a spoken digit (experiments only).
     image_nll_std: float = 1.0
@@ -151,7 +161,11 @@ class PVAEConfig(ConfigMixin):
         deviations, and are not listed."""
         out = {}
         if model != "pvae":
-            return {"image_nll_std": self.image_nll_std} if self.image_nll_std != 1.0 and model != "vae-sp" else {}
+            if model in ("vae-sp", "vae-im") and self.vae_kl_weight != 1.0:
+                out["vae_kl_weight"] = self.vae_kl_weight
+            if self.image_nll_std != 1.0 and model != "vae-sp":
+                out["image_nll_std"] = self.image_nll_std
+            return out
         if self.objective != "paper":
             out["objective"] = self.objective
             out["cross_weight"] = self.cross_weight
@@ -160,6 +174,8 @@ class PVAEConfig(ConfigMixin):
             out["image_nll_std"] = self.image_nll_std
         if self.kl_private_weight != 1.0:
             out["kl_private_weight"] = self.kl_private_weight
+        if self.kl_shared_weight != 1.0:
+            out["kl_shared_weight"] = self.kl_shared_weight
         if self.private_adv_weight > 0:
             out["private_adv_weight"] = self.private_adv_weight
         if self.private_label_adv_weight > 0:
@@ -197,7 +213,7 @@ KERNELS = {"sqdist": rbf, "dist_half": rbf_dist_half}
 CHOICES = {"objective": OBJECTIVES, "kernel": KERNELS, "cross_grad": ("all", "decoders"),
            "private_label_adv_mode": ("reverse", "capped", "confusion"), "cycle_style": ("reference", "prior"),
            "contrastive_negatives": ("any", "other_digit")}
-NON_NEGATIVE = ("alpha", "beta", "gamma", "kl_private_weight", "cross_weight", "private_adv_weight",
+NON_NEGATIVE = ("alpha", "beta", "gamma", "kl_private_weight", "kl_shared_weight", "vae_kl_weight", "cross_weight", "private_adv_weight",
                 "private_adv_start", "private_label_adv_weight", "cycle_image", "cycle_audio", "zs_agree_weight", "image_views",
                 "swap_image", "swap_audio", "zs_pull_image")
 # weights of terms that exist only in the plus objective: > 0 with objective "paper" is an error
@@ -319,7 +335,8 @@ class PVAE(FromRun, nn.Module):
         neg_c = neg if cfg.contrastive_negatives == "any" else other_label_negatives(batch["label"], neg, generator)
         con = self.contrastive(mu_a, mu_i, neg_c)
         neg_elbo = nll_a + nll_i + kl["s"] + kl["a"] + kl["i"]
-        extra_kl = (cfg.kl_private_weight - 1.0) * (kl["a"] + kl["i"])  # zero with the paper's objective
+        # zero with the paper's objective
+        extra_kl = (cfg.kl_private_weight - 1.0) * (kl["a"] + kl["i"]) + (cfg.kl_shared_weight - 1.0) * kl["s"]
         total = neg_elbo + extra_kl + cfg.alpha * (coh_a + coh_i) + cfg.beta * con
         m = {"neg_elbo": neg_elbo.mean(), "nll_audio": nll_a.mean(), "nll_image": nll_i.mean(),
              "kl_s": kl["s"].mean(), "kl_a": kl["a"].mean(), "kl_i": kl["i"].mean(),

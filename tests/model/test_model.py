@@ -180,6 +180,34 @@ def test_plus_adds_exactly_the_weighted_cross_terms():
     assert cfg.deviations("jmvae-kl") == {"image_nll_std": 0.31} and cfg.deviations("vae-sp") == {}
 
 
+def test_kl_shared_weight_adds_exactly_the_extra_shared_kl():
+    """kl_shared_weight w adds (w - 1) * KL(z_s) and nothing else, and is named a deviation."""
+    paper, heavy = _golden_metrics(), _golden_metrics(kl_shared_weight=4.0)
+    for k in ("nll_audio", "nll_image", "kl_s", "kl_a", "kl_i", "contrastive", "neg_elbo"):
+        assert heavy[k] == pytest.approx(paper[k], rel=1e-6), k
+    assert heavy["loss"] == pytest.approx(paper["loss"] + 3.0 * paper["kl_s"], rel=1e-5)
+    assert PVAEConfig(**GOLDEN_CFG, kl_shared_weight=4.0).deviations() == {"kl_shared_weight": 4.0}
+
+
+def test_vae_kl_weight_scales_the_baseline_vaes_kl_only():
+    """A beta-VAE base: the loss is nll + w * KL while neg_elbo stays the ELBO; a deviation of the
+    unimodal VAEs only."""
+    from pvae_model.models.baselines import UnimodalVAE
+
+    def run(w):
+        torch.manual_seed(0)
+        model = UnimodalVAE(PVAEConfig(**GOLDEN_CFG, vae_kl_weight=w), "image")
+        torch.manual_seed(1)
+        return model(_golden_batch()).metrics
+
+    full, light = run(1.0), run(0.1)
+    assert light["neg_elbo"] == pytest.approx(full["neg_elbo"], rel=1e-6) and light["kl"] > 0
+    assert light["loss"] == pytest.approx(full["nll_image"] + 0.1 * full["kl"], rel=1e-5)
+    cfg = PVAEConfig(**GOLDEN_CFG, vae_kl_weight=0.1)
+    assert cfg.deviations("vae-sp") == {"vae_kl_weight": 0.1} and cfg.deviations() == {}
+    assert cfg.deviations("jmvae-kl") == {}
+
+
 def test_size_changes_name_the_sizes_that_differ_from_the_paper():
     assert PVAEConfig().size_changes() == {}
     assert PVAEConfig(hidden=256).size_changes() == {"hidden": 256}
