@@ -102,6 +102,31 @@ def _cfg(base_runs, **kw):
     return BridgeTrainConfig.from_dict(d)
 
 
+def test_sampled_inputs_are_drawn_from_the_base_posteriors_reproducibly():
+    """inputs: sample draws z_d ~ N(mean, exp(logvar)) per step, the same draws for the same
+    (seed, epoch); inputs: mean hands the means over unchanged.  Both named as they are."""
+    from pvae_model.bridge import BridgeTrainConfig, _epoch_batches
+
+    g = torch.Generator().manual_seed(0)
+    lat = {"z_speech": torch.randn(50, 6, generator=g), "lv_speech": torch.full((50, 6), -2.0),
+           "y_speech": torch.randint(0, 10, (50,), generator=g),
+           "z_image": torch.randn(400, 4, generator=g), "lv_image": torch.full((400, 4), -2.0),
+           "y_image": torch.randint(0, 10, (400,), generator=g)}
+    base = {"epochs": 1, "steps_per_epoch": 40, "batch_size": 64}
+    mean = list(_epoch_batches(lat, BridgeTrainConfig.from_dict(base), 0))
+    samp = list(_epoch_batches(lat, BridgeTrainConfig.from_dict({**base, "inputs": "sample"}), 0))
+    again = list(_epoch_batches(lat, BridgeTrainConfig.from_dict({**base, "inputs": "sample"}), 0))
+    assert all(torch.equal(a["z_speech"], b["z_speech"]) for a, b in zip(samp, again))
+    noise = torch.cat([s["z_speech"] - m["z_speech"] for s, m in zip(samp, mean)])
+    # the same items are drawn (the index stream is shared); the noise has the posterior's std e^-1
+    assert not torch.equal(samp[0]["z_speech"], mean[0]["z_speech"])
+    assert float(noise.std()) == pytest.approx(float(torch.exp(torch.tensor(-1.0))), rel=0.1)
+    assert BridgeTrainConfig.from_dict({**base, "inputs": "sample"}).deviations() == {"inputs": "sample"}
+    assert BridgeTrainConfig.from_dict({**base, "bridge": {"beta_cls": 1.0}}).deviations() == {"bridge.beta_cls": 1.0}
+    with pytest.raises(ValueError):
+        BridgeTrainConfig.from_dict({**base, "inputs": "median"})
+
+
 def test_bridge_resumes_exactly(tmp_path, base_runs):
     from pvae_model.bridge import fit
 
@@ -138,6 +163,8 @@ def test_bridge_cli_evaluate_and_report(tmp_path, base_runs):
     assert set(m["base_own_reconstruction"]) == {"speech", "image"}
     assert all(0 <= v <= 1 for v in m["base_own_reconstruction"].values())
     assert 0 <= m["diversity"]["near_copy_fraction"] <= 1
+    # the paper's loss weights and inputs; the base VAE-im's image likelihood is named
+    assert m["deviations"] == {"vae_im.image_nll_std": 0.31}
     assert (out / "eval" / "bridge_interpolation.png").stat().st_size > 1000
     assert len(list((out / "eval").glob("bridge_written_to_spoken_digit*_ref0.wav"))) >= 5
     r = CliRunner().invoke(main, ["report", str(out), "--out", str(tmp_path / "rep.html")])
