@@ -110,6 +110,12 @@ class PVAEConfig(ConfigMixin):
     # encodings, where one more spoken digit would cost four LSTM passes.  The same weak
     # supervision as the pairing (only "same label"), no labels read.  0 = off.
     image_views: int = 0
+    # plus: the paper's coherence term on each extra view too, KL(q(z_s, z_i | x_a, v) || q(z_s, z_i | v))
+    # (mean over the views), times this weight (the paper's alpha is 1).  The hinge alone stops at
+    # its margin; coherence ties every view's unimodal posterior to a multimodal one that the spoken
+    # digit pins down, at the cost of one more image pre-encoding per view (the spoken digit's
+    # multimodal pre-encoding is shared).  Needs image_views.  0 = off.
+    view_coherence: float = 0.0
     # plus: cross-modal reconstruction with the item's *own* style (DMVAE's cross reconstruction,
     # Lee & Pavlovic 2021): x_i decoded from (z_s ~ q(z_s|x_a), z_i ~ q(z_i|x_i)), times
     # ``swap_image``; x_a from (z_s ~ q(z_s|x_i), z_a ~ q(z_a|x_a)), times ``swap_audio``.  The
@@ -151,6 +157,8 @@ class PVAEConfig(ConfigMixin):
         for name in PLUS_TERMS:
             if getattr(self, name) > 0 and self.objective != "plus":
                 raise ValueError(f"{name} is a term of the plus objective: set objective: plus")
+        if self.view_coherence > 0 and self.image_views == 0:
+            raise ValueError("view_coherence applies to the extra views: set image_views > 0")
         if self.contrastive_negatives != "any" and self.objective != "plus":
             raise ValueError("contrastive_negatives other than 'any' is part of the plus objective: set objective: plus")
 
@@ -192,6 +200,8 @@ class PVAEConfig(ConfigMixin):
             out["zs_agree_weight"] = self.zs_agree_weight
         if self.image_views > 0:
             out["image_views"] = self.image_views
+        if self.view_coherence > 0:
+            out["view_coherence"] = self.view_coherence
         if self.contrastive_negatives != "any":
             out["contrastive_negatives"] = self.contrastive_negatives
         for name in ("swap_image", "swap_audio", "zs_pull_image"):
@@ -215,10 +225,10 @@ CHOICES = {"objective": OBJECTIVES, "kernel": KERNELS, "cross_grad": ("all", "de
            "contrastive_negatives": ("any", "other_digit")}
 NON_NEGATIVE = ("alpha", "beta", "gamma", "kl_private_weight", "kl_shared_weight", "vae_kl_weight", "cross_weight", "private_adv_weight",
                 "private_adv_start", "private_label_adv_weight", "cycle_image", "cycle_audio", "zs_agree_weight", "image_views",
-                "swap_image", "swap_audio", "zs_pull_image")
+                "swap_image", "swap_audio", "zs_pull_image", "view_coherence")
 # weights of terms that exist only in the plus objective: > 0 with objective "paper" is an error
 PLUS_TERMS = ("private_adv_weight", "private_label_adv_weight", "cycle_image", "cycle_audio", "zs_agree_weight",
-              "image_views", "swap_image", "swap_audio", "zs_pull_image")
+              "image_views", "swap_image", "swap_audio", "zs_pull_image", "view_coherence")
 
 
 class _Encoder(nn.Module):
@@ -322,7 +332,8 @@ class PVAE(FromRun, nn.Module):
         cfg = self.cfg
         lengths, x_i = batch["lengths"], batch["image"]
         x_a = batch["audio"][:, : int(lengths.max())]  # extra padding is never read
-        q = self.encode_multimodal(x_a, lengths, x_i)
+        h_a_mm = self.mm.pre["a"](x_a, lengths)  # kept: the extra views' multimodal posteriors share it
+        q = self.mm(torch.cat([h_a_mm, self.mm.pre["i"](x_i)], dim=-1))
         z = {k: reparameterize(*q[k]) for k in ("s", "a", "i")}
         nll_a = gaussian_nll_audio(x_a, self.decode_audio(z["s"], z["a"], lengths), lengths)
         nll_i = gaussian_nll_image(x_i, self.decode_image(z["s"], z["i"]), cfg.image_nll_std)
@@ -350,10 +361,17 @@ class PVAE(FromRun, nn.Module):
             m.update(cross_nll_image=cross_i.mean(), cross_nll_audio=cross_a.mean())
             if cfg.image_views > 0:
                 views = batch["image_views"]  # [B, K, 1, 28, 28]
-                mu_v = self.encode_image(views.flatten(0, 1))["s"][0].view(*views.shape[:2], -1)
-                con_v = torch.stack([self.contrastive(mu_a, mu_v[:, j], neg_c) for j in range(views.shape[1])]).mean(0)
+                n_views, flat = views.shape[1], views.flatten(0, 1)
+                q_v = self.encode_image(flat)
+                mu_v = q_v["s"][0].view(*views.shape[:2], -1)
+                con_v = torch.stack([self.contrastive(mu_a, mu_v[:, j], neg_c) for j in range(n_views)]).mean(0)
                 total = total + cfg.beta * con_v
                 m["contrastive_views"] = con_v.mean()
+                if cfg.view_coherence > 0:
+                    q_mv = self.mm(torch.cat([h_a_mm.repeat_interleave(n_views, 0), self.mm.pre["i"](flat)], dim=-1))
+                    coh_v = (kl_gauss(*q_mv["s"], *q_v["s"]) + kl_gauss(*q_mv["i"], *q_v["i"])).view(-1, n_views).mean(1)
+                    total = total + cfg.view_coherence * coh_v
+                    m["coherence_views"] = coh_v.mean()
             if cfg.swap_image > 0:
                 swap_i = gaussian_nll_image(x_i, self.decode_image(gen["zs_audio"], reparameterize(*qi["i"])),
                                             cfg.image_nll_std)

@@ -448,6 +448,33 @@ def test_image_views_add_the_contrastive_term_on_more_images():
         PVAEConfig(objective="plus", image_views=-1)
 
 
+def test_view_coherence_is_the_papers_coherence_on_each_view():
+    def metrics(**kw):
+        torch.manual_seed(0)
+        model = PVAE(PVAEConfig(**GOLDEN_CFG, objective="plus", image_views=2, **kw))
+        torch.manual_seed(1)
+        return model, model(_with_views(), generator=torch.Generator().manual_seed(2)).metrics
+
+    _, hinge = metrics()
+    model, coh = metrics(view_coherence=3.0)
+    for k in ("nll_audio", "nll_image", "cross_nll_audio", "contrastive", "contrastive_views", "coherence_image"):
+        assert coh[k] == pytest.approx(hinge[k], rel=1e-6), k
+    assert "coherence_views" not in hinge and coh["coherence_views"] > 0
+    assert coh["loss"] == pytest.approx(hinge["loss"] + 3.0 * coh["coherence_views"], rel=1e-5)
+    # KL(q(z_s, z_i | x_a, v) || q(z_s, z_i | v)) per view, averaged over the views
+    b = _with_views()
+    with torch.no_grad():
+        per_view = []
+        for j in range(2):
+            v = b["image_views"][:, j]
+            q_mm, q_i = model.encode_multimodal(b["audio"], b["lengths"], v), model.encode_image(v)
+            per_view.append(kl_gauss(*q_mm["s"], *q_i["s"]) + kl_gauss(*q_mm["i"], *q_i["i"]))
+    assert coh["coherence_views"] == pytest.approx(float(torch.stack(per_view).mean()), rel=1e-5)
+    assert PVAEConfig(**GOLDEN_CFG, objective="plus", image_views=2, view_coherence=1.0).deviations()["view_coherence"] == 1.0
+    with pytest.raises(ValueError, match="image_views"):
+        PVAEConfig(objective="plus", view_coherence=1.0)
+
+
 def test_private_label_adversary_is_a_named_plus_term_with_reversed_gradient():
     torch.manual_seed(0)
     cfg = PVAEConfig(**GOLDEN_CFG, objective="plus", private_label_adv_weight=2.0)
