@@ -13,10 +13,10 @@
 #   5 evaluate  purity, inertia, t-SNE, generation, coherence -> OUT/pvae/eval
 #   6 report    OUT/report.html
 #   7 bridge    VAE-sp and VAE-im (--base-epochs, same config), the latent-translation bridge
-#               between them (Tian & Engel 2019), its evaluation, and the report with PVAE and
-#               the bridge side by side
+#               between them (Tian & Engel 2019; configs/bridge.yaml), its evaluation, and the
+#               report with PVAE and the bridge side by side
 set -euo pipefail
-stage=0; stop_stage=100; jobs=2; base_epochs=60
+stage=0; stop_stage=100; jobs=2; base_epochs=150
 root=$(cd "$(dirname "$0")/.." && pwd)
 data=${PVAE_DATA:-}
 out=$root/exp/fsdd_mnist
@@ -50,7 +50,8 @@ if want 7; then
       --audio-shards "$out/shards/audio" --image-shards "$out/shards/images" --epochs "$base_epochs" --max-minutes 0
   done
   run 7 "bridge between $out/vae-sp and $out/vae-im"
-  "$bin/pvae-model" bridge --speech-run "$out/vae-sp" --image-run "$out/vae-im" --out "$out/bridge" --resume -q
+  "$bin/pvae-model" bridge --config "$root/configs/bridge.yaml" --speech-run "$out/vae-sp" --image-run "$out/vae-im" \
+    --out "$out/bridge" --resume -q
   "$bin/pvae-model" evaluate "$out/bridge" > "$out/bridge/evaluate.log"
   reported=("$out/bridge")
   [ -f "$out/pvae/eval/metrics.json" ] && reported=("$out/pvae" "${reported[@]}")

@@ -28,3 +28,12 @@ def test_demo_config_names_its_deviations_and_size():
     paper = load_config(CONFIGS / "pvae_fast.yaml", {"pvae.objective": "paper", "pvae.private_label_adv_weight": 0})
     assert set(paper.pvae.deviations()) == {"image_nll_std"}
     assert "private_label_adv_weight=0" in (Path(__file__).resolve().parents[2] / "pipelines" / "table1.sh").read_text()
+
+
+def test_bridge_config_names_its_deviations_and_the_pipeline_uses_it():
+    from pvae_model.bridge import BridgeTrainConfig, load_bridge_config
+
+    cfg = load_bridge_config(CONFIGS / "bridge.yaml", {"speech_run": "a", "image_run": "b"})
+    assert cfg.deviations() == {"bridge.beta_cls": 10.0, "inputs": "sample"} and cfg.epochs == 10
+    assert BridgeTrainConfig().deviations() == {}  # the defaults are the paper's documented runs
+    assert "configs/bridge.yaml" in (Path(__file__).resolve().parents[2] / "pipelines" / "fsdd_mnist.sh").read_text()
