@@ -422,15 +422,17 @@ def _with_views(k: int = 2) -> dict:
     return {**_golden_batch(), "image_views": torch.rand(4, k, 1, 28, 28, generator=g)}
 
 
-def test_image_views_add_the_contrastive_term_on_more_images():
-    def metrics(**kw):
-        torch.manual_seed(0)
-        model = PVAE(PVAEConfig(**GOLDEN_CFG, objective="plus", beta=7.0, **kw))
-        torch.manual_seed(1)
-        return model, model(_with_views(), generator=torch.Generator().manual_seed(2)).metrics
+def _plus_with_views(**kw) -> tuple[PVAE, dict]:
+    """A plus model and its metrics on the golden batch with two extra views (fixed draws)."""
+    torch.manual_seed(0)
+    model = PVAE(PVAEConfig(**GOLDEN_CFG, objective="plus", **kw))
+    torch.manual_seed(1)
+    return model, model(_with_views(), generator=torch.Generator().manual_seed(2)).metrics
 
-    _, plus = metrics()
-    model, views = metrics(image_views=2)
+
+def test_image_views_add_the_contrastive_term_on_more_images():
+    _, plus = _plus_with_views(beta=7.0)
+    model, views = _plus_with_views(beta=7.0, image_views=2)
     for k in ("nll_audio", "nll_image", "cross_nll_audio", "contrastive"):  # the other terms: same draws
         assert views[k] == pytest.approx(plus[k], rel=1e-6), k
     assert "contrastive_views" not in plus and views["contrastive_views"] > 0
@@ -449,14 +451,8 @@ def test_image_views_add_the_contrastive_term_on_more_images():
 
 
 def test_view_coherence_is_the_papers_coherence_on_each_view():
-    def metrics(**kw):
-        torch.manual_seed(0)
-        model = PVAE(PVAEConfig(**GOLDEN_CFG, objective="plus", image_views=2, **kw))
-        torch.manual_seed(1)
-        return model, model(_with_views(), generator=torch.Generator().manual_seed(2)).metrics
-
-    _, hinge = metrics()
-    model, coh = metrics(view_coherence=3.0)
+    _, hinge = _plus_with_views(image_views=2)
+    model, coh = _plus_with_views(image_views=2, view_coherence=3.0)
     for k in ("nll_audio", "nll_image", "cross_nll_audio", "contrastive", "contrastive_views", "coherence_image"):
         assert coh[k] == pytest.approx(hinge[k], rel=1e-6), k
     assert "coherence_views" not in hinge and coh["coherence_views"] > 0
