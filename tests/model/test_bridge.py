@@ -170,6 +170,7 @@ def test_bridge_cli_evaluate_and_report(tmp_path, base_runs):
     r = CliRunner().invoke(main, ["report", str(out), "--out", str(tmp_path / "rep.html")])
     assert r.exit_code == 0, r.output
     assert "| br (bridge, epoch 2)" in r.output
+    assert "deviations from Tian & Engel's documented runs: vae_im.image_nll_std = 0.31" in r.output
     # a bad base run is a one-line error
     r = CliRunner().invoke(main, ["bridge", "--speech-run", str(base_runs["vae-im"]), "--image-run",
                                   str(base_runs["vae-im"]), "--out", str(tmp_path / "bad"), "-q"])

@@ -346,7 +346,7 @@ def test_evaluate_writes_metrics_figures_and_audio(tmp_path, shards):
                                                               "cross_grad": "all", "image_nll_std": 0.31}
     r = CliRunner().invoke(main, ["report", str(tmp_path / "r"), str(tmp_path / "plus"), "--out", str(tmp_path / "2.html")])
     assert r.exit_code == 0, r.output
-    assert "| plus [1] |" in r.output and "[1] deviations from the paper's objective: objective = plus" in r.output
+    assert "| plus [1] |" in r.output and "[1] deviations from the paper's objective (shared/docs/pvae-spec.md): objective = plus" in r.output
     # the tiny test model's sizes are not the paper's: metrics.json and the report say which
     assert mp["size_changes"]["hidden"] == 24 and mp["size_changes"]["z_shared"] == 4
     assert "model sizes that differ from the paper's: plus: " in r.output and "hidden = 24 (paper: 512)" in r.output
