@@ -41,10 +41,15 @@ class Judge:
     @torch.no_grad()
     def speech(self, model, zs, z_a, lengths, want) -> float:
         """Fraction of ``decode_audio(zs, z_a, lengths)`` the speech classifier labels ``want``."""
+        return self.utterances(model.decode_audio(zs, z_a, lengths), lengths, want)
+
+    @torch.no_grad()
+    def utterances(self, x: torch.Tensor, lengths, want) -> float:
+        """Fraction of the (already generated) padded FBank utterances ``x`` [B, T, F], each cut to
+        its length, the speech classifier labels ``want``."""
         from .classifiers import predict_speech
 
-        gen = model.decode_audio(zs, z_a, lengths)
-        pred = predict_speech(self.speech_clf, [gen[j, : lengths[j]] for j in range(len(lengths))])
+        pred = predict_speech(self.speech_clf, [x[j, : lengths[j]] for j in range(len(lengths))])
         return float((pred == np.asarray(want)).mean())
 
     @torch.no_grad()

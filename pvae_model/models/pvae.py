@@ -231,6 +231,12 @@ PLUS_TERMS = ("private_adv_weight", "private_label_adv_weight", "cycle_image", "
               "image_views", "swap_image", "swap_audio", "zs_pull_image", "view_coherence")
 
 
+def coherence(q_mm: dict, q_uni: dict, private: str) -> torch.Tensor:
+    """The paper's coherence term per item: KL(q(z_s | both) || q(z_s | one)) + the same for the
+    modality's private latent (``private``: "a" or "i")."""
+    return kl_gauss(*q_mm["s"], *q_uni["s"]) + kl_gauss(*q_mm[private], *q_uni[private])
+
+
 class _Encoder(nn.Module):
     """Pre-encoder(s) -> one Gaussian head per latent."""
 
@@ -309,8 +315,14 @@ class PVAE(FromRun, nn.Module):
 
     # ---- inference networks -------------------------------------------------------------
     def encode_multimodal(self, x_a, lengths, x_i):
-        h = torch.cat([self.mm.pre["a"](x_a, lengths), self.mm.pre["i"](x_i)], dim=-1)
-        return self.mm(h)
+        """q(z_s, z_a, z_i | x_a, x_i): {"s": (mu, logvar), "a": ..., "i": ...}."""
+        return self.encode_multimodal_from(self.mm.pre["a"](x_a, lengths), x_i)
+
+    def encode_multimodal_from(self, h_a: torch.Tensor, x_i: torch.Tensor):
+        """The multimodal posterior from an already computed audio pre-encoding ``h_a`` (the LSTM
+        pass), so one spoken digit can be paired with several written ones at the cost of image
+        pre-encodings only."""
+        return self.mm(torch.cat([h_a, self.mm.pre["i"](x_i)], dim=-1))
 
     def encode_audio(self, x_a, lengths):
         """Unimodal q(z_s, z_a | x_a): {"s": (mu, logvar), "a": (mu, logvar)}."""
@@ -333,14 +345,13 @@ class PVAE(FromRun, nn.Module):
         lengths, x_i = batch["lengths"], batch["image"]
         x_a = batch["audio"][:, : int(lengths.max())]  # extra padding is never read
         h_a_mm = self.mm.pre["a"](x_a, lengths)  # kept: the extra views' multimodal posteriors share it
-        q = self.mm(torch.cat([h_a_mm, self.mm.pre["i"](x_i)], dim=-1))
+        q = self.encode_multimodal_from(h_a_mm, x_i)
         z = {k: reparameterize(*q[k]) for k in ("s", "a", "i")}
         nll_a = gaussian_nll_audio(x_a, self.decode_audio(z["s"], z["a"], lengths), lengths)
         nll_i = gaussian_nll_image(x_i, self.decode_image(z["s"], z["i"]), cfg.image_nll_std)
         kl = {k: kl_std_normal(*q[k]) for k in ("s", "a", "i")}
         qa, qi = self.encode_audio(x_a, lengths), self.encode_image(x_i)
-        coh_a = kl_gauss(*q["s"], *qa["s"]) + kl_gauss(*q["a"], *qa["a"])
-        coh_i = kl_gauss(*q["s"], *qi["s"]) + kl_gauss(*q["i"], *qi["i"])
+        coh_a, coh_i = coherence(q, qa, "a"), coherence(q, qi, "i")
         mu_a, mu_i = qa["s"][0], qi["s"][0]
         neg = cyclic_derangement(len(mu_a), generator, mu_a.device)
         neg_c = neg if cfg.contrastive_negatives == "any" else other_label_negatives(batch["label"], neg, generator)
@@ -368,8 +379,8 @@ class PVAE(FromRun, nn.Module):
                 total = total + cfg.beta * con_v
                 m["contrastive_views"] = con_v.mean()
                 if cfg.view_coherence > 0:
-                    q_mv = self.mm(torch.cat([h_a_mm.repeat_interleave(n_views, 0), self.mm.pre["i"](flat)], dim=-1))
-                    coh_v = (kl_gauss(*q_mv["s"], *q_v["s"]) + kl_gauss(*q_mv["i"], *q_v["i"])).view(-1, n_views).mean(1)
+                    q_mv = self.encode_multimodal_from(h_a_mm.repeat_interleave(n_views, 0), flat)
+                    coh_v = coherence(q_mv, q_v, "i").view(-1, n_views).mean(1)
                     total = total + cfg.view_coherence * coh_v
                     m["coherence_views"] = coh_v.mean()
             if cfg.swap_image > 0:
