@@ -117,13 +117,16 @@ def base_latents(cfg: BridgeTrainConfig, bases: BaseModels, cache: Path) -> dict
     cached (recomputed when the base runs' checkpoints change)."""
     from .data import load_audio_split, load_image_split
     from .eval.metrics import encode_posteriors
-    from .checkpoints import load_checkpoint
+    from .checkpoints import RunIOError, load_checkpoint
 
     stamp = {d: _stamp(Path(r) / "checkpoints" / f"{cfg.checkpoint}.pt")
              for d, r in (("speech", cfg.speech_run), ("image", cfg.image_run))}
     stamp["format"] = LATENTS_FORMAT
     if cache.exists():
-        saved = load_checkpoint(cache)
+        try:
+            saved = load_checkpoint(cache)
+        except RunIOError:
+            saved = {}  # a damaged cache holds nothing the bases cannot give again: computed anew
         if saved.get("stamp") == stamp:
             return saved["latents"]
     out = {}

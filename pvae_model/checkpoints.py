@@ -35,11 +35,16 @@ def plain(x):
 
 def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
     """A checkpoint written by this package, read with ``weights_only=True``; checkpoints from
-    before plain types were enforced (numpy scalars inside) are read the old way."""
+    before plain types were enforced (numpy scalars inside) are read the old way.  A truncated or
+    corrupt file is a :class:`RunIOError` naming it (a missing one stays ``FileNotFoundError``)."""
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError:
-        return torch.load(path, map_location=map_location, weights_only=False)
+        try:
+            return torch.load(path, map_location=map_location, weights_only=True)
+        except pickle.UnpicklingError:
+            return torch.load(path, map_location=map_location, weights_only=False)
+    except (RuntimeError, EOFError, pickle.UnpicklingError) as e:
+        first = (str(e).splitlines() or [type(e).__name__])[0]
+        raise RunIOError(f"{path}: unreadable checkpoint, truncated or corrupt ({first})") from None
 
 
 def save_checkpoint(path: Path, state: dict) -> None:

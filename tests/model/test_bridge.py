@@ -143,6 +143,23 @@ def test_bridge_resumes_exactly(tmp_path, base_runs):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_damaged_latent_cache_is_computed_again_and_a_damaged_checkpoint_is_named(tmp_path, base_runs):
+    from pvae_model.bridge import fit
+    from pvae_model.checkpoints import RunIOError, load_checkpoint
+
+    fit(_cfg(base_runs, epochs=1), tmp_path / "a", show_progress=False)
+    cache = tmp_path / "a" / "latents.pt"
+    good = load_checkpoint(cache)["latents"]
+    cache.write_bytes(cache.read_bytes()[:1000])  # truncated, as by a full disk or a kill
+    fit(_cfg(base_runs, epochs=2), tmp_path / "a", resume=True, show_progress=False)
+    again = load_checkpoint(cache)["latents"]
+    assert all(torch.equal(good[s][k], again[s][k]) for s in good for k in good[s])
+    ckpt = tmp_path / "a" / "checkpoints" / "last.pt"
+    ckpt.write_bytes(ckpt.read_bytes()[:1000])
+    with pytest.raises(RunIOError, match="last.pt: unreadable checkpoint"):
+        fit(_cfg(base_runs, epochs=3), tmp_path / "a", resume=True, show_progress=False)
+
+
 def test_bridge_cli_evaluate_and_report(tmp_path, base_runs):
     from click.testing import CliRunner
 
