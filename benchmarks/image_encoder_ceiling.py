@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from pvae_model.data import load_image_split
+from pvae_model.data import load_image_split, random_shift
 from pvae_model.modules import ImagePreEncoder
 
 
@@ -29,6 +29,9 @@ def main() -> None:
     ap.add_argument("--channels", default="32,64", help="the pre-encoder's conv channels (make demo: 32,64)")
     ap.add_argument("--hidden", type=int, default=256, help="its FC width (make demo: 256)")
     ap.add_argument("--z", type=int, default=32, help="the z_s head's size")
+    ap.add_argument("--depth", default="spec", help="spec | deep (a 3x3 conv before each strided one)")
+    ap.add_argument("--shift", type=int, default=0, help="random whole-pixel shifts of up to this many pixels")
+    ap.add_argument("--ema", type=float, default=0.0, help="also score an exponential moving average of the weights (decay)")
     ap.add_argument("--fc-relu", action="store_true", help="a ReLU after the pre-encoder's FC layer")
     ap.add_argument("--passes", type=int, default=14, help="passes over the 60,000 training images")
     ap.add_argument("--threads", type=int, default=1)
@@ -41,24 +44,27 @@ def main() -> None:
     xt, yt = test.images, torch.as_tensor(np.asarray(test.labels))
     channels = tuple(int(c) for c in a.channels.split(","))
     act = [nn.ReLU()] if a.fc_relu else []
-    net = nn.Sequential(ImagePreEncoder(channels, a.hidden), *act, nn.Linear(a.hidden, a.z), nn.Linear(a.z, 10))
+    net = nn.Sequential(ImagePreEncoder(channels, a.hidden, a.depth), *act, nn.Linear(a.hidden, a.z), nn.Linear(a.z, 10))
     opt = torch.optim.Adam(net.parameters(), 1e-3, betas=(0.95, 0.999))  # make demo's optimiser
     g = torch.Generator().manual_seed(a.seed)
+    ema = torch.optim.swa_utils.AveragedModel(net, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(a.ema)) if a.ema else None
 
     @torch.no_grad()
-    def accuracy(xs: torch.Tensor, ys: torch.Tensor) -> float:
-        return float((torch.cat([net(xs[i:i + 2000]).argmax(1) for i in range(0, len(xs), 2000)]) == ys).float().mean())
+    def accuracy(xs: torch.Tensor, ys: torch.Tensor, model: nn.Module = net) -> float:
+        return float((torch.cat([model(xs[i:i + 2000]).argmax(1) for i in range(0, len(xs), 2000)]) == ys).float().mean())
 
     t0 = time.perf_counter()
-    print("pass  presentations  test acc  train acc (first 10,000)  minutes")
+    print("pass  presentations  test acc  train acc (first 10,000)  minutes" + ("  EMA test acc" if ema else ""))
     for p in range(a.passes):
         for b in torch.randperm(len(x), generator=g).split(128):
-            loss = nn.functional.cross_entropy(net(x[b]), y[b])
+            loss = nn.functional.cross_entropy(net(random_shift(x[b], a.shift, g)), y[b])
             opt.zero_grad()
             loss.backward()
             opt.step()
+            if ema is not None:
+                ema.update_parameters(net)
         print(f"{p + 1:4d}  {(p + 1) * len(x):13,d}  {accuracy(xt, yt):8.2%}  {accuracy(x[:10000], y[:10000]):9.2%}"
-              f"  {(time.perf_counter() - t0) / 60:7.1f}", flush=True)
+              f"  {(time.perf_counter() - t0) / 60:7.1f}" + (f"  {accuracy(xt, yt, ema):12.2%}" if ema else ""), flush=True)
 
 
 if __name__ == "__main__":

@@ -103,7 +103,7 @@ def load_bases(cfg: BridgeTrainConfig) -> BaseModels:
         m.requires_grad_(False)
     return BaseModels(sp, im, audio, images, cmvn, c_sp.audio_shards, c_im.image_shards,
                       {"speech": _run_minutes(cfg.speech_run), "image": _run_minutes(cfg.image_run)},
-                      {"vae_sp": c_sp.pvae.deviations("vae-sp"), "vae_im": c_im.pvae.deviations("vae-im")})
+                      {"vae_sp": c_sp.deviations(), "vae_im": c_im.deviations()})
 
 
 def _run_minutes(run_dir) -> float:

@@ -38,6 +38,13 @@ class TrainConfig(ConfigMixin):
     # Audio shards without global CMVN statistics would be trained on raw FBank (losses ~30x
     # larger, a different model): refused unless this says it is meant.
     allow_no_cmvn: bool = False
+    # Training departures from the paper's procedure (each named by deviations()):
+    # image_shift: every training image (paired and extra views) moved by a random whole-pixel
+    #   offset of up to this many pixels, redrawn each epoch (MNIST's classic augmentation; 0 = off).
+    # ema_decay: the model a run delivers (checkpoints' weights for evaluate, the quick evaluation)
+    #   is an exponential moving average of the trained weights (Polyak averaging; 0 = off).
+    image_shift: int = 0
+    ema_decay: float = 0.0
 
     def __post_init__(self) -> None:
         if isinstance(self.pvae, dict):
@@ -48,6 +55,20 @@ class TrainConfig(ConfigMixin):
             raise ValueError(f"unknown model {self.model!r} (available: {', '.join(MODALITIES)})")
         if self.epochs < 1 or self.batch_size < 2 or self.lr <= 0:
             raise ValueError("epochs >= 1, batch_size >= 2 and lr > 0 are required")
+        if not 0 <= self.image_shift <= 7:
+            raise ValueError(f"image_shift must be in [0, 7] pixels, got {self.image_shift}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+
+    def deviations(self) -> dict:
+        """The model's departures from the paper's objective (``PVAEConfig.deviations``) and the
+        training procedure's (augmentation, weight averaging): what metrics and the report name."""
+        out = self.pvae.deviations(self.model)
+        if self.image_shift and self.model != "vae-sp":
+            out["image_shift"] = self.image_shift
+        if self.ema_decay:
+            out["ema_decay"] = self.ema_decay
+        return out
 
 
 def load_config(path: str | Path | None, overrides: dict | None = None) -> TrainConfig:

@@ -66,6 +66,21 @@ def pair_images(audio_labels: np.ndarray, image_labels: np.ndarray, rng: np.rand
     return out
 
 
+def random_shift(images: torch.Tensor, max_shift: int, generator: torch.Generator) -> torch.Tensor:
+    """Each ``[N, 1, H, W]`` image moved by its own whole-pixel offset in [-max_shift, max_shift]
+    on both axes (zero fill): the classic MNIST augmentation; an encoder that has seen digits a
+    pixel or two off-centre generalises to the test split better than one that has not."""
+    if max_shift <= 0:
+        return images
+    n, _, h, w = images.shape
+    padded = torch.nn.functional.pad(images, (max_shift,) * 4)
+    dy, dx = torch.randint(0, 2 * max_shift + 1, (2, n), generator=generator)
+    rows = (dy[:, None] + torch.arange(h))[:, None, :, None].expand(n, 1, h, w + 2 * max_shift)
+    out = padded.gather(2, rows)
+    cols = (dx[:, None] + torch.arange(w))[:, None, None, :].expand(n, 1, h, w)
+    return out.gather(3, cols)
+
+
 class PairedEpochs:
     """``batches(epoch)``: a new seeded pairing and a new bucketed batch order every epoch.
 
@@ -74,8 +89,9 @@ class PairedEpochs:
     """
 
     def __init__(self, audio: AudioSet, images: ImageSet, batch_size: int, seed: int = 0,
-                 rank: int = 0, world_size: int = 1, image_views: int = 0):
+                 rank: int = 0, world_size: int = 1, image_views: int = 0, image_shift: int = 0):
         self.audio, self.images = audio, images
+        self.image_shift = image_shift
         self.seed, self.rank, self.world_size = seed, rank, world_size
         self.image_views = image_views
         self.sampler = BucketBatchSampler(audio.lengths, batch_size, shuffle=True, seed=seed)
@@ -97,12 +113,20 @@ class PairedEpochs:
         self.sampler.set_epoch(epoch)
         pairs = self.pairing(epoch)
         views = self.extra_views(epoch) if self.image_views else None
-        for b in self.sampler.batches()[self.rank::self.world_size]:
+        all_batches = self.sampler.batches()
+        for n in range(self.rank, len(all_batches), self.world_size):
+            b = all_batches[n]
             x_a, lengths = pad_audio([self.audio.feats[i] for i in b])
             batch = {"audio": x_a, "lengths": lengths, "image": self.images.images[pairs[b]],
                      "label": torch.from_numpy(self.audio.labels[b])}
             if views is not None:  # [B, image_views, 1, 28, 28]
                 batch["image_views"] = self.images.images[torch.from_numpy(views[b])]
+            if self.image_shift:  # seeded by (seed, epoch, global batch): the same under DDP and on resume
+                g = torch.Generator().manual_seed(int(np.random.default_rng([self.seed, epoch, 3, n]).integers(2**62)))
+                batch["image"] = random_shift(batch["image"], self.image_shift, g)
+                if views is not None:
+                    v = batch["image_views"]
+                    batch["image_views"] = random_shift(v.flatten(0, 1), self.image_shift, g).view_as(v)
             yield batch
 
     def padding_fraction(self) -> float:

@@ -95,6 +95,10 @@ class Trainer:
         self._load_data()
         self.model = build_model(cfg.model, cfg.pvae).to(device)
         self.opt = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, betas=cfg.betas, eps=cfg.eps)
+        # ema_decay: the delivered model is a moving average of the trained one (torch's own
+        # AveragedModel); checkpoints hold both, evaluate loads the average.
+        self.ema = (torch.optim.swa_utils.AveragedModel(self.model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(
+            cfg.ema_decay)) if cfg.ema_decay else None)
         self.gen = torch.Generator().manual_seed(cfg.seed + 1 + self.rank)  # negatives for the contrastive term
         self.start_epoch, self.start_batch, self.start_sums, self.best, self.elapsed_before = 0, 0, {}, -1.0, 0.0
         if resume and self.ckpt_path.exists():
@@ -139,7 +143,7 @@ class Trainer:
         self.image_test = image_test
         views = cfg.pvae.image_views if cfg.model == "pvae" else 0
         self.data = PairedEpochs(audio, images, cfg.batch_size, seed=cfg.seed, rank=self.rank, world_size=self.world,
-                                 image_views=views)
+                                 image_views=views, image_shift=cfg.image_shift)
         self.judge = None
         if self.main and cfg.model == "pvae" and cfg.eval_every and cfg.eval_coherence and self.device.type == "cpu":
             from .eval.judge import Judge
@@ -150,6 +154,9 @@ class Trainer:
         ck = load_checkpoint(self.ckpt_path, map_location=self.device)
         self.model.load_state_dict(ck["model"])
         self.opt.load_state_dict(ck["optimizer"])
+        if self.ema is not None:
+            self.ema.module.load_state_dict(ck["ema_model"])
+            self.ema.n_averaged.fill_(ck["ema_steps"])
         torch.set_rng_state(ck["rng"]["torch"])
         gens = ck["rng"]["generator"]
         self.gen.set_state(gens[self.rank] if isinstance(gens, list) else gens)
@@ -196,6 +203,8 @@ class Trainer:
                 "model": self.model.state_dict(), "optimizer": self.opt.state_dict(), "config": self.cfg.to_dict(),
                 "epoch": epoch, "batch": batch, "epoch_sums": epoch_sums, "best_purity": self.best,
                 "train_seconds": self.train_seconds(),
+                **({"ema_model": self.ema.module.state_dict(), "ema_steps": int(self.ema.n_averaged)}
+                   if self.ema is not None else {}),
                 "rng": {"torch": torch.get_rng_state(), "generator": gens if dist else gens[0],
                         "cuda": torch.cuda.get_rng_state() if cuda else None}})
 
@@ -233,6 +242,8 @@ class Trainer:
             if cfg.grad_clip:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             self.opt.step()
+            if self.ema is not None:
+                self.ema.update_parameters(model)
             n = len(batch["lengths"])
             pairs_epoch += n
             if self.writer is not None and (b + 1) % STEP_LOG_EVERY == 0:  # per-step curve, epochs are few
@@ -263,10 +274,16 @@ class Trainer:
         return metrics
 
     def evaluate(self) -> dict:
-        """The quick evaluation of the training curve: z_s purity, and judged generations (PVAE)."""
-        m = quick_purity(self.model, self.audio_test, self.image_test, self.device, MODALITIES[self.cfg.model])
+        """The quick evaluation of the training curve: z_s purity, and judged generations (PVAE), of
+        the model the run delivers (the moving average with ``ema_decay``, then also the raw
+        weights' purity as ``raw_purity_*``)."""
+        model = self.ema.module if self.ema is not None else self.model
+        m = quick_purity(model, self.audio_test, self.image_test, self.device, MODALITIES[self.cfg.model])
+        if self.ema is not None:
+            raw = quick_purity(self.model, self.audio_test, self.image_test, self.device, MODALITIES[self.cfg.model])
+            m.update({f"raw_{k}": v for k, v in raw.items()})
         if self.judge is not None:
-            m.update(quick_generation(self.model, self.judge, self.audio_test, self.image_test,
+            m.update(quick_generation(model, self.judge, self.audio_test, self.image_test,
                                       self.cfg.eval_coherence_images))
         return m
 

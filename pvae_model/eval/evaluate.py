@@ -63,7 +63,7 @@ def evaluate(run_dir: str | Path, ecfg: EvalConfig = EvalConfig()) -> dict:
     metrics: dict = {"model": cfg.model, "epoch": ck["epoch"], "checkpoint": ecfg.checkpoint,
                      "checkpoint_file": ck["loaded_from"],
                      "objective": cfg.pvae.objective if cfg.model == "pvae" else None,
-                     "deviations": cfg.pvae.deviations(cfg.model),
+                     "deviations": cfg.deviations(),
                      "size_changes": cfg.pvae.size_changes(),
                      "n_speech": len(audio.labels), "n_images": len(images.labels),
                      "purity": latent_purity(means, audio.labels, images.labels, ecfg.seeds),

@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..modules import AudioDecoder, AudioPreEncoder, GaussianHead, ImageDecoder, ImagePreEncoder
+from ..modules import AudioDecoder, AudioPreEncoder, GaussianHead, ImageDecoder
 from ..modules import gaussian_nll_audio, gaussian_nll_image, kl_gauss, kl_std_normal, reparameterize
 from .base import FromRun, ModelOutput
 from .pvae import PVAEConfig
@@ -47,7 +47,7 @@ class UnimodalVAE(FromRun, nn.Module):
             self.dec = AudioDecoder(z, cfg.feat_dim, H)
         else:
             z = cfg.z_shared + cfg.z_image
-            self.pre = ImagePreEncoder(cfg.image_channels, H)
+            self.pre = cfg.image_pre_encoder()
             self.dec = ImageDecoder(z)
         self.head = GaussianHead(H, z)
 
@@ -91,9 +91,9 @@ class JMVAE(FromRun, nn.Module):
         super().__init__()
         self.cfg = cfg
         H, z = cfg.hidden, cfg.z_shared + cfg.z_audio + cfg.z_image
-        self.mm_a, self.mm_i = AudioPreEncoder(cfg.feat_dim, H), ImagePreEncoder(cfg.image_channels, H)
+        self.mm_a, self.mm_i = AudioPreEncoder(cfg.feat_dim, H), cfg.image_pre_encoder()
         self.mm_head = GaussianHead(2 * H, z)
-        self.uni_a, self.uni_i = AudioPreEncoder(cfg.feat_dim, H), ImagePreEncoder(cfg.image_channels, H)
+        self.uni_a, self.uni_i = AudioPreEncoder(cfg.feat_dim, H), cfg.image_pre_encoder()
         self.head_a, self.head_i = GaussianHead(H, z), GaussianHead(H, z)
         self.dec_a, self.dec_i = AudioDecoder(z, cfg.feat_dim, H), ImageDecoder(z)
 
