@@ -323,8 +323,8 @@ def _peak_rss(cmd: list[str]) -> tuple[int, float]:
 
 def _bench_memory(feat1: Path, featR: Path, tmp: Path, replicate: int, max_mbs: list[float]) -> None:
     base, _ = _peak_rss([sys.executable, "-c", _BASELINE])
-    print(f"\n3. peak RSS of `python -m pvae_data.cli shard audio FEATURES OUT -q --max-mb M` "
-          f"(fresh subprocess, os.wait4)")
+    print("\n3. peak RSS of `python -m pvae_data.cli shard audio FEATURES OUT -q --max-mb M` "
+          "(fresh subprocess, os.wait4)")
     print(f"  baseline (a process that only imports numpy, h5py, kaldiio, pvae_data.cli/.shards): "
           f"{base / 2**20:.0f} MiB")
     runs = [(featR, replicate, max_mbs[0]), (featR, replicate, max_mbs[1]), (feat1, 1, max_mbs[0])]

@@ -102,7 +102,6 @@ def kernel(wave, utt_offsets, utt_frames, out_offsets, seeds, size, shift, snip,
     outr = np.empty(n + 1, dtype=fl)
     outi = np.empty(n + 1, dtype=fl)
     eps = np.float32(1.1920928955078125e-07)
-    two = fl(2.0)
     nbins = mel_first.shape[0]
     for u in range(utt_offsets.shape[0] - 1):
         w0 = utt_offsets[u]

@@ -209,7 +209,7 @@ def test_cli_segment_fbank_shard(corpus, tmp_path):
                     "--write-audio", "--export-ctm", str(tmp_path / "a.ctm"), "-q")
     assert code == 0, out
     n_words = sum(len(r["transcript"].split()) for r in recs)
-    assert f"kept 20, rejected 0 of 20" in out and f"segments {n_words}" in out
+    assert "kept 20, rejected 0 of 20" in out and f"segments {n_words}" in out
     segs = read_jsonl(tmp_path / "seg" / "segments.jsonl")
     for s in segs[:5]:
         cut, sr = sf.read(s["cut_audio"])
