@@ -26,8 +26,8 @@ from pvae_model.eval.judge import Judge
 @torch.no_grad()
 def main(bridge_dir: str) -> None:
     torch.set_num_threads(1)
-    torch.manual_seed(0)
     lb = LoadedBridge(bridge_dir)
+    torch.manual_seed(0)  # after building the bridge (its initialisation draws)
     audio, images = lb.bases.audio, lb.bases.images
     judge = Judge.load(lb.bases.audio_shards, lb.bases.image_shards)
     rng = np.random.default_rng(0)  # the same 1,000 images and reference lengths as `evaluate`
