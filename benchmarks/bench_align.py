@@ -171,6 +171,16 @@ def mismatch_rows(recordings: Path, work: Path, model, passes: int,
     return rows
 
 
+def _key_value(text: str) -> tuple[str, object]:
+    """``key=value`` with the value read as YAML (numbers, booleans, strings)."""
+    import yaml
+
+    key, sep, value = text.partition("=")
+    if not sep:
+        raise SystemExit(f"--train-set wants KEY=VALUE, got {text!r}")
+    return key, yaml.safe_load(value)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default=os.environ.get("PVAE_DATA", str(ROOT.parent / "shared" / "data")))
@@ -179,6 +189,8 @@ def main() -> None:
     ap.add_argument("--loso", action="store_true", help="also the leave-one-speaker-out folds")
     ap.add_argument("--no-conditions", action="store_true", help="skip the condition and mismatch rows")
     ap.add_argument("--ablation", action="store_true", help="also score the trimming variants (docs/alignment.md)")
+    ap.add_argument("--train-set", action="append", default=[], metavar="KEY=VALUE",
+                    help="an AlignTrainConfig field for every aligner trained here (e.g. augment=tight+abut)")
     ap.add_argument("--out", default=None, help="work directory [default: a temporary one]")
     args = ap.parse_args()
 
@@ -191,6 +203,9 @@ def main() -> None:
     from pvae_data.stages.segment import SegmentConfig, segment_manifest
     from pvae_data.synth_digits import TEST_TAKES, TRAIN_TAKES, SynthConfig, synth_utterances, words_of, write_synth
 
+    from pvae_data.align.train import AlignTrainConfig
+
+    train_cfg = AlignTrainConfig.from_dict(dict(_key_value(kv) for kv in args.train_set))
     rec = Path(args.data) / "fsdd" / "recordings"
     if not rec.is_dir():
         raise SystemExit(f"no FSDD recordings under {rec}")
@@ -205,7 +220,7 @@ def main() -> None:
           f"({hours(test):.2f} h, {sum(len(u.digits) for u in test)} digits) in {time.perf_counter() - t0:.1f} s")
 
     t0 = time.perf_counter()
-    summary = train_aligner(tr["utterances"], work / "model", show_progress=False)
+    summary = train_aligner(tr["utterances"], work / "model", train_cfg, show_progress=False)
     train_s = time.perf_counter() - t0
     model = load_model(work / "model")
     print(f"training: {summary.line()}; {train_s:.1f} s wall ({model.info['train_seconds']:.1f} s in HMM training); "
@@ -272,7 +287,7 @@ def main() -> None:
             write_jsonl(d / "train.jsonl", train_recs)
             write_jsonl(d / "test.jsonl", test_recs)
             t = time.perf_counter()
-            train_aligner(d / "train.jsonl", d / "model", show_progress=False)
+            train_aligner(d / "train.jsonl", d / "model", train_cfg, show_progress=False)
             tt = time.perf_counter() - t
             segment_manifest(d / "test.jsonl", d / "seg", model=d / "model", jobs=1, show_progress=False)
             s = score_boundaries(spans_by_utt(read_jsonl(d / "seg" / "segments.jsonl")),

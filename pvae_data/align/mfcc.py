@@ -33,6 +33,9 @@ class AlignFeatureConfig(ConfigMixin):
     # utterance's loudest (its speech), so that the same words get the same features whether the
     # recording holds seconds of silence or none (cut tight); 0: over every frame.
     cmn_speech_db: float = 0.0
+    # Also divide every dimension by its utterance standard deviation (Kaldi's --norm-vars): a
+    # speaker's or channel's dynamic range, not only its mean, is then taken out.
+    cvn: bool = False
 
     def __post_init__(self) -> None:
         if self.num_ceps < 1 or self.num_ceps > self.num_mel_bins:
@@ -96,4 +99,6 @@ def align_features(wave: np.ndarray, cfg: AlignFeatureConfig = AlignFeatureConfi
             x = x - x[speech].mean(axis=0, keepdims=True)
         else:
             x = x - x.mean(axis=0, keepdims=True)
+    if cfg.cvn and len(x) > 1:
+        x = x / np.maximum(x.std(axis=0, keepdims=True), 1e-3)
     return np.ascontiguousarray(x, dtype=np.float32)

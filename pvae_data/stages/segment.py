@@ -47,15 +47,18 @@ from pathlib import Path
 
 import numpy as np
 
+from ..align.adapt import AdaptConfig, map_adapt
 from ..align.aligner import AlignConfig, align_words
 from ..align.ctm import read_ctm, write_ctm
-from ..align.hmm import MODEL_JSON, MODEL_NPZ, WordHMMs, load_model
+from ..align.hmm import MODEL_JSON, MODEL_NPZ, WordHMMs, load_model, save_model
+from ..align.mfcc import align_features
 from ..align.train import AlignTrainConfig
 from ..audio import AudioError, load_audio
 from ..config import ConfigMixin
 from ..digits import transcript_words, word_to_label
 from ..io_utils import atomic_path, read_jsonl, remove_stale_temps, sha256_file, write_json, write_jsonl
-from ..stage import PLAIN_RUN, ChunkParts, JobSlice, StageSummary, Timer, run_chunks, single_thread_blas
+from ..stage import (PLAIN_RUN, ChunkParts, JobSlice, StageSummary, Timer, map_chunks, progress, run_chunks,
+                     single_thread_blas)
 from ..vad import NoSpeechError, VadConfig, trim_bounds
 from .align_train import REJECTED, reject, train_aligner
 from .trim import trim_record
@@ -64,6 +67,8 @@ SEGMENTS = "segments.jsonl"
 CONFIG = "segment_config.json"
 MODEL_SUBDIR = "model"
 TRAIN_MARKER = "segment_train.json"  # in OUT/model when segment trained it: on which manifest and config
+ADAPT_SUBDIR = "adapted"  # OUT/adapted/<speaker>/: the aligner adapted to each speaker
+ADAPT_MARKER = "adapt_key.json"  # written last: what the adapted model was made from
 
 
 
@@ -82,6 +87,11 @@ class SegmentConfig(ConfigMixin):
     # Where two words abut (no pause between their spans), move their common edge to the
     # quietest 10 ms within this many seconds of the aligner's: 0 = keep the aligner's edge.
     junction_search_s: float = 0.0
+    # Speaker adaptation (pvae_data.align.adapt): before segmenting, the aligner is MAP-adapted to
+    # each speaker (the records' ``speaker``) on that speaker's utterances whose transcripts it
+    # accepts, and every utterance is then aligned with its speaker's model.  Records without a
+    # speaker use the unadapted model.
+    adapt: AdaptConfig = field(default_factory=lambda: AdaptConfig(iterations=3, tau=10.0))
     word_labels: dict = field(default_factory=dict)  # word -> label for non-English vocabularies
 
 
@@ -327,23 +337,28 @@ def _resample(wave: np.ndarray, rate: int, target: int) -> np.ndarray:
 # --------------------------------------------------------------------------------- workers
 
 _MODEL_CACHE: dict[str, WordHMMs] = {}
+_MODEL_CACHE_SIZE = 16  # speaker-adapted models: a manifest's chunks hold few speakers each
 
 
 def _get_model(model_dir: str | None) -> WordHMMs | None:
     if model_dir is None:
         return None
-    if model_dir not in _MODEL_CACHE:
+    if model_dir in _MODEL_CACHE:
+        _MODEL_CACHE[model_dir] = _MODEL_CACHE.pop(model_dir)  # most recently used last
+    else:
+        while len(_MODEL_CACHE) >= _MODEL_CACHE_SIZE:
+            _MODEL_CACHE.pop(next(iter(_MODEL_CACHE)))
         _MODEL_CACHE[model_dir] = load_model(model_dir)
     return _MODEL_CACHE[model_dir]
 
 
 def _segment_many(index: int, records: list[dict], model_dir: str | None, cfg_dict: dict, ctm: dict | None,
-                  audio_dir: str | None) -> list[tuple[list[dict], dict | None, list[tuple]]]:
+                  audio_dir: str | None, speaker_models: dict | None = None) -> list[tuple[list[dict], dict | None, list[tuple]]]:
     cfg = SegmentConfig.from_dict(cfg_dict)
-    model = _get_model(model_dir)
     out = []
     with single_thread_blas():
         for r in records:
+            model = _get_model((speaker_models or {}).get(r.get("speaker"), model_dir))
             try:
                 res = segment_utterance(r, model, cfg, None if ctm is None else ctm.get(r.get("id")), ctm is not None)
             except (KeyError, TypeError, ValueError) as e:  # a malformed record is a rejection, not a crash
@@ -352,6 +367,69 @@ def _segment_many(index: int, records: list[dict], model_dir: str | None, cfg_di
                 _write_cuts(res[0], Path(audio_dir))
             out.append(res)
     return out
+
+
+# --------------------------------------------------------------------------------- adaptation
+
+
+def _speaker_dir(out: Path, speaker: str) -> Path:
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in speaker)[:40]
+    return out / ADAPT_SUBDIR / f"{safe}-{hashlib.sha256(speaker.encode()).hexdigest()[:8]}"
+
+
+def _adapt_one(index: int, job: tuple, model_dir: str, cfg_dict: dict) -> str:
+    """Adapt the aligner to one speaker, write it, return its directory."""
+    speaker, records, key, out_dir = job
+    cfg = SegmentConfig.from_dict(cfg_dict)
+    model = _get_model(model_dir)
+    fc = model.features
+    data = []
+    with single_thread_blas():
+        for r in records:
+            words = transcript_words(r)
+            if not words or any(w not in model.word_index for w in words):
+                continue
+            try:
+                wave, _ = load_audio(r["audio"], start=r.get("start"), end=r.get("end"), target_rate=fc.sample_rate)
+            except (AudioError, KeyError, TypeError, ValueError):
+                continue  # the segment pass rejects it, with the reason
+            feats = align_features(wave.astype(np.float64), fc)
+            if align_words(model, wave, words, cfg.align, feats=feats).ok:  # only transcripts it accepts
+                data.append((feats, words))
+        adapted = map_adapt(model, data, cfg.adapt)
+    d = Path(out_dir)
+    save_model(adapted, d)
+    write_json(d / ADAPT_MARKER, key)
+    return str(d.resolve())
+
+
+def adapt_speakers(records: list[dict], model_dir: str, out: Path, cfg: SegmentConfig, jobs: int = 1,
+                   show_progress: bool = True) -> dict[str, str]:
+    """``{speaker: adapted model directory}`` for every speaker of ``records`` (resumable: a
+    speaker whose ``OUT/adapted/<speaker>`` was made from the same model, config and utterances
+    is reused).  Depends only on the whole manifest, so every job-array member gets the same."""
+    by_speaker: dict[str, list[dict]] = {}
+    for r in records:
+        if isinstance(r.get("speaker"), str) and r["speaker"]:
+            by_speaker.setdefault(r["speaker"], []).append(r)
+    base = model_sha256(model_dir)
+    done, todo = {}, []
+    for spk, recs in sorted(by_speaker.items()):
+        key = {"model_sha256": base, "adapt": cfg.adapt.to_dict(), "align": cfg.align.to_dict(),
+               "utterances": hashlib.sha256(json.dumps([[r.get("id"), r.get("audio"), r.get("start"), r.get("end"),
+                                                         r.get("transcript")] for r in recs]).encode()).hexdigest()}
+        d = _speaker_dir(out, spk)
+        marker = d / ADAPT_MARKER
+        if marker.is_file() and json.loads(marker.read_text()) == key:
+            done[spk] = str(d.resolve())
+        else:
+            todo.append((spk, recs, key, str(d)))
+    bar = progress(len(todo), "segment: adapt to speakers", show_progress and bool(todo))
+    for (spk, *_), d in zip(todo, map_chunks(_adapt_one, list(enumerate(todo)), (model_dir, cfg.to_dict()), jobs)):
+        done[spk] = d
+        bar.update(1)
+    bar.close()
+    return done
 
 
 def _write_cuts(segs: list[dict], audio_dir: Path) -> None:
@@ -447,6 +525,9 @@ def segment_manifest(manifest: str | os.PathLike, out_dir: str | os.PathLike, mo
         model_dir = str(Path(model).resolve())
     audio_dir = str((out / "audio").resolve()) if write_audio else None
     cfg_d = cfg.to_dict()
+    speaker_models = None
+    if model_dir is not None and ctm_map is None and cfg.adapt.iterations > 0:
+        speaker_models = adapt_speakers(records, model_dir, out, cfg, jobs=jobs, show_progress=show_progress)
     key = hashlib.sha256(json.dumps({
         "config": cfg_d, "chunk_size": chunk_size, "manifest_sha256": manifest_sha,
         "model_sha256": model_sha256(model_dir) if model_dir else None,
@@ -457,7 +538,7 @@ def segment_manifest(manifest: str | os.PathLike, out_dir: str | os.PathLike, mo
     parts.remove_temps(job, len(chunks))
     if audio_dir and not job.is_member:
         remove_stale_temps(audio_dir)
-    run = run_chunks(chunks, _segment_many, (model_dir, cfg_d, ctm_map, audio_dir),
+    run = run_chunks(chunks, _segment_many, (model_dir, cfg_d, ctm_map, audio_dir, speaker_models),
                      done=lambda i: parts.read(i, len(chunks[i])), finish=parts.write, job=job, jobs=jobs,
                      desc="segment", show_progress=show_progress)
     results = run.flat()

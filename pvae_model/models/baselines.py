@@ -50,6 +50,8 @@ class UnimodalVAE(FromRun, nn.Module):
             self.pre = cfg.image_pre_encoder()
             self.dec = ImageDecoder(z)
         self.head = GaussianHead(H, z)
+        # Only with vae_label_weight > 0, so checkpoints of the paper's baselines keep their keys.
+        self.label_head = nn.Linear(z, 10) if cfg.vae_label_weight > 0 else None
 
     def encode_audio(self, x_a, lengths):
         if self.modality != "audio":
@@ -66,15 +68,22 @@ class UnimodalVAE(FromRun, nn.Module):
             lengths = batch["lengths"]
             x = batch["audio"][:, : int(lengths.max())]
             mu, lv = self.encode_audio(x, lengths)["s"]
-            nll = gaussian_nll_audio(x, self.dec(reparameterize(mu, lv), lengths), lengths)
+            z = reparameterize(mu, lv)
+            nll = gaussian_nll_audio(x, self.dec(z, lengths), lengths)
         else:
             x = batch["image"]
             mu, lv = self.encode_image(x)["s"]
-            nll = gaussian_nll_image(x, self.dec(reparameterize(mu, lv)), self.cfg.image_nll_std)
+            z = reparameterize(mu, lv)
+            nll = gaussian_nll_image(x, self.dec(z), self.cfg.image_nll_std)
         kl = kl_std_normal(mu, lv)
         neg_elbo = (nll + kl).mean()
         loss = (nll + self.cfg.vae_kl_weight * kl).mean()
         m = {"loss": loss, "neg_elbo": neg_elbo, f"nll_{self.modality}": nll.mean(), "kl": kl.mean()}
+        if self.label_head is not None:
+            logits = self.label_head(z)
+            ce = nn.functional.cross_entropy(logits.float(), batch["label"].long())
+            loss = loss + self.cfg.vae_label_weight * ce
+            m.update(loss=loss, label_ce=ce, label_acc=(logits.argmax(-1) == batch["label"]).float().mean())
         return ModelOutput(loss, {k: float(v.detach()) for k, v in m.items()})
 
 

@@ -52,6 +52,12 @@ class PVAEConfig(ConfigMixin):
     # probe reads better): bases for the latent-translation bridge, which can transfer no better
     # than its target base draws its own digits.
     vae_kl_weight: float = 1.0
+    # VAE-sp / VAE-im only: weight of a linear digit classifier's cross-entropy on the latent
+    # sample; 0 = the paper's (unsupervised) baselines.  It uses that modality's own labels and no
+    # pairs, so a base trained with it is still a single-modality model the bridge can join; it
+    # lays the latent out by digit rather than by speaker, which is where a bridge from images
+    # must land (experiments only; a deviation, named in ``deviations``).
+    vae_label_weight: float = 0.0
     # Std of the image likelihood N(x_i; mean, std^2 I). The spec's 1 makes a whole 28x28 image in
     # [0, 1] worth ~30 nats against thousands for a spoken digit (experiments only).
     image_nll_std: float = 1.0
@@ -175,6 +181,8 @@ class PVAEConfig(ConfigMixin):
         if model != "pvae":
             if model in ("vae-sp", "vae-im") and self.vae_kl_weight != 1.0:
                 out["vae_kl_weight"] = self.vae_kl_weight
+            if model in ("vae-sp", "vae-im") and self.vae_label_weight != 0.0:
+                out["vae_label_weight"] = self.vae_label_weight
             if self.image_nll_std != 1.0 and model != "vae-sp":
                 out["image_nll_std"] = self.image_nll_std
             return out
@@ -231,7 +239,7 @@ KERNELS = {"sqdist": rbf, "dist_half": rbf_dist_half}
 CHOICES = {"objective": OBJECTIVES, "kernel": KERNELS, "cross_grad": ("all", "decoders"),
            "private_label_adv_mode": ("reverse", "capped", "confusion"), "cycle_style": ("reference", "prior"),
            "contrastive_negatives": ("any", "other_digit"), "image_encoder": IMAGE_ENCODER_DEPTHS}
-NON_NEGATIVE = ("alpha", "beta", "gamma", "kl_private_weight", "kl_shared_weight", "vae_kl_weight", "cross_weight", "private_adv_weight",
+NON_NEGATIVE = ("alpha", "beta", "gamma", "kl_private_weight", "kl_shared_weight", "vae_kl_weight", "vae_label_weight", "cross_weight", "private_adv_weight",
                 "private_adv_start", "private_label_adv_weight", "cycle_image", "cycle_audio", "zs_agree_weight", "image_views",
                 "swap_image", "swap_audio", "zs_pull_image", "view_coherence")
 # weights of terms that exist only in the plus objective: > 0 with objective "paper" is an error

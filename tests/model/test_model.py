@@ -208,6 +208,37 @@ def test_vae_kl_weight_scales_the_baseline_vaes_kl_only():
     assert cfg.deviations("jmvae-kl") == {}
 
 
+def test_vae_label_weight_adds_a_digit_classifier_on_the_latent_sample():
+    """A label-supervised base: loss = the ELBO's + w * cross-entropy of a linear classifier on z;
+    the ELBO's terms are untouched, the encoder gets the classifier's gradient, the paper's
+    baselines keep their checkpoint keys, and the departure is named."""
+    from pvae_model.models.baselines import UnimodalVAE
+
+    def run(w):
+        torch.manual_seed(0)
+        model = UnimodalVAE(PVAEConfig(**GOLDEN_CFG, vae_label_weight=w), "audio")
+        torch.manual_seed(1)
+        out = model({**_golden_batch(), "label": torch.tensor([3, 1, 4, 1])})
+        return model, out
+
+    plain, plain_out = run(0.0)
+    model, out = run(2.0)
+    assert plain.label_head is None and not any(k.startswith("label_head") for k in plain.state_dict())
+    for k in ("nll_audio", "kl", "neg_elbo"):
+        assert out.metrics[k] == pytest.approx(plain_out.metrics[k], rel=1e-6), k
+    assert out.metrics["label_ce"] > 0
+    assert out.metrics["loss"] == pytest.approx(plain_out.metrics["loss"] + 2.0 * out.metrics["label_ce"], rel=1e-5)
+    out.loss.backward()
+    plain_out.loss.backward()
+    assert model.label_head.weight.grad.abs().sum() > 0
+    for (name, p), q in zip(model.head.named_parameters(), plain.head.parameters()):  # the classifier reaches the encoder
+        assert not torch.allclose(p.grad, q.grad), name
+    cfg = PVAEConfig(**GOLDEN_CFG, vae_label_weight=2.0)
+    assert cfg.deviations("vae-sp") == {"vae_label_weight": 2.0} and cfg.deviations() == {}
+    with pytest.raises(ValueError):
+        PVAEConfig(vae_label_weight=-1.0)
+
+
 def test_size_changes_name_the_sizes_that_differ_from_the_paper():
     assert PVAEConfig().size_changes() == {}
     assert PVAEConfig(hidden=256).size_changes() == {"hidden": 256}

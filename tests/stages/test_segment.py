@@ -388,3 +388,33 @@ def test_background_comes_from_outside_the_words():
     # a "gap" that is as loud as the words is speech, not background
     loud = np.concatenate([3000 * np.sin(2 * np.pi * 300 * t[:800]), word, word])
     assert background_reference(loud, rate, [(0.1, 0.4), (0.4, 0.7)], cfg) is None
+
+
+def test_speaker_adaptation_is_made_once_per_speaker_and_reused(corpus, tmp_path):
+    """Segment adapts the aligner to each speaker of the manifest (OUT/adapted/<speaker>/, made
+    from the whole manifest, so job-array members agree) and a rerun reuses it; with
+    ``adapt.iterations: 0`` the unadapted model aligns everything."""
+    from pvae_data.align.adapt import AdaptConfig
+    from pvae_data.stages.segment import ADAPT_MARKER, ADAPT_SUBDIR
+
+    recs = read_jsonl(corpus["test"]["utterances"])
+    speakers = {r["speaker"] for r in recs}
+    out = tmp_path / "seg"
+    segment_manifest(corpus["test"]["utterances"], out, model=corpus["model"], show_progress=False)
+    made = sorted((out / ADAPT_SUBDIR).iterdir())
+    assert len(made) == len(speakers) and all((d / ADAPT_MARKER).is_file() for d in made)
+    info = json.loads((made[0] / "model.json").read_text())["info"]["adapted"]
+    assert info["iterations"] == SegmentConfig().adapt.iterations and info["frames"] > 0
+    stamps = {d: (d / "model.npz").stat().st_mtime_ns for d in made}
+    first = (out / "segments.jsonl").read_bytes()
+    segment_manifest(corpus["test"]["utterances"], tmp_path / "seg", model=corpus["model"], show_progress=False)
+    assert {d: (d / "model.npz").stat().st_mtime_ns for d in made} == stamps
+    assert (out / "segments.jsonl").read_bytes() == first
+    plain = tmp_path / "plain"
+    segment_manifest(corpus["test"]["utterances"], plain, model=corpus["model"],
+                     cfg=SegmentConfig(adapt=AdaptConfig(iterations=0)), show_progress=False)
+    assert not (plain / ADAPT_SUBDIR).exists()
+    truth = {r["id"]: [tuple(s) for s in r["spans"]] for r in read_jsonl(corpus["test"]["truth"])}
+    adapted_score = score_boundaries(spans_by_utt(read_jsonl(out / "segments.jsonl")), truth)
+    plain_score = score_boundaries(spans_by_utt(read_jsonl(plain / "segments.jsonl")), truth)
+    assert adapted_score["within_pct"] >= plain_score["within_pct"] - 1.0
