@@ -16,7 +16,7 @@ speakers' training-take utterances, test on all of the sixth's).
 Conditions (issue 13; ``--no-conditions`` skips them), each a test set from takes 0-4 scored
 against median <= 10 ms, >= 97 % within 50 ms, >= 95 % IoU >= 0.8: the standard set, tight cuts
 (no leading/trailing silence), abutting runs (3-7 digits, no pauses), both at once.  Mismatch
-rows send every utterance of the four sets through ``segment_utterance`` with its correct
+rows send every utterance of the four sets through the ``segment`` stage (speaker adaptation included) with its correct
 transcript and with one word substituted, dropped or inserted, and two-/three-digit recordings
 labelled with one of their digits: rejected must be <= 0.5 % / caught >= 95 %.
 """
@@ -82,7 +82,8 @@ def conditions(passes: int) -> dict:
     }
 
 
-def score_condition(recordings: Path, work: Path, model_dir: Path, name: str, cfg, cache: dict | None = None) -> dict:
+def score_condition(recordings: Path, work: Path, model_dir: Path, name: str, cfg, cache: dict | None = None,
+                    seg_cfg=None) -> dict:
     from pvae_data.align.score import score_boundaries
     from pvae_data.io_utils import read_jsonl
     from pvae_data.stages.segment import segment_manifest
@@ -91,7 +92,8 @@ def score_condition(recordings: Path, work: Path, model_dir: Path, name: str, cf
     d = work / ("cond_" + "".join(c if c.isalnum() else "_" for c in name.split(" (")[0]))
     utts = synth_utterances(recordings, takes=TEST_TAKES, cfg=cfg, prefix="cond")
     files = write_synth(utts, d, split="test")
-    segment_manifest(files["utterances"], d / "seg", model=model_dir, show_progress=False)
+    segment_manifest(files["utterances"], d / "seg", model=model_dir, show_progress=False,
+                     **({} if seg_cfg is None else {"cfg": seg_cfg}))
     truth = {r["id"]: [tuple(s) for s in r["spans"]] for r in read_jsonl(files["truth"])}
     score = score_boundaries(spans_by_utt(read_jsonl(d / "seg" / "segments.jsonl")), truth)
     if cache is not None:
@@ -100,28 +102,28 @@ def score_condition(recordings: Path, work: Path, model_dir: Path, name: str, cf
 
 
 def condition_rows(recordings: Path, work: Path, model_dir: Path, passes: int,
-                   built: dict | None = None) -> list[tuple[str, str, bool]]:
+                   built: dict | None = None, seg_cfg=None) -> list[tuple[str, str, bool]]:
     """One scored row per condition; ``built`` receives each condition's files (for the mismatch rows)."""
     from pvae_data.align.score import format_score
 
     rows = []
     for name, cfg in conditions(passes).items():
-        s = score_condition(recordings, work, model_dir, name, cfg, built)
+        s = score_condition(recordings, work, model_dir, name, cfg, built, seg_cfg)
         rows.append((name, format_score(s), segmentation_met(s)))
     return rows
 
 
-def mismatch_rows(recordings: Path, work: Path, model, passes: int,
-                  built: dict | None = None) -> list[tuple[str, str, bool]]:
-    """Rejection of wrong transcripts through the whole ``segment`` decision (``segment_utterance``):
-    correct, one word substituted / dropped / inserted, and two- or three-digit recordings
-    labelled with one of their digits."""
-    from pvae_data.io_utils import read_jsonl
-    from pvae_data.stages.segment import SegmentConfig, segment_utterance
+def mismatch_rows(recordings: Path, work: Path, model_dir: Path, passes: int,
+                  built: dict | None = None, seg_cfg=None) -> list[tuple[str, str, bool]]:
+    """Rejection of wrong transcripts through the whole ``segment`` stage (speaker adaptation
+    included, as a user runs it): correct, one word substituted / dropped / inserted, and two- or
+    three-digit recordings labelled with one of their digits; one manifest per kind."""
+    from pvae_data.align import load_model
+    from pvae_data.io_utils import read_jsonl, write_jsonl
+    from pvae_data.stages.segment import segment_manifest
     from pvae_data.synth_digits import SynthConfig, TEST_TAKES, synth_utterances, write_synth
 
     rng = np.random.default_rng(7)
-    cfg = SegmentConfig()
     recs = []
     for k, (name, c) in enumerate(conditions(passes).items()):
         if built and name in built:  # the condition rows' utterances: not synthesised again
@@ -130,35 +132,33 @@ def mismatch_rows(recordings: Path, work: Path, model, passes: int,
         d = work / f"mismatch_{k}"
         recs += read_jsonl(write_synth(synth_utterances(recordings, takes=TEST_TAKES, cfg=c, prefix=f"m{k}"), d,
                                        split="test")["utterances"])
-    words_all = list(model.words)
-
-    def rejected(r: dict, words: list[str]) -> bool:
-        return segment_utterance({**r, "transcript": " ".join(words)}, model, cfg)[1] is not None
-
-    counts = {"correct": [0, 0], "substituted": [0, 0], "dropped": [0, 0], "inserted": [0, 0]}
-    wrong_reasons: list[str] = []
+    recs = [{**r, "id": f"{r['id']}-c{k}"} for k, r in enumerate(recs)]  # conditions reuse ids
+    words_all = list(load_model(model_dir).words)
+    manifests: dict[str, list[dict]] = {"correct": recs, "substituted": [], "dropped": [], "inserted": []}
     for r in recs:
         w = r["transcript"].split()
-        bad = segment_utterance(r, model, cfg)[1]
-        counts["correct"][0] += bad is not None
-        counts["correct"][1] += 1
-        if bad is not None and len(wrong_reasons) < 5:
-            wrong_reasons.append(f"{r['id']}: {bad['reason']}")
         k = int(rng.integers(len(w)))
         sub = list(w)
         sub[k] = str(rng.choice([x for x in words_all if x != w[k]]))
-        counts["substituted"][0] += rejected(r, sub)
-        counts["substituted"][1] += 1
-        counts["dropped"][0] += rejected(r, w[:k] + w[k + 1:])
-        counts["dropped"][1] += 1
         ins = list(w)
         ins.insert(int(rng.integers(len(w) + 1)), str(rng.choice(words_all)))
-        counts["inserted"][0] += rejected(r, ins)
-        counts["inserted"][1] += 1
+        manifests["substituted"].append({**r, "transcript": " ".join(sub)})
+        manifests["dropped"].append({**r, "transcript": " ".join(w[:k] + w[k + 1:])})
+        manifests["inserted"].append({**r, "transcript": " ".join(ins)})
     short = synth_utterances(recordings, takes=TEST_TAKES, cfg=SynthConfig(seed=9, passes=passes, min_digits=2,
                                                                             max_digits=3), prefix="short")
     srecs = read_jsonl(write_synth(short, work / "mismatch_single", split="test")["utterances"])
-    single = [sum(rejected(r, [str(rng.choice(r["transcript"].split()))]) for r in srecs), len(srecs)]
+    manifests["single"] = [{**r, "transcript": str(rng.choice(r["transcript"].split()))} for r in srecs]
+    counts, reasons = {}, {}
+    for kind, rs in manifests.items():
+        write_jsonl(work / f"mismatch_{kind}.jsonl", rs)
+        summary = segment_manifest(work / f"mismatch_{kind}.jsonl", work / f"mismatch_{kind}", model=model_dir,
+                                   show_progress=False, **({} if seg_cfg is None else {"cfg": seg_cfg}))
+        bad = read_jsonl(work / f"mismatch_{kind}" / "rejected.jsonl")
+        counts[kind] = [len(bad), summary.total]
+        reasons[kind] = [f"{r['id']}: {r['reason']}" for r in bad[:5]]
+    single = counts.pop("single")
+    wrong_reasons = reasons["correct"]
     rows = []
     n, t = counts.pop("correct")
     rows.append(("correct transcripts rejected", f"{n} of {t} ({100 * n / t:.2f} %, bar <= 0.5 %)"
@@ -191,6 +191,8 @@ def main() -> None:
     ap.add_argument("--ablation", action="store_true", help="also score the trimming variants (docs/alignment.md)")
     ap.add_argument("--train-set", action="append", default=[], metavar="KEY=VALUE",
                     help="an AlignTrainConfig field for every aligner trained here (e.g. augment=tight+abut)")
+    ap.add_argument("--segment-set", action="append", default=[], metavar="KEY=VALUE",
+                    help="a SegmentConfig field for every segment run here (e.g. junction_search_s=0.02)")
     ap.add_argument("--out", default=None, help="work directory [default: a temporary one]")
     args = ap.parse_args()
 
@@ -206,6 +208,7 @@ def main() -> None:
     from pvae_data.align.train import AlignTrainConfig
 
     train_cfg = AlignTrainConfig.from_dict(dict(_key_value(kv) for kv in args.train_set))
+    seg_cfg = SegmentConfig.from_dict(dict(_key_value(kv) for kv in args.segment_set))
     rec = Path(args.data) / "fsdd" / "recordings"
     if not rec.is_dir():
         raise SystemExit(f"no FSDD recordings under {rec}")
@@ -236,7 +239,8 @@ def main() -> None:
             align_words(model, w, words_of(u.digits), AlignConfig())
         align_s = time.perf_counter() - t
     t = time.perf_counter()
-    seg = segment_manifest(te["utterances"], work / "seg", model=work / "model", jobs=1, show_progress=False)
+    seg = segment_manifest(te["utterances"], work / "seg", model=work / "model", cfg=seg_cfg, jobs=1,
+                           show_progress=False)
     stage_s = time.perf_counter() - t
     print(f"segment: {seg.line()}")
     print(f"speed (1 process, {audio_s:.0f} s of test audio): aligner {audio_s / align_s:.0f}x real time "
@@ -244,7 +248,7 @@ def main() -> None:
           f"(read, align, VAD-trim, write)")
     sph = sphere_copy(te["utterances"], work / "test_sph20k")
     t = time.perf_counter()
-    segment_manifest(sph, work / "seg_sph", model=work / "model", jobs=1, show_progress=False)
+    segment_manifest(sph, work / "seg_sph", model=work / "model", cfg=seg_cfg, jobs=1, show_progress=False)
     print(f"  the same utterances as 20 kHz NIST SPHERE (TIDIGITS-like; resampled to 8 kHz for the aligner): "
           f"whole segment stage {audio_s / (time.perf_counter() - t):.0f}x")
     truth = {r["id"]: [tuple(s) for s in r["spans"]] for r in read_jsonl(te["truth"])}
@@ -255,8 +259,8 @@ def main() -> None:
 
     if not args.no_conditions:
         built: dict = {}
-        rows = condition_rows(rec, work, work / "model", args.test_passes, built)
-        rows += mismatch_rows(rec, work, model, args.test_passes, built)
+        rows = condition_rows(rec, work, work / "model", args.test_passes, built, seg_cfg)
+        rows += mismatch_rows(rec, work, work / "model", args.test_passes, built, seg_cfg)
         print("conditions (test takes 0-4, the model above):")
         for name, text, met in rows:
             print(f"  {name:44s}{text}  [{'MET' if met else 'NOT MET'}]")
@@ -289,7 +293,7 @@ def main() -> None:
             t = time.perf_counter()
             train_aligner(d / "train.jsonl", d / "model", train_cfg, show_progress=False)
             tt = time.perf_counter() - t
-            segment_manifest(d / "test.jsonl", d / "seg", model=d / "model", jobs=1, show_progress=False)
+            segment_manifest(d / "test.jsonl", d / "seg", model=d / "model", cfg=seg_cfg, jobs=1, show_progress=False)
             s = score_boundaries(spans_by_utt(read_jsonl(d / "seg" / "segments.jsonl")),
                                  {r["id"]: all_truth[r["id"]] for r in test_recs})
             folds.append(s)

@@ -25,7 +25,7 @@ import numpy as np
 
 from ..config import ConfigMixin
 from .mfcc import AlignFeatureConfig, deltas
-from .hmm import WordHMMs, forced_align, loop_decode, loop_words, word_spans
+from .hmm import NEG, WordHMMs, forced_align, loop_decode, loop_words, word_spans
 
 
 @dataclass(frozen=True)
@@ -63,6 +63,9 @@ class AlignTrainConfig(ConfigMixin):
     # transcripts (0.39 -> 0.26 %); "tight" alone 94.7 / 91.2.
     augment: str = "tight+abut"  # none | tight | tight+abut
     augment_iterations: int = 2
+    # >= 0: while training, the words of an utterance stay within this many frames of its energy-VAD
+    # speech span (weak onsets cannot drift into the silence model); -1: free.
+    vad_anchor_frames: int = -1
 
     def __post_init__(self) -> None:
         if self.augment not in ("none", "tight", "tight+abut"):
@@ -175,15 +178,43 @@ def _split(model: WordHMMs, M: int) -> WordHMMs:
                     model.features, model.calibration, model.info)
 
 
-def _align_all(model: WordHMMs, data: Sequence[TrainUtterance]) -> tuple[list[np.ndarray | None], float, int]:
-    """Forced state sequence of every utterance (None when no path fits), mean log-lik per frame."""
+def anchored_loglik(model: WordHMMs, ll: np.ndarray, speech: tuple[int, int], slack: int) -> np.ndarray:
+    """Emission log-likelihoods that keep the words within ``slack`` frames of the VAD's speech span:
+    no word state before ``start - slack`` or after ``end + slack``, and no leading/trailing
+    silence (the first and last silence states) from ``start + slack`` to ``end - slack``; the
+    inter-word pause (the middle silence state) stays free."""
+    ll = ll.copy()
+    T = len(ll)
+    a, b = speech
+    words = np.arange(model.sil_offset)
+    sil = model.sil_state_ids()
+    edge = np.setdiff1d(sil, [model.pause_state])
+    ll[:max(0, a - slack), words] = NEG
+    ll[min(T, b + slack):, words] = NEG
+    lo, hi = max(0, a + slack), min(T, b - slack)
+    if hi > lo:
+        ll[lo:hi, edge] = NEG
+    return ll
+
+
+def _align_all(model: WordHMMs, data: Sequence[TrainUtterance],
+               anchor: int = -1) -> tuple[list[np.ndarray | None], float, int]:
+    """Forced state sequence of every utterance (None when no path fits), mean log-lik per frame;
+    ``anchor >= 0``: words kept within that many frames of each utterance's VAD span."""
     out: list[np.ndarray | None] = []
     total, frames = 0.0, 0
     for d in data:
         if len(d.feats) < model.min_frames(d.words):
             out.append(None)
             continue
-        score, path, g = forced_align(model, model.loglik(d.feats), d.words)
+        ll = model.loglik(d.feats)
+        path = np.array([-1])
+        if anchor >= 0 and d.speech is not None:  # anchored when a path fits, else free
+            score, path, g = forced_align(model, anchored_loglik(model, ll, d.speech, anchor), d.words)
+            if score <= NEG / 2:
+                path = np.array([-1])
+        if path[0] < 0:
+            score, path, g = forced_align(model, ll, d.words)
         if path[0] < 0:
             out.append(None)
             continue
@@ -297,7 +328,7 @@ def train_word_hmms(data: Sequence[TrainUtterance], cfg: AlignTrainConfig = Alig
             Xs = np.concatenate([X_ for X_, u in zip((d.feats for d in data), use) if u]).astype(np.float64)
             Ss = np.concatenate([s for s in seqs if s is not None])
             model = _estimate(model, Xs, Ss, _visits([s for s in seqs if s is not None], S), cfg, floor)
-            seqs, avg, frames = _align_all(model, data)
+            seqs, avg, frames = _align_all(model, data, cfg.vad_anchor_frames)
             history.append({"mixtures": M, "iteration": it + 1, "loglik_per_frame": round(avg, 4),
                             "aligned": sum(s is not None for s in seqs)})
             if log:
