@@ -568,7 +568,7 @@ def default_config(what: str) -> None:
 @click.argument("model_dir", type=click.Path(path_type=Path))
 @click.option("--split", default="train", help="Train on this split (all utterances when none has it).")
 @_config_option("AlignTrainConfig", "align-train")
-@click.option("--mixtures", type=click.IntRange(1), default=None, help="Gaussians per state [default: 4].")
+@click.option("--mixtures", type=click.IntRange(1), default=None, help="Gaussians per state, at most [default: 16; fewer on a small corpus].")
 @click.option("--iterations", type=click.IntRange(1), default=None, help="Viterbi passes per mixture size [default: 4].")
 @click.option("--frames-per-state", type=float, default=None, help="Word length / states [default: 3].")
 @click.option("--sample-rate", type=int, default=None, help="Feature sample rate [default: 8000].")
@@ -613,20 +613,23 @@ def align_train(manifest: Path, model_dir: Path, split: str, config_file, mixtur
 @click.option("--ref-min-snr-db", type=float, default=None, help="The background taken outside the words must lie this "
               "far below them, else the words keep the aligner's edges [default: 12].")
 @click.option("--junction-search", type=float, default=None, help="Move the edge between two abutting words to the "
-              "quietest 10 ms within this many seconds [default: 0, off].")
+              "quietest 10 ms within this many seconds [default: 0.02; 0 = off].")
 @click.option("--min-score", type=float, default=None, help="Reject below this log-likelihood/frame [default: calibrated].")
 @click.option("--max-deficit", type=float, default=None, help="Reject when free recognition beats the transcript by more "
               "than this per frame [default: calibrated].")
 @click.option("--max-word-deficit", type=float, default=None, help="The same over one word [default: calibrated].")
 @click.option("--recognition-check/--no-recognition-check", default=True, help="Run the free-recognition mismatch check.")
+@click.option("--speaker-adapt/--no-speaker-adapt", default=None,
+              help="MAP-adapt the aligner to each speaker of the manifest before segmenting [default: on; "
+                   "rounds and prior weight: --set adapt.iterations=N, adapt.tau=T].")
 @click.option("--chunk-size", type=click.IntRange(1), default=50,
               help="Utterances per unit of work (resume and job-array granularity).")
 @_job_array_options
 @_jobs_option
 @_quiet_option
 def segment(manifest: Path, out: Path, model_dir, config_file, ctm, export_ctm, write_audio: bool, margin, slack, ref_min_snr_db,
-            junction_search, min_score, max_deficit, max_word_deficit, recognition_check: bool, chunk_size: int,
-            num_jobs: int, job_index, jobs: int, quiet: bool) -> None:
+            junction_search, min_score, max_deficit, max_word_deficit, recognition_check: bool, speaker_adapt,
+            chunk_size: int, num_jobs: int, job_index, jobs: int, quiet: bool) -> None:
     """Cut connected-digit utterances into one segment per digit: MANIFEST -> OUT/segments.jsonl.
 
     Word spans come from the forced aligner (or --ctm), then each is trimmed
@@ -656,7 +659,9 @@ def segment(manifest: Path, out: Path, model_dir, config_file, ctm, export_ctm, 
             vad=VadConfig.from_dict({**base.vad.to_dict(), **({"margin_s": margin} if margin is not None else {})}),
             slack_s=base.slack_s if slack is None else slack,
             ref_min_snr_db=base.ref_min_snr_db if ref_min_snr_db is None else ref_min_snr_db,
-            junction_search_s=base.junction_search_s if junction_search is None else junction_search)
+            junction_search_s=base.junction_search_s if junction_search is None else junction_search,
+            adapt=(base.adapt if speaker_adapt is None or (speaker_adapt and base.adapt.iterations)
+                   else replace(base.adapt, iterations=SegmentConfig().adapt.iterations if speaker_adapt else 0)))
         return segment_manifest(manifest, out, model=model_dir, cfg=cfg, jobs=jobs, ctm=ctm, export_ctm=export_ctm,
                                 write_audio=write_audio, show_progress=not quiet, chunk_size=chunk_size, job=job)
 

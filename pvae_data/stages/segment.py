@@ -86,7 +86,8 @@ class SegmentConfig(ConfigMixin):
     ref_min_snr_db: float = 12.0
     # Where two words abut (no pause between their spans), move their common edge to the
     # quietest 10 ms within this many seconds of the aligner's: 0 = keep the aligner's edge.
-    junction_search_s: float = 0.0
+    # 0.02 (issue 13): tight + abutting digits 92.5 -> 93.6 % IoU >= 0.8 with 4 Gaussians per state.
+    junction_search_s: float = 0.02
     # Speaker adaptation (pvae_data.align.adapt): before segmenting, the aligner is MAP-adapted to
     # each speaker (the records' ``speaker``) on that speaker's utterances whose transcripts it
     # accepts, and every utterance is then aligned with its speaker's model.  Records without a

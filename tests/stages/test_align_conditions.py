@@ -104,3 +104,22 @@ def test_map_adaptation_moves_each_mean_by_its_share_of_the_speakers_frames(fsdd
     assert fit(map_adapt(model, other, AdaptConfig(iterations=3, tau=tau))) > fit(model)
     with pytest.raises(ValueError):
         AdaptConfig(tau=0.0)
+
+
+def test_anchored_loglik_keeps_words_near_the_vad_span_and_pauses_free():
+    from pvae_data.align.hmm import NEG
+    from pvae_data.align.train import anchored_loglik
+
+    fc = AlignFeatureConfig()
+    m = _shape(fc)
+    ll = np.zeros((40, m.num_states))
+    out = anchored_loglik(m, ll, (10, 30), slack=2)
+    words = np.arange(m.sil_offset)
+    sil0, pause, sil2 = m.sil_state_ids()
+    assert (out[:8, words] == NEG).all() and (out[8:32, words] == 0).all() and (out[32:, words] == NEG).all()
+    assert (out[12:28, [sil0, sil2]] == NEG).all() and (out[:12, [sil0, sil2]] == 0).all()
+    assert (out[:, pause] == 0).all() and (ll == 0).all()  # the input is not modified
+    _, path, g = forced_align(m, out, ["one"])
+    st = g["state"][path]
+    first = np.flatnonzero(st < m.sil_offset)
+    assert 8 <= first[0] <= 12 and 28 <= first[-1] + 1 <= 32

@@ -223,6 +223,12 @@ def test_cli_segment_fbank_shard(corpus, tmp_path):
     assert sum(e["num_items"] for e in index["shards"]) == n_words
     code, out = cli("segment", str(tmp_path / "m.jsonl"), str(tmp_path / "x"), "--model", str(tmp_path))
     assert code != 0 and "not an aligner model" in out and "Traceback" not in out
+    assert (tmp_path / "seg" / "adapted").is_dir()  # speaker adaptation is on by default
+    code, out = cli("segment", str(tmp_path / "m.jsonl"), str(tmp_path / "plain"), "--model", str(corpus["model"]),
+                    "--no-speaker-adapt", "-q")
+    assert code == 0 and "kept 20, rejected 0 of 20" in out, out
+    assert not (tmp_path / "plain" / "adapted").exists()
+    assert json.loads((tmp_path / "plain" / "segment_config.json").read_text())["config"]["adapt"]["iterations"] == 0
 
 
 def test_tidigits_layout_through_the_cli(tmp_path, fsdd_recordings):
