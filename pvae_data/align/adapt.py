@@ -59,7 +59,8 @@ def map_adapt(model: WordHMMs, data: Sequence[tuple[np.ndarray, list[str]]], cfg
         for feats, words in data:
             if len(feats) < adapted.min_frames(words):
                 continue
-            score, path, g = forced_align(adapted, adapted.loglik(feats), words)
+            g = adapted.forced_graph(words)
+            score, path, g = forced_align(adapted, adapted.loglik(feats, g["state"]), words, g)
             if path[0] < 0:
                 continue
             states = g["state"][path]

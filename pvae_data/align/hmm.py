@@ -89,14 +89,22 @@ class WordHMMs:
         self._w = np.ascontiguousarray(w, dtype=np.float32)
         self._next_lp = self.next_lp
 
-    def loglik(self, x: np.ndarray) -> np.ndarray:
-        """Emission log-likelihoods ``[T, S]`` of features ``x [T, D]`` for every state."""
+    def loglik(self, x: np.ndarray, states: np.ndarray | None = None) -> np.ndarray:
+        """Emission log-likelihoods ``[T, S]`` of features ``x [T, D]`` for every state, or only for
+        ``states`` (the others are ``NEG``): a forced alignment visits only its words' states."""
         S, M, _ = self.means.shape
         x = np.asarray(x, dtype=np.float32)
-        z = np.concatenate([x * x, x, np.ones((len(x), 1), np.float32)], axis=1) @ self._w
-        if M == 1:
-            return z.astype(np.float64)
-        return _kernels.logsumexp_groups(z, S, M)
+        xx = np.concatenate([x * x, x, np.ones((len(x), 1), np.float32)], axis=1)
+        if states is None:
+            z = xx @ self._w
+            return z.astype(np.float64) if M == 1 else _kernels.logsumexp_groups(z, S, M)
+        states = np.unique(np.asarray(states, dtype=np.int64))
+        cols = (states[:, None] * M + np.arange(M)[None, :]).ravel()
+        z = xx @ self._w[:, cols]
+        part = z.astype(np.float64) if M == 1 else _kernels.logsumexp_groups(z, len(states), M)
+        out = np.full((len(x), S), NEG)
+        out[:, states] = part
+        return out
 
     # ------------------------------------------------------------------ graphs
     def forced_graph(self, words: list[str], lead_sil: bool = True, pauses: bool = True) -> dict:

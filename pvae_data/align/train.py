@@ -210,14 +210,15 @@ def _align_all(model: WordHMMs, data: Sequence[TrainUtterance],
         if len(d.feats) < model.min_frames(d.words):
             out.append(None)
             continue
-        ll = model.loglik(d.feats)
+        graph = model.forced_graph(d.words)
+        ll = model.loglik(d.feats, graph["state"])  # only the states this path can visit
         path = np.array([-1])
         if anchor >= 0 and d.speech is not None:  # anchored when a path fits, else free
-            score, path, g = forced_align(model, anchored_loglik(model, ll, d.speech, anchor), d.words)
+            score, path, g = forced_align(model, anchored_loglik(model, ll, d.speech, anchor), d.words, graph)
             if score <= NEG / 2:
                 path = np.array([-1])
         if path[0] < 0:
-            score, path, g = forced_align(model, ll, d.words)
+            score, path, g = forced_align(model, ll, d.words, graph)
         if path[0] < 0:
             out.append(None)
             continue

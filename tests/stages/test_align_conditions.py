@@ -123,3 +123,19 @@ def test_anchored_loglik_keeps_words_near_the_vad_span_and_pauses_free():
     st = g["state"][path]
     first = np.flatnonzero(st < m.sil_offset)
     assert 8 <= first[0] <= 12 and 28 <= first[-1] + 1 <= 32
+
+
+def test_loglik_of_some_states_equals_the_full_computation_there(fsdd_recordings):
+    fc = AlignFeatureConfig()
+    model = train_word_hmms(_speaker_data(fsdd_recordings, "theo", range(6), fc),
+                            AlignTrainConfig(mixtures=2, iterations=1, augment="none"))
+    feats = _speaker_data(fsdd_recordings, "theo", [7], fc)[1].feats
+    full = model.loglik(feats)
+    g = model.forced_graph(["one"])
+    part = model.loglik(feats, g["state"])
+    used = np.unique(g["state"])
+    np.testing.assert_allclose(part[:, used], full[:, used], rtol=1e-5, atol=1e-3)  # float32 matmuls
+    from pvae_data.align.hmm import NEG
+    assert (np.delete(part, used, axis=1) == NEG).all()
+    a, b = forced_align(model, full, ["one"]), forced_align(model, part, ["one"], g)
+    assert a[0] == pytest.approx(b[0]) and np.array_equal(a[1], b[1])
