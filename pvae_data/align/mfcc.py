@@ -86,6 +86,17 @@ def align_features(wave: np.ndarray, cfg: AlignFeatureConfig = AlignFeatureConfi
     """
     fb = compute_fbank(np.asarray(wave, dtype=np.float32), cfg.fbank())
     c = fb @ _dct(cfg.num_mel_bins, cfg.num_ceps)
+    speech = None
+    if cfg.cmn and cfg.cmn_speech_db > 0 and len(fb):
+        level = fb.mean(axis=1)  # mean natural-log Mel energy per frame
+        speech = level >= level.max() - cfg.cmn_speech_db * np.log(10) / 10
+    return cepstra_to_features(c, cfg, speech)
+
+
+def cepstra_to_features(c: np.ndarray, cfg: AlignFeatureConfig, cmn_frames: np.ndarray | None = None) -> np.ndarray:
+    """Static cepstra ``[T, num_ceps]`` -> the aligner's features: + deltas, CMN (over ``cmn_frames``
+    when given, else every frame), CVN.  Shared by :func:`align_features` and the training copies
+    cut from already computed features (``train.without_silence``)."""
     parts = [c]
     if cfg.delta_order >= 1:
         parts.append(deltas(c, cfg.delta_window))
@@ -93,12 +104,7 @@ def align_features(wave: np.ndarray, cfg: AlignFeatureConfig = AlignFeatureConfi
         parts.append(deltas(parts[1], cfg.delta_window))
     x = np.concatenate(parts, axis=1)
     if cfg.cmn and len(x):
-        if cfg.cmn_speech_db > 0:
-            level = fb.mean(axis=1)  # mean natural-log Mel energy per frame
-            speech = level >= level.max() - cfg.cmn_speech_db * np.log(10) / 10
-            x = x - x[speech].mean(axis=0, keepdims=True)
-        else:
-            x = x - x.mean(axis=0, keepdims=True)
+        x = x - x[cmn_frames if cmn_frames is not None else slice(None)].mean(axis=0, keepdims=True)
     if cfg.cvn and len(x) > 1:
         x = x / np.maximum(x.std(axis=0, keepdims=True), 1e-3)
     return np.ascontiguousarray(x, dtype=np.float32)

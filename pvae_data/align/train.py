@@ -24,7 +24,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from ..config import ConfigMixin
-from .mfcc import AlignFeatureConfig, deltas
+from .mfcc import AlignFeatureConfig, cepstra_to_features
 from .hmm import NEG, WordHMMs, forced_align, loop_decode, loop_words, word_spans
 
 
@@ -241,18 +241,7 @@ def without_silence(feats: np.ndarray, states: np.ndarray, model: WordHMMs, fc: 
     keep[words[0]:words[-1] + 1] = True
     if pauses:
         keep &= ~sil
-    c = feats[keep, :fc.num_ceps].astype(np.float64)
-    parts = [c]
-    if fc.delta_order >= 1:
-        parts.append(deltas(c, fc.delta_window))
-    if fc.delta_order >= 2:
-        parts.append(deltas(parts[1], fc.delta_window))
-    x = np.concatenate(parts, axis=1)
-    if fc.cmn:
-        x -= x.mean(axis=0, keepdims=True)
-    if fc.cvn and len(x) > 1:
-        x /= np.maximum(x.std(axis=0, keepdims=True), 1e-3)
-    return x.astype(np.float32)
+    return cepstra_to_features(feats[keep, :fc.num_ceps].astype(np.float64), fc)
 
 
 def _visits(seqs: Sequence[np.ndarray], n_states: int) -> np.ndarray:
