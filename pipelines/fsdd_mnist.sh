@@ -15,10 +15,10 @@
 #   7 bridge    VAE-sp and VAE-im (--base-epochs, same config), the latent-translation bridge
 #               between them (Tian & Engel 2019; configs/bridge.yaml), its evaluation, and the
 #               report with PVAE and the bridge side by side.  The VAE-sp is trained with a
-#               digit classifier on its latent (weight --speech-base-labels, 100; 0 = the paper's
+#               digit classifier on its latent (weight --speech-base-labels, 300; 0 = the paper's
 #               unsupervised VAE-sp, on which image->speech stays near 75 %: docs/results.md)
 set -euo pipefail
-stage=0; stop_stage=100; jobs=2; base_epochs=150; speech_base_labels=100
+stage=0; stop_stage=100; jobs=2; base_epochs=150; speech_base_labels=300
 root=$(cd "$(dirname "$0")/.." && pwd)
 data=${PVAE_DATA:-}
 out=$root/exp/fsdd_mnist
