@@ -86,14 +86,13 @@ def score_condition(recordings: Path, work: Path, model_dir: Path, name: str, cf
                     seg_cfg=None) -> dict:
     from pvae_data.align.score import score_boundaries
     from pvae_data.io_utils import read_jsonl
-    from pvae_data.stages.segment import segment_manifest
+    from pvae_data.stages.segment import SegmentConfig, segment_manifest
     from pvae_data.synth_digits import TEST_TAKES, synth_utterances, write_synth
 
     d = work / ("cond_" + "".join(c if c.isalnum() else "_" for c in name.split(" (")[0]))
     utts = synth_utterances(recordings, takes=TEST_TAKES, cfg=cfg, prefix="cond")
     files = write_synth(utts, d, split="test")
-    segment_manifest(files["utterances"], d / "seg", model=model_dir, show_progress=False,
-                     **({} if seg_cfg is None else {"cfg": seg_cfg}))
+    segment_manifest(files["utterances"], d / "seg", model=model_dir, cfg=seg_cfg or SegmentConfig(), show_progress=False)
     truth = {r["id"]: [tuple(s) for s in r["spans"]] for r in read_jsonl(files["truth"])}
     score = score_boundaries(spans_by_utt(read_jsonl(d / "seg" / "segments.jsonl")), truth)
     if cache is not None:
@@ -120,7 +119,7 @@ def mismatch_rows(recordings: Path, work: Path, model_dir: Path, passes: int,
     three-digit recordings labelled with one of their digits; one manifest per kind."""
     from pvae_data.align import load_model
     from pvae_data.io_utils import read_jsonl, write_jsonl
-    from pvae_data.stages.segment import segment_manifest
+    from pvae_data.stages.segment import SegmentConfig, segment_manifest
     from pvae_data.synth_digits import SynthConfig, TEST_TAKES, synth_utterances, write_synth
 
     rng = np.random.default_rng(7)
@@ -153,7 +152,7 @@ def mismatch_rows(recordings: Path, work: Path, model_dir: Path, passes: int,
     for kind, rs in manifests.items():
         write_jsonl(work / f"mismatch_{kind}.jsonl", rs)
         summary = segment_manifest(work / f"mismatch_{kind}.jsonl", work / f"mismatch_{kind}", model=model_dir,
-                                   show_progress=False, **({} if seg_cfg is None else {"cfg": seg_cfg}))
+                                   cfg=seg_cfg or SegmentConfig(), show_progress=False)
         bad = read_jsonl(work / f"mismatch_{kind}" / "rejected.jsonl")
         counts[kind] = [len(bad), summary.total]
         reasons[kind] = [f"{r['id']}: {r['reason']}" for r in bad[:5]]
@@ -171,16 +170,6 @@ def mismatch_rows(recordings: Path, work: Path, model_dir: Path, passes: int,
     return rows
 
 
-def _key_value(text: str) -> tuple[str, object]:
-    """``key=value`` with the value read as YAML (numbers, booleans, strings)."""
-    import yaml
-
-    key, sep, value = text.partition("=")
-    if not sep:
-        raise SystemExit(f"--train-set wants KEY=VALUE, got {text!r}")
-    return key, yaml.safe_load(value)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default=os.environ.get("PVAE_DATA", str(ROOT.parent / "shared" / "data")))
@@ -190,7 +179,7 @@ def main() -> None:
     ap.add_argument("--no-conditions", action="store_true", help="skip the condition and mismatch rows")
     ap.add_argument("--ablation", action="store_true", help="also score the trimming variants (docs/alignment.md)")
     ap.add_argument("--train-set", action="append", default=[], metavar="KEY=VALUE",
-                    help="an AlignTrainConfig field for every aligner trained here (e.g. augment=tight+abut)")
+                    help="an AlignTrainConfig field for every aligner trained here (e.g. augment=none, features.cvn=true)")
     ap.add_argument("--segment-set", action="append", default=[], metavar="KEY=VALUE",
                     help="a SegmentConfig field for every segment run here (e.g. junction_search_s=0.02)")
     ap.add_argument("--out", default=None, help="work directory [default: a temporary one]")
@@ -206,9 +195,11 @@ def main() -> None:
     from pvae_data.synth_digits import TEST_TAKES, TRAIN_TAKES, SynthConfig, synth_utterances, words_of, write_synth
 
     from pvae_data.align.train import AlignTrainConfig
+    from pvae_data.config import apply_overrides, parse_set
 
-    train_cfg = AlignTrainConfig.from_dict(dict(_key_value(kv) for kv in args.train_set))
-    seg_cfg = SegmentConfig.from_dict(dict(_key_value(kv) for kv in args.segment_set))
+    # the CLIs' --set parser: dotted keys for nested fields (features.cvn=true)
+    train_cfg = AlignTrainConfig.from_dict(apply_overrides(AlignTrainConfig().to_dict(), parse_set(args.train_set)))
+    seg_cfg = SegmentConfig.from_dict(apply_overrides(SegmentConfig().to_dict(), parse_set(args.segment_set)))
     rec = Path(args.data) / "fsdd" / "recordings"
     if not rec.is_dir():
         raise SystemExit(f"no FSDD recordings under {rec}")

@@ -22,7 +22,7 @@ from typing import Sequence
 import numpy as np
 
 from ..config import ConfigMixin
-from .hmm import WordHMMs, forced_align
+from .hmm import WordHMMs, forced_align, mixture_posteriors
 
 
 @dataclass(frozen=True)
@@ -33,16 +33,6 @@ class AdaptConfig(ConfigMixin):
     def __post_init__(self) -> None:
         if self.iterations < 0 or self.tau <= 0:
             raise ValueError(f"adaptation needs iterations >= 0 and tau > 0, got {self.iterations}, {self.tau}")
-
-
-def _responsibilities(model: WordHMMs, s: int, x: np.ndarray) -> np.ndarray:
-    """Posterior of each mixture component of state ``s`` for frames ``x`` ``[n, M]``."""
-    var = model.variances[s]
-    z = model.log_weights[s][None] - 0.5 * (np.log(var).sum(-1)[None]
-                                            + (((x[:, None, :] - model.means[s][None]) ** 2) / var[None]).sum(-1))
-    z -= z.max(axis=1, keepdims=True)
-    r = np.exp(z)
-    return r / r.sum(axis=1, keepdims=True)
 
 
 def map_adapt(model: WordHMMs, data: Sequence[tuple[np.ndarray, list[str]]], cfg: AdaptConfig) -> WordHMMs:
@@ -67,7 +57,7 @@ def map_adapt(model: WordHMMs, data: Sequence[tuple[np.ndarray, list[str]]], cfg
             x = np.asarray(feats, dtype=np.float64)
             for s in np.unique(states):
                 xs = x[states == s]
-                r = _responsibilities(adapted, int(s), xs)
+                r = mixture_posteriors(xs, adapted.means[s], adapted.variances[s], adapted.log_weights[s])
                 acc[s] += r.T @ xs
                 occ[s] += r.sum(axis=0)
         if not occ.any():

@@ -167,6 +167,18 @@ class WordHMMs:
                 "first": first, "last": last, "entry_lp": entry, "labels": list(self.words) + [""]}
 
 
+def mixture_posteriors(x: np.ndarray, means: np.ndarray, variances: np.ndarray, log_weights: np.ndarray) -> np.ndarray:
+    """Posterior ``[n, M]`` of each component of one state's diagonal Gaussian mixture (``means`` and
+    ``variances`` ``[M, D]``, ``log_weights`` ``[M]``) for frames ``x [n, D]``: the E-step of
+    training (``train._estimate``) and of speaker adaptation (``adapt.map_adapt``)."""
+    z = (log_weights[None, :] - 0.5 * (np.log(variances).sum(-1)[None, :]
+                                       + (((x[:, None, :] - means[None]) ** 2) / variances[None]).sum(-1)))
+    z -= z.max(axis=1, keepdims=True)
+    r = np.exp(z)
+    r /= r.sum(axis=1, keepdims=True)
+    return r
+
+
 def forced_align(model: WordHMMs, ll: np.ndarray, words: list[str], graph: dict | None = None) -> tuple[float, np.ndarray, dict]:
     """Viterbi forced alignment: (score, path of positions, graph)."""
     g = graph or model.forced_graph(words)

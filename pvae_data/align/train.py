@@ -25,7 +25,7 @@ import numpy as np
 
 from ..config import ConfigMixin
 from .mfcc import AlignFeatureConfig, cepstra_to_features
-from .hmm import NEG, WordHMMs, forced_align, loop_decode, loop_words, word_spans
+from .hmm import NEG, WordHMMs, forced_align, loop_decode, loop_words, mixture_posteriors, word_spans
 
 
 @dataclass(frozen=True)
@@ -69,11 +69,11 @@ class AlignTrainConfig(ConfigMixin):
     # >= 0: while training, the words of an utterance stay within this many frames of its energy-VAD
     # speech span (weak onsets cannot drift into the silence model); -1: free.
     vad_anchor_frames: int = -1
+    seed: int = 0
 
     def __post_init__(self) -> None:
         if self.augment not in ("none", "tight", "tight+abut"):
             raise ValueError(f"augment must be none, tight or tight+abut, got {self.augment!r}")
-    seed: int = 0
 
 
 @dataclass
@@ -139,14 +139,7 @@ def _estimate(model: WordHMMs, X: np.ndarray, S: np.ndarray, visits: np.ndarray,
         if counts[s] == 0:
             continue
         x = X[order[starts[s]:starts[s + 1]]].astype(np.float64)
-        if M == 1:
-            r = np.ones((len(x), 1))
-        else:
-            z = (logw[s][None, :] - 0.5 * (np.log(variances[s]).sum(-1)[None, :]
-                                           + (((x[:, None, :] - means[s][None]) ** 2) / variances[s][None]).sum(-1)))
-            z -= z.max(axis=1, keepdims=True)
-            r = np.exp(z)
-            r /= r.sum(axis=1, keepdims=True)
+        r = np.ones((len(x), 1)) if M == 1 else mixture_posteriors(x, means[s], variances[s], logw[s])
         nk = r.sum(axis=0)
         for k in range(M):
             if nk[k] < max(2.0, 0.001 * len(x)):
@@ -161,6 +154,15 @@ def _estimate(model: WordHMMs, X: np.ndarray, S: np.ndarray, visits: np.ndarray,
     self_lp = np.where(counts > 0, np.log(stay), model.self_lp)
     return WordHMMs(model.words, model.n_states, model.sil_states, means, variances, logw, self_lp,
                     model.features, model.calibration, model.info)
+
+
+def _reestimate(model: WordHMMs, data: Sequence[TrainUtterance], seqs: Sequence[np.ndarray | None],
+                cfg: AlignTrainConfig, floor: np.ndarray) -> WordHMMs:
+    """One re-estimation pass from the utterances' current state sequences (those with a path)."""
+    kept = [(d.feats, s) for d, s in zip(data, seqs) if s is not None]
+    X = np.concatenate([f for f, _ in kept]).astype(np.float64)
+    states = [s for _, s in kept]
+    return _estimate(model, X, np.concatenate(states), _visits(states, model.num_states), cfg, floor)
 
 
 def _split(model: WordHMMs, M: int) -> WordHMMs:
@@ -317,10 +319,7 @@ def train_word_hmms(data: Sequence[TrainUtterance], cfg: AlignTrainConfig = Alig
     M = 1
     while True:
         for it in range(cfg.iterations):
-            use = [s is not None for s in seqs]
-            Xs = np.concatenate([X_ for X_, u in zip((d.feats for d in data), use) if u]).astype(np.float64)
-            Ss = np.concatenate([s for s in seqs if s is not None])
-            model = _estimate(model, Xs, Ss, _visits([s for s in seqs if s is not None], S), cfg, floor)
+            model = _reestimate(model, data, seqs, cfg, floor)
             seqs, avg, frames = _align_all(model, data, cfg.vad_anchor_frames)
             history.append({"mixtures": M, "iteration": it + 1, "loglik_per_frame": round(avg, 4),
                             "aligned": sum(s is not None for s in seqs)})
@@ -341,12 +340,9 @@ def train_word_hmms(data: Sequence[TrainUtterance], cfg: AlignTrainConfig = Alig
                   for f in [without_silence(d.feats, s, model, cfg.features, cfg.augment == "tight+abut")]
                   if len(f) >= model.min_frames(d.words)]
         both = list(data) + copies
-        Xb = [d.feats for d in both]
         seqs_b = seqs + _align_all(model, copies)[0]
         for it in range(cfg.augment_iterations):
-            keep = [k for k, s in enumerate(seqs_b) if s is not None]
-            model = _estimate(model, np.concatenate([Xb[k] for k in keep]).astype(np.float64),
-                              np.concatenate([seqs_b[k] for k in keep]), _visits([seqs_b[k] for k in keep], S), cfg, floor)
+            model = _reestimate(model, both, seqs_b, cfg, floor)
             seqs_b, avg, frames = _align_all(model, both)
             history.append({"mixtures": M, "iteration": f"augment {it + 1}", "loglik_per_frame": round(avg, 4),
                             "aligned": sum(s is not None for s in seqs_b), "copies": len(copies)})
