@@ -182,9 +182,13 @@ def main() -> None:
 @click.option("--truncated", type=click.Choice(["reject", "keep"]), default=None,
               help="Files whose header declares more samples than they hold: reject, or keep with a note "
                    "[default: reject].")
+@click.option("--test-speakers", default=None, metavar="A,B",
+              help="Speaker-disjoint split: every utterance of these speakers is test (held out), the "
+                   "others keep their split [default: none].")
 @_jobs_option
 @_quiet_option
-def prepare(corpus: str, source: Path, out: Path, config_file, truncated, jobs: int, quiet: bool) -> None:
+def prepare(corpus: str, source: Path, out: Path, config_file, truncated, test_speakers, jobs: int,
+            quiet: bool) -> None:
     """Corpus -> utterance manifest OUT/utterances.jsonl (+ rejected.jsonl).
 
     CORPUS is fsdd (a checkout of free-spoken-digit-dataset), tidigits (LDC
@@ -199,6 +203,8 @@ def prepare(corpus: str, source: Path, out: Path, config_file, truncated, jobs: 
         d = {k: v for k, v in _config_dict(config_file).items() if k not in ("corpus", "source")}
         if truncated is not None:
             d["truncated"] = truncated
+        if test_speakers is not None:
+            d["test_speakers"] = test_speakers
         return prepare_corpus(PrepareConfig.from_dict({"corpus": corpus, "source": str(source), **d}),
                               out, jobs=jobs, progress=not quiet)
 
@@ -246,18 +252,51 @@ def trim(manifest: Path, out: Path, config_file, backend, margin, energy_thresho
 @main.command(context_settings=CONTEXT)
 @_manifest_argument
 @click.argument("out", type=click.Path(path_type=Path))
+@_config_option("PerturbConfig", "perturb")
+@click.option("--speed", default=None, metavar="F,F,...",
+              help="Speed factors in (0, 2]; 1.0 is the record itself (Kaldi's 3-way: 0.9,1.0,1.1) [default: 0.9,1.0,1.1].")
+@click.option("--vtlp", default=None, metavar="W,W,...",
+              help="VTLN warp factors in (0, 2] of extra copies, e.g. 0.9,1.1 [default: none].")
+@click.option("--splits", default=None, metavar="S,S", help="Splits that get copies [default: train].")
+@_quiet_option
+def perturb(manifest: Path, out: Path, config_file, speed, vtlp, splits, quiet: bool) -> None:
+    """Speed / VTLN-warp perturbed training copies: MANIFEST -> OUT/segments.jsonl.
+
+    As Kaldi's perturb_data_dir_speed.sh: copies get ids and speakers prefixed
+    sp0.9- (vtlp1.1- for a warp) and a speed / vtln_warp field the fbank stage
+    applies. The test split is never perturbed. No audio is written.
+    """
+    from .stages.perturb import PerturbConfig, perturb_manifest
+
+    def run():
+        d = {**PerturbConfig().to_dict(), **_config_dict(config_file)}
+        for k, v in (("speed", speed), ("vtlp", vtlp), ("splits", splits)):
+            if v is not None:
+                d[k] = v
+        return perturb_manifest(manifest, out, PerturbConfig.from_dict(d))
+
+    _run_stage(out, run)
+
+
+@main.command(context_settings=CONTEXT)
+@_manifest_argument
+@click.argument("out", type=click.Path(path_type=Path))
 @_config_option("FbankConfig", "fbank")
 @click.option("--sample-rate", type=int, default=None, help="Audio is resampled to this rate [default: 16000].")
 @click.option("--num-mel-bins", type=int, default=None, help="[default: 80]")
 @click.option("--dither", type=float, default=None, help="Kaldi dither (int16 scale) [default: 0, deterministic].")
 @click.option("--snip-edges/--no-snip-edges", default=None, help="Kaldi --snip-edges [default: snip].")
+@click.option("--low-freq", type=float, default=None, help="Kaldi --low-freq, Hz [default: 20].")
+@click.option("--high-freq", type=float, default=None,
+              help="Kaldi --high-freq, Hz (<= 0: offset from Nyquist) [default: 0]. A corpus recorded at 8 kHz: "
+                   "3700 keeps every input, whatever its rate, within the band training saw.")
 @click.option("--chunk-size", type=click.IntRange(1), default=500, help="Utterances per ark (unit of resume).")
 @click.option("--overwrite", is_flag=True, help="Recompute even if OUT holds features of another config.")
 @_job_array_options
 @_jobs_option
 @_quiet_option
-def fbank(manifest: Path, out: Path, config_file, sample_rate, num_mel_bins, dither, snip_edges,
-          chunk_size: int, overwrite: bool, num_jobs: int, job_index, jobs: int, quiet: bool) -> None:
+def fbank(manifest: Path, out: Path, config_file, sample_rate, num_mel_bins, dither, snip_edges, low_freq,
+          high_freq, chunk_size: int, overwrite: bool, num_jobs: int, job_index, jobs: int, quiet: bool) -> None:
     """Kaldi-exact log-Mel filter banks: MANIFEST -> OUT/feats.scp + features.jsonl.
 
     Reads utterance or segment manifests (start/end honoured), writes Kaldi
@@ -273,7 +312,7 @@ def fbank(manifest: Path, out: Path, config_file, sample_rate, num_mel_bins, dit
     def run():
         base = _config_dict(config_file)
         overrides = {"sample_rate": sample_rate, "num_mel_bins": num_mel_bins, "dither": dither,
-                     "snip_edges": snip_edges}
+                     "snip_edges": snip_edges, "low_freq": low_freq, "high_freq": high_freq}
         fb = FbankConfig.from_dict({**FbankConfig().to_dict(), **base,
                                     **{k: v for k, v in overrides.items() if v is not None}})
         return compute_features(manifest, out, FbankStageConfig(fbank=fb, chunk_size=chunk_size),
@@ -525,7 +564,8 @@ def lhotse_export(fbank_dir: Path, out: Path) -> None:
 
 
 @main.command("default-config", context_settings=CONTEXT)
-@click.argument("what", type=click.Choice(["prepare", "fbank", "vad", "trim", "align-train", "segment", "shard"]))
+@click.argument("what", type=click.Choice(["prepare", "fbank", "vad", "trim", "perturb", "align-train", "segment",
+                                           "shard"]))
 def default_config(what: str) -> None:
     """Print a stage's default config as YAML (edit it and pass --config; JSON is read too).
 
@@ -539,6 +579,10 @@ def default_config(what: str) -> None:
         from .fbank import FbankConfig
 
         d = FbankConfig().to_dict()
+    elif what == "perturb":
+        from .stages.perturb import PerturbConfig
+
+        d = PerturbConfig().to_dict()
     elif what == "align-train":
         from .align.train import AlignTrainConfig
 

@@ -50,10 +50,24 @@ class FbankConfig(ConfigMixin):
     use_power: bool = True
     use_log_fbank: bool = True
     dither_seed: int = 0  # only used when dither > 0
+    # VTLN / VTLP (Jaitly & Hinton 2013): Kaldi's piecewise-linear warp of the Mel filters'
+    # frequencies (``--vtln-warp``); 1.0 = none.  ``vtln_high`` <= 0 is an offset from the upper
+    # edge high_freq: Kaldi's offset from Nyquist whenever high_freq is Nyquist (its default); with
+    # a lower high_freq, Kaldi's -500 would lie above the band and Kaldi refuses it.
+    vtln_warp: float = 1.0
+    vtln_low: float = 100.0
+    vtln_high: float = -500.0
 
     def __post_init__(self) -> None:
         nyquist = 0.5 * self.sample_rate
         high = self.high_freq if self.high_freq > 0 else nyquist + self.high_freq
+        if not (0 < self.vtln_warp <= 2):
+            raise ValueError(f"vtln_warp must be in (0, 2], got {self.vtln_warp}")
+        if self.vtln_warp != 1.0:
+            v_high = self.vtln_high if self.vtln_high > 0 else high + self.vtln_high
+            if not (max(self.low_freq, 0) < self.vtln_low < v_high < high):
+                raise ValueError(f"vtln_warp needs low_freq < vtln_low < vtln_high < high_freq; got "
+                                 f"vtln_low={self.vtln_low}, vtln_high={v_high}, high_freq={high}")
         if self.window_type not in _WINDOWS:
             raise ValueError(f"window_type must be one of {sorted(_WINDOWS)}, got {self.window_type!r}")
         if not (0 <= self.low_freq < high <= nyquist):
@@ -114,6 +128,34 @@ def mel_scale(freq: np.ndarray | float) -> np.ndarray:
     return np.float32(1127.0) * np.log(np.float32(1.0) + f / np.float32(700.0))
 
 
+def inverse_mel_scale(mel: np.ndarray) -> np.ndarray:
+    f32 = np.float32
+    return f32(700.0) * (np.exp(np.asarray(mel, np.float32) / f32(1127.0)) - f32(1.0))
+
+
+def vtln_warp_freq(freq, low_freq, high_freq, vtln_low, vtln_high, warp):
+    """Kaldi's ``MelBanks::VtlnWarpFreq``: frequencies scaled by ``1/warp`` between the cut-offs
+    ``vtln_low * max(1, warp)`` and ``vtln_high * min(1, warp)``, joined linearly to the unmoved
+    ``low_freq`` and ``high_freq`` (float32, Kaldi's order of operations)."""
+    f32 = np.float32
+    freq = np.asarray(freq, np.float32)
+    one = f32(1.0)
+    lo, hi = f32(vtln_low) * max(one, f32(warp)), f32(vtln_high) * min(one, f32(warp))
+    scale = one / f32(warp)
+    fl, fh = scale * lo, scale * hi
+    scale_left = (fl - f32(low_freq)) / (lo - f32(low_freq))
+    scale_right = (f32(high_freq) - fh) / (f32(high_freq) - hi)
+    out = np.where(freq < lo, f32(low_freq) + scale_left * (freq - f32(low_freq)),
+                   np.where(freq < hi, scale * freq, f32(high_freq) + scale_right * (freq - f32(high_freq))))
+    out = np.where((freq < f32(low_freq)) | (freq > f32(high_freq)), freq, out)
+    return out.astype(np.float32)
+
+
+def vtln_warp_mel(mel, low_freq, high_freq, vtln_low, vtln_high, warp):
+    """Kaldi's ``MelBanks::VtlnWarpMelFreq``: the warp applied to Mel values."""
+    return mel_scale(vtln_warp_freq(inverse_mel_scale(mel), low_freq, high_freq, vtln_low, vtln_high, warp))
+
+
 @lru_cache(maxsize=16)
 def mel_banks(cfg: FbankConfig) -> np.ndarray:
     """Triangular Mel filters as a dense ``[padded/2 + 1, num_bins]`` float32 matrix.
@@ -132,6 +174,10 @@ def mel_banks(cfg: FbankConfig) -> np.ndarray:
     left = mel_low + b * delta
     center = mel_low + (b + f32(1)) * delta
     right = mel_low + (b + f32(2)) * delta
+    if cfg.vtln_warp != 1.0:
+        v_high = f32(cfg.vtln_high) if cfg.vtln_high > 0 else high + f32(cfg.vtln_high)
+        warp = [f32(cfg.low_freq), high, f32(cfg.vtln_low), v_high, f32(cfg.vtln_warp)]
+        left, center, right = (vtln_warp_mel(m, *warp) for m in (left, center, right))
     width = f32(cfg.sample_rate) / f32(n_fft)
     mel = mel_scale(width * np.arange(num_fft_bins, dtype=np.float32))[:, None]
     with np.errstate(divide="ignore", invalid="ignore"):

@@ -44,6 +44,23 @@ def main() -> None:
     """The Partitioned VAE of Hsu & Glass (2018) on spoken + written digits."""
 
 
+@main.command(context_settings=CONTEXT)
+@click.argument("runs", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also write the pooled figures as JSON here.")
+def pool(runs, out) -> None:
+    """Leave-one-speaker-out: pool the held-out speakers of evaluated fold RUNS (a table per fold)."""
+    import json
+
+    from .eval.pool import markdown, pool_folds
+
+    with _command_errors():
+        p = pool_folds(runs)
+        if out is not None:
+            out.write_text(json.dumps(p, indent=2))
+    click.echo(markdown(p))
+
+
 @main.command("default-config", context_settings=CONTEXT)
 @click.argument("what", type=click.Choice(["train", "bridge"]), default="train")
 def default_config(what: str) -> None:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from pvae_data.config import ConfigMixin, apply_overrides, check_field_types, read_config_file
 
+from .augment import SpecAugmentConfig
 from .models import MODALITIES
 from .models.pvae import PVAEConfig
 
@@ -45,10 +46,23 @@ class TrainConfig(ConfigMixin):
     #   is an exponential moving average of the trained weights (Polyak averaging; 0 = off).
     image_shift: int = 0
     ema_decay: float = 0.0
+    # Speaker robustness (docs/results.md, "Voices it has never heard"):
+    # cmvn: how FBank is normalised for the model: "global" (the shards' train-split mean/std, the
+    #   paper's setting) or "utterance" (each utterance's own mean and variance: a new voice's
+    #   channel and average spectrum are removed from its first word on).
+    # spec_augment: time and frequency masks on the training utterances (Park et al. 2019).
+    cmvn: str = "global"
+    spec_augment: SpecAugmentConfig = field(default_factory=SpecAugmentConfig)
 
     def __post_init__(self) -> None:
         if isinstance(self.pvae, dict):
             self.pvae = PVAEConfig.from_dict(self.pvae)
+        if isinstance(self.spec_augment, dict):
+            self.spec_augment = SpecAugmentConfig.from_dict(self.spec_augment)
+        from .normalize import CMVN_MODES
+
+        if self.cmvn not in CMVN_MODES:
+            raise ValueError(f"cmvn must be one of {', '.join(CMVN_MODES)}, got {self.cmvn!r}")
         check_field_types(self)
         self.betas = tuple(self.betas)
         if self.model not in MODALITIES:
@@ -68,6 +82,11 @@ class TrainConfig(ConfigMixin):
             out["image_shift"] = self.image_shift
         if self.ema_decay:
             out["ema_decay"] = self.ema_decay
+        if self.model != "vae-im":
+            if self.cmvn != "global":
+                out["cmvn"] = self.cmvn
+            if self.spec_augment.enabled:
+                out["spec_augment"] = self.spec_augment.to_dict()
         return out
 
 

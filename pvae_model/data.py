@@ -26,14 +26,29 @@ class AudioSet:
     speakers: list[str]
 
 
-def load_audio_split(shards_dir: str | Path, split: str, cmvn: dict | None = None) -> AudioSet:
-    """All utterances of a split, CMVN-normalised (global train-split stats from the shards)."""
+def load_audio_split(shards_dir: str | Path, split: str, cmvn: dict | None = None, mode: str = "global") -> AudioSet:
+    """All utterances of a split, CMVN-normalised: ``mode`` "global" with the global train-split
+    stats from the shards (or ``cmvn``), "utterance" with each utterance's own mean and variance
+    (:func:`normalize_features`)."""
     s = AudioShards(shards_dir, split)
     stats = cmvn if cmvn is not None else (s.cmvn or {}).get("global")
+    feats = [torch.from_numpy(normalize_features(s[i].feats, mode, stats)) for i in range(len(s))]
+    return AudioSet(feats, np.asarray(s.lengths), np.asarray(s.labels), list(s.keys), list(s.speakers))
+
+
+def normalize_features(feats: np.ndarray, mode: str, stats: dict | None) -> np.ndarray:
+    """Raw FBank ``[T, D]`` -> what a model reads: "global" CMVN (``stats``' mean/std; none: as is)
+    or per-"utterance" mean and variance (nothing needed but the utterance: a new voice's first
+    word is normalised like every training word)."""
+    from .normalize import CMVN_MODES, normalize_utterance
+
+    if mode not in CMVN_MODES:
+        raise ValueError(f"cmvn must be one of {', '.join(CMVN_MODES)}, got {mode!r}")
+    if mode == "utterance":
+        return normalize_utterance(feats)
     mean = np.asarray(stats["mean"], np.float32) if stats else 0.0
     std = np.asarray(stats["std"], np.float32) if stats else 1.0
-    feats = [torch.from_numpy((s[i].feats - mean) / std) for i in range(len(s))]
-    return AudioSet(feats, np.asarray(s.lengths), np.asarray(s.labels), list(s.keys), list(s.speakers))
+    return ((feats - mean) / std).astype(np.float32, copy=False)
 
 
 @dataclass
@@ -89,9 +104,11 @@ class PairedEpochs:
     """
 
     def __init__(self, audio: AudioSet, images: ImageSet, batch_size: int, seed: int = 0,
-                 rank: int = 0, world_size: int = 1, image_views: int = 0, image_shift: int = 0):
+                 rank: int = 0, world_size: int = 1, image_views: int = 0, image_shift: int = 0,
+                 spec_augment=None):
         self.audio, self.images = audio, images
         self.image_shift = image_shift
+        self.spec_augment = spec_augment if spec_augment is not None and spec_augment.enabled else None
         self.seed, self.rank, self.world_size = seed, rank, world_size
         self.image_views = image_views
         self.sampler = BucketBatchSampler(audio.lengths, batch_size, shuffle=True, seed=seed)
@@ -119,6 +136,11 @@ class PairedEpochs:
             x_a, lengths = pad_audio([self.audio.feats[i] for i in b])
             batch = {"audio": x_a, "lengths": lengths, "image": self.images.images[pairs[b]],
                      "label": torch.from_numpy(self.audio.labels[b])}
+            if self.spec_augment is not None:  # seeded like the shifts: the same under DDP and on resume
+                from .augment import spec_augment
+
+                g = torch.Generator().manual_seed(int(np.random.default_rng([self.seed, epoch, 4, n]).integers(2**62)))
+                batch["audio"] = spec_augment(x_a, lengths, self.spec_augment, g)
             if views is not None:  # [B, image_views, 1, 28, 28]
                 batch["image_views"] = self.images.images[torch.from_numpy(views[b])]
             if self.image_shift:  # seeded by (seed, epoch, global batch): the same under DDP and on resume

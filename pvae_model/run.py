@@ -71,7 +71,7 @@ def load_run(run_dir, checkpoint: str = "best", device: str = "cpu", audio_shard
     cfg = replace(cfg, audio_shards=shard_dir(run_dir, "audio_shards", cfg.audio_shards, audio_shards),
                   image_shards=shard_dir(run_dir, "image_shards", cfg.image_shards, image_shards))
     cmvn = load_cmvn(cfg.audio_shards)
-    audio = load_audio_split(cfg.audio_shards, "test", cmvn=cmvn)
+    audio = load_audio_split(cfg.audio_shards, "test", cmvn=cmvn, mode=cfg.cmvn)
     images = load_image_split(cfg.image_shards, "test")
     return ck, cfg, model, audio, images, cmvn
 

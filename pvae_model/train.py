@@ -131,9 +131,9 @@ class Trainer:
             if cmvn is None and not cfg.allow_no_cmvn and cfg.model != "vae-im":
                 raise ValueError(f"{cfg.audio_shards}: the audio shards carry no CMVN statistics (index.json 'cmvn'); "
                                  "re-shard from a finished fbank directory, or set allow_no_cmvn: true")
-            audio = load_audio_split(cfg.audio_shards, "train")
+            audio = load_audio_split(cfg.audio_shards, "train", mode=cfg.cmvn)
             images = load_image_split(cfg.image_shards, "train")
-            self.audio_test = load_audio_split(cfg.audio_shards, "test", cmvn=cmvn)
+            self.audio_test = load_audio_split(cfg.audio_shards, "test", cmvn=cmvn, mode=cfg.cmvn)
             image_test = load_image_split(cfg.image_shards, "test")
         except (OSError, KeyError) as e:  # h5py: corrupt metadata, truncated file, missing dataset
             raise RunIOError(f"cannot read the shards {cfg.audio_shards} / {cfg.image_shards}: {e}") from None
@@ -143,7 +143,7 @@ class Trainer:
         self.image_test = image_test
         views = cfg.pvae.image_views if cfg.model == "pvae" else 0
         self.data = PairedEpochs(audio, images, cfg.batch_size, seed=cfg.seed, rank=self.rank, world_size=self.world,
-                                 image_views=views, image_shift=cfg.image_shift)
+                                 image_views=views, image_shift=cfg.image_shift, spec_augment=cfg.spec_augment)
         self.judge = None
         if self.main and cfg.model == "pvae" and cfg.eval_every and cfg.eval_coherence and self.device.type == "cpu":
             from .eval.judge import Judge

@@ -80,10 +80,26 @@ def _chunk_paths(out_dir: Path, index: int) -> tuple[Path, Path]:
 
 
 def _load(record: dict, rate: int) -> np.ndarray:
+    """The record's span at ``rate``, sped up by its ``speed`` (a ``perturb`` copy) if it has one."""
     from ..audio import load_audio
+    from ..perturb import speed_perturb
 
     wave, _ = load_audio(record["audio"], start=record.get("start"), end=record.get("end"), target_rate=rate)
+    if record.get("speed") is not None:
+        wave = speed_perturb(wave, rate, record["speed"])
     return wave
+
+
+def _record_fbank(record: dict, fb: FbankConfig) -> FbankConfig:
+    """The stage's FBank config, with the record's ``vtln_warp`` (a ``perturb`` copy) if it has one."""
+    from dataclasses import replace
+
+    from ..perturb import check_factor
+
+    if record.get("speed") is not None:
+        check_factor("speed", record["speed"])
+    warp = record.get("vtln_warp")
+    return fb if warp is None else replace(fb, vtln_warp=check_factor("vtln_warp", warp))
 
 
 def _compute_chunk(index: int, records: list[dict], cfg_dict: dict, out_dir: str) -> int:
@@ -94,12 +110,16 @@ def _compute_chunk(index: int, records: list[dict], cfg_dict: dict, out_dir: str
     cfg = FbankStageConfig.from_dict(cfg_dict)
     fb = cfg.fbank
     ark_path, done_path = _chunk_paths(Path(out_dir), index)
-    waves, ok, rejected = [], [], []
+    waves, ok, rejected, configs = [], [], [], []
     for r in records:
         try:
+            c = _record_fbank(r, fb)
             w = _load(r, fb.sample_rate)
         except AudioError as e:
             rejected.append({"id": r["id"], "audio": r.get("audio"), "reason": e.reason})
+            continue
+        except (ValueError, TypeError) as e:  # a bad speed / vtln_warp field (checked before reading)
+            rejected.append({"id": r["id"], "audio": r.get("audio"), "reason": f"bad perturbation: {e}"})
             continue
         except Exception as e:  # any unexpected decoder failure is still reported per file
             rejected.append({"id": r["id"], "audio": r.get("audio"), "reason": f"unreadable: {e}"})
@@ -109,8 +129,14 @@ def _compute_chunk(index: int, records: list[dict], cfg_dict: dict, out_dir: str
                              "reason": f"too short: {len(w)} samples < one {fb.window_size}-sample window"})
             continue
         waves.append(w)
+        configs.append(c)
         ok.append(r)
-    feats = compute_fbank_batch(waves, fb, seeds=[_utt_seed(r["id"], fb.dither_seed) for r in ok])
+    seeds = [_utt_seed(r["id"], fb.dither_seed) for r in ok]
+    feats: list = [None] * len(ok)
+    for c in dict.fromkeys(configs):  # one compiled batch per distinct config, in first-seen order
+        idx = [i for i, ci in enumerate(configs) if ci == c]
+        for i, m in zip(idx, compute_fbank_batch([waves[i] for i in idx], c, seeds=[seeds[i] for i in idx])):
+            feats[i] = m
     results, stats = [], {}
     with atomic_path(ark_path) as tmp:
         with open(tmp, "wb") as f:

@@ -66,8 +66,17 @@ class PrepareConfig(ConfigMixin):
     # A file whose header declares more samples than it holds was cut short (an interrupted
     # copy or download): "reject" it (default) or "keep" what is there, with a note.
     truncated: str = "reject"
+    # Speaker-disjoint evaluation: every utterance of these speakers goes to "test" (a voice the
+    # model never hears in training); the others keep their split ("train" where they had none).
+    # Recorded on each record as "held_out": true and in prepare_config.json.
+    test_speakers: tuple = ()
 
     def __post_init__(self) -> None:
+        if isinstance(self.test_speakers, str):
+            object.__setattr__(self, "test_speakers", tuple(s for s in self.test_speakers.split(",") if s))
+        object.__setattr__(self, "test_speakers", tuple(sorted({str(s).strip() for s in self.test_speakers})))
+        if any(not s for s in self.test_speakers):
+            raise ValueError("test_speakers: an empty speaker name")
         if self.truncated not in ("reject", "keep"):
             raise ValueError(f"truncated must be 'reject' or 'keep'; got {self.truncated!r}")
         if self.corpus not in CORPORA:
@@ -530,6 +539,35 @@ def _category(reason: str) -> str:
 # --------------------------------------------------------------------------------------------
 
 
+class SplitError(ValueError):
+    """A speaker-disjoint split that cannot be made (unknown speaker, a digit left untrained)."""
+
+
+def hold_out_speakers(records: list[dict], test_speakers, source: str = "") -> None:
+    """Move every record of ``test_speakers`` to the test split (``"held_out": true``) and give the
+    others without a split "train"; raises :class:`SplitError` (nothing changed) for a speaker not
+    in ``records`` or a split that leaves no training speaker or a digit with no training data."""
+    held = set(test_speakers)
+    speakers = {r["speaker"] for r in records}
+    missing = sorted(held - speakers)
+    if missing:
+        raise SplitError(f"{source}: test speaker(s) {', '.join(missing)} not in the corpus "
+                         f"(speakers: {', '.join(sorted(speakers)[:20])}{' ...' if len(speakers) > 20 else ''})")
+    train = [r for r in records if r["speaker"] not in held and (r.get("split") or "train") == "train"]
+    if not train:
+        raise SplitError(f"{source}: test speakers {', '.join(sorted(held))} leave no training speaker")
+    words = {w for r in records if (r.get("split") or "train") == "train" for w in str(r.get("transcript") or "").split()}
+    trained = {w for r in train for w in str(r.get("transcript") or "").split()}
+    if words - trained:  # words that had training data before the speakers were held out
+        raise SplitError(f"{source}: test speakers {', '.join(sorted(held))} leave no training data for "
+                         f"{', '.join(sorted(words - trained))}")
+    for r in records:
+        if r["speaker"] in held:
+            r["split"], r["held_out"] = "test", True
+        elif r.get("split") is None:
+            r["split"] = "train"
+
+
 def prepare_corpus(
     cfg: PrepareConfig, out_dir: str | os.PathLike, jobs: int = 1, progress: bool = True
 ) -> PrepareSummary:
@@ -608,6 +646,8 @@ def prepare_corpus(
         kept.append(rec)
     kept.sort(key=lambda r: r["id"])
     assert len(kept) + len(rejected) == len(items)  # every input accounted for
+    if cfg.test_speakers:
+        hold_out_speakers(kept, cfg.test_speakers, cfg.source)
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -130,7 +130,7 @@ def shard_audio(features_dir: str | Path, out_dir: str | Path, cfg: ShardConfig 
 
     features_dir = Path(features_dir)
     check_complete(features_dir)
-    wanted = ("id", "feats", "num_frames", "feat_dim", "label", "transcript", "speaker", "split")
+    wanted = ("id", "feats", "num_frames", "feat_dim", "label", "transcript", "speaker", "split", "perturbed_from")
     records = [{k: r[k] for k in wanted if k in r} for r in read_jsonl(features_dir / "features.jsonl")]
     fcfg = json.loads((features_dir / "fbank_config.json").read_text())
     cmvn_path = features_dir / "cmvn.json"
@@ -321,7 +321,10 @@ def _shard_audio_records(records: list[dict], load: Callable[[dict], np.ndarray]
                           [str(r.get("speaker", "")) for r in recs], split, cfg, attrs_cfg, source_sha256)
         return {"num_frames": int(frames), "feat_dim": int(dim), "labels": np.bincount(labels, minlength=10).tolist()}
 
-    extra = {"features": feature_config, "source_sha256": source_sha256, "cmvn": cmvn}
+    from ..perturb import speaker_summary
+
+    extra = {"features": feature_config, "source_sha256": source_sha256, "cmvn": cmvn,
+             "speakers": speaker_summary(kept)}
     written, reused = _run(out, "audio", plan, write_one, extra, cfg, show_progress)
     write_jsonl(out / "rejected.jsonl", rejected)
     return StageSummary("shard audio", total=len(records), kept=len(kept), rejected=len(rejected),

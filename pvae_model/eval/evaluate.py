@@ -78,13 +78,28 @@ def evaluate(run_dir: str | Path, ecfg: EvalConfig = EvalConfig()) -> dict:
     metrics["inertia"] = {names[k]: _inertia(means[k], ecfg.max_k, ecfg.seed) for k in ("s_audio", "s_image") if k in means}
     _plot_inertia(metrics["inertia"], out / "inertia.png")
     _plot_tsne(means, audio.labels, images.labels, ecfg, out)
+    from .speakers import training_speakers
+
+    metrics["speakers"] = training_speakers(cfg.audio_shards)  # which voices training heard
     if cfg.model == "pvae":
         _generation(model, audio, images, cmvn, cfg, ecfg, out)
         metrics.update(_coherence(model, audio, images, cfg, ecfg))
+        metrics.update(_per_speaker(model, audio, images, cfg, ecfg, metrics["speakers"]))
     _plot_curves(run / "metrics.jsonl", out / "training_curves.png")
     metrics["seconds"] = round(time.perf_counter() - t0, 1)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     return metrics
+
+
+def _per_speaker(model, audio, images, cfg, ecfg: EvalConfig, speakers_info: dict) -> dict:
+    """``per_speaker``, ``speaker_groups`` (seen / held-out) and ``confusion`` of
+    :mod:`pvae_model.eval.speakers`."""
+    from .judge import Judge
+    from .speakers import speaker_rows
+
+    judge = Judge.load(cfg.audio_shards, cfg.image_shards, image_train_limit=ecfg.classifier_images)
+    r = speaker_rows(model, judge, audio, images, speakers_info, n_images=ecfg.coherence_images, seed=ecfg.seed + 1)
+    return {"per_speaker": r["per_speaker"], "speaker_groups": r["groups"], "confusion": r["confusion"]}
 
 
 @torch.no_grad()
@@ -116,7 +131,7 @@ def _probes(model, cfg, post_test: dict, a_labels, i_labels, ecfg: EvalConfig) -
     from ..models import MODALITIES
 
     has = MODALITIES[cfg.model]
-    a_tr = load_audio_split(cfg.audio_shards, "train") if "audio" in has else None
+    a_tr = load_audio_split(cfg.audio_shards, "train", mode=cfg.cmvn) if "audio" in has else None
     i_tr = load_image_split(cfg.image_shards, "train") if "image" in has else None
     if i_tr is not None and ecfg.probe_images and ecfg.probe_images < len(i_tr.labels):
         idx = np.random.default_rng(ecfg.seed).permutation(len(i_tr.labels))[: ecfg.probe_images]

@@ -53,6 +53,20 @@ class Judge:
         return float((pred == np.asarray(want)).mean())
 
     @torch.no_grad()
+    def speech_predictions(self, x: torch.Tensor, lengths) -> np.ndarray:
+        """The speech classifier's digit for each padded utterance of ``x`` [B, T, F]."""
+        from .classifiers import predict_speech
+
+        return predict_speech(self.speech_clf, [x[j, : lengths[j]] for j in range(len(lengths))])
+
+    @torch.no_grad()
+    def image_predictions(self, x: torch.Tensor) -> np.ndarray:
+        """The image classifier's digit for each image of ``x`` [B, 1, 28, 28]."""
+        from .classifiers import predict_images
+
+        return predict_images(self.image_clf, x)
+
+    @torch.no_grad()
     def image(self, model, zs, z_i, want) -> float:
         """Fraction of ``decode_image(zs, z_i)`` the image classifier labels ``want``."""
         return self.images(model.decode_image(zs, z_i).clamp(0, 1), want)

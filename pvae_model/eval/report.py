@@ -208,6 +208,37 @@ def _html_table(header: list[str], rows) -> str:
     return "".join(out) + "</table>"
 
 
+def speaker_section(m: dict) -> list[str]:
+    """Which voices training heard, per-speaker and seen/held-out rows, the confusion matrices."""
+    sp = m.get("speakers")
+    if not sp:
+        return []
+    esc = html.escape
+    parts = [f"<p>Speakers training saw: {esc(', '.join(sp.get('train') or []) or 'none recorded')}"
+             + (f"; perturbed training copies: {sp['perturbed']}" if sp.get("perturbed") else "")
+             + (f". Held-out test speakers (never heard in training): {esc(', '.join(sp['held_out']))}"
+                if sp.get("held_out") else ". No held-out speaker: every test voice was heard in training")
+             + ".</p>"]
+    heads = ["n", "z_s purity", "speech→image", "own speech", "speech judge"]
+    keys = ("purity", "speech_to_image", "speech_own", "judge")
+    rows = []
+    for name, g in (m.get("speaker_groups") or {}).items():
+        rows.append((f"{name} ({', '.join(g['speakers'])})", [str(g["n"])] + [f"{100 * g[k]:.1f}" for k in keys]))
+    for name, g in (m.get("per_speaker") or {}).items():
+        tag = "" if g.get("seen_in_training") else " (held out)"
+        rows.append((name + tag, [str(g["n"])] + [f"{100 * g[k]:.1f}" for k in keys]))
+    if rows:
+        parts += ["<p>Per speaker (%): z_s purity (k-means clusters of all test z_s, each labelled with its "
+                  "majority digit), speech→image coherence (prior style), own reconstructions and the real "
+                  "utterances judged by the speech judge (on a held-out speaker: the judge's own "
+                  "leave-one-speaker-out accuracy).</p>", _html_table(heads, rows)]
+    for direction, mat in (m.get("confusion") or {}).items():
+        cells = [(str(i), [str(int(v)) for v in row]) for i, row in enumerate(mat)]
+        parts += [f"<p>Confusion, {esc(direction.replace('_', ' '))} (rows: intended digit, columns: "
+                  "judged digit).</p>", _html_table([str(j) for j in range(10)], cells)]
+    return parts
+
+
 def build_report(run_dirs: list[str | Path], out: str | Path) -> Path:
     runs = load_runs(run_dirs)
     cols, lrows = latent_rows(runs)
@@ -253,6 +284,7 @@ def build_report(run_dirs: list[str | Path], out: str | Path) -> Path:
         if cl:
             parts.append(f"<p>Judge classifiers' test accuracy: speech {100 * cl['speech_test_accuracy']:.1f} %, "
                          f"images {100 * cl['image_test_accuracy']:.1f} %.</p>")
+        parts += speaker_section(m)
         for png in sorted((r / "eval").glob("*.png")):
             parts.append(f"<figure><img alt='{png.stem}' src='data:image/png;base64,{_b64(png)}'>"
                          f"<figcaption>{html.escape(png.stem.replace('_', ' '))}</figcaption></figure>")

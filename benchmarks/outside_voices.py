@@ -1,0 +1,122 @@
+"""Voices from outside FSDD: synthetic isolated digits (espeak-ng), and a trained run scored on them.
+
+For testing only: nothing is trained or tuned on these voices (DEVELOPERS.md: train and tune on
+FSDD and perturbations of it).  ``make`` speaks every digit with espeak-ng voices (accents x
+voice variants x speaking rate/pitch) at espeak's 22.05 kHz, with a list file for
+``pvae-data prepare list``; ``score`` runs the voices through the run's own front end (``prepare
+list`` -> ``trim`` -> ``fbank`` with the audio shards' FBank config -> the run's CMVN) and reports
+how often the unimodal z_s of each spoken digit, decoded with the image style at the prior mean,
+is written as the right digit (judged by the image judge), overall and per voice, and how often
+the speech judge recognises the utterance itself.
+
+    PYTHONPATH=. python benchmarks/outside_voices.py make exp/voices
+    PYTHONPATH=. python benchmarks/outside_voices.py score exp/demo/pvae_fast exp/voices
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+ACCENTS = ("en-us", "en-gb", "en-gb-scotland", "en-029", "en-gb-x-rp", "en-us-nyc")
+VARIANTS = ("m1", "m3", "f1", "f3", "Andy", "Annie")
+STYLES = ((150, 40), (120, 60), (185, 30))  # (words per minute, pitch 0-99)
+
+
+def make(out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for i, (accent, variant) in enumerate(zip(ACCENTS * 2, VARIANTS + VARIANTS[::-1])):
+        speaker = f"espeak{i:02d}"
+        for d, word in enumerate(WORDS):
+            for k, (rate, pitch) in enumerate(STYLES):
+                path = out / "wav" / f"{speaker}-{d}-{k}.wav"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                if not path.exists():
+                    subprocess.run(["espeak-ng", "-v", f"{accent}+{variant}", "-s", str(rate), "-p", str(pitch),
+                                    "-w", str(path), word], check=True)
+                rows.append({"path": str(path.resolve()), "transcript": word, "speaker": speaker,
+                             "split": "test", "id": f"{speaker}-{d}-{k}", "voice": f"{accent}+{variant}"})
+    with open(out / "list.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=["path", "transcript", "speaker", "split", "id"])
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: r[k] for k in w.fieldnames})
+    (out / "voices.json").write_text(json.dumps({r["speaker"]: r["voice"] for r in rows}, indent=1))
+    print(f"{len(rows)} utterances, {len(rows) // 30} voices -> {out / 'list.csv'}")
+
+
+def _front_end(run_cfg, voices: Path, work: Path) -> list[dict]:
+    """prepare list -> trim -> fbank with the shards' FBank config; returns features records."""
+    from pvae_data.fbank import FbankConfig
+    from pvae_data.shards.schema import load_index
+    from pvae_data.stages.fbank import FbankStageConfig, compute_features
+    from pvae_data.stages.prepare import PrepareConfig, prepare_corpus
+    from pvae_data.stages.trim import trim_manifest
+    from pvae_data.io_utils import read_jsonl
+
+    fcfg = FbankConfig.from_dict(load_index(run_cfg.audio_shards)[1]["features"]["fbank"])
+    prepare_corpus(PrepareConfig(corpus="list", source=str(voices / "list.csv")), work / "prepare", progress=False)
+    trim_manifest(work / "prepare" / "utterances.jsonl", work / "trim", show_progress=False)
+    compute_features(work / "trim" / "segments.jsonl", work / "fbank", FbankStageConfig(fbank=fcfg),
+                     show_progress=False, overwrite=True)
+    return read_jsonl(work / "fbank" / "features.jsonl")
+
+
+def score(run: Path, voices: Path, checkpoint: str = "last") -> dict:
+    import torch
+
+    from pvae_data.stages.fbank import load_features
+    from pvae_model.data import normalize_features, pad_audio
+    from pvae_model.eval.judge import Judge
+    from pvae_model.run import load_run
+
+    ck, cfg, model, _, _, cmvn = load_run(run, checkpoint)
+    work = run / "outside_voices"
+    recs = _front_end(cfg, voices, work)
+    feats = [torch.from_numpy(normalize_features(load_features(work / "fbank", r), cfg.cmvn, cmvn)) for r in recs]
+    labels = np.array([WORDS.index(r["transcript"]) for r in recs])
+    speakers = np.array([r["speaker"] for r in recs])
+    judge = Judge.load(cfg.audio_shards, cfg.image_shards)
+    with torch.no_grad():
+        x, lengths = pad_audio(feats)
+        zs = model.encode_audio(x, lengths)["s"][0]
+        zi = torch.zeros(len(labels), model.cfg.z_image)
+        img_pred = judge.image_predictions(model.decode_image(zs, zi).clamp(0, 1))
+        sp_pred = judge.speech_predictions(x, lengths)
+    per = {s: float((img_pred[speakers == s] == labels[speakers == s]).mean()) for s in sorted(set(speakers))}
+    out = {"run": str(run), "epoch": ck["epoch"], "n": len(labels),
+           "speech_to_image": float((img_pred == labels).mean()),
+           "speech_judge": float((sp_pred == labels).mean()),
+           "worst_voice": min(per.values()), "per_voice": per}
+    (work / "score.json").write_text(json.dumps(out, indent=2))
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    m = sub.add_parser("make")
+    m.add_argument("out", type=Path)
+    s = sub.add_parser("score")
+    s.add_argument("run", type=Path)
+    s.add_argument("voices", type=Path)
+    s.add_argument("--checkpoint", default="last")
+    a = ap.parse_args()
+    if a.cmd == "make":
+        make(a.out)
+    else:
+        r = score(a.run, a.voices, a.checkpoint)
+        print(json.dumps({k: v for k, v in r.items() if k != "per_voice"}))
+        print(" ".join(f"{k}:{v:.2f}" for k, v in r["per_voice"].items()), file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,54 @@
+"""Leave-one-speaker-out: the held-out rows of several evaluated folds, one row per fold and pooled.
+
+Each fold is a run trained without one (or more) speakers (``pvae-data prepare --test-speakers``)
+and evaluated (``eval/metrics.json``).  Speech-side figures (z_s purity, speech -> image
+coherence, own reconstructions, the speech judge on the real utterances) are pooled over the
+held-out speakers' utterances; image -> speech, which no speaker owns, is the mean over folds,
+beside the fold's judge accuracy on its held-out speaker (the judge's own leave-one-speaker-out
+accuracy: an image -> speech figure means only as much as the judge that scores it).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+SPEECH = ("purity", "speech_to_image", "speech_own", "judge")
+
+
+def pool_folds(run_dirs) -> dict:
+    folds, total, sums, i2s = {}, 0, {k: 0.0 for k in SPEECH}, []
+    for run in run_dirs:
+        path = Path(run) / "eval" / "metrics.json"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no evaluation (run `pvae-model evaluate {run}` first)")
+        m = json.loads(path.read_text())
+        g = (m.get("speaker_groups") or {}).get("held_out")
+        if not g:
+            raise ValueError(f"{path}: no held-out speaker (train with `prepare --test-speakers`)")
+        row = {"speakers": g["speakers"], "n": g["n"], "epoch": m.get("epoch"),
+               **{k: g[k] for k in SPEECH},
+               "image_to_speech": m["coherence"]["image_to_speech_prior"],
+               "seen_speech_to_image": (m["speaker_groups"].get("seen") or {}).get("speech_to_image")}
+        folds[Path(run).name] = row
+        total += g["n"]
+        for k in SPEECH:
+            sums[k] += g[k] * g["n"]
+        i2s.append(row["image_to_speech"])
+    if not folds:
+        raise ValueError("no fold given")
+    pooled = {"n": total, **{k: sums[k] / total for k in SPEECH}, "image_to_speech": sum(i2s) / len(i2s),
+              "worst_judge": min(f["judge"] for f in folds.values())}
+    return {"folds": folds, "pooled": pooled}
+
+
+def markdown(p: dict) -> str:
+    head = "| fold | held out | n | epochs | z_s purity | speech→image | own speech | judge | image→speech |"
+    lines = [head, "|" + " --- |" * 9]
+    for name, f in p["folds"].items():
+        lines.append(f"| {name} | {', '.join(f['speakers'])} | {f['n']} | {f['epoch']} | "
+                     + " | ".join(f"{100 * f[k]:.1f}" for k in (*SPEECH, "image_to_speech")) + " |")
+    q = p["pooled"]
+    lines.append(f"| **pooled** | | {q['n']} | | " + " | ".join(f"**{100 * q[k]:.1f}**" for k in (*SPEECH, "image_to_speech"))
+                 + " |")
+    return "\n".join(lines)

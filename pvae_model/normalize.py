@@ -1,0 +1,21 @@
+"""Feature normalisation of one utterance (Kaldi's ``apply-cmvn`` with per-utterance statistics).
+
+Per-utterance CMVN removes a channel and a speaker's average spectral shape from each
+utterance on its own: a new voice needs nothing at test time but the utterance itself.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+CMVN_MODES = ("global", "utterance")
+
+
+def normalize_utterance(feats: np.ndarray, variance: bool = True, floor: float = 1e-3) -> np.ndarray:
+    """``feats`` [T, D] minus its own mean over time (and divided by its own std when
+    ``variance``; a std under ``floor`` counts as ``floor``), float32."""
+    x = np.asarray(feats, dtype=np.float64)
+    out = x - x.mean(axis=0, keepdims=True)
+    if variance:
+        out /= np.maximum(x.std(axis=0, keepdims=True), floor)
+    return out.astype(np.float32)

@@ -1,0 +1,240 @@
+"""Voices it has never heard: speaker-disjoint splits, perturbation (speed, VTLN/VTLP), SpecAugment,
+per-utterance CMVN, per-speaker evaluation rows and the leave-one-speaker-out pooling."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from pvae_data.cli import main as data_main
+from pvae_data.fbank import FbankConfig, compute_fbank, mel_banks
+from pvae_data.perturb import base_speaker, speaker_summary, speed_perturb
+from pvae_data.stages.perturb import PerturbConfig, perturb_manifest
+from pvae_data.stages.prepare import PrepareConfig, SplitError, hold_out_speakers, prepare_corpus
+from pvae_model.augment import SpecAugmentConfig, spec_augment
+from pvae_model.normalize import normalize_utterance
+
+BAND = dict(low_freq=40.0, high_freq=3700.0)
+
+
+# ---- VTLN warp of the Mel filters: kaldi-native-fbank's MelBanks is the oracle --------------
+
+@pytest.mark.parametrize("warp,band", [(0.9, {}), (1.1, {}), (0.85, BAND), (1.15, BAND), (1.0, BAND)])
+def test_vtln_mel_banks_match_kaldi_native_fbank(warp, band):
+    knf = pytest.importorskip("kaldi_native_fbank")
+    cfg = FbankConfig(vtln_warp=warp, **band)
+    o = knf.MelBanksOptions()
+    o.num_bins, o.low_freq, o.high_freq = 80, cfg.low_freq, cfg.high_freq
+    o.vtln_low = cfg.vtln_low
+    o.vtln_high = cfg.vtln_high if not band else cfg.high_freq + cfg.vtln_high  # ours: offset from high_freq
+    fo = knf.FrameExtractionOptions()
+    fo.samp_freq = 16000
+    ref = np.array(knf.MelBanks(o, fo, warp).get_matrix())  # [80, 257]
+    ours = mel_banks(cfg).T
+    assert np.abs(ref - ours[:, : ref.shape[1]]).max() < 1e-4
+    if warp != 1.0:
+        assert np.abs(ours - mel_banks(replace(cfg, vtln_warp=1.0)).T).max() > 0.1  # the warp moved the filters
+
+
+@pytest.mark.parametrize("bad", [0.0, -1.0, 2.5])
+def test_vtln_warp_out_of_range_is_refused_by_name(bad):
+    with pytest.raises(ValueError, match="vtln_warp"):
+        FbankConfig(vtln_warp=bad)
+
+
+def test_speed_perturbation_changes_duration_and_pitch():
+    sr = 16000
+    t = np.arange(sr) / sr
+    wave = (8000 * np.sin(2 * np.pi * 500 * t)).astype(np.float32)
+    fast = speed_perturb(wave, sr, 1.25)
+    assert abs(len(fast) - sr / 1.25) <= 2
+    peak = np.argmax(np.abs(np.fft.rfft(fast))) * sr / len(fast)
+    assert abs(peak - 625) < 5  # every frequency x 1.25
+    assert np.array_equal(speed_perturb(wave, sr, 1.0), wave)
+    with pytest.raises(ValueError, match="speed"):
+        speed_perturb(wave, sr, 0)
+
+
+# ---- the perturb stage and the fbank stage reading its copies -------------------------------
+
+def _segments(tmp_path: Path, fsdd_recordings: Path) -> Path:
+    recs = []
+    for spk in ("george", "jackson"):
+        for d in (1, 2):
+            for take in (0, 7):
+                p = fsdd_recordings / f"{d}_{spk}_{take}.wav"
+                recs.append({"id": f"{spk}-{d}-{take:02d}", "audio": str(p), "speaker": spk,
+                             "transcript": ["zero", "one", "two"][d], "split": "test" if take < 5 else "train"})
+    path = tmp_path / "segments.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    return path
+
+
+def test_perturb_copies_train_only_with_prefixed_ids_and_speakers(tmp_path, fsdd_recordings):
+    seg = _segments(tmp_path, fsdd_recordings)
+    s = perturb_manifest(seg, tmp_path / "p", PerturbConfig(speed=(0.9, 1.0, 1.1), vtlp=(1.1,)))
+    recs = [json.loads(x) for x in (tmp_path / "p" / "segments.jsonl").read_text().splitlines()]
+    assert s.total == 8 and s.kept == 8 and s.rejected == 0 and s.extra["copies"] == 4 * 3
+    ids = {r["id"] for r in recs}
+    assert {"sp0.9-george-1-07", "sp1.1-george-1-07", "vtlp1.1-george-1-07"} <= ids
+    assert not any(i.startswith(("sp", "vtlp")) and "-00" in i[-3:] for i in ids)  # test takes are never copied
+    sp = next(r for r in recs if r["id"] == "sp0.9-george-1-07")
+    assert sp["speaker"] == "sp0.9-george" and sp["speed"] == 0.9 and sp["perturbed_from"] == "george-1-07"
+    assert base_speaker(sp["speaker"]) == "george" and base_speaker("vtlp1.1-sp0.9-x") == "x"
+    summary = speaker_summary(recs)
+    assert summary["train"] == ["george", "jackson"] and summary["held_out"] == [] and summary["perturbed"] == 12
+    first = (tmp_path / "p" / "segments.jsonl").read_bytes()
+    perturb_manifest(seg, tmp_path / "p", PerturbConfig(speed=(0.9, 1.0, 1.1), vtlp=(1.1,)))
+    assert (tmp_path / "p" / "segments.jsonl").read_bytes() == first  # byte-reproducible
+    # a copy is not perturbed again: rejected with its reason, every input accounted for
+    s2 = perturb_manifest(tmp_path / "p" / "segments.jsonl", tmp_path / "p2", PerturbConfig())
+    assert s2.rejected == 12 and s2.kept + s2.rejected == s2.total == 20
+
+
+@pytest.mark.parametrize("flag,value", [("--speed", "0,1"), ("--speed", "2.5"), ("--vtlp", "-1")])
+def test_perturb_cli_refuses_bad_factors_by_name(tmp_path, fsdd_recordings, flag, value):
+    seg = _segments(tmp_path, fsdd_recordings)
+    r = CliRunner().invoke(data_main, ["perturb", str(seg), str(tmp_path / "o"), flag, value])
+    assert r.exit_code != 0 and flag.strip("-") in r.output and "Traceback" not in r.output
+    assert not (tmp_path / "o" / "segments.jsonl").exists()
+
+
+def test_fbank_stage_applies_speed_and_warp(tmp_path, fsdd_recordings):
+    from pvae_data.audio import load_audio
+    from pvae_data.stages.fbank import FbankStageConfig, compute_features, load_features
+
+    seg = _segments(tmp_path, fsdd_recordings)
+    perturb_manifest(seg, tmp_path / "p", PerturbConfig(speed=(0.9, 1.0), vtlp=(0.9,)))
+    fb = FbankConfig(**BAND)
+    s = compute_features(tmp_path / "p" / "segments.jsonl", tmp_path / "f", FbankStageConfig(fbank=fb),
+                         show_progress=False)
+    assert s.rejected == 0
+    recs = {json.loads(x)["id"]: json.loads(x) for x in (tmp_path / "f" / "features.jsonl").read_text().splitlines()}
+    orig = recs["george-1-07"]
+    wave, _ = load_audio(orig["audio"], target_rate=16000)
+    np.testing.assert_allclose(load_features(tmp_path / "f", orig), compute_fbank(wave, fb), atol=1e-5)
+    np.testing.assert_allclose(load_features(tmp_path / "f", recs["sp0.9-george-1-07"]),
+                               compute_fbank(speed_perturb(wave, 16000, 0.9), fb), atol=1e-5)
+    np.testing.assert_allclose(load_features(tmp_path / "f", recs["vtlp0.9-george-1-07"]),
+                               compute_fbank(wave, replace(fb, vtln_warp=0.9)), atol=1e-5)
+    assert recs["sp0.9-george-1-07"]["num_frames"] > orig["num_frames"] * 1.05
+    # per-speaker statistics of copies stay apart from their sources'
+    cmvn = json.loads((tmp_path / "f" / "cmvn.json").read_text())
+    assert {"george", "sp0.9-george", "vtlp0.9-george"} <= set(cmvn["speakers"])
+
+
+def test_fbank_stage_rejects_a_bad_perturbation_field_by_name(tmp_path, fsdd_recordings):
+    from pvae_data.stages.fbank import FbankStageConfig, compute_features
+
+    seg = _segments(tmp_path, fsdd_recordings)
+    recs = [json.loads(x) for x in seg.read_text().splitlines()]
+    recs[0]["speed"] = 7
+    recs[1]["vtln_warp"] = 0
+    seg.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    s = compute_features(seg, tmp_path / "f", FbankStageConfig(), show_progress=False)
+    assert s.kept == 6 and s.rejected == 2
+    rej = [json.loads(x)["reason"] for x in (tmp_path / "f" / "rejected.jsonl").read_text().splitlines()]
+    assert any("speed" in r for r in rej) and any("vtln_warp" in r for r in rej)
+
+
+# ---- speaker-disjoint prepare ---------------------------------------------------------------
+
+def test_prepare_holds_out_test_speakers(tmp_path, fsdd_subset):
+    s = prepare_corpus(PrepareConfig(corpus="fsdd", source=str(fsdd_subset), test_speakers=("jackson",)),
+                       tmp_path / "p", progress=False)
+    recs = [json.loads(x) for x in (tmp_path / "p" / "utterances.jsonl").read_text().splitlines()]
+    held = [r for r in recs if r["speaker"] == "jackson"]
+    assert held and all(r["split"] == "test" and r.get("held_out") for r in held)
+    assert all(not r.get("held_out") for r in recs if r["speaker"] != "jackson")
+    assert s.kept == len(recs)
+    cfg = json.loads((tmp_path / "p" / "prepare_config.json").read_text())
+    assert cfg["test_speakers"] == ["jackson"]
+    assert speaker_summary(recs)["held_out"] == ["jackson"]
+
+
+def test_prepare_refuses_an_unknown_or_exhausting_test_speaker(tmp_path, fsdd_subset):
+    r = CliRunner().invoke(data_main, ["prepare", "fsdd", str(fsdd_subset), str(tmp_path / "o"),
+                                       "--test-speakers", "bob", "-q"])
+    assert r.exit_code == 1 and "bob" in r.output and "not in the corpus" in r.output
+    assert len(r.output.strip().splitlines()) == 1 and not (tmp_path / "o" / "utterances.jsonl").exists()
+    speakers = sorted({p.name.split("_")[1] for p in (fsdd_subset / "recordings").glob("*.wav")}
+                      or {p.name.split("_")[1] for p in fsdd_subset.glob("*.wav")})
+    r = CliRunner().invoke(data_main, ["prepare", "fsdd", str(fsdd_subset), str(tmp_path / "o"),
+                                       "--test-speakers", ",".join(speakers), "-q"])
+    assert r.exit_code == 1 and "no training speaker" in r.output
+
+
+def test_hold_out_refuses_a_split_leaving_a_digit_untrained():
+    recs = [{"speaker": "a", "transcript": "one", "split": None}, {"speaker": "a", "transcript": "two", "split": None},
+            {"speaker": "b", "transcript": "one", "split": None}]
+    with pytest.raises(SplitError, match="no training data for two"):
+        hold_out_speakers([dict(r) for r in recs], ["a"])
+    ok = [dict(r) for r in recs]
+    hold_out_speakers(ok, ["b"])
+    assert [r["split"] for r in ok] == ["train", "train", "test"]
+
+
+# ---- SpecAugment and per-utterance CMVN -----------------------------------------------------
+
+def test_spec_augment_masks_within_each_utterance_and_is_seeded():
+    x = torch.ones(3, 20, 8)
+    lengths = torch.tensor([20, 5, 1])
+    cfg = SpecAugmentConfig(freq_masks=1, freq_width=3, time_masks=2, time_width=30)
+    a = spec_augment(x, lengths, cfg, torch.Generator().manual_seed(0))
+    b = spec_augment(x, lengths, cfg, torch.Generator().manual_seed(0))
+    assert torch.equal(a, b) and (a == 0).any()
+    t = spec_augment(x, lengths, replace(cfg, freq_masks=0), torch.Generator().manual_seed(1))
+    assert (t[1, 5:] == 1).all() and (t[2, 1:] == 1).all()  # a time mask stays within its utterance
+    assert (t[1, :5] == 0).any() and (t[0] == 0).any()
+    assert torch.equal(spec_augment(x, lengths, SpecAugmentConfig(), torch.Generator()), x)
+    with pytest.raises(ValueError, match="freq_width"):
+        spec_augment(x, lengths, SpecAugmentConfig(freq_masks=1, freq_width=9), torch.Generator())
+    with pytest.raises(ValueError, match="time_masks"):
+        SpecAugmentConfig(time_masks=-1)
+
+
+def test_utterance_cmvn_is_blind_to_a_channel_and_to_global_cmvn():
+    rng = np.random.default_rng(0)
+    f = rng.normal(size=(40, 80)).astype(np.float32) * 3 + 10
+    n = normalize_utterance(f)
+    np.testing.assert_allclose(n.mean(0), 0, atol=1e-5)
+    np.testing.assert_allclose(n.std(0), 1, atol=1e-4)
+    gain, shift = rng.uniform(0.5, 2, 80), rng.normal(size=80)  # a channel / global CMVN: per-bin affine
+    np.testing.assert_allclose(normalize_utterance(f * gain + shift), n, atol=1e-4)
+
+
+def test_train_config_refuses_an_unknown_cmvn_mode():
+    from pvae_model.config import TrainConfig
+
+    with pytest.raises(ValueError, match="cmvn"):
+        TrainConfig(cmvn="speaker-ish")
+    c = TrainConfig.from_dict({"cmvn": "utterance", "spec_augment": {"time_masks": 2, "time_width": 5}})
+    assert c.deviations()["cmvn"] == "utterance" and c.deviations()["spec_augment"]["time_width"] == 5
+
+
+# ---- pooling leave-one-speaker-out folds ----------------------------------------------------
+
+def test_pool_folds_weights_held_out_speakers_by_utterances(tmp_path):
+    from pvae_model.eval.pool import pool_folds
+
+    runs = []
+    for name, n, acc in (("a", 100, 0.9), ("b", 300, 0.5)):
+        d = tmp_path / name / "eval"
+        d.mkdir(parents=True)
+        g = {"speakers": [name], "n": n, "purity": acc, "speech_to_image": acc, "speech_own": acc, "judge": acc}
+        (d / "metrics.json").write_text(json.dumps({"epoch": 3, "speaker_groups": {"held_out": g},
+                                                    "coherence": {"image_to_speech_prior": acc}}))
+        runs.append(tmp_path / name)
+    p = pool_folds(runs)
+    assert p["pooled"]["n"] == 400 and abs(p["pooled"]["purity"] - 0.6) < 1e-9
+    assert abs(p["pooled"]["image_to_speech"] - 0.7) < 1e-9 and p["pooled"]["worst_judge"] == 0.5
+    (tmp_path / "c" / "eval").mkdir(parents=True)
+    (tmp_path / "c" / "eval" / "metrics.json").write_text(json.dumps({"speaker_groups": {}}))
+    with pytest.raises(ValueError, match="no held-out speaker"):
+        pool_folds([tmp_path / "c"])
