@@ -43,6 +43,7 @@ VARIANTS = {
     "band_utt_all_wide": dict(fbank=BAND, cmvn="utterance", speeds=(0.9, 1.1), warps=(0.9, 1.1), specaug=True,
                               width=256),
     "band_utt_speed_vtlp": dict(fbank=BAND, cmvn="utterance", speeds=(0.9, 1.1), warps=(0.9, 1.1)),
+    "band_spk": dict(fbank=BAND, cmvn="speaker"),
     "band_utt_deep": dict(fbank=BAND, cmvn="utterance", arch="deep"),
     "band_utt_all_deep": dict(fbank=BAND, cmvn="utterance", speeds=(0.9, 1.1), warps=(0.9, 1.1), specaug=True,
                               arch="deep"),
@@ -91,13 +92,27 @@ def norm(feats, cmvn: str, mean=None, std=None):
     return [torch.from_numpy(normalize_utterance(f, variance=(cmvn == "utterance"))) for f in feats]
 
 
+def speaker_norm(feats, spk):
+    out = [None] * len(feats)
+    for s in set(spk):
+        idx = [i for i in range(len(feats)) if spk[i] == s]
+        cat = np.concatenate([feats[i] for i in idx])
+        mean, std = cat.mean(0), cat.std(0) + 1e-5
+        for i in idx:
+            out[i] = torch.from_numpy((feats[i] - mean) / std)
+    return out
+
+
 def train(feats, labels, epochs, seed, specaug, width, arch="conv2"):
     from pvae_model.data import pad_audio
 
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     g = torch.Generator().manual_seed(seed)
-    clf = (DeepSpeechClassifier if arch == "deep" else SpeechDigitClassifier)(feats[0].shape[1], width=width)
+    if arch == "deep":
+        clf = DeepSpeechClassifier(feats[0].shape[1], width=width)
+    else:  # features arrive normalised as the variant says: the classifier adds nothing
+        clf = SpeechDigitClassifier(feats[0].shape[1], width=width, normalize=False)
     opt = torch.optim.Adam(clf.parameters(), 1e-3)
     y = torch.from_numpy(labels.astype(np.int64))
     sa = SpecAugmentConfig(freq_masks=2, freq_width=10, time_masks=2, time_width=5) if specaug else None
@@ -140,8 +155,13 @@ def run_variant(name, waves, labels, speakers, epochs, seed):
         if v["cmvn"] == "global":
             cat = np.concatenate([all_f[i] for i in tr])
             mean, std = cat.mean(0), cat.std(0) + 1e-5
-        f_tr = norm([all_f[i] for i in tr], v["cmvn"], mean, std)
-        f_te = norm([base[i] for i in te], v["cmvn"], mean, std)
+        if v["cmvn"] == "speaker":  # Kaldi's apply-cmvn --utt2spk: each speaker's own stats (the test
+            # speaker's over all of its 500 takes: what a new voice must provide first)
+            f_tr = speaker_norm([all_f[i] for i in tr], all_s[tr])
+            f_te = speaker_norm([base[i] for i in te], speakers[te])
+        else:
+            f_tr = norm([all_f[i] for i in tr], v["cmvn"], mean, std)
+            f_te = norm([base[i] for i in te], v["cmvn"], mean, std)
         clf = train(f_tr, all_y[tr], epochs, seed, v.get("specaug", False), v.get("width", 128),
                     v.get("arch", "conv2"))
         rows[spk] = float((predict_speech(clf, f_te) == labels[te]).mean())

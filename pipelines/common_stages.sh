@@ -1,11 +1,12 @@
 # Stages 2-6 shared by the recipes (sourced, like ESPnet's asr.sh): the caller sets bin, out,
-# jobs, config, stage, stop_stage, the manifest to featurise ($segments) and the MNIST dir ($mnist).
+# jobs, config, stage, stop_stage, the manifest to featurise ($segments) and the MNIST dir ($mnist);
+# optionally $fbank_opts (extra `pvae-data fbank` flags).
 run() { echo "[$(date +%T)] stage $1: $2"; }
 want() { [ "$stage" -le "$1" ] && [ "$stop_stage" -ge "$1" ]; }
 
 common_stages() {
   if want 2; then
-    run 2 fbank; "$bin/pvae-data" fbank "$segments" "$out/fbank" -j "$jobs" -q
+    run 2 fbank; "$bin/pvae-data" fbank "$segments" "$out/fbank" -j "$jobs" -q ${fbank_opts:-}
   fi
   if want 3; then
     run 3 shard

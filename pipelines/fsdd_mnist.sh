@@ -3,11 +3,14 @@
 # finished work, so rerunning after an interruption continues where it stopped.
 #
 #   pipelines/fsdd_mnist.sh [--stage N] [--stop-stage M] [--data DIR] [--out DIR] [--jobs J] [--config YAML]
-#                           [--base-epochs E] [--speech-base-labels W]
+#                           [--base-epochs E] [--speech-base-labels W] [--test-speakers S,S] [--speed F,F,F]
 #
-#   0 prepare   (download FSDD/MNIST if absent) FSDD recordings -> utterances.jsonl
-#   1 trim      energy VAD -> segments.jsonl
-#   2 fbank     80-dim Kaldi FBank -> feats.scp, features.jsonl, CMVN
+#   0 prepare   (download FSDD/MNIST if absent) FSDD recordings -> utterances.jsonl; every take of
+#               --test-speakers (george; "" = none, the official split only) is a held-out test voice
+#   1 trim      energy VAD -> segments.jsonl, then speed-perturbed training copies (--speed 0.9,1.0,1.1;
+#               "1.0" = none), as Kaldi's perturb_data_dir_speed.sh
+#   2 fbank     80-dim Kaldi FBank over 40-3700 Hz (the band of FSDD's 8 kHz recordings, so that any
+#               input, whatever its rate, is seen within it) -> feats.scp, features.jsonl, CMVN
 #   3 shard     audio + MNIST image shards, validated
 #   4 train     PVAE (configs/pvae_fast.yaml: 30 min on 2 CPU cores)
 #   5 evaluate  purity, inertia, t-SNE, generation, coherence -> OUT/pvae/eval
@@ -18,12 +21,12 @@
 #               digit classifier on its latent (weight --speech-base-labels, 300; 0 = the paper's
 #               unsupervised VAE-sp, on which image->speech stays near 75 %: docs/results.md)
 set -euo pipefail
-stage=0; stop_stage=100; jobs=2; base_epochs=150; speech_base_labels=300
+stage=0; stop_stage=100; jobs=2; base_epochs=150; speech_base_labels=300; test_speakers=george; speed=0.9,1.0,1.1
 root=$(cd "$(dirname "$0")/.." && pwd)
 data=${PVAE_DATA:-}
 out=$root/exp/fsdd_mnist
 config=$root/configs/pvae_fast.yaml
-help_lines=2,19
+help_lines=2,23
 . "$root/pipelines/parse_options.sh"  # --name value for each variable above; sets $bin
 . "$root/pipelines/common_stages.sh"
 # Data: --data or $PVAE_DATA, else ../shared/data when present, else OUT/data, where stage 0
@@ -37,12 +40,15 @@ if want 0; then
   for ds in fsdd mnist; do
     have $ds || { run 0 "download $ds -> $data/$ds"; "$bin/pvae-data" download $ds "$data" -q; }
   done
-  run 0 prepare; "$bin/pvae-data" prepare fsdd "$data/fsdd" "$out/prepare" -j "$jobs" -q
+  held=(); [ -n "$test_speakers" ] && held=(--test-speakers "$test_speakers")
+  run 0 prepare; "$bin/pvae-data" prepare fsdd "$data/fsdd" "$out/prepare" "${held[@]}" -j "$jobs" -q
 fi
 if want 1; then
   run 1 trim; "$bin/pvae-data" trim "$out/prepare/utterances.jsonl" "$out/trim" -j "$jobs" -q
+  "$bin/pvae-data" perturb "$out/trim/segments.jsonl" "$out/perturb" --speed "$speed" -q
 fi
-segments="$out/trim/segments.jsonl"
+segments="$out/perturb/segments.jsonl"
+fbank_opts="--low-freq 40 --high-freq 3700"
 mnist="$data/mnist"
 common_stages
 if want 7; then

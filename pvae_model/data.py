@@ -140,7 +140,9 @@ class PairedEpochs:
                 from .augment import spec_augment
 
                 g = torch.Generator().manual_seed(int(np.random.default_rng([self.seed, epoch, 4, n]).integers(2**62)))
-                batch["audio"] = spec_augment(x_a, lengths, self.spec_augment, g)
+                batch["audio_input"] = spec_augment(x_a, lengths, self.spec_augment, g)  # encoders read it;
+                # reconstruction targets stay the clean "audio" (a denoising objective, as SpecAugment
+                # is an input augmentation, not a change of what the decoder must produce)
             if views is not None:  # [B, image_views, 1, 28, 28]
                 batch["image_views"] = self.images.images[torch.from_numpy(views[b])]
             if self.image_shift:  # seeded by (seed, epoch, global batch): the same under DDP and on resume

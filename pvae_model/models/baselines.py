@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from ..modules import AudioDecoder, AudioPreEncoder, GaussianHead, ImageDecoder
-from ..modules import gaussian_nll_audio, gaussian_nll_image, kl_gauss, kl_std_normal, reparameterize
+from ..modules import audio_input, gaussian_nll_audio, gaussian_nll_image, kl_gauss, kl_std_normal, reparameterize
 from .base import FromRun, ModelOutput
 from .pvae import PVAEConfig
 
@@ -67,7 +67,7 @@ class UnimodalVAE(FromRun, nn.Module):
         if self.modality == "audio":
             lengths = batch["lengths"]
             x = batch["audio"][:, : int(lengths.max())]
-            mu, lv = self.encode_audio(x, lengths)["s"]
+            mu, lv = self.encode_audio(audio_input(batch), lengths)["s"]
             z = reparameterize(mu, lv)
             nll = gaussian_nll_audio(x, self.dec(z, lengths), lengths)
         else:
@@ -115,12 +115,13 @@ class JMVAE(FromRun, nn.Module):
     def forward(self, batch: dict, generator: torch.Generator | None = None) -> ModelOutput:
         lengths, x_i = batch["lengths"], batch["image"]
         x_a = batch["audio"][:, : int(lengths.max())]
-        mu, lv = self.mm_head(torch.cat([self.mm_a(x_a, lengths), self.mm_i(x_i)], dim=-1))
+        x_in = audio_input(batch)
+        mu, lv = self.mm_head(torch.cat([self.mm_a(x_in, lengths), self.mm_i(x_i)], dim=-1))
         z = reparameterize(mu, lv)
         nll_a = gaussian_nll_audio(x_a, self.dec_a(z, lengths), lengths)
         nll_i = gaussian_nll_image(x_i, self.dec_i(z), self.cfg.image_nll_std)
         kl = kl_std_normal(mu, lv)
-        kl_a = kl_gauss(mu, lv, *self.encode_audio(x_a, lengths)["s"])
+        kl_a = kl_gauss(mu, lv, *self.encode_audio(x_in, lengths)["s"])
         kl_i = kl_gauss(mu, lv, *self.encode_image(x_i)["s"])
         neg_elbo = nll_a + nll_i + kl
         loss = (neg_elbo + self.cfg.alpha * (kl_a + kl_i)).mean()

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from ..modules import IMAGE_ENCODER_DEPTHS, AudioDecoder, AudioPreEncoder, GaussianHead, ImageDecoder, ImagePreEncoder
-from ..modules import gaussian_nll_audio, gaussian_nll_image, kl_gauss, kl_std_normal, rbf, rbf_dist_half, reparameterize
+from ..modules import audio_input, gaussian_nll_audio, gaussian_nll_image, kl_gauss, kl_std_normal, rbf, rbf_dist_half, reparameterize
 from .base import ConfigMixin, FromRun, ModelOutput, cyclic_derangement, other_label_negatives
 
 
@@ -360,13 +360,14 @@ class PVAE(FromRun, nn.Module):
         cfg = self.cfg
         lengths, x_i = batch["lengths"], batch["image"]
         x_a = batch["audio"][:, : int(lengths.max())]  # extra padding is never read
-        h_a_mm = self.mm.pre["a"](x_a, lengths)  # kept: the extra views' multimodal posteriors share it
+        x_in = audio_input(batch)  # what the encoders read: x_a, or its SpecAugment-masked copy
+        h_a_mm = self.mm.pre["a"](x_in, lengths)  # kept: the extra views' multimodal posteriors share it
         q = self.encode_multimodal_from(h_a_mm, x_i)
         z = {k: reparameterize(*q[k]) for k in ("s", "a", "i")}
         nll_a = gaussian_nll_audio(x_a, self.decode_audio(z["s"], z["a"], lengths), lengths)
         nll_i = gaussian_nll_image(x_i, self.decode_image(z["s"], z["i"]), cfg.image_nll_std)
         kl = {k: kl_std_normal(*q[k]) for k in ("s", "a", "i")}
-        qa, qi = self.encode_audio(x_a, lengths), self.encode_image(x_i)
+        qa, qi = self.encode_audio(x_in, lengths), self.encode_image(x_i)
         coh_a, coh_i = coherence(q, qa, "a"), coherence(q, qi, "i")
         mu_a, mu_i = qa["s"][0], qi["s"][0]
         neg = cyclic_derangement(len(mu_a), generator, mu_a.device)

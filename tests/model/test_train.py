@@ -311,6 +311,14 @@ def test_evaluate_writes_metrics_figures_and_audio(tmp_path, shards):
         assert 0 <= c[k] <= 1, k
     assert c["speech_to_image"] == c["speech_to_image_ref"]
     assert c["classifiers"]["image_test_accuracy"] > 0.85  # even a 3,000-image judge is a real classifier
+    # which voices training heard, and every test speaker's own row (issue 26)
+    assert m["speakers"]["train"] and m["speakers"]["held_out"] == []
+    assert set(m["per_speaker"]) == set(m["speakers"]["test"])
+    for row in m["per_speaker"].values():
+        assert row["seen_in_training"] and all(0 <= row[k] <= 1 for k in ("purity", "speech_to_image", "speech_own", "judge"))
+    assert set(m["speaker_groups"]) == {"seen"} and m["speaker_groups"]["seen"]["n"] == m["n_speech"]
+    s2i, i2s = np.array(m["confusion"]["speech_to_image"]), np.array(m["confusion"]["image_to_speech"])
+    assert s2i.shape == i2s.shape == (10, 10) and s2i.sum() == m["n_speech"] and i2s.sum() == 100
     for name in ("inertia.png", "tsne.png", "style_images.png", "style_speech.png",
                  "cross_speech_to_image.png", "cross_image_to_speech.png", "training_curves.png"):
         assert (out / name).stat().st_size > 1000, name
