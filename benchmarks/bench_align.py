@@ -170,12 +170,49 @@ def mismatch_rows(recordings: Path, work: Path, model_dir: Path, passes: int,
     return rows
 
 
+def perturbed_training_copies(records: list[dict], factors: str) -> list[dict]:
+    """``pvae-data perturb`` speed copies of training records (the aligner applies ``speed``)."""
+    from pvae_data.stages.perturb import PerturbConfig, perturbed_copies
+
+    if not factors:
+        return []
+    cfg = PerturbConfig(speed=factors, splits=("train",))
+    return [c for r in records for c in perturbed_copies({**r, "split": "train"}, cfg)]
+
+
+def speed_copies(records: list[dict], truth: dict, factors: str, out: Path) -> tuple[list[dict], dict]:
+    """Every utterance written again played ``f`` times faster (WAV, same rate), with its true spans / f."""
+    import soundfile as sf
+
+    from pvae_data.perturb import speed_perturb
+
+    recs, spans = [], {}
+    out.mkdir(parents=True, exist_ok=True)
+    for f in [float(x) for x in factors.split(",") if x]:
+        for r in records:
+            x, sr = sf.read(r["audio"], dtype="int16")
+            y = np.clip(np.round(speed_perturb(x.astype(np.float32), sr, f)), -32768, 32767).astype(np.int16)
+            rid = f"sp{f:g}-{r['id']}"
+            path = out / f"{rid}.wav"
+            sf.write(path, y, sr, subtype="PCM_16")
+            recs.append({**r, "id": rid, "audio": str(path), "num_samples": len(y), "duration": len(y) / sr,
+                         "speaker": f"sp{f:g}-{r['speaker']}"})
+            spans[rid] = [(a / f, b / f) for a, b in truth[r["id"]]]
+    return recs, spans
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default=os.environ.get("PVAE_DATA", str(ROOT.parent / "shared" / "data")))
     ap.add_argument("--passes", type=int, default=2, help="times each training take is used")
     ap.add_argument("--test-passes", type=int, default=3, help="times each test take is used")
     ap.add_argument("--loso", action="store_true", help="also the leave-one-speaker-out folds")
+    ap.add_argument("--loso-speakers", default="", help="only these folds (comma-separated) [default: all six]")
+    ap.add_argument("--voice-speeds", default="0.9,1.1",
+                    help="held-out-voice condition of each fold: its test utterances played this much faster")
+    ap.add_argument("--perturb-train", default="",
+                    help="speed factors of extra training copies of every fold's aligner (e.g. 0.9,1.1; "
+                         "`pvae-data perturb` records) [default: none]")
     ap.add_argument("--no-conditions", action="store_true", help="skip the condition and mismatch rows")
     ap.add_argument("--ablation", action="store_true", help="also score the trimming variants (docs/alignment.md)")
     ap.add_argument("--train-set", action="append", default=[], metavar="KEY=VALUE",
@@ -275,9 +312,14 @@ def main() -> None:
         all_test = read_jsonl(tr["utterances"]) + read_jsonl(te["utterances"])
         all_truth = {**{r["id"]: [tuple(s) for s in r["spans"]] for r in read_jsonl(tr["truth"])}, **truth}
         folds = []
+        voices = []
+        only = {x for x in args.loso_speakers.split(",") if x}
         for spk in sorted({r["speaker"] for r in all_test}):
+            if only and spk not in only:
+                continue
             d = work / f"loso_{spk}"
             train_recs = [r for r in read_jsonl(tr["utterances"]) if r["speaker"] != spk]
+            train_recs += perturbed_training_copies(train_recs, args.perturb_train)
             test_recs = [r for r in all_test if r["speaker"] == spk]
             write_jsonl(d / "train.jsonl", train_recs)
             write_jsonl(d / "test.jsonl", test_recs)
@@ -289,6 +331,23 @@ def main() -> None:
                                  {r["id"]: all_truth[r["id"]] for r in test_recs})
             folds.append(s)
             print(f"  leave out {spk:9s} (trained {tt:.0f} s): {format_score(s)}")
+            # the held-out voice changed further: every test utterance sped up / slowed down (pitch and
+            # formants move with it), a voice unlike any of the six
+            v_recs, v_truth = speed_copies(test_recs, all_truth, args.voice_speeds, d / "voice")
+            if v_recs:
+                write_jsonl(d / "voice.jsonl", v_recs)
+                segment_manifest(d / "voice.jsonl", d / "seg_voice", model=d / "model", cfg=seg_cfg, jobs=1,
+                                 show_progress=False)
+                sv = score_boundaries(spans_by_utt(read_jsonl(d / "seg_voice" / "segments.jsonl")), v_truth)
+                voices.append(sv)
+                print(f"    held-out voice x speed {args.voice_speeds}: {format_score(sv)}")
+        if voices:
+            vw = sum(f["words"] for f in voices)
+            print(f"held-out voice (speed {args.voice_speeds}), pooled: "
+                  f"{sum(f['within_pct'] * f['boundaries'] for f in voices) / sum(f['boundaries'] for f in voices):.1f} % "
+                  f"within 50 ms, {sum(f['iou_pct'] * f['words'] for f in voices) / vw:.1f} % IoU >= 0.8, worst median "
+                  f"{max(f['median_ms'] for f in voices):.1f} ms, rejected {sum(f['missing'] for f in voices)} of "
+                  f"{sum(f['utterances'] for f in voices)} utterances")
         n = sum(f["boundaries"] for f in folds)
         w = lambda key: sum(f[key] * f["boundaries"] for f in folds) / n  # noqa: E731
         print(f"leave-one-speaker-out, pooled over 6 folds: mean of per-fold medians "

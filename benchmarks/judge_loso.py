@@ -43,6 +43,8 @@ VARIANTS = {
     "band_utt_all_wide": dict(fbank=BAND, cmvn="utterance", speeds=(0.9, 1.1), warps=(0.9, 1.1), specaug=True,
                               width=256),
     "band_utt_speed_vtlp": dict(fbank=BAND, cmvn="utterance", speeds=(0.9, 1.1), warps=(0.9, 1.1)),
+    "band_utt_mfcc": dict(fbank=BAND, cmvn="utterance", ceps=20),
+    "band_utt_speed_mfcc": dict(fbank=BAND, cmvn="utterance", ceps=20, speeds=(0.9, 1.1)),
     "band_spk": dict(fbank=BAND, cmvn="speaker"),
     "band_utt_deep": dict(fbank=BAND, cmvn="utterance", arch="deep"),
     "band_utt_all_deep": dict(fbank=BAND, cmvn="utterance", speeds=(0.9, 1.1), warps=(0.9, 1.1), specaug=True,
@@ -143,6 +145,12 @@ def run_variant(name, waves, labels, speakers, epochs, seed):
     for w in v.get("warps", ()):
         extra_f += compute_fbank_batch(waves, replace(v["fbank"], vtln_warp=w))
         extra_y.append(labels), extra_s.append(speakers)
+    if v.get("ceps"):  # MFCC-like: the first ceps DCT-II coefficients of the log-Mel frames
+        from pvae_data.align.mfcc import _dct
+
+        dct = _dct(base[0].shape[1], v["ceps"])
+        base = [f @ dct for f in base]
+        extra_f = [f @ dct for f in extra_f]
     all_f = base + extra_f
     all_y = np.concatenate([labels] + extra_y)
     all_s = np.concatenate([speakers] + extra_s)

@@ -10,7 +10,7 @@ align others.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 
 import numpy as np
@@ -79,12 +79,14 @@ def deltas(x: np.ndarray, window: int) -> np.ndarray:
     return out / (2.0 * sum(k * k for k in range(1, window + 1)))
 
 
-def align_features(wave: np.ndarray, cfg: AlignFeatureConfig = AlignFeatureConfig()) -> np.ndarray:
+def align_features(wave: np.ndarray, cfg: AlignFeatureConfig = AlignFeatureConfig(), vtln_warp: float = 1.0) -> np.ndarray:
     """``[T, dim]`` float32 features of an int16-scale waveform already at ``cfg.sample_rate``.
 
     ``T = round(len(wave) / shift)`` (centred frames); frame ``t`` is centred on ``(t + 0.5) * shift``.
+    ``vtln_warp`` != 1: the Mel filters warped (a VTLP training copy, ``pvae-data perturb --vtlp``).
     """
-    fb = compute_fbank(np.asarray(wave, dtype=np.float32), cfg.fbank())
+    fbank_cfg = cfg.fbank() if vtln_warp == 1.0 else replace(cfg.fbank(), vtln_warp=vtln_warp)
+    fb = compute_fbank(np.asarray(wave, dtype=np.float32), fbank_cfg)
     c = fb @ _dct(cfg.num_mel_bins, cfg.num_ceps)
     speech = None
     if cfg.cmn and cfg.cmn_speech_db > 0 and len(fb):

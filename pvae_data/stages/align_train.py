@@ -16,6 +16,7 @@ import numpy as np
 from ..align.hmm import save_model
 from ..align.train import AlignTrainConfig, TrainUtterance, train_word_hmms
 from ..audio import AudioError, load_audio
+from ..perturb import check_factor, speed_perturb
 from ..digits import transcript_words
 from ..io_utils import read_jsonl, write_jsonl
 from ..stage import StageSummary, Timer, map_chunks, progress, single_thread_blas
@@ -39,9 +40,13 @@ def _train_item(rec: dict, fc_dict: dict) -> tuple[TrainUtterance | None, str | 
         return None, "empty transcript"
     try:
         wave, _ = load_audio(rec["audio"], start=rec.get("start"), end=rec.get("end"), target_rate=fc.sample_rate)
+        if rec.get("speed") is not None:  # a speed-perturbed copy (`pvae-data perturb`)
+            wave = speed_perturb(wave, fc.sample_rate, rec["speed"])
+        x = align_features(wave, fc, check_factor("vtln_warp", rec.get("vtln_warp", 1.0)))
     except AudioError as e:
         return None, e.reason
-    x = align_features(wave, fc)
+    except ValueError as e:  # a bad speed / vtln_warp field
+        return None, f"bad perturbation: {e}"
     if len(x) == 0:
         return None, "too short for one frame"
     b = speech_bounds(wave.astype(np.float64), fc.sample_rate, VadConfig())

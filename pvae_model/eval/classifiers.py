@@ -89,8 +89,8 @@ def predict_images(clf, images: torch.Tensor, batch: int = 1000) -> np.ndarray:
 
 
 # The speech judge (docs/voices.md, "The judge"): chosen by its leave-one-speaker-out accuracy on FSDD.
-JUDGE = {"depth": 4, "width": 128, "dropout": 0.2, "epochs": 30,
-         "spec_augment": {"freq_masks": 2, "freq_width": 10, "time_masks": 2, "time_width": 5}}
+JUDGE = {"depth": 2, "width": 128, "dropout": 0.0, "epochs": 30,
+         "spec_augment": {"freq_masks": 0, "freq_width": 0, "time_masks": 0, "time_width": 0}}
 JUDGE_VERSION = 2  # cached judges of another version are trained anew
 
 
