@@ -45,6 +45,8 @@ VARIANTS = {
     "band_utt_speed_vtlp": dict(fbank=BAND, cmvn="utterance", speeds=(0.9, 1.1), warps=(0.9, 1.1)),
     "band_utt_mfcc": dict(fbank=BAND, cmvn="utterance", ceps=20),
     "band_utt_speed_mfcc": dict(fbank=BAND, cmvn="utterance", ceps=20, speeds=(0.9, 1.1)),
+    "band_utt_wide": dict(fbank=BAND, cmvn="utterance", speeds=(0.8, 0.9, 1.1, 1.2),
+                          warps=(0.85, 0.92, 1.08, 1.15)),
     "band_spk": dict(fbank=BAND, cmvn="speaker"),
     "band_utt_deep": dict(fbank=BAND, cmvn="utterance", arch="deep"),
     "band_utt_all_deep": dict(fbank=BAND, cmvn="utterance", speeds=(0.9, 1.1), warps=(0.9, 1.1), specaug=True,

@@ -169,6 +169,14 @@ def evaluate(run_dir: Path, checkpoint: str, audio_shards, image_shards, seeds: 
             m = run_eval(run_dir, EvalConfig(checkpoint=checkpoint, seeds=seeds, audio_shards=audio_shards,
                                              image_shards=image_shards))
     click.echo(json.dumps({k: m[k] for k in ("purity", "coherence", "diversity") if k in m}, indent=2))
+    sp = m.get("speakers") or {}
+    if sp:
+        click.echo(f"speakers training saw: {', '.join(sp.get('train') or [])}; held out: "
+                   f"{', '.join(sp.get('held_out') or []) or 'none'}")
+    for name, g in (m.get("speaker_groups") or {}).items():
+        click.echo(f"  {name} ({', '.join(g['speakers'])}, {g['n']} utterances): z_s purity {100 * g['purity']:.1f} %, "
+                   f"speech->image {100 * g['speech_to_image']:.1f} %, own speech {100 * g['speech_own']:.1f} %, "
+                   f"speech judge {100 * g['judge']:.1f} %")
     click.echo(f"evaluated epoch {m['epoch']} in {m['seconds']} s; figures and WAVs in {run_dir / 'eval'}")
 
 

@@ -282,8 +282,14 @@ def build_report(run_dirs: list[str | Path], out: str | Path) -> Path:
                 f"round-trip z1→z'→z1 relative error {m.get('round_trip_relative_error', 0):.3f}.</p>")
         cl = (m.get("coherence") or {}).get("classifiers")
         if cl:
+            held = cl.get("speech_held_out_accuracy")
             parts.append(f"<p>Judge classifiers' test accuracy: speech {100 * cl['speech_test_accuracy']:.1f} %, "
-                         f"images {100 * cl['image_test_accuracy']:.1f} %.</p>")
+                         f"images {100 * cl['image_test_accuracy']:.1f} %. "
+                         + (f"The speech judge on voices it never heard ({html.escape(', '.join(cl.get('speech_held_out_speakers', [])))}): "
+                            f"{100 * held:.1f} %, its own leave-one-speaker-out accuracy: every figure it scores "
+                            "(image→speech, own speech) means only as much." if held is not None else
+                            "No held-out voice: the speech judge's accuracy on new voices is not measured here "
+                            "(pipelines/loso.sh, docs/voices.md).") + "</p>")
         parts += speaker_section(m)
         for png in sorted((r / "eval").glob("*.png")):
             parts.append(f"<figure><img alt='{png.stem}' src='data:image/png;base64,{_b64(png)}'>"
