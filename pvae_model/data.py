@@ -109,6 +109,12 @@ class PairedEpochs:
         self.audio, self.images = audio, images
         self.image_shift = image_shift
         self.spec_augment = spec_augment if spec_augment is not None and spec_augment.enabled else None
+        if self.spec_augment is not None:
+            self.spec_augment.check_features(int(audio.feats[0].shape[1]) if audio.feats else 0)
+            shortest = int(np.min(audio.lengths)) if len(audio.lengths) else 0
+            if self.spec_augment.time_masks and self.spec_augment.time_width > shortest:
+                raise ValueError(f"spec_augment.time_width {self.spec_augment.time_width} is wider than the shortest "
+                                 f"training utterance ({shortest} frames)")
         self.seed, self.rank, self.world_size = seed, rank, world_size
         self.image_views = image_views
         self.sampler = BucketBatchSampler(audio.lengths, batch_size, shuffle=True, seed=seed)

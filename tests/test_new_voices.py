@@ -238,3 +238,32 @@ def test_pool_folds_weights_held_out_speakers_by_utterances(tmp_path):
     (tmp_path / "c" / "eval" / "metrics.json").write_text(json.dumps({"speaker_groups": {}}))
     with pytest.raises(ValueError, match="no held-out speaker"):
         pool_folds([tmp_path / "c"])
+
+
+def test_spec_augment_wider_than_an_utterance_is_refused_by_name(small_shards):
+    from pvae_model.data import PairedEpochs, load_audio_split, load_image_split
+
+    audio, images = load_audio_split(small_shards[0], "train", mode="utterance"), load_image_split(small_shards[1], "test")
+    shortest = int(audio.lengths.min())
+    with pytest.raises(ValueError, match="spec_augment.time_width"):
+        PairedEpochs(audio, images, 16, spec_augment=SpecAugmentConfig(time_masks=1, time_width=shortest + 1))
+    data = PairedEpochs(audio, images, 16, spec_augment=SpecAugmentConfig(time_masks=2, time_width=3))
+    b = next(iter(data.batches(0)))
+    assert "audio_input" in b and not torch.equal(b["audio_input"], b["audio"])  # encoders read the masked copy
+    again = next(iter(PairedEpochs(audio, images, 16, spec_augment=SpecAugmentConfig(time_masks=2, time_width=3)).batches(0)))
+    assert torch.equal(b["audio_input"], again["audio_input"])  # seeded by (seed, epoch, batch)
+
+
+def test_training_with_utterance_cmvn_and_spec_augment_is_deterministic(tmp_path, small_shards):
+    from pvae_model.config import TrainConfig
+    from pvae_model.train import train
+
+    d = {"audio_shards": str(small_shards[0]), "image_shards": str(small_shards[1]), "epochs": 2, "batch_size": 32,
+         "eval_every": 0, "eval_coherence": False, "num_threads": 1, "seed": 3, "cmvn": "utterance",
+         "spec_augment": {"freq_masks": 1, "freq_width": 8, "time_masks": 1, "time_width": 4},
+         "pvae": {"hidden": 16, "z_shared": 4, "z_audio": 4, "z_image": 4, "image_channels": [4, 8]}}
+    for name in ("a", "b"):
+        train(TrainConfig.from_dict(d), tmp_path / name, show_progress=False)
+    strip = lambda run: [{k: v for k, v in json.loads(x).items() if k not in ("pairs_per_s", "minutes")}  # noqa: E731
+                         for x in (tmp_path / run / "metrics.jsonl").read_text().splitlines()]
+    assert strip("a") == strip("b") and len(strip("a")) == 2
