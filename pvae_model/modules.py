@@ -20,16 +20,42 @@ from torch import nn
 LOG_2PI = math.log(2 * math.pi)
 
 
-class AudioPreEncoder(nn.Module):
-    """1-layer LSTM; the hidden state at each sequence's own last frame."""
+AUDIO_INPUT_NORMS = ("none", "utterance")
 
-    def __init__(self, feat_dim: int = 80, hidden: int = 512):
+
+def masked_utterance_norm(x: torch.Tensor, lengths: torch.Tensor, floor: float = 1e-3) -> torch.Tensor:
+    """Each padded utterance of ``x`` [B, T, F] minus its own mean over its real frames, divided by
+    its own std (per-utterance CMVN, :func:`pvae_model.normalize.normalize_utterance`); padding
+    stays 0.  Blind to any per-bin gain and offset: global CMVN, a channel, a speaker's average
+    spectrum."""
+    mask = (torch.arange(x.shape[1], device=x.device)[None, :] < lengths[:, None]).to(x.dtype).unsqueeze(-1)
+    n = lengths.to(x.dtype)[:, None, None].clamp(min=1)
+    mean = (x * mask).sum(1, keepdim=True) / n
+    var = (((x - mean) * mask).pow(2)).sum(1, keepdim=True) / n
+    return (x - mean) / var.sqrt().clamp(min=floor) * mask
+
+
+class AudioPreEncoder(nn.Module):
+    """1-layer LSTM; the hidden state at each sequence's own last frame.
+
+    ``input_norm="utterance"`` (a named architecture departure, ``PVAEConfig.audio_input_norm``):
+    the LSTM reads each utterance normalised by its own mean and variance (instance normalisation
+    over time), so a new voice's channel and average spectrum never reach it, whatever CMVN was
+    applied outside; the decoders still reconstruct the features as given."""
+
+    def __init__(self, feat_dim: int = 80, hidden: int = 512, input_norm: str = "none"):
         super().__init__()
+        if input_norm not in AUDIO_INPUT_NORMS:
+            raise ValueError(f"audio input norm must be one of {AUDIO_INPUT_NORMS}, got {input_norm!r}")
         self.lstm = nn.LSTM(feat_dim, hidden, batch_first=True)
         self.out_dim = hidden
+        self.input_norm = input_norm
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        out, _ = self.lstm(x[:, : int(lengths.max())])
+        x = x[:, : int(lengths.max())]
+        if self.input_norm == "utterance":
+            x = masked_utterance_norm(x, lengths)
+        out, _ = self.lstm(x)
         return out[torch.arange(len(lengths), device=x.device), lengths - 1]
 
 

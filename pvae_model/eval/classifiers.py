@@ -15,16 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-
-def masked_utterance_norm(x: torch.Tensor, lengths: torch.Tensor, floor: float = 1e-3) -> torch.Tensor:
-    """Each padded utterance of ``x`` [B, T, F] minus its own mean over its real frames, divided by
-    its own std (per-utterance CMVN, :func:`pvae_model.normalize.normalize_utterance`); padding
-    stays 0.  Blind to any per-bin gain and offset: global CMVN, a channel."""
-    mask = (torch.arange(x.shape[1])[None, :] < lengths[:, None]).to(x.dtype).unsqueeze(-1)
-    n = lengths.to(x.dtype)[:, None, None].clamp(min=1)
-    mean = (x * mask).sum(1, keepdim=True) / n
-    var = (((x - mean) * mask).pow(2)).sum(1, keepdim=True) / n
-    return (x - mean) / var.sqrt().clamp(min=floor) * mask
+from ..modules import masked_utterance_norm
 
 
 class SpeechDigitClassifier(nn.Module):

@@ -43,7 +43,7 @@ class UnimodalVAE(FromRun, nn.Module):
         H = cfg.hidden
         if modality == "audio":
             z = cfg.z_shared + cfg.z_audio
-            self.pre = AudioPreEncoder(cfg.feat_dim, H)
+            self.pre = AudioPreEncoder(cfg.feat_dim, H, cfg.audio_input_norm)
             self.dec = AudioDecoder(z, cfg.feat_dim, H)
         else:
             z = cfg.z_shared + cfg.z_image
@@ -100,9 +100,9 @@ class JMVAE(FromRun, nn.Module):
         super().__init__()
         self.cfg = cfg
         H, z = cfg.hidden, cfg.z_shared + cfg.z_audio + cfg.z_image
-        self.mm_a, self.mm_i = AudioPreEncoder(cfg.feat_dim, H), cfg.image_pre_encoder()
+        self.mm_a, self.mm_i = AudioPreEncoder(cfg.feat_dim, H, cfg.audio_input_norm), cfg.image_pre_encoder()
         self.mm_head = GaussianHead(2 * H, z)
-        self.uni_a, self.uni_i = AudioPreEncoder(cfg.feat_dim, H), cfg.image_pre_encoder()
+        self.uni_a, self.uni_i = AudioPreEncoder(cfg.feat_dim, H, cfg.audio_input_norm), cfg.image_pre_encoder()
         self.head_a, self.head_i = GaussianHead(H, z), GaussianHead(H, z)
         self.dec_a, self.dec_i = AudioDecoder(z, cfg.feat_dim, H), ImageDecoder(z)
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..modules import IMAGE_ENCODER_DEPTHS, AudioDecoder, AudioPreEncoder, GaussianHead, ImageDecoder, ImagePreEncoder
+from ..modules import AUDIO_INPUT_NORMS, IMAGE_ENCODER_DEPTHS, AudioDecoder, AudioPreEncoder, GaussianHead, ImageDecoder, ImagePreEncoder
 from ..modules import audio_input, gaussian_nll_audio, gaussian_nll_image, kl_gauss, kl_std_normal, rbf, rbf_dist_half, reparameterize
 from .base import ConfigMixin, FromRun, ModelOutput, cyclic_derangement, other_label_negatives
 
@@ -38,6 +38,10 @@ class PVAEConfig(ConfigMixin):
     # departure, named by size_changes(): the spec's encoder trained on the labels tops out at
     # 98.6-99.0 % on MNIST test, under the image z_s bar; modules.ImagePreEncoder)
     image_encoder: str = "spec"
+    # "utterance": the audio pre-encoders read each utterance normalised by its own mean and variance
+    # (instance normalisation; a named architecture departure for voices never heard in training,
+    # docs/voices.md); "none": the spec's, the features as given
+    audio_input_norm: str = "none"
     alpha: float = 1.0  # (*) coherence weight
     beta: float = 10.0  # (*) contrastive weight; 0 gives "PVAE (no beta)"
     gamma: float = 0.5  # (*) hinge margin
@@ -234,11 +238,13 @@ class PVAEConfig(ConfigMixin):
 
 OBJECTIVES = ("paper", "plus")
 # the spec's architecture: 80-dim FBank, 32-dim latents, 512-unit LSTMs and FC layers, two strided convs
-PAPER_SIZES = {"feat_dim": 80, "z_shared": 32, "z_audio": 32, "z_image": 32, "hidden": 512, "image_encoder": "spec"}
+PAPER_SIZES = {"feat_dim": 80, "z_shared": 32, "z_audio": 32, "z_image": 32, "hidden": 512, "image_encoder": "spec",
+               "audio_input_norm": "none"}
 KERNELS = {"sqdist": rbf, "dist_half": rbf_dist_half}
 CHOICES = {"objective": OBJECTIVES, "kernel": KERNELS, "cross_grad": ("all", "decoders"),
            "private_label_adv_mode": ("reverse", "capped", "confusion"), "cycle_style": ("reference", "prior"),
-           "contrastive_negatives": ("any", "other_digit"), "image_encoder": IMAGE_ENCODER_DEPTHS}
+           "contrastive_negatives": ("any", "other_digit"), "image_encoder": IMAGE_ENCODER_DEPTHS,
+           "audio_input_norm": AUDIO_INPUT_NORMS}
 NON_NEGATIVE = ("alpha", "beta", "gamma", "kl_private_weight", "kl_shared_weight", "vae_kl_weight", "vae_label_weight", "cross_weight", "private_adv_weight",
                 "private_adv_start", "private_label_adv_weight", "cycle_image", "cycle_audio", "zs_agree_weight", "image_views",
                 "swap_image", "swap_audio", "zs_pull_image", "view_coherence")
@@ -307,7 +313,7 @@ class PVAE(FromRun, nn.Module):
         super().__init__()
         self.cfg = cfg
         H = cfg.hidden
-        pre_a = lambda: AudioPreEncoder(cfg.feat_dim, H)  # noqa: E731
+        pre_a = lambda: AudioPreEncoder(cfg.feat_dim, H, cfg.audio_input_norm)  # noqa: E731
         pre_i = cfg.image_pre_encoder
         # q(z_s, z_a, z_i | x_a, x_i): its own pre-encoders (no sharing with the unimodal ones).
         self.mm = _Encoder(nn.ModuleDict({"a": pre_a(), "i": pre_i()}), 2 * H,
