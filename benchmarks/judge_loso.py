@@ -85,11 +85,6 @@ def load_waves(segments: str):
     return waves, labels, speakers
 
 
-def features(waves, fbank: FbankConfig, cmvn: str, stats=None):
-    feats = compute_fbank_batch(waves, fbank)
-    return feats
-
-
 def norm(feats, cmvn: str, mean=None, std=None):
     if cmvn == "global":
         return [torch.from_numpy((f - mean) / std) for f in feats]
