@@ -453,6 +453,11 @@ def info(directory: Path, as_json: bool) -> None:
         click.echo("    labels: " + " ".join(f"{k}:{v}" for k, v in sp["labels"].items()))
         if sp["speakers"]:
             click.echo("    speakers: " + " ".join(f"{k}:{v}" for k, v in sp["speakers"].items()))
+    v = d.get("voices")
+    if v:
+        click.echo(f"  voices: training hears {', '.join(v.get('train') or []) or 'none'}"
+                   + (f" ({v['perturbed']} perturbed copies)" if v.get("perturbed") else "")
+                   + f"; held out: {', '.join(v.get('held_out') or []) or 'none'}")
 
 
 @main.command(context_settings=CONTEXT)

@@ -43,6 +43,8 @@ def shard_info(directory: str | Path) -> dict:
         sp["labels"] = {int(k): v for k, v in sorted(sp["labels"].items())}
         sp["speakers"] = dict(sorted(sp["speakers"].items()))
         sp["hours"] = round(sp["frames"] * shift_ms / 3.6e6, 4)
+    if index.get("speakers"):  # which voices training hears and which the test holds out
+        info["voices"] = index["speakers"]
     return info
 
 
