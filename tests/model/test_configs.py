@@ -20,7 +20,7 @@ def test_demo_config_names_its_deviations_and_size():
     cfg = load_config(CONFIGS / "pvae_fast.yaml")
     dev = cfg.pvae.deviations()
     assert dev["objective"] == "plus" and dev["private_label_adv_mode"] == "capped"
-    assert cfg.pvae.size_changes() == {"hidden": 256}
+    assert cfg.pvae.size_changes() == {"hidden": 256, "audio_input_norm": "utterance"}  # docs/voices.md
     assert cfg.max_minutes == 30
     # the paper-objective rows of pipelines/table1.sh: the plus-only term must be switched off too
     with pytest.raises(ValueError, match="plus"):
