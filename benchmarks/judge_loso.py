@@ -48,6 +48,9 @@ VARIANTS = {
     "band_utt_wide": dict(fbank=BAND, cmvn="utterance", speeds=(0.8, 0.9, 1.1, 1.2),
                           warps=(0.85, 0.92, 1.08, 1.15)),
     "band_spk": dict(fbank=BAND, cmvn="speaker"),
+    # the same, the held-out speaker's statistics estimated from only k of its utterances
+    "band_spk_k": dict(fbank=BAND, cmvn="speaker", ks=(1, 3, 10, 30)),
+    "band_spk_speed": dict(fbank=BAND, cmvn="speaker", speeds=(0.9, 1.1)),
     "band_utt_deep": dict(fbank=BAND, cmvn="utterance", arch="deep"),
     "band_utt_all_deep": dict(fbank=BAND, cmvn="utterance", speeds=(0.9, 1.1), warps=(0.9, 1.1), specaug=True,
                               arch="deep"),
@@ -170,6 +173,12 @@ def run_variant(name, waves, labels, speakers, epochs, seed):
         clf = train(f_tr, all_y[tr], epochs, seed, v.get("specaug", False), v.get("width", 128),
                     v.get("arch", "conv2"))
         rows[spk] = float((predict_speech(clf, f_te) == labels[te]).mean())
+        for k in v.get("ks", ()):  # the new speaker's statistics from k random utterances of its own
+            pick = np.random.default_rng(seed).permutation(len(te))[:k]
+            cat = np.concatenate([base[te[i]] for i in pick])
+            mean, std = cat.mean(0), cat.std(0) + 1e-5
+            f_k = [torch.from_numpy((base[i] - mean) / std) for i in te]
+            rows[f"{spk}@{k}"] = float((predict_speech(clf, f_k) == labels[te]).mean())
     return rows
 
 
@@ -187,7 +196,10 @@ def main():
         for seed in [int(s) for s in args.seeds.split(",")]:
             t0 = time.time()
             rows = run_variant(name, waves, labels, speakers, args.epochs, seed)
-            acc = np.array(list(rows.values()))
+            acc = np.array([x for k, x in rows.items() if "@" not in k])
+            for k in VARIANTS[name].get("ks", ()):
+                rows[f"pooled@{k}"] = float(np.mean([x for key, x in rows.items() if key.endswith(f"@{k}")
+                                                     and not key.startswith("pooled")]))
             print(json.dumps({"variant": name, "seed": seed, "pooled": round(float(acc.mean()), 4),
                               "worst": round(float(acc.min()), 4), "folds": {k: round(x, 3) for k, x in rows.items()},
                               "minutes": round((time.time() - t0) / 60, 2)}), flush=True)

@@ -81,7 +81,8 @@ def score(run: Path, voices: Path, checkpoint: str = "last") -> dict:
     ck, cfg, model, _, _, cmvn = load_run(run, checkpoint)
     work = run / "outside_voices"
     recs = _front_end(cfg, voices, work)
-    feats = [torch.from_numpy(normalize_features(load_features(work / "fbank", r), cfg.cmvn, cmvn)) for r in recs]
+    mode = "utterance" if cfg.cmvn == "speaker" else cfg.cmvn  # one utterance of a new voice: no speaker stats
+    feats = [torch.from_numpy(normalize_features(load_features(work / "fbank", r), mode, cmvn)) for r in recs]
     labels = np.array([WORDS.index(r["transcript"]) for r in recs])
     speakers = np.array([r["speaker"] for r in recs])
     judge = Judge.load(cfg.audio_shards, cfg.image_shards)

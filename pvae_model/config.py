@@ -48,8 +48,11 @@ class TrainConfig(ConfigMixin):
     ema_decay: float = 0.0
     # Speaker robustness (docs/results.md, "Voices it has never heard"):
     # cmvn: how FBank is normalised for the model: "global" (the shards' train-split mean/std, the
-    #   paper's setting) or "utterance" (each utterance's own mean and variance: a new voice's
-    #   channel and average spectrum are removed from its first word on).
+    #   paper's setting), "utterance" (each utterance's own mean and variance: a new voice's
+    #   channel and average spectrum are removed from its first word on) or "speaker" (Kaldi's
+    #   apply-cmvn --utt2spk with the shards' per-speaker stats; a speaker with fewer than
+    #   pvae_model.data.MIN_SPEAKER_FRAMES frames falls back to "utterance", and is named in the log
+    #   and in eval/metrics.json).
     # spec_augment: time and frequency masks on the training utterances (Park et al. 2019).
     cmvn: str = "global"
     spec_augment: SpecAugmentConfig = field(default_factory=SpecAugmentConfig)

@@ -7,7 +7,7 @@ MNIST is ~90 MB); batches are length-bucketed so padding stays small.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
@@ -24,28 +24,55 @@ class AudioSet:
     labels: np.ndarray
     keys: list[str]
     speakers: list[str]
+    cmvn_fallback: list = field(default_factory=list)  # "speaker" CMVN: speakers normalised per utterance
 
 
-def load_audio_split(shards_dir: str | Path, split: str, cmvn: dict | None = None, mode: str = "global") -> AudioSet:
+# "speaker" CMVN needs this many frames (~3 s of speech, 5-10 digits) of a speaker's statistics;
+# fewer: that speaker's utterances are normalised per utterance (docs/voices.md, "What a new voice needs")
+MIN_SPEAKER_FRAMES = 300
+
+
+def load_audio_split(shards_dir: str | Path, split: str, cmvn: dict | None = None, mode: str = "global",
+                     min_speaker_frames: int = MIN_SPEAKER_FRAMES) -> AudioSet:
     """All utterances of a split, CMVN-normalised: ``mode`` "global" with the global train-split
-    stats from the shards (or ``cmvn``), "utterance" with each utterance's own mean and variance
-    (:func:`normalize_features`)."""
+    stats from the shards (or ``cmvn``), "utterance" with each utterance's own mean and variance,
+    "speaker" with its speaker's (Kaldi's ``apply-cmvn --utt2spk``; the shards' per-speaker stats,
+    over every split).  A speaker with fewer than ``min_speaker_frames`` frames of statistics falls
+    back to per-utterance CMVN, and is listed in the set's ``cmvn_fallback`` (never a silent global
+    default)."""
     s = AudioShards(shards_dir, split)
     stats = cmvn if cmvn is not None else (s.cmvn or {}).get("global")
-    feats = [torch.from_numpy(normalize_features(s[i].feats, mode, stats)) for i in range(len(s))]
-    return AudioSet(feats, np.asarray(s.lengths), np.asarray(s.labels), list(s.keys), list(s.speakers))
+    fallback: list[str] = []
+    if mode == "speaker":
+        per = (s.cmvn or {}).get("speakers") or {}
+        feats = []
+        for i in range(len(s)):
+            st = per.get(s.speakers[i])
+            if st is None or st.get("frames", 0) < min_speaker_frames:
+                if s.speakers[i] not in fallback:
+                    fallback.append(s.speakers[i])
+                feats.append(torch.from_numpy(normalize_features(s[i].feats, "utterance", None)))
+            else:
+                feats.append(torch.from_numpy(normalize_features(s[i].feats, "global", st)))
+    else:
+        feats = [torch.from_numpy(normalize_features(s[i].feats, mode, stats)) for i in range(len(s))]
+    return AudioSet(feats, np.asarray(s.lengths), np.asarray(s.labels), list(s.keys), list(s.speakers),
+                    sorted(fallback))
 
 
 def normalize_features(feats: np.ndarray, mode: str, stats: dict | None) -> np.ndarray:
     """Raw FBank ``[T, D]`` -> what a model reads: "global" CMVN (``stats``' mean/std; none: as is)
     or per-"utterance" mean and variance (nothing needed but the utterance: a new voice's first
-    word is normalised like every training word)."""
+    word is normalised like every training word).  "speaker": :func:`load_audio_split` picks the
+    speaker's stats and passes them here as "global"."""
     from .normalize import CMVN_MODES, normalize_utterance
 
     if mode not in CMVN_MODES:
         raise ValueError(f"cmvn must be one of {', '.join(CMVN_MODES)}, got {mode!r}")
     if mode == "utterance":
         return normalize_utterance(feats)
+    if mode == "speaker":
+        raise ValueError("speaker CMVN needs the speaker's statistics: load_audio_split(mode='speaker')")
     mean = np.asarray(stats["mean"], np.float32) if stats else 0.0
     std = np.asarray(stats["std"], np.float32) if stats else 1.0
     return ((feats - mean) / std).astype(np.float32, copy=False)

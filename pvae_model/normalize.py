@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-CMVN_MODES = ("global", "utterance")
+CMVN_MODES = ("global", "utterance", "speaker")
 
 
 def normalize_utterance(feats: np.ndarray, variance: bool = True, floor: float = 1e-3) -> np.ndarray:

@@ -137,6 +137,10 @@ class Trainer:
             image_test = load_image_split(cfg.image_shards, "test")
         except (OSError, KeyError) as e:  # h5py: corrupt metadata, truncated file, missing dataset
             raise RunIOError(f"cannot read the shards {cfg.audio_shards} / {cfg.image_shards}: {e}") from None
+        fallback = sorted(set(audio.cmvn_fallback) | set(self.audio_test.cmvn_fallback))
+        if fallback:
+            self.say(f"speaker CMVN: too few frames of statistics for {', '.join(fallback)}; "
+                     "their utterances are normalised per utterance")
         if cfg.eval_images and cfg.eval_images < len(image_test.labels):
             idx = np.random.default_rng(0).permutation(len(image_test.labels))[: cfg.eval_images]
             image_test = type(image_test)(image_test.images[idx], image_test.labels[idx], [image_test.keys[i] for i in idx])

@@ -290,3 +290,20 @@ def test_audio_input_norm_makes_the_speech_encoders_blind_to_a_channel():
     vae = UnimodalVAE(PVAEConfig(audio_input_norm="utterance", **small), "audio").eval()
     with torch.no_grad():
         assert torch.allclose(vae.encode_audio(x, lengths)["s"][0], vae.encode_audio(x * gain + shift, lengths)["s"][0], atol=1e-5)
+
+
+def test_speaker_cmvn_uses_each_speakers_stats_and_falls_back_by_name(small_shards):
+    from pvae_data.shards.reader import AudioShards
+    from pvae_model.data import load_audio_split
+
+    raw = AudioShards(small_shards[0], "train")
+    per = raw.cmvn["speakers"]
+    a = load_audio_split(small_shards[0], "train", mode="speaker", min_speaker_frames=0)
+    i = 0
+    st = per[raw.speakers[i]]
+    np.testing.assert_allclose(a.feats[i].numpy(), (raw[i].feats - np.asarray(st["mean"], np.float32))
+                               / np.asarray(st["std"], np.float32), atol=1e-4)
+    assert a.cmvn_fallback == []
+    few = load_audio_split(small_shards[0], "train", mode="speaker", min_speaker_frames=10**9)
+    assert few.cmvn_fallback == sorted(set(raw.speakers))  # every speaker named, none silently global
+    np.testing.assert_allclose(few.feats[i].numpy(), normalize_utterance(raw[i].feats), atol=1e-5)

@@ -65,6 +65,7 @@ def evaluate(run_dir: str | Path, ecfg: EvalConfig = EvalConfig()) -> dict:
                      "objective": cfg.pvae.objective if cfg.model == "pvae" else None,
                      "deviations": cfg.deviations(),
                      "size_changes": cfg.pvae.size_changes(),
+                     "cmvn": {"mode": cfg.cmvn, "fallback_speakers": audio.cmvn_fallback},
                      "n_speech": len(audio.labels), "n_images": len(images.labels),
                      "purity": latent_purity(means, audio.labels, images.labels, ecfg.seeds),
                      "rate": {LATENT_NAMES[k]: rate(*v) for k, v in post.items()},
