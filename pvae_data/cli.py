@@ -137,11 +137,18 @@ def _run_stage(out: Path, call, errors: tuple = (), job=None) -> None:
     from .stage import StageLocked, lock_output
 
     name = click.get_current_context().command_path.split()[-1]
+    fresh = not out.exists()
     try:
         with lock_output(out, shared=bool(job is not None and job.is_member)):
             summary = call()
     except (ValueError, OSError, KeyError, StageLocked, *errors) as e:  # bad input, missing files, bad configs
-        _stage_log(out, name, f"failed: {e}")
+        left = {p.name for p in out.iterdir()} if out.is_dir() else set()
+        if fresh and left <= {".stage.lock"}:  # refused before anything was made: leave nothing behind
+            import shutil
+
+            shutil.rmtree(out, ignore_errors=True)
+        else:
+            _stage_log(out, name, f"failed: {e}")
         _fail(e)
     _stage_log(out, name, summary.line())
     _finish(summary, out)
