@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -67,9 +68,14 @@ def test_data_stages_then_rerun_reuses_everything(tmp_path):
     for s in ("stage 0: prepare", "stage 1: trim", "stage 2: fbank", "stage 3: shard"):
         assert s in r.stdout
     assert "kept 3000, rejected 0 of 3000" in r.stdout and "stage 4" not in r.stdout
+    # george held out by default; the five others' 2,250 training takes get two speed copies each
+    assert "test 750, train 2250" in r.stdout and "copies 4500; records 7500" in r.stdout
+    index = json.loads((tmp_path / "exp" / "shards" / "audio" / "index.json").read_text())
+    assert index["speakers"]["held_out"] == ["george"] and index["speakers"]["perturbed"] == 4500
+    assert index["features"]["fbank"]["high_freq"] == 3700.0
     again = run("--stage=2", "--stop_stage", "3", "--out", str(tmp_path / "exp"))  # Kaldi's spellings too
     assert again.returncode == 0 and "stage 0" not in again.stdout
-    assert "(3000 already done, reused)" in again.stdout and "(2 already done, reused)" in again.stdout
+    assert "(7500 already done, reused)" in again.stdout and "(2 already done, reused)" in again.stdout
 
 
 def test_bad_option_and_unreachable_download_fail_clearly(tmp_path):
