@@ -201,8 +201,8 @@ def markdown_table(runs: list[tuple[Path, dict]], paper: bool = True) -> str:
     return "\n".join(lines)
 
 
-def _html_table(header: list[str], rows) -> str:
-    out = ["<table><tr><th>run</th>" + "".join(f"<th>{html.escape(c)}</th>" for c in header) + "</tr>"]
+def _html_table(header: list[str], rows, first: str = "run") -> str:
+    out = [f"<table><tr><th>{html.escape(first)}</th>" + "".join(f"<th>{html.escape(c)}</th>" for c in header) + "</tr>"]
     for name, cells, *rest in rows:
         out.append(_row(name, cells, "paper" if rest and rest[0] else ""))
     return "".join(out) + "</table>"
@@ -231,11 +231,11 @@ def speaker_section(m: dict) -> list[str]:
         parts += ["<p>Per speaker (%): z_s purity (k-means clusters of all test z_s, each labelled with its "
                   "majority digit), speech→image coherence (prior style), own reconstructions and the real "
                   "utterances judged by the speech judge (on a held-out speaker: the judge's own "
-                  "leave-one-speaker-out accuracy).</p>", _html_table(heads, rows)]
+                  "leave-one-speaker-out accuracy).</p>", _html_table(heads, rows, "test speakers")]
     for direction, mat in (m.get("confusion") or {}).items():
         cells = [(str(i), [str(int(v)) for v in row]) for i, row in enumerate(mat)]
         parts += [f"<p>Confusion, {esc(direction.replace('_', ' '))} (rows: intended digit, columns: "
-                  "judged digit).</p>", _html_table([str(j) for j in range(10)], cells)]
+                  "judged digit).</p>", _html_table([str(j) for j in range(10)], cells, "digit")]
     return parts
 
 
