@@ -44,5 +44,7 @@ for spk in $speakers; do
   if [ "$running" -ge "$parallel" ]; then wait -n; running=$((running - 1)); fi
 done
 wait
-runs=(); for spk in $speakers; do runs+=("$out/$spk/pvae"); done
-"$bin/pvae-model" pool "${runs[@]}" --out "$out/loso.json" | tee "$out/loso.md"
+if want 6; then
+  runs=(); for spk in $speakers; do runs+=("$out/$spk/pvae"); done
+  "$bin/pvae-model" pool "${runs[@]}" --out "$out/loso.json" | tee "$out/loso.md"
+fi
