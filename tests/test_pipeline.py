@@ -110,3 +110,15 @@ def test_whole_tidigits_recipe_with_a_tiny_model(tmp_path, ldc_tidigits):
     assert r.returncode == 0, r.stderr[-2000:]
     assert (tmp_path / "exp" / "report.html").stat().st_size > 100_000
     assert "| pvae (pvae, epoch 1) |" in r.stdout
+
+
+def test_loso_recipe_builds_one_fold_per_held_out_speaker(tmp_path):
+    """pipelines/loso.sh, data stages only: the fold's held-out voice is in the shards' index and
+    only the five others are trained on (with their speed copies)."""
+    r = run("--speakers", "theo", "--stop-stage", "4", "--out", str(tmp_path / "loso"),
+            script=SCRIPT.parent / "loso.sh")
+    assert r.returncode == 0, r.stderr[-2000:] + (tmp_path / "loso" / "theo.log").read_text()[-2000:]
+    index = json.loads((tmp_path / "loso" / "theo" / "shards_audio" / "index.json").read_text())
+    assert index["speakers"]["held_out"] == ["theo"] and "theo" not in index["speakers"]["train"]
+    assert index["speakers"]["perturbed"] == 4500
+    assert not (tmp_path / "loso" / "loso.md").exists()  # nothing trained, nothing pooled
