@@ -19,6 +19,14 @@ def check_factor(name: str, factor: float) -> float:
     return f
 
 
+def record_factors(record: dict) -> tuple[float | None, float]:
+    """``(speed or None, vtln_warp)`` of a manifest record (a ``pvae-data perturb`` copy has one of
+    them), each checked: a bad value is a ValueError naming the field, before any audio is read."""
+    speed = record.get("speed")
+    return (None if speed is None else check_factor("speed", speed),
+            check_factor("vtln_warp", record.get("vtln_warp", 1.0)))
+
+
 def speed_perturb(wave: np.ndarray, rate: int, factor: float) -> np.ndarray:
     """``wave`` (1-D, any scale) played ``factor`` times faster, at the same sample rate."""
     f = check_factor("speed", factor)

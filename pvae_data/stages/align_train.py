@@ -16,7 +16,7 @@ import numpy as np
 from ..align.hmm import save_model
 from ..align.train import AlignTrainConfig, TrainUtterance, train_word_hmms
 from ..audio import AudioError, load_audio
-from ..perturb import check_factor, speed_perturb
+from ..perturb import record_factors, speed_perturb
 from ..digits import transcript_words
 from ..io_utils import read_jsonl, write_jsonl
 from ..stage import StageSummary, Timer, map_chunks, progress, single_thread_blas
@@ -39,10 +39,11 @@ def _train_item(rec: dict, fc_dict: dict) -> tuple[TrainUtterance | None, str | 
     if not words:
         return None, "empty transcript"
     try:
+        speed, warp = record_factors(rec)  # a `pvae-data perturb` copy's speed / warp
         wave, _ = load_audio(rec["audio"], start=rec.get("start"), end=rec.get("end"), target_rate=fc.sample_rate)
-        if rec.get("speed") is not None:  # a speed-perturbed copy (`pvae-data perturb`)
-            wave = speed_perturb(wave, fc.sample_rate, rec["speed"])
-        x = align_features(wave, fc, check_factor("vtln_warp", rec.get("vtln_warp", 1.0)))
+        if speed is not None:
+            wave = speed_perturb(wave, fc.sample_rate, speed)
+        x = align_features(wave, fc, warp)
     except AudioError as e:
         return None, e.reason
     except ValueError as e:  # a bad speed / vtln_warp field

@@ -94,12 +94,10 @@ def _record_fbank(record: dict, fb: FbankConfig) -> FbankConfig:
     """The stage's FBank config, with the record's ``vtln_warp`` (a ``perturb`` copy) if it has one."""
     from dataclasses import replace
 
-    from ..perturb import check_factor
+    from ..perturb import record_factors
 
-    if record.get("speed") is not None:
-        check_factor("speed", record["speed"])
-    warp = record.get("vtln_warp")
-    return fb if warp is None else replace(fb, vtln_warp=check_factor("vtln_warp", warp))
+    _, warp = record_factors(record)
+    return fb if warp == 1.0 else replace(fb, vtln_warp=warp)
 
 
 def _compute_chunk(index: int, records: list[dict], cfg_dict: dict, out_dir: str) -> int:
