@@ -126,8 +126,9 @@ def base_latents(cfg: BridgeTrainConfig, bases: BaseModels, cache: Path) -> dict
     if cache.exists():
         try:
             saved = load_checkpoint(cache)
-        except RunIOError:
-            saved = {}  # a damaged cache holds nothing the bases cannot give again: computed anew
+        except RunIOError as e:  # a damaged (or refused) cache holds nothing the bases cannot give again
+            print(f"warning: {e}; computing the latents anew", file=sys.stderr)
+            saved = {}
         if saved.get("stamp") == stamp:
             return saved["latents"]
     out = {}

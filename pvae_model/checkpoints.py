@@ -34,17 +34,40 @@ def plain(x):
 
 
 def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
-    """A checkpoint written by this package, read with ``weights_only=True``; checkpoints from
-    before plain types were enforced (numpy scalars inside) are read the old way.  A truncated or
-    corrupt file is a :class:`RunIOError` naming it (a missing one stays ``FileNotFoundError``)."""
+    """A checkpoint read with ``weights_only=True`` and nothing else: tensors and plain Python
+    types load; anything that would need unpickling (a class, a function, a numpy object) is
+    refused with a :class:`RunIOError` naming the file, because unpickling a file from elsewhere
+    runs whatever code it names.  A trusted old checkpoint is converted once with
+    :func:`convert_trusted_checkpoint`.  A truncated or corrupt file is a :class:`RunIOError`
+    naming it (a missing one stays ``FileNotFoundError``)."""
     try:
-        try:
-            return torch.load(path, map_location=map_location, weights_only=True)
-        except pickle.UnpicklingError:
-            return torch.load(path, map_location=map_location, weights_only=False)
-    except (RuntimeError, EOFError, pickle.UnpicklingError) as e:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        what = _unsafe_global(str(e))
+        raise RunIOError(
+            f"{path}: refused: the checkpoint holds {what}, which only unpickling could read, and "
+            f"unpickling a file runs code it names; if you made this file yourself, convert it once with "
+            f"python -m pvae_model.checkpoints --trust {path}") from None
+    except (RuntimeError, EOFError, ValueError) as e:
         first = (str(e).splitlines() or [type(e).__name__])[0]
         raise RunIOError(f"{path}: unreadable checkpoint, truncated or corrupt ({first})") from None
+
+
+def _unsafe_global(message: str) -> str:
+    """The global torch's safe loader refused, from its message (``GLOBAL os.system`` ...)."""
+    import re
+
+    m = re.search(r"GLOBAL ([\w.]+)", message) or re.search(r"global '?([\w.]+)", message, re.I)
+    return f"'{m.group(1)}'" if m else "objects other than tensors and plain types"
+
+
+def convert_trusted_checkpoint(path: str | Path) -> None:
+    """Rewrite a checkpoint **you trust** (it is unpickled, so it runs any code it holds) with plain
+    types only, so that :func:`load_checkpoint` reads it.  The command-line form is
+    ``python -m pvae_model.checkpoints --trust FILE``."""
+    path = Path(path)
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    save_checkpoint(path, state)
 
 
 def save_checkpoint(path: Path, state: dict) -> None:
@@ -78,3 +101,12 @@ def checkpoint_path(run_dir: str | Path, checkpoint: str = "best") -> Path:
                   f"using last.pt", file=sys.stderr)
         path = last
     return path
+
+
+if __name__ == "__main__":  # python -m pvae_model.checkpoints --trust FILE...
+    args = sys.argv[1:]
+    if not args or args[0] != "--trust" or len(args) < 2:
+        sys.exit("usage: python -m pvae_model.checkpoints --trust FILE... (unpickles each FILE: only files you made)")
+    for name in args[1:]:
+        convert_trusted_checkpoint(name)
+        print(f"{name}: rewritten with plain types; it now loads without unpickling")

@@ -127,3 +127,75 @@ def test_wrong_shape_mnist_is_rejected(tmp_path):
     code, out = run("shard", "images", bad, tmp_path / "s", "-q")
     assert code == 1 and "14x56" in out
     shutil.rmtree(tmp_path / "s", ignore_errors=True)
+
+
+# --- Nothing from elsewhere runs (issue 27): each payload would create a file; none may appear ---
+
+class _Payload:
+    """Unpickling this runs ``touch FLAG``: the shape of any code-running pickle."""
+
+    def __init__(self, flag: Path):
+        self.flag = flag
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"touch {self.flag}",))
+
+
+def _model(*args) -> tuple[int, str]:
+    from pvae_model.cli import main as model
+
+    r = CliRunner().invoke(model, [str(a) for a in args])
+    assert "Traceback" not in r.output, r.output
+    return r.exit_code, r.output
+
+
+@pytest.fixture(scope="module")
+def tiny_run(small_shards, tmp_path_factory) -> Path:
+    from pvae_model.config import TrainConfig
+    from pvae_model.train import train
+
+    audio, images = small_shards
+    run_dir = tmp_path_factory.mktemp("attack") / "run"
+    cfg = TrainConfig.from_dict({"audio_shards": str(audio), "image_shards": str(images), "epochs": 1,
+                                 "batch_size": 32, "eval_every": 0, "eval_coherence": False, "num_threads": 1,
+                                 "pvae": {"hidden": 16, "z_shared": 4, "z_audio": 4, "z_image": 4,
+                                          "image_channels": [4, 8]}})
+    train(cfg, run_dir, show_progress=False)
+    return run_dir
+
+
+def test_a_crafted_checkpoint_runs_nothing_anywhere_it_is_read(tiny_run, tmp_path):
+    import torch
+
+    from pvae_model.models.pvae import PVAE
+    from pvae_model.checkpoints import RunIOError, load_checkpoint
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(tiny_run, run_dir)
+    flag = tmp_path / "PWNED"
+    good = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)
+    for name in ("last.pt", "best.pt"):
+        torch.save({**good, "extra": _Payload(flag)}, run_dir / "checkpoints" / name)
+    with pytest.raises(RunIOError, match="refused.*posix.system|refused.*os.system"):
+        load_checkpoint(run_dir / "checkpoints" / "last.pt")
+    with pytest.raises(RunIOError, match="last.pt"):
+        PVAE.from_run(run_dir, checkpoint="last")
+    for args in (["purity", run_dir, "--checkpoint", "last"],
+                 ["evaluate", run_dir, "--checkpoint", "last"],
+                 ["evaluate", run_dir, "--checkpoint", run_dir / "checkpoints" / "best.pt"],
+                 ["diagnose", run_dir, "--checkpoint", "last"],
+                 ["train", "--out", run_dir, "--resume", "--epochs", "2", "-q"]):
+        code, out = _model(*args)
+        assert code == 1 and "refused" in out and "pvae_model.checkpoints --trust" in out, (args, out)
+        assert len(out.strip().splitlines()) == 1, out
+    assert not flag.exists()
+    # the one-line way out, for a file you made yourself, works (and runs the payload: that is the point)
+    torch.save({**good, "extra": np.float64(1.0)}, run_dir / "checkpoints" / "last.pt")  # a numpy scalar
+    with pytest.raises(RunIOError, match="refused"):
+        load_checkpoint(run_dir / "checkpoints" / "last.pt")
+    from pvae_model.checkpoints import convert_trusted_checkpoint
+
+    convert_trusted_checkpoint(run_dir / "checkpoints" / "last.pt")
+    assert load_checkpoint(run_dir / "checkpoints" / "last.pt")["extra"] == 1.0

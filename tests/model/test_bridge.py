@@ -192,3 +192,37 @@ def test_bridge_cli_evaluate_and_report(tmp_path, base_runs):
     r = CliRunner().invoke(main, ["bridge", "--speech-run", str(base_runs["vae-im"]), "--image-run",
                                   str(base_runs["vae-im"]), "--out", str(tmp_path / "bad"), "-q"])
     assert r.exit_code == 1 and "needs a vae-sp and a vae-im run" in r.output
+
+
+def test_a_crafted_latent_cache_or_bridge_checkpoint_runs_nothing(tmp_path, base_runs, capsys):
+    """Issue 27: a ``latents.pt`` or ``last.pt`` whose pickle would run ``touch FLAG`` is refused
+    (the cache is computed anew with a warning; the checkpoint is a one-line error); FLAG never appears."""
+    import os
+
+    from click.testing import CliRunner
+
+    from pvae_model.bridge import fit
+    from pvae_model.checkpoints import RunIOError, load_checkpoint
+    from pvae_model.cli import main
+
+    flag = tmp_path / "PWNED"
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {flag}",))
+
+    fit(_cfg(base_runs, epochs=1), tmp_path / "a", show_progress=False)
+    cache = tmp_path / "a" / "latents.pt"
+    good = load_checkpoint(cache)
+    torch.save({**good, "x": Payload()}, cache)
+    fit(_cfg(base_runs, epochs=2), tmp_path / "a", resume=True, show_progress=False)
+    assert "latents.pt: refused" in capsys.readouterr().err and not flag.exists()
+    assert "x" not in load_checkpoint(cache)  # rewritten from the bases
+    torch.save({**good, "x": Payload()}, cache)
+    r = CliRunner().invoke(main, ["evaluate", str(tmp_path / "a")])
+    assert r.exit_code == 1 and "latents.pt: refused" in r.output and "Traceback" not in r.output, r.output
+    ckpt = tmp_path / "a" / "checkpoints" / "last.pt"
+    torch.save({**load_checkpoint(ckpt), "x": Payload()}, ckpt)
+    with pytest.raises(RunIOError, match="last.pt: refused"):
+        fit(_cfg(base_runs, epochs=3), tmp_path / "a", resume=True, show_progress=False)
+    assert not flag.exists()
