@@ -192,17 +192,22 @@ def main() -> None:
 @click.option("--test-speakers", default=None, metavar="A,B",
               help="Speaker-disjoint split: every utterance of these speakers is test (held out), the "
                    "others keep their split [default: none].")
+@click.option("--allow-commands", is_flag=True, default=None,
+              help="kaldi: run the commands of wav.scp entries ending in '|' (they run with your "
+                   "permissions: only for data dirs you trust). Without it they are rejected.")
 @_jobs_option
 @_quiet_option
-def prepare(corpus: str, source: Path, out: Path, config_file, truncated, test_speakers, jobs: int,
-            quiet: bool) -> None:
+def prepare(corpus: str, source: Path, out: Path, config_file, truncated, test_speakers, allow_commands,
+            jobs: int, quiet: bool) -> None:
     """Corpus -> utterance manifest OUT/utterances.jsonl (+ rejected.jsonl).
 
     CORPUS is fsdd (a checkout of free-spoken-digit-dataset), tidigits (LDC
     layout with NIST SPHERE files), list (a CSV/JSONL with path, transcript,
     speaker and optional split) or kaldi (a data dir: wav.scp with paths or
     `cmd |` entries, text, utt2spk, optional segments; split from the dir name).
-    Every audio file is opened and checked.
+    Every audio file is opened and checked; every id is checked before it is
+    used (no whitespace, no path separator, not '..'). A `cmd |` entry runs
+    only with --allow-commands.
     """
     from .stages.prepare import PrepareConfig, prepare_corpus
 
@@ -212,6 +217,8 @@ def prepare(corpus: str, source: Path, out: Path, config_file, truncated, test_s
             d["truncated"] = truncated
         if test_speakers is not None:
             d["test_speakers"] = test_speakers
+        if allow_commands:
+            d["allow_commands"] = True
         return prepare_corpus(PrepareConfig.from_dict({"corpus": corpus, "source": str(source), **d}),
                               out, jobs=jobs, progress=not quiet)
 

@@ -199,3 +199,68 @@ def test_a_crafted_checkpoint_runs_nothing_anywhere_it_is_read(tiny_run, tmp_pat
 
     convert_trusted_checkpoint(run_dir / "checkpoints" / "last.pt")
     assert load_checkpoint(run_dir / "checkpoints" / "last.pt")["extra"] == 1.0
+
+
+def _kaldi_dir(d: Path, wav_scp: str, utts: dict[str, str]) -> Path:
+    d.mkdir(parents=True)
+    (d / "wav.scp").write_text(wav_scp)
+    (d / "text").write_text("".join(f"{u} one\n" for u in utts))
+    (d / "utt2spk").write_text("".join(f"{u} {s}\n" for u, s in utts.items()))
+    return d
+
+
+def test_wav_scp_commands_run_only_with_the_opt_in_and_ids_never_leave_out(fsdd_files, tmp_path):
+    flag = tmp_path / "PWNED"
+    good = fsdd_files[0]
+    d = _kaldi_dir(tmp_path / "data" / "train", f"r1 echo hi > {flag}; cat {good} |\nr2 {good}\n",
+                   {"r1": "s", "r2": "s"})
+    code, out = run("prepare", "kaldi", d, tmp_path / "p", "-q")
+    assert code == 0 and not flag.exists(), out
+    rejected = read_jsonl(tmp_path / "p" / "rejected.jsonl")
+    assert [r["id"] for r in rejected] == ["r1"] and "--allow-commands" in rejected[0]["reason"]
+    assert [r["id"] for r in read_jsonl(tmp_path / "p" / "utterances.jsonl")] == ["r2"]
+    code, out = run("prepare", "kaldi", d, tmp_path / "p2", "-q", "--allow-commands")  # the user opts in
+    assert code == 0 and flag.exists()
+    # a recording id made of ../ steps: refused before it becomes OUT/wav/<id>.wav, even with the opt-in
+    out_dir = tmp_path / "a" / "b" / "c" / "out"
+    evil = "../../../../../evil"
+    d = _kaldi_dir(tmp_path / "data2" / "train", f"{evil} cat {good} |\n", {evil: "s"})
+    code, out = run("prepare", "kaldi", d, out_dir, "-q", "--allow-commands")
+    assert not list(tmp_path.rglob("evil*")), out
+    assert "path separator" in read_jsonl(out_dir / "rejected.jsonl")[0]["reason"]
+    # a tab-separated wav.scp is read as Kaldi reads it (any whitespace separates key and value)
+    d = _kaldi_dir(tmp_path / "data3" / "train", f"r11\t{good}\n", {"r11": "s"})
+    code, out = run("prepare", "kaldi", d, tmp_path / "p3", "-q")
+    assert code == 0 and [r["id"] for r in read_jsonl(tmp_path / "p3" / "utterances.jsonl")] == ["r11"], out
+
+
+def test_ids_are_checked_before_they_become_paths(fsdd_files, tmp_path):
+    """A list entry with id ../../../SEG is rejected by prepare; a manifest from elsewhere holding
+    one anyway makes segment --write-audio refuse that record, writing nothing outside OUT."""
+    from pvae_data.ids import id_path, id_problem
+    from pvae_data.io_utils import write_jsonl
+
+    for bad in ("../../../SEG", "a/b", "..", "a b", "x\\y", "tab\there", "nul\x00", "é" * 150):
+        assert id_problem(bad), bad
+        with pytest.raises(ValueError, match="bad id"):
+            id_path(tmp_path, bad, ".wav")
+    assert id_problem("george-0-3") is None and id_path(tmp_path, "sp0.9-a", ".wav").parent == tmp_path
+    (tmp_path / "list.csv").write_text("path,transcript,speaker,id\n"
+                                       f"{fsdd_files[0]},one,s,../../../SEG\n{fsdd_files[1]},two,s,ok-1\n"
+                                       f"{fsdd_files[2]},two,s p,ok-2\n")
+    code, out = run("prepare", "list", tmp_path / "list.csv", tmp_path / "p", "-q")
+    assert code == 0, out
+    assert [r["id"] for r in read_jsonl(tmp_path / "p" / "utterances.jsonl")] == ["ok-1"]
+    reasons = sorted(r["reason"] for r in read_jsonl(tmp_path / "p" / "rejected.jsonl"))
+    assert "path separator" in reasons[0] and "whitespace" in reasons[1]
+    # a manifest made elsewhere, never checked by our prepare
+    out = tmp_path / "deep" / "er" / "out"
+    write_jsonl(tmp_path / "m.jsonl", [{"id": "../../../SEG", "audio": fsdd_files[0], "speaker": "s",
+                                        "transcript": "one", "split": "train"},
+                                       {"id": "fine", "audio": fsdd_files[1], "speaker": "s",
+                                        "transcript": "two", "split": "train"}])
+    code, msg = run("segment", tmp_path / "m.jsonl", out, "--write-audio", "-q")
+    assert not list(tmp_path.rglob("SEG*")), msg
+    rej = read_jsonl(out / "rejected.jsonl")
+    assert "path separator" in json.dumps(rej), rej
+    assert len(read_jsonl(out / "segments.jsonl")) + len(rej) == 2

@@ -45,6 +45,7 @@ import numpy as np
 
 from ..config import ConfigMixin
 from ..fbank import FbankConfig, compute_fbank_batch, num_frames
+from ..ids import id_problem
 from ..io_utils import atomic_open, atomic_path, read_jsonl, remove_stale_temps, write_json, write_jsonl
 from ..kaldi_io import append_matrix, cmvn_stats, write_ark_scp, write_data_dir
 from ..stage import PLAIN_RUN, JobSlice, StageSummary, Timer, remove_chunk_temps, run_chunks
@@ -110,6 +111,10 @@ def _compute_chunk(index: int, records: list[dict], cfg_dict: dict, out_dir: str
     ark_path, done_path = _chunk_paths(Path(out_dir), index)
     waves, ok, rejected, configs = [], [], [], []
     for r in records:
+        bad = id_problem(r.get("id")) or (r.get("speaker") is not None and id_problem(r["speaker"], "speaker"))
+        if bad:  # an id with whitespace would become a misread feats.scp line
+            rejected.append({"id": r.get("id"), "audio": r.get("audio"), "reason": bad})
+            continue
         try:
             c = _record_fbank(r, fb)
             w = _load(r, fb.sample_rate)

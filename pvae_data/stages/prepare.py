@@ -37,6 +37,7 @@ from tqdm import tqdm
 from ..config import ConfigMixin
 from ..audio import AudioError, inspect_audio
 from ..digits import CHAR_TO_WORD, normalize_transcript
+from ..ids import id_path, id_problem
 from ..io_utils import atomic_path, write_json, write_jsonl
 from ..stage import StageSummary, map_chunks
 
@@ -70,6 +71,9 @@ class PrepareConfig(ConfigMixin):
     # model never hears in training); the others keep their split ("train" where they had none).
     # Recorded on each record as "held_out": true and in prepare_config.json.
     test_speakers: tuple = ()
+    # kaldi only: run the commands of `wav.scp` entries ending in "|" (they run as you, with your
+    # permissions: only for data dirs you trust).  Off: such entries are rejected with the reason.
+    allow_commands: bool = False
 
     def __post_init__(self) -> None:
         if isinstance(self.test_speakers, str):
@@ -343,13 +347,10 @@ def _list_item(row: dict, line: int, base: Path) -> _Item:
     if not raw_path:
         item.reason = "bad list entry: no path"
         return item
-    if not speaker or not re.fullmatch(r"\S+", speaker):
-        item.reason = f"bad speaker: {speaker!r} (must be non-empty, no whitespace)"
-        return item
     item.speaker = speaker
     item.id = uid or f"{speaker}-{Path(raw_path).stem}"
-    if not re.fullmatch(r"\S+", item.id):
-        item.reason = f"bad id: {item.id!r} (must not contain whitespace)"
+    item.reason = id_problem(speaker, "speaker") or id_problem(item.id)
+    if item.reason:
         return item
     try:
         item.transcript = " ".join(normalize_transcript(transcript))
@@ -391,7 +392,8 @@ def _kaldi_table(path: Path) -> dict[str, str]:
     for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
         if not line.strip():
             continue
-        key, _, rest = line.strip().partition(" ")
+        key, *rest = line.strip().split(maxsplit=1)  # any whitespace, as Kaldi: tabs too
+        rest = rest[0] if rest else ""
         if key in table:
             raise ValueError(f"{path}:{i}: duplicate key {key!r} (first on an earlier line)")
         table[key] = rest.strip()
@@ -414,7 +416,7 @@ def _run_pipe(rec: str, command: str, out_dir: Path) -> tuple[str | None, str | 
     if shutil.which(prog) is None:
         return None, (f"wav.scp entry is a command and {prog!r} is not installed (e.g. `apt install sox` "
                       f"or ffmpeg), or convert to audio files first")
-    path = out_dir / "wav" / f"{rec}.wav"
+    path = id_path(out_dir / "wav", rec, ".wav")  # the caller has checked the id
     if path.is_file():
         return str(path), None
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -469,13 +471,21 @@ def _kaldi_items(cfg: PrepareConfig, out_dir: Path) -> tuple[list[_Item], int]:
                 continue
             it.extra = {"start": start, "end": end, "recording_id": rec}
         src = wav.get(rec)
-        if src is None:
+        it.reason = id_problem(utt) or id_problem(rec, "recording id")
+        if it.reason:
+            pass
+        elif src is None:
             it.reason = f"recording {rec!r} not in wav.scp"
         elif utt not in text:
             it.reason = "no transcript in text"
         elif utt not in spk:
             it.reason = "no speaker in utt2spk"
         if it.reason:
+            items.append(it)
+            continue
+        if src.endswith("|") and not cfg.allow_commands:
+            it.reason = ("wav.scp entry is a command: commands run only with --allow-commands "
+                         "(they run with your permissions; use it for data dirs you trust)")
             items.append(it)
             continue
         if src.endswith("|"):
@@ -587,6 +597,11 @@ def prepare_corpus(
         items, ignored = {"fsdd": _fsdd_items, "tidigits": _tidigits_items, "list": _list_items}[cfg.corpus](cfg)
     if not items:
         raise ValueError(f"{cfg.corpus} source {cfg.source!r}: no inputs found")
+
+    for it in items:  # an id becomes a file name in some stages, a speaker a table key
+        if it.reason is None:
+            it.reason = id_problem(it.id) or id_problem(it.speaker, "speaker") or (
+                id_problem(it.extra["recording_id"], "recording id") if "recording_id" in it.extra else None)
 
     # duplicate ids: the first (in input order) wins
     first: dict[str, str | None] = {}

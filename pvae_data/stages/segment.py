@@ -56,6 +56,7 @@ from ..align.train import AlignTrainConfig
 from ..audio import AudioError, load_audio
 from ..config import ConfigMixin
 from ..digits import transcript_words, word_to_label
+from ..ids import id_path, id_problem
 from ..io_utils import atomic_path, read_jsonl, remove_stale_temps, sha256_file, write_json, write_jsonl
 from ..stage import (PLAIN_RUN, ChunkParts, JobSlice, StageSummary, Timer, map_chunks, progress, run_chunks,
                      single_thread_blas)
@@ -254,6 +255,9 @@ def segment_utterance(rec: dict, model: WordHMMs | None, cfg: SegmentConfig,
                       ctm_words: list[tuple[str, float, float]] | None = None,
                       use_ctm: bool = False) -> tuple[list[dict], dict | None, list[tuple]]:
     """(segments, None, CTM rows) or ([], rejection, []) for one manifest record."""
+    bad = id_problem(rec.get("id"))  # its segments' ids become file names with --write-audio
+    if bad:
+        return [], reject(rec, bad), []
     words = transcript_words(rec)
     if not words:
         return [], reject(rec, "empty transcript"), []
@@ -439,7 +443,7 @@ def _write_cuts(segs: list[dict], audio_dir: Path) -> None:
     audio_dir.mkdir(parents=True, exist_ok=True)
     for s in segs:
         wave, rate = load_audio(s["audio"], start=s["start"], end=s["end"])
-        path = audio_dir / f"{s['id']}.wav"
+        path = id_path(audio_dir, s["id"], ".wav")
         with atomic_path(path) as tmp:
             sf.write(tmp, np.clip(np.round(wave), -32768, 32767).astype(np.int16), rate, format="WAV", subtype="PCM_16")
         s["cut_audio"] = str(path.resolve())

@@ -439,7 +439,12 @@ def test_prepare_kaldi_data_dir(tmp_path, fsdd_subset):
     spk = [f"u{i} george" for i in range(10) if i != 7]
     for name, lines in (("wav.scp", wav), ("segments", segs), ("text", text), ("utt2spk", spk)):
         (d / name).write_text("\n".join(lines) + "\n")
-    s = prepare_corpus(PrepareConfig("kaldi", str(d)), tmp_path / "out", progress=False)
+    s = prepare_corpus(PrepareConfig("kaldi", str(d)), tmp_path / "no_cmds", progress=False)
+    assert (s.total, s.kept, s.rejected) == (10, 5, 5)  # without the opt-in, no command runs
+    why = {r["id"]: r["reason"] for r in read_jsonl(tmp_path / "no_cmds" / "rejected.jsonl")}
+    assert all("--allow-commands" in why[u] for u in ("u6", "u8", "u9"))
+    assert not (tmp_path / "no_cmds" / "wav").exists()
+    s = prepare_corpus(PrepareConfig("kaldi", str(d), allow_commands=True), tmp_path / "out", progress=False)
     assert (s.total, s.kept, s.rejected) == (10, 6, 4)
     kept = {r["id"]: r for r in read_jsonl(tmp_path / "out" / "utterances.jsonl")}
     assert kept["u4"]["start"] == 0.05 and kept["u4"]["end"] == 0.15 and kept["u4"]["duration"] == 0.1
