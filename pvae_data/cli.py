@@ -384,6 +384,12 @@ def shard_audio_cmd(features_dir: Path, out: Path, quiet: bool, no_cmvn: bool, *
                                         allow_no_cmvn=no_cmvn))
 
 
+_allow_commands_option = click.option(
+    "--allow-commands", is_flag=True,
+    help="Run the commands of `cmd |` entries in feats.scp (they run with your permissions: only for "
+         "data you trust). Without it such entries are refused.")
+
+
 @shard.command("kaldi", context_settings=CONTEXT)
 @click.argument("feats_scp", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.argument("labels", type=click.Path(exists=True, dir_okay=False, path_type=Path))
@@ -392,9 +398,10 @@ def shard_audio_cmd(features_dir: Path, out: Path, quiet: bool, no_cmvn: bool, *
 @click.option("--split", default=None, help="Split name for every utterance (else from LABELS JSONL, else 'all').")
 @click.option("--cmvn-split", default="train", show_default=True, help="Split the global CMVN statistics come from.")
 @click.option("--no-cmvn", "no_cmvn", is_flag=True, help="Shard even when that split has no frames (no CMVN).")
+@_allow_commands_option
 @_shard_options
 def shard_kaldi_cmd(feats_scp: Path, labels: Path, out: Path, utt2spk, split, cmvn_split: str, no_cmvn: bool,
-                    quiet: bool, **kw) -> None:
+                    allow_commands: bool, quiet: bool, **kw) -> None:
     """Any Kaldi FEATS_SCP (e.g. compute-fbank-feats output) + LABELS -> audio shards.
 
     LABELS is a Kaldi `text` file (utt word) or JSONL with id and label or
@@ -404,7 +411,7 @@ def shard_kaldi_cmd(feats_scp: Path, labels: Path, out: Path, utt2spk, split, cm
 
     _run_stage(out, lambda: shard_kaldi(feats_scp, labels, out, _shard_config(**kw), utt2spk=utt2spk,
                                         split=split, show_progress=not quiet, cmvn_split=cmvn_split,
-                                        allow_no_cmvn=no_cmvn))
+                                        allow_no_cmvn=no_cmvn, allow_commands=allow_commands))
 
 
 @shard.command("kaldi-dirs", context_settings=CONTEXT)
@@ -412,8 +419,10 @@ def shard_kaldi_cmd(feats_scp: Path, labels: Path, out: Path, utt2spk, split, cm
 @click.argument("data_dirs", nargs=-1, required=True, metavar="SPLIT=DATA_DIR...")
 @click.option("--cmvn-split", default="train", show_default=True, help="Split the global CMVN statistics come from.")
 @click.option("--no-cmvn", "no_cmvn", is_flag=True, help="Shard even when that split has no frames (no CMVN).")
+@_allow_commands_option
 @_shard_options
-def shard_kaldi_dirs_cmd(out: Path, data_dirs, cmvn_split: str, no_cmvn: bool, quiet: bool, **kw) -> None:
+def shard_kaldi_dirs_cmd(out: Path, data_dirs, cmvn_split: str, no_cmvn: bool, allow_commands: bool, quiet: bool,
+                         **kw) -> None:
     """Kaldi data dirs (feats.scp, text, utt2spk), one per split, -> one audio shard set.
 
     e.g. `pvae-data shard kaldi-dirs exp/shards/audio train=data/train test=data/test`;
@@ -429,7 +438,8 @@ def shard_kaldi_dirs_cmd(out: Path, data_dirs, cmvn_split: str, no_cmvn: bool, q
                                      param_hint="SPLIT=DATA_DIR")
         pairs.append((sp, Path(d)))
     _run_stage(out, lambda: shard_kaldi_dirs(pairs, out, _shard_config(**kw), cmvn_split=cmvn_split,
-                                             allow_no_cmvn=no_cmvn, show_progress=not quiet))
+                                             allow_no_cmvn=no_cmvn, show_progress=not quiet,
+                                             allow_commands=allow_commands))
 
 
 @shard.command("images", context_settings=CONTEXT)
@@ -574,12 +584,14 @@ def lhotse_import(manifests, out: Path, split) -> None:
 @lhotse.command("export", context_settings=CONTEXT)
 @click.argument("fbank_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.argument("out", type=click.Path(path_type=Path))
-def lhotse_export(fbank_dir: Path, out: Path) -> None:
+@_allow_commands_option
+def lhotse_export(fbank_dir: Path, out: Path, allow_commands: bool) -> None:
     """An fbank stage directory -> OUT/cuts.jsonl.gz + OUT/feats.h5: cut.load_features() returns
-    our matrices exactly (numpy_hdf5 storage), each cut with its recording and supervision."""
+    our matrices exactly (numpy_hdf5 storage), each cut with its recording (resampled and
+    speed-perturbed as the features were) and supervision; lhotse.qa.validate passes."""
     from .lhotse_io import export_lhotse
 
-    _run_stage(out, lambda: export_lhotse(fbank_dir, out))
+    _run_stage(out, lambda: export_lhotse(fbank_dir, out, allow_commands=allow_commands))
 
 
 @main.command("default-config", context_settings=CONTEXT)

@@ -127,3 +127,49 @@ def export_fbank_data_dirs(fbank_dir: str | Path, out_dir: str | Path, split: st
     for sp, recs in by_split.items():
         write_data_dir(Path(out_dir) / sp, recs, src)
     return sum(len(r) for r in by_split.values())
+
+
+class FeatsTable:
+    """A Kaldi ``feats.scp`` read as data: ``table[key]`` is the matrix, read with kaldiio when asked.
+
+    Kaldi lets an entry be a command (``compute-fbank-feats ... |``) or standard input (``-``); a
+    file from elsewhere could then run anything.  Such entries are refused, naming the file and
+    line, unless ``allow_commands`` (``--allow-commands`` on the command line).  A matrix that
+    cannot be read is a ``ValueError`` naming the table, the key and where it points."""
+
+    def __init__(self, scp: str | Path, allow_commands: bool = False):
+        self.scp = Path(scp)
+        self.where: dict[str, str] = {}
+        for i, line in enumerate(self.scp.read_text(encoding="utf-8").splitlines(), 1):
+            if not line.strip():
+                continue
+            key, *rest = line.split(maxsplit=1)
+            value = rest[0].strip() if rest else ""
+            if not value:
+                raise ValueError(f"{self.scp}:{i}: {key!r} has no rxfilename")
+            if (value.endswith("|") or value == "-" or value.startswith("- ")) and not allow_commands:
+                raise ValueError(f"{self.scp}:{i}: {key!r} is a command ({value[:60]!r}); commands in a "
+                                 f"feats.scp run only with --allow-commands (they run with your permissions)")
+            if key in self.where:
+                raise ValueError(f"{self.scp}:{i}: duplicate key {key!r}")
+            self.where[key] = value
+        self._table = kaldiio.load_scp(str(self.scp))
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.where
+
+    def __len__(self) -> int:
+        return len(self.where)
+
+    def __getitem__(self, key: str) -> np.ndarray:
+        if key not in self.where:
+            raise KeyError(f"{self.scp}: no entry {key!r}")
+        try:
+            m = np.asarray(self._table[key])
+        except Exception as e:  # kaldiio raises bare AssertionError, UnicodeDecodeError, OSError...
+            msg = (str(e).splitlines() or [type(e).__name__])[0]
+            raise ValueError(f"{self.scp}: {key!r}: cannot read the matrix at {self.where[key][:80]!r} "
+                             f"({type(e).__name__}: {msg[:120]})") from None
+        if m.ndim != 2:
+            raise ValueError(f"{self.scp}: {key!r}: not a matrix (shape {m.shape})")
+        return m

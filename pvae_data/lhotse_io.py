@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from .ids import id_problem
 from .io_utils import read_jsonl, write_jsonl
 from .stage import StageSummary, Timer
 
@@ -23,6 +24,22 @@ UTTERANCES = "utterances.jsonl"
 REJECTED = "rejected.jsonl"
 CUTS = "cuts.jsonl.gz"
 FEATS_H5 = "feats.h5"
+
+
+def _load_manifest(lhotse, path):
+    """``lhotse.load_manifest``, its failures one line naming the file (garbage, a truncated
+    ``.gz``, a manifest of the wrong shape)."""
+    try:
+        return lhotse.load_manifest(path)
+    except Exception as e:  # json, gzip, zlib, EOF, lhotse's own ValueError/KeyError...
+        msg = (str(e).splitlines() or [""])[0][:160]
+        raise ValueError(f"{path}: not a readable lhotse manifest ({type(e).__name__}: {msg})") from None
+
+
+def _with_id(rec, rec_id: str):
+    from dataclasses import replace
+
+    return replace(rec, id=rec_id)
 
 
 def _lhotse():
@@ -39,29 +56,43 @@ def import_lhotse(manifests: list[str | os.PathLike], out_dir: str | os.PathLike
     lhotse = _lhotse()
     timer = Timer()
     if len(manifests) == 1:
-        cuts = lhotse.load_manifest(manifests[0])
+        cuts = _load_manifest(lhotse, manifests[0])
         if not isinstance(cuts, lhotse.CutSet):
             raise ValueError(f"{manifests[0]}: a single manifest must be a CutSet (else give recordings and supervisions)")
-        pairs = [(sup, c.recording) for c in cuts for sup in c.supervisions]
+        # a supervision's start is relative to its cut: made relative to the recording here
+        pairs = [(sup.with_offset(c.start) if c.start else sup, c.recording) for c in cuts for sup in c.supervisions]
     elif len(manifests) == 2:
-        recs = lhotse.load_manifest(manifests[0])
-        sups = lhotse.load_manifest(manifests[1])
+        recs = _load_manifest(lhotse, manifests[0])
+        sups = _load_manifest(lhotse, manifests[1])
         if not isinstance(recs, lhotse.RecordingSet) or not isinstance(sups, lhotse.SupervisionSet):
             raise ValueError("give a RecordingSet and a SupervisionSet, in that order")
         pairs = [(s, recs[s.recording_id] if s.recording_id in recs else None) for s in sups]
     else:
         raise ValueError("give one CutSet, or a RecordingSet and a SupervisionSet")
-    kept, rejected = [], []
+    kept, rejected, seen = [], [], set()
     for sup, rec in pairs:
-        reason = None
-        if rec is None:
+        reason = id_problem(sup.id) or (sup.speaker is not None and id_problem(sup.speaker, "speaker")) or None
+        if reason:
+            pass
+        elif sup.id in seen:
+            reason = f"duplicate id: {sup.id!r} (an earlier supervision has it)"
+        elif rec is None:
             reason = f"recording {sup.recording_id!r} is not in the RecordingSet"
+        elif id_problem(rec.id, "recording id"):
+            reason = id_problem(rec.id, "recording id")
         elif len(rec.sources) != 1 or rec.sources[0].type != "file":
             reason = f"recording {rec.id!r} is not one local file (source type {rec.sources[0].type!r})"
         elif not Path(rec.sources[0].source).is_file():
             reason = f"{rec.sources[0].source}: no such file"
         elif not (sup.text or "").strip():
             reason = "empty transcript"
+        elif not (sup.start >= 0 and sup.duration > 0):
+            reason = f"bad span: start {sup.start} s, duration {sup.duration} s (want start >= 0, duration > 0)"
+        elif sup.start >= rec.duration or sup.end > rec.duration + 0.01:
+            reason = (f"bad span: {sup.start:.3f}-{sup.end:.3f} s lies past the end of recording {rec.id!r} "
+                      f"({rec.duration:.3f} s)")
+        if sup.id is not None:
+            seen.add(sup.id)
         if reason:
             rejected.append({"id": sup.id, "reason": reason})
             continue
@@ -79,9 +110,11 @@ def import_lhotse(manifests: list[str | os.PathLike], out_dir: str | os.PathLike
                         elapsed_s=timer.elapsed).check()
 
 
-def export_lhotse(fbank_dir: str | os.PathLike, out_dir: str | os.PathLike) -> StageSummary:
-    """``OUT/cuts.jsonl.gz`` + ``OUT/feats.h5`` from an ``fbank`` stage directory."""
-    import kaldiio
+def export_lhotse(fbank_dir: str | os.PathLike, out_dir: str | os.PathLike,
+                  allow_commands: bool = False) -> StageSummary:
+    """``OUT/cuts.jsonl.gz`` + ``OUT/feats.h5`` from an ``fbank`` stage directory.  A ``cmd |``
+    entry in its ``feats.scp`` is refused unless ``allow_commands``."""
+    from .kaldi_io import FeatsTable
 
     lhotse = _lhotse()
     from lhotse.features.io import NumpyHdf5Writer
@@ -97,7 +130,7 @@ def export_lhotse(fbank_dir: str | os.PathLike, out_dir: str | os.PathLike) -> S
     shift = float(fb.get("frame_shift_ms", 10.0)) / 1000.0
     rate = int(fb.get("sample_rate", 16000))
     records = read_jsonl(src / "features.jsonl")
-    feats = kaldiio.load_scp(str(src / "feats.scp"))
+    feats = FeatsTable(src / "feats.scp", allow_commands)  # a `cmd |` entry is refused unless allowed
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     cuts = []
@@ -106,20 +139,32 @@ def export_lhotse(fbank_dir: str | os.PathLike, out_dir: str | os.PathLike) -> S
         for r in records:
             m = feats[r["id"]]
             key = writer.write(r["id"], m)
-            # The cut lasts exactly num_frames * shift, so that lhotse counts the same frames.
+            # The cut lasts exactly num_frames * shift (what lhotse's own Kaldi import gives Kaldi
+            # features: snip_edges frames cover up to 1.5 frames less than the segment); the
+            # segment's own duration is kept in the supervision's custom "segment_duration".
             dur = round(m.shape[0] * shift, 6)
-            rec_id = r.get("recording_id") or Path(r["audio"]).stem
+            speed = float(r.get("speed") or 1.0)  # a `perturb` copy: lhotse's own speed transform
+            base_id = r.get("recording_id") or Path(r["audio"]).stem
+            rec_id = base_id if speed == 1.0 else f"{base_id}_sp{speed:g}"
             if rec_id not in recordings:
-                recordings[rec_id] = lhotse.Recording.from_file(r["audio"], recording_id=rec_id)
+                rec = lhotse.Recording.from_file(r["audio"], recording_id=base_id)
+                if rec.sampling_rate != rate:  # the features were computed at `rate`: say so
+                    rec = rec.resample(rate)
+                if speed != 1.0:
+                    rec = _with_id(rec.perturb_speed(speed, affix_id=False), rec_id)
+                recordings[rec_id] = rec
+            start = round(float(r.get("start") or 0.0) / speed, 6)
             f = lhotse.Features(type="kaldi-fbank", num_frames=m.shape[0], num_features=m.shape[1], frame_shift=shift,
-                                sampling_rate=rate, start=float(r.get("start") or 0.0), duration=dur,
+                                sampling_rate=rate, start=start, duration=dur,
                                 storage_type=writer.name, storage_path=str((out / FEATS_H5).resolve()),
                                 storage_key=key, recording_id=rec_id, channels=0)
-            sup = lhotse.SupervisionSegment(id=r["id"], recording_id=rec_id, start=float(r.get("start") or 0.0),
+            custom = {k: r[k] for k in ("split", "label", "vtln_warp", "perturbed_from") if k in r}
+            if r.get("duration") is not None:
+                custom["segment_duration"] = float(r["duration"])
+            sup = lhotse.SupervisionSegment(id=r["id"], recording_id=rec_id, start=0.0,  # relative to the cut
                                             duration=dur, channel=0, text=r.get("transcript"),
-                                            speaker=r.get("speaker"),
-                                            custom={k: r[k] for k in ("split", "label") if k in r} or None)
-            cuts.append(lhotse.MonoCut(id=r["id"], start=float(r.get("start") or 0.0), duration=dur, channel=0,
+                                            speaker=r.get("speaker"), custom=custom or None)
+            cuts.append(lhotse.MonoCut(id=r["id"], start=start, duration=dur, channel=0,
                                        supervisions=[sup], features=f, recording=recordings[rec_id]))
     lhotse.CutSet.from_cuts(cuts).to_file(out / CUTS)
     return StageSummary("lhotse export", total=len(records), kept=len(cuts), rejected=0,

@@ -264,3 +264,35 @@ def test_ids_are_checked_before_they_become_paths(fsdd_files, tmp_path):
     rej = read_jsonl(out / "rejected.jsonl")
     assert "path separator" in json.dumps(rej), rej
     assert len(read_jsonl(out / "segments.jsonl")) + len(rej) == 2
+
+
+def test_feats_scp_commands_run_only_with_the_opt_in(fsdd_files, tmp_path):
+    """kaldiio runs `cmd |` entries; shard kaldi, shard kaldi-dirs and lhotse export refuse them
+    (one line naming file and line) unless --allow-commands; a matrix kaldiio cannot read is a
+    one-line error naming the key, not a bare AssertionError."""
+    from pvae_data.io_utils import write_jsonl
+
+    write_jsonl(tmp_path / "m.jsonl", [{"id": f"u{i}", "audio": p, "speaker": "s", "transcript": "one",
+                                        "split": "train"} for i, p in enumerate(fsdd_files[:4])])
+    assert run("fbank", tmp_path / "m.jsonl", tmp_path / "f", "-q")[0] == 0
+    flag = tmp_path / "PWNED"
+    scp = (tmp_path / "f" / "feats.scp").read_text().splitlines()
+    scp[1] = f"u1 touch {flag}; copy-feats ark:x ark:- |"
+    (tmp_path / "f" / "feats.scp").write_text("\n".join(scp) + "\n")
+    d = tmp_path / "kd" / "train"
+    d.mkdir(parents=True)
+    shutil.copy(tmp_path / "f" / "feats.scp", d / "feats.scp")
+    (d / "text").write_text("".join(f"u{i} one\n" for i in range(4)))
+    for args in (["shard", "kaldi", d / "feats.scp", d / "text", tmp_path / "s1", "-q"],
+                 ["shard", "kaldi-dirs", tmp_path / "s2", f"train={d}", "-q"],
+                 ["lhotse", "export", tmp_path / "f", tmp_path / "lh"]):
+        code, out = run(*args)
+        assert code == 1 and "feats.scp:2" in out and "--allow-commands" in out, (args, out)
+        assert len(out.strip().splitlines()) == 1
+    assert not flag.exists()
+    # a damaged offset: one line naming the key
+    (tmp_path / "text.ark").write_text("not a matrix at all\n")
+    scp[1] = f"u1 {tmp_path / 'text.ark'}:0"
+    (d / "feats.scp").write_text("\n".join(scp) + "\n")
+    code, out = run("shard", "kaldi", d / "feats.scp", d / "text", tmp_path / "s3", "--split", "train", "-q")
+    assert code == 1 and "'u1'" in out and "cannot read the matrix" in out, out

@@ -41,6 +41,60 @@ def test_export_cuts_load_our_exact_features_and_import_back(tmp_path, fsdd_subs
     assert all(r["end"] > r["start"] >= 0 for r in recs)
 
 
+def test_export_passes_lhotses_own_validation_with_perturbed_copies(tmp_path, fsdd_subset):
+    """Issue 27 item 7: lhotse.qa.validate(cuts, read_data=True) on our export: FSDD's 8 kHz
+    recordings are resampled to the features' 16 kHz, speed copies carry lhotse's speed
+    transform, and each supervision lies inside its cut."""
+    from lhotse.qa import validate
+
+    assert cli("prepare", "fsdd", fsdd_subset, tmp_path / "p", "-q")[0] == 0
+    assert cli("trim", tmp_path / "p", tmp_path / "t", "-q")[0] == 0
+    assert cli("perturb", tmp_path / "t" / "segments.jsonl", tmp_path / "sp", "--speed", "0.9,1.0,1.1", "-q")[0] == 0
+    assert cli("fbank", tmp_path / "sp" / "segments.jsonl", tmp_path / "f", "-q")[0] == 0
+    code, out = cli("lhotse", "export", tmp_path / "f", tmp_path / "lh")
+    assert code == 0, out
+    cuts = lhotse.load_manifest(tmp_path / "lh" / "cuts.jsonl.gz")
+    assert any(c.id.startswith("sp0.9-") for c in cuts) and any(c.start > 0 for c in cuts)
+    validate(cuts, read_data=True)
+    c = next(c for c in cuts if c.id.startswith("sp1.1-"))
+    assert c.recording.sampling_rate == 16000 and c.supervisions[0].custom["perturbed_from"] in c.id
+
+
+def test_import_checks_what_lhotse_and_kaldi_check(tmp_path, fsdd_subset):
+    """Issue 27 item 6: duplicate ids, a span ending before it starts, a span past the recording,
+    ids and speakers with whitespace are rejected with reasons; garbage and a truncated .gz are
+    one-line errors naming the file."""
+    import gzip
+
+    wav = sorted((fsdd_subset / "recordings").glob("*.wav"))[0]
+    rec = lhotse.Recording.from_file(wav)
+    S = lhotse.SupervisionSegment
+    sups = [S(id="ok", recording_id=rec.id, start=0.0, duration=0.2, text="one", speaker="a"),
+            S(id="ok", recording_id=rec.id, start=0.0, duration=0.1, text="one", speaker="a"),
+            S(id="neg", recording_id=rec.id, start=0.2, duration=-0.1, text="one", speaker="a"),
+            S(id="past", recording_id=rec.id, start=rec.duration + 1, duration=0.1, text="one", speaker="a"),
+            S(id="sp ace", recording_id=rec.id, start=0.0, duration=0.1, text="one", speaker="a"),
+            S(id="spk", recording_id=rec.id, start=0.0, duration=0.1, text="one", speaker="s p")]
+    lhotse.RecordingSet.from_recordings([rec]).to_file(tmp_path / "r.jsonl.gz")
+    with gzip.open(tmp_path / "s.jsonl.gz", "wt") as f:  # written by hand: lhotse's own writer would refuse some
+        import json
+
+        for s in sups:
+            f.write(json.dumps(s.to_dict()) + "\n")
+    code, out = cli("lhotse", "import", tmp_path / "r.jsonl.gz", tmp_path / "s.jsonl.gz", tmp_path / "o")
+    assert code == 0 and "kept 1, rejected 5 of 6" in out, out
+    why = [r["reason"] for r in read_jsonl(tmp_path / "o" / "rejected.jsonl")]
+    assert "duplicate id" in why[0] and "bad span" in why[1] and "past the end" in why[2]
+    assert "whitespace" in why[3] and "bad speaker" in why[4]
+    (tmp_path / "garbage.jsonl").write_text("this is not json\n")
+    data = (tmp_path / "r.jsonl.gz").read_bytes()
+    (tmp_path / "cut.jsonl.gz").write_bytes(data[: len(data) // 2])
+    for bad in ("garbage.jsonl", "cut.jsonl.gz"):
+        code, out = cli("lhotse", "import", tmp_path / bad, tmp_path / "s.jsonl.gz", tmp_path / "o2")
+        assert code == 1 and bad in out and "not a readable lhotse manifest" in out, out
+        assert len(out.strip().splitlines()) == 1 and "Aborted" not in out
+
+
 def test_import_recordings_and_supervisions_with_bad_sources(tmp_path, fsdd_subset):
     wavs = sorted((fsdd_subset / "recordings").glob("*.wav"))[:3]
     recs = lhotse.RecordingSet.from_recordings(lhotse.Recording.from_file(w) for w in wavs)

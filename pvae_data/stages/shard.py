@@ -19,10 +19,10 @@ import json
 from pathlib import Path
 from typing import Callable, Iterable
 
-import kaldiio
 import numpy as np
 
 from ..digits import normalize_transcript, word_to_label
+from ..kaldi_io import FeatsTable
 from ..io_utils import read_jsonl, remove_stale_temps, sha256_file, write_json, write_jsonl
 from ..shards.schema import SCHEMA_VERSION
 from ..shards.writer import ShardConfig, write_audio_shard, write_image_shard
@@ -171,7 +171,8 @@ class ArkReader:
 
 def shard_kaldi(scp: str | Path, labels: str | Path, out_dir: str | Path, cfg: ShardConfig = ShardConfig(),
                 utt2spk: str | Path | None = None, split: str | None = None, show_progress: bool = True,
-                cmvn_split: str = "train", allow_no_cmvn: bool = False) -> StageSummary:
+                cmvn_split: str = "train", allow_no_cmvn: bool = False,
+                allow_commands: bool = False) -> StageSummary:
     """Pack Kaldi features (any ``feats.scp``, e.g. from compute-fbank-feats) with a labels file.
 
     ``labels`` is a Kaldi ``text`` file (``utt word``) or JSONL with ``id`` and ``label`` or
@@ -179,7 +180,7 @@ def shard_kaldi(scp: str | Path, labels: str | Path, out_dir: str | Path, cfg: S
     Global CMVN statistics come from the ``cmvn_split`` utterances (refused without any, unless
     ``allow_no_cmvn``); several splits in one shard set: :func:`shard_kaldi_dirs`.
     """
-    feats = kaldiio.load_scp(str(scp))
+    feats = FeatsTable(scp, allow_commands)  # a `cmd |` entry is refused unless allowed
     records = _kaldi_records(scp, labels, utt2spk, split)
     cmvn = _kaldi_cmvn(records, lambda r: feats[r["id"]], cmvn_split, allow_no_cmvn)
     return _shard_audio_records(records, lambda r: feats[r["id"]], out_dir, cfg,
@@ -245,7 +246,7 @@ def _kaldi_cmvn(records: list[dict], load: Callable[[dict], np.ndarray], cmvn_sp
 
 def shard_kaldi_dirs(data_dirs: list[tuple[str, str | Path]], out_dir: str | Path, cfg: ShardConfig = ShardConfig(),
                      cmvn_split: str = "train", allow_no_cmvn: bool = False,
-                     show_progress: bool = True) -> StageSummary:
+                     show_progress: bool = True, allow_commands: bool = False) -> StageSummary:
     """Several Kaldi data dirs (``feats.scp``, ``text``, ``utt2spk``), each with its split name,
     into one shard set, with global CMVN statistics over ``cmvn_split`` (and per speaker) computed
     from the features, as the ``fbank`` stage does; refused when that split has no frames unless
@@ -261,7 +262,7 @@ def shard_kaldi_dirs(data_dirs: list[tuple[str, str | Path]], out_dir: str | Pat
             if not (d / need).is_file():
                 raise ValueError(f"{d}: not a Kaldi data dir with features (no {need})")
         scp = d / "feats.scp"
-        tables[str(scp)] = kaldiio.load_scp(str(scp))
+        tables[str(scp)] = FeatsTable(scp, allow_commands)
         records += _kaldi_records(scp, d / "text", d / "utt2spk" if (d / "utt2spk").is_file() else None, sp)
         shas.append(sha256_file(scp))
     ids = [r["id"] for r in records]
