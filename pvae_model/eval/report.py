@@ -51,8 +51,9 @@ def _pct(x) -> str:
 
 
 def _row(name: str, cells: list, cls: str = "") -> str:
-    tds = "".join(f"<td>{c}</td>" for c in cells)
-    return f"<tr class='{cls}'><td>{html.escape(name)}</td>{tds}</tr>"
+    """Every cell is text, escaped: a metrics file from elsewhere cannot put markup in the page."""
+    tds = "".join(f"<td>{html.escape(str(c))}</td>" for c in cells)
+    return f"<tr class='{html.escape(cls, quote=True)}'><td>{html.escape(str(name))}</td>{tds}</tr>"
 
 
 COLUMNS = ["z_s speech", "z_s image", "z_a", "z_i", "Feat. speech", "Feat. image",
@@ -70,7 +71,13 @@ def load_runs(run_dirs: list[str | Path]) -> list[tuple[Path, dict]]:
         mpath = r / "eval" / "metrics.json"
         if not mpath.exists():
             raise FileNotFoundError(f"{mpath}: run `pvae-model evaluate {r}` first")
-        runs.append((r, json.loads(mpath.read_text())))
+        try:
+            m = json.loads(mpath.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise ValueError(f"{mpath}: not valid JSON ({e})") from None
+        if not isinstance(m, dict):
+            raise ValueError(f"{mpath}: not a JSON object")
+        runs.append((r, m))
     return runs
 
 
@@ -215,7 +222,7 @@ def speaker_section(m: dict) -> list[str]:
         return []
     esc = html.escape
     parts = [f"<p>Speakers training saw: {esc(', '.join(sp.get('train') or []) or 'none recorded')}"
-             + (f"; perturbed training copies: {sp['perturbed']}" if sp.get("perturbed") else "")
+             + (f"; perturbed training copies: {esc(str(sp['perturbed']))}" if sp.get("perturbed") else "")
              + (f". Held-out test speakers (never heard in training): {esc(', '.join(sp['held_out']))}"
                 if sp.get("held_out") else ". No held-out speaker: every test voice was heard in training")
              + ".</p>"]
@@ -240,7 +247,23 @@ def speaker_section(m: dict) -> list[str]:
 
 
 def build_report(run_dirs: list[str | Path], out: str | Path) -> Path:
+    """One self-contained page for ``run_dirs``.  Every value from a metrics file is escaped; a
+    damaged ``eval/metrics.json`` is a ``ValueError`` naming it, and no page is written."""
     runs = load_runs(run_dirs)
+    for r, m in runs:  # each run alone first, so that a damaged file is named
+        try:
+            _render([(r, m)])
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError) as e:
+            raise ValueError(f"{r / 'eval' / 'metrics.json'}: damaged or not made by `pvae-model evaluate` "
+                             f"({type(e).__name__}: {e})") from None
+    page = _render(runs)
+    out = Path(out)
+    with atomic_open(out, "w", encoding="utf-8") as f:
+        f.write(page)
+    return out
+
+
+def _render(runs: list[tuple[Path, dict]]) -> str:
     cols, lrows = latent_rows(runs)
     notes = deviation_notes(runs)
     parts = [f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>PVAE report</title>"
@@ -292,7 +315,7 @@ def build_report(run_dirs: list[str | Path], out: str | Path) -> Path:
                             "(pipelines/loso.sh, docs/voices.md).") + "</p>")
         parts += speaker_section(m)
         for png in sorted((r / "eval").glob("*.png")):
-            parts.append(f"<figure><img alt='{png.stem}' src='data:image/png;base64,{_b64(png)}'>"
+            parts.append(f"<figure><img alt='{html.escape(png.stem, quote=True)}' src='data:image/png;base64,{_b64(png)}'>"
                          f"<figcaption>{html.escape(png.stem.replace('_', ' '))}</figcaption></figure>")
         wavs = sorted((r / "eval").glob("*.wav"))
         if wavs:
@@ -302,7 +325,4 @@ def build_report(run_dirs: list[str | Path], out: str | Path) -> Path:
                              f"src='data:audio/wav;base64,{_b64(w)}'></audio></span>")
             parts.append("</div>")
     parts.append(f"<script>{CHECK}</script></body></html>")
-    out = Path(out)
-    with atomic_open(out, "w", encoding="utf-8") as f:
-        f.write("\n".join(parts))
-    return out
+    return "\n".join(parts)

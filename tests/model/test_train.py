@@ -410,6 +410,35 @@ def test_report_renders_in_headless_chromium(tmp_path, shards):
     assert not console, console
     assert re.search(r"paper: PVAE \(TIDIGITS-MNIST\)", r.stdout) and "99.77" in r.stdout
 
+    # issue 27: a run from elsewhere whose metrics and file names carry script runs nothing
+    import json
+
+    from click.testing import CliRunner
+
+    from pvae_model.cli import main
+
+    mpath = tmp_path / "r" / "eval" / "metrics.json"
+    m = json.loads(mpath.read_text())
+    m["objective"] = "<img src=x onerror=\"document.title='PWNED1'\">"
+    m["speakers"] = {"train": ["<script>document.title='PWNED2'</script>"], "perturbed": "<b>x</b>"}
+    mpath.write_text(json.dumps(m))
+    png = next((tmp_path / "r" / "eval").glob("*.png"))
+    png.rename(png.with_name("x' onerror='document.title=`PWNED3`' y='.png"))
+    page = build_report([tmp_path / "r"], tmp_path / "evil.html")
+    r = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                        f"--user-data-dir={tmp_path / 'chrome'}", "--virtual-time-budget=3000",
+                        "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and "<title>PVAE report</title>" in r.stdout, r.stdout[:300]
+    assert "PWNED" not in re.sub(r"&lt;.*?&gt;|&quot;|&#x27;", "", r.stdout.split("<body")[0])
+    assert "&lt;img src=x onerror" in page.read_text() and "<script>document" not in page.read_text()
+    assert f'data-images-ok="{n_png}/{n_png}"' in r.stdout  # the renamed figure still decodes
+    # a damaged metrics file: one line naming it, no page
+    del m["epoch"]
+    mpath.write_text(json.dumps(m))
+    out = CliRunner().invoke(main, ["report", str(tmp_path / "r"), "--out", str(tmp_path / "bad.html")])
+    assert out.exit_code == 1 and str(mpath) in out.output and "damaged" in out.output, out.output
+    assert len(out.output.strip().splitlines()) == 1 and not (tmp_path / "bad.html").exists()
+
 
 def test_resume_survives_a_torn_last_metrics_line(tmp_path, shards):
     """A kill (or full disk) while appending to metrics.jsonl leaves a torn last line: resume
