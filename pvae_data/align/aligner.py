@@ -40,6 +40,10 @@ class AlignConfig(ConfigMixin):
     min_word_ratio: float = 0.5  # word frames >= this x the word's 0.5 % training duration
     max_word_ratio: float = 2.0  # word frames <= this x the word's 99.5 % training duration
     check_recognition: bool = True  # run the free recogniser (costs ~ one more Viterbi pass)
+    # Memory bound: the forced Viterbi keeps one int32 back-pointer per frame and graph state, so a
+    # long recording with a long transcript (20 min, 2,000 words: ~14 GB) is refused up front,
+    # with this limit named, rather than allocated.  Split such recordings first (Kaldi segments).
+    max_trellis_mb: float = 1024.0
 
 
 @dataclass
@@ -85,6 +89,13 @@ def align_words(model: WordHMMs, wave: np.ndarray, words: list[str], cfg: AlignC
         res.reason = "empty transcript"
         return res
     fc = model.features
+    g = model.forced_graph(words, lead_sil=cfg.lead_sil, pauses=cfg.pauses)
+    T_est = len(feats) if feats is not None else int(len(wave) / (fc.sample_rate * fc.shift_s)) + 1
+    need_mb = T_est * len(g["state"]) * 4 / 2**20
+    if need_mb > cfg.max_trellis_mb:
+        res.reason = (f"too long to align in bounded memory: {T_est} frames x {len(g['state'])} graph states "
+                      f"needs {need_mb:.0f} MB > max_trellis_mb {cfg.max_trellis_mb:g} (split the recording first)")
+        return res
     x = align_features(wave, fc) if feats is None else feats
     T = len(x)
     need = model.min_frames(words)
@@ -93,7 +104,6 @@ def align_words(model: WordHMMs, wave: np.ndarray, words: list[str], cfg: AlignC
                       f"{len(words)} words need >= {need}")
         return res
     ll = model.loglik(x)
-    g = model.forced_graph(words, lead_sil=cfg.lead_sil, pauses=cfg.pauses)
     score, path, g = forced_align(model, ll, words, g)
     if score <= NEG / 2 or path[0] < 0:
         res.reason = f"audio too short for its transcript: no path of {T} frames through {len(words)} words"

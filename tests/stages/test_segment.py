@@ -424,3 +424,34 @@ def test_speaker_adaptation_is_made_once_per_speaker_and_reused(corpus, tmp_path
     adapted_score = score_boundaries(spans_by_utt(read_jsonl(out / "segments.jsonl")), truth)
     plain_score = score_boundaries(spans_by_utt(read_jsonl(plain / "segments.jsonl")), truth)
     assert adapted_score["within_pct"] >= plain_score["within_pct"] - 1.0
+
+
+def test_a_20_minute_2000_word_recording_is_refused_up_front_in_bounded_memory(corpus, tmp_path):
+    """Issue 27 item 10: the forced Viterbi's back-pointers grow as frames x graph states (20 min,
+    2,000 words: ~14 GB); segment refuses such a record before allocating, naming the limit, and
+    its peak memory stays far under 2 GB."""
+    import resource
+    import subprocess
+    import sys
+
+    import soundfile as sf
+
+    rng = np.random.default_rng(0)
+    wav = tmp_path / "long.wav"
+    sf.write(wav, (rng.standard_normal(20 * 60 * 8000) * 300).astype(np.int16), 8000)
+    words = " ".join(rng.choice(["one", "two", "three", "four"], 2000))
+    from pvae_data.io_utils import write_jsonl
+
+    write_jsonl(tmp_path / "m.jsonl", [{"id": "long", "audio": str(wav), "speaker": "s", "transcript": words,
+                                        "split": "test"}])
+    code = ("import resource, sys; from pvae_data.cli import main\n"
+            "try:\n main(sys.argv[1:])\nexcept SystemExit as e:\n"
+            " print('maxrss_mb', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024); raise\n")
+    r = subprocess.run([sys.executable, "-c", code, "segment", str(tmp_path / "m.jsonl"), str(tmp_path / "out"),
+                        "--model", str(corpus["model"]), "-q"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 1 and "every input was rejected" in r.stderr, r.stderr[-2000:]
+    rss = float(r.stdout.split("maxrss_mb")[1].split()[0])
+    rej = json.loads((tmp_path / "out" / "rejected.jsonl").read_text())
+    assert "max_trellis_mb" in rej["reason"] and "bounded memory" in rej["reason"]
+    assert rss < 2048, rss
