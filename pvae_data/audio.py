@@ -207,6 +207,10 @@ def _open(path: str | os.PathLike) -> tuple[sf.SoundFile, bool]:
 # --------------------------------------------------------------------------------------------
 
 
+MIN_SAMPLE_RATE = 1000  # below this a header is damaged, not speech (telephone audio is 8 kHz)
+MAX_SAMPLE_RATE = 768000
+
+
 def inspect_audio(path: str | os.PathLike) -> AudioInfo:
     """Open ``path`` and read all of it; return its ``AudioInfo`` or raise ``AudioError``.
 
@@ -218,13 +222,15 @@ def inspect_audio(path: str | os.PathLike) -> AudioInfo:
     f, is_sphere = _open(p)
     with f:
         sr, ch, fmt, subtype = int(f.samplerate), int(f.channels), str(f.format), str(f.subtype)
-        if sr <= 0:
-            raise AudioError(p, f"bad sample rate {sr}")
+        if not MIN_SAMPLE_RATE <= sr <= MAX_SAMPLE_RATE:  # a damaged or crafted header
+            raise AudioError(p, f"implausible sample rate {sr} Hz (accepted: {MIN_SAMPLE_RATE}-{MAX_SAMPLE_RATE} Hz; "
+                                f"a damaged header?)")
         if ch <= 0:
             raise AudioError(p, f"bad channel count {ch}")
         dtype = "int16" if subtype == "PCM_16" else "float32"
         n = 0
         nonzero = False
+        mono_nonzero = ch == 1
         finite = True
         try:
             while True:
@@ -234,6 +240,8 @@ def inspect_audio(path: str | os.PathLike) -> AudioInfo:
                 n += len(block)
                 if not nonzero and np.any(block):
                     nonzero = True
+                if not mono_nonzero and np.any(block.astype(np.float64).sum(axis=1)):
+                    mono_nonzero = True
                 if dtype == "float32" and finite and not np.all(np.isfinite(block)):
                     finite = False
         except (sf.LibsndfileError, RuntimeError) as e:
@@ -244,6 +252,9 @@ def inspect_audio(path: str | os.PathLike) -> AudioInfo:
         raise AudioError(p, "non-finite samples (NaN or inf)")
     if not nonzero:
         raise AudioError(p, "zero energy (all samples are 0)")
+    if not mono_nonzero:
+        raise AudioError(p, f"zero energy after downmixing {ch} channels to mono (the channels cancel: "
+                            f"a polarity-inverted copy?)")
     try:
         declared = declared_samples(p, is_sphere)
     except (OSError, AudioError):
@@ -285,6 +296,9 @@ def load_audio(
         sr, n, subtype = int(f.samplerate), int(f.frames), str(f.subtype)
         if n <= 0:
             raise AudioError(p, "empty (0 samples)")
+        if not MIN_SAMPLE_RATE <= sr <= MAX_SAMPLE_RATE:  # resampling 1 Hz "audio" would take GBs
+            raise AudioError(p, f"implausible sample rate {sr} Hz (accepted: {MIN_SAMPLE_RATE}-{MAX_SAMPLE_RATE} Hz; "
+                                f"a damaged header?)")
         s = 0 if start is None else int(round(float(start) * sr))
         e = n if end is None else min(n, int(round(float(end) * sr)))
         if s < 0:

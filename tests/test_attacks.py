@@ -296,3 +296,26 @@ def test_feats_scp_commands_run_only_with_the_opt_in(fsdd_files, tmp_path):
     (d / "feats.scp").write_text("\n".join(scp) + "\n")
     code, out = run("shard", "kaldi", d / "feats.scp", d / "text", tmp_path / "s3", "--split", "train", "-q")
     assert code == 1 and "'u1'" in out and "cannot read the matrix" in out, out
+
+
+def test_a_1_hz_header_and_cancelling_stereo_channels_are_rejected(fsdd_audio, write_audio, tmp_path):
+    """Item 9: a WAV whose header says 1 Hz (7 KB 'lasting' an hour) is rejected by prepare and by
+    fbank (which would resample it into ~350,000 frames); a stereo file with L = -R, digital
+    silence once downmixed, is rejected by prepare with the reason."""
+    from pvae_data.io_utils import write_jsonl
+
+    a, sr = fsdd_audio(3, "theo", 10)
+    one_hz = write_audio(tmp_path / "w" / "one_hz.wav", a, 1)
+    stereo = write_audio(tmp_path / "w" / "cancel.wav", np.stack([a, -a], axis=1), sr)
+    good = write_audio(tmp_path / "w" / "good.wav", a, sr)
+    (tmp_path / "list.csv").write_text("path,transcript,speaker\n" + "".join(f"{p},three,theo\n" for p in (one_hz, stereo, good)))
+    code, out = run("prepare", "list", tmp_path / "list.csv", tmp_path / "p", "-q")
+    assert code == 0 and "kept 1, rejected 2 of 3" in out, out
+    why = {Path(r["path"]).name: r["reason"] for r in read_jsonl(tmp_path / "p" / "rejected.jsonl")}
+    assert "implausible sample rate 1 Hz" in why["one_hz.wav"] and "channels cancel" in why["cancel.wav"]
+    write_jsonl(tmp_path / "m.jsonl", [{"id": "u1", "audio": str(one_hz), "speaker": "s", "transcript": "three",
+                                        "split": "train"}, {"id": "u2", "audio": str(good), "speaker": "s",
+                                                            "transcript": "three", "split": "train"}])
+    code, out = run("fbank", tmp_path / "m.jsonl", tmp_path / "f", "-q")
+    assert code == 0 and "kept 1, rejected 1 of 2" in out, out
+    assert "implausible sample rate" in read_jsonl(tmp_path / "f" / "rejected.jsonl")[0]["reason"]
