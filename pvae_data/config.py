@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import typing
 from dataclasses import MISSING, asdict, fields, is_dataclass
 from pathlib import Path
@@ -47,7 +48,8 @@ def _nested_configs(cls) -> dict[str, type]:
 def check_field_types(obj) -> None:
     """Raise ``ValueError`` naming the field when a value does not have its default's type, so a
     YAML or ``--set`` typo (``epochs: abc``) fails with one line instead of deep in the code.
-    Ints are accepted for floats; lists and tuples for each other; ``None`` defaults accept anything."""
+    Ints are accepted for floats; lists and tuples for each other; ``None`` defaults accept anything.
+    Floats must be finite (``lr: .inf`` or ``dither: .nan`` are refused here, not found as NaN later)."""
     for f in fields(obj):
         default = f.default if f.default is not MISSING else (
             f.default_factory() if f.default_factory is not MISSING else None)  # type: ignore[misc]
@@ -69,6 +71,50 @@ def check_field_types(obj) -> None:
         if not ok:
             raise ValueError(f"{type(obj).__name__}.{f.name}: expected {type(default).__name__}, "
                              f"got {value!r} ({type(value).__name__})")
+        if isinstance(default, float) and not math.isfinite(value):  # .inf / .nan from YAML
+            raise ValueError(f"{type(obj).__name__}.{f.name}: must be a finite number, got {value!r}")
+
+
+MAX_CONFIG_BYTES = 1 << 20  # a config is a page of options; anything larger is not one
+
+
+def load_yaml(text: str, source: str = "<string>"):
+    """YAML (or JSON) read as data, strictly: no aliases (an alias bomb -- "billion laughs" -- would
+    expand without bound; a config never needs one) and no duplicate keys (YAML would silently keep
+    the last).  Errors are ``ValueError`` naming ``source`` and the line."""
+    import yaml
+
+    class StrictLoader(yaml.SafeLoader):
+        def compose_node(self, parent, index):
+            if self.check_event(yaml.AliasEvent):
+                ev = self.peek_event()
+                raise yaml.composer.ComposerError(None, None, f"alias *{ev.anchor} is not allowed in a config",
+                                                  ev.start_mark)
+            return super().compose_node(parent, index)
+
+        def construct_mapping(self, node, deep=False):
+            seen = set()
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    dup = key in seen
+                except TypeError:
+                    continue  # an unhashable key: SafeLoader's own error follows
+                if dup:
+                    raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}",
+                                                            key_node.start_mark)
+                seen.add(key)
+            return super().construct_mapping(node, deep)
+
+    if len(text) > MAX_CONFIG_BYTES:
+        raise ValueError(f"{source}: {len(text)} bytes; a config is at most {MAX_CONFIG_BYTES}")
+    try:
+        return yaml.load(text, Loader=StrictLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as e:
+        where = getattr(e, "problem_mark", None)
+        line = f" line {where.line + 1}" if where is not None else ""
+        what = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ValueError(f"{source}:{line} not a valid config ({what})") from None
 
 
 def read_config_file(path: str | Path | None) -> dict:
@@ -76,12 +122,11 @@ def read_config_file(path: str | Path | None) -> dict:
     is not a mapping is a ``ValueError`` naming it.  Both CLIs' ``--config`` read through here."""
     if path is None:
         return {}
-    import yaml
-
     try:
-        d = yaml.safe_load(Path(path).read_text())
-    except yaml.YAMLError as e:
-        raise ValueError(f"{path}: not YAML/JSON ({e})") from None
+        text = Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ValueError(f"{path}: not a text file") from None
+    d = load_yaml(text, str(path))
     if d is None:
         return {}
     if not isinstance(d, dict):
@@ -92,14 +137,14 @@ def read_config_file(path: str | Path | None) -> dict:
 def parse_set(items) -> dict:
     """``("epochs=3", "pvae.beta=0")`` (``--set`` on either CLI) to ``{"epochs": 3, "pvae.beta": 0}``;
     values are read as YAML scalars/lists."""
-    import yaml
-
     out = {}
     for item in items:
         if "=" not in item:
             raise ValueError(f"--set: expected KEY=VALUE, got {item!r}")
         k, v = item.split("=", 1)
-        out[k.strip()] = yaml.safe_load(v)
+        if k.strip() in out:
+            raise ValueError(f"--set: {k.strip()} given twice")
+        out[k.strip()] = load_yaml(v, f"--set {k.strip()}")
     return out
 
 
@@ -113,3 +158,16 @@ def apply_overrides(d: dict, overrides: dict | None) -> dict:
             cur = cur.setdefault(p, {})
         cur[last] = value
     return d
+
+
+def changed_fields(old: dict, new: dict, prefix: str = "") -> list[str]:
+    """``["pvae.beta: 100.0 -> 50.0", ...]``: the dotted fields whose values differ between two
+    config dicts (what ``--resume`` names when a run's saved config and the new one disagree)."""
+    out = []
+    for k in sorted(set(old) | set(new), key=str):
+        a, b = old.get(k, "<absent>"), new.get(k, "<absent>")
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += changed_fields(a, b, f"{prefix}{k}.")
+        elif a != b:
+            out.append(f"{prefix}{k}: {a!r} -> {b!r}")
+    return out

@@ -59,6 +59,12 @@ class FbankConfig(ConfigMixin):
     vtln_high: float = -500.0
 
     def __post_init__(self) -> None:
+        from .config import check_field_types
+
+        check_field_types(self)
+        if self.sample_rate < 1000 or self.dither < 0 or not 0 <= self.preemph_coeff <= 1:
+            raise ValueError(f"need sample_rate >= 1000, dither >= 0 and 0 <= preemph_coeff <= 1; got "
+                             f"{self.sample_rate}, {self.dither}, {self.preemph_coeff}")
         nyquist = 0.5 * self.sample_rate
         high = self.high_freq if self.high_freq > 0 else nyquist + self.high_freq
         if not (0 < self.vtln_warp <= 2):
@@ -75,10 +81,11 @@ class FbankConfig(ConfigMixin):
                 f"need 0 <= low_freq < high_freq <= Nyquist ({nyquist} Hz); "
                 f"got low_freq={self.low_freq}, high_freq={high}"
             )
-        if self.num_mel_bins < 3:
-            raise ValueError("num_mel_bins must be >= 3")
         if self.window_size < 2 or self.window_shift < 1:
             raise ValueError("frame length/shift too short for the sample rate")
+        if not 3 <= self.num_mel_bins <= self.padded_window_size // 2:  # more would leave bins empty
+            raise ValueError(f"num_mel_bins must be in [3, {self.padded_window_size // 2}] for a "
+                             f"{self.padded_window_size}-point FFT, got {self.num_mel_bins}")
 
     # Kaldi computes sizes with int() truncation of samp_freq * ms / 1000.
     @property

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 import yaml
 
-from pvae_data.config import ConfigMixin, apply_overrides, read_config_file
+from pvae_data.config import ConfigMixin, apply_overrides, changed_fields, load_yaml, read_config_file
 
 from .models.bridge import Bridge, BridgeConfig
 
@@ -195,9 +195,11 @@ def fit(cfg: BridgeTrainConfig, out_dir: str | Path, resume: bool = False, show_
     if ckpt.exists() and not resume:
         raise FileExistsError(f"{out} already holds a bridge; use --resume to continue it, or another --out")
     if resume and (out / "bridge.yaml").exists():
-        saved = BridgeTrainConfig.from_dict(yaml.safe_load((out / "bridge.yaml").read_text()))
-        if {**saved.to_dict(), "epochs": 0} != {**cfg.to_dict(), "epochs": 0}:
-            raise ValueError(f"{out}/bridge.yaml differs from this config (only epochs may change on resume)")
+        saved = BridgeTrainConfig.from_dict(load_yaml((out / "bridge.yaml").read_text(), str(out / "bridge.yaml")))
+        diff = changed_fields({**saved.to_dict(), "epochs": 0}, {**cfg.to_dict(), "epochs": 0})
+        if diff:
+            raise ValueError(f"{out}/bridge.yaml differs from this config in {'; '.join(diff)} "
+                             f"(only epochs may change on resume)")
     (out / "bridge.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     bases = load_bases(cfg)
     latents = base_latents(cfg, bases, out / "latents.pt")

@@ -58,10 +58,13 @@ class TrainConfig(ConfigMixin):
     spec_augment: SpecAugmentConfig = field(default_factory=SpecAugmentConfig)
 
     def __post_init__(self) -> None:
-        if isinstance(self.pvae, dict):
-            self.pvae = PVAEConfig.from_dict(self.pvae)
-        if isinstance(self.spec_augment, dict):
-            self.spec_augment = SpecAugmentConfig.from_dict(self.spec_augment)
+        for name, cls in (("pvae", PVAEConfig), ("spec_augment", SpecAugmentConfig)):
+            value = getattr(self, name)
+            if isinstance(value, dict):
+                setattr(self, name, cls.from_dict(value))
+            elif not isinstance(value, cls):
+                raise ValueError(f"{name} must be a mapping of {cls.__name__} fields "
+                                 f"(e.g. --set {name}.FIELD=VALUE), got {value!r}")
         from .normalize import CMVN_MODES
 
         if self.cmvn not in CMVN_MODES:
@@ -72,6 +75,19 @@ class TrainConfig(ConfigMixin):
             raise ValueError(f"unknown model {self.model!r} (available: {', '.join(MODALITIES)})")
         if self.epochs < 1 or self.batch_size < 2 or self.lr <= 0:
             raise ValueError("epochs >= 1, batch_size >= 2 and lr > 0 are required")
+        if len(self.betas) != 2 or not all(isinstance(b, (int, float)) and 0 <= b < 1 for b in self.betas):
+            raise ValueError(f"betas must be two numbers in [0, 1) (Adam's), got {list(self.betas)}")
+        if self.eps <= 0:
+            raise ValueError(f"eps must be > 0, got {self.eps}")
+        for name in ("num_threads", "eval_every", "grad_clip", "max_minutes", "seed", "eval_coherence_images"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.eval_images < 10:
+            raise ValueError(f"eval_images must be >= 10 (one per digit at least), got {self.eval_images}")
+        import re
+
+        if not re.fullmatch(r"cpu|mps|cuda(:\d+)?", self.device):
+            raise ValueError(f"device must be cpu, cuda, cuda:N or mps, got {self.device!r}")
         if not 0 <= self.image_shift <= 7:
             raise ValueError(f"image_shift must be in [0, 7] pixels, got {self.image_shift}")
         if not 0.0 <= self.ema_decay < 1.0:

@@ -19,6 +19,8 @@ import numpy as np
 import torch
 import yaml
 
+from pvae_data.config import changed_fields, load_yaml
+
 from .checkpoints import RunIOError, load_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .data import PairedEpochs, load_audio_split, load_image_split
@@ -68,6 +70,18 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, show_prog
         trainer.close()
 
 
+def _usable_device(name: str) -> "torch.device":
+    """``torch.device(name)`` when this machine has it, else a one-line ``ValueError``."""
+    if name.startswith("cuda"):
+        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        index = int(name.split(":")[1]) if ":" in name else 0
+        if index >= n:
+            raise ValueError(f"device {name}: this machine has {n} CUDA device(s)" + ("" if n else "; use --device cpu"))
+    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ValueError("device mps: not available on this machine; use --device cpu")
+    return torch.device(name)
+
+
 class Trainer:
     """One training run, in the steps a reader looks for: ``__init__`` (config, data, model,
     resume), ``fit`` (the epochs), ``train_epoch`` (the steps of one epoch), ``evaluate`` (the
@@ -84,7 +98,7 @@ class Trainer:
         self.show_progress = show_progress
         if cfg.num_threads:
             torch.set_num_threads(cfg.num_threads)
-        self.device = device = torch.device(cfg.device)
+        self.device = device = _usable_device(cfg.device)
         self.ckpt_path = run / "checkpoints" / "last.pt"
         self.writer = self._lock = None
         if self.main:
@@ -93,7 +107,12 @@ class Trainer:
             self._write_config(resume)
         torch.manual_seed(cfg.seed)
         self._load_data()
-        self.model = build_model(cfg.model, cfg.pvae).to(device)
+        try:
+            self.model = build_model(cfg.model, cfg.pvae).to(device)
+        except (RuntimeError, MemoryError) as e:  # e.g. an allocation far past the machine's memory
+            raise ValueError(f"cannot build the {cfg.model} model with these sizes (pvae.hidden "
+                             f"{cfg.pvae.hidden}, latents {cfg.pvae.z_shared}/{cfg.pvae.z_audio}/{cfg.pvae.z_image}): "
+                             f"{(str(e).splitlines() or [''])[0][:120]}") from None
         self.opt = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, betas=cfg.betas, eps=cfg.eps)
         # ema_decay: the delivered model is a moving average of the trained one (torch's own
         # AveragedModel); checkpoints hold both, evaluate loads the average.
@@ -117,11 +136,14 @@ class Trainer:
         if (run / CONFIG).exists() and not resume and self.ckpt_path.exists():
             raise FileExistsError(f"{run} already holds a run; use --resume to continue it, or another --out")
         if resume and (run / CONFIG).exists():
-            saved = TrainConfig.from_dict(yaml.safe_load((run / CONFIG).read_text()))
+            saved = TrainConfig.from_dict(load_yaml((run / CONFIG).read_text(), str(run / CONFIG)))
             saved = replace(saved, audio_shards=str(Path(saved.audio_shards).resolve()),  # older runs: relative
                             image_shards=str(Path(saved.image_shards).resolve()))
-            if {**saved.to_dict(), "epochs": 0, "max_minutes": 0} != {**cfg.to_dict(), "epochs": 0, "max_minutes": 0}:
-                raise ValueError(f"{run}/{CONFIG} differs from this config (only epochs/max_minutes may change on resume)")
+            diff = changed_fields({**saved.to_dict(), "epochs": 0, "max_minutes": 0},
+                                  {**cfg.to_dict(), "epochs": 0, "max_minutes": 0})
+            if diff:
+                raise ValueError(f"{run}/{CONFIG} differs from this config in {'; '.join(diff)} "
+                                 f"(only epochs/max_minutes may change on resume)")
         (run / CONFIG).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
 
     def _load_data(self) -> None:

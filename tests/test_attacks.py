@@ -319,3 +319,59 @@ def test_a_1_hz_header_and_cancelling_stereo_channels_are_rejected(fsdd_audio, w
     code, out = run("fbank", tmp_path / "m.jsonl", tmp_path / "f", "-q")
     assert code == 0 and "kept 1, rejected 1 of 2" in out, out
     assert "implausible sample rate" in read_jsonl(tmp_path / "f" / "rejected.jsonl")[0]["reason"]
+
+
+def test_yaml_alias_bombs_and_duplicate_keys_are_refused_fast(fsdd_files, tmp_path):
+    """Item 11: a "billion laughs" config is refused at its first alias (no expansion); a key
+    given twice is an error naming the line, never the silent last value."""
+    import time
+
+    from pvae_data.config import load_yaml
+
+    bomb = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"{c}: &{c} [*{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}]\n" for p, c in zip("abcdefgh", "bcdefghi"))
+    (tmp_path / "bomb.yaml").write_text(bomb)
+    (tmp_path / "dup.yaml").write_text("num_mel_bins: 40\ndither: 0.0\nnum_mel_bins: 80\n")
+    t0 = time.perf_counter()
+    code, out = run("fbank", fsdd_files[0], tmp_path / "f", "--config", tmp_path / "bomb.yaml")
+    assert code == 2 or code == 1
+    assert "alias" in out and "bomb.yaml" in out and time.perf_counter() - t0 < 10, out
+    code, out = run("fbank", fsdd_files[0], tmp_path / "f", "--config", tmp_path / "dup.yaml")
+    assert code in (1, 2) and "duplicate key 'num_mel_bins'" in out and "line 3" in out, out
+    with pytest.raises(ValueError, match="alias"):
+        load_yaml("x: &x 1\ny: *x\n")
+    assert load_yaml("a: 1\nb: [1, 2]\n") == {"a": 1, "b": [1, 2]}
+
+
+@pytest.mark.parametrize("setting, message", [
+    ("betas=[]", "betas must be two numbers"), ("num_threads=-3", "num_threads must be >= 0"),
+    ("pvae.hidden=1000000", "at most 8192"), ("pvae=3", "pvae must be a mapping"),
+    ("device=cuda:7", "cuda:7"), ("device=bogus", "device must be"), ("eval_images=-5", "eval_images must be"),
+    ("lr=.inf", "lr: must be a finite number")])
+def test_bad_training_settings_are_one_line_naming_the_field(small_shards, tmp_path, setting, message):
+    """Item 12: each was a traceback, an attempt to allocate terabytes, or accepted silently."""
+    audio, images = small_shards
+    code, out = _model("train", "--out", tmp_path / "run", "--audio-shards", audio, "--image-shards", images,
+                       "--epochs", "1", "-q", "--set", setting)
+    assert code == 1 and message in out and len(out.strip().splitlines()) == 1, out
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+@pytest.mark.parametrize("setting, message", [
+    ("num_mel_bins=abc", "num_mel_bins: expected int"), ("num_mel_bins=100000", "num_mel_bins must be in"),
+    ("dither=.nan", "dither: must be a finite number")])
+def test_bad_fbank_settings_are_one_line_naming_the_field(fsdd_files, tmp_path, setting, message):
+    from pvae_data.io_utils import write_jsonl
+
+    write_jsonl(tmp_path / "m.jsonl", [{"id": "u0", "audio": fsdd_files[0], "speaker": "s", "transcript": "one"}])
+    code, out = run("fbank", tmp_path / "m.jsonl", tmp_path / "f", "--set", setting)
+    assert code in (1, 2) and message in out and len(out.strip().splitlines()) <= 3, out
+    assert not (tmp_path / "f").exists()
+
+
+def test_resume_names_the_field_that_changed(tiny_run, tmp_path):
+    """Item 15: "differs from this config" now says which field, from what to what."""
+    run_dir = tmp_path / "run"
+    shutil.copytree(tiny_run, run_dir)
+    code, out = _model("train", "--out", run_dir, "--resume", "--epochs", "2", "-q", "--set", "pvae.beta=7")
+    assert code == 1 and "pvae.beta" in out and "-> 7" in out, out

@@ -26,6 +26,9 @@ from ..modules import audio_input, gaussian_nll_audio, gaussian_nll_image, kl_ga
 from .base import ConfigMixin, FromRun, ModelOutput, cyclic_derangement, other_label_negatives
 
 
+MAX_WIDTH = 8192  # 16x the paper's 512-cell LSTMs: anything wider is a typo, not a model
+
+
 @dataclass
 class PVAEConfig(ConfigMixin):
     feat_dim: int = 80
@@ -163,6 +166,11 @@ class PVAEConfig(ConfigMixin):
                 raise ValueError(f"{name} must be one of {tuple(allowed)}, got {getattr(self, name)!r}")
         if min(self.z_shared, self.z_audio, self.z_image, self.hidden) <= 0:
             raise ValueError("latent and hidden sizes must be positive")
+        if self.hidden > MAX_WIDTH or max(self.z_shared, self.z_audio, self.z_image) > MAX_WIDTH or \
+                not all(0 < c <= MAX_WIDTH for c in self.image_channels):
+            raise ValueError(f"hidden, latent sizes and image_channels must be at most {MAX_WIDTH} "
+                             f"(got hidden {self.hidden}, latents {self.z_shared}/{self.z_audio}/{self.z_image}, "
+                             f"image_channels {list(self.image_channels)})")
         if self.image_nll_std <= 0:
             raise ValueError("image_nll_std must be > 0")
         for name in NON_NEGATIVE:
