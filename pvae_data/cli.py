@@ -584,14 +584,13 @@ def lhotse_import(manifests, out: Path, split) -> None:
 @lhotse.command("export", context_settings=CONTEXT)
 @click.argument("fbank_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.argument("out", type=click.Path(path_type=Path))
-@_allow_commands_option
-def lhotse_export(fbank_dir: Path, out: Path, allow_commands: bool) -> None:
+def lhotse_export(fbank_dir: Path, out: Path) -> None:
     """An fbank stage directory -> OUT/cuts.jsonl.gz + OUT/feats.h5: cut.load_features() returns
     our matrices exactly (numpy_hdf5 storage), each cut with its recording (resampled and
     speed-perturbed as the features were) and supervision; lhotse.qa.validate passes."""
     from .lhotse_io import export_lhotse
 
-    _run_stage(out, lambda: export_lhotse(fbank_dir, out, allow_commands=allow_commands))
+    _run_stage(out, lambda: export_lhotse(fbank_dir, out))
 
 
 @main.command("default-config", context_settings=CONTEXT)

@@ -75,7 +75,13 @@ def write_data_dir(d: str | Path, records: list[dict], features_dir: Path, prefi
     src = Path(features_dir).resolve()
     cmvn = {}
     if (src / "cmvn_speaker.scp").is_file():
-        cmvn = dict(line.split(maxsplit=1) for line in (src / "cmvn_speaker.scp").read_text().splitlines() if line)
+        # the stage wrote absolute ark paths; the ark is found where the stage directory is now
+        # (it may have been moved or copied since)
+        for line in (src / "cmvn_speaker.scp").read_text().splitlines():
+            if line.strip():
+                spk, where = line.split(maxsplit=1)
+                ark, _, offset = where.strip().rpartition(":")
+                cmvn[spk] = f"{src / Path(ark).name}:{offset}"
     reco: dict[str, str] = {}  # audio path -> recording id
     names = ("wav.scp", "segments", "reco2dur", "text", "utt2spk") + (("feats.scp",) if with_feats else ())
     rows: dict[str, list] = {name: [] for name in names}

@@ -110,11 +110,12 @@ def import_lhotse(manifests: list[str | os.PathLike], out_dir: str | os.PathLike
                         elapsed_s=timer.elapsed).check()
 
 
-def export_lhotse(fbank_dir: str | os.PathLike, out_dir: str | os.PathLike,
-                  allow_commands: bool = False) -> StageSummary:
-    """``OUT/cuts.jsonl.gz`` + ``OUT/feats.h5`` from an ``fbank`` stage directory.  A ``cmd |``
-    entry in its ``feats.scp`` is refused unless ``allow_commands``."""
-    from .kaldi_io import FeatsTable
+def export_lhotse(fbank_dir: str | os.PathLike, out_dir: str | os.PathLike) -> StageSummary:
+    """``OUT/cuts.jsonl.gz`` + ``OUT/feats.h5`` from an ``fbank`` stage directory.  The matrices
+    are read from the stage's arks through ``features.jsonl``'s relative references (as ``shard
+    audio`` does): never through ``feats.scp``, whose entries could be commands, and wherever the
+    directory has been moved."""
+    from .stages.shard import ArkReader
 
     lhotse = _lhotse()
     from lhotse.features.io import NumpyHdf5Writer
@@ -130,14 +131,13 @@ def export_lhotse(fbank_dir: str | os.PathLike, out_dir: str | os.PathLike,
     shift = float(fb.get("frame_shift_ms", 10.0)) / 1000.0
     rate = int(fb.get("sample_rate", 16000))
     records = read_jsonl(src / "features.jsonl")
-    feats = FeatsTable(src / "feats.scp", allow_commands)  # a `cmd |` entry is refused unless allowed
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     cuts = []
     recordings: dict[str, object] = {}
-    with NumpyHdf5Writer(out / FEATS_H5) as writer:
+    with NumpyHdf5Writer(out / FEATS_H5) as writer, ArkReader(src) as arks:
         for r in records:
-            m = feats[r["id"]]
+            m = arks.load(r)
             key = writer.write(r["id"], m)
             # The cut lasts exactly num_frames * shift (what lhotse's own Kaldi import gives Kaldi
             # features: snip_edges frames cover up to 1.5 frames less than the segment); the

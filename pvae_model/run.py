@@ -29,12 +29,18 @@ METRICS = "metrics.jsonl"
 TRAIN_LOG = "train.log"
 
 
-def load_model(run_dir: str | Path, checkpoint: str = "best", device: str = "cpu"):
-    """(model in eval mode, TrainConfig, checkpoint dict) of a trained run."""
+def load_model(run_dir: str | Path, checkpoint: str = "best", device: str = "cpu", expect: str | None = None):
+    """(model in eval mode, TrainConfig, checkpoint dict) of a trained run; ``expect`` is the model
+    kind the run's config names (a checkpoint of another kind is refused)."""
     path = checkpoint_path(run_dir, checkpoint)
     ck = load_checkpoint(path, map_location=device)
     ck["loaded_from"] = str(path)  # what was read, after any fallback: reported next to the results
+    if not isinstance(ck, dict) or not isinstance(ck.get("config"), dict) or "model" not in ck:
+        raise RunIOError(f"{path}: not a checkpoint of a pvae-model run (no config or model weights)")
     cfg = TrainConfig.from_dict(ck["config"])
+    if expect is not None and expect != cfg.model:
+        raise ValueError(f"{path} holds a {cfg.model} model, but {Path(run_dir) / CONFIG} says this run is "
+                         f"{expect}: not this run's checkpoint")
     return REGISTRY[cfg.model].from_checkpoint(ck, device), cfg, ck
 
 
@@ -45,7 +51,7 @@ def load_cmvn(audio_shards) -> dict | None:
     return (load_index(audio_shards)[1].get("cmvn") or {}).get("global")
 
 
-def shard_dir(run_dir, name: str, saved: str, override: str | None = None) -> str:
+def shard_dir(run_dir, name: str, saved: str, override: str | None = None, source: str | None = None) -> str:
     """Where a run's ``name`` shards are: ``override`` when given, else the path saved in its
     config, as saved (runs since the paths are stored resolved) or relative to the run directory's
     parent (older runs stored the path relative to the cwd of ``train``)."""
@@ -57,8 +63,9 @@ def shard_dir(run_dir, name: str, saved: str, override: str | None = None) -> st
     for cand in (Path(saved), Path(run_dir).resolve().parent / saved):
         if cand.is_dir():
             return str(cand)
-    raise FileNotFoundError(f"{saved}: the {name.replace('_', ' ')} named in {Path(run_dir) / CONFIG} "
-                            f"do not exist from {Path.cwd()}; pass {flag} DIR")
+    source = source or str(Path(run_dir) / CONFIG)
+    raise FileNotFoundError(f"{saved}: the {name.replace('_', ' ')} named in {source} do not exist "
+                            f"from {Path.cwd()}; pass {flag} DIR (or edit {Path(run_dir) / CONFIG})")
 
 
 def load_run(run_dir, checkpoint: str = "best", device: str = "cpu", audio_shards: str | None = None,
@@ -66,14 +73,33 @@ def load_run(run_dir, checkpoint: str = "best", device: str = "cpu", audio_shard
     """(checkpoint dict, TrainConfig, model in eval mode, test AudioSet, test ImageSet, global CMVN).
 
     ``checkpoint`` is "best" or "last" (best falls back to last, with a warning) or a path to a
-    ``.pt`` file; ``audio_shards`` / ``image_shards`` override the shard paths saved in the run."""
-    model, cfg, ck = load_model(run_dir, checkpoint, device)
-    cfg = replace(cfg, audio_shards=shard_dir(run_dir, "audio_shards", cfg.audio_shards, audio_shards),
-                  image_shards=shard_dir(run_dir, "image_shards", cfg.image_shards, image_shards))
+    ``.pt`` file; ``audio_shards`` / ``image_shards`` override the shard paths.  The shard paths
+    are read from ``RUN/config.yaml`` (the file a user edits after moving the shards; the
+    checkpoint's copy only when it is missing).  A checkpoint of another kind of model than the
+    run's config names is refused."""
+    saved = _run_config(run_dir)
+    model, cfg, ck = load_model(run_dir, checkpoint, device, expect=(saved or {}).get("model", "pvae")
+                                if saved is not None else None)
+    src, where = (saved, None) if saved is not None else (cfg.to_dict(), f"the checkpoint {ck['loaded_from']}")
+    cfg = replace(cfg, audio_shards=shard_dir(run_dir, "audio_shards", str(src.get("audio_shards")), audio_shards, where),
+                  image_shards=shard_dir(run_dir, "image_shards", str(src.get("image_shards")), image_shards, where))
     cmvn = load_cmvn(cfg.audio_shards)
     audio = load_audio_split(cfg.audio_shards, "test", cmvn=cmvn, mode=cfg.cmvn)
     images = load_image_split(cfg.image_shards, "test")
     return ck, cfg, model, audio, images, cmvn
+
+
+def _run_config(run_dir) -> dict | None:
+    """``RUN/config.yaml`` as a dict (None when the run has none), read strictly."""
+    from pvae_data.config import load_yaml
+
+    path = Path(run_dir) / CONFIG
+    if not path.is_file():
+        return None
+    d = load_yaml(path.read_text(encoding="utf-8", errors="replace"), str(path))
+    if not isinstance(d, dict):
+        raise ValueError(f"{path}: not a mapping of config fields")
+    return d
 
 
 def run_log(path: Path, msg: str) -> None:

@@ -8,6 +8,7 @@ the file named, never a traceback).  The cheap ones run in the default suite.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
 import struct
@@ -267,9 +268,9 @@ def test_ids_are_checked_before_they_become_paths(fsdd_files, tmp_path):
 
 
 def test_feats_scp_commands_run_only_with_the_opt_in(fsdd_files, tmp_path):
-    """kaldiio runs `cmd |` entries; shard kaldi, shard kaldi-dirs and lhotse export refuse them
-    (one line naming file and line) unless --allow-commands; a matrix kaldiio cannot read is a
-    one-line error naming the key, not a bare AssertionError."""
+    """kaldiio runs `cmd |` entries; shard kaldi and shard kaldi-dirs refuse them (one line naming
+    file and line) unless --allow-commands; lhotse export never reads feats.scp (the arks, through
+    features.jsonl); a matrix kaldiio cannot read is a one-line error naming the key."""
     from pvae_data.io_utils import write_jsonl
 
     write_jsonl(tmp_path / "m.jsonl", [{"id": f"u{i}", "audio": p, "speaker": "s", "transcript": "one",
@@ -284,11 +285,13 @@ def test_feats_scp_commands_run_only_with_the_opt_in(fsdd_files, tmp_path):
     shutil.copy(tmp_path / "f" / "feats.scp", d / "feats.scp")
     (d / "text").write_text("".join(f"u{i} one\n" for i in range(4)))
     for args in (["shard", "kaldi", d / "feats.scp", d / "text", tmp_path / "s1", "-q"],
-                 ["shard", "kaldi-dirs", tmp_path / "s2", f"train={d}", "-q"],
-                 ["lhotse", "export", tmp_path / "f", tmp_path / "lh"]):
+                 ["shard", "kaldi-dirs", tmp_path / "s2", f"train={d}", "-q"]):
         code, out = run(*args)
         assert code == 1 and "feats.scp:2" in out and "--allow-commands" in out, (args, out)
         assert len(out.strip().splitlines()) == 1
+    if importlib.util.find_spec("lhotse") is not None:
+        code, out = run("lhotse", "export", tmp_path / "f", tmp_path / "lh")
+        assert code == 0 and "kept 4" in out, out
     assert not flag.exists()
     # a damaged offset: one line naming the key
     (tmp_path / "text.ark").write_text("not a matrix at all\n")
@@ -375,3 +378,60 @@ def test_resume_names_the_field_that_changed(tiny_run, tmp_path):
     shutil.copytree(tiny_run, run_dir)
     code, out = _model("train", "--out", run_dir, "--resume", "--epochs", "2", "-q", "--set", "pvae.beta=7")
     assert code == 1 and "pvae.beta" in out and "-> 7" in out, out
+
+
+def test_run_directories_from_elsewhere(tiny_run, small_shards, tmp_path):
+    """Item 13: moved shards are found again by editing RUN/config.yaml (the file the error names);
+    a checkpoint of another model kind is refused; a garbage metrics.jsonl is named at once."""
+    import torch
+    import yaml
+
+    from pvae_model.eval.evaluate import _read_curves
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(tiny_run, run_dir)
+    moved = tmp_path / "moved_audio"
+    shutil.copytree(small_shards[0], moved)
+    cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
+    cfg["audio_shards"] = str(tmp_path / "gone")
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg))
+    code, out = _model("purity", run_dir, "--checkpoint", "last", "--seeds", "1")
+    assert code == 1 and "gone" in out and "config.yaml" in out, out
+    cfg["audio_shards"] = str(moved)  # the fix the message names works
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg))
+    code, out = _model("purity", run_dir, "--checkpoint", "last", "--seeds", "1")
+    assert code == 0, out
+    # a checkpoint of another model kind dropped into the run
+    ck = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)
+    ck["config"]["model"] = "vae-sp"
+    torch.save(ck, tmp_path / "other.pt")
+    code, out = _model("purity", run_dir, "--checkpoint", tmp_path / "other.pt", "--seeds", "1")
+    assert code == 1 and "holds a vae-sp model" in out and "says this run is pvae" in out, out
+    # a garbage training log: named with its line, at once
+    (run_dir / "metrics.jsonl").write_text("garbage\n")
+    import contextlib
+    import io
+
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        assert _read_curves(run_dir / "metrics.jsonl") == []
+    assert "metrics.jsonl: line 1" in err.getvalue()
+
+
+def test_kaldi_export_of_a_moved_fbank_dir_points_into_it(fsdd_files, tmp_path):
+    """Item 14: after the fbank directory is moved, `export --format kaldi` writes a cmvn.scp (and
+    feats.scp) pointing into the new place, and kaldiio reads every entry."""
+    import kaldiio
+
+    from pvae_data.io_utils import write_jsonl
+
+    write_jsonl(tmp_path / "m.jsonl", [{"id": f"s-u{i}", "audio": p, "speaker": "s", "transcript": "one",
+                                        "split": "train"} for i, p in enumerate(fsdd_files[:4])])
+    assert run("fbank", tmp_path / "m.jsonl", tmp_path / "f", "-q")[0] == 0
+    shutil.move(tmp_path / "f", tmp_path / "moved")
+    code, out = run("export", tmp_path / "moved", tmp_path / "k", "--format", "kaldi")
+    assert code == 0, out
+    for name in ("cmvn.scp", "feats.scp"):
+        text = (tmp_path / "k" / "train" / name).read_text()
+        assert str(tmp_path / "f") + "/" not in text and str(tmp_path / "moved") in text, text
+        assert all(m.shape[0] >= 2 for m in kaldiio.load_scp(str(tmp_path / "k" / "train" / name)).values())

@@ -17,6 +17,7 @@ swaps: :mod:`pvae_model.eval.judge`), ``objective`` and ``deviations`` (from the
 from __future__ import annotations
 
 import json
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,6 +54,7 @@ def evaluate(run_dir: str | Path, ecfg: EvalConfig = EvalConfig()) -> dict:
 
     t0 = time.perf_counter()
     run = Path(run_dir)
+    curves = _read_curves(run / "metrics.jsonl")  # first: a damaged log is named before minutes of work
     out = run / "eval"
     out.mkdir(parents=True, exist_ok=True)
     ck, cfg, model, audio, images, cmvn = load_run(run, ecfg.checkpoint, audio_shards=ecfg.audio_shards,
@@ -86,7 +88,7 @@ def evaluate(run_dir: str | Path, ecfg: EvalConfig = EvalConfig()) -> dict:
         _generation(model, audio, images, cmvn, cfg, ecfg, out)
         metrics.update(_coherence(model, audio, images, cfg, ecfg))
         metrics.update(_per_speaker(model, audio, images, cfg, ecfg, metrics["speakers"]))
-    _plot_curves(run / "metrics.jsonl", out / "training_curves.png")
+    _plot_curves(curves, out / "training_curves.png")
     metrics["seconds"] = round(time.perf_counter() - t0, 1)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     return metrics
@@ -164,11 +166,29 @@ CURVE_EVALS = ("purity_zs_speech", "purity_zs_image", "coh_speech_to_image_prior
                "coh_speech_to_image_ref", "coh_image_to_speech_ref", "gen_speech_own", "gen_image_own")
 
 
-def _plot_curves(metrics_path: Path, path: Path) -> None:
-    """Every loss term (log scale) and every quick evaluation against training minutes."""
+def _read_curves(metrics_path: Path) -> list[dict]:
+    """The training log's rows for the curves figure; a damaged log is a warning naming the file
+    and line (the curves are then left out: the model's evaluation does not need them)."""
     if not metrics_path.exists():
-        return
-    rows = [json.loads(ln) for ln in metrics_path.read_text().splitlines() if ln.strip()]
+        return []
+    rows = []
+    for i, ln in enumerate(metrics_path.read_text(errors="replace").splitlines(), 1):
+        if not ln.strip():
+            continue
+        try:
+            row = json.loads(ln)
+            if not isinstance(row, dict) or not isinstance(row.get("minutes"), (int, float)):
+                raise ValueError("not a metrics record")
+        except ValueError as e:
+            print(f"warning: {metrics_path}: line {i} is not a metrics record ({str(e)[:60]}); "
+                  f"no training_curves.png", file=sys.stderr)
+            return []
+        rows.append(row)
+    return rows
+
+
+def _plot_curves(rows: list[dict], path: Path) -> None:
+    """Every loss term (log scale) and every quick evaluation against training minutes."""
     if not rows:
         return
     plt = _plt()
