@@ -60,9 +60,6 @@ def batch_useful_flops(cfg, lengths: torch.Tensor) -> float:
     extra = 0.0
     if cfg.objective == "plus":  # cross-modal reconstruction: one more pass through each decoder
         extra = decoder + n * image_decoder_flops(cfg)
-        c1, c2 = cfg.image_channels  # each extra view: one unimodal image encoding
-        view = _conv(1, c1, 14) + _conv(c1, c2, 7) + 2.0 * c2 * 49 * H + 2.0 * H * 2 * (cfg.z_shared + cfg.z_image)
-        extra += n * cfg.image_views * view
     audio = 2 * lstm_flops(real, D, H) + decoder
     return 3.0 * (audio + n * (image_flops(cfg) + head_flops(cfg)) + extra)
 
@@ -85,7 +82,6 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--objective", choices=["paper", "plus", "both"], default="both")
     ap.add_argument("--hidden", type=int, default=512, help="LSTM / pre-encoder size (the paper's: 512)")
-    ap.add_argument("--image-views", type=int, default=0, help="plus: extra written digits per pair")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -95,7 +91,7 @@ def main() -> None:
     shards = Path(args.shards)
     audio = load_audio_split(shards / "audio", "train")
     images = load_image_split(shards / "images", "train")
-    data = PairedEpochs(audio, images, args.batch_size, seed=0, image_views=args.image_views)
+    data = PairedEpochs(audio, images, args.batch_size, seed=0)
     batches = [b for _, b in zip(range(args.batches + 2), data.batches(0))]
     peak = matmul_peak(args.threads)
     size = "paper architecture" if args.hidden == 512 else f"hidden {args.hidden}, paper: 512"
@@ -105,8 +101,7 @@ def main() -> None:
     for objective in objectives:
         torch.manual_seed(0)
         plus = objective == "plus"
-        cfg = PVAEConfig(objective=objective, image_nll_std=0.31 if plus else 1.0, hidden=args.hidden,
-                         image_views=args.image_views if plus else 0)
+        cfg = PVAEConfig(objective=objective, image_nll_std=0.31 if plus else 1.0, hidden=args.hidden)
         model = PVAE(cfg)
         opt = torch.optim.Adam(model.parameters(), lr=1e-3, betas=(0.95, 0.999))
 

@@ -131,7 +131,7 @@ class PairedEpochs:
     """
 
     def __init__(self, audio: AudioSet, images: ImageSet, batch_size: int, seed: int = 0,
-                 rank: int = 0, world_size: int = 1, image_views: int = 0, image_shift: int = 0,
+                 rank: int = 0, world_size: int = 1, image_shift: int = 0,
                  spec_augment=None):
         self.audio, self.images = audio, images
         self.image_shift = image_shift
@@ -143,18 +143,10 @@ class PairedEpochs:
                 raise ValueError(f"spec_augment.time_width {self.spec_augment.time_width} is wider than the shortest "
                                  f"training utterance ({shortest} frames)")
         self.seed, self.rank, self.world_size = seed, rank, world_size
-        self.image_views = image_views
         self.sampler = BucketBatchSampler(audio.lengths, batch_size, shuffle=True, seed=seed)
 
     def pairing(self, epoch: int) -> np.ndarray:
         return pair_images(self.audio.labels, self.images.labels, np.random.default_rng([self.seed, epoch, 1]))
-
-    def extra_views(self, epoch: int) -> np.ndarray:
-        """``[n_audio, image_views]``: more written digits of each spoken digit's label, drawn from
-        their own random stream, so the main pairing is the same with or without them."""
-        rng = np.random.default_rng([self.seed, epoch, 2])
-        labels = np.repeat(self.audio.labels, self.image_views)
-        return pair_images(labels, self.images.labels, rng).reshape(len(self.audio.labels), self.image_views)
 
     def num_batches(self) -> int:
         return len(range(self.rank, len(self.sampler), self.world_size))
@@ -162,7 +154,6 @@ class PairedEpochs:
     def batches(self, epoch: int) -> Iterator[dict]:
         self.sampler.set_epoch(epoch)
         pairs = self.pairing(epoch)
-        views = self.extra_views(epoch) if self.image_views else None
         all_batches = self.sampler.batches()
         for n in range(self.rank, len(all_batches), self.world_size):
             b = all_batches[n]
@@ -176,14 +167,9 @@ class PairedEpochs:
                 batch["audio_input"] = spec_augment(x_a, lengths, self.spec_augment, g)  # encoders read it;
                 # reconstruction targets stay the clean "audio" (a denoising objective, as SpecAugment
                 # is an input augmentation, not a change of what the decoder must produce)
-            if views is not None:  # [B, image_views, 1, 28, 28]
-                batch["image_views"] = self.images.images[torch.from_numpy(views[b])]
             if self.image_shift:  # seeded by (seed, epoch, global batch): the same under DDP and on resume
                 g = torch.Generator().manual_seed(int(np.random.default_rng([self.seed, epoch, 3, n]).integers(2**62)))
                 batch["image"] = random_shift(batch["image"], self.image_shift, g)
-                if views is not None:
-                    v = batch["image_views"]
-                    batch["image_views"] = random_shift(v.flatten(0, 1), self.image_shift, g).view_as(v)
             yield batch
 
     def padding_fraction(self) -> float:

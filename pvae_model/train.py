@@ -167,9 +167,8 @@ class Trainer:
             idx = np.random.default_rng(0).permutation(len(image_test.labels))[: cfg.eval_images]
             image_test = type(image_test)(image_test.images[idx], image_test.labels[idx], [image_test.keys[i] for i in idx])
         self.image_test = image_test
-        views = cfg.pvae.image_views if cfg.model == "pvae" else 0
         self.data = PairedEpochs(audio, images, cfg.batch_size, seed=cfg.seed, rank=self.rank, world_size=self.world,
-                                 image_views=views, image_shift=cfg.image_shift, spec_augment=cfg.spec_augment)
+                                 image_shift=cfg.image_shift, spec_augment=cfg.spec_augment)
         self.judge = None
         if self.main and cfg.model == "pvae" and cfg.eval_every and cfg.eval_coherence and self.device.type == "cpu":
             from .eval.judge import Judge

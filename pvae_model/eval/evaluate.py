@@ -158,9 +158,6 @@ def _inertia(x: np.ndarray, max_k: int, seed: int) -> list[float]:
 CURVE_TERMS = ("nll_audio", "nll_image", "cross_nll_audio", "cross_nll_image", "kl_s", "kl_a", "kl_i",
                "coherence_audio", "coherence_image", "contrastive",
                # plus terms, plotted when the run has them
-               "contrastive_views", "zs_agreement", "zs_pull_image", "swap_nll_image", "swap_nll_audio",
-               "cycle_image", "cycle_audio",
-               "critic_audio", "critic_image",
                "digit_critic_ce_audio", "digit_critic_ce_image")
 CURVE_EVALS = ("purity_zs_speech", "purity_zs_image", "coh_speech_to_image_prior", "coh_image_to_speech_prior",
                "coh_speech_to_image_ref", "coh_image_to_speech_ref", "gen_speech_own", "gen_image_own")

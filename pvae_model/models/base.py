@@ -26,17 +26,6 @@ def cyclic_derangement(n: int, generator: torch.Generator | None = None, device=
     return sigma
 
 
-def other_label_negatives(labels: torch.Tensor, fallback: torch.Tensor,
-                          generator: torch.Generator | None = None) -> torch.Tensor:
-    """For each sample, a uniformly drawn sample of a *different* label; ``fallback[i]`` where the
-    batch holds no other label."""
-    n = len(labels)
-    scores = torch.rand(n, n, generator=generator).to(labels.device)
-    other = labels[None, :] != labels[:, None]
-    pick = torch.where(other, scores, torch.full_like(scores, -1.0)).argmax(dim=1)
-    return torch.where(other.any(dim=1), pick, fallback)
-
-
 class FromRun:
     """``Model.from_run(run_dir, "best" | "last" | path)``: the trained model of a run directory
     (MultiVae's ``load_from_folder``).  Each model class names the run configs' ``model`` values it

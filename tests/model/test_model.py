@@ -180,15 +180,6 @@ def test_plus_adds_exactly_the_weighted_cross_terms():
     assert cfg.deviations("jmvae-kl") == {"image_nll_std": 0.31} and cfg.deviations("vae-sp") == {}
 
 
-def test_kl_shared_weight_adds_exactly_the_extra_shared_kl():
-    """kl_shared_weight w adds (w - 1) * KL(z_s) and nothing else, and is named a deviation."""
-    paper, heavy = _golden_metrics(), _golden_metrics(kl_shared_weight=4.0)
-    for k in ("nll_audio", "nll_image", "kl_s", "kl_a", "kl_i", "contrastive", "neg_elbo"):
-        assert heavy[k] == pytest.approx(paper[k], rel=1e-6), k
-    assert heavy["loss"] == pytest.approx(paper["loss"] + 3.0 * paper["kl_s"], rel=1e-5)
-    assert PVAEConfig(**GOLDEN_CFG, kl_shared_weight=4.0).deviations() == {"kl_shared_weight": 4.0}
-
-
 def test_vae_kl_weight_scales_the_baseline_vaes_kl_only():
     """A beta-VAE base: the loss is nll + w * KL while neg_elbo stays the ELBO; a deviation of the
     unimodal VAEs only."""
@@ -343,48 +334,8 @@ def test_tsne_figure_survives_a_collapsed_latent(tmp_path):
     assert _tsne(means["s_image"], 0) is None and _tsne(means["s_audio"], 0).shape == (40, 2)
 
 
-def test_partition_critic_trains_itself_and_pushes_the_private_encoder_the_other_way():
-    """The adversarial independence term: the critic descends its loss, the private encoder gets
-    the same gradient negated (gradient reversal), z_s gets none from it."""
-    from pvae_model.models.pvae import PartitionCritic
-
-    torch.manual_seed(0)
-    critic = PartitionCritic(4, 3, hidden=8)
-    z_s = torch.randn(6, 4, requires_grad=True)
-    z_p = torch.randn(6, 3, requires_grad=True)
-    neg = torch.tensor([1, 2, 3, 4, 5, 0])
-    loss = critic(z_s, z_p, neg)
-    assert loss.shape == (6,) and bool((loss > 0).all())
-    loss.sum().backward()
-    assert z_s.grad is None
-    g_reversed = z_p.grad.clone()
-    # the same loss without the reversal: the gradient on z_p is the exact negative
-    z_p2 = z_p.detach().clone().requires_grad_(True)
-    real = critic.net(torch.cat([z_s.detach(), z_p2], -1)).squeeze(-1)
-    fake = critic.net(torch.cat([z_s.detach(), z_p2[neg]], -1)).squeeze(-1)
-    bce = torch.nn.functional.binary_cross_entropy_with_logits
-    (bce(real, torch.ones_like(real), reduction="sum") + bce(fake, torch.zeros_like(fake), reduction="sum")).backward()
-    assert torch.allclose(g_reversed, -z_p2.grad)
-
-
-def test_private_adv_weight_is_a_named_plus_term():
-    paper = _golden_metrics()
-    adv = _golden_metrics(objective="plus", private_adv_weight=3.0)
-    assert "critic_image" in adv and "critic_audio" in adv and "critic_image" not in paper
-    assert adv["critic_image"] == pytest.approx(2 * math.log(2), abs=0.3)  # an untrained critic is near chance
-    assert PVAEConfig(**GOLDEN_CFG, objective="plus", private_adv_weight=3.0).deviations()["private_adv_weight"] == 3.0
-    with pytest.raises(ValueError, match="plus"):
-        PVAEConfig(private_adv_weight=1.0)
-    # the critics are created last: every other module starts from the same weights
-    torch.manual_seed(0)
-    a = PVAE(PVAEConfig(**GOLDEN_CFG, objective="plus")).state_dict()
-    torch.manual_seed(0)
-    b = PVAE(PVAEConfig(**GOLDEN_CFG, objective="plus", private_adv_weight=1.0)).state_dict()
-    assert all(torch.equal(a[k], b[k]) for k in a)
-
-
 def test_private_adv_start_ramps_the_term_in():
-    cfg = PVAEConfig(**GOLDEN_CFG, objective="plus", private_adv_weight=10.0, private_adv_start=3)
+    cfg = PVAEConfig(**GOLDEN_CFG, objective="plus", private_label_adv_weight=10.0, private_adv_start=3)
     model = PVAE(cfg)
     scales = []
     for e in range(10):
@@ -392,114 +343,6 @@ def test_private_adv_start_ramps_the_term_in():
         scales.append(model.adv_scale)
     assert scales[:3] == [0.0, 0.0, 0.0] and scales[3] == pytest.approx(0.2) and scales[7:] == [1.0, 1.0, 1.0]
     assert cfg.deviations()["private_adv_start"] == 3
-
-
-@pytest.mark.parametrize("style", ["reference", "prior"])
-def test_style_cycle_is_a_named_plus_term(style):
-    plus = _golden_metrics(objective="plus")
-    cyc = _golden_metrics(objective="plus", cycle_image=2.0, cycle_audio=0.5, cycle_style=style)
-    for k in ("nll_audio", "nll_image", "cross_nll_audio", "cross_nll_image"):
-        assert cyc[k] == pytest.approx(plus[k], rel=1e-6), k  # the cycle draws no extra noise
-    assert cyc["cycle_image"] > 0 and cyc["cycle_audio"] > 0 and "cycle_image" not in plus
-    assert cyc["loss"] == pytest.approx(plus["loss"] + 2.0 * cyc["cycle_image"] + 0.5 * cyc["cycle_audio"], rel=1e-5)
-    dev = PVAEConfig(**GOLDEN_CFG, objective="plus", cycle_image=2.0, cycle_style=style).deviations()
-    assert dev["cycle_image"] == 2.0 and dev["cycle_style"] == style and "cycle_audio" not in dev
-    with pytest.raises(ValueError, match="plus"):
-        PVAEConfig(cycle_image=1.0)
-    with pytest.raises(ValueError, match="cycle_style"):
-        PVAEConfig(objective="plus", cycle_image=1.0, cycle_style="swap")
-
-
-def test_style_cycle_trains_the_image_decoder_and_encoder_not_the_reference():
-    """The reference's z_i is a detached target: the cycle reaches the decoder, the re-encoding
-    image encoder and the speech z_s it decodes from, never the reference's own encoding path
-    beyond the re-encoding."""
-    torch.manual_seed(0)
-    model = PVAE(PVAEConfig(**GOLDEN_CFG, objective="plus", cycle_image=1.0))
-    b = _golden_batch()
-    qa, qi = model.encode_audio(b["audio"], b["lengths"]), model.encode_image(b["image"])
-    gen = model.cross_generate(b["lengths"], qa, qi)
-    neg = torch.tensor([1, 2, 3, 0])
-    model.style_cycle(b["lengths"], qa, qi, gen, neg)["image"].sum().backward()
-    assert model.dec_i.fc[0].weight.grad.abs().sum() > 0  # the decoder must draw the style
-    assert model.enc_i.heads["i"].mu.weight.grad.abs().sum() > 0  # the encoder must read it back
-    assert model.enc_a.heads["s"].mu.weight.grad.abs().sum() > 0  # through the speech z_s it was drawn with
-    assert model.dec_a.out.weight.grad is None and model.enc_a.heads["a"].mu.weight.grad is None
-
-
-def _assert_named_plus_term(field: str, metric: str, weight: float = 3.0) -> None:
-    """A plus term: off by default, adds exactly weight * its logged metric to the loss, is named
-    in deviations(), and is refused with the paper's objective."""
-    plus = _golden_metrics(objective="plus")
-    with_term = _golden_metrics(objective="plus", **{field: weight})
-    assert with_term[metric] > 0 and metric not in plus
-    assert with_term["loss"] == pytest.approx(plus["loss"] + weight * with_term[metric], rel=1e-5)
-    assert PVAEConfig(**GOLDEN_CFG, objective="plus", **{field: weight}).deviations()[field] == weight
-    with pytest.raises(ValueError, match="plus"):
-        PVAEConfig(**{field: 1.0})
-
-
-def test_zs_agreement_is_a_named_plus_term():
-    _assert_named_plus_term("zs_agree_weight", "zs_agreement")
-    # symmetric: zero exactly when the two unimodal posteriors coincide
-    from pvae_model.modules import kl_gauss
-
-    mu, lv = torch.randn(4, 3), torch.randn(4, 3)
-    assert torch.allclose(kl_gauss(mu, lv, mu, lv) + kl_gauss(mu, lv, mu, lv), torch.zeros(4), atol=1e-6)
-
-
-def _with_views(k: int = 2) -> dict:
-    g = torch.Generator().manual_seed(5)
-    return {**_golden_batch(), "image_views": torch.rand(4, k, 1, 28, 28, generator=g)}
-
-
-def _plus_with_views(**kw) -> tuple[PVAE, dict]:
-    """A plus model and its metrics on the golden batch with two extra views (fixed draws)."""
-    torch.manual_seed(0)
-    model = PVAE(PVAEConfig(**GOLDEN_CFG, objective="plus", **kw))
-    torch.manual_seed(1)
-    return model, model(_with_views(), generator=torch.Generator().manual_seed(2)).metrics
-
-
-def test_image_views_add_the_contrastive_term_on_more_images():
-    _, plus = _plus_with_views(beta=7.0)
-    model, views = _plus_with_views(beta=7.0, image_views=2)
-    for k in ("nll_audio", "nll_image", "cross_nll_audio", "contrastive"):  # the other terms: same draws
-        assert views[k] == pytest.approx(plus[k], rel=1e-6), k
-    assert "contrastive_views" not in plus and views["contrastive_views"] > 0
-    assert views["loss"] == pytest.approx(plus["loss"] + 7.0 * views["contrastive_views"], rel=1e-5)
-    # it is the paper's hinge, on each view against the same spoken digits, averaged over the views
-    b = _with_views()
-    mu_a = model.encode_audio(b["audio"], b["lengths"])["s"][0]
-    neg = cyclic_derangement(4, torch.Generator().manual_seed(2), mu_a.device)
-    per_view = [model.contrastive(mu_a, model.encode_image(b["image_views"][:, j])["s"][0], neg) for j in range(2)]
-    assert views["contrastive_views"] == pytest.approx(float(torch.stack(per_view).mean().detach()), rel=1e-5)
-    assert PVAEConfig(**GOLDEN_CFG, objective="plus", image_views=2).deviations()["image_views"] == 2
-    with pytest.raises(ValueError, match="plus"):
-        PVAEConfig(image_views=1)
-    with pytest.raises(ValueError, match=">= 0"):
-        PVAEConfig(objective="plus", image_views=-1)
-
-
-def test_view_coherence_is_the_papers_coherence_on_each_view():
-    _, hinge = _plus_with_views(image_views=2)
-    model, coh = _plus_with_views(image_views=2, view_coherence=3.0)
-    for k in ("nll_audio", "nll_image", "cross_nll_audio", "contrastive", "contrastive_views", "coherence_image"):
-        assert coh[k] == pytest.approx(hinge[k], rel=1e-6), k
-    assert "coherence_views" not in hinge and coh["coherence_views"] > 0
-    assert coh["loss"] == pytest.approx(hinge["loss"] + 3.0 * coh["coherence_views"], rel=1e-5)
-    # KL(q(z_s, z_i | x_a, v) || q(z_s, z_i | v)) per view, averaged over the views
-    b = _with_views()
-    with torch.no_grad():
-        per_view = []
-        for j in range(2):
-            v = b["image_views"][:, j]
-            q_mm, q_i = model.encode_multimodal(b["audio"], b["lengths"], v), model.encode_image(v)
-            per_view.append(kl_gauss(*q_mm["s"], *q_i["s"]) + kl_gauss(*q_mm["i"], *q_i["i"]))
-    assert coh["coherence_views"] == pytest.approx(float(torch.stack(per_view).mean()), rel=1e-5)
-    assert PVAEConfig(**GOLDEN_CFG, objective="plus", image_views=2, view_coherence=1.0).deviations()["view_coherence"] == 1.0
-    with pytest.raises(ValueError, match="image_views"):
-        PVAEConfig(objective="plus", view_coherence=1.0)
 
 
 def test_private_label_adversary_is_a_named_plus_term_with_reversed_gradient():
@@ -583,66 +426,14 @@ def test_private_label_capped_pushes_only_items_the_critic_still_reads():
     assert head.weight.grad.abs().sum() > 0  # the critic is trained
 
 
-def test_own_style_cross_reconstruction_is_a_named_plus_term():
-    """swap_image / swap_audio: each modality rebuilt from the other's unimodal z_s and its own
-    unimodal private latent; the term's gradient must reach the own private encoder (the style
-    has nowhere else to come from) and the other modality's z_s encoder."""
-    plus = _golden_metrics(objective="plus")
-    swap = _golden_metrics(objective="plus", swap_image=2.0, swap_audio=0.5)
-    assert swap["swap_nll_image"] > 0 and swap["swap_nll_audio"] > 0 and "swap_nll_image" not in plus
-    assert swap["loss"] == pytest.approx(plus["loss"] + 2.0 * swap["swap_nll_image"] + 0.5 * swap["swap_nll_audio"],
-                                         rel=1e-5)
-    dev = PVAEConfig(**GOLDEN_CFG, objective="plus", swap_image=2.0).deviations()
-    assert dev["swap_image"] == 2.0 and "swap_audio" not in dev
-    with pytest.raises(ValueError, match="plus"):
-        PVAEConfig(swap_image=1.0)
-    torch.manual_seed(0)
-    only_image = PVAE(PVAEConfig(**GOLDEN_CFG, objective="plus", swap_image=1.0, cross_weight=0.0, alpha=0.0, beta=0.0))
-    b = _golden_batch()
-    only_image(b, generator=torch.Generator().manual_seed(2)).loss.backward()
-    # with the coherence, contrastive and prior-style cross terms weighted 0, only the swap term
-    # reaches the unimodal encoders' heads
-    assert only_image.enc_i.heads["i"].mu.weight.grad.abs().sum() > 0
-    assert only_image.enc_a.heads["s"].mu.weight.grad.abs().sum() > 0
-    assert only_image.enc_a.heads["a"].mu.weight.grad.abs().sum() == 0  # the speech style is not read
+def test_retired_experiments_load_at_their_neutral_value_and_are_refused_when_used():
+    """Issue 28: the nine experiments that were not kept left PVAEConfig; an old run's config that
+    names them at their neutral value still loads, one that used them is refused by name."""
+    from pvae_model.models.pvae import RETIRED
 
-
-def test_other_digit_negatives_never_pick_the_same_digit():
-    from pvae_model.models.base import cyclic_derangement, other_label_negatives
-
-    g = torch.Generator().manual_seed(0)
-    labels = torch.tensor([0, 0, 1, 1, 2, 2, 2, 3])
-    fallback = cyclic_derangement(len(labels), g)
-    for _ in range(20):
-        neg = other_label_negatives(labels, fallback, g)
-        assert (labels[neg] != labels).all()
-    # every other-digit item is drawn for item 0 sometime (uniform, not the first one)
-    seen = {int(other_label_negatives(labels, fallback, g)[0]) for _ in range(200)}
-    assert seen == {2, 3, 4, 5, 6, 7}
-    same = torch.zeros(5, dtype=torch.long)  # one digit only: the paper's negatives
-    fb = cyclic_derangement(5, g)
-    assert torch.equal(other_label_negatives(same, fb, g), fb)
-    # a named plus deviation, refused with the paper's objective, changes only the hinge
-    dev = PVAEConfig(**GOLDEN_CFG, objective="plus", contrastive_negatives="other_digit").deviations()
-    assert dev["contrastive_negatives"] == "other_digit"
-    with pytest.raises(ValueError, match="plus"):
-        PVAEConfig(contrastive_negatives="other_digit")
-    batch = {**_golden_batch(), "label": torch.tensor([3, 3, 5, 5])}
-    m = {}
-    for name in ("any", "other_digit"):
-        torch.manual_seed(0)
-        model = PVAE(PVAEConfig(**GOLDEN_CFG, objective="plus", contrastive_negatives=name))
-        torch.manual_seed(1)
-        m[name] = model(batch, generator=torch.Generator().manual_seed(2)).metrics
-    assert m["any"]["nll_audio"] == m["other_digit"]["nll_audio"]
-    assert m["any"]["contrastive"] != m["other_digit"]["contrastive"]
-
-
-def test_zs_pull_moves_only_the_image_side():
-    """zs_pull_image regresses the image z_s mean onto the (fixed) speech z_s mean of its pair."""
-    _assert_named_plus_term("zs_pull_image", "zs_pull_image", 4.0)
-    torch.manual_seed(0)
-    model = PVAE(PVAEConfig(**GOLDEN_CFG, objective="plus", zs_pull_image=1.0, cross_weight=0.0, alpha=0.0, beta=0.0))
-    model(_golden_batch(), generator=torch.Generator().manual_seed(2)).loss.backward()
-    assert model.enc_i.heads["s"].mu.weight.grad.abs().sum() > 0
-    assert model.enc_a.heads["s"].mu.weight.grad.abs().sum() == 0  # the speech side is the fixed target
+    old = {**GOLDEN_CFG, **RETIRED}
+    assert PVAEConfig.from_dict(old) == PVAEConfig(**GOLDEN_CFG)
+    with pytest.raises(ValueError, match="pvae.image_views: an experiment that was not kept"):
+        PVAEConfig.from_dict({**old, "image_views": 3})
+    with pytest.raises(ValueError, match="unknown PVAEConfig fields"):
+        PVAEConfig.from_dict({"no_such_field": 1})

@@ -54,20 +54,6 @@ def test_pairing_is_on_the_fly_seeded_and_label_preserving(shards):
     assert seen == sorted(audio.labels.tolist())
 
 
-def test_image_views_are_more_images_of_the_label_and_leave_the_pairing_alone(shards):
-    audio = load_audio_split(shards[0], "train")
-    images = load_image_split(shards[1], "train")
-    plain, views = PairedEpochs(audio, images, 16, seed=3), PairedEpochs(audio, images, 16, seed=3, image_views=3)
-    for a, b in zip(plain.batches(0), views.batches(0)):
-        assert torch.equal(a["image"], b["image"]) and "image_views" not in a
-        assert b["image_views"].shape == (len(b["label"]), 3, 1, 28, 28)
-    v0, v1 = views.extra_views(0), views.extra_views(1)
-    assert v0.shape == (len(audio.labels), 3)
-    assert (images.labels[v0] == audio.labels[:, None]).all() and (images.labels[v1] == audio.labels[:, None]).all()
-    assert np.array_equal(v0, PairedEpochs(audio, images, 16, seed=3, image_views=3).extra_views(0))
-    assert (v0 != v1).mean() > 0.9 and (v0 != views.pairing(0)[:, None]).mean() > 0.9
-
-
 def test_audio_is_cmvn_normalised(shards):
     audio = load_audio_split(shards[0], "train")
     frames = torch.cat(audio.feats)
