@@ -101,7 +101,8 @@ def main() -> None:
     for objective in objectives:
         torch.manual_seed(0)
         plus = objective == "plus"
-        cfg = PVAEConfig(objective=objective, image_nll_std=0.31 if plus else 1.0, hidden=args.hidden)
+        cfg = PVAEConfig(objective=objective, hidden=args.hidden,
+                         departures={"image_nll_std": 0.31 if plus else 1.0})
         model = PVAE(cfg)
         opt = torch.optim.Adam(model.parameters(), lr=1e-3, betas=(0.95, 0.999))
 

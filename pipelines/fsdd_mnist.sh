@@ -54,7 +54,7 @@ common_stages
 if want 7; then
   for m in vae-sp vae-im; do
     run 7 "train $m ($base_epochs epochs)"
-    labels=(); [ $m = vae-sp ] && labels=(--set "pvae.vae_label_weight=$speech_base_labels")
+    labels=(); [ $m = vae-sp ] && labels=(--set "pvae.baseline.label_weight=$speech_base_labels")
     "$bin/pvae-model" train --config "$config" --model "$m" --out "$out/$m" --resume -q \
       --audio-shards "$out/shards/audio" --image-shards "$out/shards/images" --epochs "$base_epochs" --max-minutes 0 \
       "${labels[@]}"

@@ -38,7 +38,7 @@ def masked_utterance_norm(x: torch.Tensor, lengths: torch.Tensor, floor: float =
 class AudioPreEncoder(nn.Module):
     """1-layer LSTM; the hidden state at each sequence's own last frame.
 
-    ``input_norm="utterance"`` (a named architecture departure, ``PVAEConfig.audio_input_norm``):
+    ``input_norm="utterance"`` (a named architecture departure, ``PVAEConfig.departures.audio_input_norm``):
     the LSTM reads each utterance normalised by its own mean and variance (instance normalisation
     over time), so a new voice's channel and average spectrum never reach it, whatever CMVN was
     applied outside; the decoders still reconstruct the features as given."""

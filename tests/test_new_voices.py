@@ -277,17 +277,17 @@ def test_audio_input_norm_makes_the_speech_encoders_blind_to_a_channel():
     torch.manual_seed(0)
     x, lengths = torch.randn(3, 20, 80), torch.tensor([20, 10, 5])
     gain, shift = torch.rand(80) + 0.5, torch.randn(80)  # per-bin affine: a channel, or another CMVN
-    m = PVAE(PVAEConfig(audio_input_norm="utterance", **small)).eval()
+    m = PVAE(PVAEConfig(**small, departures=dict(audio_input_norm="utterance"))).eval()
     with torch.no_grad():
         a, b = m.encode_audio(x, lengths), m.encode_audio(x * gain + shift, lengths)
     assert all(torch.allclose(a[k][0], b[k][0], atol=1e-5) for k in ("s", "a"))
     plain = PVAE(PVAEConfig(**small)).eval()
     with torch.no_grad():
         assert not torch.allclose(plain.encode_audio(x, lengths)["s"][0], plain.encode_audio(x * gain + shift, lengths)["s"][0])
-    assert PVAEConfig(audio_input_norm="utterance").size_changes()["audio_input_norm"] == "utterance"
+    assert PVAEConfig(departures=dict(audio_input_norm="utterance")).size_changes()["audio_input_norm"] == "utterance"
     with pytest.raises(ValueError, match="audio_input_norm"):
-        PVAEConfig(audio_input_norm="speaker")
-    vae = UnimodalVAE(PVAEConfig(audio_input_norm="utterance", **small), "audio").eval()
+        PVAEConfig(departures=dict(audio_input_norm="speaker"))
+    vae = UnimodalVAE(PVAEConfig(**small, departures=dict(audio_input_norm="utterance")), "audio").eval()
     with torch.no_grad():
         assert torch.allclose(vae.encode_audio(x, lengths)["s"][0], vae.encode_audio(x * gain + shift, lengths)["s"][0], atol=1e-5)
 

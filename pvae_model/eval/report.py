@@ -103,7 +103,7 @@ def _deviation_text(m: dict) -> str:
 
 def size_notes(runs: list[tuple[Path, dict]]) -> list[str]:
     """One line per run whose layer sizes differ from the paper's (``size_changes``)."""
-    from ..models.pvae import PAPER_SIZES
+    from ..models.pvae_config import PAPER_SIZES
 
     notes = []
     for r, m in runs:

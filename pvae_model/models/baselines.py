@@ -43,15 +43,15 @@ class UnimodalVAE(FromRun, nn.Module):
         H = cfg.hidden
         if modality == "audio":
             z = cfg.z_shared + cfg.z_audio
-            self.pre = AudioPreEncoder(cfg.feat_dim, H, cfg.audio_input_norm)
+            self.pre = AudioPreEncoder(cfg.feat_dim, H, cfg.departures.audio_input_norm)
             self.dec = AudioDecoder(z, cfg.feat_dim, H)
         else:
             z = cfg.z_shared + cfg.z_image
             self.pre = cfg.image_pre_encoder()
             self.dec = ImageDecoder(z)
         self.head = GaussianHead(H, z)
-        # Only with vae_label_weight > 0, so checkpoints of the paper's baselines keep their keys.
-        self.label_head = nn.Linear(z, 10) if cfg.vae_label_weight > 0 else None
+        # Only with baseline.label_weight > 0, so checkpoints of the paper's baselines keep their keys.
+        self.label_head = nn.Linear(z, 10) if cfg.baseline.label_weight > 0 else None
 
     def encode_audio(self, x_a, lengths):
         if self.modality != "audio":
@@ -74,15 +74,15 @@ class UnimodalVAE(FromRun, nn.Module):
             x = batch["image"]
             mu, lv = self.encode_image(x)["s"]
             z = reparameterize(mu, lv)
-            nll = gaussian_nll_image(x, self.dec(z), self.cfg.image_nll_std)
+            nll = gaussian_nll_image(x, self.dec(z), self.cfg.departures.image_nll_std)
         kl = kl_std_normal(mu, lv)
         neg_elbo = (nll + kl).mean()
-        loss = (nll + self.cfg.vae_kl_weight * kl).mean()
+        loss = (nll + self.cfg.baseline.kl_weight * kl).mean()
         m = {"loss": loss, "neg_elbo": neg_elbo, f"nll_{self.modality}": nll.mean(), "kl": kl.mean()}
         if self.label_head is not None:
             logits = self.label_head(z)
             ce = nn.functional.cross_entropy(logits.float(), batch["label"].long())
-            loss = loss + self.cfg.vae_label_weight * ce
+            loss = loss + self.cfg.baseline.label_weight * ce
             m.update(loss=loss, label_ce=ce, label_acc=(logits.argmax(-1) == batch["label"]).float().mean())
         return ModelOutput(loss, {k: float(v.detach()) for k, v in m.items()})
 
@@ -100,9 +100,9 @@ class JMVAE(FromRun, nn.Module):
         super().__init__()
         self.cfg = cfg
         H, z = cfg.hidden, cfg.z_shared + cfg.z_audio + cfg.z_image
-        self.mm_a, self.mm_i = AudioPreEncoder(cfg.feat_dim, H, cfg.audio_input_norm), cfg.image_pre_encoder()
+        self.mm_a, self.mm_i = AudioPreEncoder(cfg.feat_dim, H, cfg.departures.audio_input_norm), cfg.image_pre_encoder()
         self.mm_head = GaussianHead(2 * H, z)
-        self.uni_a, self.uni_i = AudioPreEncoder(cfg.feat_dim, H, cfg.audio_input_norm), cfg.image_pre_encoder()
+        self.uni_a, self.uni_i = AudioPreEncoder(cfg.feat_dim, H, cfg.departures.audio_input_norm), cfg.image_pre_encoder()
         self.head_a, self.head_i = GaussianHead(H, z), GaussianHead(H, z)
         self.dec_a, self.dec_i = AudioDecoder(z, cfg.feat_dim, H), ImageDecoder(z)
 
@@ -119,7 +119,7 @@ class JMVAE(FromRun, nn.Module):
         mu, lv = self.mm_head(torch.cat([self.mm_a(x_in, lengths), self.mm_i(x_i)], dim=-1))
         z = reparameterize(mu, lv)
         nll_a = gaussian_nll_audio(x_a, self.dec_a(z, lengths), lengths)
-        nll_i = gaussian_nll_image(x_i, self.dec_i(z), self.cfg.image_nll_std)
+        nll_i = gaussian_nll_image(x_i, self.dec_i(z), self.cfg.departures.image_nll_std)
         kl = kl_std_normal(mu, lv)
         kl_a = kl_gauss(mu, lv, *self.encode_audio(x_in, lengths)["s"])
         kl_i = kl_gauss(mu, lv, *self.encode_image(x_i)["s"])

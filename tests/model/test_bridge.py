@@ -86,7 +86,7 @@ def base_runs(small_shards, tmp_path_factory):
         cfg = TrainConfig.from_dict({"audio_shards": str(audio), "image_shards": str(images),
                                      "model": name, "epochs": 1, "batch_size": 32, "eval_every": 0, "num_threads": 1,
                                      "pvae": {"hidden": 24, "z_shared": 4, "z_audio": 4, "z_image": 4,
-                                              "image_channels": [4, 8], "image_nll_std": 0.31}})
+                                              "image_channels": [4, 8], "departures": {"image_nll_std": 0.31}}})
         train(cfg, tmp / name, show_progress=False)
         runs[name] = tmp / name
     return runs

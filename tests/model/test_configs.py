@@ -25,9 +25,9 @@ def test_demo_config_names_its_deviations_and_size():
     # the paper-objective rows of pipelines/table1.sh: the plus-only term must be switched off too
     with pytest.raises(ValueError, match="plus"):
         load_config(CONFIGS / "pvae_fast.yaml", {"pvae.objective": "paper"})
-    paper = load_config(CONFIGS / "pvae_fast.yaml", {"pvae.objective": "paper", "pvae.private_label_adv_weight": 0})
+    paper = load_config(CONFIGS / "pvae_fast.yaml", {"pvae.objective": "paper", "pvae.departures.private_label_adv_weight": 0})
     assert set(paper.pvae.deviations()) == {"image_nll_std"}
-    assert "private_label_adv_weight=0" in (Path(__file__).resolve().parents[2] / "pipelines" / "table1.sh").read_text()
+    assert "pvae.departures.private_label_adv_weight=0" in (Path(__file__).resolve().parents[2] / "pipelines" / "table1.sh").read_text()
 
 
 def test_bridge_config_names_its_deviations_and_the_pipeline_uses_it():

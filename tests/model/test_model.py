@@ -168,15 +168,15 @@ def test_paper_objective_golden_value():
 
 
 def test_plus_adds_exactly_the_weighted_cross_terms():
-    paper, plus = _golden_metrics(), _golden_metrics(objective="plus", cross_weight=2.0)
+    paper, plus = _golden_metrics(), _golden_metrics(objective="plus", departures=dict(cross_weight=2.0))
     for k in ("nll_audio", "nll_image", "kl_s", "kl_a", "kl_i", "contrastive"):
         assert plus[k] == pytest.approx(paper[k], rel=1e-6), k  # same draws for the paper's terms
     assert plus["cross_nll_audio"] > 0 and plus["cross_nll_image"] > 0
     assert plus["loss"] == pytest.approx(paper["loss"] + 2.0 * (plus["cross_nll_audio"] + plus["cross_nll_image"]),
                                          rel=1e-5)
-    dev = PVAEConfig(**GOLDEN_CFG, objective="plus", cross_weight=2.0, image_nll_std=0.31).deviations()
+    dev = PVAEConfig(**GOLDEN_CFG, objective="plus", departures=dict(cross_weight=2.0, image_nll_std=0.31)).deviations()
     assert dev == {"objective": "plus", "cross_weight": 2.0, "cross_grad": "all", "image_nll_std": 0.31}
-    cfg = PVAEConfig(**GOLDEN_CFG, objective="plus", image_nll_std=0.31)  # a baseline built from it:
+    cfg = PVAEConfig(**GOLDEN_CFG, objective="plus", departures=dict(image_nll_std=0.31))  # a baseline built from it:
     assert cfg.deviations("jmvae-kl") == {"image_nll_std": 0.31} and cfg.deviations("vae-sp") == {}
 
 
@@ -187,14 +187,14 @@ def test_vae_kl_weight_scales_the_baseline_vaes_kl_only():
 
     def run(w):
         torch.manual_seed(0)
-        model = UnimodalVAE(PVAEConfig(**GOLDEN_CFG, vae_kl_weight=w), "image")
+        model = UnimodalVAE(PVAEConfig(**GOLDEN_CFG, baseline=dict(kl_weight=w)), "image")
         torch.manual_seed(1)
         return model(_golden_batch()).metrics
 
     full, light = run(1.0), run(0.1)
     assert light["neg_elbo"] == pytest.approx(full["neg_elbo"], rel=1e-6) and light["kl"] > 0
     assert light["loss"] == pytest.approx(full["nll_image"] + 0.1 * full["kl"], rel=1e-5)
-    cfg = PVAEConfig(**GOLDEN_CFG, vae_kl_weight=0.1)
+    cfg = PVAEConfig(**GOLDEN_CFG, baseline=dict(kl_weight=0.1))
     assert cfg.deviations("vae-sp") == {"vae_kl_weight": 0.1} and cfg.deviations() == {}
     assert cfg.deviations("jmvae-kl") == {}
 
@@ -207,7 +207,7 @@ def test_vae_label_weight_adds_a_digit_classifier_on_the_latent_sample():
 
     def run(w):
         torch.manual_seed(0)
-        model = UnimodalVAE(PVAEConfig(**GOLDEN_CFG, vae_label_weight=w), "audio")
+        model = UnimodalVAE(PVAEConfig(**GOLDEN_CFG, baseline=dict(label_weight=w)), "audio")
         torch.manual_seed(1)
         out = model({**_golden_batch(), "label": torch.tensor([3, 1, 4, 1])})
         return model, out
@@ -224,10 +224,10 @@ def test_vae_label_weight_adds_a_digit_classifier_on_the_latent_sample():
     assert model.label_head.weight.grad.abs().sum() > 0
     for (name, p), q in zip(model.head.named_parameters(), plain.head.parameters()):  # the classifier reaches the encoder
         assert not torch.allclose(p.grad, q.grad), name
-    cfg = PVAEConfig(**GOLDEN_CFG, vae_label_weight=2.0)
+    cfg = PVAEConfig(**GOLDEN_CFG, baseline=dict(label_weight=2.0))
     assert cfg.deviations("vae-sp") == {"vae_label_weight": 2.0} and cfg.deviations() == {}
     with pytest.raises(ValueError):
-        PVAEConfig(vae_label_weight=-1.0)
+        PVAEConfig(baseline=dict(label_weight=-1.0))
 
 
 def test_size_changes_name_the_sizes_that_differ_from_the_paper():
@@ -253,7 +253,7 @@ def test_cross_terms_reach_the_unimodal_shared_latent_but_not_the_private_encode
     assert model.mm.heads["s"].mu.weight.grad is None
     # cross_grad="decoders": the same terms train the decoders only
     torch.manual_seed(0)
-    model = PVAE(PVAEConfig(**GOLDEN_CFG, objective="plus", cross_grad="decoders"))
+    model = PVAE(PVAEConfig(**GOLDEN_CFG, objective="plus", departures=dict(cross_grad="decoders")))
     qa, qi = model.encode_audio(x_a, b["lengths"]), model.encode_image(b["image"])
     cross_i, cross_a = model.cross_reconstruction(x_a, b["lengths"], b["image"], qa, qi)
     (cross_i.sum() + cross_a.sum()).backward()
@@ -284,7 +284,7 @@ def test_objective_and_kernel_are_validated():
     with pytest.raises(ValueError, match="kernel"):
         PVAEConfig(kernel="laplace")
     with pytest.raises(ValueError):
-        PVAEConfig(cross_weight=-1)
+        PVAEConfig(departures=dict(cross_weight=-1))
 
 
 # ---- metrics that a collapsed latent cannot fool ---------------------------------------------
@@ -335,7 +335,7 @@ def test_tsne_figure_survives_a_collapsed_latent(tmp_path):
 
 
 def test_private_adv_start_ramps_the_term_in():
-    cfg = PVAEConfig(**GOLDEN_CFG, objective="plus", private_label_adv_weight=10.0, private_adv_start=3)
+    cfg = PVAEConfig(**GOLDEN_CFG, objective="plus", departures=dict(private_label_adv_weight=10.0, private_adv_start=3))
     model = PVAE(cfg)
     scales = []
     for e in range(10):
@@ -347,7 +347,7 @@ def test_private_adv_start_ramps_the_term_in():
 
 def test_private_label_adversary_is_a_named_plus_term_with_reversed_gradient():
     torch.manual_seed(0)
-    cfg = PVAEConfig(**GOLDEN_CFG, objective="plus", private_label_adv_weight=2.0)
+    cfg = PVAEConfig(**GOLDEN_CFG, objective="plus", departures=dict(private_label_adv_weight=2.0))
     model = PVAE(cfg)
     b = {**_golden_batch(), "label": torch.tensor([0, 3, 3, 9])}
     out = model(b, generator=torch.Generator().manual_seed(2))
@@ -356,7 +356,7 @@ def test_private_label_adversary_is_a_named_plus_term_with_reversed_gradient():
     assert m["digit_critic_ce_image"] == pytest.approx(m["digit_critic_image"] / 2, rel=1e-5)  # reverse: the CE itself
     assert cfg.deviations()["private_label_adv_weight"] == 2.0
     with pytest.raises(ValueError, match="plus"):
-        PVAEConfig(private_label_adv_weight=1.0)
+        PVAEConfig(departures=dict(private_label_adv_weight=1.0))
     # the critic learns to predict; the encoder it reads is pushed the other way
     z = torch.randn(4, cfg.z_image, requires_grad=True)
     head = model.digit_critic_i
@@ -374,7 +374,7 @@ def test_private_label_confusion_trains_critic_and_encoder_apart():
     """mode "confusion": the critic learns from detached latents; the encoder is pushed toward
     the frozen critic's uniform prediction, a bounded loss (smallest, log 10, at uniform)."""
     torch.manual_seed(0)
-    cfg = PVAEConfig(**GOLDEN_CFG, objective="plus", private_label_adv_weight=1.0, private_label_adv_mode="confusion")
+    cfg = PVAEConfig(**GOLDEN_CFG, objective="plus", departures=dict(private_label_adv_weight=1.0, private_label_adv_mode="confusion"))
     model = PVAE(cfg)
     labels = torch.tensor([0, 3, 3, 9])
     z = torch.randn(4, cfg.z_image, requires_grad=True)
@@ -395,14 +395,14 @@ def test_private_label_confusion_trains_critic_and_encoder_apart():
     (torch.nn.functional.cross_entropy(head2(z.detach()), labels, reduction="sum")
      + torch.nn.functional.cross_entropy(head2(torch.zeros(4, cfg.z_image)), labels, reduction="sum")).backward()
     assert torch.allclose(head.weight.grad, head2.weight.grad, atol=1e-5)
-    assert PVAEConfig(**GOLDEN_CFG, objective="plus", private_label_adv_weight=1.0).deviations()["private_label_adv_mode"] == "reverse"
+    assert PVAEConfig(**GOLDEN_CFG, objective="plus", departures=dict(private_label_adv_weight=1.0)).deviations()["private_label_adv_mode"] == "reverse"
 
 
 def test_private_label_capped_pushes_only_items_the_critic_still_reads():
     """mode "capped": the encoder raises the frozen critic's cross-entropy per item up to ln 10 and
     no further (the reversed push that diverged made the critic *wrong*); the critic still learns."""
     torch.manual_seed(0)
-    cfg = PVAEConfig(**GOLDEN_CFG, objective="plus", private_label_adv_weight=1.0, private_label_adv_mode="capped")
+    cfg = PVAEConfig(**GOLDEN_CFG, objective="plus", departures=dict(private_label_adv_weight=1.0, private_label_adv_mode="capped"))
     model = PVAE(cfg)
     head = model.digit_critic_i
     labels = torch.tensor([0, 3, 0, 9])
@@ -429,7 +429,7 @@ def test_private_label_capped_pushes_only_items_the_critic_still_reads():
 def test_retired_experiments_load_at_their_neutral_value_and_are_refused_when_used():
     """Issue 28: the nine experiments that were not kept left PVAEConfig; an old run's config that
     names them at their neutral value still loads, one that used them is refused by name."""
-    from pvae_model.models.pvae import RETIRED
+    from pvae_model.models.pvae_config import RETIRED
 
     old = {**GOLDEN_CFG, **RETIRED}
     assert PVAEConfig.from_dict(old) == PVAEConfig(**GOLDEN_CFG)
@@ -437,3 +437,26 @@ def test_retired_experiments_load_at_their_neutral_value_and_are_refused_when_us
         PVAEConfig.from_dict({**old, "image_views": 3})
     with pytest.raises(ValueError, match="unknown PVAEConfig fields"):
         PVAEConfig.from_dict({"no_such_field": 1})
+    # old runs' flat spellings of the kept departures load into their sub-configs
+    old = PVAEConfig.from_dict({**GOLDEN_CFG, "objective": "plus", "cross_weight": 2.0, "image_nll_std": 0.31,
+                                "vae_label_weight": 3.0, "audio_input_norm": "utterance"})
+    assert old.departures.cross_weight == 2.0 and old.departures.image_nll_std == 0.31
+    assert old.baseline.label_weight == 3.0 and old.departures.audio_input_norm == "utterance"
+    assert PVAEConfig.from_dict(old.to_dict()) == old
+    with pytest.raises(ValueError, match="disagree"):
+        PVAEConfig.from_dict({"cross_weight": 2.0, "departures": {"cross_weight": 1.0}})
+    from dataclasses import fields
+
+    assert len(fields(PVAEConfig)) <= 15  # the paper's fields plus the two sub-configs
+
+
+def test_the_readme_model_snippet_runs():
+    """The README's model snippet is executed as written (it once failed with a NameError)."""
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    block = next(b for b in re.findall(r"```python\n(.*?)```", readme, re.S) if "PVAEConfig(" in b)
+    scope: dict = {}
+    exec(compile(block, "README.md", "exec"), scope)  # noqa: S102 - our own README
+    assert scope["x_i_hat"].shape == (2, 1, 28, 28) and scope["out"].loss.isfinite()

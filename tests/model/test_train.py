@@ -330,7 +330,7 @@ def test_evaluate_writes_metrics_figures_and_audio(tmp_path, shards):
     # The training curve judges generations when the judges exist (cached by evaluate above), and a
     # `plus` run names its deviations in metrics.json and the printed table.
     cfg = tiny(shards, epochs=1, eval_every=1, eval_coherence=True, eval_coherence_images=50,
-               pvae={**tiny(shards).pvae.to_dict(), "objective": "plus", "image_nll_std": 0.31})
+               pvae={**tiny(shards).pvae.to_dict(), "objective": "plus", "departures": {"image_nll_std": 0.31}})
     line = train(cfg, tmp_path / "plus", show_progress=False)
     assert all(0 <= line[f"coh_{k}"] <= 1 for k in ("speech_to_image_prior", "image_to_speech_ref"))
     assert 0 <= line["gen_image_own"] <= 1 and line["cross_nll_audio"] > 0

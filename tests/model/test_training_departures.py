@@ -1,6 +1,6 @@
 """The training departures that raise the image z_s ceiling: shifted training images
 (``image_shift``), a moving average of the weights (``ema_decay``) and a deeper image encoder
-(``pvae.image_encoder: deep``): what they do, that they are seeded and resume exactly, and that
+(``pvae.departures.image_encoder: deep``): what they do, that they are seeded and resume exactly, and that
 they are named wherever a run's departures are."""
 
 from __future__ import annotations
@@ -75,8 +75,8 @@ def test_training_departures_are_validated_and_named():
         with pytest.raises(ValueError):
             TrainConfig(**bad)
     with pytest.raises(ValueError, match="image_encoder"):
-        PVAEConfig(image_encoder="resnet")
-    assert PVAEConfig(image_encoder="deep").size_changes() == {"image_encoder": "deep"}
+        PVAEConfig(departures=dict(image_encoder="resnet"))
+    assert PVAEConfig(departures=dict(image_encoder="deep")).size_changes() == {"image_encoder": "deep"}
 
 
 def test_deep_image_encoder_adds_a_conv_before_each_strided_one_and_spec_keys_are_unchanged():
@@ -90,7 +90,7 @@ def test_deep_image_encoder_adds_a_conv_before_each_strided_one_and_spec_keys_ar
     assert list(spec.state_dict()) == ["net.0.weight", "net.0.bias", "net.2.weight", "net.2.bias",
                                        "net.5.weight", "net.5.bias"]
     model = PVAE(PVAEConfig(hidden=16, z_shared=4, z_audio=4, z_image=4, feat_dim=8, image_channels=(4, 8),
-                            image_encoder="deep"))
+                            departures=dict(image_encoder="deep")))
     assert sum(isinstance(m, torch.nn.Conv2d) for m in model.modules()) == 2 * 4  # multimodal and unimodal image encoders
 
 

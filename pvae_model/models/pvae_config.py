@@ -1,0 +1,210 @@
+"""PVAE's config: the paper's fields, and the departures this project keeps, in one sub-config.
+
+``PVAEConfig`` holds what ``shared/docs/pvae-spec.md`` describes (sizes, the objective's weights,
+the kernel) with the spec's defaults.  ``Departures`` holds each change this project made and
+kept because a measured study showed it helps (``docs/results.md``, ``docs/voices.md``); its
+defaults are the paper's, so ``PVAEConfig()`` is the paper's model.  ``BaselineVAEConfig`` holds
+what only the single-modality baselines VAE-sp / VAE-im read.  ``deviations()`` and
+``size_changes()`` name every value that departs from the paper: runs save them, metrics and the
+report print them.
+
+Old run configs (flat fields, and the knobs of experiments that were not kept) are read by
+:meth:`PVAEConfig.from_dict`; nothing else accepts the old spellings.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+
+from pvae_data.config import ConfigMixin, check_field_types
+
+from ..modules import AUDIO_INPUT_NORMS, IMAGE_ENCODER_DEPTHS, ImagePreEncoder
+
+MAX_WIDTH = 8192  # 16x the paper's 512-cell LSTMs: anything wider is a typo, not a model
+OBJECTIVES = ("paper", "plus")
+KERNEL_NAMES = ("sqdist", "dist_half")
+
+
+@dataclass
+class Departures(ConfigMixin):
+    """Every kept change to the paper's model; the defaults are the paper's."""
+
+    # Std of the image likelihood N(x_i; mean, std^2 I). The spec's 1 makes a whole 28x28 image in
+    # [0, 1] worth ~30 nats against thousands for a spoken digit.
+    image_nll_std: float = 1.0
+    # objective "plus": weight of the two cross-modal reconstruction terms, and what they train:
+    # "all" (decoders and the unimodal z_s encoders) or "decoders" (the z_s samples detached).
+    cross_weight: float = 1.0
+    cross_grad: str = "all"
+    # objective "plus": a *supervised* adversary on the private latents.  A linear digit classifier
+    # per modality reads z_a (z_i) sampled from the multimodal and from the unimodal posterior; its
+    # cross-entropy trains it and pushes the encoders so that no linear read-out of a private
+    # latent finds the digit (it uses the digit labels, which the paper uses only to pair the
+    # modalities: a further departure from its weak supervision).  0 = off.  Modes: "reverse"
+    # (gradient reversal: unbounded, diverged at weight 10), "capped" (the same push, stopped per
+    # item once the critic's cross-entropy reaches chance, ln 10), "confusion" (towards the frozen
+    # critic's uniform prediction, Tzeng et al. 2015).  Off before ``private_adv_start`` (0-based
+    # epoch), then ramped in linearly over 5 epochs.
+    private_label_adv_weight: float = 0.0
+    private_label_adv_mode: str = "reverse"
+    private_adv_start: int = 0
+    # Weight of KL(z_a) and KL(z_i); 1 = the paper's ELBO.
+    kl_private_weight: float = 1.0
+    # Architecture.  image_encoder "deep": a 3x3 conv before each of the spec's two strided convs
+    # (the spec's encoder tops out at 98.6-99.0 % on MNIST test even trained on the labels).
+    # audio_input_norm "utterance": the speech pre-encoders read each utterance normalised by its
+    # own mean and variance (for voices never heard in training, docs/voices.md).
+    image_encoder: str = "spec"
+    audio_input_norm: str = "none"
+
+    def __post_init__(self) -> None:
+        check_field_types(self)
+        for name, allowed in (("cross_grad", ("all", "decoders")),
+                              ("private_label_adv_mode", ("reverse", "capped", "confusion")),
+                              ("image_encoder", IMAGE_ENCODER_DEPTHS), ("audio_input_norm", AUDIO_INPUT_NORMS)):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {tuple(allowed)}, got {getattr(self, name)!r}")
+        if self.image_nll_std <= 0:
+            raise ValueError("image_nll_std must be > 0")
+        for name in ("cross_weight", "private_label_adv_weight", "private_adv_start", "kl_private_weight"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
+
+
+@dataclass
+class BaselineVAEConfig(ConfigMixin):
+    """VAE-sp / VAE-im only (the bases of the latent-translation bridge)."""
+
+    # the KL weight of a beta-VAE (Higgins et al. 2017); 1 = the paper's baselines.  Below 1 the
+    # latent keeps more of each item: sharper reconstructions, a digit a probe reads better.
+    kl_weight: float = 1.0
+    # weight of a linear digit classifier's cross-entropy on the latent sample; 0 = the paper's
+    # unsupervised baselines.  It uses that modality's own labels and no pairs, so the base is still
+    # a single-modality model a bridge can join, with a latent laid out by digit, not by speaker.
+    label_weight: float = 0.0
+
+    def __post_init__(self) -> None:
+        check_field_types(self)
+        if self.kl_weight < 0 or self.label_weight < 0:
+            raise ValueError(f"kl_weight and label_weight must be >= 0, got {self.kl_weight}, {self.label_weight}")
+
+
+@dataclass
+class PVAEConfig(ConfigMixin):
+    feat_dim: int = 80
+    z_shared: int = 32
+    z_audio: int = 32
+    z_image: int = 32
+    hidden: int = 512  # LSTM cells and pre-encoder output size
+    image_channels: tuple = (32, 64)  # (*) image pre-encoder conv channels
+    alpha: float = 1.0  # (*) coherence weight
+    beta: float = 10.0  # (*) contrastive weight; 0 gives "PVAE (no beta)"
+    gamma: float = 0.5  # (*) hinge margin
+    # Contrastive kernel k(u, v) (*): "sqdist" exp(-||u-v||^2) (the spec's reading),
+    # "dist_half" exp(-||u-v|| / 2) (pixyz's PVAE loss).
+    kernel: str = "sqdist"
+    # "paper": the spec's objective; "plus": adds cross-modal reconstruction (models/pvae.py)
+    objective: str = "paper"
+    departures: Departures = field(default_factory=Departures)
+    baseline: BaselineVAEConfig = field(default_factory=BaselineVAEConfig)
+
+    def __post_init__(self) -> None:
+        for name, cls in (("departures", Departures), ("baseline", BaselineVAEConfig)):
+            if isinstance(getattr(self, name), dict):
+                setattr(self, name, cls.from_dict(getattr(self, name)))
+            elif not isinstance(getattr(self, name), cls):
+                raise ValueError(f"pvae.{name} must be a mapping of {cls.__name__} fields")
+        check_field_types(self)
+        self.image_channels = tuple(self.image_channels)
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"objective must be one of {OBJECTIVES}, got {self.objective!r}")
+        if self.kernel not in KERNEL_NAMES:
+            raise ValueError(f"kernel must be one of {KERNEL_NAMES}, got {self.kernel!r}")
+        if min(self.z_shared, self.z_audio, self.z_image, self.hidden) <= 0:
+            raise ValueError("latent and hidden sizes must be positive")
+        if self.hidden > MAX_WIDTH or max(self.z_shared, self.z_audio, self.z_image) > MAX_WIDTH or \
+                not all(0 < c <= MAX_WIDTH for c in self.image_channels):
+            raise ValueError(f"hidden, latent sizes and image_channels must be at most {MAX_WIDTH} "
+                             f"(got hidden {self.hidden}, latents {self.z_shared}/{self.z_audio}/{self.z_image}, "
+                             f"image_channels {list(self.image_channels)})")
+        for name in ("alpha", "beta", "gamma"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
+        if self.departures.private_label_adv_weight > 0 and self.objective != "plus":
+            raise ValueError("private_label_adv_weight is a term of the plus objective: set objective: plus")
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "PVAEConfig":
+        """As every config, plus old runs' spellings: flat departure fields (``cross_weight``,
+        ``vae_kl_weight``...) move into their sub-config; a retired experiment's knob (``RETIRED``)
+        at its neutral value is dropped, one that was used is refused by name."""
+        d = dict(d)
+        for name, neutral in RETIRED.items():
+            if name in d and d.pop(name) != neutral:
+                raise ValueError(f"pvae.{name}: an experiment that was not kept and left the library "
+                                 f"(docs/results.md has the study; commit {RETIRED_IN} has the code)")
+        for old, (sub, new) in OLD_NAMES.items():
+            if old in d:
+                moved = d.pop(old)
+                given = d.get(sub) or {}
+                if not isinstance(given, dict):
+                    raise ValueError(f"pvae.{sub} must be a mapping")
+                if new in given and given[new] != moved:
+                    raise ValueError(f"pvae.{old} and pvae.{sub}.{new} disagree ({moved!r}, {given[new]!r}): "
+                                     f"give pvae.{sub}.{new} only")
+                d[sub] = {**given, new: moved}
+        return super().from_dict(d)
+
+    def deviations(self, model: str = "pvae") -> dict:
+        """Every departure from the spec's objective (``{name: value}``), for configs, metrics and
+        the report's footnotes; for a baseline (``model``), only those that reach its loss.
+        Fields marked (*) in the spec are choices, not deviations, and are not listed."""
+        dep, out = self.departures, {}
+        if model != "pvae":
+            if model in ("vae-sp", "vae-im") and self.baseline.kl_weight != 1.0:
+                out["vae_kl_weight"] = self.baseline.kl_weight
+            if model in ("vae-sp", "vae-im") and self.baseline.label_weight != 0.0:
+                out["vae_label_weight"] = self.baseline.label_weight
+            if dep.image_nll_std != 1.0 and model != "vae-sp":
+                out["image_nll_std"] = dep.image_nll_std
+            return out
+        if self.objective != "paper":
+            out.update(objective=self.objective, cross_weight=dep.cross_weight, cross_grad=dep.cross_grad)
+        if dep.image_nll_std != 1.0:
+            out["image_nll_std"] = dep.image_nll_std
+        if dep.kl_private_weight != 1.0:
+            out["kl_private_weight"] = dep.kl_private_weight
+        if dep.private_label_adv_weight > 0:
+            out.update(private_label_adv_weight=dep.private_label_adv_weight,
+                       private_label_adv_mode=dep.private_label_adv_mode)
+            if dep.private_adv_start:
+                out["private_adv_start"] = dep.private_adv_start
+        return out
+
+    def size_changes(self) -> dict:
+        """The sizes that differ from the paper's architecture (``{name: value}``), named beside the
+        objective's deviations.  Layer sizes marked (*) in the spec (image channels) are choices."""
+        mine = {**{f.name: getattr(self, f.name) for f in fields(self)},
+                "image_encoder": self.departures.image_encoder, "audio_input_norm": self.departures.audio_input_norm}
+        return {k: mine[k] for k, v in PAPER_SIZES.items() if mine[k] != v}
+
+    def image_pre_encoder(self) -> ImagePreEncoder:
+        """The image pre-encoder this config names (every model builds it here)."""
+        return ImagePreEncoder(self.image_channels, self.hidden, self.departures.image_encoder)
+
+
+# the spec's architecture: 80-dim FBank, 32-dim latents, 512-unit LSTMs and FC layers, two strided convs
+PAPER_SIZES = {"feat_dim": 80, "z_shared": 32, "z_audio": 32, "z_image": 32, "hidden": 512, "image_encoder": "spec",
+               "audio_input_norm": "none"}
+# Old runs' flat spellings -> (sub-config, field)
+OLD_NAMES = {**{f: ("departures", f) for f in ("image_nll_std", "cross_weight", "cross_grad", "private_label_adv_weight",
+                                              "private_label_adv_mode", "private_adv_start", "kl_private_weight",
+                                              "image_encoder", "audio_input_norm")},
+             "vae_kl_weight": ("baseline", "kl_weight"), "vae_label_weight": ("baseline", "label_weight")}
+# Experiments that were not kept: their knobs left the library (the study stays in docs/results.md;
+# commit 59e84ed still has them).  An old run's config that names one at its neutral value loads;
+# one that used it is refused by name.
+RETIRED = {"kl_shared_weight": 1.0, "private_adv_weight": 0.0, "cycle_image": 0.0, "cycle_audio": 0.0,
+           "cycle_style": "reference", "zs_agree_weight": 0.0, "image_views": 0, "view_coherence": 0.0,
+           "swap_image": 0.0, "swap_audio": 0.0, "contrastive_negatives": "any", "zs_pull_image": 0.0}
+RETIRED_IN = "59e84ed"
