@@ -1,61 +1,35 @@
 """The ``prepare`` stage: a corpus on disk -> an utterance manifest (JSONL).
 
-Three corpus layouts are understood:
-
-``fsdd``
-    Free Spoken Digit Dataset: ``recordings/{digit}_{speaker}_{take}.wav``.  Utterance id
-    ``{speaker}-{digit}-{take:02d}`` (speaker-prefixed, as Kaldi wants); the official split puts
-    takes 0-4 in ``test`` and the rest in ``train``.
-``tidigits``
-    LDC TIDIGITS: ``{train,test}/{man,woman,boy,girl}/<spk>/<digits><a|b>.wav`` (NIST SPHERE,
-    20 kHz), possibly under ``tidigits/`` or ``data/{adults,children}/``.  Ids, speakers and
-    transcripts as Kaldi's ``egs/tidigits/s5/local/tidigits_data_prep.sh``: id ``<spk>_<digits><a|b>``
-    (``ae_z1oa``), transcript from the letters (``z`` -> zero, ``o`` -> oh).
-``list``
-    A CSV (header with ``path,transcript,speaker`` and optional ``split,id``) or JSONL file with
-    those keys; relative paths are resolved against the list file's directory.
-
-Every input is accounted for: it ends up either in ``utterances.jsonl`` (kept) or in
-``rejected.jsonl`` with a reason, so ``kept + rejected == total``.  Every kept file has been
-opened and fully read by :func:`pvae_data.audio.inspect_audio`.
+The corpus layouts (``fsdd``, ``tidigits``, ``list``, ``kaldi``) are read by
+:mod:`pvae_data.corpora`, one module each; this stage checks every input's audio, accounts for
+every input (``utterances.jsonl`` kept, ``rejected.jsonl`` with the reason: kept + rejected ==
+total), applies a speaker-disjoint split when asked, and writes the manifest.  Every kept file has
+been opened and fully read by :func:`pvae_data.audio.inspect_audio`.
 """
 
 from __future__ import annotations
 
-import csv
-import json
 import os
-import re
 import sys
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Iterable, Iterator
 
 from tqdm import tqdm
 
 from ..config import ConfigMixin
 from ..audio import AudioError, inspect_audio
-from ..digits import CHAR_TO_WORD, normalize_transcript
-from ..ids import id_path, id_problem
-from ..io_utils import atomic_path, write_json, write_jsonl
+from ..ids import id_problem
+from ..corpora import LIST_FORMATS, READERS
+from ..io_utils import write_json, write_jsonl
 from ..stage import StageSummary, map_chunks
 
 CORPORA = ("fsdd", "tidigits", "list", "kaldi")
-LIST_FORMATS = ("auto", "csv", "tsv", "jsonl")
-SPLITS = ("train", "test")
-TIDIGITS_GROUPS = ("man", "woman", "boy", "girl")
-#: Files with these extensions count as inputs when scanning a corpus directory; anything else
-#: (README, .txt, ...) is skipped and only counted in ``PrepareSummary.ignored``.
-AUDIO_EXTENSIONS = (".wav", ".sph", ".flac", ".nist")
 
 UTTERANCES = "utterances.jsonl"
 REJECTED = "rejected.jsonl"
 CONFIG = "prepare_config.json"
 
-_FSDD_RE = re.compile(r"^(\d)_([A-Za-z0-9]+)_(\d+)\.wav$", re.IGNORECASE)
-_TIDIGITS_RE = re.compile(r"^([1-9zo]+)([ab])\.(?:wav|sph|flac)$", re.IGNORECASE)
-_SPK_RE = re.compile(r"^[A-Za-z0-9]+$")
 
 
 @dataclass(frozen=True)
@@ -116,396 +90,6 @@ class PrepareSummary(StageSummary):
         if self.reasons:
             s += "; rejected: " + ", ".join(f"{k} {v}" for k, v in self.reasons.items())
         return s
-
-
-@dataclass
-class _Item:
-    """One input: what we know about it before looking at its audio."""
-
-    path: str | None  # absolute path (None if a list entry has no usable path)
-    id: str | None = None
-    speaker: str | None = None
-    transcript: str | None = None
-    split: str | None = None
-    extra: dict = field(default_factory=dict)  # corpus-specific record fields (e.g. "group")
-    notes: list = field(default_factory=list)  # fix-ups made to the input
-    reason: str | None = None  # set => rejected
-    line: int | None = None  # list corpus: line in the list file
-
-
-# --------------------------------------------------------------------------------------------
-# discovery
-
-
-def _abspath(p: str | os.PathLike) -> str:
-    return os.path.abspath(os.fspath(p))
-
-
-def _not_a_file(p: Path) -> str | None:
-    """Why an entry with an audio extension cannot be read as one (None: a regular file)."""
-    import errno
-    import stat
-
-    try:
-        mode = p.stat().st_mode  # follows symlinks
-    except OSError as e:
-        if e.errno == errno.ELOOP:
-            return "symlink loop"
-        return "dangling symlink (target missing)" if p.is_symlink() else f"unreadable entry ({e.strerror})"
-    if stat.S_ISDIR(mode):
-        return "a directory, not an audio file"
-    if not stat.S_ISREG(mode):
-        return "not a regular file"
-    return None
-
-
-def _scan(directory: Path, recursive: bool) -> tuple[list[Path], int, list[tuple[Path, str]]]:
-    """Audio-extension files under ``directory`` (sorted), the count of other files, and the
-    entries that look like input but are not readable files (dangling symlinks, symlink loops,
-    directories named ``*.wav``...) with the reason, so that the stage can reject them."""
-    found: list[Path] = []
-    bad: list[tuple[Path, str]] = []
-    ignored = 0
-    it: Iterable[Path] = directory.rglob("*") if recursive else directory.iterdir()
-    for p in it:
-        rel = p.relative_to(directory)
-        if any(part.startswith(".") for part in rel.parts):
-            continue  # hidden files / dirs (.DS_Store, .git, our own .tmp files)
-        looks_like_audio = p.suffix.lower() in AUDIO_EXTENSIONS
-        why = _not_a_file(p)
-        if why is None:
-            if looks_like_audio:
-                found.append(p)
-            else:
-                ignored += 1
-        elif looks_like_audio:
-            bad.append((p, why))
-        elif why != "a directory, not an audio file":
-            ignored += 1
-    found.sort(key=lambda q: q.as_posix())
-    bad.sort(key=lambda q: q[0].as_posix())
-    return found, ignored, bad
-
-
-def _fsdd_items(cfg: PrepareConfig) -> tuple[list[_Item], int]:
-    src = Path(cfg.source)
-    rec = src / "recordings" if (src / "recordings").is_dir() else src
-    if not rec.is_dir():
-        raise FileNotFoundError(f"FSDD source {cfg.source!r}: no such directory")
-    files, ignored, bad = _scan(rec, recursive=False)
-    items = [_Item(_abspath(p), reason=why) for p, why in bad]
-    for p in files:
-        m = _FSDD_RE.match(p.name)
-        if not m:
-            items.append(_Item(_abspath(p), reason="bad name: expected {digit}_{speaker}_{take}.wav"))
-            continue
-        digit, speaker, take = m.group(1), m.group(2), int(m.group(3))
-        items.append(
-            _Item(
-                _abspath(p),
-                id=f"{speaker}-{digit}-{take:02d}",
-                speaker=speaker,
-                transcript=CHAR_TO_WORD[digit],
-                split="test" if take <= cfg.fsdd_test_max_take else "train",
-            )
-        )
-    return items, ignored
-
-
-def _tidigits_roots(src: Path) -> list[Path]:
-    """Directories holding ``train/``/``test/`` (Kaldi's layouts, plus children)."""
-
-    def has_split(d: Path) -> bool:
-        return any((d / s).is_dir() for s in SPLITS)
-
-    for top in (src, src / "tidigits"):
-        if has_split(top):
-            return [top]
-        data = top / "data"
-        roots = [data / sub for sub in ("adults", "children") if has_split(data / sub)]
-        if roots:
-            return roots
-    return []
-
-
-def _tidigits_items(cfg: PrepareConfig) -> tuple[list[_Item], int]:
-    src = Path(cfg.source)
-    if not src.is_dir():
-        raise FileNotFoundError(f"TIDIGITS source {cfg.source!r}: no such directory")
-    roots = _tidigits_roots(src)
-    if not roots:
-        raise FileNotFoundError(
-            f"TIDIGITS source {cfg.source!r}: no train/ or test/ directory (also looked in tidigits/ and data/adults/)"
-        )
-    items: list[_Item] = []
-    ignored = 0
-    for root in roots:
-        for split in SPLITS:
-            if not (root / split).is_dir():
-                continue
-            files, ign, bad = _scan(root / split, recursive=True)
-            ignored += ign
-            items += [_Item(_abspath(p), reason=why) for p, why in bad]
-            for p in files:
-                rel = p.relative_to(root / split).parts
-                m = _TIDIGITS_RE.match(p.name)
-                if len(rel) != 3 or rel[0].lower() not in TIDIGITS_GROUPS or not _SPK_RE.match(rel[1]) or not m:
-                    items.append(
-                        _Item(_abspath(p), reason=f"bad name: expected {split}/{{man,woman,boy,girl}}/<spk>/<digits><a|b>.wav")
-                    )
-                    continue
-                group, spk = rel[0].lower(), rel[1].lower()
-                digits, ab = m.group(1).lower(), m.group(2).lower()
-                items.append(
-                    _Item(
-                        _abspath(p),
-                        id=f"{spk}_{digits}{ab}",
-                        speaker=spk,
-                        transcript=" ".join(CHAR_TO_WORD[c] for c in digits),
-                        split=split,
-                        extra={"group": group},
-                    )
-                )
-    return items, ignored
-
-
-def _list_format(path: Path, fmt: str) -> str:
-    if fmt != "auto":
-        return fmt
-    ext = path.suffix.lower()
-    if ext in (".jsonl", ".json", ".ndjson"):
-        return "jsonl"
-    if ext == ".tsv":
-        return "tsv"
-    if ext == ".csv":
-        return "csv"
-    with open(path, encoding="utf-8-sig") as f:
-        for line in f:
-            if line.strip():
-                return "jsonl" if line.lstrip().startswith("{") else "csv"
-    return "csv"
-
-
-def _list_rows(path: Path, fmt: str) -> Iterator[tuple[int, dict | None, str | None]]:
-    """Yield ``(line, row, error)`` for each entry of the list file."""
-    if fmt == "jsonl":
-        with open(path, encoding="utf-8-sig") as f:
-            for i, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as e:
-                    yield i, None, f"bad list entry: not valid JSON ({e.msg})"
-                    continue
-                if not isinstance(row, dict):
-                    yield i, None, "bad list entry: not a JSON object"
-                    continue
-                yield i, row, None
-        return
-    with open(path, encoding="utf-8-sig", newline="") as f:
-        reader = csv.DictReader(f, delimiter="\t" if fmt == "tsv" else ",")
-        if reader.fieldnames is None:
-            return
-        reader.fieldnames = [(h or "").strip().lower() for h in reader.fieldnames]
-        missing = [k for k in ("path", "transcript", "speaker") if k not in reader.fieldnames]
-        if missing:
-            raise ValueError(f"{path}: header lacks column(s) {', '.join(missing)} (has {', '.join(reader.fieldnames)})")
-        for row in reader:
-            if None in row:  # more cells than header columns
-                yield reader.line_num, None, f"bad list entry: {len(reader.fieldnames) + len(row[None])} cells for {len(reader.fieldnames)} columns"
-                continue
-            yield reader.line_num, row, None
-
-
-def _str_field(row: dict, key: str) -> str:
-    v = row.get(key)
-    if v is None:
-        return ""
-    if isinstance(v, bool) or not isinstance(v, (str, int, float)):
-        raise ValueError(f"{key} must be a string")
-    return str(v).strip()
-
-
-def _list_item(row: dict, line: int, base: Path) -> _Item:
-    item = _Item(None, line=line)
-    try:
-        raw_path = _str_field(row, "path")
-    except ValueError as e:
-        item.reason = f"bad list entry: {e}"
-        return item
-    if raw_path:
-        item.path = _abspath(base / os.path.expanduser(raw_path))
-    try:
-        speaker = _str_field(row, "speaker")
-        transcript = _str_field(row, "transcript")
-        split = _str_field(row, "split")
-        uid = _str_field(row, "id")
-    except ValueError as e:
-        item.reason = f"bad list entry: {e}"
-        return item
-    if not raw_path:
-        item.reason = "bad list entry: no path"
-        return item
-    item.speaker = speaker
-    item.id = uid or f"{speaker}-{Path(raw_path).stem}"
-    item.reason = id_problem(speaker, "speaker") or id_problem(item.id)
-    if item.reason:
-        return item
-    try:
-        item.transcript = " ".join(normalize_transcript(transcript))
-    except ValueError as e:
-        item.reason = f"bad transcript: {e}"
-        return item
-    if item.transcript != " ".join(transcript.lower().split()):
-        item.notes.append(f"transcript normalised from {transcript!r}")
-    split = split.lower()
-    if split in ("", "none", "null"):
-        item.split = None
-    elif split in SPLITS:
-        item.split = split
-    else:
-        item.reason = f"bad split: {split!r} (expected train, test or empty)"
-        return item
-    if not os.path.exists(item.path):
-        item.reason = "file not found"
-    return item
-
-
-def _list_items(cfg: PrepareConfig) -> tuple[list[_Item], int]:
-    path = Path(cfg.source)
-    if not path.is_file():
-        raise FileNotFoundError(f"list file {cfg.source!r} not found")
-    fmt = _list_format(path, cfg.list_format)
-    base = path.resolve().parent
-    items = []
-    for line, row, err in _list_rows(path, fmt):
-        items.append(_Item(None, reason=err, line=line) if err else _list_item(row, line, base))
-    return items, 0
-
-
-def _kaldi_table(path: Path) -> dict[str, str]:
-    """``key rest-of-line`` per line of a Kaldi table file.  A key given twice is an error naming
-    the file and line (Kaldi's validate_data_dir.sh refuses it too): which line to believe is
-    not ours to guess, and dropping one would lose an input silently."""
-    table: dict[str, str] = {}
-    for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        key, *rest = line.strip().split(maxsplit=1)  # any whitespace, as Kaldi: tabs too
-        rest = rest[0] if rest else ""
-        if key in table:
-            raise ValueError(f"{path}:{i}: duplicate key {key!r} (first on an earlier line)")
-        table[key] = rest.strip()
-    return table
-
-
-def _run_pipe(rec: str, command: str, out_dir: Path) -> tuple[str | None, str | None]:
-    """Kaldi's ``wav.scp`` command form (``sox x.sph -t wav - |``): run it once, its standard
-    output saved as ``OUT/wav/<rec>.wav`` (atomically; reused by a rerun).  (path, None) or
-    (None, reason) -- a missing program (sox, ffmpeg, flac...) or a failing command is a reason."""
-    import shlex
-    import shutil
-    import subprocess
-
-    cmd = command.rstrip()[:-1].strip()
-    try:
-        prog = shlex.split(cmd)[0]
-    except (ValueError, IndexError):
-        return None, f"wav.scp command {cmd[:60]!r} cannot be parsed"
-    if shutil.which(prog) is None:
-        return None, (f"wav.scp entry is a command and {prog!r} is not installed (e.g. `apt install sox` "
-                      f"or ffmpeg), or convert to audio files first")
-    path = id_path(out_dir / "wav", rec, ".wav")  # the caller has checked the id
-    if path.is_file():
-        return str(path), None
-    path.parent.mkdir(parents=True, exist_ok=True)
-
-    class _Failed(Exception):
-        pass
-
-    try:
-        with atomic_path(path) as tmp:  # an exception leaves no file behind
-            with open(tmp, "wb") as f:
-                try:
-                    p = subprocess.run(["bash", "-c", f"set -o pipefail; {cmd}"], stdout=f,
-                                       stderr=subprocess.PIPE, timeout=600)
-                except subprocess.TimeoutExpired:
-                    raise _Failed(f"wav.scp command timed out: {cmd[:60]!r}") from None
-            if p.returncode != 0:
-                err = p.stderr.decode(errors="replace").strip().splitlines()[-1:] or [""]
-                raise _Failed(f"wav.scp command failed (exit {p.returncode}): {cmd[:60]!r}: {err[0][:120]}")
-    except _Failed as e:
-        return None, str(e)
-    return str(path), None
-
-
-def _kaldi_items(cfg: PrepareConfig, out_dir: Path) -> tuple[list[_Item], int]:
-    """A Kaldi data dir: ``wav.scp`` (paths, or commands ending in ``|`` that write WAV to stdout,
-    run once into ``OUT/wav/``), ``text``, ``utt2spk``, optional ``segments`` (then each
-    utterance is ``[start, end)`` of a recording).  The split is the directory's name when it is
-    ``train`` or ``test``."""
-    d = Path(cfg.source)
-    for need in ("wav.scp", "text", "utt2spk"):
-        if not (d / need).is_file():
-            raise FileNotFoundError(f"{d}: not a Kaldi data dir (no {need})")
-    wav = _kaldi_table(d / "wav.scp")
-    text = _kaldi_table(d / "text")
-    spk = _kaldi_table(d / "utt2spk")
-    segs = _kaldi_table(d / "segments") if (d / "segments").is_file() else None
-    split = d.name.lower() if d.name.lower() in SPLITS else None
-    items = []
-    piped: dict[str, tuple[str | None, str | None]] = {}
-    for utt in sorted(set(text) | set(spk) | (set(segs) if segs else set(wav))):
-        it = _Item(None, id=utt, split=split)
-        rec, start, end = utt, None, None
-        if segs is not None:
-            f = segs.get(utt, "").split()
-            try:
-                rec, start, end = f[0], float(f[1]), float(f[2])
-                if not 0 <= start < end:
-                    raise ValueError
-            except (IndexError, ValueError):
-                it.reason = f"bad segments entry for {utt!r}: {segs.get(utt)!r} (want: recording start end)"
-                items.append(it)
-                continue
-            it.extra = {"start": start, "end": end, "recording_id": rec}
-        src = wav.get(rec)
-        it.reason = id_problem(utt) or id_problem(rec, "recording id")
-        if it.reason:
-            pass
-        elif src is None:
-            it.reason = f"recording {rec!r} not in wav.scp"
-        elif utt not in text:
-            it.reason = "no transcript in text"
-        elif utt not in spk:
-            it.reason = "no speaker in utt2spk"
-        if it.reason:
-            items.append(it)
-            continue
-        if src.endswith("|") and not cfg.allow_commands:
-            it.reason = ("wav.scp entry is a command: commands run only with --allow-commands "
-                         "(they run with your permissions; use it for data dirs you trust)")
-            items.append(it)
-            continue
-        if src.endswith("|"):
-            if rec not in piped:
-                piped[rec] = _run_pipe(rec, src, Path(out_dir))
-            it.path, it.reason = piped[rec]
-            if it.reason:
-                items.append(it)
-                continue
-        else:
-            it.path = _abspath(d / os.path.expanduser(src)) if not os.path.isabs(src) else src
-        it.speaker = spk[utt]
-        try:
-            it.transcript = " ".join(normalize_transcript(text[utt]))
-        except ValueError as e:
-            it.reason = f"bad transcript: {e}"
-        if it.reason is None and not os.path.exists(it.path):
-            it.reason = "file not found"
-        items.append(it)
-    return items, 0
 
 
 # --------------------------------------------------------------------------------------------
@@ -590,11 +174,8 @@ def prepare_corpus(
     t0 = time.perf_counter()
     if jobs <= 0:
         jobs = os.cpu_count() or 1
-    cfg = replace(cfg, source=_abspath(cfg.source))
-    if cfg.corpus == "kaldi":
-        items, ignored = _kaldi_items(cfg, Path(out_dir))
-    else:
-        items, ignored = {"fsdd": _fsdd_items, "tidigits": _tidigits_items, "list": _list_items}[cfg.corpus](cfg)
+    cfg = replace(cfg, source=os.path.abspath(cfg.source))
+    items, ignored = READERS[cfg.corpus](cfg, Path(out_dir))
     if not items:
         raise ValueError(f"{cfg.corpus} source {cfg.source!r}: no inputs found")
 
