@@ -172,74 +172,21 @@ def prepare_corpus(
     for a missing source, a list without the required columns, or a corpus with no inputs.
     """
     t0 = time.perf_counter()
-    if jobs <= 0:
-        jobs = os.cpu_count() or 1
     cfg = replace(cfg, source=os.path.abspath(cfg.source))
     items, ignored = READERS[cfg.corpus](cfg, Path(out_dir))
     if not items:
         raise ValueError(f"{cfg.corpus} source {cfg.source!r}: no inputs found")
-
-    for it in items:  # an id becomes a file name in some stages, a speaker a table key
-        if it.reason is None:
-            it.reason = id_problem(it.id) or id_problem(it.speaker, "speaker") or (
-                id_problem(it.extra["recording_id"], "recording id") if "recording_id" in it.extra else None)
-
-    # duplicate ids: the first (in input order) wins
-    first: dict[str, str | None] = {}
-    for it in items:
-        if it.reason is not None or it.id is None:
-            continue
-        if it.id in first:
-            it.reason = f"duplicate id: {it.id!r} already used by {first[it.id]}"
-        else:
-            first[it.id] = it.path
-
+    _check_ids(items)
     todo = sorted({it.path for it in items if it.reason is None and it.path is not None})
-    results = dict(zip(todo, _inspect_all(todo, jobs, progress)))
-
-    kept: list[dict] = []
-    rejected: list[dict] = []
+    audio = dict(zip(todo, _inspect_all(todo, jobs if jobs > 0 else os.cpu_count() or 1, progress)))
+    kept, rejected = [], []
     for it in items:
-        info, reason = (None, it.reason) if it.reason is not None else results[it.path]
-        cut = None
-        if reason is None and (info.get("declared_samples") or 0) > info["num_samples"]:
-            cut = (f"truncated: the header declares {info['declared_samples']} samples, "
-                   f"the file holds {info['num_samples']}")
-            if cfg.truncated == "reject":
-                reason = cut
-        seg = it.extra.get("end")
-        if reason is None and seg is not None and seg > info["num_samples"] / info["sample_rate"] + 0.01:
-            reason = (f"segment ends at {seg:.3f} s, past the end of the recording "
-                      f"({info['num_samples'] / info['sample_rate']:.3f} s)")
-        if reason is not None:
-            rec = {"path": it.path, "id": it.id, "reason": reason}
-            if it.line is not None:
-                rec["line"] = it.line
-            rejected.append(rec)
-            continue
-        rec = {
-            "id": it.id,
-            "audio": it.path,
-            "speaker": it.speaker,
-            "transcript": it.transcript,
-            "split": it.split,
-            "duration": round(info["num_samples"] / info["sample_rate"], 6),
-            "sample_rate": info["sample_rate"],
-            "channels": info["channels"],
-            "num_samples": info["num_samples"],
-            "corpus": cfg.corpus,
-            **it.extra,
-        }
-        if seg is not None:  # a Kaldi segment: the utterance is [start, end) of the recording
-            rec["duration"] = round(it.extra["end"] - it.extra["start"], 6)
-        notes = list(it.notes)
-        if cut:
-            notes.append(cut)
-        if info["channels"] > 1:
-            notes.append(f"downmixed {info['channels']} channels to mono")
-        if notes:
-            rec["note"] = "; ".join(notes)
-        kept.append(rec)
+        rec, reason = _record(it, audio.get(it.path, (None, None)), cfg)
+        if reason is None:
+            kept.append(rec)
+        else:
+            rejected.append({"path": it.path, "id": it.id, "reason": reason,
+                             **({"line": it.line} if it.line is not None else {})})
     kept.sort(key=lambda r: r["id"])
     assert len(kept) + len(rejected) == len(items)  # every input accounted for
     if cfg.test_speakers:
@@ -250,25 +197,63 @@ def prepare_corpus(
     write_jsonl(out / REJECTED, rejected)
     write_json(out / CONFIG, cfg.to_dict())
     write_jsonl(out / UTTERANCES, kept)  # last: its presence marks a finished run
+    return _summary(len(items), kept, rejected, ignored, out, time.perf_counter() - t0)
 
+
+def _check_ids(items: list) -> None:
+    """Reject (in place) inputs whose id, speaker or recording id cannot be used (an id becomes a
+    file name in some stages, a speaker a table key) and ids given twice (the first wins)."""
+    first: dict[str, str | None] = {}
+    for it in items:
+        if it.reason is None:
+            it.reason = id_problem(it.id) or id_problem(it.speaker, "speaker") or (
+                id_problem(it.extra["recording_id"], "recording id") if "recording_id" in it.extra else None)
+        if it.reason is not None or it.id is None:
+            continue
+        if it.id in first:
+            it.reason = f"duplicate id: {it.id!r} already used by {first[it.id]}"
+        else:
+            first[it.id] = it.path
+
+
+def _record(it, checked: tuple, cfg: PrepareConfig) -> tuple[dict | None, str | None]:
+    """(manifest record, None) for a kept input, (None, reason) for a rejected one; ``checked``
+    is its audio check (info, reason)."""
+    info, reason = (None, it.reason) if it.reason is not None else checked
+    if reason is not None:
+        return None, reason
+    cut = None
+    if (info.get("declared_samples") or 0) > info["num_samples"]:
+        cut = f"truncated: the header declares {info['declared_samples']} samples, the file holds {info['num_samples']}"
+        if cfg.truncated == "reject":
+            return None, cut
+    length = info["num_samples"] / info["sample_rate"]
+    seg = it.extra.get("end")
+    if seg is not None and seg > length + 0.01:
+        return None, f"segment ends at {seg:.3f} s, past the end of the recording ({length:.3f} s)"
+    rec = {"id": it.id, "audio": it.path, "speaker": it.speaker, "transcript": it.transcript, "split": it.split,
+           "duration": round(length, 6), "sample_rate": info["sample_rate"], "channels": info["channels"],
+           "num_samples": info["num_samples"], "corpus": cfg.corpus, **it.extra}
+    if seg is not None:  # a Kaldi segment: the utterance is [start, end) of the recording
+        rec["duration"] = round(it.extra["end"] - it.extra["start"], 6)
+    notes = list(it.notes) + ([cut] if cut else [])
+    if info["channels"] > 1:
+        notes.append(f"downmixed {info['channels']} channels to mono")
+    if notes:
+        rec["note"] = "; ".join(notes)
+    return rec, None
+
+
+def _summary(total: int, kept: list, rejected: list, ignored: int, out: Path, seconds: float) -> PrepareSummary:
     splits: dict[str, int] = {}
     for r in kept:
-        k = r["split"] or "none"
-        splits[k] = splits.get(k, 0) + 1
+        splits[r["split"] or "none"] = splits.get(r["split"] or "none", 0) + 1
     reasons: dict[str, int] = {}
     for r in rejected:
-        k = _category(r["reason"])
-        reasons[k] = reasons.get(k, 0) + 1
+        reasons[_category(r["reason"])] = reasons.get(_category(r["reason"]), 0) + 1
     return PrepareSummary(
-        total=len(items),
-        kept=len(kept),
-        rejected=len(rejected),
-        elapsed_s=round(time.perf_counter() - t0, 3),
-        notes=sum(1 for r in kept if "note" in r),
-        ignored=ignored,
-        speakers=len({r["speaker"] for r in kept}),
-        hours=round(sum(r["duration"] for r in kept) / 3600.0, 4),
-        splits=dict(sorted(splits.items())),
-        reasons=dict(sorted(reasons.items())),
-        out_dir=str(out),
+        total=total, kept=len(kept), rejected=len(rejected), elapsed_s=round(seconds, 3),
+        notes=sum(1 for r in kept if "note" in r), ignored=ignored, speakers=len({r["speaker"] for r in kept}),
+        hours=round(sum(r["duration"] for r in kept) / 3600.0, 4), splits=dict(sorted(splits.items())),
+        reasons=dict(sorted(reasons.items())), out_dir=str(out),
     ).check()
