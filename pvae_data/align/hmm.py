@@ -11,8 +11,10 @@ the middle silence state (so it can be as short as one frame).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -263,3 +265,29 @@ def load_model(model_dir: str | Path) -> WordHMMs:
     if model.means.shape[0] != model.num_states:
         raise ValueError(f"{npz}: {model.means.shape[0]} states, model.json describes {model.num_states}")
     return model
+
+
+def model_sha256(model_dir: str | os.PathLike) -> str:
+    """The identity of an aligner: sha256 over its ``model.json`` and ``model.npz``."""
+    from ..io_utils import sha256_file
+
+    d = Path(model_dir)
+    return hashlib.sha256(" ".join(sha256_file(d / n) for n in (MODEL_JSON, MODEL_NPZ)).encode()).hexdigest()
+
+
+_MODEL_CACHE: dict[str, WordHMMs] = {}
+_MODEL_CACHE_SIZE = 16  # speaker-adapted models: a manifest's chunks hold few speakers each
+
+
+def cached_model(model_dir: str | None) -> WordHMMs | None:
+    """``load_model(model_dir)``, kept in a small per-process LRU cache (speaker-adapted models:
+    a worker meets the same few again and again); None for None."""
+    if model_dir is None:
+        return None
+    if model_dir in _MODEL_CACHE:
+        _MODEL_CACHE[model_dir] = _MODEL_CACHE.pop(model_dir)  # most recently used last
+    else:
+        while len(_MODEL_CACHE) >= _MODEL_CACHE_SIZE:
+            _MODEL_CACHE.pop(next(iter(_MODEL_CACHE)))
+        _MODEL_CACHE[model_dir] = load_model(model_dir)
+    return _MODEL_CACHE[model_dir]

@@ -47,29 +47,27 @@ from pathlib import Path
 
 import numpy as np
 
-from ..align.adapt import AdaptConfig, map_adapt
+from ..align.adapt import AdaptConfig
 from ..align.aligner import AlignConfig, align_words
 from ..align.ctm import read_ctm, write_ctm
-from ..align.hmm import MODEL_JSON, MODEL_NPZ, WordHMMs, load_model, save_model
-from ..align.mfcc import align_features
+from ..align.hmm import MODEL_JSON, WordHMMs, cached_model, load_model, model_sha256
 from ..align.train import AlignTrainConfig
 from ..audio import AudioError, load_audio
 from ..config import ConfigMixin
 from ..digits import transcript_words, word_to_label
 from ..ids import id_path, id_problem
 from ..io_utils import atomic_path, read_jsonl, remove_stale_temps, sha256_file, write_json, write_jsonl
-from ..stage import (PLAIN_RUN, ChunkParts, JobSlice, StageSummary, Timer, map_chunks, progress, run_chunks,
-                     single_thread_blas)
+from ..stage import PLAIN_RUN, ChunkParts, JobSlice, StageSummary, Timer, run_chunks, single_thread_blas
 from ..vad import NoSpeechError, VadConfig, trim_bounds
+from ..word_edges import refine_junctions, trim_words
 from .align_train import REJECTED, reject, train_aligner
+from .segment_adapt import adapt_speakers
 from .trim import trim_record
 
 SEGMENTS = "segments.jsonl"
 CONFIG = "segment_config.json"
 MODEL_SUBDIR = "model"
 TRAIN_MARKER = "segment_train.json"  # in OUT/model when segment trained it: on which manifest and config
-ADAPT_SUBDIR = "adapted"  # OUT/adapted/<speaker>/: the aligner adapted to each speaker
-ADAPT_MARKER = "adapt_key.json"  # written last: what the adapted model was made from
 
 
 
@@ -104,140 +102,6 @@ def word_label(word: str, extra: dict) -> int | None:
         return word_to_label(word)
     except ValueError:
         return None
-
-
-# --------------------------------------------------------------------------------- trimming
-
-
-def _quietest(wave: np.ndarray, rate: int, n: int) -> tuple[np.ndarray, float]:
-    """The quietest ``n`` samples of ``wave`` (10 ms hops) and their mean energy."""
-    if len(wave) <= n:
-        return wave.copy(), float(np.mean(wave * wave)) if len(wave) else float("inf")
-    c = np.concatenate([[0.0], np.cumsum(wave * wave)])
-    hop = max(1, rate // 100)
-    e = c[n::hop] - c[:len(c) - n:hop]  # energy of [i, i + n) for i = 0, hop, 2 hop, ...
-    i = int(np.argmin(e)) * hop
-    return wave[i:i + n], float(e.min()) / n
-
-
-def background_reference(wave: np.ndarray, rate: int, spans: list[tuple[float, float]],
-                         cfg: "SegmentConfig") -> np.ndarray | None:
-    """The utterance's background, for the VAD: the quietest ``noise_ref_s`` outside every word.
-
-    Only the stretches the aligner (or a CTM) left between, before and after the words count,
-    each shrunk by ``ref_guard_s`` next to a word (the aligner's word edges lie on the silence
-    side, so these stretches hold no speech); a stretch shorter than ``noise_ref_s`` is tiled to
-    that length.  None when no stretch of ``ref_min_s`` remains (a recording cut tight around
-    abutting words has no background) or when the stretch is less than ``ref_min_snr_db`` below
-    the words' level (it is speech, not background): the VAD then has no valid floor.
-    Taking the floor from the whole utterance instead chose speech in recordings without
-    background, and the VAD then cut into the words (docs/alignment.md).
-    """
-    n = max(1, int(round(cfg.noise_ref_s * rate)))
-    guard = int(round(cfg.ref_guard_s * rate))
-    edges = [(int(round(a * rate)), int(round(b * rate))) for a, b in spans]
-    gaps = [(0, edges[0][0] - guard)] if edges else [(0, len(wave))]
-    gaps += [(edges[k][1] + guard, edges[k + 1][0] - guard) for k in range(len(edges) - 1)]
-    if edges:
-        gaps.append((edges[-1][1] + guard, len(wave)))
-    best, best_e = None, float("inf")
-    for a, b in gaps:
-        a, b = max(a, 0), min(b, len(wave))
-        if b - a < max(1, cfg.ref_min_s * rate):
-            continue
-        ref, e = _quietest(wave[a:b], rate, min(n, b - a))
-        if e < best_e:
-            best, best_e = ref, e
-    if best is None:
-        return None
-    speech = np.concatenate([wave[a:b] for a, b in edges]) if edges else wave
-    if len(speech) == 0 or 10 * np.log10(np.mean(speech * speech) + 1e-10) - 10 * np.log10(best_e + 1e-10) \
-            < cfg.ref_min_snr_db:
-        return None
-    return np.resize(best, n) if len(best) < n else best
-
-
-def refine_junctions(wave: np.ndarray, rate: int, spans: list[tuple[float, float]],
-                     search_s: float) -> list[tuple[float, float]]:
-    """Spans whose shared edges (abutting words) sit at the quietest 10 ms window within
-    ``search_s`` of the aligner's edge, never past either word's middle."""
-    if search_s <= 0 or len(spans) < 2:
-        return list(spans)
-    from ..vad import refine_track
-
-    out = [list(s) for s in spans]
-    for k in range(len(spans) - 1):
-        t = spans[k][1]
-        if abs(spans[k + 1][0] - t) > 1e-6:
-            continue  # a pause: the VAD places these edges
-        lo = max(t - search_s, (spans[k][0] + t) / 2)
-        hi = min(t + search_s, (t + spans[k + 1][1]) / 2)
-        a, b = int(round(lo * rate)), int(round(hi * rate))
-        db, size, shift = refine_track(wave[a:b], rate)
-        if len(db) == 0:
-            continue
-        j = int(np.argmin(db))
-        new_t = (a + j * shift + size / 2) / rate  # centre of the quietest window
-        out[k][1] = out[k + 1][0] = round(new_t, 6)
-    return [(a, b) for a, b in out]
-
-
-def _claim_loud_edges(wave: np.ndarray, spans: list[tuple[int, int]], snr_db: float) -> list[tuple[int, int]]:
-    """With no background: the stretch before the first word (after the last) that the aligner
-    called silence but is as loud as speech (within ``snr_db`` of the words) is the word's weak
-    onset (offset), e.g. the /s/ of "six": the word keeps it."""
-    if not spans:
-        return spans
-    speech = np.concatenate([wave[a:b] for a, b in spans])
-    level = 10 * np.log10(np.mean(speech * speech) + 1e-10)
-    out = list(spans)
-    a0, b0 = out[0]
-    if a0 > 0 and level - 10 * np.log10(np.mean(wave[:a0] ** 2) + 1e-10) < snr_db:
-        out[0] = (0, b0)
-    a1, b1 = out[-1]
-    if b1 < len(wave) and level - 10 * np.log10(np.mean(wave[b1:] ** 2) + 1e-10) < snr_db:
-        out[-1] = (a1, len(wave))
-    return out
-
-
-def trim_words(wave: np.ndarray, rate: int, spans: list[tuple[float, float]], cfg: SegmentConfig) -> list[tuple[int, int] | None]:
-    """VAD-trimmed ``[start, end)`` samples of every word span (None: no speech in it).
-
-    Without a valid background (:func:`background_reference`) the spans are kept as they are:
-    a VAD with speech for its floor moves edges into the words."""
-    if cfg.noise_ref_s > 0:
-        ref = background_reference(wave, rate, spans, cfg)
-        if ref is None:
-            out = [(max(0, int(round(a * rate))), min(len(wave), int(round(b * rate)))) for a, b in spans]
-            return _claim_loud_edges(wave, out, cfg.ref_min_snr_db)
-    else:
-        ref = np.zeros(0)
-    n = len(spans)
-    out: list[tuple[int, int] | None] = []
-    slack = int(round(cfg.slack_s * rate))
-    for k, (a, b) in enumerate(spans):
-        A, B = int(round(a * rate)), int(round(b * rate))
-        pause_before = k == 0 or a - spans[k - 1][1] > 1e-6
-        pause_after = k == n - 1 or spans[k + 1][0] - b > 1e-6
-        lo = A - slack if pause_before else A
-        hi = B + slack if pause_after else B
-        if k > 0:
-            lo = max(lo, int(round((spans[k - 1][1] + a) / 2 * rate)))
-        if k < n - 1:
-            hi = min(hi, int(round((b + spans[k + 1][0]) / 2 * rate)))
-        lo, hi = max(lo, 0), min(hi, len(wave))
-        if hi - lo <= 0:
-            out.append(None)
-            continue
-        x = np.concatenate([ref, wave[lo:hi], ref])
-        try:
-            s, e = trim_bounds(x, rate, cfg.vad)
-        except (NoSpeechError, ValueError):
-            out.append(None)
-            continue
-        s, e = min(max(s - len(ref), 0), hi - lo), max(min(e - len(ref), hi - lo), 0)
-        out.append((lo + s, lo + e) if e > s else None)
-    return out
 
 
 # --------------------------------------------------------------------------------- one utterance
@@ -341,29 +205,13 @@ def _resample(wave: np.ndarray, rate: int, target: int) -> np.ndarray:
 
 # --------------------------------------------------------------------------------- workers
 
-_MODEL_CACHE: dict[str, WordHMMs] = {}
-_MODEL_CACHE_SIZE = 16  # speaker-adapted models: a manifest's chunks hold few speakers each
-
-
-def _get_model(model_dir: str | None) -> WordHMMs | None:
-    if model_dir is None:
-        return None
-    if model_dir in _MODEL_CACHE:
-        _MODEL_CACHE[model_dir] = _MODEL_CACHE.pop(model_dir)  # most recently used last
-    else:
-        while len(_MODEL_CACHE) >= _MODEL_CACHE_SIZE:
-            _MODEL_CACHE.pop(next(iter(_MODEL_CACHE)))
-        _MODEL_CACHE[model_dir] = load_model(model_dir)
-    return _MODEL_CACHE[model_dir]
-
-
 def _segment_many(index: int, records: list[dict], model_dir: str | None, cfg_dict: dict, ctm: dict | None,
                   audio_dir: str | None, speaker_models: dict | None = None) -> list[tuple[list[dict], dict | None, list[tuple]]]:
     cfg = SegmentConfig.from_dict(cfg_dict)
     out = []
     with single_thread_blas():
         for r in records:
-            model = _get_model((speaker_models or {}).get(r.get("speaker"), model_dir))
+            model = cached_model((speaker_models or {}).get(r.get("speaker"), model_dir))
             try:
                 res = segment_utterance(r, model, cfg, None if ctm is None else ctm.get(r.get("id")), ctm is not None)
             except (KeyError, TypeError, ValueError) as e:  # a malformed record is a rejection, not a crash
@@ -372,69 +220,6 @@ def _segment_many(index: int, records: list[dict], model_dir: str | None, cfg_di
                 _write_cuts(res[0], Path(audio_dir))
             out.append(res)
     return out
-
-
-# --------------------------------------------------------------------------------- adaptation
-
-
-def _speaker_dir(out: Path, speaker: str) -> Path:
-    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in speaker)[:40]
-    return out / ADAPT_SUBDIR / f"{safe}-{hashlib.sha256(speaker.encode()).hexdigest()[:8]}"
-
-
-def _adapt_one(index: int, job: tuple, model_dir: str, cfg_dict: dict) -> str:
-    """Adapt the aligner to one speaker, write it, return its directory."""
-    speaker, records, key, out_dir = job
-    cfg = SegmentConfig.from_dict(cfg_dict)
-    model = _get_model(model_dir)
-    fc = model.features
-    data = []
-    with single_thread_blas():
-        for r in records:
-            words = transcript_words(r)
-            if not words or any(w not in model.word_index for w in words):
-                continue
-            try:
-                wave, _ = load_audio(r["audio"], start=r.get("start"), end=r.get("end"), target_rate=fc.sample_rate)
-            except (AudioError, KeyError, TypeError, ValueError):
-                continue  # the segment pass rejects it, with the reason
-            feats = align_features(wave.astype(np.float64), fc)
-            if align_words(model, wave, words, cfg.align, feats=feats).ok:  # only transcripts it accepts
-                data.append((feats, words))
-        adapted = map_adapt(model, data, cfg.adapt)
-    d = Path(out_dir)
-    save_model(adapted, d)
-    write_json(d / ADAPT_MARKER, key)
-    return str(d.resolve())
-
-
-def adapt_speakers(records: list[dict], model_dir: str, out: Path, cfg: SegmentConfig, jobs: int = 1,
-                   show_progress: bool = True) -> dict[str, str]:
-    """``{speaker: adapted model directory}`` for every speaker of ``records`` (resumable: a
-    speaker whose ``OUT/adapted/<speaker>`` was made from the same model, config and utterances
-    is reused).  Depends only on the whole manifest, so every job-array member gets the same."""
-    by_speaker: dict[str, list[dict]] = {}
-    for r in records:
-        if isinstance(r.get("speaker"), str) and r["speaker"]:
-            by_speaker.setdefault(r["speaker"], []).append(r)
-    base = model_sha256(model_dir)
-    done, todo = {}, []
-    for spk, recs in sorted(by_speaker.items()):
-        key = {"model_sha256": base, "adapt": cfg.adapt.to_dict(), "align": cfg.align.to_dict(),
-               "utterances": hashlib.sha256(json.dumps([[r.get("id"), r.get("audio"), r.get("start"), r.get("end"),
-                                                         r.get("transcript")] for r in recs]).encode()).hexdigest()}
-        d = _speaker_dir(out, spk)
-        marker = d / ADAPT_MARKER
-        if marker.is_file() and json.loads(marker.read_text()) == key:
-            done[spk] = str(d.resolve())
-        else:
-            todo.append((spk, recs, key, str(d)))
-    bar = progress(len(todo), "segment: adapt to speakers", show_progress and bool(todo))
-    for (spk, *_), d in zip(todo, map_chunks(_adapt_one, list(enumerate(todo)), (model_dir, cfg.to_dict()), jobs)):
-        done[spk] = d
-        bar.update(1)
-    bar.close()
-    return done
 
 
 def _write_cuts(segs: list[dict], audio_dir: Path) -> None:
@@ -450,12 +235,6 @@ def _write_cuts(segs: list[dict], audio_dir: Path) -> None:
 
 
 # --------------------------------------------------------------------------------- the stage
-
-
-def model_sha256(model_dir: str | os.PathLike) -> str:
-    """The identity of an aligner: sha256 over its ``model.json`` and ``model.npz``."""
-    d = Path(model_dir)
-    return hashlib.sha256(" ".join(sha256_file(d / n) for n in (MODEL_JSON, MODEL_NPZ)).encode()).hexdigest()
 
 
 def _own_model(out: Path, want: dict) -> tuple[bool, bool]:

@@ -376,7 +376,7 @@ def test_single_word_transcripts_are_checked_by_the_aligner(corpus):
 def test_background_comes_from_outside_the_words():
     """The VAD's floor is taken between and around the words, never from inside one; a recording
     with no background keeps the aligner's edges."""
-    from pvae_data.stages.segment import background_reference, trim_words
+    from pvae_data.word_edges import background_reference, trim_words
 
     rate = 8000
     rng = np.random.default_rng(0)
@@ -401,7 +401,7 @@ def test_speaker_adaptation_is_made_once_per_speaker_and_reused(corpus, tmp_path
     from the whole manifest, so job-array members agree) and a rerun reuses it; with
     ``adapt.iterations: 0`` the unadapted model aligns everything."""
     from pvae_data.align.adapt import AdaptConfig
-    from pvae_data.stages.segment import ADAPT_MARKER, ADAPT_SUBDIR
+    from pvae_data.stages.segment_adapt import ADAPT_MARKER, ADAPT_SUBDIR
 
     recs = read_jsonl(corpus["test"]["utterances"])
     speakers = {r["speaker"] for r in recs}
@@ -430,7 +430,6 @@ def test_a_20_minute_2000_word_recording_is_refused_up_front_in_bounded_memory(c
     """Issue 27 item 10: the forced Viterbi's back-pointers grow as frames x graph states (20 min,
     2,000 words: ~14 GB); segment refuses such a record before allocating, naming the limit, and
     its peak memory stays far under 2 GB."""
-    import resource
     import subprocess
     import sys
 

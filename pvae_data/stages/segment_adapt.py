@@ -1,0 +1,84 @@
+"""Speaker adaptation inside ``segment``: before segmenting, the aligner is MAP-adapted to each
+speaker of the manifest (:func:`pvae_data.align.adapt.map_adapt`) on that speaker's utterances
+whose transcripts it accepts; each adapted model is kept in ``OUT/adapted/<speaker>/`` with a
+marker of what it was made from, and reused by a rerun."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+
+from ..align.adapt import AdaptConfig, map_adapt
+from ..align.aligner import AlignConfig, align_words
+from ..align.hmm import cached_model, model_sha256, save_model
+from ..align.mfcc import align_features
+from ..audio import AudioError, load_audio
+from ..digits import transcript_words
+from ..io_utils import write_json
+from ..stage import map_chunks, progress, single_thread_blas
+
+ADAPT_SUBDIR = "adapted"  # OUT/adapted/<speaker>/: the aligner adapted to each speaker
+ADAPT_MARKER = "adapt_key.json"  # written last: what the adapted model was made from
+
+
+def _speaker_dir(out: Path, speaker: str) -> Path:
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in speaker)[:40]
+    return out / ADAPT_SUBDIR / f"{safe}-{hashlib.sha256(speaker.encode()).hexdigest()[:8]}"
+
+
+def _adapt_one(index: int, job: tuple, model_dir: str, align_dict: dict, adapt_dict: dict) -> str:
+    """Adapt the aligner to one speaker, write it, return its directory."""
+    speaker, records, key, out_dir = job
+    align_cfg, adapt_cfg = AlignConfig.from_dict(align_dict), AdaptConfig.from_dict(adapt_dict)
+    model = cached_model(model_dir)
+    fc = model.features
+    data = []
+    with single_thread_blas():
+        for r in records:
+            words = transcript_words(r)
+            if not words or any(w not in model.word_index for w in words):
+                continue
+            try:
+                wave, _ = load_audio(r["audio"], start=r.get("start"), end=r.get("end"), target_rate=fc.sample_rate)
+            except (AudioError, KeyError, TypeError, ValueError):
+                continue  # the segment pass rejects it, with the reason
+            feats = align_features(wave.astype(np.float64), fc)
+            if align_words(model, wave, words, align_cfg, feats=feats).ok:  # only transcripts it accepts
+                data.append((feats, words))
+        adapted = map_adapt(model, data, adapt_cfg)
+    d = Path(out_dir)
+    save_model(adapted, d)
+    write_json(d / ADAPT_MARKER, key)
+    return str(d.resolve())
+
+
+def adapt_speakers(records: list[dict], model_dir: str, out: Path, cfg, jobs: int = 1,
+                   show_progress: bool = True) -> dict[str, str]:
+    """``{speaker: adapted model directory}`` for every speaker of ``records`` (resumable: a
+    speaker whose ``OUT/adapted/<speaker>`` was made from the same model, config and utterances
+    is reused).  Depends only on the whole manifest, so every job-array member gets the same."""
+    by_speaker: dict[str, list[dict]] = {}
+    for r in records:
+        if isinstance(r.get("speaker"), str) and r["speaker"]:
+            by_speaker.setdefault(r["speaker"], []).append(r)
+    base = model_sha256(model_dir)
+    done, todo = {}, []
+    for spk, recs in sorted(by_speaker.items()):
+        key = {"model_sha256": base, "adapt": cfg.adapt.to_dict(), "align": cfg.align.to_dict(),
+               "utterances": hashlib.sha256(json.dumps([[r.get("id"), r.get("audio"), r.get("start"), r.get("end"),
+                                                         r.get("transcript")] for r in recs]).encode()).hexdigest()}
+        d = _speaker_dir(out, spk)
+        marker = d / ADAPT_MARKER
+        if marker.is_file() and json.loads(marker.read_text()) == key:
+            done[spk] = str(d.resolve())
+        else:
+            todo.append((spk, recs, key, str(d)))
+    bar = progress(len(todo), "segment: adapt to speakers", show_progress and bool(todo))
+    for (spk, *_), d in zip(todo, map_chunks(_adapt_one, list(enumerate(todo)), (model_dir, cfg.align.to_dict(), cfg.adapt.to_dict()), jobs)):
+        done[spk] = d
+        bar.update(1)
+    bar.close()
+    return done
