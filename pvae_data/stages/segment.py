@@ -252,6 +252,34 @@ def _own_model(out: Path, want: dict) -> tuple[bool, bool]:
     return marker == want, True
 
 
+def _aligner(model, records: list[dict], out: Path, manifest_sha: str, train_cfg: AlignTrainConfig, job: JobSlice,
+             jobs: int, show_progress: bool) -> tuple[str, object, bool, str | None]:
+    """(model dir, training summary or None, trained by segment, note) of the aligner to use:
+    ``model`` when given, else ``OUT/model``, trained on the manifest's train split when it is
+    missing or was trained by segment for another manifest or config."""
+    trained, own_trained, note = None, False, None
+    if model is None:
+        want = json.loads(json.dumps({"manifest_sha256": manifest_sha, "split": "train",
+                                      "train_config": train_cfg.to_dict()}))
+        usable, own_trained = _own_model(out, want)
+        if not usable and job.is_member:
+            why = "was trained by `segment` for another manifest or config" if own_trained else "does not exist"
+            raise ValueError(f"job-array members need an existing aligner, and {out / MODEL_SUBDIR} {why}: "
+                             f"give --model DIR, or train one first with `pvae-data align-train MANIFEST "
+                             f"{out / MODEL_SUBDIR}` (members do not train their own into the same OUT)")
+        if not usable:
+            trained = train_aligner(records, out / MODEL_SUBDIR, train_cfg, jobs=jobs, show_progress=show_progress)
+            write_json(out / MODEL_SUBDIR / TRAIN_MARKER, want)
+            own_trained = True
+        elif not job.is_member:
+            note = f"{out / MODEL_SUBDIR} (already there, reused)"
+        model = out / MODEL_SUBDIR
+    if not (Path(model) / MODEL_JSON).is_file():
+        raise ValueError(f"{model}: not an aligner model directory (no {MODEL_JSON})")
+    load_model(model)  # fail early, with the reason, on a broken model
+    return str(Path(model).resolve()), trained, own_trained, note
+
+
 def segment_manifest(manifest: str | os.PathLike, out_dir: str | os.PathLike, model: str | os.PathLike | None = None,
                      cfg: SegmentConfig = SegmentConfig(), jobs: int = 1, ctm: str | os.PathLike | None = None,
                      export_ctm: str | os.PathLike | None = None, write_audio: bool = False,
@@ -277,36 +305,14 @@ def segment_manifest(manifest: str | os.PathLike, out_dir: str | os.PathLike, mo
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     ctm_map, ctm_bad = None, []
-    trained = None
-    own_trained = False  # the model is OUT/model, trained by segment
-    model_dir: str | None = None
-    model_note = None
+    trained, own_trained, model_dir, model_note = None, False, None, None
     if ctm is not None:
         ctm_map, ctm_bad = read_ctm(ctm)
         if not ctm_map:
             raise ValueError(f"{ctm}: no word lines" + (f" ({ctm_bad[0]})" if ctm_bad else ""))
     elif model is not None or any(len(transcript_words(r)) > 1 for r in records):
-        if model is None:
-            want = json.loads(json.dumps({"manifest_sha256": manifest_sha, "split": "train",
-                                          "train_config": train_cfg.to_dict()}))
-            usable, own_trained = _own_model(out, want)
-            if not usable and job.is_member:
-                why = ("was trained by `segment` for another manifest or config" if own_trained
-                       else "does not exist")
-                raise ValueError(f"job-array members need an existing aligner, and {out / MODEL_SUBDIR} {why}: "
-                                 f"give --model DIR, or train one first with `pvae-data align-train MANIFEST "
-                                 f"{out / MODEL_SUBDIR}` (members do not train their own into the same OUT)")
-            if not usable:
-                trained = train_aligner(records, out / MODEL_SUBDIR, train_cfg, jobs=jobs, show_progress=show_progress)
-                write_json(out / MODEL_SUBDIR / TRAIN_MARKER, want)
-                own_trained = True
-            elif not job.is_member:
-                model_note = f"{out / MODEL_SUBDIR} (already there, reused)"
-            model = out / MODEL_SUBDIR
-        if not (Path(model) / MODEL_JSON).is_file():
-            raise ValueError(f"{model}: not an aligner model directory (no {MODEL_JSON})")
-        load_model(model)  # fail early, with the reason, on a broken model
-        model_dir = str(Path(model).resolve())
+        model_dir, trained, own_trained, model_note = _aligner(model, records, out, manifest_sha, train_cfg, job,
+                                                               jobs, show_progress)
     audio_dir = str((out / "audio").resolve()) if write_audio else None
     cfg_d = cfg.to_dict()
     speaker_models = None
