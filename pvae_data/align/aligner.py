@@ -129,46 +129,54 @@ def align_words(model: WordHMMs, wave: np.ndarray, words: list[str], cfg: AlignC
                           f"(plausible {lo * fc.frame_shift_ms:.0f}-{hi * fc.frame_shift_ms:.0f} ms)")
             return res
     if cfg.check_recognition:
-        lscore, lpath, lg = loop_decode(model, ll, float(model.calibration.get("loop_entry_lp", -5.0)))
-        res.deficit = (lscore - score) / T
-        rec = loop_words(lpath, lg)
-        res.recognized = " ".join(w for w, _, _ in rec)
-        lscores = _path_frame_scores(ll, lg["state"][lpath])
-        cf, cl = np.concatenate([[0], np.cumsum(fscores)]), np.concatenate([[0], np.cumsum(lscores)])
-        res.word_deficits = [float((cl[b] - cl[a] - cf[b] + cf[a]) / max(1, b - a)) for a, b in frames]
-        max_def = _threshold(cfg.max_deficit, model, "max_deficit", 1e9)
-        if res.deficit > max_def:
-            res.reason = (f"transcript/audio mismatch: free recognition ({res.recognized!r}) fits "
-                          f"{res.deficit:.2f} nats/frame better than the transcript (> {max_def:.2f})")
-            return res
-        max_wdef = _threshold(cfg.max_word_deficit, model, "max_word_deficit", 1e9)
-        # What the free recogniser heard over each word's frames.  A word heard as itself is not
-        # a mismatch whatever its deficit (the free path only placed its edges differently).
-        heard = [" ".join(w for w, s, e in rec if min(e, b) - max(s, a) > 0.5 * (e - s)) or "silence"
-                 for a, b in frames]
-        res.heard = heard
-        suspect = [k for k in range(len(words)) if heard[k] != words[k]]
-        if suspect:
-            k = max(suspect, key=lambda i: res.word_deficits[i])
-            if res.word_deficits[k] > max_wdef:
-                a, b = frames[k]
-                res.reason = (f"transcript/audio mismatch: word {k + 1} {words[k]!r} at {a * fc.shift_s:.2f}-"
-                              f"{b * fc.shift_s:.2f} s sounds like {heard[k]!r} ({res.word_deficits[k]:.2f} > "
-                              f"{max_wdef:.2f} nats/frame)")
-                return res
-        # Speech the transcript does not mention: the forced path can only call it silence or a
-        # pause (a two-digit recording labelled with one digit; a dropped word at a pause).  The
-        # same per-frame test, over every stretch outside the words where the recogniser heard one.
-        edges = [0] + [x for f in frames for x in f] + [T]
-        for a, b in zip(edges[0::2], edges[1::2]):
-            extra = " ".join(w for w, s, e in rec if min(e, b) - max(s, a) > 0.5 * (e - s))
-            if b > a and extra:
-                res.gap_deficits.append((a, b, float((cl[b] - cl[a] - cf[b] + cf[a]) / (b - a)), extra))
-        if res.gap_deficits:
-            a, b, d, extra = max(res.gap_deficits, key=lambda g: g[2])
-            if d > max_wdef:
-                res.reason = (f"transcript/audio mismatch: {extra!r} heard at {a * fc.shift_s:.2f}-"
-                              f"{b * fc.shift_s:.2f} s, outside the transcript's words ({d:.2f} > "
-                              f"{max_wdef:.2f} nats/frame)")
-                return res
+        _check_recognition(res, model, ll, score, fscores, words, frames, cfg)
     return res
+
+
+def _check_recognition(res: Alignment, model: WordHMMs, ll: np.ndarray, score: float, fscores: np.ndarray,
+                       words: list[str], frames: list[tuple[int, int]], cfg: AlignConfig) -> None:
+    """The free recogniser against the transcript (sets ``res.reason`` on a mismatch): over the
+    whole utterance, over each word, and over each stretch outside the words where it heard one."""
+    fc, T = model.features, len(ll)
+    lscore, lpath, lg = loop_decode(model, ll, float(model.calibration.get("loop_entry_lp", -5.0)))
+    res.deficit = (lscore - score) / T
+    rec = loop_words(lpath, lg)
+    res.recognized = " ".join(w for w, _, _ in rec)
+    lscores = _path_frame_scores(ll, lg["state"][lpath])
+    cf, cl = np.concatenate([[0], np.cumsum(fscores)]), np.concatenate([[0], np.cumsum(lscores)])
+    res.word_deficits = [float((cl[b] - cl[a] - cf[b] + cf[a]) / max(1, b - a)) for a, b in frames]
+    max_def = _threshold(cfg.max_deficit, model, "max_deficit", 1e9)
+    if res.deficit > max_def:
+        res.reason = (f"transcript/audio mismatch: free recognition ({res.recognized!r}) fits "
+                      f"{res.deficit:.2f} nats/frame better than the transcript (> {max_def:.2f})")
+        return
+    max_wdef = _threshold(cfg.max_word_deficit, model, "max_word_deficit", 1e9)
+    # What the free recogniser heard over each word's frames.  A word heard as itself is not
+    # a mismatch whatever its deficit (the free path only placed its edges differently).
+    heard = [" ".join(w for w, s, e in rec if min(e, b) - max(s, a) > 0.5 * (e - s)) or "silence"
+             for a, b in frames]
+    res.heard = heard
+    suspect = [k for k in range(len(words)) if heard[k] != words[k]]
+    if suspect:
+        k = max(suspect, key=lambda i: res.word_deficits[i])
+        if res.word_deficits[k] > max_wdef:
+            a, b = frames[k]
+            res.reason = (f"transcript/audio mismatch: word {k + 1} {words[k]!r} at {a * fc.shift_s:.2f}-"
+                          f"{b * fc.shift_s:.2f} s sounds like {heard[k]!r} ({res.word_deficits[k]:.2f} > "
+                          f"{max_wdef:.2f} nats/frame)")
+            return
+    # Speech the transcript does not mention: the forced path can only call it silence or a
+    # pause (a two-digit recording labelled with one digit; a dropped word at a pause).  The
+    # same per-frame test, over every stretch outside the words where the recogniser heard one.
+    edges = [0] + [x for f in frames for x in f] + [T]
+    for a, b in zip(edges[0::2], edges[1::2]):
+        extra = " ".join(w for w, s, e in rec if min(e, b) - max(s, a) > 0.5 * (e - s))
+        if b > a and extra:
+            res.gap_deficits.append((a, b, float((cl[b] - cl[a] - cf[b] + cf[a]) / (b - a)), extra))
+    if res.gap_deficits:
+        a, b, d, extra = max(res.gap_deficits, key=lambda g: g[2])
+        if d > max_wdef:
+            res.reason = (f"transcript/audio mismatch: {extra!r} heard at {a * fc.shift_s:.2f}-"
+                          f"{b * fc.shift_s:.2f} s, outside the transcript's words ({d:.2f} > "
+                          f"{max_wdef:.2f} nats/frame)")
+            return
