@@ -51,6 +51,8 @@ VARIANTS = {
     # the same, the held-out speaker's statistics estimated from only k of its utterances
     "band_spk_k": dict(fbank=BAND, cmvn="speaker", ks=(1, 3, 10, 30)),
     "band_spk_speed": dict(fbank=BAND, cmvn="speaker", speeds=(0.9, 1.1)),
+    "band_utt_speed_wide": dict(fbank=BAND, cmvn="utterance", speeds=(0.8, 0.9, 1.1, 1.2)),
+    "band_utt_speed_vtlp_wide": dict(fbank=BAND, cmvn="utterance", speeds=(0.9, 1.1), warps=(0.85, 1.15)),
     "band_utt_deep": dict(fbank=BAND, cmvn="utterance", arch="deep"),
     "band_utt_all_deep": dict(fbank=BAND, cmvn="utterance", speeds=(0.9, 1.1), warps=(0.9, 1.1), specaug=True,
                               arch="deep"),
@@ -133,6 +135,37 @@ def train(feats, labels, epochs, seed, specaug, width, arch="conv2"):
     return clf.eval()
 
 
+def run_outside(name, waves, labels, speakers, outside, epochs, seed):
+    """One judge trained on every take of all six FSDD speakers (the variant's copies too),
+    tested on voices from outside FSDD (``outside``: waves, labels, speakers): {voice: accuracy}."""
+    from pvae_model.eval.classifiers import predict_speech
+
+    v = VARIANTS[name]
+    feats, ys = compute_fbank_batch(waves, v["fbank"]), [labels]
+    for f in v.get("speeds", ()):
+        feats += compute_fbank_batch([speed_perturb(w, 16000, f) for w in waves], v["fbank"])
+        ys.append(labels)
+    for w in v.get("warps", ()):
+        feats += compute_fbank_batch(waves, replace(v["fbank"], vtln_warp=w))
+        ys.append(labels)
+    o_waves, o_labels, o_speakers = outside
+    o_feats = compute_fbank_batch(o_waves, v["fbank"])
+    if v["cmvn"] == "global":
+        cat = np.concatenate(feats)
+        mean, std = cat.mean(0), cat.std(0) + 1e-5
+        f_tr, f_te = norm(feats, "global", mean, std), norm(o_feats, "global", mean, std)
+    elif v["cmvn"] == "speaker":
+        f_tr = speaker_norm(feats, np.concatenate([speakers] * len(ys)))
+        f_te = speaker_norm(o_feats, o_speakers)
+    else:
+        f_tr, f_te = norm(feats, v["cmvn"]), norm(o_feats, v["cmvn"])
+    clf = train(f_tr, np.concatenate(ys), epochs, seed, v.get("specaug", False), v.get("width", 128), v.get("arch", "conv2"))
+    pred = predict_speech(clf, f_te)
+    rows = {spk: float((pred[o_speakers == spk] == o_labels[o_speakers == spk]).mean()) for spk in sorted(set(o_speakers))}
+    rows["pooled"] = float((pred == o_labels).mean())
+    return rows
+
+
 def run_variant(name, waves, labels, speakers, epochs, seed, n_train_speakers=0):
     from pvae_model.eval.classifiers import predict_speech
 
@@ -193,12 +226,24 @@ def main():
     ap.add_argument("--seeds", default="0")
     ap.add_argument("--epochs", type=int, default=30)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--outside", default=None,
+                    help="segments.jsonl of voices from outside FSDD (e.g. benchmarks/outside_voices.py make, then "
+                         "prepare list + trim): train on all six speakers, test there, instead of LOSO")
     ap.add_argument("--train-speakers", default="0",
                     help="comma list of how many of the other speakers each fold trains on (0 = all five): "
                          "the learning curve over voices")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     waves, labels, speakers = load_waves(args.segments)
+    if args.outside:
+        outside = load_waves(args.outside)
+        for name in args.variant or list(VARIANTS):
+            for seed in [int(s) for s in args.seeds.split(",")]:
+                t0 = time.time()
+                rows = run_outside(name, waves, labels, speakers, outside, args.epochs, seed)
+                print(json.dumps({"variant": name, "seed": seed, "outside": {k: round(x, 3) for k, x in rows.items()},
+                                  "minutes": round((time.time() - t0) / 60, 2)}), flush=True)
+        return
     for name in args.variant or list(VARIANTS):
         for seed, n_spk in [(int(s), int(n)) for s in args.seeds.split(",") for n in args.train_speakers.split(",")]:
             t0 = time.time()
