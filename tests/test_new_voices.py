@@ -223,21 +223,24 @@ def test_train_config_refuses_an_unknown_cmvn_mode():
 def test_pool_folds_weights_held_out_speakers_by_utterances(tmp_path):
     from pvae_model.eval.pool import pool_folds
 
-    runs = []
+    runs = []  # laid out as pipelines/loso.sh does: OUT/<speaker>/pvae for every fold
     for name, n, acc in (("a", 100, 0.9), ("b", 300, 0.5)):
-        d = tmp_path / name / "eval"
+        d = tmp_path / name / "pvae" / "eval"
         d.mkdir(parents=True)
         g = {"speakers": [name], "n": n, "purity": acc, "speech_to_image": acc, "speech_own": acc, "judge": acc}
         (d / "metrics.json").write_text(json.dumps({"epoch": 3, "speaker_groups": {"held_out": g},
                                                     "coherence": {"image_to_speech_prior": acc}}))
-        runs.append(tmp_path / name)
+        runs.append(tmp_path / name / "pvae")
     p = pool_folds(runs)
+    assert list(p["folds"]) == ["a/pvae", "b/pvae"]  # same directory names: each fold kept apart
     assert p["pooled"]["n"] == 400 and abs(p["pooled"]["purity"] - 0.6) < 1e-9
     assert abs(p["pooled"]["image_to_speech"] - 0.7) < 1e-9 and p["pooled"]["worst_judge"] == 0.5
     (tmp_path / "c" / "eval").mkdir(parents=True)
     (tmp_path / "c" / "eval" / "metrics.json").write_text(json.dumps({"speaker_groups": {}}))
     with pytest.raises(ValueError, match="no held-out speaker"):
         pool_folds([tmp_path / "c"])
+    with pytest.raises(ValueError, match="given twice"):
+        pool_folds([runs[0], runs[0]])
 
 
 def test_spec_augment_wider_than_an_utterance_is_refused_by_name(small_shards):

@@ -16,9 +16,21 @@ from pathlib import Path
 SPEECH = ("purity", "speech_to_image", "speech_own", "judge")
 
 
+def fold_names(run_dirs) -> list[str]:
+    """A name per fold: the run directory's name, or ``parent/name`` when those repeat
+    (``pipelines/loso.sh`` makes ``OUT/<speaker>/pvae`` for every fold)."""
+    paths = [Path(r) for r in run_dirs]
+    if len({p.resolve() for p in paths}) != len(paths):
+        raise ValueError("a fold is given twice")
+    names = [p.name for p in paths]
+    if len(set(names)) == len(names):
+        return names
+    return [f"{p.resolve().parent.name}/{p.name}" for p in paths]
+
+
 def pool_folds(run_dirs) -> dict:
     folds, total, sums, i2s = {}, 0, {k: 0.0 for k in SPEECH}, []
-    for run in run_dirs:
+    for run, name in zip(run_dirs, fold_names(run_dirs)):
         path = Path(run) / "eval" / "metrics.json"
         if not path.is_file():
             raise FileNotFoundError(f"{path}: no evaluation (run `pvae-model evaluate {run}` first)")
@@ -30,7 +42,7 @@ def pool_folds(run_dirs) -> dict:
                **{k: g[k] for k in SPEECH},
                "image_to_speech": m["coherence"]["image_to_speech_prior"],
                "seen_speech_to_image": (m["speaker_groups"].get("seen") or {}).get("speech_to_image")}
-        folds[Path(run).name] = row
+        folds[name] = row
         total += g["n"]
         for k in SPEECH:
             sums[k] += g[k] * g["n"]
