@@ -211,6 +211,13 @@ MIN_SAMPLE_RATE = 1000  # below this a header is damaged, not speech (telephone 
 MAX_SAMPLE_RATE = 768000
 
 
+def _check_rate(path: str, sr: int) -> None:
+    """A header's sample rate outside [MIN_SAMPLE_RATE, MAX_SAMPLE_RATE] is damaged or crafted."""
+    if not MIN_SAMPLE_RATE <= sr <= MAX_SAMPLE_RATE:
+        raise AudioError(path, f"implausible sample rate {sr} Hz (accepted: {MIN_SAMPLE_RATE}-{MAX_SAMPLE_RATE} Hz; "
+                               f"a damaged header?)")
+
+
 def inspect_audio(path: str | os.PathLike) -> AudioInfo:
     """Open ``path`` and read all of it; return its ``AudioInfo`` or raise ``AudioError``.
 
@@ -222,9 +229,7 @@ def inspect_audio(path: str | os.PathLike) -> AudioInfo:
     f, is_sphere = _open(p)
     with f:
         sr, ch, fmt, subtype = int(f.samplerate), int(f.channels), str(f.format), str(f.subtype)
-        if not MIN_SAMPLE_RATE <= sr <= MAX_SAMPLE_RATE:  # a damaged or crafted header
-            raise AudioError(p, f"implausible sample rate {sr} Hz (accepted: {MIN_SAMPLE_RATE}-{MAX_SAMPLE_RATE} Hz; "
-                                f"a damaged header?)")
+        _check_rate(p, sr)
         if ch <= 0:
             raise AudioError(p, f"bad channel count {ch}")
         dtype = "int16" if subtype == "PCM_16" else "float32"
@@ -296,9 +301,7 @@ def load_audio(
         sr, n, subtype = int(f.samplerate), int(f.frames), str(f.subtype)
         if n <= 0:
             raise AudioError(p, "empty (0 samples)")
-        if not MIN_SAMPLE_RATE <= sr <= MAX_SAMPLE_RATE:  # resampling 1 Hz "audio" would take GBs
-            raise AudioError(p, f"implausible sample rate {sr} Hz (accepted: {MIN_SAMPLE_RATE}-{MAX_SAMPLE_RATE} Hz; "
-                                f"a damaged header?)")
+        _check_rate(p, sr)  # resampling 1 Hz "audio" would take GBs
         s = 0 if start is None else int(round(float(start) * sr))
         e = n if end is None else min(n, int(round(float(end) * sr)))
         if s < 0:

@@ -7,7 +7,7 @@ An scp line points at ``ark_path:offset`` where ``offset`` is the first byte *af
 from __future__ import annotations
 
 from pathlib import Path
-from typing import BinaryIO, Iterable
+from typing import BinaryIO, Iterable, Iterator
 
 import kaldiio
 import numpy as np
@@ -77,11 +77,9 @@ def write_data_dir(d: str | Path, records: list[dict], features_dir: Path, prefi
     if (src / "cmvn_speaker.scp").is_file():
         # the stage wrote absolute ark paths; the ark is found where the stage directory is now
         # (it may have been moved or copied since)
-        for line in (src / "cmvn_speaker.scp").read_text().splitlines():
-            if line.strip():
-                spk, where = line.split(maxsplit=1)
-                ark, _, offset = where.strip().rpartition(":")
-                cmvn[spk] = f"{src / Path(ark).name}:{offset}"
+        for _, spk, where in table_lines(src / "cmvn_speaker.scp"):
+            ark, _, offset = where.rpartition(":")
+            cmvn[spk] = f"{src / Path(ark).name}:{offset}"
     reco: dict[str, str] = {}  # audio path -> recording id
     names = ("wav.scp", "segments", "reco2dur", "text", "utt2spk") + (("feats.scp",) if with_feats else ())
     rows: dict[str, list] = {name: [] for name in names}
@@ -135,6 +133,27 @@ def export_fbank_data_dirs(fbank_dir: str | Path, out_dir: str | Path, split: st
     return sum(len(r) for r in by_split.values())
 
 
+def table_lines(path: str | Path) -> Iterator[tuple[int, str, str]]:
+    """``(line number, key, rest of line)`` per non-empty line of a Kaldi table file.  Key and value
+    are split on any whitespace, tabs too, as Kaldi does.  A key given twice is an error naming the
+    file and line (Kaldi's validate_data_dir.sh refuses it too): which line to believe is not ours to
+    guess, and dropping one would lose an input silently."""
+    seen: set[str] = set()
+    for i, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        key, *rest = line.split(maxsplit=1)
+        if key in seen:
+            raise ValueError(f"{path}:{i}: duplicate key {key!r} (first on an earlier line)")
+        seen.add(key)
+        yield i, key, rest[0].strip() if rest else ""
+
+
+def read_table(path: str | Path) -> dict[str, str]:
+    """A Kaldi table file as ``{key: rest of line}`` (:func:`table_lines`)."""
+    return {key: value for _, key, value in table_lines(path)}
+
+
 class FeatsTable:
     """A Kaldi ``feats.scp`` read as data: ``table[key]`` is the matrix, read with kaldiio when asked.
 
@@ -146,18 +165,12 @@ class FeatsTable:
     def __init__(self, scp: str | Path, allow_commands: bool = False):
         self.scp = Path(scp)
         self.where: dict[str, str] = {}
-        for i, line in enumerate(self.scp.read_text(encoding="utf-8").splitlines(), 1):
-            if not line.strip():
-                continue
-            key, *rest = line.split(maxsplit=1)
-            value = rest[0].strip() if rest else ""
+        for i, key, value in table_lines(self.scp):
             if not value:
                 raise ValueError(f"{self.scp}:{i}: {key!r} has no rxfilename")
             if (value.endswith("|") or value == "-" or value.startswith("- ")) and not allow_commands:
                 raise ValueError(f"{self.scp}:{i}: {key!r} is a command ({value[:60]!r}); commands in a "
                                  f"feats.scp run only with --allow-commands (they run with your permissions)")
-            if key in self.where:
-                raise ValueError(f"{self.scp}:{i}: duplicate key {key!r}")
             self.where[key] = value
         self._table = kaldiio.load_scp(str(self.scp))
 

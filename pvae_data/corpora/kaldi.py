@@ -9,23 +9,8 @@ from pathlib import Path
 from ..digits import normalize_transcript
 from ..ids import id_path, id_problem
 from ..io_utils import atomic_path
+from ..kaldi_io import read_table
 from .common import SPLITS, Item, abspath
-
-
-def kaldi_table(path: Path) -> dict[str, str]:
-    """``key rest-of-line`` per line of a Kaldi table file.  A key given twice is an error naming
-    the file and line (Kaldi's validate_data_dir.sh refuses it too): which line to believe is
-    not ours to guess, and dropping one would lose an input silently."""
-    table: dict[str, str] = {}
-    for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        key, *rest = line.strip().split(maxsplit=1)  # any whitespace, as Kaldi: tabs too
-        rest = rest[0] if rest else ""
-        if key in table:
-            raise ValueError(f"{path}:{i}: duplicate key {key!r} (first on an earlier line)")
-        table[key] = rest.strip()
-    return table
 
 
 def run_pipe(rec: str, command: str, out_dir: Path) -> tuple[str | None, str | None]:
@@ -77,10 +62,10 @@ def kaldi_items(cfg, out_dir: Path) -> tuple[list[Item], int]:
     for need in ("wav.scp", "text", "utt2spk"):
         if not (d / need).is_file():
             raise FileNotFoundError(f"{d}: not a Kaldi data dir (no {need})")
-    wav = kaldi_table(d / "wav.scp")
-    text = kaldi_table(d / "text")
-    spk = kaldi_table(d / "utt2spk")
-    segs = kaldi_table(d / "segments") if (d / "segments").is_file() else None
+    wav = read_table(d / "wav.scp")
+    text = read_table(d / "text")
+    spk = read_table(d / "utt2spk")
+    segs = read_table(d / "segments") if (d / "segments").is_file() else None
     split = d.name.lower() if d.name.lower() in SPLITS else None
     items = []
     piped: dict[str, tuple[str | None, str | None]] = {}
