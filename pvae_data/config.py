@@ -160,6 +160,13 @@ def apply_overrides(d: dict, overrides: dict | None) -> dict:
     return d
 
 
+def merge_config(path, sets: dict | None = None, flags: dict | None = None) -> dict:
+    """The one merge rule of both CLIs (``pvae-data`` and ``pvae-model``): the dataclass's
+    defaults < the ``--config`` FILE < ``--set a.b=v`` < the command's own flags, where a flag
+    counts only when given (its default is None).  Returns the merged dict for ``from_dict``."""
+    return apply_overrides(apply_overrides(read_config_file(path), sets), flags)
+
+
 def changed_fields(old: dict, new: dict, prefix: str = "") -> list[str]:
     """``["pvae.beta: 100.0 -> 50.0", ...]``: the dotted fields whose values differ between two
     config dicts (what ``--resume`` names when a run's saved config and the new one disagree)."""

@@ -29,6 +29,16 @@ def _command_errors(prefix: str = ""):
         raise click.ClickException(f"{prefix}{e}") from None
 
 
+def _refuse_given(names, why: str) -> None:
+    """A one-line error for any of these options given on the command line (not left at its default)."""
+    from click.core import ParameterSource
+
+    ctx = click.get_current_context()
+    given = [n for n in names if ctx.get_parameter_source(n) == ParameterSource.COMMANDLINE]
+    if given:
+        raise ValueError(f"{', '.join('--' + n.replace('_', '-') for n in given)} {why}")
+
+
 def _parse_set(items: tuple[str, ...]) -> dict:
     from pvae_data.config import parse_set
 
@@ -100,18 +110,19 @@ def train(config_file, run_dir: Path, resume: bool, sets, quiet: bool, **flags) 
     Multi-process (DDP): torchrun --nproc-per-node N -m pvae_model.cli train ...
     (gloo on CPU, NCCL on GPU).
     """
-    from .config import load_config
+    from pvae_data.config import merge_config
+
+    from .config import TrainConfig
     from .train import train as run_train
 
     names = {"audio_shards": "audio_shards", "image_shards": "image_shards", "epochs": "epochs",
              "batch_size": "batch_size", "lr": "lr", "seed": "seed", "device": "device",
              "beta": "pvae.beta", "max_minutes": "max_minutes", "model": "model"}
-    overrides = {names[k]: (str(v) if isinstance(v, Path) else v) for k, v in flags.items() if v is not None}
-    overrides.update(_parse_set(sets))
+    given = {names[k]: (str(v) if isinstance(v, Path) else v) for k, v in flags.items() if v is not None}
     if resume and config_file is None and (run_dir / "config.yaml").exists():
         config_file = run_dir / "config.yaml"
     with _command_errors("bad config: "):
-        cfg = load_config(config_file, overrides)
+        cfg = TrainConfig.from_dict(merge_config(config_file, _parse_set(sets), given))
     dist = _init_distributed(cfg.device)
     try:
         with _command_errors():
@@ -160,10 +171,14 @@ def evaluate(run_dir: Path, checkpoint: str, audio_shards, image_shards, seeds: 
     from .eval.evaluate import EvalConfig
     from .eval.evaluate import evaluate as run_eval
 
-    with _command_errors():
-        if (run_dir / "bridge.yaml").exists():
-            from .bridge import evaluate_bridge
+    from .run import run_kind
 
+    with _command_errors():
+        if run_kind(run_dir) == "bridge":
+            from .eval.bridge_eval import evaluate_bridge
+
+            _refuse_given(("checkpoint", "seeds", "audio_shards", "image_shards"),
+                          "does not apply to a bridge (it reads its last checkpoint, and its base runs' shards)")
             m = evaluate_bridge(run_dir)
         else:
             m = run_eval(run_dir, EvalConfig(checkpoint=checkpoint, seeds=seeds, audio_shards=audio_shards,
@@ -197,16 +212,18 @@ def bridge(speech_run, image_run, out: Path, config_file, epochs, resume: bool, 
 
     Then `pvae-model evaluate OUT` judges the translations both ways.
     """
-    from .bridge import fit, load_bridge_config
+    from pvae_data.config import merge_config
 
-    overrides = {k: str(v) for k, v in (("speech_run", speech_run), ("image_run", image_run)) if v is not None}
+    from .bridge import BridgeTrainConfig, fit
+
+    given = {k: str(v) for k, v in (("speech_run", speech_run), ("image_run", image_run)) if v is not None}
     if epochs is not None:
-        overrides["epochs"] = epochs
-    overrides.update(_parse_set(sets))
-    if resume and config_file is None and (out / "bridge.yaml").exists():
-        config_file = out / "bridge.yaml"
+        given["epochs"] = epochs
+    if resume and config_file is None:
+        saved = [p for p in (out / "config.yaml", out / "bridge.yaml") if p.exists()]  # bridge.yaml: older bridges
+        config_file = saved[0] if saved else None
     with _command_errors():
-        cfg = load_bridge_config(config_file, overrides)
+        cfg = BridgeTrainConfig.from_dict(merge_config(config_file, _parse_set(sets), given))
         if not cfg.speech_run or not cfg.image_run:
             raise ValueError("--speech-run and --image-run are required (or a config that names them)")
         m = fit(cfg, out, resume=resume, show_progress=not quiet)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pvae_data.config import ConfigMixin, apply_overrides, check_field_types, read_config_file
+from pvae_data.config import ConfigMixin, check_field_types, merge_config
 
 from .augment import SpecAugmentConfig
 from .models import MODALITIES
@@ -111,4 +111,4 @@ class TrainConfig(ConfigMixin):
 
 def load_config(path: str | Path | None, overrides: dict | None = None) -> TrainConfig:
     """YAML file (optional) + ``{"epochs": 3, "pvae.beta": 0}``-style overrides."""
-    return TrainConfig.from_dict(apply_overrides(read_config_file(path), overrides))
+    return TrainConfig.from_dict(merge_config(path, overrides))

@@ -1,7 +1,8 @@
 """A run directory: its layout, and everything that reads or writes one (train, bridge, evaluate).
 
 RUN_DIR/
-  config.yaml             the resolved TrainConfig (bridge.yaml for a bridge)
+  config.yaml             the resolved config; its ``model`` is the run's kind (bridge.yaml: a bridge
+                          trained before the run engine)
   metrics.jsonl           one line per epoch: every loss term, pairs/s, minutes, purity when evaluated
   train.log               what the trainer printed, time-stamped
   tb/                     TensorBoard events (same numbers)
@@ -44,6 +45,15 @@ def load_model(run_dir: str | Path, checkpoint: str = "best", device: str = "cpu
     return REGISTRY[cfg.model].from_checkpoint(ck, device), cfg, ck
 
 
+def run_kind(run_dir) -> str | None:
+    """What a run directory holds: its config's ``model`` (pvae, vae-sp, vae-im, jmvae-kl, bridge),
+    or None when it holds no run config."""
+    if (Path(run_dir) / "bridge.yaml").is_file() and not (Path(run_dir) / CONFIG).is_file():
+        return "bridge"
+    saved = _run_config(run_dir)
+    return None if saved is None else str(saved.get("model", "pvae"))
+
+
 def load_cmvn(audio_shards) -> dict | None:
     """The audio shards' global CMVN statistics (``index.json`` "cmvn"), or None."""
     from pvae_data.shards.schema import load_index
@@ -78,6 +88,9 @@ def load_run(run_dir, checkpoint: str = "best", device: str = "cpu", audio_shard
     checkpoint's copy only when it is missing).  A checkpoint of another kind of model than the
     run's config names is refused."""
     saved = _run_config(run_dir)
+    if (saved or {}).get("model") == "bridge" or run_kind(run_dir) == "bridge":
+        raise ValueError(f"{run_dir} is a bridge run: `pvae-model evaluate` judges it; this command reads "
+                         "PVAE and baseline runs")
     model, cfg, ck = load_model(run_dir, checkpoint, device, expect=(saved or {}).get("model", "pvae")
                                 if saved is not None else None)
     src, where = (saved, None) if saved is not None else (cfg.to_dict(), f"the checkpoint {ck['loaded_from']}")

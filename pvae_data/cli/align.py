@@ -64,7 +64,8 @@ def align_train(manifest: Path, model_dir: Path, split: str, config_file, mixtur
 @click.option("--max-deficit", type=float, default=None, help="Reject when free recognition beats the transcript by more "
               "than this per frame [default: calibrated].")
 @click.option("--max-word-deficit", type=float, default=None, help="The same over one word [default: calibrated].")
-@click.option("--recognition-check/--no-recognition-check", default=True, help="Run the free-recognition mismatch check.")
+@click.option("--recognition-check/--no-recognition-check", default=None,
+              help="Run the free-recognition mismatch check  [default: the config's, on]")
 @click.option("--speaker-adapt/--no-speaker-adapt", default=None,
               help="MAP-adapt the aligner to each speaker of the manifest before segmenting [default: on; "
                    "rounds and prior weight: --set adapt.iterations=N, adapt.tau=T].")
@@ -101,7 +102,7 @@ def segment(manifest: Path, out: Path, model_dir, config_file, ctm, export_ctm, 
                                    ("max_word_deficit", max_word_deficit)) if v is not None}
         cfg = replace(
             base,
-            align=replace(base.align, check_recognition=recognition_check and base.align.check_recognition, **align),
+            align=replace(base.align, **align, **({} if recognition_check is None else {"check_recognition": recognition_check})),
             vad=VadConfig.from_dict({**base.vad.to_dict(), **({"margin_s": margin} if margin is not None else {})}),
             slack_s=base.slack_s if slack is None else slack,
             ref_min_snr_db=base.ref_min_snr_db if ref_min_snr_db is None else ref_min_snr_db,

@@ -91,19 +91,19 @@ def _config_option(cls_name: str, what: str):
 
 def _config_dict(path: Path | None) -> dict:
     """A stage's config: its ``--config`` file (YAML or JSON; {} when none is given) with the
-    command's ``--set`` overrides applied."""
-    from ..config import apply_overrides, parse_set, read_config_file
+    command's ``--set`` overrides applied; the command then applies its flags on top
+    (``pvae_data.config.merge_config``'s rule)."""
+    from ..config import merge_config, parse_set
 
-    try:
-        d = read_config_file(path)
-    except ValueError as e:
-        raise click.BadParameter(str(e), param_hint="--config") from None
     ctx = click.get_current_context(silent=True)
     try:
         sets = parse_set(ctx.meta.get("config_sets", ()) if ctx else ())
     except ValueError as e:
         raise click.BadParameter(str(e).removeprefix("--set: "), param_hint="--set") from None
-    return apply_overrides(d, sets)
+    try:
+        return merge_config(path, sets)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--config") from None
 
 
 def _finish(summary, out: Path | None = None) -> None:

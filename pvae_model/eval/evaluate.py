@@ -27,6 +27,8 @@ import torch
 
 from pvae_data.config import ConfigMixin
 
+from .plots import pyplot
+
 DIGIT = "0123456789"
 
 
@@ -188,7 +190,7 @@ def _plot_curves(rows: list[dict], path: Path) -> None:
     """Every loss term (log scale) and every quick evaluation against training minutes."""
     if not rows:
         return
-    plt = _plt()
+    plt = pyplot()
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 3.8))
     t = [r["minutes"] for r in rows]
     for k in CURVE_TERMS:
@@ -218,17 +220,8 @@ def _plot_curves(rows: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def _plot_inertia(inertia: dict, path: Path) -> None:
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5, 3.5))
     for name, vals in inertia.items():
         k = np.arange(1, len(vals) + 1)
@@ -245,7 +238,7 @@ def _plot_inertia(inertia: dict, path: Path) -> None:
 
 
 def _plot_tsne(means: dict, a_labels, i_labels, ecfg: EvalConfig, out: Path) -> None:
-    plt = _plt()
+    plt = pyplot()
     rng = np.random.default_rng(ecfg.seed)
     sub = rng.permutation(len(i_labels))[: ecfg.tsne_images]
     panels = []
@@ -316,7 +309,7 @@ def _generation(model, audio, images, cmvn, cfg, ecfg: EvalConfig, out: Path) ->
     from .audio_synth import fbank_to_wave
     from ..data import pad_audio
 
-    plt = _plt()
+    plt = pyplot()
     rng = np.random.default_rng(ecfg.seed)
     dig_i = _first_of_each_digit(images.labels)
     dig_a = _first_of_each_digit(audio.labels)

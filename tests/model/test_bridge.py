@@ -135,12 +135,59 @@ def test_bridge_resumes_exactly(tmp_path, base_runs):
     with pytest.raises(FileExistsError):
         fit(_cfg(base_runs, epochs=4), tmp_path / "resumed", show_progress=False)
     fit(_cfg(base_runs, epochs=4), tmp_path / "resumed", resume=True, show_progress=False)
-    drop = lambda d: {k: v for k, v in d.items() if k != "minutes"}  # noqa: E731
+    drop = lambda d: {k: v for k, v in d.items() if k not in ("minutes", "items_per_s")}  # noqa: E731
     lines = lambda r: [drop(json.loads(ln)) for ln in (r / "metrics.jsonl").read_text().splitlines()]  # noqa: E731
     assert lines(tmp_path / "straight") == lines(tmp_path / "resumed") and len(lines(tmp_path / "resumed")) == 4
     a = torch.load(tmp_path / "straight" / "checkpoints" / "last.pt", weights_only=False)["model"]
     b = torch.load(tmp_path / "resumed" / "checkpoints" / "last.pt", weights_only=False)["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_bridge_trains_through_the_run_engine(tmp_path, base_runs):
+    """Issue 28: the bridge is a task of the one run engine: interrupted inside an epoch it
+    checkpoints its position and resumes exactly; its config says its kind; a NaN loss is the
+    engine's NonFiniteLoss; a bridge directory from before the engine (bridge.yaml) still resumes
+    and evaluates."""
+    import shutil
+
+    import yaml
+
+    from pvae_model.bridge import fit
+    from pvae_model.engine import NonFiniteLoss
+    from pvae_model.models import bridge as bridge_mod
+    from pvae_model.run import run_kind
+
+    fit(_cfg(base_runs, epochs=3), tmp_path / "straight", show_progress=False)
+    fit(_cfg(base_runs, epochs=3), tmp_path / "cut", show_progress=False, stop_after_batches=14)
+    ck = torch.load(tmp_path / "cut" / "checkpoints" / "last.pt", weights_only=True)
+    assert (ck["epoch"], ck["batch"]) == (1, 4) and ck["z_dims"]
+    fit(_cfg(base_runs, epochs=3), tmp_path / "cut", resume=True, show_progress=False)
+    drop = lambda d: {k: v for k, v in d.items() if k not in ("minutes", "items_per_s")}  # noqa: E731
+    lines = lambda r: [drop(json.loads(ln)) for ln in (r / "metrics.jsonl").read_text().splitlines()]  # noqa: E731
+    assert lines(tmp_path / "cut") == lines(tmp_path / "straight")
+    assert yaml.safe_load((tmp_path / "cut" / "config.yaml").read_text())["model"] == "bridge"
+    assert run_kind(tmp_path / "cut") == "bridge" and run_kind(base_runs["vae-sp"]) == "vae-sp"
+    assert "bridge epoch 3" in (tmp_path / "cut" / "train.log").read_text()
+    # a bridge from before the engine: bridge.yaml, no config.yaml
+    old = tmp_path / "old"
+    shutil.copytree(tmp_path / "straight", old)
+    (old / "config.yaml").rename(old / "bridge.yaml")
+    assert run_kind(old) == "bridge"
+    fit(_cfg(base_runs, epochs=4), old, resume=True, show_progress=False)
+    assert not (old / "config.yaml").exists() and len((old / "metrics.jsonl").read_text().splitlines()) == 4
+    real = bridge_mod.Bridge.forward
+
+    def poisoned(self, batch, generator=None):
+        out = real(self, batch, generator)
+        out.metrics["loss"] = float("nan")
+        return out
+
+    bridge_mod.Bridge.forward = poisoned
+    try:
+        with pytest.raises(NonFiniteLoss, match="last good checkpoint"):
+            fit(_cfg(base_runs, epochs=5), old, resume=True, show_progress=False)
+    finally:
+        bridge_mod.Bridge.forward = real
 
 
 def test_damaged_latent_cache_is_computed_again_and_a_damaged_checkpoint_is_named(tmp_path, base_runs):
@@ -171,6 +218,10 @@ def test_bridge_cli_evaluate_and_report(tmp_path, base_runs):
                                   "--set", "steps_per_epoch=5", "--set", "bridge.hidden=32", "--set", "num_threads=1"])
     assert r.exit_code == 0, r.output
     assert "bridge: epoch 2" in r.output and (out / "latents.pt").exists()
+    r = CliRunner().invoke(main, ["evaluate", str(out), "--seeds", "3"])
+    assert r.exit_code == 1 and "--seeds does not apply to a bridge" in r.output, r.output
+    r = CliRunner().invoke(main, ["purity", str(out)])
+    assert r.exit_code == 1 and "is a bridge run" in r.output, r.output
     r = CliRunner().invoke(main, ["evaluate", str(out)])
     assert r.exit_code == 0, r.output
     m = json.loads((out / "eval" / "metrics.json").read_text())

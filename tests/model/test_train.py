@@ -95,7 +95,7 @@ def test_outputs_and_guards(tmp_path, shards):
     # every checkpoint loads under torch's safe default, and the run keeps a time-stamped log
     for name in ("last.pt", "best.pt"):
         ck = torch.load(run / "checkpoints" / name, weights_only=True)
-        assert ck["epoch"] >= 1 and isinstance(ck["best_purity"], float)
+        assert ck["epoch"] >= 1 and isinstance(ck["best_score"], float)
     log = (run / "train.log").read_text().splitlines()
     assert len(log) == 2 and all(line[:4].isdigit() and "epoch" in line for line in log)
     with pytest.raises(FileExistsError):
@@ -502,3 +502,23 @@ def test_config_values_are_type_checked():
         load_config(None, {"pvae.beta": True})
     cfg = load_config(None, {"lr": 1, "pvae.image_channels": [8, 16]})  # int for float, list for tuple: fine
     assert cfg.lr == 1 and cfg.pvae.image_channels == (8, 16)
+
+
+def test_one_merge_rule_flags_over_set_over_config(tmp_path, shards):
+    """Issue 28: both CLIs merge the same way (pvae_data.config.merge_config): defaults <
+    --config FILE < --set < the command's flags.  ``pvae-model train --epochs 1 --set epochs=9``
+    trains one epoch; --set still overrides the file."""
+    import yaml
+    from click.testing import CliRunner
+
+    from pvae_model.cli import main
+
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump({"epochs": 5, "lr": 0.002, "batch_size": 16}))
+    args = ["train", "--config", str(tmp_path / "c.yaml"), "--out", str(tmp_path / "r"),
+            "--audio-shards", str(shards[0]), "--image-shards", str(shards[1]), "-q", "--epochs", "1",
+            "--set", "epochs=9", "--set", "lr=0.003", "--set", "eval_every=0", "--set", "num_threads=1",
+            "--set", "pvae.hidden=16", "--set", "pvae.z_shared=4", "--set", "pvae.image_channels=[4, 8]"]
+    r = CliRunner().invoke(main, args)
+    assert r.exit_code == 0, r.output
+    saved = yaml.safe_load((tmp_path / "r" / "config.yaml").read_text())
+    assert (saved["epochs"], saved["lr"], saved["batch_size"]) == (1, 0.003, 16)
