@@ -137,33 +137,33 @@ def worker_context():
 class JobSlice:
     """This process's share of a stage run as one member of a cluster job array.
 
-    Why fixed chunks and ``chunk % num_jobs == index``: the chunks do not depend on N, so members
+    Why fixed chunks and ``chunk % array_size == index``: the chunks do not depend on N, so members
     never overlap, finished chunks are reused by any later run (another N, or a plain run), and
-    the merged output is byte-identical to one full run.  ``num_jobs == 1`` is a plain run: it
+    the merged output is byte-identical to one full run.  ``array_size == 1`` is a plain run: it
     does whatever is not done yet and writes the stage's final outputs (the "merge").
     """
 
-    num_jobs: int = 1
+    array_size: int = 1
     index: int = 0
 
     def __post_init__(self) -> None:
-        if self.num_jobs < 1:
-            raise ValueError(f"--array-size must be >= 1, got {self.num_jobs}")
-        if not 0 <= self.index < self.num_jobs:
-            raise ValueError(f"--array-index must be in 0..{self.num_jobs - 1} (0-based), got {self.index}")
+        if self.array_size < 1:
+            raise ValueError(f"--array-size must be >= 1, got {self.array_size}")
+        if not 0 <= self.index < self.array_size:
+            raise ValueError(f"--array-index must be in 0..{self.array_size - 1} (0-based), got {self.index}")
 
     @property
     def is_member(self) -> bool:
         """True for one member of an array (N > 1): compute its chunks, write no final outputs."""
-        return self.num_jobs > 1
+        return self.array_size > 1
 
     def mine(self, n_chunks: int) -> list[int]:
         """The chunk indices this member owns."""
-        return [i for i in range(n_chunks) if i % self.num_jobs == self.index]
+        return [i for i in range(n_chunks) if i % self.array_size == self.index]
 
     def label(self) -> str:
         """``"1 of 3"``: the summary line prints it as ``job 1 of 3``."""
-        return f"{self.index} of {self.num_jobs}"
+        return f"{self.index} of {self.array_size}"
 
 
 PLAIN_RUN = JobSlice()

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .config import ConfigMixin
+from .config import ConfigMixin, check_field_types
 
 FLT_EPS = float(np.finfo(np.float32).eps)
 BACKENDS = ("energy", "webrtc")
@@ -129,13 +129,10 @@ class VadConfig(ConfigMixin):
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
+        check_field_types(self)  # every number a finite number of its field's type
         for name in ("frame_length_ms", "frame_shift_ms"):
-            if not _is_real(getattr(self, name)) or not getattr(self, name) > 0:
+            if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be a number > 0, got {getattr(self, name)!r}")
-        for name in ("energy_threshold", "energy_mean_scale", "proportion_threshold", "margin_s", "min_speech_s",
-                     "min_run_ms", "refine_db", "refine_gap_ms", "min_snr_db", "drop_below_peak_db"):
-            if not _is_real(getattr(self, name)):
-                raise ValueError(f"{name} must be a finite number, got {getattr(self, name)!r}")
         if self.energy_mean_scale < 0:
             raise ValueError(f"energy_mean_scale must be >= 0 (Kaldi asserts it), got {self.energy_mean_scale}")
         if not _is_int(self.frames_context) or self.frames_context < 0:
@@ -160,13 +157,8 @@ class VadConfig(ConfigMixin):
         return int(sample_rate * 0.001 * self.frame_shift_ms)
 
 
-
 def _is_int(v) -> bool:
     return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
-
-
-def _is_real(v) -> bool:
-    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def _check_input(wave: np.ndarray, sample_rate: int) -> np.ndarray:

@@ -26,7 +26,7 @@ import yaml
 from pvae_data.config import changed_fields, load_yaml
 
 from .checkpoints import load_checkpoint, save_checkpoint
-from .run import CONFIG, METRICS, TRAIN_LOG, StopSignals, lock_run, log_epoch, run_log, truncate_metrics
+from .run import CONFIG, METRICS, TRAIN_LOG, StopSignals, lock_run, log_epoch, run_log, truncate_metrics, usable_device
 
 
 class NonFiniteLoss(RuntimeError):
@@ -94,18 +94,6 @@ def _setting(cfg, name: str, default):
     return getattr(cfg, name, default)
 
 
-def _usable_device(name: str) -> "torch.device":
-    """``torch.device(name)`` when this machine has it, else a one-line ``ValueError``."""
-    if name.startswith("cuda"):
-        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        index = int(name.split(":")[1]) if ":" in name else 0
-        if index >= n:
-            raise ValueError(f"device {name}: this machine has {n} CUDA device(s)" + ("" if n else "; use --device cpu"))
-    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise ValueError("device mps: not available on this machine; use --device cpu")
-    return torch.device(name)
-
-
 def _dist():
     import torch.distributed as dist
 
@@ -129,7 +117,7 @@ class Trainer:
         self.show_progress = show_progress
         if cfg.num_threads:
             torch.set_num_threads(cfg.num_threads)
-        self.device = _usable_device(_setting(cfg, "device", "cpu"))
+        self.device = usable_device(_setting(cfg, "device", "cpu"))
         self.ckpt_path = run / "checkpoints" / "last.pt"
         self.writer = self._lock = None
         if self.main:

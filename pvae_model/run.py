@@ -20,6 +20,8 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+import torch
+
 from .checkpoints import RunIOError, checkpoint_path, load_checkpoint
 from .config import TrainConfig
 from .data import load_audio_split, load_image_split
@@ -113,6 +115,18 @@ def _run_config(run_dir) -> dict | None:
     if not isinstance(d, dict):
         raise ValueError(f"{path}: not a mapping of config fields")
     return d
+
+
+def usable_device(name: str) -> "torch.device":
+    """``torch.device(name)`` when this machine has it, else a one-line ``ValueError``."""
+    if name.startswith("cuda"):
+        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        index = int(name.split(":")[1]) if ":" in name else 0
+        if index >= n:
+            raise ValueError(f"device {name}: this machine has {n} CUDA device(s)" + ("" if n else "; use --device cpu"))
+    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ValueError("device mps: not available on this machine; use --device cpu")
+    return torch.device(name)
 
 
 def run_log(path: Path, msg: str) -> None:

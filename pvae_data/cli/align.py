@@ -76,7 +76,7 @@ def align_train(manifest: Path, model_dir: Path, split: str, config_file, mixtur
 @_quiet_option
 def segment(manifest: Path, out: Path, model_dir, config_file, ctm, export_ctm, write_audio: bool, margin, slack, ref_min_snr_db,
             junction_search, min_score, max_deficit, max_word_deficit, recognition_check: bool, speaker_adapt,
-            chunk_size: int, num_jobs: int, job_index, jobs: int, quiet: bool) -> None:
+            chunk_size: int, array_size: int, job_index, jobs: int, quiet: bool) -> None:
     """Cut connected-digit utterances into one segment per digit: MANIFEST -> OUT/segments.jsonl.
 
     Word spans come from the forced aligner (or --ctm), then each is trimmed
@@ -92,7 +92,7 @@ def segment(manifest: Path, out: Path, model_dir, config_file, ctm, export_ctm, 
 
     if model_dir is not None and ctm is not None:
         _fail(ValueError("give --model or --ctm, not both"))
-    job = _job_slice(num_jobs, job_index)
+    job = _job_slice(array_size, job_index)
 
     def run():
         from dataclasses import replace

@@ -27,25 +27,25 @@ def _job_array_options(f):
     workers, which is -j here)."""
     f = click.option("--array-index", "--job-index", "job_index", type=click.IntRange(0), default=None,
                      help="This member's 0-based index [default with --array-size > 1: $SLURM_ARRAY_TASK_ID].")(f)
-    return click.option("--array-size", "--num-jobs", "num_jobs", type=click.IntRange(1), default=1,
+    return click.option("--array-size", "--num-jobs", "array_size", type=click.IntRange(1), default=1,
                         help="Job-array size N: this run does only its share of the chunks (chunk % N == "
                              "job index) and writes no merged outputs; a run without these options "
                              "afterwards merges.")(f)
 
 
-def _job_slice(num_jobs: int, job_index: int | None):
+def _job_slice(array_size: int, job_index: int | None):
     """The JobSlice of the options; the index falls back to $SLURM_ARRAY_TASK_ID for arrays."""
     import os
 
     from ..stage import JobSlice
 
-    if num_jobs > 1 and job_index is None:
+    if array_size > 1 and job_index is None:
         env = os.environ.get("SLURM_ARRAY_TASK_ID", "")
         if not env.isdigit():
             raise click.UsageError("--array-size > 1 needs --array-index (or $SLURM_ARRAY_TASK_ID)")
         job_index = int(env)
     try:
-        return JobSlice(num_jobs, job_index or 0)
+        return JobSlice(array_size, job_index or 0)
     except ValueError as e:
         raise click.UsageError(str(e)) from None
 

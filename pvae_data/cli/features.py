@@ -24,7 +24,7 @@ from .base import CONTEXT, _config_dict, _config_option, _job_array_options, _jo
 @_jobs_option
 @_quiet_option
 def trim(manifest: Path, out: Path, config_file, backend, margin, energy_threshold, energy_mean_scale,
-         webrtc_mode, chunk_size: int, num_jobs: int, job_index, jobs: int, quiet: bool) -> None:
+         webrtc_mode, chunk_size: int, array_size: int, job_index, jobs: int, quiet: bool) -> None:
     """Trim leading/trailing silence: MANIFEST -> OUT/segments.jsonl.
 
     Inputs in which no speech is found are rejected with the reason, never
@@ -34,7 +34,7 @@ def trim(manifest: Path, out: Path, config_file, backend, margin, energy_thresho
     from ..stages.trim import trim_manifest
     from ..vad import VadConfig
 
-    job = _job_slice(num_jobs, job_index)
+    job = _job_slice(array_size, job_index)
     overrides = {"backend": backend, "margin_s": margin, "energy_threshold": energy_threshold,
                  "energy_mean_scale": energy_mean_scale, "webrtc_mode": webrtc_mode}
 
@@ -94,7 +94,7 @@ def perturb(manifest: Path, out: Path, config_file, speed, vtlp, splits, quiet: 
 @_jobs_option
 @_quiet_option
 def fbank(manifest: Path, out: Path, config_file, sample_rate, num_mel_bins, dither, snip_edges, low_freq,
-          high_freq, chunk_size: int, overwrite: bool, num_jobs: int, job_index, jobs: int, quiet: bool) -> None:
+          high_freq, chunk_size: int, overwrite: bool, array_size: int, job_index, jobs: int, quiet: bool) -> None:
     """Kaldi-exact log-Mel filter banks: MANIFEST -> OUT/feats.scp + features.jsonl.
 
     Reads utterance or segment manifests (start/end honoured), writes Kaldi
@@ -105,7 +105,7 @@ def fbank(manifest: Path, out: Path, config_file, sample_rate, num_mel_bins, dit
     from ..stages.fbank import FbankStageConfig, StageConfigMismatch, compute_features
     from ..fbank import FbankConfig
 
-    job = _job_slice(num_jobs, job_index)
+    job = _job_slice(array_size, job_index)
 
     def run():
         base = _config_dict(config_file)

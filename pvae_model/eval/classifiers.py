@@ -99,17 +99,14 @@ def train_speech_classifier(train_set, epochs: int | None = None, seed: int = 0,
     masks = SpecAugmentConfig(**spec["spec_augment"])
     clf = SpeechDigitClassifier(train_set.feats[0].shape[1], width=spec["width"], depth=spec["depth"],
                                 dropout=spec["dropout"])
-    opt = torch.optim.Adam(clf.parameters(), 1e-3)
     y = torch.from_numpy(train_set.labels.astype(np.int64))
-    for _ in range(epochs or spec["epochs"]):
-        clf.train()
-        for idx in _batches(len(y), 64, rng):
-            x, lengths = pad_audio([train_set.feats[i] for i in idx])
-            x = spec_augment(masked_utterance_norm(x, lengths), lengths, masks, g)
-            loss = nn.functional.cross_entropy(clf(x, lengths), y[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
+
+    def loss_of(idx):
+        x, lengths = pad_audio([train_set.feats[i] for i in idx])
+        x = spec_augment(masked_utterance_norm(x, lengths), lengths, masks, g)
+        return nn.functional.cross_entropy(clf(x, lengths), y[idx])
+
+    _fit(clf, len(y), 64, epochs or spec["epochs"], rng, loss_of)
     return clf.eval()
 
 
@@ -118,16 +115,22 @@ def train_image_classifier(train_set, epochs: int = 2, seed: int = 0) -> ImageDi
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     clf = ImageDigitClassifier()
-    opt = torch.optim.Adam(clf.parameters(), 1e-3)
     y = torch.from_numpy(train_set.labels.astype(np.int64))
+    _fit(clf, len(y), 128, epochs, rng, lambda idx: nn.functional.cross_entropy(clf(train_set.images[idx]), y[idx]))
+    return clf
+
+
+def _fit(clf: nn.Module, n: int, batch_size: int, epochs: int, rng, loss_of) -> None:
+    """The judges are fitted in memory, as a scikit-learn estimator is (a few epochs of plain Adam,
+    no run directory: they are instruments of evaluation, cached by ``load_or_train``)."""
+    opt = torch.optim.Adam(clf.parameters(), 1e-3)
     for _ in range(epochs):
         clf.train()
-        for idx in _batches(len(y), 128, rng):
-            loss = nn.functional.cross_entropy(clf(train_set.images[idx]), y[idx])
+        for idx in _batches(n, batch_size, rng):
+            loss = loss_of(idx)
             opt.zero_grad()
             loss.backward()
             opt.step()
-    return clf
 
 
 def load_or_train(audio_shards: str | Path, image_shards: str | Path, cache: str | Path | None = None,

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -300,6 +301,18 @@ def _first_of_each_digit(labels: np.ndarray, start: int = 0) -> np.ndarray:
 
 
 @torch.no_grad()
+@contextmanager
+def _grid_figure(plt, rows: int, cols: int, width: float, title: str, path: Path):
+    """A rows x cols grid of bare axes, titled and saved to ``path`` when the block ends."""
+    fig, axes = plt.subplots(rows, cols, figsize=(width * cols, rows))
+    for ax in axes.ravel():
+        ax.axis("off")
+    yield axes
+    fig.suptitle(title, fontsize=9)
+    fig.savefig(path, dpi=80, bbox_inches="tight")
+    plt.close(fig)
+
+
 def _generation(model, audio, images, cmvn, cfg, ecfg: EvalConfig, out: Path) -> None:
     """Style transfer (within a modality) and cross-modal generation grids, plus WAV files."""
     import soundfile as sf
@@ -332,18 +345,13 @@ def _generation(model, audio, images, cmvn, cfg, ecfg: EvalConfig, out: Path) ->
 
     def image_grid(zs, zi, top, title, path):
         imgs = model.decode_image(zs.repeat(len(zi), 1), zi.repeat_interleave(len(zs), 0)).clamp(0, 1)
-        fig, axes = plt.subplots(len(zi) + 1, len(zs) + 1, figsize=(len(zs) + 1, len(zi) + 1))
-        for ax in axes.ravel():
-            ax.axis("off")
-        for c in range(len(zs)):
-            top(axes[0, c + 1], c)
-        for r in range(len(zi)):
-            axes[r + 1, 0].imshow(_np(images.images[sty_i[r], 0]), cmap="gray")
+        with _grid_figure(plt, len(zi) + 1, len(zs) + 1, 1.0, title, path) as axes:
             for c in range(len(zs)):
-                axes[r + 1, c + 1].imshow(_np(imgs[r * len(zs) + c, 0]), cmap="gray")
-        fig.suptitle(title, fontsize=9)
-        fig.savefig(path, dpi=80, bbox_inches="tight")
-        plt.close(fig)
+                top(axes[0, c + 1], c)
+            for r in range(len(zi)):
+                axes[r + 1, 0].imshow(_np(images.images[sty_i[r], 0]), cmap="gray")
+                for c in range(len(zs)):
+                    axes[r + 1, c + 1].imshow(_np(imgs[r * len(zs) + c, 0]), cmap="gray")
 
     image_grid(zs_i, zi_sty, lambda ax, c: ax.imshow(_np(images.images[dig_i[c], 0]), cmap="gray"),
                "image style transfer: z_s from the top row, z_i from the left column", out / "style_images.png")
@@ -354,23 +362,18 @@ def _generation(model, audio, images, cmvn, cfg, ecfg: EvalConfig, out: Path) ->
     fcfg = load_index(cfg.audio_shards)[1]["features"]["fbank"]
 
     def fbank_grid(zs, top, title, path, wav_prefix=None):
-        fig, axes = plt.subplots(len(za_sty) + 1, len(zs) + 1, figsize=(1.3 * (len(zs) + 1), len(za_sty) + 1))
-        for ax in axes.ravel():
-            ax.axis("off")
-        for c in range(len(zs)):
-            top(axes[0, c + 1], c)
-        for r in range(len(za_sty)):
-            t = int(len_sty[r])
-            axes[r + 1, 0].imshow(_np(audio.feats[sty_a[r]].T), origin="lower", aspect="auto")
-            gen = model.decode_audio(zs, za_sty[r].expand(len(zs), -1), torch.full((len(zs),), t))
+        with _grid_figure(plt, len(za_sty) + 1, len(zs) + 1, 1.3, title, path) as axes:
             for c in range(len(zs)):
-                axes[r + 1, c + 1].imshow(_np(gen[c, :t].T), origin="lower", aspect="auto")
-                if wav_prefix and r < ecfg.wav_refs:
-                    wave = fbank_to_wave(gen[c, :t].numpy(), fcfg, cmvn)
-                    sf.write(out / f"{wav_prefix}_digit{c}_ref{r}.wav", wave, int(fcfg["sample_rate"]))
-        fig.suptitle(title, fontsize=9)
-        fig.savefig(path, dpi=80, bbox_inches="tight")
-        plt.close(fig)
+                top(axes[0, c + 1], c)
+            for r in range(len(za_sty)):
+                t = int(len_sty[r])
+                axes[r + 1, 0].imshow(_np(audio.feats[sty_a[r]].T), origin="lower", aspect="auto")
+                gen = model.decode_audio(zs, za_sty[r].expand(len(zs), -1), torch.full((len(zs),), t))
+                for c in range(len(zs)):
+                    axes[r + 1, c + 1].imshow(_np(gen[c, :t].T), origin="lower", aspect="auto")
+                    if wav_prefix and r < ecfg.wav_refs:
+                        wave = fbank_to_wave(gen[c, :t].numpy(), fcfg, cmvn)
+                        sf.write(out / f"{wav_prefix}_digit{c}_ref{r}.wav", wave, int(fcfg["sample_rate"]))
 
     fbank_grid(zs_a, lambda ax, c: ax.imshow(_np(audio.feats[dig_a[c]].T), origin="lower", aspect="auto"),
                "speech style transfer (FBank): z_s from the top row, z_a from the left column",
