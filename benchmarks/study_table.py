@@ -1,4 +1,4 @@
-"""One Markdown row per evaluated run, for ablation studies in docs/results.md.
+"""One Markdown row per evaluated run, for ablation studies in docs/study/.
 
     python benchmarks/study_table.py exp/study/plus_base exp/study/plus_klp3 ...
 

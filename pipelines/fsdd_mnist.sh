@@ -19,7 +19,7 @@
 #               between them (Tian & Engel 2019; configs/bridge.yaml), its evaluation, and the
 #               report with PVAE and the bridge side by side.  The VAE-sp is trained with a
 #               digit classifier on its latent (weight --speech-base-labels, 300; 0 = the paper's
-#               unsupervised VAE-sp, on which image->speech stays near 75 %: docs/results.md)
+#               unsupervised VAE-sp, on which image->speech stays near 75 %: docs/study/bridge.md)
 set -euo pipefail
 stage=0; stop_stage=100; jobs=2; base_epochs=150; speech_base_labels=300; test_speakers=george; speed=0.9,1.0,1.1
 root=$(cd "$(dirname "$0")/.." && pwd)

@@ -262,6 +262,59 @@ def report(run_dirs, out: Path) -> None:
     click.echo(f"report: {path.resolve()}")
 
 
+@main.command(context_settings=CONTEXT)
+@click.argument("source", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--speech", "speech", multiple=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="A recording of a spoken digit (repeatable) -> a written digit (PNG).")
+@click.option("--image", "images", multiple=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="A picture of a written digit (repeatable) -> a spoken digit (WAV).")
+@click.option("--list", "list_file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="A file with one recording or picture per line (told apart by suffix).")
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Output directory.")
+@click.option("--style", default="prior", help="prior (the prior's mean), seed:N (drawn with seed N), or a reference "
+              "file: a picture sets the style of written digits, a recording that of spoken ones.")
+@click.option("--num", type=click.IntRange(1, 100), default=1, help="Outputs per input (needs --style seed:N).")
+@click.option("--checkpoint", default="last", help="For a run directory: last, best or a .pt file.")
+def generate(source: Path, speech, images, list_file, out: Path, style: str, num: int, checkpoint: str) -> None:
+    """Your own digits through a trained model: SOURCE is a run directory or a bundle (`export`).
+
+    The same front end as the pipeline (VAD trim, resample, FBank, the run's CMVN); pictures as
+    MNIST's (28 x 28, white on black: what is done to others is said in OUT/generate.jsonl).
+    """
+    from .frontend import InputError
+    from .generate import generate_files, load, parse_style, read_list
+
+    with _command_errors():
+        speech, images = list(speech), list(images)
+        if list_file is not None:
+            more_speech, more_images = read_list(list_file)
+            speech, images = speech + more_speech, images + more_images
+        if not speech and not images:
+            raise ValueError("nothing to generate: give --speech, --image or --list")
+        try:
+            r = generate_files(load(source, checkpoint), speech, images, out, parse_style(style), num)
+        except InputError as e:
+            raise ValueError(str(e)) from None
+    for row in r["rejected"]:
+        click.echo(f"rejected: {row['rejected']}", err=True)
+    click.echo(f"generate: {r['written']} written, {len(r['rejected'])} rejected of {r['total']}; {r['manifest']}")
+    if r["rejected"]:
+        raise SystemExit(1)
+
+
+@main.command(context_settings=CONTEXT)
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("out", type=click.Path(path_type=Path))
+@click.option("--checkpoint", default="last", help="last, best or a .pt file.")
+def export(run_dir: Path, out: Path, checkpoint: str) -> None:
+    """A bundle of a trained PVAE run: safetensors weights, one config, a model card (README.md)."""
+    from .bundle import export_bundle
+
+    with _command_errors():
+        path = export_bundle(run_dir, out, checkpoint)
+    click.echo(f"bundle: {path} (model.safetensors, config.json, README.md)")
+
+
 def _init_distributed(device: str):
     """Join the process group when started by torchrun (WORLD_SIZE > 1)."""
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:

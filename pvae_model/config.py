@@ -46,7 +46,7 @@ class TrainConfig(ConfigMixin):
     #   is an exponential moving average of the trained weights (Polyak averaging; 0 = off).
     image_shift: int = 0
     ema_decay: float = 0.0
-    # Speaker robustness (docs/results.md, "Voices it has never heard"):
+    # Speaker robustness (docs/voices.md):
     # cmvn: how FBank is normalised for the model: "global" (the shards' train-split mean/std, the
     #   paper's setting), "utterance" (each utterance's own mean and variance: a new voice's
     #   channel and average spectrum are removed from its first word on) or "speaker" (Kaldi's

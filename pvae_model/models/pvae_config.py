@@ -2,7 +2,7 @@
 
 ``PVAEConfig`` holds what ``shared/docs/pvae-spec.md`` describes (sizes, the objective's weights,
 the kernel) with the spec's defaults.  ``Departures`` holds each change this project made and
-kept because a measured study showed it helps (``docs/results.md``, ``docs/voices.md``); its
+kept because a measured study showed it helps (``docs/study/pvae.md``, ``docs/voices.md``); its
 defaults are the paper's, so ``PVAEConfig()`` is the paper's model.  ``BaselineVAEConfig`` holds
 what only the single-modality baselines VAE-sp / VAE-im read.  ``deviations()`` and
 ``size_changes()`` name every value that departs from the paper: runs save them, metrics and the
@@ -142,7 +142,7 @@ class PVAEConfig(ConfigMixin):
         for name, neutral in RETIRED.items():
             if name in d and d.pop(name) != neutral:
                 raise ValueError(f"pvae.{name}: an experiment that was not kept and left the library "
-                                 f"(docs/results.md has the study; commit {RETIRED_IN} has the code)")
+                                 f"(docs/study/pvae.md has the study; commit {RETIRED_IN} has the code)")
         for old, (sub, new) in OLD_NAMES.items():
             if old in d:
                 moved = d.pop(old)
@@ -201,7 +201,7 @@ OLD_NAMES = {**{f: ("departures", f) for f in ("image_nll_std", "cross_weight", 
                                               "private_label_adv_mode", "private_adv_start", "kl_private_weight",
                                               "image_encoder", "audio_input_norm")},
              "vae_kl_weight": ("baseline", "kl_weight"), "vae_label_weight": ("baseline", "label_weight")}
-# Experiments that were not kept: their knobs left the library (the study stays in docs/results.md;
+# Experiments that were not kept: their knobs left the library (the study stays in docs/study/pvae.md;
 # commit 59e84ed still has them).  An old run's config that names one at its neutral value loads;
 # one that used it is refused by name.
 RETIRED = {"kl_shared_weight": 1.0, "private_adv_weight": 0.0, "cycle_image": 0.0, "cycle_audio": 0.0,

@@ -1,0 +1,189 @@
+"""A bundle: the whole trained model in one directory, loadable without running any code it holds.
+
+BUNDLE/
+  model.safetensors   the weights the run delivers (its moving average when it kept one), in the
+                      ecosystem's code-free format: reading it never unpickles
+  config.json         ``format`` / ``format_version``; ``kind``; the model's config (the run's
+                      TrainConfig); the speech front end (FBank, CMVN mode and statistics, VAD);
+                      the image policy; the vocoder; every departure and size change; the speakers
+                      training heard; the run's evaluated metrics when it has them
+  README.md           the model card: data, protocol, seen / held-out speaker figures, departures,
+                      how to load
+
+``pvae-model export RUN OUT`` writes one; :func:`pvae_model.load` and ``pvae-model generate``
+read bundles and run directories alike.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+
+from .checkpoints import RunIOError
+
+FORMAT = "pvae-bundle"
+FORMAT_VERSION = 1
+WEIGHTS, CONFIG, CARD = "model.safetensors", "config.json", "README.md"
+MAX_CONFIG_BYTES = 4 << 20
+VOCODER = {"kind": "griffin-lim", "n_iter": 48}  # pvae_model.eval.audio_synth.fbank_to_wave
+
+
+def is_bundle(path) -> bool:
+    return (Path(path) / CONFIG).is_file() and (Path(path) / WEIGHTS).is_file()
+
+
+def export_bundle(run_dir, out, checkpoint: str = "last") -> Path:
+    """Write the bundle of a trained PVAE run to ``out`` (which must not exist), all or nothing."""
+    from safetensors.torch import save_file
+
+    from .generate import load_run_parts
+
+    out = Path(out)
+    if out.exists():
+        raise FileExistsError(f"{out} already exists; export to a new directory")
+    parts = load_run_parts(run_dir, checkpoint)
+    metrics = _run_metrics(run_dir)
+    cfg = {"format": FORMAT, "format_version": FORMAT_VERSION, "kind": parts["kind"],
+           "train_config": parts["cfg"].to_dict(), "epoch": parts["epoch"],
+           "speech": parts["frontend"].__dict__, "speech_frames": parts["speech_frames"],
+           "image": _image_policy(), "vocoder": VOCODER,
+           "deviations": parts["cfg"].deviations(), "size_changes": parts["cfg"].pvae.size_changes(),
+           "speakers": metrics.get("speakers") or parts["speakers"],
+           "metrics": {k: metrics[k] for k in ("epoch", "purity", "coherence", "speaker_groups") if k in metrics}}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        state = {k: v.detach().contiguous().cpu() for k, v in parts["model"].state_dict().items()}
+        save_file(state, str(tmp / WEIGHTS), metadata={"format": FORMAT, "kind": parts["kind"]})
+        (tmp / CONFIG).write_text(json.dumps(cfg, indent=1))
+        (tmp / CARD).write_text(model_card(cfg, run_dir))
+        umask = os.umask(0)
+        os.umask(umask)
+        for f in (WEIGHTS, CONFIG, CARD):
+            os.chmod(tmp / f, 0o666 & ~umask)
+        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp's 0700 is for the temporary name only
+        os.replace(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def read_bundle(path) -> tuple[dict, dict]:
+    """(config, state dict) of a bundle; a one-line ``RunIOError`` for anything else."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    cfg_path, w_path = path / CONFIG, path / WEIGHTS
+    if not cfg_path.is_file() or not w_path.is_file():
+        raise RunIOError(f"{path}: not a bundle (it needs {CONFIG} and {WEIGHTS}; `pvae-model export RUN OUT` makes one)")
+    if cfg_path.stat().st_size > MAX_CONFIG_BYTES:
+        raise RunIOError(f"{cfg_path}: {cfg_path.stat().st_size} bytes is not a bundle config")
+    try:
+        cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise RunIOError(f"{cfg_path}: not JSON ({e})") from None
+    if not isinstance(cfg, dict) or cfg.get("format") != FORMAT:
+        raise RunIOError(f"{cfg_path}: not a {FORMAT} config")
+    version = cfg.get("format_version")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise RunIOError(f"{cfg_path}: bundle format {version!r} was written by a newer pvae; "
+                         f"this one reads up to {FORMAT_VERSION} (upgrade pvae)")
+    try:
+        state = load_file(str(w_path))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        raise RunIOError(f"{w_path}: not a safetensors file ({str(e).splitlines()[0][:120]}); "
+                         "a bundle's weights are never unpickled") from None
+    return cfg, state
+
+
+def _run_metrics(run_dir) -> dict:
+    p = Path(run_dir) / "eval" / "metrics.json"
+    try:
+        m = json.loads(p.read_text())
+    except (OSError, ValueError):
+        return {}
+    return m if isinstance(m, dict) else {}
+
+
+def _image_policy() -> dict:
+    from .frontend import IMAGE_POLICY
+
+    return dict(IMAGE_POLICY)
+
+
+def _pct(v) -> str:
+    if isinstance(v, dict):
+        v = v.get("mean")
+    return f"{100 * v:.1f} %" if isinstance(v, (int, float)) else "–"
+
+
+def model_card(cfg: dict, run_dir) -> str:
+    """README.md of a bundle: what it is, what it was trained on, how well it does, how to load it."""
+    tc, m, sp = cfg["train_config"], cfg.get("metrics") or {}, cfg.get("speakers") or {}
+    pur, coh, groups = m.get("purity") or {}, m.get("coherence") or {}, m.get("speaker_groups") or {}
+    rows = [f"| all test takes | {_pct(pur.get('zs_speech'))} | {_pct(pur.get('zs_image'))} | "
+            f"{_pct(coh.get('speech_to_image_prior'))} | {_pct(coh.get('image_to_speech_prior'))} |"]
+    for name in ("seen", "held_out"):
+        g = groups.get(name)
+        if g:
+            rows.append(f"| {name.replace('_', '-')} speakers ({', '.join(g.get('speakers', []))}) | "
+                        f"{_pct(g.get('purity'))} | | {_pct(g.get('speech_to_image'))} | |")
+    dev = cfg.get("deviations") or {}
+    size = cfg.get("size_changes") or {}
+    lines = [
+        f"# {Path(run_dir).name}: a Partitioned VAE of spoken and written digits",
+        "",
+        "The Partitioned VAE of Hsu & Glass (2018): a shared latent z_s (the digit) and private latents",
+        "z_a (how it was spoken) and z_i (how it was written), trained on spoken digits paired, every",
+        "epoch, with MNIST digits of the same label. Made by `pvae-model export`.",
+        "",
+        "## Data and protocol",
+        f"- Speech: the audio shards `{tc.get('audio_shards')}`; speakers in training: "
+        f"{', '.join(sp.get('train') or []) or 'not recorded'}; held out (never heard): "
+        f"{', '.join(sp.get('held_out') or []) or 'none'}.",
+        f"- Images: `{tc.get('image_shards')}` (MNIST).",
+        f"- Front end: FBank {cfg['speech']['fbank'].get('num_mel_bins')} bins at "
+        f"{cfg['speech']['fbank'].get('sample_rate')} Hz, {cfg['speech']['fbank'].get('low_freq')}–"
+        f"{cfg['speech']['fbank'].get('high_freq') or 'Nyquist'} Hz, CMVN `{cfg['speech']['cmvn_mode']}`, VAD trim.",
+        f"- Trained {cfg.get('epoch')} epochs; objective `{tc.get('pvae', {}).get('objective')}`.",
+        "",
+        "## Evaluation (`pvae-model evaluate`, test split)" if m else "## Evaluation: not run before export",
+        "",
+    ]
+    if m:
+        lines += ["| test takes | z_s purity, speech | z_s purity, images | speech→image | image→speech |",
+                  "| --- | --- | --- | --- | --- |", *rows, ""]
+    lines += [
+        "## Departures from the paper",
+        *([f"- `{k}`: {v}" for k, v in dev.items()] or ["- none"]),
+        *([f"- size: `{k}` = {v}" for k, v in size.items()]),
+        "",
+        "## Use",
+        "```python",
+        "import pvae_model",
+        "m = pvae_model.load(\"THIS_DIRECTORY\")",
+        "image = m.speech_to_image(wave, sample_rate)      # [28, 28] in [0, 1]",
+        "wave, rate = m.image_to_speech(image)",
+        "```",
+        "`pvae-model generate THIS_DIRECTORY --speech a.wav --image b.png --out OUT` does the same from files.",
+        f"Speech out is made by {cfg['vocoder']['kind']} from the generated FBank.",
+        "The weights are `model.safetensors`: loading them runs no code.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def state_from_bundle(model: torch.nn.Module, state: dict, path) -> torch.nn.Module:
+    """Load ``state`` into ``model``; a mismatch is a one-line error naming the bundle."""
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        raise RunIOError(f"{path}: the weights do not fit the model its config describes "
+                         f"({str(e).splitlines()[0][:160]})") from None
+    return model.eval()

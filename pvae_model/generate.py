@@ -1,0 +1,248 @@
+"""Run a trained model on a person's own spoken and written digits: the Python API
+(:func:`load` -> :class:`CrossModal`) and what ``pvae-model generate`` does with files.
+
+    import pvae_model
+    m = pvae_model.load("exp/demo/pvae_fast")            # a run directory or an exported bundle
+    image = m.speech_to_image(wave, sample_rate)         # [28, 28] in [0, 1]
+    wave, rate = m.image_to_speech(image)                # float32 in [-1, 1]
+
+Style (the private latent the decoder is given besides z_s): ``"prior"`` (the prior's mean, the
+default), ``("seed", N)`` (drawn from the prior with seed N; ``num`` draws), or a reference:
+a written digit's z_i for speech -> image, a spoken digit's z_a (and its length) for image ->
+speech.  A bridge (latent translation) has no private latent: prior style only.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .checkpoints import RunIOError
+from .frontend import InputError, SpeechFrontEnd, image_tensor, read_image
+
+DEFAULT_FRAMES = 60  # a spoken digit's length when neither a reference nor the data gives one
+
+
+def load_run_parts(run_dir, checkpoint: str = "last") -> dict:
+    """A trained PVAE run's model and everything its inputs need, without the test sets."""
+    from pvae_data.shards.reader import AudioShards
+    from pvae_data.shards.schema import load_index
+    from pvae_data.vad import VadConfig
+
+    from .run import CONFIG, _run_config, load_cmvn, load_model, run_kind, shard_dir
+
+    kind = run_kind(run_dir)
+    if kind is None:
+        raise FileNotFoundError(f"{run_dir}: no {CONFIG}: not a run directory or a bundle")
+    if kind != "pvae":
+        raise ValueError(f"{run_dir} is a {kind} run: generation needs a PVAE run or a bridge")
+    model, cfg, ck = load_model(run_dir, checkpoint, expect=kind)
+    saved = _run_config(run_dir) or {}
+    audio = shard_dir(run_dir, "audio_shards", str(saved.get("audio_shards", cfg.audio_shards)))
+    fbank = load_index(audio)[1]["features"]["fbank"]
+    frontend = SpeechFrontEnd(fbank=fbank, cmvn_mode=cfg.cmvn, cmvn=load_cmvn(audio), vad=VadConfig().to_dict())
+    try:
+        lengths = AudioShards(audio, "test").lengths
+        frames = int(np.median(lengths)) if len(lengths) else DEFAULT_FRAMES
+    except (OSError, KeyError, ValueError):
+        frames = DEFAULT_FRAMES
+    from .eval.speakers import training_speakers
+
+    return {"kind": kind, "model": model, "cfg": cfg, "epoch": ck["epoch"], "frontend": frontend,
+            "speech_frames": frames, "speakers": training_speakers(audio)}
+
+
+class CrossModal:
+    """A trained PVAE with its front end: spoken digits in, written digits out, and back."""
+
+    def __init__(self, model, frontend: SpeechFrontEnd, speech_frames: int, kind: str = "pvae",
+                 source: str = "", info: dict | None = None):
+        self.model, self.frontend, self.speech_frames = model, frontend, int(speech_frames)
+        self.kind, self.source, self.info = kind, source, info or {}
+        self.sample_rate = int(frontend.fbank["sample_rate"])
+
+    # ---- inputs ---------------------------------------------------------------------------
+    def speech_features(self, audio, sample_rate: int | None = None) -> torch.Tensor:
+        """A path, or a waveform and its rate -> the normalised ``[T, D]`` features."""
+        if isinstance(audio, (str, Path)):
+            return self.frontend.read(audio)
+        if sample_rate is None:
+            raise InputError("a waveform needs its sample_rate")
+        return self.frontend.features(audio, sample_rate)
+
+    @staticmethod
+    def image_input(image) -> torch.Tensor:
+        if isinstance(image, (str, Path)):
+            return read_image(image)[0]
+        if isinstance(image, torch.Tensor):
+            image = image.detach().cpu().numpy().squeeze()
+        return image_tensor(image)[0]
+
+    # ---- the two directions --------------------------------------------------------------
+    @torch.no_grad()
+    def speech_to_image(self, audio, sample_rate: int | None = None, style="prior", num: int = 1) -> np.ndarray:
+        """Written digit(s) of a spoken one: ``[28, 28]`` (``[num, 28, 28]`` when num > 1), in [0, 1]."""
+        x = self.speech_features(audio, sample_rate)
+        zs = self.model.encode_audio(x[None], torch.tensor([len(x)]))["s"][0]
+        zi, _ = self._style("image", style, num, self.model.cfg.z_image)
+        out = self.model.decode_image(zs.expand(len(zi), -1), zi).clamp(0, 1)[:, 0].numpy()
+        return out[0] if num == 1 else out
+
+    @torch.no_grad()
+    def image_to_speech(self, image, style="prior", num: int = 1, frames: int | None = None):
+        """Spoken digit(s) of a written one: ``(wave, sample_rate)`` (a list of waves when num > 1)."""
+        from .eval.audio_synth import fbank_to_wave
+
+        x = self.image_input(image)
+        zs = self.model.encode_image(x[None])["s"][0]
+        za, ref_frames = self._style("speech", style, num, self.model.cfg.z_audio)
+        t = int(frames or ref_frames or self.speech_frames)
+        feats = self.model.decode_audio(zs.expand(len(za), -1), za, torch.full((len(za),), t))
+        waves = [fbank_to_wave(f[:t].numpy(), self.frontend.fbank, self.frontend.cmvn) for f in feats]
+        return (waves[0] if num == 1 else waves), self.sample_rate
+
+    def _style(self, target: str, style, num: int, dim: int) -> tuple[torch.Tensor, int | None]:
+        """``[num, dim]`` private latents (the prior mean, seeded prior draws, or a reference's),
+        and the reference's length in frames when it is a spoken one."""
+        if num < 1:
+            raise InputError(f"num must be >= 1, got {num}")
+        if isinstance(style, str) and style == "prior":
+            if num > 1:
+                raise InputError("num > 1 needs a seeded style (style=('seed', N)): the prior mean is one style")
+            return torch.zeros(1, dim), None
+        if isinstance(style, tuple) and len(style) == 2 and style[0] == "seed":
+            g = torch.Generator().manual_seed(int(style[1]))
+            return torch.randn(num, dim, generator=g), None
+        if num > 1:
+            raise InputError("num > 1 needs a seeded style: a reference is one style")
+        # a reference: a written digit gives z_i, a spoken one z_a (and its length)
+        if target == "image":
+            return self.model.encode_image(self.image_input(style)[None])["i"][0], None
+        x = self.speech_features(style)
+        return self.model.encode_audio(x[None], torch.tensor([len(x)]))["a"][0], len(x)
+
+
+def load(path, checkpoint: str = "last") -> CrossModal:
+    """A trained model from a run directory (``checkpoint``: last, best or a file) or a bundle
+    (``pvae-model export``; its weights are safetensors and never unpickled)."""
+    from .bundle import is_bundle
+
+    if is_bundle(path):
+        return _from_bundle(path)
+    p = load_run_parts(path, checkpoint)
+    return CrossModal(p["model"], p["frontend"], p["speech_frames"], p["kind"], str(path),
+                      {"epoch": p["epoch"], "speakers": p["speakers"]})
+
+
+def _from_bundle(path) -> CrossModal:
+    from .bundle import read_bundle, state_from_bundle
+    from .config import TrainConfig
+    from .models import build_model
+
+    cfg, state = read_bundle(path)
+    try:
+        tc = TrainConfig.from_dict(cfg["train_config"])
+        frontend = SpeechFrontEnd(**{k: cfg["speech"][k] for k in ("fbank", "cmvn_mode", "cmvn", "vad")})
+        model = build_model(tc.model, tc.pvae)
+    except (KeyError, TypeError, ValueError) as e:
+        raise RunIOError(f"{path}/config.json: not a usable bundle config ({e})") from None
+    state_from_bundle(model, state, path)
+    return CrossModal(model, frontend, cfg.get("speech_frames", DEFAULT_FRAMES), cfg.get("kind", "pvae"), str(path),
+                      {"epoch": cfg.get("epoch"), "speakers": cfg.get("speakers")})
+
+
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".sph", ".aiff", ".aif", ".au", ".mp3", ".opus")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm")
+
+
+def read_list(path) -> tuple[list[Path], list[Path]]:
+    """A list file: one input per line (``#`` comments, blank lines skipped; relative paths are
+    relative to the list), recordings and pictures told apart by their suffix."""
+    path = Path(path)
+    speech, images = [], []
+    for n, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        p = Path(line) if Path(line).is_absolute() else path.parent / line
+        if p.suffix.lower() in AUDIO_SUFFIXES:
+            speech.append(p)
+        elif p.suffix.lower() in IMAGE_SUFFIXES:
+            images.append(p)
+        else:
+            raise InputError(f"{path}:{n}: {line}: neither a recording ({', '.join(AUDIO_SUFFIXES[:4])}, ...) "
+                             f"nor a picture ({', '.join(IMAGE_SUFFIXES[:4])}, ...)")
+    return speech, images
+
+
+def parse_style(text: str):
+    """``prior``, ``seed:N`` or a reference file -> the ``style`` argument of :class:`CrossModal`."""
+    if text == "prior":
+        return "prior"
+    if text.startswith("seed:") and text[5:].lstrip("-").isdigit():
+        return ("seed", int(text[5:]))
+    if Path(text).is_file():
+        return Path(text)
+    raise InputError(f"--style {text}: expected prior, seed:N or an existing reference file")
+
+
+def generate_files(m: CrossModal, speech: list, images: list, out, style="prior", num: int = 1) -> dict:
+    """Each recording -> written digit(s) as PNG, each picture -> spoken digit(s) as WAV, in
+    ``out``; ``out/generate.jsonl`` accounts for every input (written or rejected, with the reason).
+    A reference style applies to the direction whose style it is (a picture: speech -> image)."""
+    import json
+
+    import soundfile as sf
+    from PIL import Image
+
+    from pvae_data.io_utils import atomic_open
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    ref_is_image = isinstance(style, Path) and style.suffix.lower() in IMAGE_SUFFIXES
+    s2i_style = style if not isinstance(style, Path) or ref_is_image else "prior"
+    i2s_style = style if not isinstance(style, Path) or not ref_is_image else "prior"
+    used, rows = set(), []
+
+    def name(src: Path, what: str, k: int, suffix: str) -> Path:
+        base = f"{src.stem}.{what}" + (f".{k}" if num > 1 else "")
+        stem, i = base, 1
+        while stem in used:
+            i += 1
+            stem = f"{base}-{i}"
+        used.add(stem)
+        return out / f"{stem}{suffix}"
+
+    for src, direction in [(Path(p), "speech_to_image") for p in speech] + [(Path(p), "image_to_speech") for p in images]:
+        row = {"input": str(src), "direction": direction}
+        try:
+            if direction == "speech_to_image":
+                imgs = m.speech_to_image(src, style=s2i_style, num=num)
+                imgs, outs = (imgs[None] if num == 1 else imgs), []
+                for k, img in enumerate(imgs):
+                    dst = name(src, "to_image", k, ".png")
+                    with atomic_open(dst, "wb") as f:
+                        Image.fromarray((img * 255).round().astype(np.uint8)).save(f, format="PNG")
+                    outs.append(str(dst))
+            else:
+                picture, notes = read_image(src)
+                if notes:
+                    row["notes"] = notes
+                waves, rate = m.image_to_speech(picture, style=i2s_style, num=num)
+                waves, outs = ([waves] if num == 1 else waves), []
+                for k, wave in enumerate(waves):
+                    dst = name(src, "to_speech", k, ".wav")
+                    with atomic_open(dst, "wb") as f:
+                        sf.write(f, wave, rate, format="WAV", subtype="PCM_16")
+                    outs.append(str(dst))
+            row["outputs"] = outs
+        except InputError as e:
+            row["rejected"] = str(e)
+        rows.append(row)
+    with atomic_open(out / "generate.jsonl", "w") as f:
+        f.write("".join(json.dumps(r) + "\n" for r in rows))
+    rejected = [r for r in rows if "rejected" in r]
+    return {"total": len(rows), "written": len(rows) - len(rejected), "rejected": rejected,
+            "manifest": str(out / "generate.jsonl")}
