@@ -25,6 +25,7 @@ import yaml
 
 from pvae_data.config import changed_fields, load_yaml
 
+from . import tb
 from .checkpoints import load_checkpoint, save_checkpoint
 from .run import CONFIG, METRICS, TRAIN_LOG, StopSignals, lock_run, log_epoch, run_log, truncate_metrics, usable_device
 
@@ -72,6 +73,13 @@ class Task:
     def evaluate(self, model, device, judged: bool = True) -> dict:
         """The quick evaluation of the training curve (every ``eval_every`` epochs); ``judged``
         False asks only for the cheap figures (those of the raw weights beside a moving average)."""
+        return {}
+
+    hparam_metrics: tuple = ("loss",)  # the scalars the HParams tab shows beside the config
+
+    def media(self, model, device) -> dict:
+        """Generated examples for TensorBoard at each evaluation: ``{"images": {tag: [N, 1, H, W]},
+        "audio": {tag: (wave, rate)}}``."""
         return {}
 
     def score(self, metrics: dict) -> float | None:
@@ -178,15 +186,8 @@ class Trainer:
             truncate_metrics(self.run / METRICS, self.start_epoch)
 
     def _open_writer(self) -> None:
-        """TensorBoard (optional at run time): the config as text and as hparams, once per run."""
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError:
-            return
-        self.writer = SummaryWriter(str(self.run / "tb"))
-        if self.start_epoch == 0 and self.start_batch == 0:
-            self.writer.add_text("config", "```\n" + yaml.safe_dump(self.cfg.to_dict(), sort_keys=False) + "```", 0)
-            self.writer.add_hparams(_hparams(self.cfg), {}, run_name=".")
+        fresh = self.start_epoch == 0 and self.start_batch == 0
+        self.writer = tb.open_writer(self.run / "tb", self.cfg, self.task.hparam_metrics, fresh)
 
     def close(self) -> None:
         if self.writer is not None:
@@ -318,6 +319,10 @@ class Trainer:
                 metrics.update({f"raw_{k}": v for k, v in raw.items()})
         if main:
             log_epoch(self.run / METRICS, self.writer, metrics)
+            if self.writer is not None:
+                self.writer.add_scalar("lr", self.opt.param_groups[0]["lr"], epoch + 1)
+                if evaluate:
+                    tb.write_media(self.writer, self.task.media(self.delivered_model(), self.device), epoch + 1)
         score = self.task.score(metrics) if evaluate else None
         improved = score is not None and score > self.best
         if improved:
@@ -383,18 +388,3 @@ def _reduce(sums: dict, dist) -> dict:
         dist.all_reduce(vals)
     n = float(vals[-1]) or 1.0
     return {k: float(v) / n for k, v in zip(keys, vals[:-1])}
-
-
-def _hparams(cfg) -> dict:
-    """The config flattened to TensorBoard hparams (numbers, strings and booleans only)."""
-    out = {}
-
-    def walk(d: dict, prefix: str) -> None:
-        for k, v in d.items():
-            if isinstance(v, dict):
-                walk(v, f"{prefix}{k}.")
-            else:
-                out[prefix + k] = v if isinstance(v, (int, float, str, bool)) else str(v)
-
-    walk(cfg.to_dict(), "")
-    return out

@@ -58,6 +58,8 @@ class PairedTask(Task):
 
     shown = ("loss", "nll_audio", "nll_image", "contrastive", "coherence_audio", "kl")
     rate_name = "pairs_per_s"
+    hparam_metrics = ("loss", "purity_zs_speech", "purity_zs_image", "coh_speech_to_image_prior",
+                      "coh_image_to_speech_prior")
 
     def __init__(self, cfg: TrainConfig):
         # Shard paths are saved resolved, so that evaluate/purity/diagnose work from any directory.
@@ -70,7 +72,7 @@ class PairedTask(Task):
     def load_data(self, trainer) -> None:
         cfg = self.cfg
         try:
-            cmvn = load_cmvn(cfg.audio_shards)
+            self.cmvn = cmvn = load_cmvn(cfg.audio_shards)
             if cmvn is None and not cfg.allow_no_cmvn and cfg.model != "vae-im":
                 raise ValueError(f"{cfg.audio_shards}: the audio shards carry no CMVN statistics (index.json 'cmvn'); "
                                  "re-shard from a finished fbank directory, or set allow_no_cmvn: true")
@@ -127,6 +129,33 @@ class PairedTask(Task):
             m.update(quick_generation(model, self.judge, self.audio_test, self.image_test,
                                       self.cfg.eval_coherence_images))
         return m
+
+    @torch.no_grad()
+    def media(self, model, device) -> dict:
+        """PVAE: the written digits of one spoken test digit per class, and three spoken digits
+        of written ones (prior style; Griffin-Lim), for TensorBoard."""
+        if self.cfg.model != "pvae":
+            return {}
+        from pvae_data.shards.schema import load_index
+
+        from .data import pad_audio
+        from .eval.audio_synth import fbank_to_wave
+
+        model.eval()
+        a, im = self.audio_test, self.image_test
+        first = lambda labels, digits: [int(np.flatnonzero(labels == d)[0]) for d in digits if (labels == d).any()]  # noqa: E731
+        x, lengths = pad_audio([a.feats[i] for i in first(a.labels, range(10))])
+        zs = model.encode_audio(x.to(device), lengths.to(device))["s"][0]
+        images = model.decode_image(zs, torch.zeros(len(zs), model.cfg.z_image, device=device)).clamp(0, 1).cpu()
+        digits = [d for d in (0, 3, 7) if (im.labels == d).any()]
+        zs_i = model.encode_image(im.images[first(im.labels, digits)].to(device))["s"][0]
+        t = int(lengths.float().median())
+        feats = model.decode_audio(zs_i, torch.zeros(len(zs_i), model.cfg.z_audio, device=device),
+                                   torch.full((len(zs_i),), t, device=device)).cpu()
+        fcfg = load_index(self.cfg.audio_shards)[1]["features"]["fbank"]
+        audio = {f"image_to_speech/digit{d}": (fbank_to_wave(f[:t].numpy(), fcfg, self.cmvn), int(fcfg["sample_rate"]))
+                 for d, f in zip(digits, feats)}
+        return {"images": {"speech_to_image": images}, "audio": audio}
 
     def score(self, metrics: dict) -> float | None:
         """The mean z_s purity of the modalities the model has."""

@@ -522,3 +522,28 @@ def test_one_merge_rule_flags_over_set_over_config(tmp_path, shards):
     assert r.exit_code == 0, r.output
     saved = yaml.safe_load((tmp_path / "r" / "config.yaml").read_text())
     assert (saved["epochs"], saved["lr"], saved["batch_size"]) == (1, 0.003, 16)
+
+
+def test_tensorboard_as_lightning_users_expect(tmp_path, shards):
+    """Issue 29: generated images and audio at each evaluation, the HParams tab (the config beside
+    the run's metrics), the learning rate, and no scalar written twice at one step."""
+    from collections import Counter
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+
+    train(tiny(shards, epochs=2, eval_every=1, batch_size=8), tmp_path / "r", show_progress=False)
+    events = sorted((tmp_path / "r" / "tb").rglob("events.out.tfevents*"))
+    acc = EventAccumulator(str(tmp_path / "r" / "tb"), size_guidance={"images": 0, "audio": 0, "scalars": 0})
+    acc.Reload()
+    tags = acc.Tags()
+    assert "speech_to_image" in tags["images"] and len(acc.Images("speech_to_image")) == 2
+    assert any(t.startswith("image_to_speech/digit") for t in tags["audio"])
+    assert {"lr", "loss", "purity_zs_speech", "step/loss"} <= set(tags["scalars"])
+    plugins = {v.metadata.plugin_data.plugin_name for e in EventFileLoader(str(events[0])).Load()
+               for v in e.summary.value if e.HasField("summary")}
+    assert "hparams" in plugins
+    seen = Counter((v.tag, e.step) for f in events for e in EventFileLoader(str(f)).Load()
+                   if e.HasField("summary") for v in e.summary.value if v.HasField("simple_value") or
+                   v.metadata.plugin_data.plugin_name == "scalars")
+    assert seen and max(seen.values()) == 1, [k for k, n in seen.items() if n > 1][:5]
