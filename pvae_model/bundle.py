@@ -42,6 +42,7 @@ def export_bundle(run_dir, out, checkpoint: str = "last") -> Path:
     from safetensors.torch import save_file
 
     from .generate import load_run_parts
+    from .provenance import provenance
 
     out = Path(out)
     if out.exists():
@@ -54,7 +55,10 @@ def export_bundle(run_dir, out, checkpoint: str = "last") -> Path:
            "image": _image_policy(), "vocoder": VOCODER,
            "deviations": parts["cfg"].deviations(), "size_changes": parts["cfg"].pvae.size_changes(),
            "speakers": metrics.get("speakers") or parts["speakers"],
-           "metrics": {k: metrics[k] for k in ("epoch", "purity", "coherence", "speaker_groups") if k in metrics}}
+           "metrics": {k: metrics[k] for k in ("epoch", "purity", "coherence", "speaker_groups") if k in metrics},
+           "provenance": {"exported": provenance({"audio_shards": parts["cfg"].audio_shards,
+                                                  "image_shards": parts["cfg"].image_shards}),
+                          "evaluated": metrics.get("provenance")}}
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:

@@ -75,7 +75,10 @@ def evaluate_bridge(bridge_dir: str | Path, n_images: int = 1000, seed: int = 0,
         for r in range(wav_refs):
             wave = fbank_to_wave(gen_sp[j, : lens[j]].numpy(), fcfg, lb.bases.cmvn)
             sf.write(out / f"bridge_written_to_spoken_digit{d}_ref{r}.wav", wave, int(fcfg["sample_rate"]))
+    from ..provenance import provenance
+
     metrics["seconds"] = round(time.perf_counter() - t0, 1)
+    metrics["provenance"] = provenance({"audio_shards": lb.bases.audio_shards, "image_shards": lb.bases.image_shards})
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     return metrics
 

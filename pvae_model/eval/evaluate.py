@@ -92,7 +92,10 @@ def evaluate(run_dir: str | Path, ecfg: EvalConfig = EvalConfig()) -> dict:
         metrics.update(_coherence(model, audio, images, cfg, ecfg))
         metrics.update(_per_speaker(model, audio, images, cfg, ecfg, metrics["speakers"]))
     _plot_curves(curves, out / "training_curves.png")
+    from ..provenance import provenance
+
     metrics["seconds"] = round(time.perf_counter() - t0, 1)
+    metrics["provenance"] = provenance({"audio_shards": cfg.audio_shards, "image_shards": cfg.image_shards})
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     return metrics
 
@@ -300,7 +303,6 @@ def _first_of_each_digit(labels: np.ndarray, start: int = 0) -> np.ndarray:
     return np.array([np.flatnonzero(labels == d)[start % max(1, (labels == d).sum())] for d in range(10)])
 
 
-@torch.no_grad()
 @contextmanager
 def _grid_figure(plt, rows: int, cols: int, width: float, title: str, path: Path):
     """A rows x cols grid of bare axes, titled and saved to ``path`` when the block ends."""
@@ -313,6 +315,7 @@ def _grid_figure(plt, rows: int, cols: int, width: float, title: str, path: Path
     plt.close(fig)
 
 
+@torch.no_grad()
 def _generation(model, audio, images, cmvn, cfg, ecfg: EvalConfig, out: Path) -> None:
     """Style transfer (within a modality) and cross-modal generation grids, plus WAV files."""
     import soundfile as sf

@@ -215,6 +215,20 @@ def _html_table(header: list[str], rows, first: str = "run") -> str:
     return "".join(out) + "</table>"
 
 
+def provenance_section(m: dict) -> list[str]:
+    """Where the figures came from: commit, command, date, host, and the data's hashes."""
+    p = m.get("provenance")
+    if not isinstance(p, dict):
+        return ["<p class='notes'>Provenance: not recorded (evaluated before pvae recorded it).</p>"]
+    data = p.get("data") if isinstance(p.get("data"), dict) else {}
+    cells = [("commit", p.get("commit")), ("command", p.get("command")), ("evaluated", p.get("date")),
+             ("host", p.get("host")), ("python / torch", f"{p.get('python')} / {p.get('torch')}"),
+             *[(k.replace("_", " "), f"{(d or {}).get('path')} (source sha256 {(d or {}).get('source_sha256')})")
+               for k, d in data.items()]]
+    rows = "".join(f"<tr><th>{html.escape(str(k))}</th><td><code>{html.escape(str(v))}</code></td></tr>" for k, v in cells)
+    return [f"<table class='provenance'>{rows}</table>"]
+
+
 def speaker_section(m: dict) -> list[str]:
     """Which voices training heard, per-speaker and seen/held-out rows, the confusion matrices."""
     sp = m.get("speakers")
@@ -313,6 +327,7 @@ def _render(runs: list[tuple[Path, dict]]) -> str:
                             "(image→speech, own speech) means only as much." if held is not None else
                             "No held-out voice: the speech judge's accuracy on new voices is not measured here "
                             "(pipelines/loso.sh, docs/voices.md).") + "</p>")
+        parts += provenance_section(m)
         parts += speaker_section(m)
         for png in sorted((r / "eval").glob("*.png")):
             parts.append(f"<figure><img alt='{html.escape(png.stem, quote=True)}' src='data:image/png;base64,{_b64(png)}'>"

@@ -395,10 +395,13 @@ def test_report_renders_in_headless_chromium(tmp_path, shards):
     console = [ln for ln in r.stderr.splitlines() if "CONSOLE" in ln or "Uncaught" in ln]
     assert not console, console
     assert re.search(r"paper: PVAE \(TIDIGITS-MNIST\)", r.stdout) and "99.77" in r.stdout
+    # provenance (issue 29): the code's commit, when, where, and the data's hashes, beside the figures
+    prov = json.loads((tmp_path / "r" / "eval" / "metrics.json").read_text())["provenance"]
+    assert prov["data"]["audio_shards"]["source_sha256"] and prov["host"] and prov["date"]
+    assert re.fullmatch(r"[0-9a-f]{40}(\+dirty)?|unknown \(.*\)", prov["commit"])
+    assert "<table class='provenance'>" in page.read_text() and prov["data"]["audio_shards"]["source_sha256"] in r.stdout
 
     # issue 27: a run from elsewhere whose metrics and file names carry script runs nothing
-    import json
-
     from click.testing import CliRunner
 
     from pvae_model.cli import main
@@ -407,6 +410,7 @@ def test_report_renders_in_headless_chromium(tmp_path, shards):
     m = json.loads(mpath.read_text())
     m["objective"] = "<img src=x onerror=\"document.title='PWNED1'\">"
     m["speakers"] = {"train": ["<script>document.title='PWNED2'</script>"], "perturbed": "<b>x</b>"}
+    m["provenance"]["command"] = "<script>document.title='PWNED4'</script>"
     mpath.write_text(json.dumps(m))
     png = next((tmp_path / "r" / "eval").glob("*.png"))
     png.rename(png.with_name("x' onerror='document.title=`PWNED3`' y='.png"))
