@@ -315,6 +315,27 @@ def export(run_dir: Path, out: Path, checkpoint: str) -> None:
     click.echo(f"bundle: {path} (model.safetensors, config.json, README.md)")
 
 
+@main.command(context_settings=CONTEXT)
+@click.argument("source", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--host", default="127.0.0.1", help="Address to listen on (127.0.0.1: this machine only).")
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, help="0: any free port.")
+@click.option("--checkpoint", default="last", help="For a run directory: last, best or a .pt file.")
+def serve(source: Path, host: str, port: int, checkpoint: str) -> None:
+    """A local page to try a model (run or bundle): draw a digit and hear it, say one and see it."""
+    from .generate import load
+    from .serve import serve as make_server
+
+    with _command_errors():
+        server = make_server(load(source, checkpoint), host, port)
+    click.echo(f"serving {source} on http://{host}:{server.server_address[1]}/ (Ctrl-C stops)")
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+
+
 def _init_distributed(device: str):
     """Join the process group when started by torchrun (WORLD_SIZE > 1)."""
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:

@@ -212,3 +212,43 @@ def test_the_readme_snippet_runs(run, inputs, tmp_path, monkeypatch):
     scope: dict = {}
     exec(compile(block.replace("exp/demo/pvae_fast", str(run)), "README.md", "exec"), scope)  # noqa: S102
     assert scope["image"].shape == (28, 28) and scope["speech_rate"] == 16000 and len(scope["speech"]) > 1000
+
+
+def test_serve_page_draw_and_upload_in_headless_chromium(run, tmp_path):
+    """Issue 29: `pvae-model serve`'s page in a real browser: a digit drawn on the canvas with pointer
+    events comes back spoken (a WAV), a spoken digit uploaded through the file input comes back
+    written (a PNG), through the same handlers a person uses."""
+    import shutil
+    import subprocess
+    import threading
+    import urllib.request
+
+    from pvae_model.generate import load
+    from pvae_model.serve import serve
+
+    browser = shutil.which("chromium")
+    if browser is None:
+        pytest.skip("Debian chromium not installed (`make test` installs it where apt-get is available)")
+    server = serve(load(run), "127.0.0.1", 0, selftest_wav=FSDD / "4_jackson_2.wav")
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/"
+    try:
+        # bad input is a 400 with a reason, not a crash
+        req = urllib.request.Request(url + "api/speech_to_image", data=b"not audio", method="POST")
+        with pytest.raises(urllib.error.HTTPError) as e:
+            urllib.request.urlopen(req, timeout=30)
+        assert e.value.code == 400 and "not a sound file" in json.loads(e.value.read())["error"]
+        r = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                            "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                            f"--user-data-dir={tmp_path / 'chrome'}", "--virtual-time-budget=20000",
+                            "--dump-dom", url + "?selftest=1"], capture_output=True, text=True, timeout=180)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert r.returncode == 0, r.stderr[-2000:]
+    import re
+
+    spoken = re.search(r'data-spoken="([^"]*)"', r.stdout)
+    written = re.search(r'data-written="([^"]*)"', r.stdout)
+    assert spoken and spoken.group(1).startswith("ok:") and int(spoken.group(1)[3:]) > 1000, r.stdout[-1500:]
+    assert written and written.group(1).startswith("ok:") and int(written.group(1)[3:]) > 60, r.stdout[-1500:]
