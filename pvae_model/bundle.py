@@ -47,6 +47,11 @@ def export_bundle(run_dir, out, checkpoint: str = "last") -> Path:
     out = Path(out)
     if out.exists():
         raise FileExistsError(f"{out} already exists; export to a new directory")
+    from .run import run_kind
+
+    if run_kind(run_dir) == "bridge":
+        raise ValueError(f"{run_dir} is a bridge: export takes a PVAE run (a bridge is used from its "
+                         "directory, with its two base runs: pvae-model generate BRIDGE_DIR ...)")
     parts = load_run_parts(run_dir, checkpoint)
     metrics = _run_metrics(run_dir)
     cfg = {"format": FORMAT, "format_version": FORMAT_VERSION, "kind": parts["kind"],

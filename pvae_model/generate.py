@@ -124,13 +124,59 @@ class CrossModal:
         return self.model.encode_audio(x[None], torch.tensor([len(x)]))["a"][0], len(x)
 
 
+class BridgeCrossModal(CrossModal):
+    """A latent-translation bridge with its two frozen base VAEs, behind the same interface.
+    A bridge has no private latent: one output per input, prior style only."""
+
+    def __init__(self, bridge, frontend: SpeechFrontEnd, speech_frames: int, source: str, info: dict):
+        super().__init__(None, frontend, speech_frames, "bridge", source, info)
+        self.bridge = bridge
+
+    @staticmethod
+    def _prior_only(style, num: int) -> None:
+        if not (isinstance(style, str) and style == "prior") or num != 1:
+            raise InputError("a bridge has no style latent: style prior and num 1 only")
+
+    @torch.no_grad()
+    def speech_to_image(self, audio, sample_rate: int | None = None, style="prior", num: int = 1) -> np.ndarray:
+        self._prior_only(style, num)
+        x = self.speech_features(audio, sample_rate)
+        return self.bridge.transfer_speech_to_image(x[None], torch.tensor([len(x)]))[0, 0].numpy()
+
+    @torch.no_grad()
+    def image_to_speech(self, image, style="prior", num: int = 1, frames: int | None = None):
+        from .eval.audio_synth import fbank_to_wave
+
+        self._prior_only(style, num)
+        t = int(frames or self.speech_frames)
+        feats = self.bridge.transfer_image_to_speech(self.image_input(image)[None], torch.tensor([t]))[0]
+        return fbank_to_wave(feats[:t].numpy(), self.frontend.fbank, self.frontend.cmvn), self.sample_rate
+
+
+def _bridge(path) -> BridgeCrossModal:
+    from pvae_data.shards.schema import load_index
+    from pvae_data.vad import VadConfig
+
+    from .bridge import LoadedBridge
+
+    lb = LoadedBridge(path)
+    b = lb.bases
+    frontend = SpeechFrontEnd(fbank=load_index(b.audio_shards)[1]["features"]["fbank"], cmvn_mode=b.cmvn_mode,
+                              cmvn=b.cmvn, vad=VadConfig().to_dict())
+    frames = int(np.median([len(f) for f in b.audio.feats])) if len(b.audio.feats) else DEFAULT_FRAMES
+    return BridgeCrossModal(lb, frontend, frames, str(path), {"epoch": lb.epoch})
+
+
 def load(path, checkpoint: str = "last") -> CrossModal:
-    """A trained model from a run directory (``checkpoint``: last, best or a file) or a bundle
-    (``pvae-model export``; its weights are safetensors and never unpickled)."""
+    """A trained model from a run directory (``checkpoint``: last, best or a file; a PVAE run or
+    a bridge) or a bundle (``pvae-model export``; its weights are safetensors and never unpickled)."""
     from .bundle import is_bundle
+    from .run import run_kind
 
     if is_bundle(path):
         return _from_bundle(path)
+    if run_kind(path) == "bridge":
+        return _bridge(path)
     p = load_run_parts(path, checkpoint)
     return CrossModal(p["model"], p["frontend"], p["speech_frames"], p["kind"], str(path),
                       {"epoch": p["epoch"], "speakers": p["speakers"]})

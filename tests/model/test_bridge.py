@@ -277,3 +277,28 @@ def test_a_crafted_latent_cache_or_bridge_checkpoint_runs_nothing(tmp_path, base
     with pytest.raises(RunIOError, match="last.pt: refused"):
         fit(_cfg(base_runs, epochs=3), tmp_path / "a", resume=True, show_progress=False)
     assert not flag.exists()
+
+
+def test_generate_from_a_bridge(tmp_path, base_runs):
+    """Issue 29: `pvae-model generate` and `pvae_model.load` take a bridge as they take a PVAE run
+    (prior style only: a bridge has no style latent); export names what it takes."""
+    from click.testing import CliRunner
+
+    import pvae_model
+    from conftest import DATA_ROOT
+    from pvae_model.bridge import fit
+    from pvae_model.cli import main
+
+    fit(_cfg(base_runs, epochs=1), tmp_path / "br", show_progress=False)
+    m = pvae_model.load(tmp_path / "br")
+    wav = DATA_ROOT / "fsdd" / "recordings" / "2_lucas_3.wav"
+    img = m.speech_to_image(wav)
+    assert img.shape == (28, 28) and 0 <= img.min() <= img.max() <= 1
+    wave, rate = m.image_to_speech(img)
+    assert rate == 16000 and len(wave) > 1000
+    with pytest.raises(ValueError, match="a bridge has no style latent"):
+        m.speech_to_image(wav, style=("seed", 1))
+    r = CliRunner().invoke(main, ["generate", str(tmp_path / "br"), "--speech", str(wav), "--out", str(tmp_path / "o")])
+    assert r.exit_code == 0 and "1 written, 0 rejected of 1" in r.output, r.output
+    r = CliRunner().invoke(main, ["export", str(tmp_path / "br"), str(tmp_path / "b")])
+    assert r.exit_code == 1 and "is a bridge: export takes a PVAE run" in r.output, r.output
