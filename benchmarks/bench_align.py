@@ -201,6 +201,40 @@ def speed_copies(records: list[dict], truth: dict, factors: str, out: Path) -> t
     return recs, spans
 
 
+def outside_row(list_csv: Path, work: Path, model_dir: Path, passes: int, seg_cfg) -> str:
+    """The aligner (trained on FSDD) on connected digits built from isolated digits of voices from
+    outside FSDD, joined as the FSDD test utterances are; scored against the issue's bars."""
+    import csv
+
+    from pvae_data.align.score import format_score, score_boundaries
+    from pvae_data.digits import word_to_label
+    from pvae_data.io_utils import read_jsonl
+    from pvae_data.stages.segment import segment_manifest
+    from pvae_data.synth_digits import SynthConfig, synth_utterances, write_synth
+
+    rec = work / "outside_recordings"
+    rec.mkdir(parents=True, exist_ok=True)
+    count: dict = defaultdict(int)
+    for row in csv.DictReader(open(list_csv, newline="")):
+        d, spk = word_to_label(row["transcript"]), row["speaker"]
+        link = rec / f"{d}_{spk}_{count[spk, d]}.wav"
+        count[spk, d] += 1
+        if not link.exists():
+            link.symlink_to(Path(row["path"]).resolve())
+    speakers = tuple(sorted({s for s, _ in count}))
+    takes = tuple(range(max(count.values())))
+    utts = synth_utterances(rec, speakers=speakers, takes=takes, cfg=SynthConfig(seed=2, passes=passes), prefix="out")
+    o = write_synth(utts, work / "outside", split="test")
+    seg = segment_manifest(o["utterances"], work / "seg_outside", model=model_dir, cfg=seg_cfg, jobs=1,
+                           show_progress=False)
+    truth = {r["id"]: [tuple(x) for x in r["spans"]] for r in read_jsonl(o["truth"])}
+    s = score_boundaries(spans_by_utt(read_jsonl(work / "seg_outside" / "segments.jsonl")), truth)
+    return (f"voices from outside FSDD ({len(speakers)} voices, {len(utts)} utterances, "
+            f"{sum(len(u.digits) for u in utts)} digits): {format_score(s)}; segment: {seg.line()}  "
+            f"[bars: IoU >= 0.8 for >= 95 %, median <= 10 ms, <= 0.5 % rejected -> "
+            f"{'MET' if s['iou_pct'] >= 95 and s['median_ms'] <= 10 and s['missing'] <= 0.005 * s['utterances'] else 'NOT MET'}]")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default=os.environ.get("PVAE_DATA", str(ROOT.parent / "shared" / "data")))
@@ -219,6 +253,9 @@ def main() -> None:
                     help="an AlignTrainConfig field for every aligner trained here (e.g. augment=none, features.cvn=true)")
     ap.add_argument("--segment-set", action="append", default=[], metavar="KEY=VALUE",
                     help="a SegmentConfig field for every segment run here (e.g. junction_search_s=0.02)")
+    ap.add_argument("--outside", default=None, metavar="LIST_CSV",
+                    help="also voices from outside FSDD: isolated digits in a `pvae-data prepare list` file "
+                         "(benchmarks/outside_voices.py make writes one), joined into connected digits")
     ap.add_argument("--out", default=None, help="work directory [default: a temporary one]")
     args = ap.parse_args()
 
@@ -284,6 +321,9 @@ def main() -> None:
     print(f"quality (train takes 5-49 -> test takes 0-4): {format_score(score)}")
     print(f"  targets: median <= 20 ms, >= 95 % within 50 ms, >= 97 % IoU >= 0.8 -> "
           f"{'MET' if score['median_ms'] <= 20 and score['within_pct'] >= 95 and score['iou_pct'] >= 97 else 'NOT MET'}")
+
+    if args.outside:
+        print(outside_row(Path(args.outside), work, work / "model", args.test_passes, seg_cfg))
 
     if not args.no_conditions:
         built: dict = {}

@@ -10,7 +10,7 @@ is written as the right digit (judged by the image judge), overall and per voice
 the speech judge recognises the utterance itself.
 
     PYTHONPATH=. python benchmarks/outside_voices.py make exp/voices
-    PYTHONPATH=. python benchmarks/outside_voices.py score exp/demo/pvae_fast exp/voices
+    PYTHONPATH=. python benchmarks/outside_voices.py score exp/demo/pvae_fast exp/voices [--via-generate]
 """
 
 from __future__ import annotations
@@ -101,6 +101,28 @@ def score(run: Path, voices: Path, checkpoint: str = "last") -> dict:
     return out
 
 
+def score_generate(run: Path, voices: Path, checkpoint: str = "last") -> dict:
+    """The same voices through ``pvae_model.load(run).speech_to_image`` (what ``pvae-model
+    generate`` runs on a person's files), each written digit judged by the image judge."""
+    import torch
+
+    import pvae_model
+    from pvae_model.eval.judge import Judge
+    from pvae_model.run import _run_config
+
+    m = pvae_model.load(run, checkpoint)
+    saved = _run_config(run)
+    judge = Judge.load(saved["audio_shards"], saved["image_shards"])
+    rows = list(csv.DictReader(open(voices / "list.csv")))
+    images = torch.stack([torch.from_numpy(m.speech_to_image(r["path"]))[None] for r in rows])
+    pred = judge.image_predictions(images)
+    labels = np.array([WORDS.index(r["transcript"]) for r in rows])
+    speakers = np.array([r["speaker"] for r in rows])
+    per = {s: float((pred[speakers == s] == labels[speakers == s]).mean()) for s in sorted(set(speakers))}
+    return {"run": str(run), "via": "pvae_model.load", "n": len(rows), "speech_to_image": float((pred == labels).mean()),
+            "worst_voice": min(per.values()), "per_voice": per}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -110,11 +132,12 @@ def main() -> None:
     s.add_argument("run", type=Path)
     s.add_argument("voices", type=Path)
     s.add_argument("--checkpoint", default="last")
+    s.add_argument("--via-generate", action="store_true", help="through pvae_model.load (generate's front end)")
     a = ap.parse_args()
     if a.cmd == "make":
         make(a.out)
     else:
-        r = score(a.run, a.voices, a.checkpoint)
+        r = (score_generate if a.via_generate else score)(a.run, a.voices, a.checkpoint)
         print(json.dumps({k: v for k, v in r.items() if k != "per_voice"}))
         print(" ".join(f"{k}:{v:.2f}" for k, v in r["per_voice"].items()), file=sys.stderr)
 

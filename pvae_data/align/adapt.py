@@ -29,10 +29,17 @@ from .hmm import WordHMMs, forced_align, mixture_posteriors
 class AdaptConfig(ConfigMixin):
     iterations: int = 0  # align -> re-estimate rounds; 0 = no adaptation
     tau: float = 10.0  # prior weight in frames: a state's mean moves n / (n + tau) towards its frames
+    # Which of a speaker's utterances it adapts on: "accepted", those whose transcripts the
+    # unadapted aligner accepts (score and recognition checks passed); "two-pass", then again from
+    # the unadapted model on those the first adaptation accepts (a voice far from the training
+    # voices, whose transcripts the unadapted aligner mostly rejects, still gets adapted).
+    data: str = "accepted"
 
     def __post_init__(self) -> None:
         if self.iterations < 0 or self.tau <= 0:
             raise ValueError(f"adaptation needs iterations >= 0 and tau > 0, got {self.iterations}, {self.tau}")
+        if self.data not in ("accepted", "two-pass"):
+            raise ValueError(f"adapt.data must be 'accepted' or 'two-pass', got {self.data!r}")
 
 
 def map_adapt(model: WordHMMs, data: Sequence[tuple[np.ndarray, list[str]]], cfg: AdaptConfig) -> WordHMMs:

@@ -45,14 +45,26 @@ def _adapt_one(index: int, job: tuple, model_dir: str, align_dict: dict, adapt_d
                 wave, _ = load_audio(r["audio"], start=r.get("start"), end=r.get("end"), target_rate=fc.sample_rate)
             except (AudioError, KeyError, TypeError, ValueError):
                 continue  # the segment pass rejects it, with the reason
-            feats = align_features(wave.astype(np.float64), fc)
-            if align_words(model, wave, words, align_cfg, feats=feats).ok:  # only transcripts it accepts
-                data.append((feats, words))
-        adapted = map_adapt(model, data, adapt_cfg)
+            data.append((wave, align_features(wave.astype(np.float64), fc), words))
+        if adapt_cfg.data == "two-pass":
+            # first on every transcript the forced path fits (no score or recognition check), then
+            # again from the unadapted model on those that first adaptation accepts, every check run
+            from dataclasses import replace
+
+            fitted = _accepted(model, data, replace(align_cfg, min_score=-1e9, check_recognition=False))
+            data_for_final = _accepted(map_adapt(model, fitted, adapt_cfg), data, align_cfg)
+        else:
+            data_for_final = _accepted(model, data, align_cfg)
+        adapted = map_adapt(model, data_for_final, adapt_cfg)
     d = Path(out_dir)
     save_model(adapted, d)
     write_json(d / ADAPT_MARKER, key)
     return str(d.resolve())
+
+
+def _accepted(model, data: list, align_cfg: AlignConfig) -> list:
+    """(features, words) of the utterances whose transcripts ``model`` accepts, every check run."""
+    return [(f, w) for wave, f, w in data if align_words(model, wave, w, align_cfg, feats=f).ok]
 
 
 def adapt_speakers(records: list[dict], model_dir: str, out: Path, cfg, jobs: int = 1,
