@@ -1,12 +1,14 @@
 """Speaker adaptation inside ``segment``: before segmenting, the aligner is MAP-adapted to each
 speaker of the manifest (:func:`pvae_data.align.adapt.map_adapt`) on that speaker's utterances
-whose transcripts it accepts; each adapted model is kept in ``OUT/adapted/<speaker>/`` with a
-marker of what it was made from, and reused by a rerun."""
+(``AdaptConfig.data``: every one its transcript's forced path fits, or only those it accepts);
+each adapted model is kept in ``OUT/adapted/<speaker>/`` with a marker of what it was made from,
+and reused by a rerun."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +35,8 @@ def _adapt_one(index: int, job: tuple, model_dir: str, align_dict: dict, adapt_d
     """Adapt the aligner to one speaker, write it, return its directory."""
     speaker, records, key, out_dir = job
     align_cfg, adapt_cfg = AlignConfig.from_dict(align_dict), AdaptConfig.from_dict(adapt_dict)
+    if adapt_cfg.data == "aligned":  # every transcript the forced path fits: no score or recognition check
+        align_cfg = replace(align_cfg, min_score=-1e9, check_recognition=False)
     model = cached_model(model_dir)
     fc = model.features
     data = []
@@ -45,26 +49,14 @@ def _adapt_one(index: int, job: tuple, model_dir: str, align_dict: dict, adapt_d
                 wave, _ = load_audio(r["audio"], start=r.get("start"), end=r.get("end"), target_rate=fc.sample_rate)
             except (AudioError, KeyError, TypeError, ValueError):
                 continue  # the segment pass rejects it, with the reason
-            data.append((wave, align_features(wave.astype(np.float64), fc), words))
-        if adapt_cfg.data == "two-pass":
-            # first on every transcript the forced path fits (no score or recognition check), then
-            # again from the unadapted model on those that first adaptation accepts, every check run
-            from dataclasses import replace
-
-            fitted = _accepted(model, data, replace(align_cfg, min_score=-1e9, check_recognition=False))
-            data_for_final = _accepted(map_adapt(model, fitted, adapt_cfg), data, align_cfg)
-        else:
-            data_for_final = _accepted(model, data, align_cfg)
-        adapted = map_adapt(model, data_for_final, adapt_cfg)
+            feats = align_features(wave.astype(np.float64), fc)
+            if align_words(model, wave, words, align_cfg, feats=feats).ok:
+                data.append((feats, words))
+        adapted = map_adapt(model, data, adapt_cfg)
     d = Path(out_dir)
     save_model(adapted, d)
     write_json(d / ADAPT_MARKER, key)
     return str(d.resolve())
-
-
-def _accepted(model, data: list, align_cfg: AlignConfig) -> list:
-    """(features, words) of the utterances whose transcripts ``model`` accepts, every check run."""
-    return [(f, w) for wave, f, w in data if align_words(model, wave, w, align_cfg, feats=f).ok]
 
 
 def adapt_speakers(records: list[dict], model_dir: str, out: Path, cfg, jobs: int = 1,

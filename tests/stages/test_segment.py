@@ -462,18 +462,20 @@ def test_a_20_minute_2000_word_recording_is_refused_up_front_in_bounded_memory(c
     assert rss < 2048, rss
 
 
-def test_two_pass_adaptation_option(corpus, tmp_path):
-    """``adapt.data: two-pass`` (issue 26: voices far from the training voices, whose transcripts the
-    unadapted aligner rejects) adapts first on every transcript the forced path fits, then again on
-    those the first adaptation accepts; on FSDD's own voices it rejects nothing more."""
+def test_adaptation_data_option(corpus, tmp_path):
+    """``adapt.data`` (issue 26): "aligned" (the default) adapts on every transcript the forced path
+    fits, so a voice far from the training voices, whose transcripts the unadapted aligner rejects,
+    still gets adapted; "accepted" only on those the unadapted aligner accepts. On FSDD's own
+    voices the default rejects nothing more."""
     from pvae_data.align.adapt import AdaptConfig
 
+    assert AdaptConfig().data == "aligned"
     with pytest.raises(ValueError, match="adapt.data must be"):
         AdaptConfig(iterations=1, data="everything")
-    cfg = SegmentConfig(adapt=AdaptConfig(iterations=3, tau=10.0, data="two-pass"))
-    s = segment_manifest(corpus["test"]["utterances"], tmp_path / "tp", model=corpus["model"], cfg=cfg,
+    acc = SegmentConfig(adapt=AdaptConfig(iterations=3, tau=10.0, data="accepted"))
+    s = segment_manifest(corpus["test"]["utterances"], tmp_path / "acc", model=corpus["model"], cfg=acc,
                          show_progress=False)
-    base = segment_manifest(corpus["test"]["utterances"], tmp_path / "acc", model=corpus["model"], show_progress=False)
-    assert s.kept + s.rejected == s.total and s.rejected <= base.rejected
-    saved = json.loads((tmp_path / "tp" / "segment_config.json").read_text())["config"]["adapt"]
-    assert saved["data"] == "two-pass"
+    base = segment_manifest(corpus["test"]["utterances"], tmp_path / "al", model=corpus["model"], show_progress=False)
+    assert s.kept + s.rejected == s.total and base.rejected <= s.rejected
+    saved = json.loads((tmp_path / "acc" / "segment_config.json").read_text())["config"]["adapt"]
+    assert saved["data"] == "accepted"
