@@ -1,6 +1,6 @@
 """pvae_model: the Partitioned VAE (Hsu & Glass, 2018), its baselines and evaluation."""
 
-__version__ = "0.1.0"
+from ._version import __version__  # noqa: F401
 
 
 def load(path, checkpoint: str = "last"):

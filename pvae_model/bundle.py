@@ -41,7 +41,7 @@ def export_bundle(run_dir, out, checkpoint: str = "last") -> Path:
     """Write the bundle of a trained PVAE run to ``out`` (which must not exist), all or nothing."""
     from safetensors.torch import save_file
 
-    from .generate import load_run_parts
+    from .run_parts import load_run_parts
     from .provenance import provenance
 
     out = Path(out)

@@ -21,38 +21,7 @@ import torch
 
 from .checkpoints import RunIOError
 from .frontend import InputError, SpeechFrontEnd, image_tensor, read_image
-
-DEFAULT_FRAMES = 60  # a spoken digit's length when neither a reference nor the data gives one
-
-
-def load_run_parts(run_dir, checkpoint: str = "last") -> dict:
-    """A trained PVAE run's model and everything its inputs need, without the test sets."""
-    from pvae_data.shards.reader import AudioShards
-    from pvae_data.shards.schema import load_index
-    from pvae_data.vad import VadConfig
-
-    from .run import CONFIG, _run_config, load_cmvn, load_model, run_kind, shard_dir
-
-    kind = run_kind(run_dir)
-    if kind is None:
-        raise FileNotFoundError(f"{run_dir}: no {CONFIG}: not a run directory or a bundle")
-    if kind != "pvae":
-        raise ValueError(f"{run_dir} is a {kind} run: generation needs a PVAE run or a bridge")
-    model, cfg, ck = load_model(run_dir, checkpoint, expect=kind)
-    saved = _run_config(run_dir) or {}
-    audio = shard_dir(run_dir, "audio_shards", str(saved.get("audio_shards", cfg.audio_shards)))
-    fbank = load_index(audio)[1]["features"]["fbank"]
-    frontend = SpeechFrontEnd(fbank=fbank, cmvn_mode=cfg.cmvn, cmvn=load_cmvn(audio), vad=VadConfig().to_dict())
-    try:
-        lengths = AudioShards(audio, "test").lengths
-        frames = int(np.median(lengths)) if len(lengths) else DEFAULT_FRAMES
-    except (OSError, KeyError, ValueError):
-        frames = DEFAULT_FRAMES
-    from .eval.speakers import training_speakers
-
-    return {"kind": kind, "model": model, "cfg": cfg, "epoch": ck["epoch"], "frontend": frontend,
-            "speech_frames": frames, "speakers": training_speakers(audio)}
-
+from .run_parts import DEFAULT_FRAMES, load_run_parts
 
 class CrossModal:
     """A trained PVAE with its front end: spoken digits in, written digits out, and back."""

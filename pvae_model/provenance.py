@@ -42,7 +42,7 @@ def provenance(shards: dict | None = None) -> dict:
     """``{"commit", "command", "date", "host", "python", "torch", "data": {name: shards_hash}}``."""
     import torch
 
-    from . import __version__
+    from ._version import __version__
 
     return {"commit": code_commit(), "version": __version__, "command": " ".join(sys.argv),
             "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "host": platform.node(),
