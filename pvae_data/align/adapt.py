@@ -36,10 +36,16 @@ class AdaptConfig(ConfigMixin):
     # "aligned" 18; on FSDD's held-out takes "aligned" catches 96.7 % of dropped words against
     # 98.7 % (docs/alignment.md, "Voices from outside FSDD").
     data: str = "aligned"
+    # The "noise, not speech" score threshold follows the speaker: lowered by how far the speaker's
+    # median forced score lies below the training voices' median, at most this much (nats per
+    # frame; 0 = the calibrated threshold for everyone; needs 5 utterances of the speaker).
+    score_shift_max: float = 15.0
 
     def __post_init__(self) -> None:
         if self.iterations < 0 or self.tau <= 0:
             raise ValueError(f"adaptation needs iterations >= 0 and tau > 0, got {self.iterations}, {self.tau}")
+        if not 0 <= self.score_shift_max <= 100:
+            raise ValueError(f"adapt.score_shift_max must be in [0, 100] nats per frame, got {self.score_shift_max}")
         if self.data not in ("aligned", "accepted"):
             raise ValueError(f"adapt.data must be 'aligned' or 'accepted', got {self.data!r}")
 

@@ -53,10 +53,34 @@ def _adapt_one(index: int, job: tuple, model_dir: str, align_dict: dict, adapt_d
             if align_words(model, wave, words, align_cfg, feats=feats).ok:
                 data.append((feats, words))
         adapted = map_adapt(model, data, adapt_cfg)
+        adapted = _speaker_min_score(adapted, model, data, adapt_cfg)
     d = Path(out_dir)
     save_model(adapted, d)
     write_json(d / ADAPT_MARKER, key)
     return str(d.resolve())
+
+
+MIN_UTTERANCES_FOR_SCORE = 5  # a speaker's median score from fewer utterances is not trusted
+
+
+def _speaker_min_score(adapted, base, data: list, cfg: AdaptConfig):
+    """The adapted model with its "noise, not speech" threshold (``min_score``) lowered by how far
+    this speaker's median forced score (under the adapted model) lies below the training voices'
+    median, by at most ``cfg.score_shift_max`` nats per frame: a voice unlike the training voices
+    scores lower on every utterance, speech or not, and noise still scores far below its speech."""
+    stats = (base.calibration.get("stats") or {}).get("score_quantiles") or {}
+    if not cfg.score_shift_max or len(data) < MIN_UTTERANCES_FOR_SCORE or "min_score" not in base.calibration \
+            or "median" not in stats or adapted is base:
+        return adapted
+    relaxed = AlignConfig(min_score=-1e9, check_recognition=False)
+    scores = [align_words(adapted, None, w, relaxed, feats=f).score for f, w in data]
+    scores = [x for x in scores if np.isfinite(x)]
+    if len(scores) < MIN_UTTERANCES_FOR_SCORE:
+        return adapted
+    shift = float(np.clip(stats["median"] - np.median(scores), 0.0, cfg.score_shift_max))
+    adapted.calibration = {**base.calibration, "min_score": base.calibration["min_score"] - shift}
+    adapted.info = {**adapted.info, "speaker_score_shift": round(shift, 3)}
+    return adapted
 
 
 def adapt_speakers(records: list[dict], model_dir: str, out: Path, cfg, jobs: int = 1,

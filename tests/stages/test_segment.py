@@ -479,3 +479,38 @@ def test_adaptation_data_option(corpus, tmp_path):
     assert s.kept + s.rejected == s.total and base.rejected <= s.rejected
     saved = json.loads((tmp_path / "acc" / "segment_config.json").read_text())["config"]["adapt"]
     assert saved["data"] == "accepted"
+
+
+def test_the_noise_threshold_follows_the_speaker(corpus):
+    """``adapt.score_shift_max`` (issue 26): a speaker whose speech scores lower than the training
+    voices' (here: the test utterances with their spectrum tilted, a different channel/voice) gets
+    its "noise, not speech" threshold lowered by that much, at most score_shift_max; white noise is
+    still refused; the base model is untouched; 0 switches it off."""
+    import scipy.signal
+
+    from pvae_data.align.adapt import AdaptConfig, map_adapt
+    from pvae_data.align.hmm import load_model
+    from pvae_data.align.mfcc import align_features
+    from pvae_data.audio import load_audio
+    from pvae_data.digits import transcript_words
+    from pvae_data.stages.segment_adapt import _speaker_min_score
+
+    base = load_model(corpus["model"])
+    before = dict(base.calibration)
+    recs = [r for r in read_jsonl(corpus["test"]["utterances"]) if r["speaker"] == "theo"][:8]
+    data = []
+    for r in recs:
+        wave, _ = load_audio(r["audio"], target_rate=base.features.sample_rate)
+        tilted = scipy.signal.lfilter([1.0, -0.95], [1.0], wave)  # a strong high-frequency tilt
+        data.append((align_features(tilted, base.features), transcript_words(r)))
+    cfg = AdaptConfig(iterations=3, tau=10.0, score_shift_max=15.0)
+    adapted = _speaker_min_score(map_adapt(base, data, cfg), base, data, cfg)
+    shift = adapted.info["speaker_score_shift"]
+    assert 0 < shift <= 15 and adapted.calibration["min_score"] == pytest.approx(before["min_score"] - shift, abs=1e-3)
+    assert base.calibration == before
+    off = AdaptConfig(iterations=3, tau=10.0, score_shift_max=0.0)
+    assert _speaker_min_score(map_adapt(base, data, off), base, data, off).calibration["min_score"] == before["min_score"]
+    noise = np.random.default_rng(0).normal(0, 3000, 16000)  # white noise is still refused (by the
+    assert not align_words(adapted, noise, ["five", "two"]).ok  # duration and recognition checks)
+    with pytest.raises(ValueError, match="score_shift_max"):
+        AdaptConfig(score_shift_max=-1.0)
