@@ -277,6 +277,16 @@ def build_report(run_dirs: list[str | Path], out: str | Path) -> Path:
     return out
 
 
+# The WAVs each figure's grid was made with: their players go right under it.
+WAVS_OF_FIGURE = {"cross_image_to_speech": ("written_to_spoken_",), "style_speech": ("style_", "reference_speaker_"),
+                  "bridge_interpolation": ("bridge_written_to_spoken_",)}
+
+
+def _players(wavs: list[Path]) -> list[str]:
+    return ["<div>", *[f"<span class='audio'>{html.escape(w.stem)}<br><audio controls preload='none' "
+                       f"src='data:audio/wav;base64,{_b64(w)}'></audio></span>" for w in wavs], "</div>"]
+
+
 def _render(runs: list[tuple[Path, dict]]) -> str:
     cols, lrows = latent_rows(runs)
     notes = deviation_notes(runs)
@@ -329,15 +339,16 @@ def _render(runs: list[tuple[Path, dict]]) -> str:
                             "(pipelines/loso.sh, docs/voices.md).") + "</p>")
         parts += provenance_section(m)
         parts += speaker_section(m)
+        wavs = sorted((r / "eval").glob("*.wav"))
         for png in sorted((r / "eval").glob("*.png")):
             parts.append(f"<figure><img alt='{html.escape(png.stem, quote=True)}' src='data:image/png;base64,{_b64(png)}'>"
                          f"<figcaption>{html.escape(png.stem.replace('_', ' '))}</figcaption></figure>")
-        wavs = sorted((r / "eval").glob("*.wav"))
+            beside = [w for w in wavs if w.stem.startswith(WAVS_OF_FIGURE.get(png.stem, ()))]
+            if beside:  # the players of a grid right under it
+                parts += _players(beside)
+                wavs = [w for w in wavs if w not in beside]
         if wavs:
-            parts.append("<h3>Generated speech</h3><div>")
-            for w in wavs:
-                parts.append(f"<span class='audio'>{html.escape(w.stem)}<br><audio controls preload='none' "
-                             f"src='data:audio/wav;base64,{_b64(w)}'></audio></span>")
-            parts.append("</div>")
+            parts.append("<h3>Generated speech</h3>")
+            parts += _players(wavs)
     parts.append(f"<script>{CHECK}</script></body></html>")
     return "\n".join(parts)

@@ -399,6 +399,10 @@ def test_report_renders_in_headless_chromium(tmp_path, shards):
     prov = json.loads((tmp_path / "r" / "eval" / "metrics.json").read_text())["provenance"]
     assert prov["data"]["audio_shards"]["source_sha256"] and prov["host"] and prov["date"]
     assert re.fullmatch(r"[0-9a-f]{40}(\+dirty)?|unknown \(.*\)", prov["commit"])
+    # each grid's players right under it (issue 29): written->spoken WAVs follow their figure
+    text = page.read_text()
+    fig = text.index("alt='cross_image_to_speech'")
+    assert fig < text.index("written_to_spoken_digit") < text.index("<figure", fig + 1)
     assert "<table class='provenance'>" in page.read_text() and prov["data"]["audio_shards"]["source_sha256"] in r.stdout
 
     # issue 27: a run from elsewhere whose metrics and file names carry script runs nothing
