@@ -143,12 +143,14 @@ def _resize_square(x: np.ndarray, size: int) -> np.ndarray:
     return np.asarray(img, np.float32) / 255.0
 
 
-def read_image(path: str | Path) -> tuple[torch.Tensor, list[str]]:
-    """A picture file (PNG, JPEG, anything Pillow reads) -> ``image_tensor``; one-line errors."""
+def read_image(source, name: str | None = None) -> tuple[torch.Tensor, list[str]]:
+    """A picture (PNG, JPEG, anything Pillow reads; a path or a binary file object) ->
+    ``image_tensor``; one-line errors naming ``name`` (the path by default)."""
     from PIL import Image, UnidentifiedImageError
 
+    path = name or str(source)
     try:
-        with Image.open(path) as img:
+        with Image.open(source) as img:
             if img.width * img.height > 4096 * 4096:
                 raise InputError(f"{path}: {img.width}x{img.height} pixels is not a digit")
             if img.mode in ("P", "LA", "PA", "1", "CMYK", "YCbCr", "HSV"):
@@ -160,4 +162,4 @@ def read_image(path: str | Path) -> tuple[torch.Tensor, list[str]]:
         raise InputError(f"{path}: not a readable picture ({str(e).splitlines()[0][:100] if str(e) else type(e).__name__})") from None
     if arr.dtype == np.int32 or arr.dtype == np.uint32:  # 'I' mode
         arr = np.clip(arr, 0, 65535).astype(np.uint16)
-    return image_tensor(arr, str(path))
+    return image_tensor(arr, path)

@@ -113,16 +113,11 @@ def _speech_to_png(model, body: bytes, style) -> bytes:
 
 def _picture_to_wav(model, body: bytes, style) -> bytes:
     import soundfile as sf
-    from PIL import Image, UnidentifiedImageError
 
-    try:
-        with Image.open(io.BytesIO(body)) as img:
-            if img.width * img.height > 4096 * 4096:
-                raise InputError("the picture is too large to be a digit")
-            arr = np.asarray(img.convert("RGBA") if "A" in img.mode or img.mode == "P" else img.convert("L"))
-    except (OSError, UnidentifiedImageError, Image.DecompressionBombError) as e:
-        raise InputError(f"the picture: not readable ({str(e).splitlines()[0][:80]})") from None
-    wave, rate = model.image_to_speech(arr, style=style)
+    from .frontend import read_image
+
+    picture, _ = read_image(io.BytesIO(body), "the picture")  # the same reader as generate's
+    wave, rate = model.image_to_speech(picture, style=style)
     buf = io.BytesIO()
     sf.write(buf, wave, rate, format="WAV", subtype="PCM_16")
     return buf.getvalue()

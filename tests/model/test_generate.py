@@ -238,6 +238,10 @@ def test_serve_page_draw_and_upload_in_headless_chromium(run, tmp_path):
         with pytest.raises(urllib.error.HTTPError) as e:
             urllib.request.urlopen(req, timeout=30)
         assert e.value.code == 400 and "not a sound file" in json.loads(e.value.read())["error"]
+        req = urllib.request.Request(url + "api/image_to_speech", data=b"not a picture", method="POST")
+        with pytest.raises(urllib.error.HTTPError) as e:
+            urllib.request.urlopen(req, timeout=30)
+        assert e.value.code == 400 and "the picture: not a readable picture" in json.loads(e.value.read())["error"]
         r = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
                             "--disable-background-networking", "--disable-component-update", "--disable-sync",
                             f"--user-data-dir={tmp_path / 'chrome'}", "--virtual-time-budget=20000",
