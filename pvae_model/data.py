@@ -14,6 +14,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
+from pvae_data.perturb import base_speaker
 from pvae_data.shards.reader import AudioShards, BucketBatchSampler, ImageShards
 
 
@@ -91,6 +92,11 @@ def load_image_split(shards_dir: str | Path, split: str) -> ImageSet:
     return ImageSet(imgs, np.asarray(s.labels), list(s.keys))
 
 
+def training_speakers(speakers) -> list[str]:
+    """The distinct base speakers of a list of utterance speakers, sorted."""
+    return sorted({base_speaker(s) for s in speakers})
+
+
 def pad_audio(feats: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     lengths = torch.tensor([len(f) for f in feats], dtype=torch.long)
     return torch.nn.utils.rnn.pad_sequence(feats, batch_first=True), lengths
@@ -143,6 +149,10 @@ class PairedEpochs:
                 raise ValueError(f"spec_augment.time_width {self.spec_augment.time_width} is wider than the shortest "
                                  f"training utterance ({shortest} frames)")
         self.seed, self.rank, self.world_size = seed, rank, world_size
+        # each utterance's training speaker as an index (base speakers: sp0.9-george is george),
+        # for a speaker critic; the order is the sorted names (training_speakers())
+        names = training_speakers(audio.speakers)
+        self.speaker_ids = np.asarray([names.index(base_speaker(s)) for s in audio.speakers], dtype=np.int64)
         self.sampler = BucketBatchSampler(audio.lengths, batch_size, shuffle=True, seed=seed)
 
     def pairing(self, epoch: int) -> np.ndarray:
@@ -159,7 +169,7 @@ class PairedEpochs:
             b = all_batches[n]
             x_a, lengths = pad_audio([self.audio.feats[i] for i in b])
             batch = {"audio": x_a, "lengths": lengths, "image": self.images.images[pairs[b]],
-                     "label": torch.from_numpy(self.audio.labels[b])}
+                     "label": torch.from_numpy(self.audio.labels[b]), "speaker": torch.from_numpy(self.speaker_ids[b])}
             if self.spec_augment is not None:  # seeded like the shifts: the same under DDP and on resume
                 from .augment import spec_augment
 

@@ -15,9 +15,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from pvae_data.shards.reader import AudioShards
+
 from .checkpoints import RunIOError
 from .config import TrainConfig
-from .data import PairedEpochs, load_audio_split, load_image_split
+from .data import PairedEpochs, load_audio_split, load_image_split, training_speakers
 from .engine import NonFiniteLoss, Task, run_task
 from .eval.metrics import encode_means, kmeans_purity
 from .models import MODALITIES, build_model
@@ -53,6 +55,27 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, show_prog
     return run_task(PairedTask(cfg), run_dir, resume, show_progress, stop_after_batches)
 
 
+def with_speaker_classes(cfg: TrainConfig) -> TrainConfig:
+    """A config with a speaker critic (``pvae.departures.speaker_adv_weight``) gets its output
+    size from the training shards' speakers when it was left 0; a size too small is refused."""
+    dep = cfg.pvae.departures
+    if dep.speaker_adv_weight <= 0:
+        return cfg
+    try:
+        n = len(training_speakers(AudioShards(cfg.audio_shards, "train").speakers))
+    except (OSError, KeyError, ValueError) as e:
+        raise RunIOError(f"cannot read the training speakers of {cfg.audio_shards}: {e}") from None
+    if n < 2:
+        raise ValueError(f"pvae.departures.speaker_adv_weight: the training split of {cfg.audio_shards} "
+                         f"has {n} speaker(s); a speaker critic needs at least 2")
+    if dep.speaker_classes == 0:
+        return replace(cfg, pvae=replace(cfg.pvae, departures=replace(dep, speaker_classes=n)))
+    if dep.speaker_classes < n:
+        raise ValueError(f"pvae.departures.speaker_classes {dep.speaker_classes} is less than the {n} training speakers "
+                         f"of {cfg.audio_shards} (0 fills it in)")
+    return cfg
+
+
 class PairedTask(Task):
     """PVAE or a baseline on spoken digits paired, every epoch, with written digits of the same label."""
 
@@ -63,7 +86,7 @@ class PairedTask(Task):
 
     def __init__(self, cfg: TrainConfig):
         # Shard paths are saved resolved, so that evaluate/purity/diagnose work from any directory.
-        self.cfg = self.comparable(cfg)
+        self.cfg = with_speaker_classes(self.comparable(cfg))
 
     def comparable(self, cfg: TrainConfig) -> TrainConfig:
         return replace(cfg, audio_shards=str(Path(cfg.audio_shards).resolve()),  # older runs: relative

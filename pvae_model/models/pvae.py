@@ -29,6 +29,7 @@ __all__ = ["PVAE", "PVAEConfig", "KERNELS", "coherence"]
 
 
 KERNELS = {"sqdist": rbf, "dist_half": rbf_dist_half}
+SPEAKER_CRITIC_HIDDEN = 64
 
 
 def coherence(q_mm: dict, q_uni: dict, private: str) -> torch.Tensor:
@@ -86,6 +87,11 @@ class PVAE(FromRun, nn.Module):
         if cfg.departures.private_label_adv_weight > 0:  # created last: the other modules' initial weights do not change
             self.digit_critic_a = nn.Linear(cfg.z_audio, 10)
             self.digit_critic_i = nn.Linear(cfg.z_image, 10)
+        if cfg.departures.speaker_adv_weight > 0:
+            if cfg.departures.speaker_classes < 2:
+                raise ValueError("speaker_adv_weight needs speaker_classes >= 2 (training fills it in from the shards)")
+            self.speaker_critic = nn.Sequential(nn.Linear(cfg.z_shared, SPEAKER_CRITIC_HIDDEN), nn.ReLU(),
+                                                nn.Linear(SPEAKER_CRITIC_HIDDEN, cfg.departures.speaker_classes))
 
     def set_epoch(self, epoch: int) -> None:
         """Epoch-dependent weights (called by the trainer before each epoch, 0-based)."""
@@ -154,6 +160,10 @@ class PVAE(FromRun, nn.Module):
                 m.update(digit_critic_audio=adv["audio"].mean(), digit_critic_image=adv["image"].mean(),
                          digit_critic_ce_audio=adv["audio_critic_ce"].mean(),
                          digit_critic_ce_image=adv["image_critic_ce"].mean())
+        if dep.speaker_adv_weight > 0:
+            adv, critic_ce = self.speaker_adversary(batch["speaker"], (z["s"], reparameterize(*qa["s"])))
+            total = total + dep.speaker_adv_weight * adv
+            m["speaker_critic_ce"] = critic_ce.mean()
         loss = total.mean()
         m["loss"] = loss
         return ModelOutput(loss, {k: float(v.detach()) for k, v in m.items()})
@@ -206,6 +216,23 @@ class PVAE(FromRun, nn.Module):
             out[key] = total
             out[f"{key}_critic_ce"] = critic / 2  # per read: ln 10 = 2.30 is a critic that only guesses
         return out
+
+    def speaker_adversary(self, speakers: torch.Tensor, reads) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-item loss of the speaker critic on z_s samples (``reads``): its cross-entropy on
+        detached samples trains it; the frozen critic's cross-entropy, clamped at chance level
+        (ln of the number of classes), is raised by the encoders, and no further.  Also returns the
+        critic's mean cross-entropy per read (chance: ln(speaker_classes))."""
+        ce = nn.functional.cross_entropy
+        first, last = self.speaker_critic[0], self.speaker_critic[2]
+        chance = math.log(last.out_features)
+        total, critic = 0.0, 0.0
+        for zs in reads:
+            loss = ce(self.speaker_critic(zs.detach()), speakers, reduction="none")
+            h = torch.relu(nn.functional.linear(zs, first.weight.detach(), first.bias.detach()))
+            frozen = nn.functional.linear(h, last.weight.detach(), last.bias.detach())
+            push = -ce(frozen, speakers, reduction="none").clamp(max=chance)
+            total, critic = total + loss + push, critic + loss.detach()
+        return total, critic / len(reads)
 
     def cross_reconstruction(self, x_a, lengths, x_i, qa, qi) -> tuple[torch.Tensor, torch.Tensor]:
         """-log p(x_i | z_s ~ q(z_s|x_a), z_i ~ N(0,I)) and -log p(x_a | z_s ~ q(z_s|x_i), z_a ~ N(0,I)),

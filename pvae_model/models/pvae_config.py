@@ -56,6 +56,14 @@ class Departures(ConfigMixin):
     # own mean and variance (for voices never heard in training, docs/voices.md).
     image_encoder: str = "spec"
     audio_input_norm: str = "none"
+    # A speaker critic on the speech side's z_s (domain-adversarial training, Ganin et al. 2016;
+    # for speakers, Meng et al. 2018): a small classifier reads z_s (multimodal and unimodal
+    # samples) and learns the training speaker (base speaker: ``sp0.9-george`` is ``george``);
+    # the encoders raise its cross-entropy up to chance level, ln(speakers) (the "capped" push of
+    # the digit critics).  0 = off.  ``speaker_classes``: the critic's output size, filled in from
+    # the training shards when left 0.
+    speaker_adv_weight: float = 0.0
+    speaker_classes: int = 0
 
     def __post_init__(self) -> None:
         check_field_types(self)
@@ -66,7 +74,8 @@ class Departures(ConfigMixin):
                 raise ValueError(f"{name} must be one of {tuple(allowed)}, got {getattr(self, name)!r}")
         if self.image_nll_std <= 0:
             raise ValueError("image_nll_std must be > 0")
-        for name in ("cross_weight", "private_label_adv_weight", "private_adv_start", "kl_private_weight"):
+        for name in ("cross_weight", "private_label_adv_weight", "private_adv_start", "kl_private_weight",
+                     "speaker_adv_weight", "speaker_classes"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
 
@@ -179,6 +188,8 @@ class PVAEConfig(ConfigMixin):
                        private_label_adv_mode=dep.private_label_adv_mode)
             if dep.private_adv_start:
                 out["private_adv_start"] = dep.private_adv_start
+        if dep.speaker_adv_weight > 0:
+            out["speaker_adv_weight"] = dep.speaker_adv_weight
         return out
 
     def size_changes(self) -> dict:

@@ -124,3 +124,62 @@ def test_evaluate_names_training_departures(tmp_path, shards):
     m = json.loads((run / "eval" / "metrics.json").read_text())
     assert m["deviations"]["ema_decay"] == 0.5 and m["deviations"]["image_shift"] == 1
     assert np.isfinite(m["purity"]["zs_image"]["mean"])
+
+
+# ---- the speaker critic on z_s (issue 26) ------------------------------------------------------
+
+def test_speaker_critic_pushes_z_s_only_up_to_chance_and_learns_itself():
+    """``speaker_adv_weight``: the critic trains on detached z_s; the encoders get the frozen
+    critic's cross-entropy raised per item up to ln(classes), and no further."""
+    import math
+
+    torch.manual_seed(0)
+    cfg = PVAEConfig(hidden=16, z_shared=4, z_audio=3, z_image=5, feat_dim=8, image_channels=(4, 8),
+                     departures=dict(speaker_adv_weight=1.0, speaker_classes=3))
+    model = PVAE(cfg)
+    speakers = torch.tensor([0, 1, 0, 2])
+    with torch.no_grad():  # a critic that always says speaker 0: right on items 0 and 2, wrong on 1 and 3
+        model.speaker_critic[2].bias.copy_(torch.tensor([30.0, 0.0, 0.0]))
+    z = torch.randn(4, 4, requires_grad=True)
+    loss, critic_ce = model.speaker_adversary(speakers, (z,))
+    loss.sum().backward()
+    assert (z.grad[[1, 3]] == 0).all()  # already beyond chance: left alone
+    assert z.grad[[0, 2]].abs().sum() > 0  # read: pushed
+    assert model.speaker_critic[0].weight.grad.abs().sum() > 0  # the critic is trained
+    assert critic_ce.shape == (4,) and (critic_ce[[1, 3]] > math.log(3)).all()
+    # the term is named, and the metric reported by forward
+    assert cfg.deviations()["speaker_adv_weight"] == 1.0
+    batch = {"audio": torch.randn(4, 7, 8), "lengths": torch.tensor([7, 5, 3, 6]), "image": torch.rand(4, 1, 28, 28),
+             "label": torch.tensor([1, 2, 3, 4]), "speaker": speakers}
+    out = model(batch, generator=torch.Generator().manual_seed(0))
+    assert math.isfinite(out.metrics["speaker_critic_ce"]) and torch.isfinite(out.loss)
+    with pytest.raises(ValueError, match="speaker_classes"):
+        PVAE(PVAEConfig(departures=dict(speaker_adv_weight=1.0)))
+    with pytest.raises(ValueError, match="speaker_adv_weight"):
+        PVAEConfig(departures=dict(speaker_adv_weight=-1.0))
+
+
+def test_speaker_critic_size_comes_from_the_training_speakers(tmp_path, shards):
+    from pvae_model.data import training_speakers
+    from pvae_model.train import with_speaker_classes
+
+    audio = load_audio_split(shards[0], "train")
+    n = len(training_speakers(audio.speakers))
+    assert n >= 2 and training_speakers(["sp0.9-george", "george", "vtlp1.1-jackson"]) == ["george", "jackson"]
+    cfg = with_speaker_classes(tiny(shards, pvae={**tiny(shards).pvae.to_dict(), "departures": {"speaker_adv_weight": 2.0}}))
+    assert cfg.pvae.departures.speaker_classes == n
+    with pytest.raises(ValueError, match="speaker_classes 1 is less than"):
+        with_speaker_classes(tiny(shards, pvae={**tiny(shards).pvae.to_dict(),
+                                                "departures": {"speaker_adv_weight": 2.0, "speaker_classes": 1}}))
+    # batches carry each utterance's speaker index; a run trains, saves the size, and resumes
+    data = PairedEpochs(audio, load_image_split(shards[1], "train"), 32, seed=0)
+    b = next(iter(data.batches(0)))
+    assert b["speaker"].dtype == torch.long and int(b["speaker"].max()) < n
+    run = tmp_path / "r"
+    small = tiny(shards, epochs=1, pvae={**tiny(shards).pvae.to_dict(), "departures": {"speaker_adv_weight": 2.0}})
+    train(small, run, show_progress=False, stop_after_batches=1)
+    assert f"speaker_classes: {n}" in (run / "config.yaml").read_text()
+    train(small, run, resume=True, show_progress=False)
+    assert "speaker_critic_ce" in epochs_of(run)[-1]
+    model, _, _ = load_model(run, "last")
+    assert model.speaker_critic[2].out_features == n
