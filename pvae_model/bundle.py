@@ -29,6 +29,7 @@ from .checkpoints import RunIOError
 FORMAT = "pvae-bundle"
 FORMAT_VERSION = 1
 WEIGHTS, CONFIG, CARD = "model.safetensors", "config.json", "README.md"
+VOCODER_WEIGHTS = "vocoder.safetensors"
 MAX_CONFIG_BYTES = 4 << 20
 VOCODER = {"kind": "griffin-lim", "n_iter": 48}  # pvae_model.eval.audio_synth.fbank_to_wave
 
@@ -37,8 +38,10 @@ def is_bundle(path) -> bool:
     return (Path(path) / CONFIG).is_file() and (Path(path) / WEIGHTS).is_file()
 
 
-def export_bundle(run_dir, out, checkpoint: str = "last") -> Path:
-    """Write the bundle of a trained PVAE run to ``out`` (which must not exist), all or nothing."""
+def export_bundle(run_dir, out, checkpoint: str = "last", vocoder_run=None) -> Path:
+    """Write the bundle of a trained PVAE run to ``out`` (which must not exist), all or nothing;
+    with ``vocoder_run`` (a ``pvae-model vocoder`` run), its vocoder goes in as
+    ``vocoder.safetensors``."""
     from safetensors.torch import save_file
 
     from .run_parts import load_run_parts
@@ -54,10 +57,17 @@ def export_bundle(run_dir, out, checkpoint: str = "last") -> Path:
                          "directory, with its two base runs: pvae-model generate BRIDGE_DIR ...)")
     parts = load_run_parts(run_dir, checkpoint)
     metrics = _run_metrics(run_dir)
+    vocoder, voc_cfg = None, VOCODER
+    if vocoder_run is not None:
+        from .vocoder import check_fbank, load_vocoder
+
+        vocoder = check_fbank(load_vocoder(vocoder_run), parts["frontend"].fbank, str(vocoder_run))
+        voc_cfg = {"kind": "vocos", "file": VOCODER_WEIGHTS, "config": vocoder.cfg.to_dict(),
+                   "fbank": vocoder.fbank.to_dict(), "run": str(Path(vocoder_run).resolve())}
     cfg = {"format": FORMAT, "format_version": FORMAT_VERSION, "kind": parts["kind"],
            "train_config": parts["cfg"].to_dict(), "epoch": parts["epoch"],
            "speech": parts["frontend"].__dict__, "speech_frames": parts["speech_frames"],
-           "image": _image_policy(), "vocoder": VOCODER,
+           "image": _image_policy(), "vocoder": voc_cfg,
            "deviations": parts["cfg"].deviations(), "size_changes": parts["cfg"].pvae.size_changes(),
            "speakers": metrics.get("speakers") or parts["speakers"],
            "metrics": {k: metrics[k] for k in ("epoch", "purity", "coherence", "speaker_groups") if k in metrics},
@@ -69,11 +79,16 @@ def export_bundle(run_dir, out, checkpoint: str = "last") -> Path:
     try:
         state = {k: v.detach().contiguous().cpu() for k, v in parts["model"].state_dict().items()}
         save_file(state, str(tmp / WEIGHTS), metadata={"format": FORMAT, "kind": parts["kind"]})
+        files = [WEIGHTS, CONFIG, CARD]
+        if vocoder is not None:
+            save_file({k: v.detach().contiguous().cpu() for k, v in vocoder.state_dict().items()},
+                      str(tmp / VOCODER_WEIGHTS), metadata={"format": FORMAT, "kind": "vocos"})
+            files.append(VOCODER_WEIGHTS)
         (tmp / CONFIG).write_text(json.dumps(cfg, indent=1))
         (tmp / CARD).write_text(model_card(cfg, run_dir))
         umask = os.umask(0)
         os.umask(umask)
-        for f in (WEIGHTS, CONFIG, CARD):
+        for f in files:
             os.chmod(tmp / f, 0o666 & ~umask)
         os.chmod(tmp, 0o777 & ~umask)  # mkdtemp's 0700 is for the temporary name only
         os.replace(tmp, out)
@@ -109,6 +124,29 @@ def read_bundle(path) -> tuple[dict, dict]:
         raise RunIOError(f"{w_path}: not a safetensors file ({str(e).splitlines()[0][:120]}); "
                          "a bundle's weights are never unpickled") from None
     return cfg, state
+
+
+def bundle_vocoder(path, cfg: dict):
+    """The vocoder a bundle holds (its ``vocoder.safetensors``, never unpickled), or None for a
+    bundle that speaks with Griffin-Lim."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    voc = cfg.get("vocoder") or {}
+    if voc.get("kind", "griffin-lim") == "griffin-lim":
+        return None
+    if voc.get("kind") != "vocos" or voc.get("file") != VOCODER_WEIGHTS:
+        raise RunIOError(f"{path}/{CONFIG}: unknown vocoder {voc.get('kind')!r} (file {voc.get('file')!r})")
+    from .vocoder import vocoder_from_state
+
+    try:
+        state = load_file(str(Path(path) / VOCODER_WEIGHTS))
+        return vocoder_from_state({"vocoder": voc["config"], "fbank": voc["fbank"]}, state)
+    except (SafetensorError, OSError) as e:
+        raise RunIOError(f"{Path(path) / VOCODER_WEIGHTS}: not a safetensors file ({str(e).splitlines()[0][:120]}); "
+                         "a bundle's weights are never unpickled") from None
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:
+        raise RunIOError(f"{path}/{CONFIG}: the vocoder does not load ({str(e).splitlines()[0][:160]})") from None
 
 
 def _run_metrics(run_dir) -> dict:
@@ -181,7 +219,7 @@ def model_card(cfg: dict, run_dir) -> str:
         "wave, rate = m.image_to_speech(image)",
         "```",
         "`pvae-model generate THIS_DIRECTORY --speech a.wav --image b.png --out OUT` does the same from files.",
-        f"Speech out is made by {cfg['vocoder']['kind']} from the generated FBank.",
+        ("Speech out is made from the generated FBank by a vocoder trained on the corpus (Vocos-style, `vocoder.safetensors`)." if cfg['vocoder']['kind'] == 'vocos' else "Speech out is made by Griffin-Lim from the generated FBank (export --vocoder adds a trained vocoder)."),
         "The weights are `model.safetensors`: loading them runs no code.",
         "",
     ]

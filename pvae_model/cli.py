@@ -4,49 +4,14 @@ latent-translation bridge; a thin shell over the Python API."""
 from __future__ import annotations
 
 import os
-from contextlib import contextmanager
 from pathlib import Path
 
 import click
 import yaml
 
 from . import __version__
-
-CONTEXT = {"help_option_names": ["-h", "--help"], "show_default": True}
-
-
-@contextmanager
-def _command_errors(prefix: str = ""):
-    """Bad input, missing or unreadable files and failed runs become one-line messages (exit 1),
-    never a traceback: every command runs inside this, as every ``pvae-data`` stage runs inside
-    ``_run_stage``."""
-    from .checkpoints import RunIOError
-    from .train import NonFiniteLoss
-
-    try:
-        yield
-    except (ValueError, TypeError, KeyError, OSError, RunIOError, NonFiniteLoss) as e:
-        raise click.ClickException(f"{prefix}{e}") from None
-
-
-def _refuse_given(names, why: str) -> None:
-    """A one-line error for any of these options given on the command line (not left at its default)."""
-    from click.core import ParameterSource
-
-    ctx = click.get_current_context()
-    given = [n for n in names if ctx.get_parameter_source(n) == ParameterSource.COMMANDLINE]
-    if given:
-        raise ValueError(f"{', '.join('--' + n.replace('_', '-') for n in given)} {why}")
-
-
-def _parse_set(items: tuple[str, ...]) -> dict:
-    from pvae_data.config import parse_set
-
-    try:
-        return parse_set(items)
-    except ValueError as e:
-        raise click.BadParameter(str(e).removeprefix("--set: "), param_hint="--set") from None
-
+from .cli_common import CONTEXT, _command_errors, _parse_set, _refuse_given
+from .cli_use import COMMANDS
 
 @click.group(context_settings=CONTEXT)
 @click.version_option(__version__, prog_name="pvae-model")
@@ -164,7 +129,9 @@ def purity(run_dir: Path, checkpoint: str, audio_shards, image_shards, seeds: in
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @_run_options
 @click.option("--seeds", type=click.IntRange(1), default=5, help="k-means initialisations (mean +- std).")
-def evaluate(run_dir: Path, checkpoint: str, audio_shards, image_shards, seeds: int) -> None:
+@click.option("--vocoder", "vocoder_run", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+              help="A vocoder run (`pvae-model vocoder`) for the WAVs evaluate writes, instead of Griffin-Lim.")
+def evaluate(run_dir: Path, checkpoint: str, audio_shards, image_shards, seeds: int, vocoder_run) -> None:
     """Purity of every latent, inertia, t-SNE, style transfer, cross-modal generation -> RUN_DIR/eval/."""
     import json
 
@@ -174,15 +141,17 @@ def evaluate(run_dir: Path, checkpoint: str, audio_shards, image_shards, seeds: 
     from .run import run_kind
 
     with _command_errors():
+        if run_kind(run_dir) == "vocoder":
+            raise ValueError(f"{run_dir} is a vocoder run: evaluate a model run with --vocoder {run_dir}")
         if run_kind(run_dir) == "bridge":
             from .eval.bridge_eval import evaluate_bridge
 
             _refuse_given(("checkpoint", "seeds", "audio_shards", "image_shards"),
                           "does not apply to a bridge (it reads its last checkpoint, and its base runs' shards)")
-            m = evaluate_bridge(run_dir)
+            m = evaluate_bridge(run_dir, vocoder=str(vocoder_run) if vocoder_run else "")
         else:
             m = run_eval(run_dir, EvalConfig(checkpoint=checkpoint, seeds=seeds, audio_shards=audio_shards,
-                                             image_shards=image_shards))
+                                             image_shards=image_shards, vocoder=str(vocoder_run) if vocoder_run else ""))
     click.echo(json.dumps({k: m[k] for k in ("purity", "coherence", "diversity") if k in m}, indent=2))
     sp = m.get("speakers") or {}
     if sp:
@@ -262,78 +231,8 @@ def report(run_dirs, out: Path) -> None:
     click.echo(f"report: {path.resolve()}")
 
 
-@main.command(context_settings=CONTEXT)
-@click.argument("source", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--speech", "speech", multiple=True, type=click.Path(dir_okay=False, path_type=Path),
-              help="A recording of a spoken digit (repeatable) -> a written digit (PNG).")
-@click.option("--image", "images", multiple=True, type=click.Path(dir_okay=False, path_type=Path),
-              help="A picture of a written digit (repeatable) -> a spoken digit (WAV).")
-@click.option("--list", "list_file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
-              help="A file with one recording or picture per line (told apart by suffix).")
-@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Output directory.")
-@click.option("--style", default="prior", help="prior (the prior's mean), seed:N (drawn with seed N), or a reference "
-              "file: a picture sets the style of written digits, a recording that of spoken ones.")
-@click.option("--num", type=click.IntRange(1, 100), default=1, help="Outputs per input (needs --style seed:N).")
-@click.option("--checkpoint", default="last", help="For a run directory: last, best or a .pt file.")
-def generate(source: Path, speech, images, list_file, out: Path, style: str, num: int, checkpoint: str) -> None:
-    """Your own digits through a trained model: SOURCE is a run directory or a bundle (`export`).
-
-    The same front end as the pipeline (VAD trim, resample, FBank, the run's CMVN); pictures as
-    MNIST's (28 x 28, white on black: what is done to others is said in OUT/generate.jsonl).
-    """
-    from .frontend import InputError
-    from .generate import generate_files, load, parse_style, read_list
-
-    with _command_errors():
-        speech, images = list(speech), list(images)
-        if list_file is not None:
-            more_speech, more_images = read_list(list_file)
-            speech, images = speech + more_speech, images + more_images
-        if not speech and not images:
-            raise ValueError("nothing to generate: give --speech, --image or --list")
-        try:
-            r = generate_files(load(source, checkpoint), speech, images, out, parse_style(style), num)
-        except InputError as e:
-            raise ValueError(str(e)) from None
-    for row in r["rejected"]:
-        click.echo(f"rejected: {row['rejected']}", err=True)
-    click.echo(f"generate: {r['written']} written, {len(r['rejected'])} rejected of {r['total']}; {r['manifest']}")
-    if r["rejected"]:
-        raise SystemExit(1)
-
-
-@main.command(context_settings=CONTEXT)
-@click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.argument("out", type=click.Path(path_type=Path))
-@click.option("--checkpoint", default="last", help="last, best or a .pt file.")
-def export(run_dir: Path, out: Path, checkpoint: str) -> None:
-    """A bundle of a trained PVAE run: safetensors weights, one config, a model card (README.md)."""
-    from .bundle import export_bundle
-
-    with _command_errors():
-        path = export_bundle(run_dir, out, checkpoint)
-    click.echo(f"bundle: {path} (model.safetensors, config.json, README.md)")
-
-
-@main.command(context_settings=CONTEXT)
-@click.argument("source", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--host", default="127.0.0.1", help="Address to listen on (127.0.0.1: this machine only).")
-@click.option("--port", type=click.IntRange(0, 65535), default=8000, help="0: any free port.")
-@click.option("--checkpoint", default="last", help="For a run directory: last, best or a .pt file.")
-def serve(source: Path, host: str, port: int, checkpoint: str) -> None:
-    """A local page to try a model (run or bundle): draw a digit and hear it, say one and see it."""
-    from .generate import load
-    from .serve import serve as make_server
-
-    with _command_errors():
-        server = make_server(load(source, checkpoint), host, port)
-    click.echo(f"serving {source} on http://{host}:{server.server_address[1]}/ (Ctrl-C stops)")
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()
+for _command in COMMANDS:
+    main.add_command(_command)
 
 
 def _init_distributed(device: str):

@@ -27,10 +27,24 @@ class CrossModal:
     """A trained PVAE with its front end: spoken digits in, written digits out, and back."""
 
     def __init__(self, model, frontend: SpeechFrontEnd, speech_frames: int, kind: str = "pvae",
-                 source: str = "", info: dict | None = None):
+                 source: str = "", info: dict | None = None, vocoder=None):
         self.model, self.frontend, self.speech_frames = model, frontend, int(speech_frames)
         self.kind, self.source, self.info = kind, source, info or {}
         self.sample_rate = int(frontend.fbank["sample_rate"])
+        self.vocoder = vocoder  # a trained pvae_model.vocoder.Vocoder, or None: Griffin-Lim
+
+    def use_vocoder(self, vocoder) -> "CrossModal":
+        """Speak with ``vocoder`` (a trained :class:`pvae_model.vocoder.Vocoder`; None: Griffin-Lim)."""
+        from .vocoder import check_fbank
+
+        self.vocoder = None if vocoder is None else check_fbank(vocoder, self.frontend.fbank, self.source or "model")
+        return self
+
+    def wave(self, feats: torch.Tensor) -> np.ndarray:
+        """Generated (normalised) FBank ``[T, D]`` -> waveform, with the vocoder or Griffin-Lim."""
+        from .eval.audio_synth import fbank_to_wave
+
+        return fbank_to_wave(feats.numpy(), self.frontend.fbank, self.frontend.cmvn, vocoder=self.vocoder)
 
     # ---- inputs ---------------------------------------------------------------------------
     def speech_features(self, audio, sample_rate: int | None = None) -> torch.Tensor:
@@ -62,14 +76,12 @@ class CrossModal:
     @torch.no_grad()
     def image_to_speech(self, image, style="prior", num: int = 1, frames: int | None = None):
         """Spoken digit(s) of a written one: ``(wave, sample_rate)`` (a list of waves when num > 1)."""
-        from .eval.audio_synth import fbank_to_wave
-
         x = self.image_input(image)
         zs = self.model.encode_image(x[None])["s"][0]
         za, ref_frames = self._style("speech", style, num, self.model.cfg.z_audio)
         t = int(frames or ref_frames or self.speech_frames)
         feats = self.model.decode_audio(zs.expand(len(za), -1), za, torch.full((len(za),), t))
-        waves = [fbank_to_wave(f[:t].numpy(), self.frontend.fbank, self.frontend.cmvn) for f in feats]
+        waves = [self.wave(f[:t]) for f in feats]
         return (waves[0] if num == 1 else waves), self.sample_rate
 
     def _style(self, target: str, style, num: int, dim: int) -> tuple[torch.Tensor, int | None]:
@@ -114,12 +126,10 @@ class BridgeCrossModal(CrossModal):
 
     @torch.no_grad()
     def image_to_speech(self, image, style="prior", num: int = 1, frames: int | None = None):
-        from .eval.audio_synth import fbank_to_wave
-
         self._prior_only(style, num)
         t = int(frames or self.speech_frames)
         feats = self.bridge.transfer_image_to_speech(self.image_input(image)[None], torch.tensor([t]))[0]
-        return fbank_to_wave(feats[:t].numpy(), self.frontend.fbank, self.frontend.cmvn), self.sample_rate
+        return self.wave(feats[:t]), self.sample_rate
 
 
 def _bridge(path) -> BridgeCrossModal:
@@ -136,19 +146,27 @@ def _bridge(path) -> BridgeCrossModal:
     return BridgeCrossModal(lb, frontend, frames, str(path), {"epoch": lb.epoch})
 
 
-def load(path, checkpoint: str = "last") -> CrossModal:
+def load(path, checkpoint: str = "last", vocoder=None) -> CrossModal:
     """A trained model from a run directory (``checkpoint``: last, best or a file; a PVAE run or
-    a bridge) or a bundle (``pvae-model export``; its weights are safetensors and never unpickled)."""
+    a bridge) or a bundle (``pvae-model export``; its weights are safetensors and never unpickled).
+    ``vocoder``: a vocoder run directory (``pvae-model vocoder``) to speak with; a bundle that
+    holds one speaks with its own; otherwise Griffin-Lim."""
     from .bundle import is_bundle
     from .run import run_kind
 
     if is_bundle(path):
-        return _from_bundle(path)
-    if run_kind(path) == "bridge":
-        return _bridge(path)
-    p = load_run_parts(path, checkpoint)
-    return CrossModal(p["model"], p["frontend"], p["speech_frames"], p["kind"], str(path),
-                      {"epoch": p["epoch"], "speakers": p["speakers"]})
+        m = _from_bundle(path)
+    elif run_kind(path) == "bridge":
+        m = _bridge(path)
+    else:
+        p = load_run_parts(path, checkpoint)
+        m = CrossModal(p["model"], p["frontend"], p["speech_frames"], p["kind"], str(path),
+                       {"epoch": p["epoch"], "speakers": p["speakers"]})
+    if vocoder is not None:
+        from .vocoder import load_vocoder
+
+        m.use_vocoder(load_vocoder(vocoder))
+    return m
 
 
 def _from_bundle(path) -> CrossModal:
@@ -157,6 +175,9 @@ def _from_bundle(path) -> CrossModal:
     from .models import build_model
 
     cfg, state = read_bundle(path)
+    from .bundle import bundle_vocoder
+
+    vocoder = bundle_vocoder(path, cfg)
     try:
         tc = TrainConfig.from_dict(cfg["train_config"])
         frontend = SpeechFrontEnd(**{k: cfg["speech"][k] for k in ("fbank", "cmvn_mode", "cmvn", "vad")})
@@ -164,8 +185,9 @@ def _from_bundle(path) -> CrossModal:
     except (KeyError, TypeError, ValueError) as e:
         raise RunIOError(f"{path}/config.json: not a usable bundle config ({e})") from None
     state_from_bundle(model, state, path)
-    return CrossModal(model, frontend, cfg.get("speech_frames", DEFAULT_FRAMES), cfg.get("kind", "pvae"), str(path),
-                      {"epoch": cfg.get("epoch"), "speakers": cfg.get("speakers")})
+    m = CrossModal(model, frontend, cfg.get("speech_frames", DEFAULT_FRAMES), cfg.get("kind", "pvae"), str(path),
+                   {"epoch": cfg.get("epoch"), "speakers": cfg.get("speakers")})
+    return m.use_vocoder(vocoder)
 
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".sph", ".aiff", ".aif", ".au", ".mp3", ".opus")

@@ -1,6 +1,7 @@
 """Generated FBank -> a waveform a person can listen to.
 
-Inverts our own feature pipeline rather than librosa's: undo CMVN, exp, project the Mel
+With a trained vocoder (``pvae-model vocoder``, :mod:`pvae_model.vocoder`), the vocoder speaks.
+Without one, this fallback inverts our own feature pipeline rather than librosa's: undo CMVN, exp, project the Mel
 energies back onto the power spectrum with non-negative least squares through *our* Kaldi Mel
 matrix (``pvae_data.fbank.mel_banks``), Griffin-Lim with the same FFT size and hop, then undo the
 0.97 pre-emphasis and rescale from the int16 scale.
@@ -12,8 +13,10 @@ import numpy as np
 
 
 def fbank_to_wave(fbank: np.ndarray, fbank_config: dict, cmvn: dict | None = None, n_iter: int = 48,
-                  seed: int = 0) -> np.ndarray:
-    """``[T, n_mels]`` (CMVN-normalised if ``cmvn`` is given) -> float32 waveform in [-1, 1]."""
+                  seed: int = 0, vocoder=None) -> np.ndarray:
+    """``[T, n_mels]`` (CMVN-normalised if ``cmvn`` is given) -> float32 waveform in [-1, 1]:
+    with a trained ``vocoder`` (:class:`pvae_model.vocoder.Vocoder`), its waveform; else
+    Griffin-Lim's."""
     import librosa
     import scipy.signal
 
@@ -23,6 +26,8 @@ def fbank_to_wave(fbank: np.ndarray, fbank_config: dict, cmvn: dict | None = Non
     x = np.asarray(fbank, dtype=np.float64)
     if cmvn:
         x = x * np.asarray(cmvn["std"]) + np.asarray(cmvn["mean"])
+    if vocoder is not None:
+        return _peak(vocoder.synthesize(x.astype(np.float32)).astype(np.float64))
     mel_power = np.exp(x).T  # [n_mels, T], int16-scale power
     basis = mel_banks(cfg).astype(np.float64).T  # [n_mels, n_fft/2 + 1]
     power = _nnls(basis, mel_power)  # [n_fft/2 + 1, T]
@@ -32,7 +37,11 @@ def fbank_to_wave(fbank: np.ndarray, fbank_config: dict, cmvn: dict | None = Non
                               random_state=np.random.default_rng(seed))
     if cfg.preemph_coeff:
         wave = scipy.signal.lfilter([1.0], [1.0, -cfg.preemph_coeff], wave)
-    peak = np.abs(wave).max()
+    return _peak(wave)
+
+
+def _peak(wave: np.ndarray) -> np.ndarray:
+    peak = np.abs(wave).max() if len(wave) else 0.0
     return (0.9 * wave / peak if peak > 0 else wave).astype(np.float32)
 
 

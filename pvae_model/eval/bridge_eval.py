@@ -15,7 +15,8 @@ from .plots import pyplot
 
 
 @torch.no_grad()
-def evaluate_bridge(bridge_dir: str | Path, n_images: int = 1000, seed: int = 0, wav_refs: int = 1) -> dict:
+def evaluate_bridge(bridge_dir: str | Path, n_images: int = 1000, seed: int = 0, wav_refs: int = 1,
+                    vocoder: str = "") -> dict:
     """``BRIDGE_DIR/eval/``: ``metrics.json`` (transfer accuracy both ways judged by the coherence
     classifiers, the base VAEs' own reconstructions judged the same way (the ceiling), per-class
     diversity of the outputs, round-trip error, training cost), an interpolation grid and the WAVs of written -> spoken digits."""
@@ -65,15 +66,19 @@ def evaluate_bridge(bridge_dir: str | Path, n_images: int = 1000, seed: int = 0,
         "deviations": {**lb.cfg.deviations(),
                        **{f"{base}.{k}": v for base, dev in lb.bases.deviations.items() for k, v in dev.items()}},
         "objective": "bridge",
+        "vocoder": vocoder or "griffin-lim",
     }
     _interpolation_grid(lb, latents, out / "bridge_interpolation.png", seed)
     fcfg = load_index(lb.bases.audio_shards)[1]["features"]["fbank"]
+    from ..vocoder import speaking_vocoder
+
+    voc = speaking_vocoder(vocoder, fcfg)
     for d in range(10):
         j = int(np.flatnonzero(images.labels[pick] == d)[0]) if (images.labels[pick] == d).any() else None
         if j is None:
             continue
         for r in range(wav_refs):
-            wave = fbank_to_wave(gen_sp[j, : lens[j]].numpy(), fcfg, lb.bases.cmvn)
+            wave = fbank_to_wave(gen_sp[j, : lens[j]].numpy(), fcfg, lb.bases.cmvn, vocoder=voc)
             sf.write(out / f"bridge_written_to_spoken_digit{d}_ref{r}.wav", wave, int(fcfg["sample_rate"]))
     from ..provenance import provenance
 

@@ -47,6 +47,7 @@ class EvalConfig(ConfigMixin):
     classifier_images: int = 0  # MNIST training images for the judge classifier (0 = all)
     probe_images: int = 10000  # MNIST training images the linear probes are fitted on (0 = all)
     seed: int = 0
+    vocoder: str = ""  # a vocoder run (pvae-model vocoder) for the WAVs; "" = Griffin-Lim
 
 
 def evaluate(run_dir: str | Path, ecfg: EvalConfig = EvalConfig()) -> dict:
@@ -70,6 +71,7 @@ def evaluate(run_dir: str | Path, ecfg: EvalConfig = EvalConfig()) -> dict:
                      "objective": cfg.pvae.objective if cfg.model == "pvae" else None,
                      "deviations": cfg.deviations(),
                      "size_changes": cfg.pvae.size_changes(),
+                     "vocoder": ecfg.vocoder or "griffin-lim",
                      "cmvn": {"mode": cfg.cmvn, "fallback_speakers": audio.cmvn_fallback},
                      "n_speech": len(audio.labels), "n_images": len(images.labels),
                      "purity": latent_purity(means, audio.labels, images.labels, ecfg.seeds),
@@ -324,6 +326,7 @@ def _generation(model, audio, images, cmvn, cfg, ecfg: EvalConfig, out: Path) ->
 
     from .audio_synth import fbank_to_wave
     from ..data import pad_audio
+    from ..vocoder import speaking_vocoder
 
     plt = pyplot()
     rng = np.random.default_rng(ecfg.seed)
@@ -363,6 +366,7 @@ def _generation(model, audio, images, cmvn, cfg, ecfg: EvalConfig, out: Path) ->
                out / "cross_speech_to_image.png")
 
     fcfg = load_index(cfg.audio_shards)[1]["features"]["fbank"]
+    vocoder = speaking_vocoder(ecfg.vocoder, fcfg)
 
     def fbank_grid(zs, top, title, path, wav_prefix=None):
         with _grid_figure(plt, len(za_sty) + 1, len(zs) + 1, 1.3, title, path) as axes:
@@ -375,7 +379,7 @@ def _generation(model, audio, images, cmvn, cfg, ecfg: EvalConfig, out: Path) ->
                 for c in range(len(zs)):
                     axes[r + 1, c + 1].imshow(_np(gen[c, :t].T), origin="lower", aspect="auto")
                     if wav_prefix and r < ecfg.wav_refs:
-                        wave = fbank_to_wave(gen[c, :t].numpy(), fcfg, cmvn)
+                        wave = fbank_to_wave(gen[c, :t].numpy(), fcfg, cmvn, vocoder=vocoder)
                         sf.write(out / f"{wav_prefix}_digit{c}_ref{r}.wav", wave, int(fcfg["sample_rate"]))
 
     fbank_grid(zs_a, lambda ax, c: ax.imshow(_np(audio.feats[dig_a[c]].T), origin="lower", aspect="auto"),
@@ -385,5 +389,5 @@ def _generation(model, audio, images, cmvn, cfg, ecfg: EvalConfig, out: Path) ->
                "written -> spoken: z_s from the written digit on top, z_a from the left column",
                out / "cross_image_to_speech.png", wav_prefix="written_to_spoken")
     for r in range(min(ecfg.wav_refs, len(sty_a))):
-        ref = fbank_to_wave(audio.feats[sty_a[r]].numpy(), fcfg, cmvn)
+        ref = fbank_to_wave(audio.feats[sty_a[r]].numpy(), fcfg, cmvn, vocoder=vocoder)
         sf.write(out / f"reference_speaker_ref{r}.wav", ref, int(fcfg["sample_rate"]))

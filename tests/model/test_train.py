@@ -19,7 +19,7 @@ from pvae_model.config import TrainConfig, load_config
 from pvae_model.train import NonFiniteLoss, train
 
 REPO = Path(__file__).resolve().parents[2]
-TIMING = {"pairs_per_s", "minutes"}
+TIMING = {"pairs_per_s", "items_per_s", "minutes"}
 
 
 @pytest.fixture(scope="module")
