@@ -37,7 +37,9 @@ def fbank_to_wave(fbank: np.ndarray, fbank_config: dict, cmvn: dict | None = Non
                               random_state=np.random.default_rng(seed))
     if cfg.preemph_coeff:
         wave = scipy.signal.lfilter([1.0], [1.0, -cfg.preemph_coeff], wave)
-    return _peak(wave)
+    # sample 0 of the centred inverse is the centre of frame 0: pad to the span the frames cover
+    edge = cfg.window_size // 2
+    return _peak(np.concatenate([np.zeros(edge), wave, np.zeros(cfg.window_size - edge)]))
 
 
 def _peak(wave: np.ndarray) -> np.ndarray:
