@@ -248,17 +248,31 @@ class LoadedBridge:
         self.model.eval()
         self.bases = load_bases(self.cfg)
 
+    def transfer_speech_to_image(self, x_a: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        return Translator(self.model, self.bases.vae_sp, self.bases.vae_im).transfer_speech_to_image(x_a, lengths)
+
+    def transfer_image_to_speech(self, x_i: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        return Translator(self.model, self.bases.vae_sp, self.bases.vae_im).transfer_image_to_speech(x_i, lengths)
+
+
+class Translator:
+    """A bridge and its two base VAEs: translation both ways (from a bridge directory, through
+    :class:`LoadedBridge`, or from a bundle)."""
+
+    def __init__(self, bridge, vae_sp, vae_im):
+        self.model, self.vae_sp, self.vae_im = bridge.eval(), vae_sp.eval(), vae_im.eval()
+
     @torch.no_grad()
     def transfer_speech_to_image(self, x_a: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """Spoken digits (padded, CMVN-normalised FBank) -> written digits ``[B, 1, 28, 28]`` in [0, 1]."""
-        z1 = self.bases.vae_sp.encode_audio(x_a, lengths)["s"][0]
-        return self.bases.vae_im.dec(self.model.transfer(z1, 0, 1)).clamp(0, 1)
+        z1 = self.vae_sp.encode_audio(x_a, lengths)["s"][0]
+        return self.vae_im.dec(self.model.transfer(z1, 0, 1)).clamp(0, 1)
 
     @torch.no_grad()
     def transfer_image_to_speech(self, x_i: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """Written digits -> spoken digits ``[B, max(lengths), 80]`` (normalised FBank), of the given lengths."""
-        z2 = self.bases.vae_im.encode_image(x_i)["s"][0]
-        return self.bases.vae_sp.dec(self.model.transfer(z2, 1, 0), lengths)
+        z2 = self.vae_im.encode_image(x_i)["s"][0]
+        return self.vae_sp.dec(self.model.transfer(z2, 1, 0), lengths)
 
 
 def transfer_speech_to_image(bridge_dir, x_a, lengths):

@@ -10,8 +10,9 @@ BUNDLE/
   README.md           the model card: data, protocol, seen / held-out speaker figures, departures,
                       how to load
 
-``pvae-model export RUN OUT`` writes one; :func:`pvae_model.load` and ``pvae-model generate``
-read bundles and run directories alike.
+``pvae-model export RUN OUT`` writes one, of a PVAE run or of a bridge (its two frozen base VAEs
+and the bridge in one ``model.safetensors``, :mod:`pvae_model.bundle_bridge`);
+:func:`pvae_model.load` and ``pvae-model generate`` read bundles and run directories alike.
 """
 
 from __future__ import annotations
@@ -39,53 +40,74 @@ def is_bundle(path) -> bool:
 
 
 def export_bundle(run_dir, out, checkpoint: str = "last", vocoder_run=None) -> Path:
-    """Write the bundle of a trained PVAE run to ``out`` (which must not exist), all or nothing;
-    with ``vocoder_run`` (a ``pvae-model vocoder`` run), its vocoder goes in as
+    """Write the bundle of a trained PVAE run or bridge to ``out`` (which must not exist), all or
+    nothing; with ``vocoder_run`` (a ``pvae-model vocoder`` run), its vocoder goes in as
     ``vocoder.safetensors``."""
-    from safetensors.torch import save_file
-
-    from .run_parts import load_run_parts
-    from .provenance import provenance
+    from .run import run_kind
 
     out = Path(out)
     if out.exists():
         raise FileExistsError(f"{out} already exists; export to a new directory")
-    from .run import run_kind
-
     if run_kind(run_dir) == "bridge":
-        raise ValueError(f"{run_dir} is a bridge: export takes a PVAE run (a bridge is used from its "
-                         "directory, with its two base runs: pvae-model generate BRIDGE_DIR ...)")
+        from .bundle_bridge import bridge_card, bridge_contents
+
+        cfg, state, fbank = bridge_contents(run_dir)
+        card = bridge_card
+    else:
+        cfg, state, fbank = _pvae_contents(run_dir, checkpoint)
+        card = model_card
+    vocoder, cfg["vocoder"] = _vocoder_contents(vocoder_run, fbank)
+    _write_bundle(out, cfg, state, vocoder, card(cfg, run_dir))
+    return out
+
+
+def _pvae_contents(run_dir, checkpoint: str) -> tuple[dict, dict, dict]:
+    """(config, weights, FBank config) of a PVAE run's bundle."""
+    from .provenance import provenance
+    from .run_parts import load_run_parts
+
     parts = load_run_parts(run_dir, checkpoint)
     metrics = _run_metrics(run_dir)
-    vocoder, voc_cfg = None, VOCODER
-    if vocoder_run is not None:
-        from .vocoder import check_fbank, load_vocoder
-
-        vocoder = check_fbank(load_vocoder(vocoder_run), parts["frontend"].fbank, str(vocoder_run))
-        voc_cfg = {"kind": "vocos", "file": VOCODER_WEIGHTS, "config": vocoder.cfg.to_dict(),
-                   "fbank": vocoder.fbank.to_dict(), "run": str(Path(vocoder_run).resolve())}
     cfg = {"format": FORMAT, "format_version": FORMAT_VERSION, "kind": parts["kind"],
            "train_config": parts["cfg"].to_dict(), "epoch": parts["epoch"],
            "speech": parts["frontend"].__dict__, "speech_frames": parts["speech_frames"],
-           "image": _image_policy(), "vocoder": voc_cfg,
+           "image": _image_policy(), "vocoder": VOCODER,
            "deviations": parts["cfg"].deviations(), "size_changes": parts["cfg"].pvae.size_changes(),
            "speakers": metrics.get("speakers") or parts["speakers"],
            "metrics": {k: metrics[k] for k in ("epoch", "purity", "coherence", "speaker_groups") if k in metrics},
            "provenance": {"exported": provenance({"audio_shards": parts["cfg"].audio_shards,
                                                   "image_shards": parts["cfg"].image_shards}),
                           "evaluated": metrics.get("provenance")}}
+    return cfg, parts["model"].state_dict(), parts["frontend"].fbank
+
+
+def _vocoder_contents(vocoder_run, fbank: dict):
+    """(the vocoder, its entry in config.json): Griffin-Lim's without a vocoder run."""
+    if vocoder_run is None:
+        return None, VOCODER
+    from .vocoder import check_fbank, load_vocoder
+
+    vocoder = check_fbank(load_vocoder(vocoder_run), fbank, str(vocoder_run))
+    return vocoder, {"kind": "vocos", "file": VOCODER_WEIGHTS, "config": vocoder.cfg.to_dict(),
+                     "fbank": vocoder.fbank.to_dict(), "run": str(Path(vocoder_run).resolve())}
+
+
+def _write_bundle(out: Path, cfg: dict, state: dict, vocoder, card: str) -> None:
+    """The bundle's files under a temporary name, then renamed into place: all or nothing."""
+    from safetensors.torch import save_file
+
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
-        state = {k: v.detach().contiguous().cpu() for k, v in parts["model"].state_dict().items()}
-        save_file(state, str(tmp / WEIGHTS), metadata={"format": FORMAT, "kind": parts["kind"]})
+        save_file({k: v.detach().contiguous().cpu() for k, v in state.items()}, str(tmp / WEIGHTS),
+                  metadata={"format": FORMAT, "kind": cfg["kind"]})
         files = [WEIGHTS, CONFIG, CARD]
         if vocoder is not None:
             save_file({k: v.detach().contiguous().cpu() for k, v in vocoder.state_dict().items()},
                       str(tmp / VOCODER_WEIGHTS), metadata={"format": FORMAT, "kind": "vocos"})
             files.append(VOCODER_WEIGHTS)
         (tmp / CONFIG).write_text(json.dumps(cfg, indent=1))
-        (tmp / CARD).write_text(model_card(cfg, run_dir))
+        (tmp / CARD).write_text(card)
         umask = os.umask(0)
         os.umask(umask)
         for f in files:
@@ -94,7 +116,6 @@ def export_bundle(run_dir, out, checkpoint: str = "last", vocoder_run=None) -> P
         os.replace(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return out
 
 
 def read_bundle(path) -> tuple[dict, dict]:

@@ -92,7 +92,7 @@ def load_image_split(shards_dir: str | Path, split: str) -> ImageSet:
     return ImageSet(imgs, np.asarray(s.labels), list(s.keys))
 
 
-def training_speakers(speakers) -> list[str]:
+def base_speakers(speakers) -> list[str]:
     """The distinct base speakers of a list of utterance speakers, sorted."""
     return sorted({base_speaker(s) for s in speakers})
 
@@ -150,8 +150,8 @@ class PairedEpochs:
                                  f"training utterance ({shortest} frames)")
         self.seed, self.rank, self.world_size = seed, rank, world_size
         # each utterance's training speaker as an index (base speakers: sp0.9-george is george),
-        # for a speaker critic; the order is the sorted names (training_speakers())
-        names = training_speakers(audio.speakers)
+        # for a speaker critic; the order is the sorted names (base_speakers())
+        names = base_speakers(audio.speakers)
         self.speaker_ids = np.asarray([names.index(base_speaker(s)) for s in audio.speakers], dtype=np.int64)
         self.sampler = BucketBatchSampler(audio.lengths, batch_size, shuffle=True, seed=seed)
 

@@ -178,6 +178,12 @@ def _from_bundle(path) -> CrossModal:
     from .bundle import bundle_vocoder
 
     vocoder = bundle_vocoder(path, cfg)
+    if cfg.get("kind") == "bridge":
+        from .bundle_bridge import bridge_from_bundle
+
+        translator, frontend = bridge_from_bundle(cfg, state, path)
+        return BridgeCrossModal(translator, frontend, cfg.get("speech_frames", DEFAULT_FRAMES), str(path),
+                                {"epoch": cfg.get("epoch")}).use_vocoder(vocoder)
     try:
         tc = TrainConfig.from_dict(cfg["train_config"])
         frontend = SpeechFrontEnd(**{k: cfg["speech"][k] for k in ("fbank", "cmvn_mode", "cmvn", "vad")})

@@ -19,7 +19,7 @@ from pvae_data.shards.reader import AudioShards
 
 from .checkpoints import RunIOError
 from .config import TrainConfig
-from .data import PairedEpochs, load_audio_split, load_image_split, training_speakers
+from .data import PairedEpochs, base_speakers, load_audio_split, load_image_split
 from .engine import NonFiniteLoss, Task, run_task
 from .eval.metrics import encode_means, kmeans_purity
 from .models import MODALITIES, build_model
@@ -62,7 +62,7 @@ def with_speaker_classes(cfg: TrainConfig) -> TrainConfig:
     if dep.speaker_adv_weight <= 0:
         return cfg
     try:
-        n = len(training_speakers(AudioShards(cfg.audio_shards, "train").speakers))
+        n = len(base_speakers(AudioShards(cfg.audio_shards, "train").speakers))
     except (OSError, KeyError, ValueError) as e:
         raise RunIOError(f"cannot read the training speakers of {cfg.audio_shards}: {e}") from None
     if n < 2:
