@@ -23,17 +23,10 @@ import shutil
 import tempfile
 from pathlib import Path
 
-import torch
 
+from .bundle_format import (CARD, CONFIG, FORMAT, FORMAT_VERSION, MAX_CONFIG_BYTES, VOCODER, VOCODER_WEIGHTS,  # noqa: F401
+                            WEIGHTS, image_policy, pct, run_metrics)
 from .checkpoints import RunIOError
-
-FORMAT = "pvae-bundle"
-FORMAT_VERSION = 1
-WEIGHTS, CONFIG, CARD = "model.safetensors", "config.json", "README.md"
-VOCODER_WEIGHTS = "vocoder.safetensors"
-MAX_CONFIG_BYTES = 4 << 20
-VOCODER = {"kind": "griffin-lim", "n_iter": 48}  # pvae_model.eval.audio_synth.fbank_to_wave
-
 
 def is_bundle(path) -> bool:
     return (Path(path) / CONFIG).is_file() and (Path(path) / WEIGHTS).is_file()
@@ -67,11 +60,11 @@ def _pvae_contents(run_dir, checkpoint: str) -> tuple[dict, dict, dict]:
     from .run_parts import load_run_parts
 
     parts = load_run_parts(run_dir, checkpoint)
-    metrics = _run_metrics(run_dir)
+    metrics = run_metrics(run_dir)
     cfg = {"format": FORMAT, "format_version": FORMAT_VERSION, "kind": parts["kind"],
            "train_config": parts["cfg"].to_dict(), "epoch": parts["epoch"],
            "speech": parts["frontend"].__dict__, "speech_frames": parts["speech_frames"],
-           "image": _image_policy(), "vocoder": VOCODER,
+           "image": image_policy(), "vocoder": VOCODER,
            "deviations": parts["cfg"].deviations(), "size_changes": parts["cfg"].pvae.size_changes(),
            "speakers": metrics.get("speakers") or parts["speakers"],
            "metrics": {k: metrics[k] for k in ("epoch", "purity", "coherence", "speaker_groups") if k in metrics},
@@ -170,38 +163,17 @@ def bundle_vocoder(path, cfg: dict):
         raise RunIOError(f"{path}/{CONFIG}: the vocoder does not load ({str(e).splitlines()[0][:160]})") from None
 
 
-def _run_metrics(run_dir) -> dict:
-    p = Path(run_dir) / "eval" / "metrics.json"
-    try:
-        m = json.loads(p.read_text())
-    except (OSError, ValueError):
-        return {}
-    return m if isinstance(m, dict) else {}
-
-
-def _image_policy() -> dict:
-    from .frontend import IMAGE_POLICY
-
-    return dict(IMAGE_POLICY)
-
-
-def _pct(v) -> str:
-    if isinstance(v, dict):
-        v = v.get("mean")
-    return f"{100 * v:.1f} %" if isinstance(v, (int, float)) else "–"
-
-
 def model_card(cfg: dict, run_dir) -> str:
     """README.md of a bundle: what it is, what it was trained on, how well it does, how to load it."""
     tc, m, sp = cfg["train_config"], cfg.get("metrics") or {}, cfg.get("speakers") or {}
     pur, coh, groups = m.get("purity") or {}, m.get("coherence") or {}, m.get("speaker_groups") or {}
-    rows = [f"| all test takes | {_pct(pur.get('zs_speech'))} | {_pct(pur.get('zs_image'))} | "
-            f"{_pct(coh.get('speech_to_image_prior'))} | {_pct(coh.get('image_to_speech_prior'))} |"]
+    rows = [f"| all test takes | {pct(pur.get('zs_speech'))} | {pct(pur.get('zs_image'))} | "
+            f"{pct(coh.get('speech_to_image_prior'))} | {pct(coh.get('image_to_speech_prior'))} |"]
     for name in ("seen", "held_out"):
         g = groups.get(name)
         if g:
             rows.append(f"| {name.replace('_', '-')} speakers ({', '.join(g.get('speakers', []))}) | "
-                        f"{_pct(g.get('purity'))} | | {_pct(g.get('speech_to_image'))} | |")
+                        f"{pct(g.get('purity'))} | | {pct(g.get('speech_to_image'))} | |")
     dev = cfg.get("deviations") or {}
     size = cfg.get("size_changes") or {}
     lines = [
@@ -245,13 +217,3 @@ def model_card(cfg: dict, run_dir) -> str:
         "",
     ]
     return "\n".join(lines)
-
-
-def state_from_bundle(model: torch.nn.Module, state: dict, path) -> torch.nn.Module:
-    """Load ``state`` into ``model``; a mismatch is a one-line error naming the bundle."""
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as e:
-        raise RunIOError(f"{path}: the weights do not fit the model its config describes "
-                         f"({str(e).splitlines()[0][:160]})") from None
-    return model.eval()

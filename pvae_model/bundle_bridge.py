@@ -18,7 +18,7 @@ def bridge_contents(run_dir) -> tuple[dict, dict, dict]:
     from pvae_data.vad import VadConfig
 
     from .bridge import LoadedBridge
-    from .bundle import FORMAT, FORMAT_VERSION, _image_policy, _run_metrics
+    from .bundle_format import FORMAT, FORMAT_VERSION, image_policy, run_metrics
     from .frontend import SpeechFrontEnd
     from .provenance import provenance
     from .run_parts import DEFAULT_FRAMES
@@ -28,11 +28,11 @@ def bridge_contents(run_dir) -> tuple[dict, dict, dict]:
     frontend = SpeechFrontEnd(fbank=load_index(b.audio_shards)[1]["features"]["fbank"], cmvn_mode=b.cmvn_mode,
                               cmvn=b.cmvn, vad=VadConfig().to_dict())
     frames = int(np.median([len(f) for f in b.audio.feats])) if len(b.audio.feats) else DEFAULT_FRAMES
-    metrics = _run_metrics(run_dir)
+    metrics = run_metrics(run_dir)
     cfg = {"format": FORMAT, "format_version": FORMAT_VERSION, "kind": "bridge",
            "bridge_config": lb.cfg.to_dict(), "z_dims": list(lb.model.z_dims), "epoch": lb.epoch,
            "bases": {"vae_sp": b.vae_sp.cfg.to_dict(), "vae_im": b.vae_im.cfg.to_dict()},
-           "speech": frontend.__dict__, "speech_frames": frames, "image": _image_policy(),
+           "speech": frontend.__dict__, "speech_frames": frames, "image": image_policy(),
            "deviations": metrics.get("deviations") or lb.cfg.deviations(),
            "metrics": {k: metrics[k] for k in ("epoch", "coherence", "base_own_reconstruction") if k in metrics},
            "provenance": {"exported": provenance({"audio_shards": b.audio_shards, "image_shards": b.image_shards}),
@@ -45,7 +45,7 @@ def bridge_contents(run_dir) -> tuple[dict, dict, dict]:
 def bridge_from_bundle(cfg: dict, state: dict, path):
     """The :class:`~pvae_model.bridge.Translator` a bridge bundle holds, and the bundle's front end."""
     from .bridge import BridgeTrainConfig, Translator
-    from .bundle import state_from_bundle
+    from .bundle_format import state_from_bundle
     from .checkpoints import RunIOError
     from .frontend import SpeechFrontEnd
     from .models import build_model
@@ -66,7 +66,7 @@ def bridge_from_bundle(cfg: dict, state: dict, path):
 
 def bridge_card(cfg: dict, run_dir) -> str:
     """README.md of a bridge's bundle."""
-    from .bundle import _pct
+    from .bundle_format import pct
 
     coh = (cfg.get("metrics") or {}).get("coherence") or {}
     dev = cfg.get("deviations") or {}
@@ -78,8 +78,8 @@ def bridge_card(cfg: dict, run_dir) -> str:
         "",
         f"- Front end: FBank {cfg['speech']['fbank'].get('num_mel_bins')} bins at {cfg['speech']['fbank'].get('sample_rate')} Hz, "
         f"CMVN `{cfg['speech']['cmvn_mode']}`, VAD trim. Bridge trained {cfg.get('epoch')} epochs.",
-        f"- Evaluation (`pvae-model evaluate`): speech→image {_pct(coh.get('speech_to_image_prior'))}, "
-        f"image→speech {_pct(coh.get('image_to_speech_prior'))}." if coh else "- Evaluation: not run before export.",
+        f"- Evaluation (`pvae-model evaluate`): speech→image {pct(coh.get('speech_to_image_prior'))}, "
+        f"image→speech {pct(coh.get('image_to_speech_prior'))}." if coh else "- Evaluation: not run before export.",
         "- Departures from Tian & Engel's runs: " + (", ".join(f"`{k}` = {v}" for k, v in dev.items()) or "none") + ".",
         "",
         "```python",

@@ -170,7 +170,8 @@ def load(path, checkpoint: str = "last", vocoder=None) -> CrossModal:
 
 
 def _from_bundle(path) -> CrossModal:
-    from .bundle import read_bundle, state_from_bundle
+    from .bundle import read_bundle
+    from .bundle_format import state_from_bundle
     from .config import TrainConfig
     from .models import build_model
 
