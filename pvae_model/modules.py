@@ -157,18 +157,52 @@ def audio_input(batch: dict) -> torch.Tensor:
     return x[:, : int(batch["lengths"].max())]
 
 
-def gaussian_nll_audio(x: torch.Tensor, mean: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-    """-log N(x; mean, I) per sample over the real frames only."""
+def gaussian_nll_audio(x: torch.Tensor, mean: torch.Tensor, lengths: torch.Tensor,
+                       logvar: torch.Tensor | None = None) -> torch.Tensor:
+    """-log N(x; mean, I) per sample over the real frames only; with ``logvar`` ``[D]``, the
+    variance of each FBank dimension is exp(logvar)."""
     mask = frame_mask(lengths, x.shape[1]).unsqueeze(-1)
-    sq = ((x - mean) * mask).pow(2).sum((1, 2))
     n = lengths.to(x.dtype) * x.shape[2]
-    return 0.5 * (sq + n * LOG_2PI)
+    if logvar is None:
+        return 0.5 * (((x - mean) * mask).pow(2).sum((1, 2)) + n * LOG_2PI)
+    sq = (((x - mean) * mask).pow(2) * torch.exp(-logvar)).sum((1, 2))
+    return 0.5 * (sq + n * LOG_2PI + lengths.to(x.dtype) * logvar.sum())
 
 
-def gaussian_nll_image(x: torch.Tensor, mean: torch.Tensor, std: float = 1.0) -> torch.Tensor:
-    """-log N(x; mean, std^2 I) per sample (the spec: std = 1)."""
+def gaussian_nll_image(x: torch.Tensor, mean: torch.Tensor, std: float | torch.Tensor = 1.0) -> torch.Tensor:
+    """-log N(x; mean, std^2 I) per sample (the spec: std = 1; a tensor: a learned one)."""
     n = x[0].numel()
-    return 0.5 * ((x - mean).pow(2).flatten(1).sum(-1) / std**2 + n * LOG_2PI) + n * math.log(std)
+    log_std = torch.log(std) if isinstance(std, torch.Tensor) else math.log(std)
+    return 0.5 * ((x - mean).pow(2).flatten(1).sum(-1) / std**2 + n * LOG_2PI) + n * log_std
+
+
+# A learned log-variance is kept above this (std 0.018): pixels that are always 0 would otherwise
+# drive it, and the likelihood, to infinity
+MIN_LOGVAR = -8.0
+
+
+class Likelihoods(nn.Module):
+    """The decoders' Gaussian likelihoods.  ``learned`` False: the spec's unit variance for FBank
+    and ``image_std`` for pixels (no parameters, so checkpoints keep their keys); True: one
+    log-variance per FBank dimension and one for all pixels, trained with the model (Hsu's FHVAE
+    learns its decoder's variance), starting from the fixed values."""
+
+    def __init__(self, feat_dim: int, image_std: float, learned: bool):
+        super().__init__()
+        self.image_std, self.learned = image_std, learned
+        if learned:
+            self.audio_logvar = nn.Parameter(torch.zeros(feat_dim))
+            self.image_logvar = nn.Parameter(torch.tensor(2 * math.log(image_std)))
+
+    def audio(self, x: torch.Tensor, mean: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        if not self.learned:
+            return gaussian_nll_audio(x, mean, lengths)
+        return gaussian_nll_audio(x, mean, lengths, self.audio_logvar.clamp(min=MIN_LOGVAR))
+
+    def image(self, x: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
+        if not self.learned:
+            return gaussian_nll_image(x, mean, self.image_std)
+        return gaussian_nll_image(x, mean, torch.exp(0.5 * self.image_logvar.clamp(min=MIN_LOGVAR)))
 
 
 def rbf(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from ..modules import AudioDecoder, AudioPreEncoder, GaussianHead, ImageDecoder
-from ..modules import audio_input, gaussian_nll_audio, gaussian_nll_image, kl_gauss, kl_std_normal, reparameterize
+from ..modules import audio_input, kl_gauss, kl_std_normal, reparameterize
 from .base import FromRun, ModelOutput
 from .pvae import PVAEConfig
 
@@ -50,6 +50,7 @@ class UnimodalVAE(FromRun, nn.Module):
             self.pre = cfg.image_pre_encoder()
             self.dec = ImageDecoder(z)
         self.head = GaussianHead(H, z)
+        self.lik = cfg.likelihoods()
         # Only with baseline.label_weight > 0, so checkpoints of the paper's baselines keep their keys.
         self.label_head = nn.Linear(z, 10) if cfg.baseline.label_weight > 0 else None
 
@@ -69,12 +70,12 @@ class UnimodalVAE(FromRun, nn.Module):
             x = batch["audio"][:, : int(lengths.max())]
             mu, lv = self.encode_audio(audio_input(batch), lengths)["s"]
             z = reparameterize(mu, lv)
-            nll = gaussian_nll_audio(x, self.dec(z, lengths), lengths)
+            nll = self.lik.audio(x, self.dec(z, lengths), lengths)
         else:
             x = batch["image"]
             mu, lv = self.encode_image(x)["s"]
             z = reparameterize(mu, lv)
-            nll = gaussian_nll_image(x, self.dec(z), self.cfg.departures.image_nll_std)
+            nll = self.lik.image(x, self.dec(z))
         kl = kl_std_normal(mu, lv)
         neg_elbo = (nll + kl).mean()
         loss = (nll + self.cfg.baseline.kl_weight * kl).mean()
@@ -105,6 +106,7 @@ class JMVAE(FromRun, nn.Module):
         self.uni_a, self.uni_i = AudioPreEncoder(cfg.feat_dim, H, cfg.departures.audio_input_norm), cfg.image_pre_encoder()
         self.head_a, self.head_i = GaussianHead(H, z), GaussianHead(H, z)
         self.dec_a, self.dec_i = AudioDecoder(z, cfg.feat_dim, H), ImageDecoder(z)
+        self.lik = cfg.likelihoods()
 
     def encode_audio(self, x_a, lengths):
         return {"s": self.head_a(self.uni_a(x_a, lengths))}
@@ -118,8 +120,8 @@ class JMVAE(FromRun, nn.Module):
         x_in = audio_input(batch)
         mu, lv = self.mm_head(torch.cat([self.mm_a(x_in, lengths), self.mm_i(x_i)], dim=-1))
         z = reparameterize(mu, lv)
-        nll_a = gaussian_nll_audio(x_a, self.dec_a(z, lengths), lengths)
-        nll_i = gaussian_nll_image(x_i, self.dec_i(z), self.cfg.departures.image_nll_std)
+        nll_a = self.lik.audio(x_a, self.dec_a(z, lengths), lengths)
+        nll_i = self.lik.image(x_i, self.dec_i(z))
         kl = kl_std_normal(mu, lv)
         kl_a = kl_gauss(mu, lv, *self.encode_audio(x_in, lengths)["s"])
         kl_i = kl_gauss(mu, lv, *self.encode_image(x_i)["s"])

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from ..modules import AudioDecoder, AudioPreEncoder, GaussianHead, ImageDecoder
-from ..modules import audio_input, gaussian_nll_audio, gaussian_nll_image, kl_gauss, kl_std_normal, rbf, rbf_dist_half, reparameterize
+from ..modules import audio_input, kl_gauss, kl_std_normal, rbf, rbf_dist_half, reparameterize
 from .base import FromRun, ModelOutput, cyclic_derangement
 from .pvae_config import PVAEConfig
 
@@ -83,6 +83,7 @@ class PVAE(FromRun, nn.Module):
         self.enc_i = _Encoder(nn.ModuleDict({"i": pre_i()}), H, {"s": cfg.z_shared, "i": cfg.z_image})
         self.dec_a = AudioDecoder(cfg.z_shared + cfg.z_audio, cfg.feat_dim, H)
         self.dec_i = ImageDecoder(cfg.z_shared + cfg.z_image)
+        self.lik = cfg.likelihoods()
         self.adv_scale = 1.0 if cfg.departures.private_adv_start <= 0 else 0.0  # set per epoch by set_epoch()
         if cfg.departures.private_label_adv_weight > 0:  # created last: the other modules' initial weights do not change
             self.digit_critic_a = nn.Linear(cfg.z_audio, 10)
@@ -132,8 +133,8 @@ class PVAE(FromRun, nn.Module):
         x_in = audio_input(batch)  # what the encoders read: x_a, or its SpecAugment-masked copy
         q = self.encode_multimodal(x_in, lengths, x_i)
         z = {k: reparameterize(*q[k]) for k in ("s", "a", "i")}
-        nll_a = gaussian_nll_audio(x_a, self.decode_audio(z["s"], z["a"], lengths), lengths)
-        nll_i = gaussian_nll_image(x_i, self.decode_image(z["s"], z["i"]), dep.image_nll_std)
+        nll_a = self.lik.audio(x_a, self.decode_audio(z["s"], z["a"], lengths), lengths)
+        nll_i = self.lik.image(x_i, self.decode_image(z["s"], z["i"]))
         kl = {k: kl_std_normal(*q[k]) for k in ("s", "a", "i")}
         qa, qi = self.encode_audio(x_in, lengths), self.encode_image(x_i)
         coh_a, coh_i = coherence(q, qa, "a"), coherence(q, qi, "i")
@@ -150,8 +151,8 @@ class PVAE(FromRun, nn.Module):
              "nll_audio_per_frame": nll_a.sum() / lengths.sum() / x_a.shape[2]}
         if cfg.objective == "plus":
             gen = self.cross_generate(lengths, qa, qi)
-            cross_i = gaussian_nll_image(x_i, gen["image"], dep.image_nll_std)
-            cross_a = gaussian_nll_audio(x_a, gen["audio"], lengths)
+            cross_i = self.lik.image(x_i, gen["image"])
+            cross_a = self.lik.audio(x_a, gen["audio"], lengths)
             total = total + dep.cross_weight * (cross_a + cross_i)
             m.update(cross_nll_image=cross_i.mean(), cross_nll_audio=cross_a.mean())
             if dep.private_label_adv_weight > 0:
@@ -238,5 +239,4 @@ class PVAE(FromRun, nn.Module):
         """-log p(x_i | z_s ~ q(z_s|x_a), z_i ~ N(0,I)) and -log p(x_a | z_s ~ q(z_s|x_i), z_a ~ N(0,I)),
         per sample: the private latent is noise, so only the other modality's z_s can carry the digit."""
         gen = self.cross_generate(lengths, qa, qi)
-        return (gaussian_nll_image(x_i, gen["image"], self.cfg.departures.image_nll_std),
-                gaussian_nll_audio(x_a, gen["audio"], lengths))
+        return self.lik.image(x_i, gen["image"]), self.lik.audio(x_a, gen["audio"], lengths)

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, fields
 
 from pvae_data.config import ConfigMixin, check_field_types
 
-from ..modules import AUDIO_INPUT_NORMS, IMAGE_ENCODER_DEPTHS, ImagePreEncoder
+from ..modules import AUDIO_INPUT_NORMS, IMAGE_ENCODER_DEPTHS, ImagePreEncoder, Likelihoods
 
 MAX_WIDTH = 8192  # 16x the paper's 512-cell LSTMs: anything wider is a typo, not a model
 OBJECTIVES = ("paper", "plus")
@@ -64,12 +64,17 @@ class Departures(ConfigMixin):
     # the training shards when left 0.
     speaker_adv_weight: float = 0.0
     speaker_classes: int = 0
+    # The decoders' variances: "fixed" (the spec's unit variance for FBank, image_nll_std for pixels)
+    # or "learned" (one log-variance per FBank dimension and one for the pixels, trained with the
+    # model and starting from the fixed values; Hsu's FHVAE code learns its decoder's variance).
+    decoder_variance: str = "fixed"
 
     def __post_init__(self) -> None:
         check_field_types(self)
         for name, allowed in (("cross_grad", ("all", "decoders")),
                               ("private_label_adv_mode", ("reverse", "capped", "confusion")),
-                              ("image_encoder", IMAGE_ENCODER_DEPTHS), ("audio_input_norm", AUDIO_INPUT_NORMS)):
+                              ("image_encoder", IMAGE_ENCODER_DEPTHS), ("audio_input_norm", AUDIO_INPUT_NORMS),
+                              ("decoder_variance", ("fixed", "learned"))):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {tuple(allowed)}, got {getattr(self, name)!r}")
         if self.image_nll_std <= 0:
@@ -176,6 +181,8 @@ class PVAEConfig(ConfigMixin):
                 out["vae_label_weight"] = self.baseline.label_weight
             if dep.image_nll_std != 1.0 and model != "vae-sp":
                 out["image_nll_std"] = dep.image_nll_std
+            if dep.decoder_variance != "fixed":
+                out["decoder_variance"] = dep.decoder_variance
             return out
         if self.objective != "paper":
             out.update(objective=self.objective, cross_weight=dep.cross_weight, cross_grad=dep.cross_grad)
@@ -190,6 +197,8 @@ class PVAEConfig(ConfigMixin):
                 out["private_adv_start"] = dep.private_adv_start
         if dep.speaker_adv_weight > 0:
             out["speaker_adv_weight"] = dep.speaker_adv_weight
+        if dep.decoder_variance != "fixed":
+            out["decoder_variance"] = dep.decoder_variance
         return out
 
     def size_changes(self) -> dict:
@@ -198,6 +207,10 @@ class PVAEConfig(ConfigMixin):
         mine = {**{f.name: getattr(self, f.name) for f in fields(self)},
                 "image_encoder": self.departures.image_encoder, "audio_input_norm": self.departures.audio_input_norm}
         return {k: mine[k] for k, v in PAPER_SIZES.items() if mine[k] != v}
+
+    def likelihoods(self) -> Likelihoods:
+        """The decoders' likelihoods this config names (every model builds them here)."""
+        return Likelihoods(self.feat_dim, self.departures.image_nll_std, self.departures.decoder_variance == "learned")
 
     def image_pre_encoder(self) -> ImagePreEncoder:
         """The image pre-encoder this config names (every model builds it here)."""

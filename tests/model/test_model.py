@@ -460,3 +460,37 @@ def test_the_readme_model_snippet_runs():
     scope: dict = {}
     exec(compile(block, "README.md", "exec"), scope)  # noqa: S102 - our own README
     assert scope["x_i_hat"].shape == (2, 1, 28, 28) and scope["out"].loss.isfinite()
+
+
+def test_learned_decoder_variance_is_a_named_departure_with_the_gaussian_formula():
+    """Issue 30: ``decoder_variance: learned`` gives every model one log-variance per FBank
+    dimension and one for the pixels, in the Gaussian likelihood, trained; "fixed" adds no
+    parameter (checkpoints keep their keys) and leaves the loss unchanged."""
+    from pvae_model.models import build_model
+    from pvae_model.modules import MIN_LOGVAR, Likelihoods
+
+    torch.manual_seed(0)
+    lik = Likelihoods(6, 0.31, learned=True)
+    with torch.no_grad():
+        lik.audio_logvar.copy_(torch.linspace(-1, 1, 6))
+        lik.image_logvar.fill_(-3.0)
+    x, mean, lengths = torch.randn(2, 5, 6), torch.randn(2, 5, 6), torch.tensor([5, 3])
+    want = torch.stack([-Normal(mean[b, :n], torch.exp(0.5 * lik.audio_logvar)).log_prob(x[b, :n]).sum()
+                        for b, n in enumerate(lengths.tolist())])
+    assert torch.allclose(lik.audio(x, mean, lengths), want, rtol=1e-5)
+    xi, mi = torch.rand(2, 1, 28, 28), torch.rand(2, 1, 28, 28)
+    want_i = -Normal(mi, math.exp(-1.5)).log_prob(xi).flatten(1).sum(-1)
+    assert torch.allclose(lik.image(xi, mi), want_i, rtol=1e-5)
+    lik.image(xi, mi).sum().backward()
+    assert lik.image_logvar.grad is not None
+    with torch.no_grad():
+        lik.image_logvar.fill_(-50.0)  # held at the floor
+    assert torch.allclose(lik.image(xi, mi), -Normal(mi, math.exp(MIN_LOGVAR / 2)).log_prob(xi).flatten(1).sum(-1), rtol=1e-5)
+    assert list(Likelihoods(6, 1.0, learned=False).parameters()) == []
+    for name in ("pvae", "jmvae-kl", "vae-sp", "vae-im"):
+        cfg = PVAEConfig(**GOLDEN_CFG, departures={"decoder_variance": "learned"})
+        keys = build_model(name, cfg).state_dict().keys()
+        assert "lik.audio_logvar" in keys and "lik.image_logvar" in keys
+        assert cfg.deviations(name)["decoder_variance"] == "learned"
+    with pytest.raises(ValueError, match="decoder_variance"):
+        PVAEConfig(departures={"decoder_variance": "per-pixel"})
