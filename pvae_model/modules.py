@@ -181,28 +181,47 @@ def gaussian_nll_image(x: torch.Tensor, mean: torch.Tensor, std: float | torch.T
 MIN_LOGVAR = -8.0
 
 
-class Likelihoods(nn.Module):
-    """The decoders' Gaussian likelihoods.  ``learned`` False: the spec's unit variance for FBank
-    and ``image_std`` for pixels (no parameters, so checkpoints keep their keys); True: one
-    log-variance per FBank dimension and one for all pixels, trained with the model (Hsu's FHVAE
-    learns its decoder's variance), starting from the fixed values."""
+DECODER_VARIANCES = ("fixed", "learned", "optimal")
 
-    def __init__(self, feat_dim: int, image_std: float, learned: bool):
+
+class Likelihoods(nn.Module):
+    """The decoders' Gaussian likelihoods, by ``variance``:
+
+    ``fixed``    the spec's unit variance for FBank and ``image_std`` for pixels (no parameters,
+                 so checkpoints keep their keys);
+    ``learned``  one log-variance per FBank dimension and one for all pixels, trained with the
+                 model from the fixed values (Hsu's FHVAE learns its decoder's variance);
+    ``optimal``  the variance that maximises the batch's likelihood, its mean squared error (per
+                 FBank dimension; one for all pixels), taken as a constant: the calibrated
+                 decoder of Rybkin et al. (2021, "sigma-VAE"), which needs no learning rate.
+    """
+
+    def __init__(self, feat_dim: int, image_std: float, variance: str = "fixed"):
         super().__init__()
-        self.image_std, self.learned = image_std, learned
-        if learned:
+        if variance not in DECODER_VARIANCES:
+            raise ValueError(f"decoder_variance must be one of {DECODER_VARIANCES}, got {variance!r}")
+        self.image_std, self.variance = image_std, variance
+        if variance == "learned":
             self.audio_logvar = nn.Parameter(torch.zeros(feat_dim))
             self.image_logvar = nn.Parameter(torch.tensor(2 * math.log(image_std)))
 
     def audio(self, x: torch.Tensor, mean: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        if not self.learned:
+        if self.variance == "fixed":
             return gaussian_nll_audio(x, mean, lengths)
-        return gaussian_nll_audio(x, mean, lengths, self.audio_logvar.clamp(min=MIN_LOGVAR))
+        if self.variance == "learned":
+            return gaussian_nll_audio(x, mean, lengths, self.audio_logvar.clamp(min=MIN_LOGVAR))
+        mask = frame_mask(lengths, x.shape[1]).unsqueeze(-1)
+        mse = (((x - mean) * mask).pow(2).sum((0, 1)) / lengths.sum().clamp(min=1)).detach()
+        return gaussian_nll_audio(x, mean, lengths, torch.log(mse).clamp(min=MIN_LOGVAR))
 
     def image(self, x: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
-        if not self.learned:
+        if self.variance == "fixed":
             return gaussian_nll_image(x, mean, self.image_std)
-        return gaussian_nll_image(x, mean, torch.exp(0.5 * self.image_logvar.clamp(min=MIN_LOGVAR)))
+        if self.variance == "learned":
+            logvar = self.image_logvar
+        else:
+            logvar = torch.log((x - mean).pow(2).mean()).detach()
+        return gaussian_nll_image(x, mean, torch.exp(0.5 * logvar.clamp(min=MIN_LOGVAR)))
 
 
 def rbf(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, fields
 
 from pvae_data.config import ConfigMixin, check_field_types
 
-from ..modules import AUDIO_INPUT_NORMS, IMAGE_ENCODER_DEPTHS, ImagePreEncoder, Likelihoods
+from ..modules import AUDIO_INPUT_NORMS, DECODER_VARIANCES, IMAGE_ENCODER_DEPTHS, ImagePreEncoder, Likelihoods
 
 MAX_WIDTH = 8192  # 16x the paper's 512-cell LSTMs: anything wider is a typo, not a model
 OBJECTIVES = ("paper", "plus")
@@ -64,9 +64,11 @@ class Departures(ConfigMixin):
     # the training shards when left 0.
     speaker_adv_weight: float = 0.0
     speaker_classes: int = 0
-    # The decoders' variances: "fixed" (the spec's unit variance for FBank, image_nll_std for pixels)
-    # or "learned" (one log-variance per FBank dimension and one for the pixels, trained with the
-    # model and starting from the fixed values; Hsu's FHVAE code learns its decoder's variance).
+    # The decoders' variances: "fixed" (the spec's unit variance for FBank, image_nll_std for pixels),
+    # "learned" (one log-variance per FBank dimension and one for the pixels, trained with the model
+    # from the fixed values; Hsu's FHVAE code learns its decoder's variance) or "optimal" (each
+    # batch's mean squared error, per FBank dimension and for the pixels: sigma-VAE's calibrated
+    # decoder).  modules.Likelihoods.
     decoder_variance: str = "fixed"
 
     def __post_init__(self) -> None:
@@ -74,7 +76,7 @@ class Departures(ConfigMixin):
         for name, allowed in (("cross_grad", ("all", "decoders")),
                               ("private_label_adv_mode", ("reverse", "capped", "confusion")),
                               ("image_encoder", IMAGE_ENCODER_DEPTHS), ("audio_input_norm", AUDIO_INPUT_NORMS),
-                              ("decoder_variance", ("fixed", "learned"))):
+                              ("decoder_variance", DECODER_VARIANCES)):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {tuple(allowed)}, got {getattr(self, name)!r}")
         if self.image_nll_std <= 0:
@@ -210,7 +212,7 @@ class PVAEConfig(ConfigMixin):
 
     def likelihoods(self) -> Likelihoods:
         """The decoders' likelihoods this config names (every model builds them here)."""
-        return Likelihoods(self.feat_dim, self.departures.image_nll_std, self.departures.decoder_variance == "learned")
+        return Likelihoods(self.feat_dim, self.departures.image_nll_std, self.departures.decoder_variance)
 
     def image_pre_encoder(self) -> ImagePreEncoder:
         """The image pre-encoder this config names (every model builds it here)."""

@@ -470,7 +470,7 @@ def test_learned_decoder_variance_is_a_named_departure_with_the_gaussian_formula
     from pvae_model.modules import MIN_LOGVAR, Likelihoods
 
     torch.manual_seed(0)
-    lik = Likelihoods(6, 0.31, learned=True)
+    lik = Likelihoods(6, 0.31, "learned")
     with torch.no_grad():
         lik.audio_logvar.copy_(torch.linspace(-1, 1, 6))
         lik.image_logvar.fill_(-3.0)
@@ -486,7 +486,20 @@ def test_learned_decoder_variance_is_a_named_departure_with_the_gaussian_formula
     with torch.no_grad():
         lik.image_logvar.fill_(-50.0)  # held at the floor
     assert torch.allclose(lik.image(xi, mi), -Normal(mi, math.exp(MIN_LOGVAR / 2)).log_prob(xi).flatten(1).sum(-1), rtol=1e-5)
-    assert list(Likelihoods(6, 1.0, learned=False).parameters()) == []
+    assert list(Likelihoods(6, 1.0, "fixed").parameters()) == []
+    # "optimal": the variance is the batch's mean squared error (per FBank dimension), a constant
+    opt = Likelihoods(6, 1.0, "optimal")
+    assert list(opt.parameters()) == []
+    m2 = mean.clone().requires_grad_(True)
+    mse = torch.cat([(x[b, :n] - mean[b, :n]) ** 2 for b, n in enumerate(lengths.tolist())]).mean(0)
+    want = torch.stack([-Normal(mean[b, :n], mse.sqrt()).log_prob(x[b, :n]).sum() for b, n in enumerate(lengths.tolist())])
+    got = opt.audio(x, m2, lengths)
+    assert torch.allclose(got, want, rtol=1e-5)
+    got.sum().backward()  # the variance is a constant: the gradient is the squared error's over it
+    mask = torch.zeros(2, 5, 1)
+    mask[0, :5], mask[1, :3] = 1, 1
+    assert torch.allclose(m2.grad, -(x - mean) * mask / mse, rtol=1e-4, atol=1e-6)
+    assert torch.allclose(opt.image(xi, mi), -Normal(mi, (xi - mi).pow(2).mean().sqrt()).log_prob(xi).flatten(1).sum(-1), rtol=1e-5)
     for name in ("pvae", "jmvae-kl", "vae-sp", "vae-im"):
         cfg = PVAEConfig(**GOLDEN_CFG, departures={"decoder_variance": "learned"})
         keys = build_model(name, cfg).state_dict().keys()
@@ -494,3 +507,4 @@ def test_learned_decoder_variance_is_a_named_departure_with_the_gaussian_formula
         assert cfg.deviations(name)["decoder_variance"] == "learned"
     with pytest.raises(ValueError, match="decoder_variance"):
         PVAEConfig(departures={"decoder_variance": "per-pixel"})
+    assert PVAEConfig(departures={"decoder_variance": "optimal"}).deviations()["decoder_variance"] == "optimal"
