@@ -18,7 +18,7 @@ epochs=60; threads=2; parallel=1
 # PVAE-paper: the spec's objective and its reading of the kernel, exp(-||u - v||^2); every run
 # shares the config's image likelihood (configs/pvae_fast.yaml: std 0.31).
 # the paper-objective rows switch off the config's plus-only terms (the label adversary)
-paper="--set=pvae.objective=paper,--set=pvae.departures.private_label_adv_weight=0"
+paper="--set=pvae.objective=paper,--set=pvae.departures.private_label_adv_weight=0,--set=pvae.departures.speaker_adv_weight=0"
 runs="pvae_plus:--model=pvae pvae_paper:--model=pvae,$paper,--set=pvae.kernel=sqdist \
 pvae_no_beta:--model=pvae,--beta=0,$paper jmvae_kl:--model=jmvae-kl vae_sp:--model=vae-sp \
 vae_im:--model=vae-im"

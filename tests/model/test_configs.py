@@ -25,9 +25,12 @@ def test_demo_config_names_its_deviations_and_size():
     # the paper-objective rows of pipelines/table1.sh: the plus-only term must be switched off too
     with pytest.raises(ValueError, match="plus"):
         load_config(CONFIGS / "pvae_fast.yaml", {"pvae.objective": "paper"})
-    paper = load_config(CONFIGS / "pvae_fast.yaml", {"pvae.objective": "paper", "pvae.departures.private_label_adv_weight": 0})
+    assert dev["speaker_adv_weight"] == 3.0  # docs/voices.md, "A speaker-adversarial term on z_s"
+    paper = load_config(CONFIGS / "pvae_fast.yaml", {"pvae.objective": "paper", "pvae.departures.private_label_adv_weight": 0,
+                                                     "pvae.departures.speaker_adv_weight": 0})
     assert set(paper.pvae.deviations()) == {"image_nll_std"}
-    assert "pvae.departures.private_label_adv_weight=0" in (Path(__file__).resolve().parents[2] / "pipelines" / "table1.sh").read_text()
+    table1 = (Path(__file__).resolve().parents[2] / "pipelines" / "table1.sh").read_text()
+    assert "pvae.departures.private_label_adv_weight=0" in table1 and "pvae.departures.speaker_adv_weight=0" in table1
 
 
 def test_bridge_config_names_its_deviations_and_the_pipeline_uses_it():
