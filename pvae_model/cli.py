@@ -10,7 +10,7 @@ import click
 import yaml
 
 from . import __version__
-from .cli_common import CONTEXT, _command_errors, _parse_set, _refuse_given
+from .cli_common import CONTEXT, _command_errors, _parse_set, _refuse_given, run_options
 from .cli_use import COMMANDS
 
 @click.group(context_settings=CONTEXT)
@@ -169,13 +169,7 @@ def evaluate(run_dir: Path, checkpoint: str, audio_shards, image_shards, seeds: 
               help="A trained vae-sp run directory.")
 @click.option("--image-run", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
               help="A trained vae-im run directory.")
-@click.option("--out", "out", required=True, type=click.Path(path_type=Path), help="Bridge directory.")
-@click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              default=None, help="YAML BridgeTrainConfig.")
-@click.option("--epochs", type=click.IntRange(1), default=None)
-@click.option("--resume", is_flag=True, help="Continue the bridge in --out exactly where it stopped.")
-@click.option("--set", "sets", multiple=True, help="Any config field, e.g. --set bridge.beta_cls=0")
-@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+@run_options("Bridge", "BridgeTrainConfig", "bridge.beta_cls=0")
 def bridge(speech_run, image_run, out: Path, config_file, epochs, resume: bool, sets, quiet: bool) -> None:
     """Latent translation (Tian & Engel 2019): a bridging VAE between a frozen VAE-sp and VAE-im.
 

@@ -40,3 +40,27 @@ def _parse_set(items: tuple[str, ...]) -> dict:
         return parse_set(items)
     except ValueError as e:
         raise click.BadParameter(str(e).removeprefix("--set: "), param_hint="--set") from None
+
+
+def run_options(what: str, config_class: str, set_example: str):
+    """The options every command that trains a run directory shares (``--out``, ``--config``,
+    ``--epochs``, ``--resume``, ``--set``, ``-q``), as one decorator."""
+    from pathlib import Path
+
+    options = [
+        click.option("--out", "out", required=True, type=click.Path(path_type=Path), help=f"{what} directory."),
+        click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+                     default=None, help=f"YAML {config_class}."),
+        click.option("--epochs", type=click.IntRange(1), default=None, help="Train exactly this many epochs."),
+        click.option("--resume", is_flag=True, help="Continue the run in --out exactly where it stopped."),
+        click.option("--set", "sets", multiple=True, help=f"Any config field, e.g. --set {set_example}"),
+        click.option("-q", "--quiet", is_flag=True, help="No progress bar."),
+    ]
+
+    def decorate(f):
+        for option in reversed(options):
+            f = option(f)
+        return f
+
+    return decorate
+

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from .cli_common import CONTEXT, _command_errors, _parse_set
+from .cli_common import CONTEXT, _command_errors, _parse_set, run_options
 
 COMMANDS = []
 
@@ -23,13 +23,7 @@ def command(f):
               help="A pvae-data manifest of the corpus (the trim stage's segments.jsonl).")
 @click.option("--audio-shards", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
               help="The audio shards the models train on: their FBank configuration is the vocoder's input.")
-@click.option("--out", "out", required=True, type=click.Path(path_type=Path), help="Vocoder run directory.")
-@click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              default=None, help="YAML VocoderTrainConfig.")
-@click.option("--epochs", type=click.IntRange(1), default=None, help="Train exactly this many epochs (no time budget).")
-@click.option("--resume", is_flag=True, help="Continue the run in --out exactly where it stopped.")
-@click.option("--set", "sets", multiple=True, help="Any config field, e.g. --set max_minutes=20")
-@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+@run_options("Vocoder run", "VocoderTrainConfig", "max_minutes=20")
 def vocoder(segments, audio_shards, out: Path, config_file, epochs, resume: bool, sets, quiet: bool) -> None:
     """Train a vocoder (FBank -> STFT magnitude and phase -> waveform) on a corpus's training split.
 

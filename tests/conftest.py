@@ -209,3 +209,27 @@ def validate_kaldi_data_dir(d: Path, cmvn_from_feats: bool = True) -> None:
         x = np.concatenate([feats[u] for u in utts]).astype(np.float64)
         assert st.shape == (2, x.shape[1] + 1) and st[0, -1] == len(x)
         assert np.allclose(st[0, :-1], x.sum(0)) and np.allclose(st[1, :-1], (x * x).sum(0))
+
+
+@pytest.fixture
+def forbid_unpickling(monkeypatch):
+    """Within ``with forbid_unpickling():``, any pickle load or ``torch.load`` fails the test: a
+    bundle must load without one."""
+    from contextlib import contextmanager
+
+    @contextmanager
+    def forbidden():
+        import pickle
+
+        import torch
+
+        def no_pickle(*a, **k):
+            raise AssertionError("a bundle was unpickled")
+
+        with monkeypatch.context() as mp:
+            for mod, name in ((pickle, "load"), (pickle, "loads"), (pickle, "Unpickler"), (torch, "load")):
+                mp.setattr(mod, name, no_pickle)
+            yield
+
+    return forbidden
+

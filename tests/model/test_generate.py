@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
 from pathlib import Path
 
 import numpy as np
@@ -138,7 +137,7 @@ def test_generate_command_accounts_for_every_input(run, inputs, tmp_path):
     assert r.exit_code == 1 and "nothing to generate" in r.output
 
 
-def test_a_bundle_is_the_whole_model_and_never_unpickled(run, inputs, tmp_path, monkeypatch):
+def test_a_bundle_is_the_whole_model_and_never_unpickled(run, inputs, tmp_path, forbid_unpickling):
     from pvae_model.checkpoints import RunIOError
     from pvae_model.generate import load
 
@@ -152,14 +151,7 @@ def test_a_bundle_is_the_whole_model_and_never_unpickled(run, inputs, tmp_path, 
     assert "## Departures from the paper" in (b / "README.md").read_text()
     expect = load(run).speech_to_image(inputs["wav"])
 
-    def no_pickle(*a, **k):
-        raise AssertionError("a bundle was unpickled")
-
-    with monkeypatch.context() as mp:
-        mp.setattr(pickle, "load", no_pickle)
-        mp.setattr(pickle, "loads", no_pickle)
-        mp.setattr(pickle, "Unpickler", no_pickle)
-        mp.setattr(torch, "load", no_pickle)
+    with forbid_unpickling():
         assert np.array_equal(load(b).speech_to_image(inputs["wav"]), expect)
     # weights replaced by a pickle whose loading would run a command: refused, nothing runs
     flag = tmp_path / "PWNED"

@@ -97,9 +97,7 @@ def test_frames_and_samples_line_up_as_the_pipelines_fbank_cuts_them():
         VocoderConfig(n_fft=500)
 
 
-def test_evaluate_generate_and_a_bundle_speak_with_the_vocoder(trained, tmp_path, monkeypatch):
-    import pickle
-
+def test_evaluate_generate_and_a_bundle_speak_with_the_vocoder(trained, tmp_path, forbid_unpickling):
     from pvae_model.checkpoints import RunIOError
     from pvae_model.generate import load
 
@@ -125,13 +123,7 @@ def test_evaluate_generate_and_a_bundle_speak_with_the_vocoder(trained, tmp_path
     assert (b / "vocoder.safetensors").is_file() and json.loads((b / "config.json").read_text())["vocoder"]["kind"] == "vocos"
     expect, _ = m.image_to_speech(ONE)
 
-    def no_pickle(*a, **k):
-        raise AssertionError("a bundle was unpickled")
-
-    with monkeypatch.context() as mp:
-        mp.setattr(pickle, "load", no_pickle)
-        mp.setattr(pickle, "loads", no_pickle)
-        mp.setattr(torch, "load", no_pickle)
+    with forbid_unpickling():
         got, _ = load(b).image_to_speech(ONE)
     assert np.allclose(got, expect, atol=1e-5)
     flag = tmp_path / "PWNED"
