@@ -247,12 +247,13 @@ class LoadedBridge:
         self.model.load_state_dict(ck["model"])
         self.model.eval()
         self.bases = load_bases(self.cfg)
+        self.translator = Translator(self.model, self.bases.vae_sp, self.bases.vae_im)
 
     def transfer_speech_to_image(self, x_a: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        return Translator(self.model, self.bases.vae_sp, self.bases.vae_im).transfer_speech_to_image(x_a, lengths)
+        return self.translator.transfer_speech_to_image(x_a, lengths)
 
     def transfer_image_to_speech(self, x_i: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        return Translator(self.model, self.bases.vae_sp, self.bases.vae_im).transfer_image_to_speech(x_i, lengths)
+        return self.translator.transfer_image_to_speech(x_i, lengths)
 
 
 class Translator:

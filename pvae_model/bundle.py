@@ -76,11 +76,11 @@ def _pvae_contents(run_dir, checkpoint: str) -> tuple[dict, dict, dict]:
 
 def _vocoder_contents(vocoder_run, fbank: dict):
     """(the vocoder, its entry in config.json): Griffin-Lim's without a vocoder run."""
-    if vocoder_run is None:
-        return None, VOCODER
-    from .vocoder import check_fbank, load_vocoder
+    from .vocoder import speaking_vocoder
 
-    vocoder = check_fbank(load_vocoder(vocoder_run), fbank, str(vocoder_run))
+    vocoder = speaking_vocoder(vocoder_run, fbank)
+    if vocoder is None:
+        return None, VOCODER
     return vocoder, {"kind": "vocos", "file": VOCODER_WEIGHTS, "config": vocoder.cfg.to_dict(),
                      "fbank": vocoder.fbank.to_dict(), "run": str(Path(vocoder_run).resolve())}
 

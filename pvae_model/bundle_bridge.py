@@ -14,20 +14,13 @@ PARTS = ("bridge", "vae_sp", "vae_im")
 
 def bridge_contents(run_dir) -> tuple[dict, dict, dict]:
     """(config, weights, FBank config) of a bridge's bundle."""
-    from pvae_data.shards.schema import load_index
-    from pvae_data.vad import VadConfig
-
     from .bridge import LoadedBridge
     from .bundle_format import FORMAT, FORMAT_VERSION, image_policy, run_metrics
-    from .frontend import SpeechFrontEnd
     from .provenance import provenance
-    from .run_parts import DEFAULT_FRAMES
 
     lb = LoadedBridge(run_dir)
     b = lb.bases
-    frontend = SpeechFrontEnd(fbank=load_index(b.audio_shards)[1]["features"]["fbank"], cmvn_mode=b.cmvn_mode,
-                              cmvn=b.cmvn, vad=VadConfig().to_dict())
-    frames = int(np.median([len(f) for f in b.audio.feats])) if len(b.audio.feats) else DEFAULT_FRAMES
+    frontend, frames = bridge_front_end(lb)
     metrics = run_metrics(run_dir)
     cfg = {"format": FORMAT, "format_version": FORMAT_VERSION, "kind": "bridge",
            "bridge_config": lb.cfg.to_dict(), "z_dims": list(lb.model.z_dims), "epoch": lb.epoch,
@@ -40,6 +33,22 @@ def bridge_contents(run_dir) -> tuple[dict, dict, dict]:
     state = {f"{name}.{k}": v for name, m in zip(PARTS, (lb.model, b.vae_sp, b.vae_im))
              for k, v in m.state_dict().items()}
     return cfg, state, frontend.fbank
+
+
+def bridge_front_end(lb) -> tuple:
+    """(the speech front end, a spoken digit's usual length in frames) of a loaded bridge: its
+    speech base's FBank, CMVN and the pipeline's VAD."""
+    from pvae_data.shards.schema import load_index
+    from pvae_data.vad import VadConfig
+
+    from .frontend import SpeechFrontEnd
+    from .run_parts import DEFAULT_FRAMES
+
+    b = lb.bases
+    frontend = SpeechFrontEnd(fbank=load_index(b.audio_shards)[1]["features"]["fbank"], cmvn_mode=b.cmvn_mode,
+                              cmvn=b.cmvn, vad=VadConfig().to_dict())
+    frames = int(np.median([len(f) for f in b.audio.feats])) if len(b.audio.feats) else DEFAULT_FRAMES
+    return frontend, frames
 
 
 def bridge_from_bundle(cfg: dict, state: dict, path):

@@ -27,11 +27,11 @@ class CrossModal:
     """A trained PVAE with its front end: spoken digits in, written digits out, and back."""
 
     def __init__(self, model, frontend: SpeechFrontEnd, speech_frames: int, kind: str = "pvae",
-                 source: str = "", info: dict | None = None, vocoder=None):
+                 source: str = "", info: dict | None = None):
         self.model, self.frontend, self.speech_frames = model, frontend, int(speech_frames)
         self.kind, self.source, self.info = kind, source, info or {}
         self.sample_rate = int(frontend.fbank["sample_rate"])
-        self.vocoder = vocoder  # a trained pvae_model.vocoder.Vocoder, or None: Griffin-Lim
+        self.vocoder = None  # Griffin-Lim; use_vocoder() sets a trained pvae_model.vocoder.Vocoder
 
     def use_vocoder(self, vocoder) -> "CrossModal":
         """Speak with ``vocoder`` (a trained :class:`pvae_model.vocoder.Vocoder`; None: Griffin-Lim)."""
@@ -133,16 +133,11 @@ class BridgeCrossModal(CrossModal):
 
 
 def _bridge(path) -> BridgeCrossModal:
-    from pvae_data.shards.schema import load_index
-    from pvae_data.vad import VadConfig
-
     from .bridge import LoadedBridge
+    from .bundle_bridge import bridge_front_end
 
     lb = LoadedBridge(path)
-    b = lb.bases
-    frontend = SpeechFrontEnd(fbank=load_index(b.audio_shards)[1]["features"]["fbank"], cmvn_mode=b.cmvn_mode,
-                              cmvn=b.cmvn, vad=VadConfig().to_dict())
-    frames = int(np.median([len(f) for f in b.audio.feats])) if len(b.audio.feats) else DEFAULT_FRAMES
+    frontend, frames = bridge_front_end(lb)
     return BridgeCrossModal(lb, frontend, frames, str(path), {"epoch": lb.epoch})
 
 
