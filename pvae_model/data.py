@@ -138,8 +138,9 @@ class PairedEpochs:
 
     def __init__(self, audio: AudioSet, images: ImageSet, batch_size: int, seed: int = 0,
                  rank: int = 0, world_size: int = 1, image_shift: int = 0,
-                 spec_augment=None):
+                 spec_augment=None, fbank=None):
         self.audio, self.images = audio, images
+        self.fbank = fbank  # the features' FbankConfig: what a SpecAugment warp of the Mel axis needs
         self.image_shift = image_shift
         self.spec_augment = spec_augment if spec_augment is not None and spec_augment.enabled else None
         if self.spec_augment is not None:
@@ -174,7 +175,7 @@ class PairedEpochs:
                 from .augment import spec_augment
 
                 g = torch.Generator().manual_seed(int(np.random.default_rng([self.seed, epoch, 4, n]).integers(2**62)))
-                batch["audio_input"] = spec_augment(x_a, lengths, self.spec_augment, g)  # encoders read it;
+                batch["audio_input"] = spec_augment(x_a, lengths, self.spec_augment, g, self.fbank)  # encoders read it;
                 # reconstruction targets stay the clean "audio" (a denoising objective, as SpecAugment
                 # is an input augmentation, not a change of what the decoder must produce)
             if self.image_shift:  # seeded by (seed, epoch, global batch): the same under DDP and on resume

@@ -113,8 +113,15 @@ class PairedTask(Task):
             idx = np.random.default_rng(0).permutation(len(image_test.labels))[: cfg.eval_images]
             image_test = type(image_test)(image_test.images[idx], image_test.labels[idx], [image_test.keys[i] for i in idx])
         self.image_test = image_test
+        fbank = None
+        if cfg.spec_augment.warps:
+            from pvae_data.fbank import FbankConfig
+            from pvae_data.shards.schema import load_index
+
+            fbank = FbankConfig.from_dict(load_index(cfg.audio_shards)[1]["features"]["fbank"])
         self.data = PairedEpochs(audio, images, cfg.batch_size, seed=cfg.seed, rank=trainer.rank,
-                                 world_size=trainer.world, image_shift=cfg.image_shift, spec_augment=cfg.spec_augment)
+                                 world_size=trainer.world, image_shift=cfg.image_shift, spec_augment=cfg.spec_augment,
+                                 fbank=fbank)
         self.judge = None
         if trainer.main and cfg.model == "pvae" and cfg.eval_every and cfg.eval_coherence and trainer.device.type == "cpu":
             from .eval.judge import Judge

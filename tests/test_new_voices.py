@@ -199,6 +199,46 @@ def test_spec_augment_masks_within_each_utterance_and_is_seeded():
         SpecAugmentConfig(time_masks=-1)
 
 
+def test_mel_warp_is_kaldis_vtln_warp_read_off_the_features():
+    """A SpecAugment warp of the Mel axis lands near the FBank Kaldi's VTLN-warped filters compute
+    (our filters match kaldi-native-fbank's above): the envelope moves the right way, by the right amount."""
+    import soundfile as sf
+
+    from pvae_model.augment import mel_warp, warp_source_bins
+
+    data = Path(__file__).resolve().parents[2] / "shared" / "data" / "fsdd" / "recordings" / "3_george_0.wav"
+    if not data.exists():
+        pytest.skip(f"{data} not found")
+    wave, sr = sf.read(data, dtype="float32")
+    cfg = FbankConfig(sample_rate=sr, num_mel_bins=40, **BAND)
+    plain = compute_fbank(wave * 32768, cfg)
+    x = torch.from_numpy(plain)[None]
+    assert np.array_equal(warp_source_bins(1.0, cfg).round(3), np.arange(40.0))
+    assert torch.allclose(mel_warp(x, torch.tensor([1.0]), cfg), x, atol=1e-4)
+    for warp in (0.9, 1.15):
+        kaldi = compute_fbank(wave * 32768, replace(cfg, vtln_warp=warp))
+        ours = mel_warp(x, torch.tensor([warp]), cfg)[0].numpy()
+        assert np.abs(ours - kaldi).mean() < 0.35 * np.abs(plain - kaldi).mean()
+    up = warp_source_bins(1.2, cfg)
+    assert (up[5:-5] < np.arange(40.0)[5:-5]).all()  # a factor above 1 reads lower bins: the envelope moves up
+
+
+def test_spec_augment_warp_is_seeded_and_refused_out_of_range():
+    cfg = FbankConfig(**BAND)
+    x, lengths = torch.randn(4, 30, 80), torch.tensor([30, 20, 10, 5])
+    x[3, 5:] = 0  # padding
+    aug = SpecAugmentConfig(warp_min=0.9, warp_max=1.3)
+    a = spec_augment(x, lengths, aug, torch.Generator().manual_seed(0), cfg)
+    assert torch.equal(a, spec_augment(x, lengths, aug, torch.Generator().manual_seed(0), cfg))
+    assert not torch.equal(a, x) and (a[3, 5:] == 0).all()  # padding stays padding
+    assert SpecAugmentConfig(warp_min=1.1, warp_max=1.1).enabled and not SpecAugmentConfig().enabled
+    with pytest.raises(ValueError, match="fbank"):
+        spec_augment(x, lengths, aug, torch.Generator())
+    for bad in (dict(warp_min=0.0), dict(warp_max=2.5), dict(warp_min=1.2, warp_max=1.1)):
+        with pytest.raises(ValueError, match="spec_augment.warp_m"):
+            SpecAugmentConfig(**bad)
+
+
 def test_utterance_cmvn_is_blind_to_a_channel_and_to_global_cmvn():
     rng = np.random.default_rng(0)
     f = rng.normal(size=(40, 80)).astype(np.float32) * 3 + 10
@@ -263,7 +303,8 @@ def test_training_with_utterance_cmvn_and_spec_augment_is_deterministic(tmp_path
 
     d = {"audio_shards": str(small_shards[0]), "image_shards": str(small_shards[1]), "epochs": 2, "batch_size": 32,
          "eval_every": 0, "eval_coherence": False, "num_threads": 1, "seed": 3, "cmvn": "utterance",
-         "spec_augment": {"freq_masks": 1, "freq_width": 8, "time_masks": 1, "time_width": 4},
+         "spec_augment": {"freq_masks": 1, "freq_width": 8, "time_masks": 1, "time_width": 4,
+                          "warp_min": 0.9, "warp_max": 1.3},
          "pvae": {"hidden": 16, "z_shared": 4, "z_audio": 4, "z_image": 4, "image_channels": [4, 8]}}
     for name in ("a", "b"):
         train(TrainConfig.from_dict(d), tmp_path / name, show_progress=False)
