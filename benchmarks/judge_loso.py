@@ -53,6 +53,8 @@ VARIANTS = {
     "band_spk_speed": dict(fbank=BAND, cmvn="speaker", speeds=(0.9, 1.1)),
     "band_utt_speed_wide": dict(fbank=BAND, cmvn="utterance", speeds=(0.8, 0.9, 1.1, 1.2)),
     "band_utt_speed_vtlp_wide": dict(fbank=BAND, cmvn="utterance", speeds=(0.9, 1.1), warps=(0.85, 1.15)),
+    # a Mel-axis warp drawn per utterance and per epoch (SpecAugmentConfig.warp_min/max), not copies
+    "band_utt_speed_warp": dict(fbank=BAND, cmvn="utterance", speeds=(0.9, 1.1), warp=(0.9, 1.3)),
     "band_utt_deep": dict(fbank=BAND, cmvn="utterance", arch="deep"),
     "band_utt_all_deep": dict(fbank=BAND, cmvn="utterance", speeds=(0.9, 1.1), warps=(0.9, 1.1), specaug=True,
                               arch="deep"),
@@ -107,7 +109,7 @@ def speaker_norm(feats, spk):
     return out
 
 
-def train(feats, labels, epochs, seed, specaug, width, arch="conv2"):
+def train(feats, labels, epochs, seed, specaug, width, arch="conv2", warp=None, fbank=None):
     from pvae_model.data import pad_audio
 
     torch.manual_seed(seed)
@@ -120,6 +122,8 @@ def train(feats, labels, epochs, seed, specaug, width, arch="conv2"):
     opt = torch.optim.Adam(clf.parameters(), 1e-3)
     y = torch.from_numpy(labels.astype(np.int64))
     sa = SpecAugmentConfig(freq_masks=2, freq_width=10, time_masks=2, time_width=5) if specaug else None
+    if warp:
+        sa = SpecAugmentConfig(**(sa.to_dict() if sa else {}), warp_min=warp[0], warp_max=warp[1])
     for _ in range(epochs):
         clf.train()
         order = rng.permutation(len(y))
@@ -127,7 +131,7 @@ def train(feats, labels, epochs, seed, specaug, width, arch="conv2"):
             idx = order[b:b + 64]
             x, lengths = pad_audio([feats[i] for i in idx])
             if sa is not None:
-                x = spec_augment(x, lengths, sa, g)
+                x = spec_augment(x, lengths, sa, g, fbank)
             loss = torch.nn.functional.cross_entropy(clf(x, lengths), y[idx])
             opt.zero_grad()
             loss.backward()
@@ -159,7 +163,8 @@ def run_outside(name, waves, labels, speakers, outside, epochs, seed):
         f_te = speaker_norm(o_feats, o_speakers)
     else:
         f_tr, f_te = norm(feats, v["cmvn"]), norm(o_feats, v["cmvn"])
-    clf = train(f_tr, np.concatenate(ys), epochs, seed, v.get("specaug", False), v.get("width", 128), v.get("arch", "conv2"))
+    clf = train(f_tr, np.concatenate(ys), epochs, seed, v.get("specaug", False), v.get("width", 128), v.get("arch", "conv2"),
+                v.get("warp"), v["fbank"])
     pred = predict_speech(clf, f_te)
     rows = {spk: float((pred[o_speakers == spk] == o_labels[o_speakers == spk]).mean()) for spk in sorted(set(o_speakers))}
     rows["pooled"] = float((pred == o_labels).mean())
@@ -208,7 +213,7 @@ def run_variant(name, waves, labels, speakers, epochs, seed, n_train_speakers=0)
             f_tr = norm([all_f[i] for i in tr], v["cmvn"], mean, std)
             f_te = norm([base[i] for i in te], v["cmvn"], mean, std)
         clf = train(f_tr, all_y[tr], epochs, seed, v.get("specaug", False), v.get("width", 128),
-                    v.get("arch", "conv2"))
+                    v.get("arch", "conv2"), v.get("warp"), v["fbank"])
         rows[spk] = float((predict_speech(clf, f_te) == labels[te]).mean())
         for k in v.get("ks", ()):  # the new speaker's statistics from k random utterances of its own
             pick = np.random.default_rng(seed).permutation(len(te))[:k]
