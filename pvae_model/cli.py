@@ -10,7 +10,7 @@ import click
 import yaml
 
 from . import __version__
-from .cli_common import CONTEXT, _command_errors, _parse_set, _refuse_given, run_options
+from .cli_common import CONTEXT, EXISTING_DIR, _command_errors, _parse_set, _refuse_given, run_options
 from .cli_use import COMMANDS
 
 @click.group(context_settings=CONTEXT)
@@ -20,7 +20,7 @@ def main() -> None:
 
 
 @main.command(context_settings=CONTEXT)
-@click.argument("runs", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("runs", nargs=-1, required=True, type=EXISTING_DIR)
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Also write the pooled figures as JSON here.")
 def pool(runs, out) -> None:
@@ -110,7 +110,7 @@ def _run_options(f):
 
 
 @main.command(context_settings=CONTEXT)
-@click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("run_dir", type=EXISTING_DIR)
 @_run_options
 @click.option("--seeds", type=click.IntRange(1), default=5, help="k-means initialisations (mean +- std).")
 @click.option("--device", default="cpu")
@@ -126,10 +126,10 @@ def purity(run_dir: Path, checkpoint: str, audio_shards, image_shards, seeds: in
 
 
 @main.command(context_settings=CONTEXT)
-@click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("run_dir", type=EXISTING_DIR)
 @_run_options
 @click.option("--seeds", type=click.IntRange(1), default=5, help="k-means initialisations (mean +- std).")
-@click.option("--vocoder", "vocoder_run", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+@click.option("--vocoder", "vocoder_run", type=EXISTING_DIR, default=None,
               help="A vocoder run (`pvae-model vocoder`) for the WAVs evaluate writes, instead of Griffin-Lim.")
 def evaluate(run_dir: Path, checkpoint: str, audio_shards, image_shards, seeds: int, vocoder_run) -> None:
     """Purity of every latent, inertia, t-SNE, style transfer, cross-modal generation -> RUN_DIR/eval/."""
@@ -165,9 +165,9 @@ def evaluate(run_dir: Path, checkpoint: str, audio_shards, image_shards, seeds: 
 
 
 @main.command(context_settings=CONTEXT)
-@click.option("--speech-run", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+@click.option("--speech-run", type=EXISTING_DIR, default=None,
               help="A trained vae-sp run directory.")
-@click.option("--image-run", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+@click.option("--image-run", type=EXISTING_DIR, default=None,
               help="A trained vae-im run directory.")
 @run_options("Bridge", "BridgeTrainConfig", "bridge.beta_cls=0")
 def bridge(speech_run, image_run, out: Path, config_file, epochs, resume: bool, sets, quiet: bool) -> None:
@@ -196,7 +196,7 @@ def bridge(speech_run, image_run, out: Path, config_file, epochs, resume: bool, 
 
 
 @main.command(context_settings=CONTEXT)
-@click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("run_dir", type=EXISTING_DIR)
 @_run_options
 @click.option("--images", "n_images", type=click.IntRange(10), default=1000, help="Test images used.")
 def diagnose(run_dir: Path, checkpoint: str, audio_shards, image_shards, n_images: int) -> None:
@@ -211,7 +211,7 @@ def diagnose(run_dir: Path, checkpoint: str, audio_shards, image_shards, n_image
 
 
 @main.command(context_settings=CONTEXT)
-@click.argument("run_dirs", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("run_dirs", nargs=-1, required=True, type=EXISTING_DIR)
 @click.option("--out", "out", type=click.Path(dir_okay=False, path_type=Path), default=Path("report.html"))
 def report(run_dirs, out: Path) -> None:
     """One self-contained HTML page: metrics vs the paper's Table 1, figures, audio players."""

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from contextlib import contextmanager
+from pathlib import Path
 
 import click
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "show_default": True}
+EXISTING_DIR = click.Path(exists=True, file_okay=False, path_type=Path)  # a run, bundle or shard directory
 
 
 @contextmanager
@@ -45,7 +47,6 @@ def _parse_set(items: tuple[str, ...]) -> dict:
 def run_options(what: str, config_class: str, set_example: str):
     """The options every command that trains a run directory shares (``--out``, ``--config``,
     ``--epochs``, ``--resume``, ``--set``, ``-q``), as one decorator."""
-    from pathlib import Path
 
     options = [
         click.option("--out", "out", required=True, type=click.Path(path_type=Path), help=f"{what} directory."),

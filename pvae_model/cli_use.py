@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from .cli_common import CONTEXT, _command_errors, _parse_set, run_options
+from .cli_common import CONTEXT, EXISTING_DIR, _command_errors, _parse_set, run_options
 
 COMMANDS = []
 
@@ -21,7 +21,7 @@ def command(f):
 @click.command(context_settings=CONTEXT)
 @click.option("--segments", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="A pvae-data manifest of the corpus (the trim stage's segments.jsonl).")
-@click.option("--audio-shards", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+@click.option("--audio-shards", type=EXISTING_DIR, default=None,
               help="The audio shards the models train on: their FBank configuration is the vocoder's input.")
 @run_options("Vocoder run", "VocoderTrainConfig", "max_minutes=20")
 def vocoder(segments, audio_shards, out: Path, config_file, epochs, resume: bool, sets, quiet: bool) -> None:
@@ -54,7 +54,7 @@ def vocoder(segments, audio_shards, out: Path, config_file, epochs, resume: bool
 
 @command
 @click.command(context_settings=CONTEXT)
-@click.argument("source", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("source", type=EXISTING_DIR)
 @click.option("--speech", "speech", multiple=True, type=click.Path(dir_okay=False, path_type=Path),
               help="A recording of a spoken digit (repeatable) -> a written digit (PNG).")
 @click.option("--image", "images", multiple=True, type=click.Path(dir_okay=False, path_type=Path),
@@ -66,7 +66,7 @@ def vocoder(segments, audio_shards, out: Path, config_file, epochs, resume: bool
               "file: a picture sets the style of written digits, a recording that of spoken ones.")
 @click.option("--num", type=click.IntRange(1, 100), default=1, help="Outputs per input (needs --style seed:N).")
 @click.option("--checkpoint", default="last", help="For a run directory: last, best or a .pt file.")
-@click.option("--vocoder", "vocoder_run", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+@click.option("--vocoder", "vocoder_run", type=EXISTING_DIR, default=None,
               help="A vocoder run (`pvae-model vocoder`) to speak with instead of Griffin-Lim.")
 def generate(source: Path, speech, images, list_file, out: Path, style: str, num: int, checkpoint: str,
              vocoder_run) -> None:
@@ -98,10 +98,10 @@ def generate(source: Path, speech, images, list_file, out: Path, style: str, num
 
 @command
 @click.command(context_settings=CONTEXT)
-@click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("run_dir", type=EXISTING_DIR)
 @click.argument("out", type=click.Path(path_type=Path))
 @click.option("--checkpoint", default="last", help="last, best or a .pt file.")
-@click.option("--vocoder", "vocoder_run", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+@click.option("--vocoder", "vocoder_run", type=EXISTING_DIR, default=None,
               help="A vocoder run (`pvae-model vocoder`) to put in the bundle (vocoder.safetensors).")
 def export(run_dir: Path, out: Path, checkpoint: str, vocoder_run) -> None:
     """A bundle of a trained PVAE run: safetensors weights, one config, a model card (README.md)."""
@@ -115,11 +115,11 @@ def export(run_dir: Path, out: Path, checkpoint: str, vocoder_run) -> None:
 
 @command
 @click.command(context_settings=CONTEXT)
-@click.argument("source", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("source", type=EXISTING_DIR)
 @click.option("--host", default="127.0.0.1", help="Address to listen on (127.0.0.1: this machine only).")
 @click.option("--port", type=click.IntRange(0, 65535), default=8000, help="0: any free port.")
 @click.option("--checkpoint", default="last", help="For a run directory: last, best or a .pt file.")
-@click.option("--vocoder", "vocoder_run", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+@click.option("--vocoder", "vocoder_run", type=EXISTING_DIR, default=None,
               help="A vocoder run (`pvae-model vocoder`) to speak with instead of Griffin-Lim.")
 def serve(source: Path, host: str, port: int, checkpoint: str, vocoder_run) -> None:
     """A local page to try a model (run or bundle): draw a digit and hear it, say one and see it."""
