@@ -143,12 +143,14 @@ def inverse_mel_scale(mel: np.ndarray) -> np.ndarray:
 def vtln_warp_freq(freq, low_freq, high_freq, vtln_low, vtln_high, warp):
     """Kaldi's ``MelBanks::VtlnWarpFreq``: frequencies scaled by ``1/warp`` between the cut-offs
     ``vtln_low * max(1, warp)`` and ``vtln_high * min(1, warp)``, joined linearly to the unmoved
-    ``low_freq`` and ``high_freq`` (float32, Kaldi's order of operations)."""
+    ``low_freq`` and ``high_freq`` (float32, Kaldi's order of operations).  ``warp`` may be an array
+    that broadcasts against ``freq``: one warp per row."""
     f32 = np.float32
     freq = np.asarray(freq, np.float32)
+    warp = np.asarray(warp, np.float32)  # a scalar, or one warp per row broadcast against freq
     one = f32(1.0)
-    lo, hi = f32(vtln_low) * max(one, f32(warp)), f32(vtln_high) * min(one, f32(warp))
-    scale = one / f32(warp)
+    lo, hi = f32(vtln_low) * np.maximum(one, warp), f32(vtln_high) * np.minimum(one, warp)
+    scale = one / warp
     fl, fh = scale * lo, scale * hi
     scale_left = (fl - f32(low_freq)) / (lo - f32(low_freq))
     scale_right = (f32(high_freq) - fh) / (f32(high_freq) - hi)
@@ -163,6 +165,15 @@ def vtln_warp_mel(mel, low_freq, high_freq, vtln_low, vtln_high, warp):
     return mel_scale(vtln_warp_freq(inverse_mel_scale(mel), low_freq, high_freq, vtln_low, vtln_high, warp))
 
 
+def vtln_band(cfg: FbankConfig) -> tuple[np.float32, np.float32]:
+    """``(high_freq, vtln_high)`` with Kaldi's offsets resolved (a value <= 0 is an offset from
+    Nyquist, resp. from high_freq), in float32 as Kaldi computes them."""
+    f32 = np.float32
+    nyquist = f32(0.5) * f32(cfg.sample_rate)
+    high = f32(cfg.high_freq) if cfg.high_freq > 0 else nyquist + f32(cfg.high_freq)
+    return high, (f32(cfg.vtln_high) if cfg.vtln_high > 0 else high + f32(cfg.vtln_high))
+
+
 @lru_cache(maxsize=16)
 def mel_banks(cfg: FbankConfig) -> np.ndarray:
     """Triangular Mel filters as a dense ``[padded/2 + 1, num_bins]`` float32 matrix.
@@ -173,8 +184,7 @@ def mel_banks(cfg: FbankConfig) -> np.ndarray:
     f32 = np.float32
     n_fft = cfg.padded_window_size
     num_fft_bins = n_fft // 2
-    nyquist = f32(0.5) * f32(cfg.sample_rate)
-    high = f32(cfg.high_freq) if cfg.high_freq > 0 else nyquist + f32(cfg.high_freq)
+    high, v_high = vtln_band(cfg)
     mel_low, mel_high = mel_scale(cfg.low_freq), mel_scale(high)
     delta = (mel_high - mel_low) / f32(cfg.num_mel_bins + 1)
     b = np.arange(cfg.num_mel_bins, dtype=np.float32)[None, :]
@@ -182,7 +192,6 @@ def mel_banks(cfg: FbankConfig) -> np.ndarray:
     center = mel_low + (b + f32(1)) * delta
     right = mel_low + (b + f32(2)) * delta
     if cfg.vtln_warp != 1.0:
-        v_high = f32(cfg.vtln_high) if cfg.vtln_high > 0 else high + f32(cfg.vtln_high)
         warp = [f32(cfg.low_freq), high, f32(cfg.vtln_low), v_high, f32(cfg.vtln_warp)]
         left, center, right = (vtln_warp_mel(m, *warp) for m in (left, center, right))
     width = f32(cfg.sample_rate) / f32(n_fft)

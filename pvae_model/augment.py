@@ -16,9 +16,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
-
 import numpy as np
+import torch
 
 from pvae_data.config import ConfigMixin
 
@@ -64,25 +63,24 @@ class SpecAugmentConfig(ConfigMixin):
                              f"feature bins")
 
 
-def warp_source_bins(warp: float, fbank) -> np.ndarray:
+def warp_source_bins(warps, fbank) -> np.ndarray:
     """For each Mel bin of ``fbank`` (a ``pvae_data.fbank.FbankConfig``), the fractional bin of the
-    unwarped features that Kaldi's filter warped by ``warp`` is centred on (clipped to the bins)."""
-    from pvae_data.fbank import inverse_mel_scale, mel_scale, vtln_warp_freq
+    unwarped features that Kaldi's filter warped by ``warps`` is centred on (clipped to the bins):
+    ``[F]`` for one warp, ``[B, F]`` for ``B`` of them."""
+    from pvae_data.fbank import mel_scale, vtln_band, vtln_warp_mel
 
     n = fbank.num_mel_bins
-    nyquist = 0.5 * fbank.sample_rate
-    high = fbank.high_freq if fbank.high_freq > 0 else nyquist + fbank.high_freq
-    v_high = fbank.vtln_high if fbank.vtln_high > 0 else high + fbank.vtln_high
+    high, v_high = vtln_band(fbank)
     lo, hi = float(mel_scale(fbank.low_freq)), float(mel_scale(high))
     step = (hi - lo) / (n + 1)
-    centres = inverse_mel_scale(lo + step * np.arange(1, n + 1))
-    moved = vtln_warp_freq(centres, fbank.low_freq, high, fbank.vtln_low, v_high, warp)
-    return np.clip((mel_scale(moved) - lo) / step - 1.0, 0.0, n - 1.0)
+    warps = np.asarray(warps, np.float32)[..., None]
+    moved = vtln_warp_mel(lo + step * np.arange(1, n + 1), fbank.low_freq, high, fbank.vtln_low, v_high, warps)
+    return np.clip((moved - lo) / step - 1.0, 0.0, n - 1.0)
 
 
 def mel_warp(x: torch.Tensor, warps: torch.Tensor, fbank) -> torch.Tensor:
     """``x`` [B, T, F] with utterance ``b``'s Mel axis warped by ``warps[b]`` (see the module doc)."""
-    src = torch.from_numpy(np.stack([warp_source_bins(float(w), fbank) for w in warps])).to(x.dtype)  # [B, F]
+    src = torch.from_numpy(warp_source_bins(warps.numpy(), fbank)).to(x.dtype)  # [B, F]
     left = src.floor().long().clamp(max=x.shape[2] - 1)
     right = (left + 1).clamp(max=x.shape[2] - 1)
     frac = (src - left.to(x.dtype))[:, None, :]
