@@ -31,7 +31,7 @@ def vocoder(segments, audio_shards, out: Path, config_file, epochs, resume: bool
     instead of Griffin-Lim.
     """
     from pvae_data.config import merge_config
-    from pvae_data.shards.schema import load_index
+    from .run import load_fbank_config
 
     from .vocoder_train import VocoderTrainConfig, fit
 
@@ -44,7 +44,7 @@ def vocoder(segments, audio_shards, out: Path, config_file, epochs, resume: bool
         config_file = out / "config.yaml"
     with _command_errors():
         if audio_shards is not None:
-            given["fbank"] = load_index(audio_shards)[1]["features"]["fbank"]
+            given["fbank"] = load_fbank_config(audio_shards)
         cfg = VocoderTrainConfig.from_dict(merge_config(config_file, _parse_set(sets), given))
         m = fit(cfg, out, resume=resume, show_progress=not quiet)
     if m:

@@ -63,6 +63,14 @@ def load_cmvn(audio_shards) -> dict | None:
     return (load_index(audio_shards)[1].get("cmvn") or {}).get("global")
 
 
+def load_fbank_config(audio_shards) -> dict:
+    """The FBank configuration the audio shards' features were computed with (``index.json``
+    "features" -> "fbank"): what a front end, a vocoder or a warp of the Mel axis must match."""
+    from pvae_data.shards.schema import load_index
+
+    return load_index(audio_shards)[1]["features"]["fbank"]
+
+
 def shard_dir(run_dir, name: str, saved: str, override: str | None = None, source: str | None = None) -> str:
     """Where a run's ``name`` shards are: ``override`` when given, else the path saved in its
     config, as saved (runs since the paths are stored resolved) or relative to the run directory's

@@ -14,10 +14,9 @@ DEFAULT_FRAMES = 60  # a spoken digit's length when neither a reference nor the 
 def load_run_parts(run_dir, checkpoint: str = "last") -> dict:
     """A trained PVAE run's model and everything its inputs need, without the test sets."""
     from pvae_data.shards.reader import AudioShards
-    from pvae_data.shards.schema import load_index
     from pvae_data.vad import VadConfig
 
-    from .run import CONFIG, _run_config, load_cmvn, load_model, run_kind, shard_dir
+    from .run import CONFIG, _run_config, load_cmvn, load_fbank_config, load_model, run_kind, shard_dir
 
     kind = run_kind(run_dir)
     if kind is None:
@@ -27,7 +26,7 @@ def load_run_parts(run_dir, checkpoint: str = "last") -> dict:
     model, cfg, ck = load_model(run_dir, checkpoint, expect=kind)
     saved = _run_config(run_dir) or {}
     audio = shard_dir(run_dir, "audio_shards", str(saved.get("audio_shards", cfg.audio_shards)))
-    fbank = load_index(audio)[1]["features"]["fbank"]
+    fbank = load_fbank_config(audio)
     frontend = SpeechFrontEnd(fbank=fbank, cmvn_mode=cfg.cmvn, cmvn=load_cmvn(audio), vad=VadConfig().to_dict())
     try:
         lengths = AudioShards(audio, "test").lengths

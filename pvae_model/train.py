@@ -23,7 +23,7 @@ from .data import PairedEpochs, base_speakers, load_audio_split, load_image_spli
 from .engine import NonFiniteLoss, Task, run_task
 from .eval.metrics import encode_means, kmeans_purity
 from .models import MODALITIES, build_model
-from .run import load_cmvn
+from .run import load_cmvn, load_fbank_config
 
 __all__ = ["NonFiniteLoss", "PairedTask", "train"]
 
@@ -116,9 +116,8 @@ class PairedTask(Task):
         fbank = None
         if cfg.spec_augment.warps:
             from pvae_data.fbank import FbankConfig
-            from pvae_data.shards.schema import load_index
 
-            fbank = FbankConfig.from_dict(load_index(cfg.audio_shards)[1]["features"]["fbank"])
+            fbank = FbankConfig.from_dict(load_fbank_config(cfg.audio_shards))
         self.data = PairedEpochs(audio, images, cfg.batch_size, seed=cfg.seed, rank=trainer.rank,
                                  world_size=trainer.world, image_shift=cfg.image_shift, spec_augment=cfg.spec_augment,
                                  fbank=fbank)
@@ -166,8 +165,6 @@ class PairedTask(Task):
         of written ones (prior style; Griffin-Lim), for TensorBoard."""
         if self.cfg.model != "pvae":
             return {}
-        from pvae_data.shards.schema import load_index
-
         from .data import pad_audio
         from .eval.audio_synth import fbank_to_wave
 
@@ -182,7 +179,7 @@ class PairedTask(Task):
         t = int(lengths.float().median())
         feats = model.decode_audio(zs_i, torch.zeros(len(zs_i), model.cfg.z_audio, device=device),
                                    torch.full((len(zs_i),), t, device=device)).cpu()
-        fcfg = load_index(self.cfg.audio_shards)[1]["features"]["fbank"]
+        fcfg = load_fbank_config(self.cfg.audio_shards)
         audio = {f"image_to_speech/digit{d}": (fbank_to_wave(f[:t].numpy(), fcfg, self.cmvn), int(fcfg["sample_rate"]))
                  for d, f in zip(digits, feats)}
         return {"images": {"speech_to_image": images}, "audio": audio}

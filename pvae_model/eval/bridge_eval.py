@@ -22,7 +22,7 @@ def evaluate_bridge(bridge_dir: str | Path, n_images: int = 1000, seed: int = 0,
     diversity of the outputs, round-trip error, training cost), an interpolation grid and the WAVs of written -> spoken digits."""
     import soundfile as sf
 
-    from pvae_data.shards.schema import load_index
+    from ..run import load_fbank_config
 
     from .audio_synth import fbank_to_wave
     from ..data import pad_audio
@@ -69,7 +69,7 @@ def evaluate_bridge(bridge_dir: str | Path, n_images: int = 1000, seed: int = 0,
         "vocoder": vocoder or "griffin-lim",
     }
     _interpolation_grid(lb, latents, out / "bridge_interpolation.png", seed)
-    fcfg = load_index(lb.bases.audio_shards)[1]["features"]["fbank"]
+    fcfg = load_fbank_config(lb.bases.audio_shards)
     from ..vocoder import speaking_vocoder
 
     voc = speaking_vocoder(vocoder, fcfg)

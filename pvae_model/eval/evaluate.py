@@ -322,7 +322,7 @@ def _generation(model, audio, images, cmvn, cfg, ecfg: EvalConfig, out: Path) ->
     """Style transfer (within a modality) and cross-modal generation grids, plus WAV files."""
     import soundfile as sf
 
-    from pvae_data.shards.schema import load_index
+    from ..run import load_fbank_config
 
     from .audio_synth import fbank_to_wave
     from ..data import pad_audio
@@ -365,7 +365,7 @@ def _generation(model, audio, images, cmvn, cfg, ecfg: EvalConfig, out: Path) ->
                "spoken -> written: z_s from the spoken digit on top, z_i from the left column",
                out / "cross_speech_to_image.png")
 
-    fcfg = load_index(cfg.audio_shards)[1]["features"]["fbank"]
+    fcfg = load_fbank_config(cfg.audio_shards)
     vocoder = speaking_vocoder(ecfg.vocoder, fcfg)
 
     def fbank_grid(zs, top, title, path, wav_prefix=None):
