@@ -102,18 +102,45 @@ class GaussianHead(nn.Module):
         return self.mu(h), self.logvar(h)
 
 
-class AudioDecoder(nn.Module):
-    """[z] fed at every step of a 1-layer LSTM; a shared linear layer gives each frame's mean."""
+AUDIO_DECODER_POSITIONS = ("none", "relative")
+POSITION_HARMONICS = 3  # sin/cos of pi*k*r for k = 1..3, beside r itself
 
-    def __init__(self, z_dim: int, feat_dim: int = 80, hidden: int = 512):
+
+def relative_position(lengths: torch.Tensor, t_max: int) -> torch.Tensor:
+    """``[B, t_max, 1 + 2 * POSITION_HARMONICS]``: each frame's place in its own utterance,
+    r = (t + 0.5) / length in (0, 1), with sin(pi k r) and cos(pi k r); padding frames read r = 1.
+    It depends on each utterance's own length only, so extra padding changes nothing."""
+    t = torch.arange(t_max, device=lengths.device, dtype=torch.float32)[None, :] + 0.5
+    r = (t / lengths.to(torch.float32).clamp(min=1)[:, None]).clamp(max=1.0).unsqueeze(-1)
+    k = torch.arange(1, POSITION_HARMONICS + 1, device=lengths.device, dtype=torch.float32)
+    return torch.cat([r, torch.sin(math.pi * k * r), torch.cos(math.pi * k * r)], dim=-1)
+
+
+class AudioDecoder(nn.Module):
+    """[z] fed at every step of a 1-layer LSTM; a shared linear layer gives each frame's mean.
+
+    ``position="relative"`` (a named architecture departure, ``PVAEConfig.departures.audio_decoder_position``):
+    each step also reads the frame's place in its utterance (:func:`relative_position`), so the
+    decoder lays a digit out over whatever length it is asked for; with the paper's constant input
+    its LSTM must keep time itself, and a digit generated with a style from the prior gets an
+    average time course."""
+
+    def __init__(self, z_dim: int, feat_dim: int = 80, hidden: int = 512, position: str = "none"):
         super().__init__()
-        self.lstm = nn.LSTM(z_dim, hidden, batch_first=True)
+        if position not in AUDIO_DECODER_POSITIONS:
+            raise ValueError(f"audio decoder position must be one of {AUDIO_DECODER_POSITIONS}, got {position!r}")
+        self.position = position
+        extra = 1 + 2 * POSITION_HARMONICS if position == "relative" else 0
+        self.lstm = nn.LSTM(z_dim + extra, hidden, batch_first=True)
         self.out = nn.Linear(hidden, feat_dim)
 
     def forward(self, z: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """``[B, max(lengths), feat_dim]``; frames past each length are zero (never scored)."""
         t_max = int(lengths.max())
-        h, _ = self.lstm(z.unsqueeze(1).expand(-1, t_max, -1))
+        inp = z.unsqueeze(1).expand(-1, t_max, -1)
+        if self.position == "relative":
+            inp = torch.cat([inp, relative_position(lengths, t_max).to(z.dtype)], dim=-1)
+        h, _ = self.lstm(inp)
         return self.out(h) * frame_mask(lengths, t_max).unsqueeze(-1)
 
 

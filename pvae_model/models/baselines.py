@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..modules import AudioDecoder, AudioPreEncoder, GaussianHead, ImageDecoder
+from ..modules import AudioPreEncoder, GaussianHead, ImageDecoder
 from ..modules import audio_input, kl_gauss, kl_std_normal, reparameterize
 from .base import FromRun, ModelOutput
 from .pvae import PVAEConfig
@@ -44,7 +44,7 @@ class UnimodalVAE(FromRun, nn.Module):
         if modality == "audio":
             z = cfg.z_shared + cfg.z_audio
             self.pre = AudioPreEncoder(cfg.feat_dim, H, cfg.departures.audio_input_norm)
-            self.dec = AudioDecoder(z, cfg.feat_dim, H)
+            self.dec = cfg.audio_decoder(z)
         else:
             z = cfg.z_shared + cfg.z_image
             self.pre = cfg.image_pre_encoder()
@@ -105,7 +105,7 @@ class JMVAE(FromRun, nn.Module):
         self.mm_head = GaussianHead(2 * H, z)
         self.uni_a, self.uni_i = AudioPreEncoder(cfg.feat_dim, H, cfg.departures.audio_input_norm), cfg.image_pre_encoder()
         self.head_a, self.head_i = GaussianHead(H, z), GaussianHead(H, z)
-        self.dec_a, self.dec_i = AudioDecoder(z, cfg.feat_dim, H), ImageDecoder(z)
+        self.dec_a, self.dec_i = cfg.audio_decoder(z), ImageDecoder(z)
         self.lik = cfg.likelihoods()
 
     def encode_audio(self, x_a, lengths):

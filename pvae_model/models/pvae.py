@@ -20,7 +20,7 @@ import math
 import torch
 from torch import nn
 
-from ..modules import AudioDecoder, AudioPreEncoder, GaussianHead, ImageDecoder
+from ..modules import AudioPreEncoder, GaussianHead, ImageDecoder
 from ..modules import audio_input, kl_gauss, kl_std_normal, rbf, rbf_dist_half, reparameterize
 from .base import FromRun, ModelOutput, cyclic_derangement
 from .pvae_config import PVAEConfig
@@ -81,7 +81,7 @@ class PVAE(FromRun, nn.Module):
                            {"s": cfg.z_shared, "a": cfg.z_audio, "i": cfg.z_image})
         self.enc_a = _Encoder(nn.ModuleDict({"a": pre_a()}), H, {"s": cfg.z_shared, "a": cfg.z_audio})
         self.enc_i = _Encoder(nn.ModuleDict({"i": pre_i()}), H, {"s": cfg.z_shared, "i": cfg.z_image})
-        self.dec_a = AudioDecoder(cfg.z_shared + cfg.z_audio, cfg.feat_dim, H)
+        self.dec_a = cfg.audio_decoder(cfg.z_shared + cfg.z_audio)
         self.dec_i = ImageDecoder(cfg.z_shared + cfg.z_image)
         self.lik = cfg.likelihoods()
         self.adv_scale = 1.0 if cfg.departures.private_adv_start <= 0 else 0.0  # set per epoch by set_epoch()
@@ -144,6 +144,8 @@ class PVAE(FromRun, nn.Module):
         neg_elbo = nll_a + nll_i + kl["s"] + kl["a"] + kl["i"]
         # zero with the paper's objective
         extra_kl = (dep.kl_private_weight - 1.0) * (kl["a"] + kl["i"])
+        if dep.private_free_nats > 0:  # free bits: below the floor a private KL costs nothing
+            extra_kl = extra_kl + sum(kl[k].clamp(min=dep.private_free_nats) - kl[k] for k in ("a", "i"))
         total = neg_elbo + extra_kl + cfg.alpha * (coh_a + coh_i) + cfg.beta * con
         m = {"neg_elbo": neg_elbo.mean(), "nll_audio": nll_a.mean(), "nll_image": nll_i.mean(),
              "kl_s": kl["s"].mean(), "kl_a": kl["a"].mean(), "kl_i": kl["i"].mean(),

@@ -18,7 +18,8 @@ from dataclasses import dataclass, field, fields
 
 from pvae_data.config import ConfigMixin, check_field_types
 
-from ..modules import AUDIO_INPUT_NORMS, DECODER_VARIANCES, IMAGE_ENCODER_DEPTHS, ImagePreEncoder, Likelihoods
+from ..modules import AUDIO_DECODER_POSITIONS, AUDIO_INPUT_NORMS, DECODER_VARIANCES, IMAGE_ENCODER_DEPTHS
+from ..modules import AudioDecoder, ImagePreEncoder, Likelihoods
 
 MAX_WIDTH = 8192  # 16x the paper's 512-cell LSTMs: anything wider is a typo, not a model
 OBJECTIVES = ("paper", "plus")
@@ -50,12 +51,19 @@ class Departures(ConfigMixin):
     private_adv_start: int = 0
     # Weight of KL(z_a) and KL(z_i); 1 = the paper's ELBO.
     kl_private_weight: float = 1.0
+    # Free bits (Kingma et al. 2016) on each private latent: per item, KL(z_a) and KL(z_i) below this
+    # many nats cost nothing, so a decoder that learned early to do without its private latent
+    # (posterior collapse) can still be given one.  0 = the paper's ELBO.
+    private_free_nats: float = 0.0
     # Architecture.  image_encoder "deep": a 3x3 conv before each of the spec's two strided convs
     # (the spec's encoder tops out at 98.6-99.0 % on MNIST test even trained on the labels).
     # audio_input_norm "utterance": the speech pre-encoders read each utterance normalised by its
     # own mean and variance (for voices never heard in training, docs/voices.md).
+    # audio_decoder_position "relative": the speech decoder's LSTM reads each frame's place in its
+    # utterance beside z (modules.relative_position), not z alone.
     image_encoder: str = "spec"
     audio_input_norm: str = "none"
+    audio_decoder_position: str = "none"
     # A speaker critic on the speech side's z_s (domain-adversarial training, Ganin et al. 2016;
     # for speakers, Meng et al. 2018): a small classifier reads z_s (multimodal and unimodal
     # samples) and learns the training speaker (base speaker: ``sp0.9-george`` is ``george``);
@@ -76,13 +84,14 @@ class Departures(ConfigMixin):
         for name, allowed in (("cross_grad", ("all", "decoders")),
                               ("private_label_adv_mode", ("reverse", "capped", "confusion")),
                               ("image_encoder", IMAGE_ENCODER_DEPTHS), ("audio_input_norm", AUDIO_INPUT_NORMS),
+                              ("audio_decoder_position", AUDIO_DECODER_POSITIONS),
                               ("decoder_variance", DECODER_VARIANCES)):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {tuple(allowed)}, got {getattr(self, name)!r}")
         if self.image_nll_std <= 0:
             raise ValueError("image_nll_std must be > 0")
         for name in ("cross_weight", "private_label_adv_weight", "private_adv_start", "kl_private_weight",
-                     "speaker_adv_weight", "speaker_classes"):
+                     "private_free_nats", "speaker_adv_weight", "speaker_classes"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
 
@@ -192,6 +201,8 @@ class PVAEConfig(ConfigMixin):
             out["image_nll_std"] = dep.image_nll_std
         if dep.kl_private_weight != 1.0:
             out["kl_private_weight"] = dep.kl_private_weight
+        if dep.private_free_nats > 0:
+            out["private_free_nats"] = dep.private_free_nats
         if dep.private_label_adv_weight > 0:
             out.update(private_label_adv_weight=dep.private_label_adv_weight,
                        private_label_adv_mode=dep.private_label_adv_mode)
@@ -207,12 +218,17 @@ class PVAEConfig(ConfigMixin):
         """The sizes that differ from the paper's architecture (``{name: value}``), named beside the
         objective's deviations.  Layer sizes marked (*) in the spec (image channels) are choices."""
         mine = {**{f.name: getattr(self, f.name) for f in fields(self)},
-                "image_encoder": self.departures.image_encoder, "audio_input_norm": self.departures.audio_input_norm}
+                "image_encoder": self.departures.image_encoder, "audio_input_norm": self.departures.audio_input_norm,
+                "audio_decoder_position": self.departures.audio_decoder_position}
         return {k: mine[k] for k, v in PAPER_SIZES.items() if mine[k] != v}
 
     def likelihoods(self) -> Likelihoods:
         """The decoders' likelihoods this config names (every model builds them here)."""
         return Likelihoods(self.feat_dim, self.departures.image_nll_std, self.departures.decoder_variance)
+
+    def audio_decoder(self, z_dim: int) -> AudioDecoder:
+        """The speech decoder this config names, from a ``z_dim`` latent (every model builds it here)."""
+        return AudioDecoder(z_dim, self.feat_dim, self.hidden, self.departures.audio_decoder_position)
 
     def image_pre_encoder(self) -> ImagePreEncoder:
         """The image pre-encoder this config names (every model builds it here)."""
@@ -221,7 +237,7 @@ class PVAEConfig(ConfigMixin):
 
 # the spec's architecture: 80-dim FBank, 32-dim latents, 512-unit LSTMs and FC layers, two strided convs
 PAPER_SIZES = {"feat_dim": 80, "z_shared": 32, "z_audio": 32, "z_image": 32, "hidden": 512, "image_encoder": "spec",
-               "audio_input_norm": "none"}
+               "audio_input_norm": "none", "audio_decoder_position": "none"}
 # Old runs' flat spellings -> (sub-config, field)
 OLD_NAMES = {**{f: ("departures", f) for f in ("image_nll_std", "cross_weight", "cross_grad", "private_label_adv_weight",
                                               "private_label_adv_mode", "private_adv_start", "kl_private_weight",

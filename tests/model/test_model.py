@@ -33,9 +33,10 @@ def loss_and_grads(model, batch, seed=1):
     return out, {n: p.grad.clone() for n, p in model.named_parameters()}
 
 
-def test_padding_changes_neither_loss_nor_gradients():
+@pytest.mark.parametrize("position", ["none", "relative"])
+def test_padding_changes_neither_loss_nor_gradients(position):
     torch.manual_seed(0)
-    model = PVAE(SMALL)
+    model = PVAE(PVAEConfig.from_dict({**SMALL.to_dict(), "departures": {"audio_decoder_position": position}}))
     batch = make_batch()
     padded = dict(batch)
     extra = torch.randn(5, 13, 6) * 100  # garbage after every sequence's end
@@ -232,6 +233,8 @@ def test_vae_label_weight_adds_a_digit_classifier_on_the_latent_sample():
 
 def test_size_changes_name_the_sizes_that_differ_from_the_paper():
     assert PVAEConfig().size_changes() == {}
+    assert PVAEConfig(departures={"audio_decoder_position": "relative"}).size_changes() == \
+        {"audio_decoder_position": "relative"}
     assert PVAEConfig(hidden=256).size_changes() == {"hidden": 256}
     assert PVAEConfig(**GOLDEN_CFG).size_changes() == {"feat_dim": 8, "z_shared": 4, "z_audio": 3, "z_image": 5,
                                                        "hidden": 16}
@@ -508,3 +511,36 @@ def test_learned_decoder_variance_is_a_named_departure_with_the_gaussian_formula
     with pytest.raises(ValueError, match="decoder_variance"):
         PVAEConfig(departures={"decoder_variance": "per-pixel"})
     assert PVAEConfig(departures={"decoder_variance": "optimal"}).deviations()["decoder_variance"] == "optimal"
+
+
+def test_relative_position_follows_each_utterances_own_length():
+    from pvae_model.modules import AudioDecoder, relative_position
+
+    pos = relative_position(torch.tensor([4, 2]), 6)
+    assert pos.shape == (2, 6, 7)
+    assert torch.allclose(pos[0, :4, 0], torch.tensor([0.125, 0.375, 0.625, 0.875]))
+    assert torch.allclose(pos[1, :2, 0], torch.tensor([0.25, 0.75]))
+    assert torch.all(pos[1, 2:, 0] == 1.0)  # padding reads the end
+    assert torch.allclose(pos[0, :, 1], torch.sin(math.pi * pos[0, :, 0]))
+    # the same z laid over two lengths: the decoder's input differs, so its time course scales
+    dec = AudioDecoder(3, 4, 8, position="relative")
+    z = torch.randn(1, 3).expand(2, -1)
+    out = dec(z, torch.tensor([6, 3]))
+    assert out.shape == (2, 6, 4) and torch.all(out[1, 3:] == 0)
+    assert not torch.allclose(out[0, :3], out[1, :3])
+    constant = AudioDecoder(3, 4, 8)(z, torch.tensor([6, 3]))  # the paper's: blind to the length
+    assert torch.allclose(constant[0, :3], constant[1, :3])
+    with pytest.raises(ValueError, match="audio_decoder_position"):
+        PVAEConfig(departures={"audio_decoder_position": "absolute"})
+
+
+def test_private_free_nats_lift_each_private_kl_to_the_floor():
+    """Free bits: per item, max(KL, floor) replaces KL(z_a) and KL(z_i); with a floor above every
+    item's KL the loss grows by exactly 2 floor - KL_a - KL_i (batch means), and it is a named departure."""
+    paper, free = _golden_metrics(), _golden_metrics(departures=dict(private_free_nats=1000.0))
+    for k in ("nll_audio", "nll_image", "kl_a", "kl_i", "contrastive"):
+        assert free[k] == pytest.approx(paper[k], rel=1e-6), k
+    assert free["loss"] == pytest.approx(paper["loss"] + 2000.0 - paper["kl_a"] - paper["kl_i"], rel=1e-6)
+    assert PVAEConfig(departures=dict(private_free_nats=4.0)).deviations() == {"private_free_nats": 4.0}
+    with pytest.raises(ValueError, match="private_free_nats"):
+        PVAEConfig(departures=dict(private_free_nats=-1.0))
