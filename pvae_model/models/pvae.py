@@ -142,10 +142,12 @@ class PVAE(FromRun, nn.Module):
         neg = cyclic_derangement(len(mu_a), generator, mu_a.device)
         con = self.contrastive(mu_a, mu_i, neg)
         neg_elbo = nll_a + nll_i + kl["s"] + kl["a"] + kl["i"]
-        # zero with the paper's objective
-        extra_kl = (dep.kl_private_weight - 1.0) * (kl["a"] + kl["i"])
+        # the private KLs as the objective counts them (weighted; with free bits, never below the floor)
+        # minus those in neg_elbo: zero with the paper's objective
+        private = kl["a"] + kl["i"]
         if dep.private_free_nats > 0:  # free bits: below the floor a private KL costs nothing
-            extra_kl = extra_kl + sum(kl[k].clamp(min=dep.private_free_nats) - kl[k] for k in ("a", "i"))
+            private = kl["a"].clamp(min=dep.private_free_nats) + kl["i"].clamp(min=dep.private_free_nats)
+        extra_kl = dep.kl_private_weight * private - (kl["a"] + kl["i"])
         total = neg_elbo + extra_kl + cfg.alpha * (coh_a + coh_i) + cfg.beta * con
         m = {"neg_elbo": neg_elbo.mean(), "nll_audio": nll_a.mean(), "nll_image": nll_i.mean(),
              "kl_s": kl["s"].mean(), "kl_a": kl["a"].mean(), "kl_i": kl["i"].mean(),

@@ -541,6 +541,9 @@ def test_private_free_nats_lift_each_private_kl_to_the_floor():
     for k in ("nll_audio", "nll_image", "kl_a", "kl_i", "contrastive"):
         assert free[k] == pytest.approx(paper[k], rel=1e-6), k
     assert free["loss"] == pytest.approx(paper["loss"] + 2000.0 - paper["kl_a"] - paper["kl_i"], rel=1e-6)
+    # with a weight on the private KLs the floor applies to the weighted term: still a constant
+    weighted = _golden_metrics(departures=dict(private_free_nats=1000.0, kl_private_weight=0.5))
+    assert weighted["loss"] == pytest.approx(paper["loss"] + 1000.0 - paper["kl_a"] - paper["kl_i"], rel=1e-6)
     assert PVAEConfig(departures=dict(private_free_nats=4.0)).deviations() == {"private_free_nats": 4.0}
     with pytest.raises(ValueError, match="private_free_nats"):
         PVAEConfig(departures=dict(private_free_nats=-1.0))
