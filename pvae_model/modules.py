@@ -104,10 +104,11 @@ class GaussianHead(nn.Module):
 
 AUDIO_DECODER_POSITIONS = ("none", "relative")
 POSITION_HARMONICS = 3  # sin/cos of pi*k*r for k = 1..3, beside r itself
+POSITION_FEATURES = 1 + 2 * POSITION_HARMONICS
 
 
 def relative_position(lengths: torch.Tensor, t_max: int) -> torch.Tensor:
-    """``[B, t_max, 1 + 2 * POSITION_HARMONICS]``: each frame's place in its own utterance,
+    """``[B, t_max, POSITION_FEATURES]``: each frame's place in its own utterance,
     r = (t + 0.5) / length in (0, 1), with sin(pi k r) and cos(pi k r); padding frames read r = 1.
     It depends on each utterance's own length only, so extra padding changes nothing."""
     t = torch.arange(t_max, device=lengths.device, dtype=torch.float32)[None, :] + 0.5
@@ -130,8 +131,7 @@ class AudioDecoder(nn.Module):
         if position not in AUDIO_DECODER_POSITIONS:
             raise ValueError(f"audio decoder position must be one of {AUDIO_DECODER_POSITIONS}, got {position!r}")
         self.position = position
-        extra = 1 + 2 * POSITION_HARMONICS if position == "relative" else 0
-        self.lstm = nn.LSTM(z_dim + extra, hidden, batch_first=True)
+        self.lstm = nn.LSTM(z_dim + (POSITION_FEATURES if position == "relative" else 0), hidden, batch_first=True)
         self.out = nn.Linear(hidden, feat_dim)
 
     def forward(self, z: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
