@@ -20,17 +20,23 @@ def test_demo_config_names_its_deviations_and_size():
     cfg = load_config(CONFIGS / "pvae_fast.yaml")
     dev = cfg.pvae.deviations()
     assert dev["objective"] == "plus" and dev["private_label_adv_mode"] == "capped"
-    assert cfg.pvae.size_changes() == {"hidden": 256, "audio_input_norm": "utterance"}  # docs/voices.md
+    assert cfg.pvae.size_changes() == {"hidden": 256, "audio_input_norm": "utterance",
+                                       "audio_decoder_position": "relative"}  # docs/voices.md
+    assert dev["private_free_nats"] == 8.0
     assert cfg.max_minutes == 30
     # the paper-objective rows of pipelines/table1.sh: the plus-only term must be switched off too
     with pytest.raises(ValueError, match="plus"):
         load_config(CONFIGS / "pvae_fast.yaml", {"pvae.objective": "paper"})
     assert dev["speaker_adv_weight"] == 3.0  # docs/voices.md, "A speaker-adversarial term on z_s"
     paper = load_config(CONFIGS / "pvae_fast.yaml", {"pvae.objective": "paper", "pvae.departures.private_label_adv_weight": 0,
-                                                     "pvae.departures.speaker_adv_weight": 0})
+                                                     "pvae.departures.speaker_adv_weight": 0,
+                                                     "pvae.departures.private_free_nats": 0,
+                                                     "pvae.departures.audio_decoder_position": "none"})
     assert set(paper.pvae.deviations()) == {"image_nll_std"}
     table1 = (Path(__file__).resolve().parents[2] / "pipelines" / "table1.sh").read_text()
-    assert "pvae.departures.private_label_adv_weight=0" in table1 and "pvae.departures.speaker_adv_weight=0" in table1
+    for switched_off in ("pvae.departures.private_label_adv_weight=0", "pvae.departures.speaker_adv_weight=0",
+                         "pvae.departures.private_free_nats=0", "pvae.departures.audio_decoder_position=none"):
+        assert switched_off in table1
 
 
 def test_bridge_config_names_its_deviations_and_the_pipeline_uses_it():
