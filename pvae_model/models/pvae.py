@@ -183,16 +183,12 @@ class PVAE(FromRun, nn.Module):
 
     def cross_generate(self, lengths, qa, qi) -> dict[str, torch.Tensor]:
         """Each modality generated from the *other* one's unimodal z_s sample and its own private
-        latent, drawn from the prior (``cross_private: prior``) or from its own unimodal posterior
-        (``posterior``): {"image", "audio", "z_i", "z_a"}."""
+        latent drawn from the prior: {"image", "audio", "z_i", "z_a"}."""
         zs_a, zs_i = reparameterize(*qa["s"]), reparameterize(*qi["s"])
         if self.cfg.departures.cross_grad == "decoders":
             zs_a, zs_i = zs_a.detach(), zs_i.detach()
-        if self.cfg.departures.cross_private == "posterior":
-            z_i, z_a = reparameterize(*qi["i"]), reparameterize(*qa["a"])
-        else:
-            z_i = torch.randn(len(zs_a), self.cfg.z_image, device=zs_a.device, dtype=zs_a.dtype)
-            z_a = torch.randn(len(zs_i), self.cfg.z_audio, device=zs_i.device, dtype=zs_i.dtype)
+        z_i = torch.randn(len(zs_a), self.cfg.z_image, device=zs_a.device, dtype=zs_a.dtype)
+        z_a = torch.randn(len(zs_i), self.cfg.z_audio, device=zs_i.device, dtype=zs_i.dtype)
         return {"image": self.decode_image(zs_a, z_i), "audio": self.decode_audio(zs_i, z_a, lengths),
                 "z_i": z_i, "z_a": z_a, "zs_audio": zs_a, "zs_image": zs_i}
 

@@ -37,11 +37,6 @@ class Departures(ConfigMixin):
     # "all" (decoders and the unimodal z_s encoders) or "decoders" (the z_s samples detached).
     cross_weight: float = 1.0
     cross_grad: str = "all"
-    # objective "plus": the private latent of the modality a cross term reconstructs: "prior"
-    # (z_i ~ N(0, I): MMVAE+'s) or "posterior" (its own unimodal posterior's sample, as DMVAE's
-    # cross reconstruction: the style must then come from z_i, since the other modality's z_s
-    # cannot know it).
-    cross_private: str = "prior"
     # objective "plus": a *supervised* adversary on the private latents.  A linear digit classifier
     # per modality reads z_a (z_i) sampled from the multimodal and from the unimodal posterior; its
     # cross-entropy trains it and pushes the encoders so that no linear read-out of a private
@@ -86,7 +81,7 @@ class Departures(ConfigMixin):
 
     def __post_init__(self) -> None:
         check_field_types(self)
-        for name, allowed in (("cross_grad", ("all", "decoders")), ("cross_private", ("prior", "posterior")),
+        for name, allowed in (("cross_grad", ("all", "decoders")),
                               ("private_label_adv_mode", ("reverse", "capped", "confusion")),
                               ("image_encoder", IMAGE_ENCODER_DEPTHS), ("audio_input_norm", AUDIO_INPUT_NORMS),
                               ("audio_decoder_position", AUDIO_DECODER_POSITIONS),
@@ -202,8 +197,6 @@ class PVAEConfig(ConfigMixin):
             return out
         if self.objective != "paper":
             out.update(objective=self.objective, cross_weight=dep.cross_weight, cross_grad=dep.cross_grad)
-            if dep.cross_private != "prior":
-                out["cross_private"] = dep.cross_private
         if dep.image_nll_std != 1.0:
             out["image_nll_std"] = dep.image_nll_std
         if dep.kl_private_weight != 1.0:

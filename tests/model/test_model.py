@@ -264,29 +264,6 @@ def test_cross_terms_reach_the_unimodal_shared_latent_but_not_the_private_encode
     assert model.dec_a.out.weight.grad.abs().sum() > 0 and model.dec_i.fc[0].weight.grad.abs().sum() > 0
 
 
-def test_cross_terms_with_the_private_posterior_train_the_style_heads_and_read_the_style():
-    """cross_private="posterior": the reconstructed modality's own unimodal z_a / z_i sample
-    replaces the prior draw, so the cross terms reach the unimodal style heads, and the
-    reconstruction no longer depends on the generator's noise draw of the style."""
-    torch.manual_seed(0)
-    model = PVAE(PVAEConfig(**GOLDEN_CFG, objective="plus", departures=dict(cross_private="posterior")))
-    assert model.cfg.deviations()["cross_private"] == "posterior"
-    b = _golden_batch()
-    x_a = b["audio"]
-    qa, qi = model.encode_audio(x_a, b["lengths"]), model.encode_image(b["image"])
-    cross_i, cross_a = model.cross_reconstruction(x_a, b["lengths"], b["image"], qa, qi)
-    (cross_i.sum() + cross_a.sum()).backward()
-    assert model.enc_a.heads["a"].mu.weight.grad.abs().sum() > 0 and model.enc_i.heads["i"].mu.weight.grad.abs().sum() > 0
-    # with posterior means of (almost) zero variance, the style is the posterior's, not noise
-    q_sharp = {k: {n: (mu, torch.full_like(lv, -30.0)) for n, (mu, lv) in q.items()} for k, q in (("a", qa), ("i", qi))}
-    with torch.no_grad():
-        one = model.cross_generate(b["lengths"], q_sharp["a"], q_sharp["i"])
-        two = model.cross_generate(b["lengths"], q_sharp["a"], q_sharp["i"])
-    assert torch.allclose(one["image"], two["image"], atol=1e-5) and torch.allclose(one["z_i"], qi["i"][0], atol=1e-5)
-    with pytest.raises(ValueError, match="cross_private"):
-        PVAEConfig(departures=dict(cross_private="both"))
-
-
 def test_kernels():
     from pvae_model.modules import rbf_dist_half
 
