@@ -23,7 +23,7 @@ def main() -> None:
 
     from pvae_model.data import pad_audio
     from pvae_model.eval.judge import Judge
-    from pvae_model.eval.speakers import base_speaker, training_speakers
+    from pvae_model.eval.speakers import seen_in_training, training_speakers
     from pvae_model.run import load_run
 
     ap = argparse.ArgumentParser()
@@ -35,10 +35,9 @@ def main() -> None:
     args = ap.parse_args()
     ck, cfg, model, audio, images, _ = load_run(args.run, args.checkpoint)
     judge = Judge.load(cfg.audio_shards, cfg.image_shards)
-    seen_names = set(training_speakers(cfg.audio_shards).get("train") or [])
-    spk = np.array([base_speaker(s) for s in audio.speakers])
+    info = training_speakers(cfg.audio_shards)
     y = np.asarray(audio.labels)
-    seen = np.isin(spk, list(seen_names)) if seen_names else np.ones(len(y), bool)
+    seen = seen_in_training(audio.speakers, info) if info.get("train") else np.ones(len(y), bool)
     templates = [audio.feats[i].numpy().T for i in np.flatnonzero(seen)]
     t_labels = y[seen]
 

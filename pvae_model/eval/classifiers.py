@@ -162,11 +162,10 @@ def load_or_train(audio_shards: str | Path, image_shards: str | Path, cache: str
         sp, im = train_speech_classifier(a_tr), train_image_classifier(i_tr)
     from pvae_data.perturb import base_speaker
 
-    from .speakers import training_speakers
+    from .speakers import seen_in_training, training_speakers
 
-    seen = set(training_speakers(audio_shards).get("train") or [])
     correct = predict_speech(sp, a_te.feats) == a_te.labels
-    held = np.array([base_speaker(s) not in seen for s in a_te.speakers])
+    held = ~seen_in_training(a_te.speakers, training_speakers(audio_shards))
     info = {"judge_version": JUDGE_VERSION, "speech_judge": JUDGE,
             "speech_test_accuracy": float(correct.mean()),
             # on the test speakers training never heard: the judge's leave-one-speaker-out accuracy

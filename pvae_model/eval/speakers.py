@@ -46,6 +46,13 @@ def training_speakers(audio_shards) -> dict:
     return {**split_speakers, "held_out": held, "perturbed": None}
 
 
+def seen_in_training(speakers, speakers_info: dict) -> np.ndarray:
+    """Per test item, whether its speaker (perturbed copies folded into their source) is one of
+    the training speakers in ``speakers_info`` (``training_speakers``'s dict)."""
+    seen = set(speakers_info.get("train") or [])
+    return np.array([base_speaker(s) in seen for s in speakers], dtype=bool)
+
+
 def _cluster_accuracy(z: np.ndarray, labels: np.ndarray, seed: int = 0) -> np.ndarray:
     """Per-item correctness of labelling each k-means (k=10) cluster with its majority digit."""
     from sklearn.cluster import KMeans
@@ -89,14 +96,14 @@ def speaker_rows(model, judge, audio, images, speakers_info: dict, n_images: int
     i2s = judge.speech_predictions(model.decode_audio(zs_i, za_prior, lengths[ref]), lengths[ref])
     model.train(was)
 
-    seen = set(speakers_info.get("train") or [])
+    seen = seen_in_training(audio.speakers, speakers_info)
     per_speaker = {}
     for s in sorted(set(spk)):
         m = spk == s
-        per_speaker[s] = {"n": int(m.sum()), "seen_in_training": s in seen,
+        per_speaker[s] = {"n": int(m.sum()), "seen_in_training": bool(seen[m].any()),
                           **{k: float(v[m].mean()) for k, v in correct.items()}}
     groups = {}
-    for name, m in (("seen", np.isin(spk, list(seen))), ("held_out", ~np.isin(spk, list(seen)))):
+    for name, m in (("seen", seen), ("held_out", ~seen)):
         if m.any():
             groups[name] = {"n": int(m.sum()), "speakers": sorted(set(spk[m])),
                             **{k: float(v[m].mean()) for k, v in correct.items()}}
