@@ -6,7 +6,9 @@ BUNDLE/
   config.json         ``format`` / ``format_version``; ``kind``; the model's config (the run's
                       TrainConfig); the speech front end (FBank, CMVN mode and statistics, VAD);
                       the image policy; the vocoder; every departure and size change; the speakers
-                      training heard; the run's evaluated metrics when it has them
+                      training heard; the voices it speaks in (each training speaker's mean z_a,
+                      :mod:`pvae_model.voices`; absent from bundles written before them, which
+                      speak in the prior's style); the run's evaluated metrics when it has them
   README.md           the model card: data, protocol, seen / held-out speaker figures, departures,
                       how to load
 
@@ -58,6 +60,7 @@ def _pvae_contents(run_dir, checkpoint: str) -> tuple[dict, dict, dict]:
     """(config, weights, FBank config) of a PVAE run's bundle."""
     from .provenance import provenance
     from .run_parts import load_run_parts
+    from .voices import voices_to_json
 
     parts = load_run_parts(run_dir, checkpoint)
     metrics = run_metrics(run_dir)
@@ -67,6 +70,7 @@ def _pvae_contents(run_dir, checkpoint: str) -> tuple[dict, dict, dict]:
            "image": image_policy(), "vocoder": VOCODER,
            "deviations": parts["cfg"].deviations(), "size_changes": parts["cfg"].pvae.size_changes(),
            "speakers": metrics.get("speakers") or parts["speakers"],
+           "voices": voices_to_json(parts["voices"]) if parts["voices"] else None,
            "metrics": {k: metrics[k] for k in ("epoch", "purity", "coherence", "speaker_groups") if k in metrics},
            "provenance": {"exported": provenance({"audio_shards": parts["cfg"].audio_shards,
                                                   "image_shards": parts["cfg"].image_shards}),

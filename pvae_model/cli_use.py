@@ -62,8 +62,10 @@ def vocoder(segments, audio_shards, out: Path, config_file, epochs, resume: bool
 @click.option("--list", "list_file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="A file with one recording or picture per line (told apart by suffix).")
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Output directory.")
-@click.option("--style", default="prior", help="prior (the prior's mean), seed:N (drawn with seed N), or a reference "
-              "file: a picture sets the style of written digits, a recording that of spoken ones.")
+@click.option("--style", default=None, help="prior (the prior's mean), seed:N (drawn with seed N), voice or voice:NAME "
+              "(speech in the typical training voice, or a training speaker's), or a reference file: a picture sets "
+              "the style of written digits, a recording that of spoken ones.  Default: speech in the typical "
+              "voice, written digits in the prior's mean.")
 @click.option("--num", type=click.IntRange(1, 100), default=1, help="Outputs per input (needs --style seed:N).")
 @click.option("--checkpoint", default="last", help="For a run directory: last, best or a .pt file.")
 @click.option("--vocoder", "vocoder_run", type=EXISTING_DIR, default=None,

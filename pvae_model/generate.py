@@ -6,10 +6,14 @@
     image = m.speech_to_image(wave, sample_rate)         # [28, 28] in [0, 1]
     wave, rate = m.image_to_speech(image)                # float32 in [-1, 1]
 
-Style (the private latent the decoder is given besides z_s): ``"prior"`` (the prior's mean, the
-default), ``("seed", N)`` (drawn from the prior with seed N; ``num`` draws), or a reference:
-a written digit's z_i for speech -> image, a spoken digit's z_a (and its length) for image ->
-speech.  A bridge (latent translation) has no private latent: prior style only.
+Style (the private latent the decoder is given besides z_s): ``"prior"`` (the prior's mean),
+``("seed", N)`` (drawn from the prior with seed N; ``num`` draws), ``("voice", NAME)`` (a training
+speaker's voice, :mod:`pvae_model.voices`; NAME None: the typical voice), or a reference: a written
+digit's z_i for speech -> image, a spoken digit's z_a (and its length) for image -> speech.
+``style=None`` (the default) is each direction's own: speech in the typical voice where the model
+has voices (the prior's mean otherwise), written digits in the prior's mean.  A voice is a style
+of speech: written digits asked for with one take the prior's mean.  A bridge (latent
+translation) has no private latent: prior style only.
 """
 
 from __future__ import annotations
@@ -27,9 +31,14 @@ class CrossModal:
     """A trained PVAE with its front end: spoken digits in, written digits out, and back."""
 
     def __init__(self, model, frontend: SpeechFrontEnd, speech_frames: int, kind: str = "pvae",
-                 source: str = "", info: dict | None = None):
+                 source: str = "", info: dict | None = None, voices: dict | None = None):
+        from .voices import typical_voice
+
         self.model, self.frontend, self.speech_frames = model, frontend, int(speech_frames)
         self.kind, self.source, self.info = kind, source, info or {}
+        self.voices = dict(voices or {})  # {training speaker: mean z_a}
+        self.default_voice = typical_voice(self.voices)
+        self.info["voices"] = {"names": list(self.voices), "default": self.default_voice}
         self.sample_rate = int(frontend.fbank["sample_rate"])
         self.vocoder = None  # Griffin-Lim; use_vocoder() sets a trained pvae_model.vocoder.Vocoder
 
@@ -65,18 +74,21 @@ class CrossModal:
 
     # ---- the two directions --------------------------------------------------------------
     @torch.no_grad()
-    def speech_to_image(self, audio, sample_rate: int | None = None, style="prior", num: int = 1) -> np.ndarray:
+    def speech_to_image(self, audio, sample_rate: int | None = None, style=None, num: int = 1) -> np.ndarray:
         """Written digit(s) of a spoken one: ``[28, 28]`` (``[num, 28, 28]`` when num > 1), in [0, 1]."""
         x = self.speech_features(audio, sample_rate)
+        style = "prior" if style is None or _is_voice(style) else style
         zs = self.model.encode_audio(x[None], torch.tensor([len(x)]))["s"][0]
         zi, _ = self._style("image", style, num, self.model.cfg.z_image)
         out = self.model.decode_image(zs.expand(len(zi), -1), zi).clamp(0, 1)[:, 0].numpy()
         return out[0] if num == 1 else out
 
     @torch.no_grad()
-    def image_to_speech(self, image, style="prior", num: int = 1, frames: int | None = None):
+    def image_to_speech(self, image, style=None, num: int = 1, frames: int | None = None):
         """Spoken digit(s) of a written one: ``(wave, sample_rate)`` (a list of waves when num > 1)."""
         x = self.image_input(image)
+        if style is None:
+            style = ("voice", None) if self.voices else "prior"
         zs = self.model.encode_image(x[None])["s"][0]
         za, ref_frames = self._style("speech", style, num, self.model.cfg.z_audio)
         t = int(frames or ref_frames or self.speech_frames)
@@ -97,12 +109,29 @@ class CrossModal:
             g = torch.Generator().manual_seed(int(style[1]))
             return torch.randn(num, dim, generator=g), None
         if num > 1:
-            raise InputError("num > 1 needs a seeded style: a reference is one style")
+            raise InputError("num > 1 needs a seeded style: a reference or a voice is one style")
+        if _is_voice(style):
+            return self.voice(style[1])[None], None
         # a reference: a written digit gives z_i, a spoken one z_a (and its length)
         if target == "image":
             return self.model.encode_image(self.image_input(style)[None])["i"][0], None
         x = self.speech_features(style)
         return self.model.encode_audio(x[None], torch.tensor([len(x)]))["a"][0], len(x)
+
+
+    def voice(self, name: str | None = None) -> torch.Tensor:
+        """A training speaker's voice (its mean z_a); None: the typical voice."""
+        if not self.voices:
+            raise InputError(f"{self.source or 'this model'} has no voices (a bundle from before voices, "
+                             "or a run whose training shards are gone): use the prior style")
+        name = self.default_voice if name is None else name
+        if name not in self.voices:
+            raise InputError(f"voice {name!r}: not a training speaker of this model (voices: {', '.join(self.voices)})")
+        return self.voices[name]
+
+
+def _is_voice(style) -> bool:
+    return isinstance(style, tuple) and len(style) == 2 and style[0] == "voice"
 
 
 class BridgeCrossModal(CrossModal):
@@ -115,17 +144,17 @@ class BridgeCrossModal(CrossModal):
 
     @staticmethod
     def _prior_only(style, num: int) -> None:
-        if not (isinstance(style, str) and style == "prior") or num != 1:
+        if not (style is None or (isinstance(style, str) and style == "prior")) or num != 1:
             raise InputError("a bridge has no style latent: style prior and num 1 only")
 
     @torch.no_grad()
-    def speech_to_image(self, audio, sample_rate: int | None = None, style="prior", num: int = 1) -> np.ndarray:
+    def speech_to_image(self, audio, sample_rate: int | None = None, style=None, num: int = 1) -> np.ndarray:
         self._prior_only(style, num)
         x = self.speech_features(audio, sample_rate)
         return self.bridge.transfer_speech_to_image(x[None], torch.tensor([len(x)]))[0, 0].numpy()
 
     @torch.no_grad()
-    def image_to_speech(self, image, style="prior", num: int = 1, frames: int | None = None):
+    def image_to_speech(self, image, style=None, num: int = 1, frames: int | None = None):
         self._prior_only(style, num)
         t = int(frames or self.speech_frames)
         feats = self.bridge.transfer_image_to_speech(self.image_input(image)[None], torch.tensor([t]))[0]
@@ -156,7 +185,7 @@ def load(path, checkpoint: str = "last", vocoder=None) -> CrossModal:
     else:
         p = load_run_parts(path, checkpoint)
         m = CrossModal(p["model"], p["frontend"], p["speech_frames"], p["kind"], str(path),
-                       {"epoch": p["epoch"], "speakers": p["speakers"]})
+                       {"epoch": p["epoch"], "speakers": p["speakers"]}, p["voices"])
     if vocoder is not None:
         from .vocoder import load_vocoder
 
@@ -169,6 +198,7 @@ def _from_bundle(path) -> CrossModal:
     from .bundle_format import state_from_bundle
     from .config import TrainConfig
     from .models import build_model
+    from .voices import voices_from_json
 
     cfg, state = read_bundle(path)
     from .bundle import bundle_vocoder
@@ -187,8 +217,12 @@ def _from_bundle(path) -> CrossModal:
     except (KeyError, TypeError, ValueError) as e:
         raise RunIOError(f"{path}/config.json: not a usable bundle config ({e})") from None
     state_from_bundle(model, state, path)
+    try:
+        voices = voices_from_json(cfg.get("voices"), tc.pvae.z_audio, f"{path}/config.json")
+    except ValueError as e:
+        raise RunIOError(str(e)) from None
     m = CrossModal(model, frontend, cfg.get("speech_frames", DEFAULT_FRAMES), cfg.get("kind", "pvae"), str(path),
-                   {"epoch": cfg.get("epoch"), "speakers": cfg.get("speakers")})
+                   {"epoch": cfg.get("epoch"), "speakers": cfg.get("speakers")}, voices)
     return m.use_vocoder(vocoder)
 
 
@@ -216,21 +250,27 @@ def read_list(path) -> tuple[list[Path], list[Path]]:
     return speech, images
 
 
-def parse_style(text: str):
-    """``prior``, ``seed:N`` or a reference file -> the ``style`` argument of :class:`CrossModal`."""
+def parse_style(text: str | None):
+    """``prior``, ``seed:N``, ``voice``, ``voice:NAME`` or a reference file -> the ``style`` argument
+    of :class:`CrossModal` (None: each direction's default)."""
+    if text is None:
+        return None
     if text == "prior":
         return "prior"
+    if text == "voice" or (text.startswith("voice:") and len(text) > 6):
+        return ("voice", text[6:] or None)
     if text.startswith("seed:") and text[5:].lstrip("-").isdigit():
         return ("seed", int(text[5:]))
     if Path(text).is_file():
         return Path(text)
-    raise InputError(f"--style {text}: expected prior, seed:N or an existing reference file")
+    raise InputError(f"--style {text}: expected prior, seed:N, voice, voice:NAME or an existing reference file")
 
 
-def generate_files(m: CrossModal, speech: list, images: list, out, style="prior", num: int = 1) -> dict:
+def generate_files(m: CrossModal, speech: list, images: list, out, style=None, num: int = 1) -> dict:
     """Each recording -> written digit(s) as PNG, each picture -> spoken digit(s) as WAV, in
-    ``out``; ``out/generate.jsonl`` accounts for every input (written or rejected, with the reason).
-    A reference style applies to the direction whose style it is (a picture: speech -> image)."""
+    ``out``; ``out/generate.jsonl`` accounts for every input (written or rejected, with the reason)
+    and names the style each was given.  A reference style applies to the direction whose style it
+    is (a picture: speech -> image), a voice to speech; the other direction takes its default."""
     import json
 
     import soundfile as sf
@@ -241,8 +281,12 @@ def generate_files(m: CrossModal, speech: list, images: list, out, style="prior"
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     ref_is_image = isinstance(style, Path) and style.suffix.lower() in IMAGE_SUFFIXES
-    s2i_style = style if not isinstance(style, Path) or ref_is_image else "prior"
-    i2s_style = style if not isinstance(style, Path) or not ref_is_image else "prior"
+    s2i_style = None if _is_voice(style) or (isinstance(style, Path) and not ref_is_image) else style
+    i2s_style = None if ref_is_image else style
+    if i2s_style is None and m.voices:
+        i2s_style = ("voice", None)
+    if _is_voice(i2s_style) and i2s_style[1] is None and m.voices:
+        i2s_style = ("voice", m.default_voice)
     used, rows = set(), []
 
     def name(src: Path, what: str, k: int, suffix: str) -> Path:
@@ -255,7 +299,8 @@ def generate_files(m: CrossModal, speech: list, images: list, out, style="prior"
         return out / f"{stem}{suffix}"
 
     for src, direction in [(Path(p), "speech_to_image") for p in speech] + [(Path(p), "image_to_speech") for p in images]:
-        row = {"input": str(src), "direction": direction}
+        row = {"input": str(src), "direction": direction,
+               "style": _style_name(s2i_style if direction == "speech_to_image" else i2s_style)}
         try:
             if direction == "speech_to_image":
                 imgs = m.speech_to_image(src, style=s2i_style, num=num)
@@ -285,3 +330,14 @@ def generate_files(m: CrossModal, speech: list, images: list, out, style="prior"
     rejected = [r for r in rows if "rejected" in r]
     return {"total": len(rows), "written": len(rows) - len(rejected), "rejected": rejected,
             "manifest": str(out / "generate.jsonl")}
+
+
+def _style_name(style) -> str:
+    """How generate.jsonl names a style: prior, seed:N, voice:NAME or the reference's path."""
+    if style is None or style == "prior":
+        return "prior"
+    if _is_voice(style):
+        return f"voice:{style[1]}" if style[1] else "voice"
+    if isinstance(style, tuple):
+        return f"seed:{style[1]}"
+    return str(style)

@@ -1,5 +1,5 @@
 """A trained PVAE run's model and what its inputs need (the speech front end, a spoken digit's
-usual length, the speakers training heard), without loading its test sets: what
+usual length, the speakers training heard, the voices it speaks in), without loading its test sets: what
 :func:`pvae_model.load` and ``pvae-model export`` start from."""
 
 from __future__ import annotations
@@ -34,6 +34,11 @@ def load_run_parts(run_dir, checkpoint: str = "last") -> dict:
     except (OSError, KeyError, ValueError):
         frames = DEFAULT_FRAMES
     from .eval.speakers import training_speakers
+    from .voices import run_voices
 
+    try:
+        voices = run_voices(model, audio, cfg.cmvn)
+    except (OSError, KeyError, ValueError):
+        voices = {}  # no training split to hear the voices from: the prior style (CrossModal says so)
     return {"kind": kind, "model": model, "cfg": cfg, "epoch": ck["epoch"], "frontend": frontend,
-            "speech_frames": frames, "speakers": training_speakers(audio)}
+            "speech_frames": frames, "speakers": training_speakers(audio), "voices": voices}

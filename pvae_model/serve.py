@@ -7,7 +7,8 @@ install it for data and training), nothing fetched from the internet, and a page
 drives in headless Chromium.  It listens on 127.0.0.1 unless told otherwise.
 
 Routes: ``GET /`` the page, ``GET /api/info`` what is loaded, ``POST /api/speech_to_image``
-(a sound file -> PNG), ``POST /api/image_to_speech`` (a picture -> WAV); ``?style=prior|seed:N``.
+(a sound file -> PNG), ``POST /api/image_to_speech`` (a picture -> WAV); ``?style=prior|seed:N|voice:NAME``
+(none: each direction's default, :mod:`pvae_model.generate`).
 Bad input is a 400 with ``{"error": "..."}``; bodies over ``MAX_BODY`` bytes are refused.
 """
 
@@ -31,9 +32,9 @@ PAGE = Path(__file__).with_name("serve_page.html")
 def _style(query: str):
     from .generate import parse_style
 
-    text = (parse_qs(query).get("style") or ["prior"])[0]
-    if text != "prior" and not text.startswith("seed:"):
-        raise InputError("style must be prior or seed:N")
+    text = (parse_qs(query).get("style") or [None])[0]
+    if text is not None and text != "prior" and text != "voice" and not text.startswith(("seed:", "voice:")):
+        raise InputError("style must be prior, seed:N, voice or voice:NAME")  # never a file on the server
     return parse_style(text)
 
 
@@ -65,8 +66,10 @@ def make_handler(model, selftest_wav: Path | None = None, lock: threading.Lock |
             elif path == "/api/info":
                 info = model.info or {}
                 desc = (f"{model.kind} from {Path(model.source).name}, epoch {info.get('epoch')}; speakers in "
-                        f"training: {', '.join((info.get('speakers') or {}).get('train') or []) or 'not recorded'}")
-                self._send(200, json.dumps({"description": desc}).encode(), "application/json")
+                        f"training: {', '.join((info.get('speakers') or {}).get('train') or []) or 'not recorded'}"
+                        + (f"; speaks in {model.default_voice}'s voice unless told" if model.voices else ""))
+                self._send(200, json.dumps({"description": desc, "voices": list(model.voices)}).encode(),
+                           "application/json")
             elif path == "/selftest.wav" and selftest_wav is not None:
                 self._send(200, Path(selftest_wav).read_bytes(), "audio/wav")
             else:

@@ -118,21 +118,28 @@ def _coherence(model, audio, images, cfg, ecfg: EvalConfig) -> dict:
     """``coherence``: fraction of cross-modal generations that a pretrained classifier labels with
     the intended digit, both ways, with the style latent from the prior and from a random
     reference item (``speech_to_image`` / ``image_to_speech`` = the reference-style figures);
-    ``generation``: every row of :func:`pvae_model.eval.judge.generation_checks`.
+    ``generation``: every row of :func:`pvae_model.eval.judge.generation_checks`; ``voices``:
+    image -> speech in each training speaker's voice (:mod:`pvae_model.voices`; ``default`` is the
+    voice ``generate`` speaks in), beside the paper's prior-style figure.
 
     Speech -> image uses every spoken test digit, image -> speech ``coherence_images`` test images.
     """
+    from ..voices import run_voices, typical_voice
     from .judge import COHERENCE_KEYS, Judge, generation_checks
 
     judge = Judge.load(cfg.audio_shards, cfg.image_shards, image_train_limit=ecfg.classifier_images)
-    checks = generation_checks(model, judge, audio, images, n_images=ecfg.coherence_images, seed=ecfg.seed + 1)
+    voices = run_voices(model, cfg.audio_shards, cfg.cmvn)
+    checks = generation_checks(model, judge, audio, images, n_images=ecfg.coherence_images, seed=ecfg.seed + 1,
+                               voices=voices)
     rows = checks["rows"]
+    by_voice = rows.pop("image_to_speech_voices", {})
     coherence = {k: rows[k] for k in COHERENCE_KEYS}
     coherence.update(speech_to_image=rows["speech_to_image_ref"], image_to_speech=rows["image_to_speech_ref"],
                      n_speech_to_image=checks["n_speech"], n_image_to_speech=checks["n_images"],
                      classifiers=judge.info)
     return {"coherence": coherence, "generation": {k: v for k, v in rows.items() if k not in COHERENCE_KEYS},
-            "style_transfer": checks["style"]}
+            "style_transfer": checks["style"],
+            "voices": {"default": typical_voice(voices), "image_to_speech": by_voice}}
 
 
 def _probes(model, cfg, post_test: dict, a_labels, i_labels, ecfg: EvalConfig) -> dict:

@@ -14,7 +14,9 @@ drawn from N(0, I)):
 ``speech_zs_only`` / ``image_zs_only``    style latent set to 0;
 ``speech_style_swapped`` / ``image_style_swapped``  style of another random item of the modality;
 ``speech_to_image_ref`` / ``image_to_speech_ref``   z_s from the other modality, reference style;
-``speech_to_image_prior`` / ``image_to_speech_prior``  z_s from the other modality, prior style.
+``speech_to_image_prior`` / ``image_to_speech_prior``  z_s from the other modality, prior style;
+``image_to_speech_voices``                {training speaker: image -> speech in that speaker's voice,
+                                          its mean z_a (:mod:`pvae_model.voices`)}, when given voices.
 """
 
 from __future__ import annotations
@@ -81,9 +83,10 @@ class Judge:
 
 @torch.no_grad()
 def generation_checks(model, judge: Judge, audio, images, n_images: int = 1000, seed: int = 1,
-                      n_speech: int | None = None) -> dict:
+                      n_speech: int | None = None, voices: dict | None = None) -> dict:
     """Every row of the module docstring, plus the unimodal posteriors used (for callers that want
-    more from them).  ``n_speech`` limits the spoken test digits (all by default)."""
+    more from them).  ``n_speech`` limits the spoken test digits (all by default); ``voices``
+    (``{name: z_a}``) adds the image -> speech row in each voice, same images and lengths."""
     from ..data import pad_audio
     from .style import style_transfer_r
 
@@ -123,6 +126,9 @@ def generation_checks(model, judge: Judge, audio, images, n_images: int = 1000, 
             style[key] = style_transfer_r(x_ref[ref], yi[ref], gen.squeeze(1).numpy(), want)
     r["image_to_speech_ref"] = judge.speech(model, zs_i, za[ref_a], lengths[ref_a], yi)
     r["image_to_speech_prior"] = judge.speech(model, zs_i, _prior(len(yi), za.shape[1], seed + 1), lengths[ref_a], yi)
+    if voices:
+        r["image_to_speech_voices"] = {k: judge.speech(model, zs_i, v.expand(len(yi), -1), lengths[ref_a], yi)
+                                       for k, v in voices.items()}
     model.train(was_training)
     return {"rows": r, "style": style, "n_speech": len(ya), "n_images": len(yi),
             "posteriors": {"speech": (qa, lengths, ya), "image": (qi, pick, yi)}}

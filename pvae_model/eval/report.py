@@ -121,6 +121,19 @@ def _objective_cell(m: dict, notes: list[str]) -> str:
     return f"{m.get('objective') or 'spec'} [{notes.index(text) + 1}]"
 
 
+def voice_section(m: dict) -> list[str]:
+    """Image -> speech in each training speaker's voice, beside the paper's prior style."""
+    v = m.get("voices") or {}
+    if not v.get("image_to_speech"):
+        return []
+    cells = ", ".join(f"{html.escape(k)} {100 * a:.1f} %" for k, a in v["image_to_speech"].items())
+    prior = (m.get("coherence") or {}).get("image_to_speech_prior")
+    return [f"<p>Image→speech in the voices training heard (each speaker's mean z_a; "
+            f"<code>generate</code> speaks in {html.escape(str(v.get('default')))}'s): {cells}"
+            + (f"; with the prior's style (the paper's) {100 * prior:.1f} %" if prior is not None else "")
+            + ".</p>"]
+
+
 def table_rows(runs: list[tuple[Path, dict]], paper: bool = True) -> list[tuple[str, list[str], bool]]:
     """(name, cells in COLUMNS order, is_paper) for our runs, then the paper's Table 1 rows."""
     rows = []
@@ -337,6 +350,7 @@ def _render(runs: list[tuple[Path, dict]]) -> str:
                             "(image→speech, own speech) means only as much." if held is not None else
                             "No held-out voice: the speech judge's accuracy on new voices is not measured here "
                             "(pipelines/loso.sh, docs/voices.md).") + "</p>")
+        parts += voice_section(m)
         parts += provenance_section(m)
         parts += speaker_section(m)
         wavs = sorted((r / "eval").glob("*.wav"))

@@ -68,6 +68,17 @@ def test_load_a_run_and_use_it_on_arrays_and_files(run, inputs):
     assert len(ref) != len(out)  # the reference recording's length
     with pytest.raises(ValueError, match="num > 1 needs a seeded style"):
         m.speech_to_image(inputs["wav"], num=2)
+    # speech is spoken in the typical training voice unless told; the prior's mean on request
+    assert m.voices and m.default_voice in m.voices and set(m.voices) == set(m.info["speakers"]["train"])
+    voiced = m.image_to_speech(inputs["png"], style=("voice", m.default_voice))[0]
+    prior = m.image_to_speech(inputs["png"], style="prior")[0]
+    assert np.array_equal(out, voiced) and not np.array_equal(out, prior)
+    other = next(v for v in m.voices if v != m.default_voice)
+    assert not np.array_equal(m.image_to_speech(inputs["png"], style=("voice", other))[0], voiced)
+    with pytest.raises(ValueError, match="voice 'nobody': not a training speaker of this model"):
+        m.image_to_speech(inputs["png"], style=("voice", "nobody"))
+    # a voice is a style of speech: a written digit asked for with one takes the prior's mean
+    assert np.array_equal(m.speech_to_image(inputs["wav"], style=("voice", None)), img)
 
 
 def test_front_end_is_the_pipelines(run, inputs):
@@ -130,6 +141,13 @@ def test_generate_command_accounts_for_every_input(run, inputs, tmp_path):
     assert Image.open(tmp_path / "o" / "7_theo_3.to_image.png").size == (28, 28)
     assert sf.info(tmp_path / "o" / "three.to_speech.wav").samplerate == 16000
     assert next(x for x in rows if x["input"] == str(inputs["inv"]))["notes"]
+    from pvae_model.generate import load
+
+    voice = load(run).default_voice  # each row names its style: speech in the typical voice
+    assert {x["direction"]: x["style"] for x in rows} == {"speech_to_image": "prior", "image_to_speech": f"voice:{voice}"}
+    r = CliRunner().invoke(main, ["generate", str(run), "--image", str(inputs["png"]), "--out", str(tmp_path / "v"),
+                                  "--style", "voice:nobody"])
+    assert r.exit_code == 1 and "voice 'nobody': not a training speaker" in r.output
     r = CliRunner().invoke(main, ["generate", str(run), "--speech", str(inputs["wav"]), "--out", str(tmp_path / "p"),
                                   "--style", "nonsense"])
     assert r.exit_code == 1 and "--style nonsense" in r.output
@@ -152,7 +170,12 @@ def test_a_bundle_is_the_whole_model_and_never_unpickled(run, inputs, tmp_path, 
     expect = load(run).speech_to_image(inputs["wav"])
 
     with forbid_unpickling():
-        assert np.array_equal(load(b).speech_to_image(inputs["wav"]), expect)
+        loaded = load(b)
+        assert np.array_equal(loaded.speech_to_image(inputs["wav"]), expect)
+    run_model = load(run)  # the voices travel in config.json, exactly
+    assert cfg["voices"]["default"] == run_model.default_voice == loaded.default_voice
+    assert all(torch.equal(loaded.voices[k], run_model.voices[k]) for k in run_model.voices)
+    assert np.array_equal(loaded.image_to_speech(inputs["png"])[0], run_model.image_to_speech(inputs["png"])[0])
     # weights replaced by a pickle whose loading would run a command: refused, nothing runs
     flag = tmp_path / "PWNED"
 
@@ -206,7 +229,7 @@ def test_the_readme_snippet_runs(run, inputs, tmp_path, monkeypatch):
     assert scope["image"].shape == (28, 28) and scope["speech_rate"] == 16000 and len(scope["speech"]) > 1000
 
 
-def test_serve_page_draw_and_upload_in_headless_chromium(run, tmp_path):
+def test_serve_page_draw_and_upload_in_headless_chromium(run, inputs, tmp_path):
     """Issue 29: `pvae-model serve`'s page in a real browser: a digit drawn on the canvas with pointer
     events comes back spoken (a WAV), a spoken digit uploaded through the file input comes back
     written (a PNG), through the same handlers a person uses."""
@@ -234,6 +257,12 @@ def test_serve_page_draw_and_upload_in_headless_chromium(run, tmp_path):
         with pytest.raises(urllib.error.HTTPError) as e:
             urllib.request.urlopen(req, timeout=30)
         assert e.value.code == 400 and "the picture: not a readable picture" in json.loads(e.value.read())["error"]
+        # a style names no file on the server: only prior, seed:N and the voices
+        png = (inputs["png"]).read_bytes()
+        req = urllib.request.Request(url + "api/image_to_speech?style=voice.wav", data=png, method="POST")
+        with pytest.raises(urllib.error.HTTPError) as e:
+            urllib.request.urlopen(req, timeout=30)
+        assert e.value.code == 400 and "style must be prior, seed:N, voice" in json.loads(e.value.read())["error"]
         r = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
                             "--disable-background-networking", "--disable-component-update", "--disable-sync",
                             f"--user-data-dir={tmp_path / 'chrome'}", "--virtual-time-budget=20000",
@@ -248,3 +277,5 @@ def test_serve_page_draw_and_upload_in_headless_chromium(run, tmp_path):
     written = re.search(r'data-written="([^"]*)"', r.stdout)
     assert spoken and spoken.group(1).startswith("ok:") and int(spoken.group(1)[3:]) > 1000, r.stdout[-1500:]
     assert written and written.group(1).startswith("ok:") and int(written.group(1)[3:]) > 60, r.stdout[-1500:]
+    voice = load(run).default_voice  # the style control offers the voices training heard
+    assert f'value="voice:{voice}"' in r.stdout and "speaks in" in r.stdout

@@ -305,6 +305,10 @@ def test_evaluate_writes_metrics_figures_and_audio(tmp_path, shards):
     assert set(m["speaker_groups"]) == {"seen"} and m["speaker_groups"]["seen"]["n"] == m["n_speech"]
     s2i, i2s = np.array(m["confusion"]["speech_to_image"]), np.array(m["confusion"]["image_to_speech"])
     assert s2i.shape == i2s.shape == (10, 10) and s2i.sum() == m["n_speech"] and i2s.sum() == 100
+    # image -> speech in each training speaker's voice, and the one generate speaks in
+    v = m["voices"]
+    assert set(v["image_to_speech"]) == set(m["speakers"]["train"]) and v["default"] in v["image_to_speech"]
+    assert all(0 <= a <= 1 for a in v["image_to_speech"].values())
     for name in ("inertia.png", "tsne.png", "style_images.png", "style_speech.png",
                  "cross_speech_to_image.png", "cross_image_to_speech.png", "training_curves.png"):
         assert (out / name).stat().st_size > 1000, name
@@ -395,6 +399,7 @@ def test_report_renders_in_headless_chromium(tmp_path, shards):
     console = [ln for ln in r.stderr.splitlines() if "CONSOLE" in ln or "Uncaught" in ln]
     assert not console, console
     assert re.search(r"paper: PVAE \(TIDIGITS-MNIST\)", r.stdout) and "99.77" in r.stdout
+    assert re.search(r"Image→speech in the voices training heard .*generate</code> speaks in \w+'s\): \w+ \d", r.stdout)
     # provenance (issue 29): the code's commit, when, where, and the data's hashes, beside the figures
     prov = json.loads((tmp_path / "r" / "eval" / "metrics.json").read_text())["provenance"]
     assert prov["data"]["audio_shards"]["source_sha256"] and prov["host"] and prov["date"]
@@ -414,6 +419,8 @@ def test_report_renders_in_headless_chromium(tmp_path, shards):
     m = json.loads(mpath.read_text())
     m["objective"] = "<img src=x onerror=\"document.title='PWNED1'\">"
     m["speakers"] = {"train": ["<script>document.title='PWNED2'</script>"], "perturbed": "<b>x</b>"}
+    m["voices"] = {"default": "<script>document.title='PWNED5'</script>",
+                   "image_to_speech": {"<img src=y onerror=\"document.title='PWNED6'\">": 0.5}}
     m["provenance"]["command"] = "<script>document.title='PWNED4'</script>"
     mpath.write_text(json.dumps(m))
     png = next((tmp_path / "r" / "eval").glob("*.png"))
