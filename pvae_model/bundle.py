@@ -216,6 +216,10 @@ def model_card(cfg: dict, run_dir) -> str:
         "wave, rate = m.image_to_speech(image)",
         "```",
         "`pvae-model generate THIS_DIRECTORY --speech a.wav --image b.png --out OUT` does the same from files.",
+        (f"Written digits are spoken in {(cfg.get('voices') or {}).get('default')}'s voice (the typical training "
+         f"voice; `style=(\"voice\", NAME)` for another of {', '.join((cfg.get('voices') or {}).get('z_a') or {})}, "
+         "`style=\"prior\"` for the paper's prior mean)." if (cfg.get("voices") or {}).get("z_a") else
+         "Written digits are spoken with the prior's mean style (this bundle holds no voices)."),
         ("Speech out is made from the generated FBank by a vocoder trained on the corpus (Vocos-style, `vocoder.safetensors`)." if cfg['vocoder']['kind'] == 'vocos' else "Speech out is made by Griffin-Lim from the generated FBank (export --vocoder adds a trained vocoder)."),
         "The weights are `model.safetensors`: loading them runs no code.",
         "",

@@ -174,6 +174,7 @@ def test_a_bundle_is_the_whole_model_and_never_unpickled(run, inputs, tmp_path, 
         assert np.array_equal(loaded.speech_to_image(inputs["wav"]), expect)
     run_model = load(run)  # the voices travel in config.json, exactly
     assert cfg["voices"]["default"] == run_model.default_voice == loaded.default_voice
+    assert f"spoken in {loaded.default_voice}'s voice" in (b / "README.md").read_text()
     assert all(torch.equal(loaded.voices[k], run_model.voices[k]) for k in run_model.voices)
     assert np.array_equal(loaded.image_to_speech(inputs["png"])[0], run_model.image_to_speech(inputs["png"])[0])
     # weights replaced by a pickle whose loading would run a command: refused, nothing runs
