@@ -261,7 +261,7 @@ def test_train_config_refuses_an_unknown_cmvn_mode():
 # ---- pooling leave-one-speaker-out folds ----------------------------------------------------
 
 def test_pool_folds_weights_held_out_speakers_by_utterances(tmp_path):
-    from pvae_model.eval.pool import pool_folds
+    from pvae_model.eval.pool import markdown, pool_folds
 
     runs = []  # laid out as pipelines/loso.sh does: OUT/<speaker>/pvae for every fold
     for name, n, acc in (("a", 100, 0.9), ("b", 300, 0.5)):
@@ -269,9 +269,12 @@ def test_pool_folds_weights_held_out_speakers_by_utterances(tmp_path):
         d.mkdir(parents=True)
         g = {"speakers": [name], "n": n, "purity": acc, "speech_to_image": acc, "speech_own": acc, "judge": acc}
         (d / "metrics.json").write_text(json.dumps({"epoch": 3, "speaker_groups": {"held_out": g},
-                                                    "coherence": {"image_to_speech_prior": acc}}))
+                                                    "coherence": {"image_to_speech_prior": acc},
+                                                    "voices": {"default": "v", "image_to_speech": {"v": 1 - acc, "w": 0}}}))
         runs.append(tmp_path / name / "pvae")
     p = pool_folds(runs)
+    assert abs(p["pooled"]["image_to_speech_voice"] - 0.3) < 1e-9  # the typical voice's, mean over folds
+    assert "**30.0** |" in markdown(p)
     assert list(p["folds"]) == ["a/pvae", "b/pvae"]  # same directory names: each fold kept apart
     assert p["pooled"]["n"] == 400 and abs(p["pooled"]["purity"] - 0.6) < 1e-9
     assert abs(p["pooled"]["image_to_speech"] - 0.7) < 1e-9 and p["pooled"]["worst_judge"] == 0.5

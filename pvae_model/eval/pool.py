@@ -5,7 +5,10 @@ and evaluated (``eval/metrics.json``).  Speech-side figures (z_s purity, speech 
 coherence, own reconstructions, the speech judge on the real utterances) are pooled over the
 held-out speakers' utterances; image -> speech, which no speaker owns, is the mean over folds,
 beside the fold's judge accuracy on its held-out speaker (the judge's own leave-one-speaker-out
-accuracy: an image -> speech figure means only as much as the judge that scores it).
+accuracy: an image -> speech figure means only as much as the judge that scores it).  Beside the
+paper's prior-style image -> speech, the same in the fold's typical training voice (the style
+``generate`` speaks in, :mod:`pvae_model.voices`) where the fold's evaluation has it: a voice the
+fold's judge heard in training.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ def pool_folds(run_dirs) -> dict:
         row = {"speakers": g["speakers"], "n": g["n"], "epoch": m.get("epoch"),
                **{k: g[k] for k in SPEECH},
                "image_to_speech": m["coherence"]["image_to_speech_prior"],
+               "image_to_speech_voice": _voice_figure(m),
                "seen_speech_to_image": (m["speaker_groups"].get("seen") or {}).get("speech_to_image")}
         folds[name] = row
         total += g["n"]
@@ -49,18 +53,31 @@ def pool_folds(run_dirs) -> dict:
         i2s.append(row["image_to_speech"])
     if not folds:
         raise ValueError("no fold given")
+    voiced = [f["image_to_speech_voice"] for f in folds.values()]
     pooled = {"n": total, **{k: sums[k] / total for k in SPEECH}, "image_to_speech": sum(i2s) / len(i2s),
+              "image_to_speech_voice": None if None in voiced else sum(voiced) / len(voiced),
               "worst_judge": min(f["judge"] for f in folds.values())}
     return {"folds": folds, "pooled": pooled}
 
 
+def _voice_figure(m: dict) -> float | None:
+    """Image -> speech in the evaluated run's typical voice (None for evaluations before voices)."""
+    v = m.get("voices") or {}
+    return (v.get("image_to_speech") or {}).get(v.get("default"))
+
+
+def _cell(x: float | None) -> str:
+    return "–" if x is None else f"{100 * x:.1f}"
+
+
 def markdown(p: dict) -> str:
-    head = "| fold | held out | n | epochs | z_s purity | speech→image | own speech | judge | image→speech |"
-    lines = [head, "|" + " --- |" * 9]
+    head = ("| fold | held out | n | epochs | z_s purity | speech→image | own speech | judge | image→speech "
+            "| image→speech, typical voice |")
+    lines = [head, "|" + " --- |" * 10]
+    cols = (*SPEECH, "image_to_speech", "image_to_speech_voice")
     for name, f in p["folds"].items():
         lines.append(f"| {name} | {', '.join(f['speakers'])} | {f['n']} | {f['epoch']} | "
-                     + " | ".join(f"{100 * f[k]:.1f}" for k in (*SPEECH, "image_to_speech")) + " |")
+                     + " | ".join(_cell(f.get(k)) for k in cols) + " |")
     q = p["pooled"]
-    lines.append(f"| **pooled** | | {q['n']} | | " + " | ".join(f"**{100 * q[k]:.1f}**" for k in (*SPEECH, "image_to_speech"))
-                 + " |")
+    lines.append(f"| **pooled** | | {q['n']} | | " + " | ".join(f"**{_cell(q.get(k))}**" for k in cols) + " |")
     return "\n".join(lines)
