@@ -118,7 +118,6 @@ class CrossModal:
         x = self.speech_features(style)
         return self.model.encode_audio(x[None], torch.tensor([len(x)]))["a"][0], len(x)
 
-
     def voice(self, name: str | None = None) -> torch.Tensor:
         """A training speaker's voice (its mean z_a); None: the typical voice."""
         if not self.voices:
@@ -283,10 +282,8 @@ def generate_files(m: CrossModal, speech: list, images: list, out, style=None, n
     ref_is_image = isinstance(style, Path) and style.suffix.lower() in IMAGE_SUFFIXES
     s2i_style = None if _is_voice(style) or (isinstance(style, Path) and not ref_is_image) else style
     i2s_style = None if ref_is_image else style
-    if i2s_style is None and m.voices:
-        i2s_style = ("voice", None)
-    if _is_voice(i2s_style) and i2s_style[1] is None and m.voices:
-        i2s_style = ("voice", m.default_voice)
+    if m.voices and (i2s_style is None or i2s_style == ("voice", None)):
+        i2s_style = ("voice", m.default_voice)  # named in generate.jsonl
     used, rows = set(), []
 
     def name(src: Path, what: str, k: int, suffix: str) -> Path:
