@@ -99,7 +99,7 @@ class PairedTask(Task):
             if cmvn is None and not cfg.allow_no_cmvn and cfg.model != "vae-im":
                 raise ValueError(f"{cfg.audio_shards}: the audio shards carry no CMVN statistics (index.json 'cmvn'); "
                                  "re-shard from a finished fbank directory, or set allow_no_cmvn: true")
-            audio = load_audio_split(cfg.audio_shards, "train", mode=cfg.cmvn)
+            self.audio_train = audio = load_audio_split(cfg.audio_shards, "train", mode=cfg.cmvn)
             images = load_image_split(cfg.image_shards, "train")
             self.audio_test = load_audio_split(cfg.audio_shards, "test", cmvn=cmvn, mode=cfg.cmvn)
             image_test = load_image_split(cfg.image_shards, "test")
@@ -161,8 +161,9 @@ class PairedTask(Task):
 
     @torch.no_grad()
     def media(self, model, device) -> dict:
-        """PVAE: the written digits of one spoken test digit per class, and three spoken digits
-        of written ones (prior style; Griffin-Lim), for TensorBoard."""
+        """PVAE: the written digits of one spoken test digit per class (prior style), and three
+        spoken digits of written ones (in the typical training voice, as ``generate`` speaks them;
+        Griffin-Lim), for TensorBoard."""
         if self.cfg.model != "pvae":
             return {}
         from .data import pad_audio
@@ -177,7 +178,11 @@ class PairedTask(Task):
         digits = [d for d in (0, 3, 7) if (im.labels == d).any()]
         zs_i = model.encode_image(im.images[first(im.labels, digits)].to(device))["s"][0]
         t = int(lengths.float().median())
-        feats = model.decode_audio(zs_i, torch.zeros(len(zs_i), model.cfg.z_audio, device=device),
+        from .voices import speaker_voices, typical_voice
+
+        voices = speaker_voices(model, self.audio_train, device=device)
+        za = voices[typical_voice(voices)] if voices else torch.zeros(model.cfg.z_audio)
+        feats = model.decode_audio(zs_i, za.to(device).expand(len(zs_i), -1),
                                    torch.full((len(zs_i),), t, device=device)).cpu()
         fcfg = load_fbank_config(self.cfg.audio_shards)
         audio = {f"image_to_speech/digit{d}": (fbank_to_wave(f[:t].numpy(), fcfg, self.cmvn), int(fcfg["sample_rate"]))

@@ -19,10 +19,11 @@ MAX_TAKES = 500  # per speaker: all of an FSDD speaker's 450 training takes; a c
 
 
 @torch.no_grad()
-def speaker_voices(model, audio, max_takes: int = MAX_TAKES) -> dict[str, torch.Tensor]:
+def speaker_voices(model, audio, max_takes: int = MAX_TAKES, device="cpu") -> dict[str, torch.Tensor]:
     """``{speaker: mean z_a}`` over each speaker's first ``max_takes`` unperturbed utterances (by
     key, so the same shards give the same voices) of ``audio`` (an :class:`pvae_model.data.AudioSet`,
-    normalised as the model reads it), in sorted speaker order."""
+    normalised as the model reads it), in sorted speaker order; on the CPU whatever ``device``
+    the model runs on."""
     from pvae_data.perturb import base_speaker
 
     from .data import pad_audio
@@ -37,7 +38,7 @@ def speaker_voices(model, audio, max_takes: int = MAX_TAKES) -> dict[str, torch.
     voices = {}
     for s in sorted(by_speaker):
         x, lengths = pad_audio([audio.feats[i] for i in by_speaker[s]])
-        voices[s] = model.encode_audio(x, lengths)["a"][0].mean(0)
+        voices[s] = model.encode_audio(x.to(device), lengths.to(device))["a"][0].mean(0).cpu()
     model.train(was)
     return voices
 
