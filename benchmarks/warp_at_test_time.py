@@ -30,7 +30,7 @@ C = torch.stack([Z[torch.from_numpy(ytr == k)].mean(0) for k in range(10)])
 WORDS = ("zero","one","two","three","four","five","six","seven","eight","nine")
 FSDD = "../shared/data/fsdd/recordings"
 items = [(f"{FSDD}/{d}_george_{t}.wav", d, "george") for d in range(10) for t in range(50)]
-items += [(r["path"], WORDS.index(r["transcript"]), r.get("voice", "espeak")) for r in csv.DictReader(open("exp/voices/list.csv"))]
+items += [(r["path"], WORDS.index(r["transcript"]), r["speaker"]) for r in csv.DictReader(open("exp/voices/list.csv"))]
 warps = [0.8, 0.85, 0.9, 0.95, 1.0, 1.05, 1.1, 1.15, 1.2]
 P, D, lab, grp, PM, SPK = [], [], [], [], [], []
 with torch.no_grad():
