@@ -55,6 +55,10 @@ VARIANTS = {
     "band_utt_speed_vtlp_wide": dict(fbank=BAND, cmvn="utterance", speeds=(0.9, 1.1), warps=(0.85, 1.15)),
     # a Mel-axis warp drawn per utterance and per epoch (SpecAugmentConfig.warp_min/max), not copies
     "band_utt_speed_warp": dict(fbank=BAND, cmvn="utterance", speeds=(0.9, 1.1), warp=(0.9, 1.3)),
+    # the speaker-adapted word judge (pvae_model/eval/word_judge.py): whole-word HMMs, adapted without
+    # labels to the held-out voice; "@unadapted" rows: the same before adaptation
+    "word_hmm": dict(fbank=BAND, cmvn="utterance", word=True, ks=("unadapted",)),
+    "word_hmm_speed": dict(fbank=BAND, cmvn="utterance", word=True, speeds=(0.9, 1.1), ks=("unadapted",)),
     "band_utt_deep": dict(fbank=BAND, cmvn="utterance", arch="deep"),
     "band_utt_all_deep": dict(fbank=BAND, cmvn="utterance", speeds=(0.9, 1.1), warps=(0.9, 1.1), specaug=True,
                               arch="deep"),
@@ -201,6 +205,13 @@ def run_variant(name, waves, labels, speakers, epochs, seed, n_train_speakers=0)
             others = (others[fold % len(others):] + others[:fold % len(others)])[:n_train_speakers]
         tr = np.flatnonzero(np.isin(all_s, others))
         te = np.flatnonzero(speakers[:n] == spk)
+        if v.get("word"):
+            from pvae_model.eval.word_judge import WordJudge
+
+            judge = WordJudge.train([all_f[i] for i in tr], all_y[tr])
+            rows[spk] = float((judge.predict([base[i] for i in te]) == labels[te]).mean())
+            rows[f"{spk}@unadapted"] = float((judge.predict([base[i] for i in te], adapt=False) == labels[te]).mean())
+            continue
         mean = std = None
         if v["cmvn"] == "global":
             cat = np.concatenate([all_f[i] for i in tr])

@@ -45,7 +45,7 @@ def quick_generation(model, judge, audio_test, image_test, n_images: int) -> dic
     style) and ``gen_*`` (own reconstruction, z_s only, style swapped), on CPU copies."""
     from .eval.judge import COHERENCE_KEYS, generation_checks
 
-    rows = generation_checks(model, judge, audio_test, image_test, n_images=n_images, seed=1)["rows"]
+    rows = generation_checks(model, judge, audio_test, image_test, n_images=n_images, seed=1, adapted=False)["rows"]
     return {("coh_" if k in COHERENCE_KEYS else "gen_") + k: v for k, v in rows.items()}
 
 
@@ -125,7 +125,8 @@ class PairedTask(Task):
         if trainer.main and cfg.model == "pvae" and cfg.eval_every and cfg.eval_coherence and trainer.device.type == "cpu":
             from .eval.judge import Judge
 
-            self.judge = Judge.load(cfg.audio_shards, cfg.image_shards)  # trained once per dataset, then cached
+            # trained once per dataset, then cached; the word judge is for evaluate, not the curve
+            self.judge = Judge.load(cfg.audio_shards, cfg.image_shards, word_judge=False)
 
     def build(self) -> torch.nn.Module:
         cfg = self.cfg

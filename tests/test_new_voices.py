@@ -267,10 +267,13 @@ def test_pool_folds_weights_held_out_speakers_by_utterances(tmp_path):
     for name, n, acc in (("a", 100, 0.9), ("b", 300, 0.5)):
         d = tmp_path / name / "pvae" / "eval"
         d.mkdir(parents=True)
-        g = {"speakers": [name], "n": n, "purity": acc, "speech_to_image": acc, "speech_own": acc, "judge": acc}
+        g = {"speakers": [name], "n": n, "purity": acc, "speech_to_image": acc, "speech_own": acc, "judge": acc,
+             "judge_adapted": acc + 0.05}
         (d / "metrics.json").write_text(json.dumps({"epoch": 3, "speaker_groups": {"held_out": g},
-                                                    "coherence": {"image_to_speech_prior": acc},
-                                                    "voices": {"default": "v", "image_to_speech": {"v": 1 - acc, "w": 0}}}))
+                                                    "coherence": {"image_to_speech_prior": acc,
+                                                                  "speaker_adapted_judge": {"image_to_speech_prior": acc / 2}},
+                                                    "voices": {"default": "v", "image_to_speech": {"v": 1 - acc, "w": 0},
+                                                               "image_to_speech_adapted_judge": {"v": 0.8, "w": 0}}}))
         runs.append(tmp_path / name / "pvae")
     p = pool_folds(runs)
     assert abs(p["pooled"]["image_to_speech_voice"] - 0.3) < 1e-9  # the typical voice's, mean over folds
@@ -278,6 +281,10 @@ def test_pool_folds_weights_held_out_speakers_by_utterances(tmp_path):
     assert list(p["folds"]) == ["a/pvae", "b/pvae"]  # same directory names: each fold kept apart
     assert p["pooled"]["n"] == 400 and abs(p["pooled"]["purity"] - 0.6) < 1e-9
     assert abs(p["pooled"]["image_to_speech"] - 0.7) < 1e-9 and p["pooled"]["worst_judge"] == 0.5
+    # the speaker-adapted word judge: over utterances on the real takes, over folds for image -> speech
+    assert abs(p["pooled"]["judge_adapted"] - 0.65) < 1e-9 and abs(p["pooled"]["worst_judge_adapted"] - 0.55) < 1e-9
+    assert abs(p["pooled"]["image_to_speech_adapted"] - 0.35) < 1e-9
+    assert abs(p["pooled"]["image_to_speech_voice_adapted"] - 0.8) < 1e-9 and "**65.0** |" in markdown(p)
     (tmp_path / "c" / "eval").mkdir(parents=True)
     (tmp_path / "c" / "eval" / "metrics.json").write_text(json.dumps({"speaker_groups": {}}))
     with pytest.raises(ValueError, match="no held-out speaker"):

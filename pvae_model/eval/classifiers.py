@@ -134,8 +134,11 @@ def _fit(clf: nn.Module, n: int, batch_size: int, epochs: int, rng, loss_of) -> 
 
 
 def load_or_train(audio_shards: str | Path, image_shards: str | Path, cache: str | Path | None = None,
-                  image_train_limit: int = 0):
-    """(speech classifier, image classifier, info with test accuracies); trained once, then cached.
+                  image_train_limit: int = 0, word_judge: bool = True):
+    """(speech classifier, image classifier, info with test accuracies, word judge); trained once,
+    then cached.  The word judge (:mod:`pvae_model.eval.word_judge`, the speaker-adapted one) has
+    its own cache beside the classifiers, so adding it left cached classifiers as they were; its
+    accuracies join ``info`` under ``word_judge*``.  ``word_judge=False``: (..., None) instead.
 
     ``image_train_limit`` > 0 trains the image classifier on that many training images only
     (for quick tests; the default uses all 60,000).
@@ -152,7 +155,10 @@ def load_or_train(audio_shards: str | Path, image_shards: str | Path, cache: str
         if info.get("judge_version") == JUDGE_VERSION:
             sp.load_state_dict(torch.load(cache / "speech.pt", weights_only=True))
             im.load_state_dict(torch.load(cache / "image.pt", weights_only=True))
-            return sp.eval(), im.eval(), info
+            if not word_judge:
+                return sp.eval(), im.eval(), info, None
+            words, word_info = load_or_train_word_judge(audio_shards, cache)
+            return sp.eval(), im.eval(), {**info, **word_info}, words
     cmvn = load_cmvn(audio_shards)
     a_tr, a_te = load_audio_split(audio_shards, "train", cmvn=cmvn), load_audio_split(audio_shards, "test", cmvn=cmvn)
     i_tr, i_te = load_image_split(image_shards, "train"), load_image_split(image_shards, "test")
@@ -179,4 +185,44 @@ def load_or_train(audio_shards: str | Path, image_shards: str | Path, cache: str
     torch.save(sp.state_dict(), cache / "speech.pt")
     torch.save(im.state_dict(), cache / "image.pt")
     info_path.write_text(json.dumps(info, indent=2))
-    return sp.eval(), im.eval(), info
+    if not word_judge:
+        return sp.eval(), im.eval(), info, None
+    words, word_info = load_or_train_word_judge(audio_shards, cache, a_tr, a_te)
+    return sp.eval(), im.eval(), {**info, **word_info}, words
+
+
+def load_or_train_word_judge(audio_shards: str | Path, cache: Path, a_tr=None, a_te=None):
+    """(word judge, its accuracies) from ``cache/word_judge/``, trained on the shards' training
+    split when absent (or of another version).  Accuracies on the test split: adapted without
+    labels to each test speaker, on the held-out and the seen speakers, and unadapted."""
+    from pvae_data.perturb import base_speaker
+
+    from ..data import load_audio_split
+    from ..run import load_cmvn
+    from .speakers import seen_in_training, training_speakers
+    from .word_judge import WORD_JUDGE_VERSION, WordJudge
+
+    d = cache / "word_judge"
+    info_path = d / "accuracy.json"
+    if info_path.exists():
+        info = json.loads(info_path.read_text())
+        if info.get("word_judge_version") == WORD_JUDGE_VERSION:
+            return WordJudge.load(d), info
+    if a_tr is None:
+        cmvn = load_cmvn(audio_shards)
+        a_tr, a_te = load_audio_split(audio_shards, "train", cmvn=cmvn), load_audio_split(audio_shards, "test", cmvn=cmvn)
+    words = WordJudge.train([f.numpy() for f in a_tr.feats], a_tr.labels)
+    held = ~seen_in_training(a_te.speakers, training_speakers(audio_shards))
+    feats = [f.numpy() for f in a_te.feats]
+    plain = words.predict(feats, adapt=False) == a_te.labels
+    adapted = words.predict(feats, groups=[base_speaker(s) for s in a_te.speakers]) == a_te.labels
+    info = {"word_judge_version": WORD_JUDGE_VERSION, "word_judge": words.cfg.to_dict(),
+            # adapted to each test speaker without labels; on the held-out speakers: its own
+            # leave-one-speaker-out accuracy
+            "word_judge_held_out_accuracy": float(adapted[held].mean()) if held.any() else None,
+            "word_judge_seen_accuracy": float(adapted[~held].mean()) if (~held).any() else None,
+            "word_judge_held_out_unadapted": float(plain[held].mean()) if held.any() else None,
+            "word_judge_seen_unadapted": float(plain[~held].mean()) if (~held).any() else None}
+    words.save(d)
+    info_path.write_text(json.dumps(info, indent=2))
+    return words, info

@@ -17,6 +17,7 @@ import json
 from pathlib import Path
 
 SPEECH = ("purity", "speech_to_image", "speech_own", "judge")
+ADAPTED = ("judge_adapted", "image_to_speech_adapted", "image_to_speech_voice_adapted")  # None before the word judge
 
 
 def fold_names(run_dirs) -> list[str]:
@@ -45,6 +46,9 @@ def pool_folds(run_dirs) -> dict:
                **{k: g[k] for k in SPEECH},
                "image_to_speech": m["coherence"]["image_to_speech_prior"],
                "image_to_speech_voice": _voice_figure(m),
+               "judge_adapted": g.get("judge_adapted"),
+               "image_to_speech_adapted": (m["coherence"].get("speaker_adapted_judge") or {}).get("image_to_speech_prior"),
+               "image_to_speech_voice_adapted": _voice_figure(m, "image_to_speech_adapted_judge"),
                "seen_speech_to_image": (m["speaker_groups"].get("seen") or {}).get("speech_to_image")}
         folds[name] = row
         total += g["n"]
@@ -54,16 +58,22 @@ def pool_folds(run_dirs) -> dict:
     if not folds:
         raise ValueError("no fold given")
     voiced = [f["image_to_speech_voice"] for f in folds.values()]
-    pooled = {"n": total, **{k: sums[k] / total for k in SPEECH}, "image_to_speech": sum(i2s) / len(i2s),
+    adapted = {k: [f[k] for f in folds.values()] for k in ADAPTED}
+    # the adapted judge on the real takes pools over utterances, like the judge; the rest over folds
+    pooled_adapted = {"judge_adapted": None if None in adapted["judge_adapted"] else
+                      sum(f["judge_adapted"] * f["n"] for f in folds.values()) / total,
+                      **{k: None if None in v else sum(v) / len(v) for k, v in adapted.items() if k != "judge_adapted"}}
+    pooled = {**pooled_adapted, "n": total, **{k: sums[k] / total for k in SPEECH}, "image_to_speech": sum(i2s) / len(i2s),
               "image_to_speech_voice": None if None in voiced else sum(voiced) / len(voiced),
-              "worst_judge": min(f["judge"] for f in folds.values())}
+              "worst_judge": min(f["judge"] for f in folds.values()),
+              "worst_judge_adapted": None if None in adapted["judge_adapted"] else min(adapted["judge_adapted"])}
     return {"folds": folds, "pooled": pooled}
 
 
-def _voice_figure(m: dict) -> float | None:
+def _voice_figure(m: dict, key: str = "image_to_speech") -> float | None:
     """Image -> speech in the evaluated run's typical voice (None for evaluations before voices)."""
     v = m.get("voices") or {}
-    return (v.get("image_to_speech") or {}).get(v.get("default"))
+    return (v.get(key) or {}).get(v.get("default"))
 
 
 def _cell(x: float | None) -> str:
@@ -72,9 +82,10 @@ def _cell(x: float | None) -> str:
 
 def markdown(p: dict) -> str:
     head = ("| fold | held out | n | epochs | z_s purity | speech→image | own speech | judge | image→speech "
-            "| image→speech, typical voice |")
-    lines = [head, "|" + " --- |" * 10]
-    cols = (*SPEECH, "image_to_speech", "image_to_speech_voice")
+            "| image→speech, typical voice | adapted word judge | image→speech, word judge "
+            "| typical voice, word judge |")
+    lines = [head, "|" + " --- |" * 13]
+    cols = (*SPEECH, "image_to_speech", "image_to_speech_voice", *ADAPTED)
     for name, f in p["folds"].items():
         lines.append(f"| {name} | {', '.join(f['speakers'])} | {f['n']} | {f['epoch']} | "
                      + " | ".join(_cell(f.get(k)) for k in cols) + " |")

@@ -121,6 +121,18 @@ def _objective_cell(m: dict, notes: list[str]) -> str:
     return f"{m.get('objective') or 'spec'} [{notes.index(text) + 1}]"
 
 
+def _word_judge_sentence(m: dict) -> str:
+    """The speaker-adapted word judge: its accuracy on new voices and its image -> speech figure."""
+    c = m.get("coherence") or {}
+    cl, adapted = c.get("classifiers") or {}, (c.get("speaker_adapted_judge") or {}).get("image_to_speech_prior")
+    held = cl.get("word_judge_held_out_accuracy")
+    if adapted is None:
+        return ""
+    return (f" The word judge (whole-word HMMs adapted without labels to each voice): image→speech "
+            f"{100 * adapted:.1f} % (prior style)"
+            + (f"; on voices it never heard {100 * held:.1f} %" if held is not None else "") + ".")
+
+
 def voice_section(m: dict) -> list[str]:
     """Image -> speech in each training speaker's voice, beside the paper's prior style."""
     v = m.get("voices") or {}
@@ -253,19 +265,21 @@ def speaker_section(m: dict) -> list[str]:
              + (f". Held-out test speakers (never heard in training): {esc(', '.join(sp['held_out']))}"
                 if sp.get("held_out") else ". No held-out speaker: every test voice was heard in training")
              + ".</p>"]
-    heads = ["n", "z_s purity", "speech→image", "own speech", "speech judge"]
-    keys = ("purity", "speech_to_image", "speech_own", "judge")
+    heads = ["n", "z_s purity", "speech→image", "own speech", "speech judge", "adapted word judge"]
+    keys = ("purity", "speech_to_image", "speech_own", "judge", "judge_adapted")
+    cell = lambda g, k: f"{100 * g[k]:.1f}" if g.get(k) is not None else "–"  # noqa: E731
     rows = []
     for name, g in (m.get("speaker_groups") or {}).items():
-        rows.append((f"{name} ({', '.join(g['speakers'])})", [str(g["n"])] + [f"{100 * g[k]:.1f}" for k in keys]))
+        rows.append((f"{name} ({', '.join(g['speakers'])})", [str(g["n"])] + [cell(g, k) for k in keys]))
     for name, g in (m.get("per_speaker") or {}).items():
         tag = "" if g.get("seen_in_training") else " (held out)"
-        rows.append((name + tag, [str(g["n"])] + [f"{100 * g[k]:.1f}" for k in keys]))
+        rows.append((name + tag, [str(g["n"])] + [cell(g, k) for k in keys]))
     if rows:
         parts += ["<p>Per speaker (%): z_s purity (k-means clusters of all test z_s, each labelled with its "
                   "majority digit), speech→image coherence (prior style), own reconstructions and the real "
                   "utterances judged by the speech judge (on a held-out speaker: the judge's own "
-                  "leave-one-speaker-out accuracy).</p>", _html_table(heads, rows, "test speakers")]
+                  "leave-one-speaker-out accuracy) and by the word judge adapted to each speaker "
+                  "without labels.</p>", _html_table(heads, rows, "test speakers")]
     for direction, mat in (m.get("confusion") or {}).items():
         cells = [(str(i), [str(int(v)) for v in row]) for i, row in enumerate(mat)]
         parts += [f"<p>Confusion, {esc(direction.replace('_', ' '))} (rows: intended digit, columns: "
@@ -349,7 +363,7 @@ def _render(runs: list[tuple[Path, dict]]) -> str:
                             f"{100 * held:.1f} %, its own leave-one-speaker-out accuracy: every figure it scores "
                             "(image→speech, own speech) means only as much." if held is not None else
                             "No held-out voice: the speech judge's accuracy on new voices is not measured here "
-                            "(pipelines/loso.sh, docs/voices.md).") + "</p>")
+                            "(pipelines/loso.sh, docs/voices.md).") + _word_judge_sentence(m) + "</p>")
         parts += voice_section(m)
         parts += provenance_section(m)
         parts += speaker_section(m)

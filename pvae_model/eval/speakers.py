@@ -11,7 +11,8 @@ rows here keep them apart:
                   ``speech_to_image`` coherence (prior image style), ``speech_own`` (own
                   reconstructions judged by the speech judge) and ``judge`` (the speech judge on
                   the real utterances: on a held-out speaker, the judge's own leave-one-speaker-out
-                  accuracy);
+                  accuracy) and ``judge_adapted`` (the word judge of :mod:`.word_judge`, adapted
+                  without labels to each test speaker, on the same utterances);
 ``groups``        the same pooled over the seen and over the held-out speakers;
 ``confusion``     10 x 10 counts [intended digit][judged digit] of speech -> image and of
                   image -> speech (prior style), as evaluated.
@@ -24,7 +25,7 @@ import torch
 
 from pvae_data.perturb import base_speaker
 
-ROWS = ("purity", "speech_to_image", "speech_own", "judge")
+ROWS = ("purity", "speech_to_image", "speech_own", "judge", "judge_adapted")
 
 
 def training_speakers(audio_shards) -> dict:
@@ -87,6 +88,8 @@ def speaker_rows(model, judge, audio, images, speakers_info: dict, n_images: int
         "speech_own": judge.speech_predictions(model.decode_audio(zs, za, lengths), lengths) == y,
         "judge": judge.speech_predictions(x, lengths) == y,
     }
+    if judge.words is not None:
+        correct["judge_adapted"] = judge.adapted_predictions(x, lengths, groups=spk) == y
     rng = np.random.default_rng(seed)
     pick = rng.permutation(len(images.labels))[:n_images]
     yi = np.asarray(images.labels)[pick]

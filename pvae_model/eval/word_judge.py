@@ -1,0 +1,152 @@
+"""The speaker-adapted speech judge: whole-word HMMs that adapt, without labels, to each voice.
+
+The convolutional judge of :mod:`pvae_model.eval.classifiers` learns FSDD's five training voices
+more than their digits: on a voice it never heard it is right 78 % of the time pooled over the six
+leave-one-speaker-out folds, 65 % on the worst (``docs/voices.md``).  This judge is the classic
+answer of speech recognition to a new speaker, built from parts the data pipeline already has:
+
+- **features**: each utterance's FBank normalised per bin by its own mean and variance (so the
+  judge answers the same whatever normalisation a model or a caller applied), scaled back by the
+  typical within-utterance spread of each bin in training, then the 13 cepstra of the classic
+  front end (DCT), deltas and delta-deltas, cepstral mean removed;
+- **models**: one left-to-right HMM per digit with silence around it, diagonal Gaussian mixtures,
+  trained by :func:`pvae_data.align.train.train_word_hmms` (the forced aligner's trainer);
+- **decision**: the digit whose model (silence, word, silence) fits the utterance best;
+- **adaptation**: for a group of utterances of one voice (a test speaker, or one batch of a
+  model's generated speech), the word models' means are MAP-adapted to the group's frames aligned
+  to the judge's own first answers (:func:`pvae_data.align.adapt.map_adapt`), and the group is
+  judged again; two rounds.  No label is read.  A group of one utterance adapts to that utterance.
+
+Leave-one-speaker-out on FSDD (``benchmarks/judge_loso.py --variant word_hmm``): 83 % pooled
+before adaptation and 91 % after it, against 78 % for the convolutional judge.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from pvae_data.config import ConfigMixin
+
+FORMAT = "pvae word-HMM judge"
+WORD_JUDGE_VERSION = 1  # cached word judges of another version are trained anew
+
+
+@dataclass(frozen=True)
+class WordJudgeConfig(ConfigMixin):
+    ceps: int = 13  # cepstra kept (c0 included); 20 was worse (LOSO 88.9 against 91.4 % adapted)
+    mixtures: int = 2  # Gaussians per state (LOSO adapted: 1 -> 85.7, 2 -> 92.2, 4 -> 88.9 % at 2 rounds)
+    adapt_rounds: int = 4  # judge -> adapt to those answers -> judge again; 0 = no adaptation
+    adapt_iterations: int = 3  # align / re-estimate passes within one round
+    tau: float = 10.0  # MAP prior weight in frames
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.ceps <= 40 or self.mixtures < 1 or self.adapt_rounds < 0 or self.tau <= 0:
+            raise ValueError(f"word judge: bad config {self.to_dict()}")
+
+
+def _dct(num_bins: int, num_ceps: int) -> np.ndarray:
+    from pvae_data.align.mfcc import _dct as dct
+
+    return dct(num_bins, num_ceps).astype(np.float64)
+
+
+def utterance_spread(feats: Sequence[np.ndarray]) -> np.ndarray:
+    """The typical within-utterance standard deviation of each bin: the judge's feature scale."""
+    return np.mean([np.asarray(f, np.float64).std(axis=0) for f in feats if len(f) > 1], axis=0)
+
+
+def judge_features(x, scale: np.ndarray, ceps: int) -> np.ndarray:
+    """[T, F] FBank in any per-bin affine normalisation -> [T, 3 * ceps] judge features."""
+    from pvae_data.align.mfcc import deltas
+
+    f = np.asarray(x, np.float64)
+    f = (f - f.mean(axis=0)) / (f.std(axis=0) + 1e-5) * scale
+    c = f @ _dct(f.shape[1], ceps)
+    d = deltas(c, 2)
+    z = np.concatenate([c, d, deltas(d, 2)], axis=1)
+    return (z - z.mean(axis=0)).astype(np.float32)
+
+
+@dataclass
+class WordJudge:
+    model: object  # pvae_data.align.hmm.WordHMMs; words "0".."9"
+    scale: np.ndarray
+    cfg: WordJudgeConfig = field(default_factory=WordJudgeConfig)
+
+    @classmethod
+    def train(cls, feats: Sequence, labels: Sequence[int], cfg: WordJudgeConfig = WordJudgeConfig()) -> "WordJudge":
+        from pvae_data.align.mfcc import AlignFeatureConfig
+        from pvae_data.align.train import AlignTrainConfig, TrainUtterance, train_word_hmms
+
+        feats = [np.asarray(f, np.float64) for f in feats]
+        scale = utterance_spread(feats)
+        data = [TrainUtterance(judge_features(f, scale, cfg.ceps), [str(int(y))]) for f, y in zip(feats, labels)]
+        fc = AlignFeatureConfig(num_mel_bins=feats[0].shape[1], num_ceps=cfg.ceps)
+        model = train_word_hmms(data, AlignTrainConfig(features=fc, mixtures=cfg.mixtures))
+        return cls(model, scale, cfg)
+
+    def _scores(self, model, x: np.ndarray) -> np.ndarray:
+        from pvae_data.align.hmm import forced_align
+
+        out = np.full(len(model.words), -np.inf)
+        for k, w in enumerate(model.words):
+            if len(x) >= model.min_frames([w]):
+                g = model.forced_graph([w])
+                out[k] = forced_align(model, model.loglik(x, g["state"]), [w], g)[0]
+        return out
+
+    def _decide(self, model, xs: list[np.ndarray]) -> np.ndarray:
+        words = np.array([int(w) for w in model.words])
+        return np.array([words[int(np.argmax(self._scores(model, x)))] if len(x) else -1 for x in xs], dtype=np.int64)
+
+    def predict(self, feats: Sequence, groups: Sequence | None = None, adapt: bool = True) -> np.ndarray:
+        """The digit of each utterance (-1 for an empty one).  ``groups`` (one key per utterance;
+        default: all one group) are the voices adapted to, each on its own."""
+        from pvae_data.align.adapt import AdaptConfig, map_adapt
+
+        xs = [judge_features(f, self.scale, self.cfg.ceps) if len(f) else np.zeros((0, 3 * self.cfg.ceps), np.float32)
+              for f in feats]
+        pred = self._decide(self.model, xs)
+        if not adapt or not self.cfg.adapt_rounds:
+            return pred
+        keys = np.asarray(groups if groups is not None else [0] * len(xs), dtype=object)
+        acfg = AdaptConfig(iterations=self.cfg.adapt_iterations, tau=self.cfg.tau)
+        for key in dict.fromkeys(keys.tolist()):
+            idx = np.flatnonzero(keys == key)
+            for _ in range(self.cfg.adapt_rounds):
+                data = [(xs[i], [str(pred[i])]) for i in idx if pred[i] >= 0]
+                model = map_adapt(self.model, data, acfg)
+                pred[idx] = self._decide(model, [xs[i] for i in idx])
+        return pred
+
+    def save(self, directory: str | Path) -> None:
+        from pvae_data.align.hmm import save_model
+        from pvae_data.io_utils import write_json
+
+        d = Path(directory)
+        save_model(self.model, d)
+        write_json(d / "word_judge.json", {"format": FORMAT, "config": self.cfg.to_dict(),
+                                            "scale": [float(v) for v in self.scale]})
+
+    @classmethod
+    def load(cls, directory: str | Path) -> "WordJudge":
+        from pvae_data.align.hmm import load_model
+
+        d = Path(directory)
+        try:
+            meta = json.loads((d / "word_judge.json").read_text())
+            if meta.get("format") != FORMAT:
+                raise ValueError(f"format {meta.get('format')!r}")
+            cfg = WordJudgeConfig.from_dict(meta["config"])
+            scale = np.asarray(meta["scale"], np.float64)
+        except (OSError, KeyError, TypeError, ValueError, json.JSONDecodeError) as e:
+            raise ValueError(f"{d / 'word_judge.json'}: not a word judge ({e})") from None
+        model = load_model(d)
+        if scale.shape != (model.features.num_mel_bins,) or not np.isfinite(scale).all():
+            raise ValueError(f"{d / 'word_judge.json'}: scale does not fit the model's {model.features.num_mel_bins} bins")
+        return cls(model, scale, cfg)
