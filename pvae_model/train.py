@@ -45,7 +45,7 @@ def quick_generation(model, judge, audio_test, image_test, n_images: int) -> dic
     style) and ``gen_*`` (own reconstruction, z_s only, style swapped), on CPU copies."""
     from .eval.judge import COHERENCE_KEYS, generation_checks
 
-    rows = generation_checks(model, judge, audio_test, image_test, n_images=n_images, seed=1, adapted=False)["rows"]
+    rows = generation_checks(model, judge, audio_test, image_test, n_images=n_images, seed=1, words=False)["rows"]
     return {("coh_" if k in COHERENCE_KEYS else "gen_") + k: v for k, v in rows.items()}
 
 

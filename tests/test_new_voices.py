@@ -271,9 +271,9 @@ def test_pool_folds_weights_held_out_speakers_by_utterances(tmp_path):
              "judge_adapted": acc + 0.05}
         (d / "metrics.json").write_text(json.dumps({"epoch": 3, "speaker_groups": {"held_out": g},
                                                     "coherence": {"image_to_speech_prior": acc,
-                                                                  "speaker_adapted_judge": {"image_to_speech_prior": acc / 2}},
+                                                                  "word_judge": {"image_to_speech_prior": acc / 2}},
                                                     "voices": {"default": "v", "image_to_speech": {"v": 1 - acc, "w": 0},
-                                                               "image_to_speech_adapted_judge": {"v": 0.8, "w": 0}}}))
+                                                               "image_to_speech_word_judge": {"v": 0.8, "w": 0}}}))
         runs.append(tmp_path / name / "pvae")
     p = pool_folds(runs)
     assert abs(p["pooled"]["image_to_speech_voice"] - 0.3) < 1e-9  # the typical voice's, mean over folds
@@ -283,8 +283,8 @@ def test_pool_folds_weights_held_out_speakers_by_utterances(tmp_path):
     assert abs(p["pooled"]["image_to_speech"] - 0.7) < 1e-9 and p["pooled"]["worst_judge"] == 0.5
     # the speaker-adapted word judge: over utterances on the real takes, over folds for image -> speech
     assert abs(p["pooled"]["judge_adapted"] - 0.65) < 1e-9 and abs(p["pooled"]["worst_judge_adapted"] - 0.55) < 1e-9
-    assert abs(p["pooled"]["image_to_speech_adapted"] - 0.35) < 1e-9
-    assert abs(p["pooled"]["image_to_speech_voice_adapted"] - 0.8) < 1e-9 and "**65.0** |" in markdown(p)
+    assert abs(p["pooled"]["image_to_speech_word"] - 0.35) < 1e-9
+    assert abs(p["pooled"]["image_to_speech_voice_word"] - 0.8) < 1e-9 and "**65.0** |" in markdown(p)
     (tmp_path / "c" / "eval").mkdir(parents=True)
     (tmp_path / "c" / "eval" / "metrics.json").write_text(json.dumps({"speaker_groups": {}}))
     with pytest.raises(ValueError, match="no held-out speaker"):

@@ -130,21 +130,21 @@ def _coherence(model, audio, images, cfg, ecfg: EvalConfig) -> dict:
     judge = Judge.load(cfg.audio_shards, cfg.image_shards, image_train_limit=ecfg.classifier_images)
     voices = run_voices(model, cfg.audio_shards, cfg.cmvn)
     checks = generation_checks(model, judge, audio, images, n_images=ecfg.coherence_images, seed=ecfg.seed + 1,
-                               voices=voices, adapted_voices=[typical_voice(voices)] if voices else None)
+                               voices=voices, word_voices=[typical_voice(voices)] if voices else None)
     rows = checks["rows"]
     by_voice = rows.pop("image_to_speech_voices", {})
-    by_voice_adapted = rows.pop("image_to_speech_voices_adapted", {})
-    adapted = rows.pop("image_to_speech_prior_adapted", None)
+    by_voice_words = rows.pop("image_to_speech_voices_word", {})
+    words = rows.pop("image_to_speech_prior_word", None)
     coherence = {k: rows[k] for k in COHERENCE_KEYS}
-    if adapted is not None:  # the same generations, judged by the speaker-adapted word judge
-        coherence["speaker_adapted_judge"] = {"image_to_speech_prior": adapted}
+    if words is not None:  # the same generations, judged by the word judge
+        coherence["word_judge"] = {"image_to_speech_prior": words}
     coherence.update(speech_to_image=rows["speech_to_image_ref"], image_to_speech=rows["image_to_speech_ref"],
                      n_speech_to_image=checks["n_speech"], n_image_to_speech=checks["n_images"],
                      classifiers=judge.info)
     return {"coherence": coherence, "generation": {k: v for k, v in rows.items() if k not in COHERENCE_KEYS},
             "style_transfer": checks["style"],
             "voices": {"default": typical_voice(voices), "image_to_speech": by_voice,
-                       "image_to_speech_adapted_judge": by_voice_adapted}}
+                       "image_to_speech_word_judge": by_voice_words}}
 
 
 def _probes(model, cfg, post_test: dict, a_labels, i_labels, ecfg: EvalConfig) -> dict:

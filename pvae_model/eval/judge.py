@@ -17,9 +17,8 @@ drawn from N(0, I)):
 ``speech_to_image_prior`` / ``image_to_speech_prior``  z_s from the other modality, prior style;
 ``image_to_speech_voices``                {training speaker: image -> speech in that speaker's voice,
                                           its mean z_a (:mod:`pvae_model.voices`)}, when given voices.
-``image_to_speech_prior_adapted``, ``image_to_speech_voices_adapted``  the same generations judged
-                                          by the speaker-adapted word judge (:mod:`.word_judge`),
-                                          adapted to each batch of generated speech.
+``image_to_speech_prior_word``, ``image_to_speech_voices_word``  the same generations judged by
+                                          the word judge (:mod:`.word_judge`), unadapted.
 """
 
 from __future__ import annotations
@@ -54,10 +53,13 @@ class Judge:
         return self.words.predict([x[j, : lengths[j]].numpy() for j in range(len(lengths))], groups=groups)
 
     @torch.no_grad()
-    def speech_adapted(self, model, zs, z_a, lengths, want) -> float:
-        """Fraction of ``decode_audio(zs, z_a, lengths)`` the word judge, adapted to the batch,
-        labels ``want``."""
-        return float((self.adapted_predictions(model.decode_audio(zs, z_a, lengths), lengths) == np.asarray(want)).mean())
+    def speech_words(self, model, zs, z_a, lengths, want) -> float:
+        """Fraction of ``decode_audio(zs, z_a, lengths)`` the word judge labels ``want``, not
+        adapted: generated speech is in a training voice the judge knows, or (prior style) in no
+        one voice, so there is no new voice to adapt to."""
+        x = model.decode_audio(zs, z_a, lengths)
+        pred = self.words.predict([x[j, : lengths[j]].numpy() for j in range(len(lengths))], adapt=False)
+        return float((pred == np.asarray(want)).mean())
 
     @torch.no_grad()
     def speech(self, model, zs, z_a, lengths, want) -> float:
@@ -102,13 +104,13 @@ class Judge:
 
 @torch.no_grad()
 def generation_checks(model, judge: Judge, audio, images, n_images: int = 1000, seed: int = 1,
-                      n_speech: int | None = None, voices: dict | None = None, adapted: bool = True,
-                      adapted_voices=None) -> dict:
+                      n_speech: int | None = None, voices: dict | None = None, words: bool = True,
+                      word_voices=None) -> dict:
     """Every row of the module docstring, plus the unimodal posteriors used (for callers that want
     more from them).  ``n_speech`` limits the spoken test digits (all by default); ``voices``
     (``{name: z_a}``) adds the image -> speech row in each voice, same images and lengths;
-    ``adapted`` adds the word judge's rows (when the judge has one), in the voices named by
-    ``adapted_voices`` (default: every voice)."""
+    ``words`` adds the word judge's rows (when the judge has one), in the voices named by
+    ``word_voices`` (default: every voice)."""
     from ..data import pad_audio
     from .style import style_transfer_r
 
@@ -151,13 +153,13 @@ def generation_checks(model, judge: Judge, audio, images, n_images: int = 1000, 
     if voices:
         r["image_to_speech_voices"] = {k: judge.speech(model, zs_i, v.expand(len(yi), -1), lengths[ref_a], yi)
                                        for k, v in voices.items()}
-    if adapted and judge.words is not None:  # the same generations, judged by the speaker-adapted word judge
-        r["image_to_speech_prior_adapted"] = judge.speech_adapted(
+    if words and judge.words is not None:  # the same generations, judged by the word judge
+        r["image_to_speech_prior_word"] = judge.speech_words(
             model, zs_i, _prior(len(yi), za.shape[1], seed + 1), lengths[ref_a], yi)
         if voices:
-            r["image_to_speech_voices_adapted"] = {
-                k: judge.speech_adapted(model, zs_i, v.expand(len(yi), -1), lengths[ref_a], yi) for k, v in voices.items()
-                if adapted_voices is None or k in adapted_voices}
+            r["image_to_speech_voices_word"] = {
+                k: judge.speech_words(model, zs_i, v.expand(len(yi), -1), lengths[ref_a], yi) for k, v in voices.items()
+                if word_voices is None or k in word_voices}
     model.train(was_training)
     return {"rows": r, "style": style, "n_speech": len(ya), "n_images": len(yi),
             "posteriors": {"speech": (qa, lengths, ya), "image": (qi, pick, yi)}}

@@ -17,7 +17,7 @@ import json
 from pathlib import Path
 
 SPEECH = ("purity", "speech_to_image", "speech_own", "judge")
-ADAPTED = ("judge_adapted", "image_to_speech_adapted", "image_to_speech_voice_adapted")  # None before the word judge
+ADAPTED = ("judge_adapted", "image_to_speech_word", "image_to_speech_voice_word")  # None before the word judge
 
 
 def fold_names(run_dirs) -> list[str]:
@@ -47,8 +47,8 @@ def pool_folds(run_dirs) -> dict:
                "image_to_speech": m["coherence"]["image_to_speech_prior"],
                "image_to_speech_voice": _voice_figure(m),
                "judge_adapted": g.get("judge_adapted"),
-               "image_to_speech_adapted": (m["coherence"].get("speaker_adapted_judge") or {}).get("image_to_speech_prior"),
-               "image_to_speech_voice_adapted": _voice_figure(m, "image_to_speech_adapted_judge"),
+               "image_to_speech_word": (m["coherence"].get("word_judge") or {}).get("image_to_speech_prior"),
+               "image_to_speech_voice_word": _voice_figure(m, "image_to_speech_word_judge"),
                "seen_speech_to_image": (m["speaker_groups"].get("seen") or {}).get("speech_to_image")}
         folds[name] = row
         total += g["n"]
@@ -82,7 +82,7 @@ def _cell(x: float | None) -> str:
 
 def markdown(p: dict) -> str:
     head = ("| fold | held out | n | epochs | z_s purity | speech→image | own speech | judge | image→speech "
-            "| image→speech, typical voice | adapted word judge | image→speech, word judge "
+            "| image→speech, typical voice | word judge (adapted) | image→speech, word judge "
             "| typical voice, word judge |")
     lines = [head, "|" + " --- |" * 13]
     cols = (*SPEECH, "image_to_speech", "image_to_speech_voice", *ADAPTED)

@@ -124,13 +124,13 @@ def _objective_cell(m: dict, notes: list[str]) -> str:
 def _word_judge_sentence(m: dict) -> str:
     """The speaker-adapted word judge: its accuracy on new voices and its image -> speech figure."""
     c = m.get("coherence") or {}
-    cl, adapted = c.get("classifiers") or {}, (c.get("speaker_adapted_judge") or {}).get("image_to_speech_prior")
+    cl, words = c.get("classifiers") or {}, (c.get("word_judge") or {}).get("image_to_speech_prior")
     held = cl.get("word_judge_held_out_accuracy")
-    if adapted is None:
+    if words is None:
         return ""
-    return (f" The word judge (whole-word HMMs adapted without labels to each voice): image→speech "
-            f"{100 * adapted:.1f} % (prior style)"
-            + (f"; on voices it never heard {100 * held:.1f} %" if held is not None else "") + ".")
+    return (f" The word judge (whole-word HMMs): image→speech {100 * words:.1f} % (prior style)"
+            + (f"; on the real takes of voices it never heard, adapted to each without labels, "
+               f"{100 * held:.1f} %" if held is not None else "") + ".")
 
 
 def voice_section(m: dict) -> list[str]:

@@ -43,9 +43,11 @@ class WordJudgeConfig(ConfigMixin):
     adapt_rounds: int = 4  # judge -> adapt to those answers -> judge again; 0 = no adaptation
     adapt_iterations: int = 3  # align / re-estimate passes within one round
     tau: float = 10.0  # MAP prior weight in frames
+    deltas: int = 2  # 0: cepstra only, 1: + deltas, 2: + delta-deltas
 
     def __post_init__(self) -> None:
-        if not 1 <= self.ceps <= 40 or self.mixtures < 1 or self.adapt_rounds < 0 or self.tau <= 0:
+        if (not 1 <= self.ceps <= 40 or self.mixtures < 1 or self.adapt_rounds < 0 or self.tau <= 0
+                or self.deltas not in (0, 1, 2)):
             raise ValueError(f"word judge: bad config {self.to_dict()}")
 
 
@@ -60,15 +62,17 @@ def utterance_spread(feats: Sequence[np.ndarray]) -> np.ndarray:
     return np.mean([np.asarray(f, np.float64).std(axis=0) for f in feats if len(f) > 1], axis=0)
 
 
-def judge_features(x, scale: np.ndarray, ceps: int) -> np.ndarray:
-    """[T, F] FBank in any per-bin affine normalisation -> [T, 3 * ceps] judge features."""
+def judge_features(x, scale: np.ndarray, ceps: int, order: int = 2) -> np.ndarray:
+    """[T, F] FBank in any per-bin affine normalisation -> [T, (1 + order) * ceps] judge features."""
     from pvae_data.align.mfcc import deltas
 
     f = np.asarray(x, np.float64)
     f = (f - f.mean(axis=0)) / (f.std(axis=0) + 1e-5) * scale
     c = f @ _dct(f.shape[1], ceps)
-    d = deltas(c, 2)
-    z = np.concatenate([c, d, deltas(d, 2)], axis=1)
+    parts = [c]
+    for _ in range(order):
+        parts.append(deltas(parts[-1], 2))
+    z = np.concatenate(parts, axis=1)
     return (z - z.mean(axis=0)).astype(np.float32)
 
 
@@ -85,8 +89,8 @@ class WordJudge:
 
         feats = [np.asarray(f, np.float64) for f in feats]
         scale = utterance_spread(feats)
-        data = [TrainUtterance(judge_features(f, scale, cfg.ceps), [str(int(y))]) for f, y in zip(feats, labels)]
-        fc = AlignFeatureConfig(num_mel_bins=feats[0].shape[1], num_ceps=cfg.ceps)
+        data = [TrainUtterance(judge_features(f, scale, cfg.ceps, cfg.deltas), [str(int(y))]) for f, y in zip(feats, labels)]
+        fc = AlignFeatureConfig(num_mel_bins=feats[0].shape[1], num_ceps=cfg.ceps, delta_order=cfg.deltas)
         model = train_word_hmms(data, AlignTrainConfig(features=fc, mixtures=cfg.mixtures))
         return cls(model, scale, cfg)
 
@@ -109,7 +113,8 @@ class WordJudge:
         default: all one group) are the voices adapted to, each on its own."""
         from pvae_data.align.adapt import AdaptConfig, map_adapt
 
-        xs = [judge_features(f, self.scale, self.cfg.ceps) if len(f) else np.zeros((0, 3 * self.cfg.ceps), np.float32)
+        dim = (1 + self.cfg.deltas) * self.cfg.ceps
+        xs = [judge_features(f, self.scale, self.cfg.ceps, self.cfg.deltas) if len(f) else np.zeros((0, dim), np.float32)
               for f in feats]
         pred = self._decide(self.model, xs)
         if not adapt or not self.cfg.adapt_rounds:

@@ -303,10 +303,10 @@ def test_evaluate_writes_metrics_figures_and_audio(tmp_path, shards):
     for row in m["per_speaker"].values():
         assert row["seen_in_training"] and all(0 <= row[k] <= 1 for k in ("purity", "speech_to_image", "speech_own", "judge",
                                                                            "judge_adapted"))
-    # the speaker-adapted word judge scores the same generations, and its accuracies are recorded
-    assert 0 <= c["speaker_adapted_judge"]["image_to_speech_prior"] <= 1
+    # the word judge scores the same generations, and its accuracies are recorded
+    assert 0 <= c["word_judge"]["image_to_speech_prior"] <= 1
     assert c["classifiers"]["word_judge_seen_accuracy"] > 0.3 and c["classifiers"]["word_judge_held_out_accuracy"] is None
-    assert list(m["voices"]["image_to_speech_adapted_judge"]) == [m["voices"]["default"]]  # generate's voice
+    assert list(m["voices"]["image_to_speech_word_judge"]) == [m["voices"]["default"]]  # generate's voice
     assert set(m["speaker_groups"]) == {"seen"} and m["speaker_groups"]["seen"]["n"] == m["n_speech"]
     s2i, i2s = np.array(m["confusion"]["speech_to_image"]), np.array(m["confusion"]["image_to_speech"])
     assert s2i.shape == i2s.shape == (10, 10) and s2i.sum() == m["n_speech"] and i2s.sum() == 100
@@ -329,13 +329,13 @@ def test_evaluate_writes_metrics_figures_and_audio(tmp_path, shards):
     assert len(style_row) == 1 and style_row[0].split(" | ")[1] == f"{st['image_own']['slant']:.2f}"
     assert r.output.rstrip().endswith(f"report: {(tmp_path / 'rep.html').resolve()}")
     page = (tmp_path / "rep.html").read_text()
-    assert "adapted word judge" in page and "The word judge (whole-word HMMs" in page
+    assert "adapted word judge" in page and "The word judge (whole-word HMMs)" in page
     # `pvae-model diagnose`: every judged fraction is a fraction; norms and distances are finite.
     r = CliRunner().invoke(main, ["diagnose", str(tmp_path / "r"), "--images", "100"])
     assert r.exit_code == 0, r.output
     d = json.loads(r.stdout)  # stderr: "no checkpoints/best.pt ... using last.pt"
     fractions = [v for k, v in d.items() if k.startswith(("speech_", "image_", "mm_"))]
-    assert len(fractions) == 13 and all(0 <= v <= 1 for v in fractions)  # + image_to_speech_prior_adapted
+    assert len(fractions) == 13 and all(0 <= v <= 1 for v in fractions)  # + image_to_speech_prior_word
     assert d["n_images"] == 100 and all(np.isfinite(v) for v in d["norms"].values())
     assert set(d["style_transfer"]) == set(st)
     # The training curve judges generations when the judges exist (cached by evaluate above), and a
