@@ -59,6 +59,7 @@ VARIANTS = {
     # labels to the held-out voice; "@unadapted" rows: the same before adaptation
     "word_hmm": dict(fbank=BAND, cmvn="utterance", word=True, ks=("unadapted",)),
     "word_hmm_speed": dict(fbank=BAND, cmvn="utterance", word=True, speeds=(0.9, 1.1), ks=("unadapted",)),
+    "word_hmm_it1": dict(fbank=BAND, cmvn="utterance", word={"adapt_iterations": 1}, ks=("unadapted",)),
     "band_utt_deep": dict(fbank=BAND, cmvn="utterance", arch="deep"),
     "band_utt_all_deep": dict(fbank=BAND, cmvn="utterance", speeds=(0.9, 1.1), warps=(0.9, 1.1), specaug=True,
                               arch="deep"),
@@ -206,11 +207,13 @@ def run_variant(name, waves, labels, speakers, epochs, seed, n_train_speakers=0)
         tr = np.flatnonzero(np.isin(all_s, others))
         te = np.flatnonzero(speakers[:n] == spk)
         if v.get("word"):
-            from pvae_model.eval.word_judge import WordJudge
+            from pvae_model.eval.word_judge import WordJudge, WordJudgeConfig
 
-            judge = WordJudge.train([all_f[i] for i in tr], all_y[tr])
-            rows[spk] = float((judge.predict([base[i] for i in te]) == labels[te]).mean())
-            rows[f"{spk}@unadapted"] = float((judge.predict([base[i] for i in te], adapt=False) == labels[te]).mean())
+            wcfg = WordJudgeConfig(**v["word"]) if isinstance(v["word"], dict) else WordJudgeConfig()
+            judge = WordJudge.train([all_f[i] for i in tr], all_y[tr], wcfg)
+            adapted, first = judge.predict([base[i] for i in te], with_first=True)
+            rows[spk] = float((adapted == labels[te]).mean())
+            rows[f"{spk}@unadapted"] = float((first == labels[te]).mean())
             continue
         mean = std = None
         if v["cmvn"] == "global":

@@ -193,7 +193,8 @@ def load_or_train(audio_shards: str | Path, image_shards: str | Path, cache: str
 
 def load_or_train_word_judge(audio_shards: str | Path, cache: Path, a_tr=None, a_te=None):
     """(word judge, its accuracies) from ``cache/word_judge/``, trained on the shards' training
-    split when absent (or of another version).  Accuracies on the test split: adapted without
+    split when absent (or of another version), without its perturbed copies (speed-perturbed
+    copies cost it 1.3 points leave-one-speaker-out, 90.3 against 91.6 %, and triple its training).  Accuracies on the test split: adapted without
     labels to each test speaker, on the held-out and the seen speakers, and unadapted."""
     from pvae_data.perturb import base_speaker
 
@@ -211,12 +212,14 @@ def load_or_train_word_judge(audio_shards: str | Path, cache: Path, a_tr=None, a
     if a_tr is None:
         cmvn = load_cmvn(audio_shards)
         a_tr, a_te = load_audio_split(audio_shards, "train", cmvn=cmvn), load_audio_split(audio_shards, "test", cmvn=cmvn)
-    words = WordJudge.train([f.numpy() for f in a_tr.feats], a_tr.labels)
+    real = [i for i, s in enumerate(a_tr.speakers) if base_speaker(s) == s] or list(range(len(a_tr.labels)))
+    words = WordJudge.train([a_tr.feats[i].numpy() for i in real], a_tr.labels[real])
     held = ~seen_in_training(a_te.speakers, training_speakers(audio_shards))
     feats = [f.numpy() for f in a_te.feats]
-    plain = words.predict(feats, adapt=False) == a_te.labels
-    adapted = words.predict(feats, groups=[base_speaker(s) for s in a_te.speakers]) == a_te.labels
+    adapted, plain = words.predict(feats, groups=[base_speaker(s) for s in a_te.speakers], with_first=True)
+    adapted, plain = adapted == a_te.labels, plain == a_te.labels
     info = {"word_judge_version": WORD_JUDGE_VERSION, "word_judge": words.cfg.to_dict(),
+            "word_judge_train_utterances": len(real),
             # adapted to each test speaker without labels; on the held-out speakers: its own
             # leave-one-speaker-out accuracy
             "word_judge_held_out_accuracy": float(adapted[held].mean()) if held.any() else None,

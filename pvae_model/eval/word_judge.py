@@ -33,7 +33,7 @@ import numpy as np
 from pvae_data.config import ConfigMixin
 
 FORMAT = "pvae word-HMM judge"
-WORD_JUDGE_VERSION = 1  # cached word judges of another version are trained anew
+WORD_JUDGE_VERSION = 2  # cached word judges of another version are trained anew (2: no perturbed copies)
 
 
 @dataclass(frozen=True)
@@ -94,31 +94,37 @@ class WordJudge:
         model = train_word_hmms(data, AlignTrainConfig(features=fc, mixtures=cfg.mixtures))
         return cls(model, scale, cfg)
 
-    def _scores(self, model, x: np.ndarray) -> np.ndarray:
+    def _scores(self, model, x: np.ndarray, graphs: dict) -> np.ndarray:
         from pvae_data.align.hmm import forced_align
 
         out = np.full(len(model.words), -np.inf)
         for k, w in enumerate(model.words):
             if len(x) >= model.min_frames([w]):
-                g = model.forced_graph([w])
+                g = graphs[w]
                 out[k] = forced_align(model, model.loglik(x, g["state"]), [w], g)[0]
         return out
 
     def _decide(self, model, xs: list[np.ndarray]) -> np.ndarray:
+        # one graph per word: adaptation moves the means only, so the graphs hold for every round
+        graphs = {w: model.forced_graph([w]) for w in model.words}
         words = np.array([int(w) for w in model.words])
-        return np.array([words[int(np.argmax(self._scores(model, x)))] if len(x) else -1 for x in xs], dtype=np.int64)
+        return np.array([words[int(np.argmax(self._scores(model, x, graphs)))] if len(x) else -1 for x in xs],
+                        dtype=np.int64)
 
-    def predict(self, feats: Sequence, groups: Sequence | None = None, adapt: bool = True) -> np.ndarray:
+    def predict(self, feats: Sequence, groups: Sequence | None = None, adapt: bool = True,
+                with_first: bool = False):
         """The digit of each utterance (-1 for an empty one).  ``groups`` (one key per utterance;
-        default: all one group) are the voices adapted to, each on its own."""
+        default: all one group) are the voices adapted to, each on its own.  ``with_first``:
+        (adapted, unadapted) answers, from one pass."""
         from pvae_data.align.adapt import AdaptConfig, map_adapt
 
         dim = (1 + self.cfg.deltas) * self.cfg.ceps
         xs = [judge_features(f, self.scale, self.cfg.ceps, self.cfg.deltas) if len(f) else np.zeros((0, dim), np.float32)
               for f in feats]
         pred = self._decide(self.model, xs)
+        first = pred.copy()
         if not adapt or not self.cfg.adapt_rounds:
-            return pred
+            return (pred, first) if with_first else pred
         keys = np.asarray(groups if groups is not None else [0] * len(xs), dtype=object)
         acfg = AdaptConfig(iterations=self.cfg.adapt_iterations, tau=self.cfg.tau)
         for key in dict.fromkeys(keys.tolist()):
@@ -127,7 +133,7 @@ class WordJudge:
                 data = [(xs[i], [str(pred[i])]) for i in idx if pred[i] >= 0]
                 model = map_adapt(self.model, data, acfg)
                 pred[idx] = self._decide(model, [xs[i] for i in idx])
-        return pred
+        return (pred, first) if with_first else pred
 
     def save(self, directory: str | Path) -> None:
         from pvae_data.align.hmm import save_model
