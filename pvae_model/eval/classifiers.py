@@ -9,6 +9,7 @@ their test accuracy, so every run evaluated on the same data is scored by the sa
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -193,9 +194,10 @@ def load_or_train(audio_shards: str | Path, image_shards: str | Path, cache: str
 
 def load_or_train_word_judge(audio_shards: str | Path, cache: Path, a_tr=None, a_te=None):
     """(word judge, its accuracies) from ``cache/word_judge/``, trained on the shards' training
-    split when absent (or of another version), without its perturbed copies (speed-perturbed
-    copies cost it 1.3 points leave-one-speaker-out, 90.3 against 91.6 %, and triple its training).  Accuracies on the test split: adapted without
-    labels to each test speaker, on the held-out and the seen speakers, and unadapted."""
+    split when absent, unreadable or of another version, without its perturbed copies (they cost
+    it 1.3 points leave-one-speaker-out, 90.3 against 91.6 %, and triple its training).
+    Accuracies on the test split: adapted without labels to each test speaker, on the held-out
+    and the seen speakers, and unadapted."""
     from pvae_data.perturb import base_speaker
 
     from ..data import load_audio_split
@@ -206,9 +208,12 @@ def load_or_train_word_judge(audio_shards: str | Path, cache: Path, a_tr=None, a
     d = cache / "word_judge"
     info_path = d / "accuracy.json"
     if info_path.exists():
-        info = json.loads(info_path.read_text())
-        if info.get("word_judge_version") == WORD_JUDGE_VERSION:
-            return WordJudge.load(d), info
+        try:
+            info = json.loads(info_path.read_text())
+            if isinstance(info, dict) and info.get("word_judge_version") == WORD_JUDGE_VERSION:
+                return WordJudge.load(d), info
+        except (OSError, ValueError) as e:  # a damaged cache is trained anew, and said so
+            print(f"warning: {d}: unreadable word judge cache ({str(e)[:80]}); training it anew", file=sys.stderr)
     if a_tr is None:
         cmvn = load_cmvn(audio_shards)
         a_tr, a_te = load_audio_split(audio_shards, "train", cmvn=cmvn), load_audio_split(audio_shards, "test", cmvn=cmvn)

@@ -78,3 +78,17 @@ def test_word_judge_round_trips_and_refuses_a_broken_cache_by_name(judged, tmp_p
         WordJudge.load(tmp_path / "wj")
     with pytest.raises(ValueError, match="config"):
         WordJudgeConfig(mixtures=0)
+
+
+def test_word_judge_cache_is_reused_and_a_damaged_one_trained_anew(small_shards, tmp_path, capsys):
+    from pvae_model.eval.classifiers import load_or_train_word_judge
+
+    audio, _ = small_shards
+    judge, info = load_or_train_word_judge(audio, tmp_path)
+    assert info["word_judge_train_utterances"] > 0 and 0 <= info["word_judge_seen_accuracy"] <= 1
+    stamp = (tmp_path / "word_judge" / "model.npz").stat().st_mtime_ns
+    again, info2 = load_or_train_word_judge(audio, tmp_path)  # cached: not trained again
+    assert info2 == info and (tmp_path / "word_judge" / "model.npz").stat().st_mtime_ns == stamp
+    (tmp_path / "word_judge" / "word_judge.json").write_text("{broken")
+    third, info3 = load_or_train_word_judge(audio, tmp_path)
+    assert "unreadable word judge cache" in capsys.readouterr().err and info3 == info
