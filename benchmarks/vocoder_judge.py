@@ -13,7 +13,9 @@ the paper's style).
 Prints one JSON line: the judge's accuracy on real FBank (its ceiling here; on all test takes and
 on the seen speakers' takes alone), then per vocoder: real FBank vocoded and re-featurised,
 generated FBank vocoded and re-featurised, the log-Mel L1 between real utterances and their
-resynthesis, and the seconds per utterance; and the ratio of the two vocoders' speeds.
+resynthesis, and the seconds per utterance; and the ratio of the two vocoders' speeds.  Each
+judged figure also as the word judge hears it (``*_word``: pvae_model/eval/word_judge.py,
+unadapted), which is harsher on generated speech than the convolutional judge (docs/voices.md).
 """
 
 from __future__ import annotations
@@ -60,6 +62,9 @@ def main() -> None:
         ok = judge.speech_predictions(x, lengths) == np.asarray(labels)
         return float(ok[mask].mean() if mask is not None else ok.mean())
 
+    def word_judged(feats: list, labels) -> float:
+        return float((judge.words.predict([f.numpy() for f in feats], adapt=False) == np.asarray(labels)).mean())
+
     real = [audio.feats[i] for i in ia]
     y_real = audio.labels[ia]
     with torch.no_grad():
@@ -73,7 +78,8 @@ def main() -> None:
     r = {"run": a.run, "vocoder_run": a.vocoder, "n": a.n, "style": a.style,
          "voice": m.default_voice if a.style == "voice" else None, "n_seen": int(seen.sum()), "griffin_lim_iters": a.iters,
          "real_fbank": judged(real, y_real), "real_fbank_seen": judged(real, y_real, seen),
-         "generated_fbank": judged(gen, y_gen)}
+         "generated_fbank": judged(gen, y_gen),
+         "real_fbank_word": word_judged(real, y_real), "generated_fbank_word": word_judged(gen, y_gen)}
     for name, voc in (("griffin_lim", None), ("vocoder", m.vocoder)):
         if name == "vocoder" and voc is None:
             continue
@@ -82,8 +88,11 @@ def main() -> None:
         waves_gen = [fbank_to_wave(f.numpy(), fcfg, cmvn, n_iter=a.iters, vocoder=voc) for f in gen]
         per = (time.perf_counter() - t0) / (len(real) + len(gen))
         feats_real = [m.frontend.features(w, rate) for w in waves_real]
+        feats_gen = [m.frontend.features(w, rate) for w in waves_gen]
         r[name] = {"real_vocoded": judged(feats_real, y_real), "real_vocoded_seen": judged(feats_real, y_real, seen),
-                   "generated_vocoded": judged([m.frontend.features(w, rate) for w in waves_gen], y_gen),
+                   "generated_vocoded": judged(feats_gen, y_gen),
+                   "real_vocoded_word": word_judged(feats_real, y_real),
+                   "generated_vocoded_word": word_judged(feats_gen, y_gen),
                    "seconds_per_utterance": round(per, 4)}
         if mel is not None:
             r[name]["real_log_mel_l1"] = _mel_l1(mel, a.vocoder, 100, fcfg, a.iters, voc)
