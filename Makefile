@@ -34,7 +34,7 @@ demo-data: $(STAMP)
 	$(BIN)/pvae-data info $(OUT)/shards/audio
 	$(BIN)/pvae-data info $(OUT)/shards/images
 
-# The main job: data stages (seconds), PVAE training (30 min on 2 CPU cores), evaluation.
+# The main job: data stages (seconds), PVAE training (29 min on 2 CPU cores), evaluation.
 # Rerunning continues where it stopped: stages reuse finished work, training resumes exactly.
 demo: demo-data
 	$(BIN)/pvae-model train --config configs/pvae_fast.yaml --out $(OUT)/pvae_fast \

@@ -23,7 +23,7 @@ def test_demo_config_names_its_deviations_and_size():
     assert cfg.pvae.size_changes() == {"hidden": 256, "audio_input_norm": "utterance",
                                        "audio_decoder_position": "relative"}  # docs/voices.md
     assert dev["private_free_nats"] == 8.0
-    assert cfg.max_minutes == 30
+    assert cfg.max_minutes == 29
     # the paper-objective rows of pipelines/table1.sh: the plus-only term must be switched off too
     with pytest.raises(ValueError, match="plus"):
         load_config(CONFIGS / "pvae_fast.yaml", {"pvae.objective": "paper"})
