@@ -9,9 +9,8 @@ for every latent of the *unimodal* encoders on the test split:
 - ``rate``: mean KL to the prior (nats) - a latent with purity but no rate holds nothing usable;
 - ``probe``: a linear probe's digit accuracy on posterior *samples* (trained on the train split);
 
-plus ``inertia`` for k = 1..20, and for the PVAE ``coherence`` both ways with the style latent
-from the prior and from a random reference item, ``generation`` (own reconstructions, style
-swaps: :mod:`pvae_model.eval.judge`), ``objective`` and ``deviations`` (from the spec).
+plus ``inertia`` for k = 1..20, and for the PVAE ``coherence`` both ways (prior and reference style),
+``generation`` (:mod:`pvae_model.eval.judge`), ``objective`` and ``deviations`` (from the spec).
 """
 
 from __future__ import annotations
@@ -132,11 +131,10 @@ def _coherence(model, audio, images, cfg, ecfg: EvalConfig) -> dict:
     checks = generation_checks(model, judge, audio, images, n_images=ecfg.coherence_images, seed=ecfg.seed + 1,
                                voices=voices, word_voices=[typical_voice(voices)] if voices else None)
     rows = checks["rows"]
-    by_voice = rows.pop("image_to_speech_voices", {})
-    by_voice_words = rows.pop("image_to_speech_voices_word", {})
-    words = rows.pop("image_to_speech_prior_word", None)
+    by_voice, by_voice_words = rows.pop("image_to_speech_voices", {}), rows.pop("image_to_speech_voices_word", {})
+    words = rows.pop("image_to_speech_prior_word", None)  # the same generations, judged by the word judge
     coherence = {k: rows[k] for k in COHERENCE_KEYS}
-    if words is not None:  # the same generations, judged by the word judge
+    if words is not None:
         coherence["word_judge"] = {"image_to_speech_prior": words}
     coherence.update(speech_to_image=rows["speech_to_image_ref"], image_to_speech=rows["image_to_speech_ref"],
                      n_speech_to_image=checks["n_speech"], n_image_to_speech=checks["n_images"],
@@ -334,11 +332,10 @@ def _generation(model, audio, images, cmvn, cfg, ecfg: EvalConfig, out: Path) ->
     """Style transfer (within a modality) and cross-modal generation grids, plus WAV files."""
     import soundfile as sf
 
-    from ..run import load_fbank_config
-
-    from .audio_synth import fbank_to_wave
     from ..data import pad_audio
+    from ..run import load_fbank_config
     from ..vocoder import speaking_vocoder
+    from .audio_synth import fbank_to_wave
 
     plt = pyplot()
     rng = np.random.default_rng(ecfg.seed)
@@ -356,10 +353,8 @@ def _generation(model, audio, images, cmvn, cfg, ecfg: EvalConfig, out: Path) ->
         q = model.encode_image(images.images[idx])
         return q["s"][0], q["i"][0]
 
-    zs_i, _ = enc_i(dig_i)
-    _, zi_sty = enc_i(sty_i)
-    zs_a, _, _ = enc_a(dig_a)
-    _, za_sty, len_sty = enc_a(sty_a)
+    (zs_i, _), (_, zi_sty) = enc_i(dig_i), enc_i(sty_i)
+    (zs_a, _, _), (_, za_sty, len_sty) = enc_a(dig_a), enc_a(sty_a)
 
     def image_grid(zs, zi, top, title, path):
         imgs = model.decode_image(zs.repeat(len(zi), 1), zi.repeat_interleave(len(zs), 0)).clamp(0, 1)
