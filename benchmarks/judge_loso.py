@@ -59,6 +59,8 @@ VARIANTS = {
     # labels to the held-out voice; "@unadapted" rows: the same before adaptation
     "word_hmm": dict(fbank=BAND, cmvn="utterance", word=True, ks=("unadapted",)),
     "word_hmm_speed": dict(fbank=BAND, cmvn="utterance", word=True, speeds=(0.9, 1.1), ks=("unadapted",)),
+    # adapted on groups of k takes of the new voice at a time (what a voice must give at once)
+    "word_hmm_k": dict(fbank=BAND, cmvn="utterance", word=True, ks=(1, 3, 10, 30, 100)),
     "word_hmm_it1": dict(fbank=BAND, cmvn="utterance", word={"adapt_iterations": 1}, ks=("unadapted",)),
     "band_utt_deep": dict(fbank=BAND, cmvn="utterance", arch="deep"),
     "band_utt_all_deep": dict(fbank=BAND, cmvn="utterance", speeds=(0.9, 1.1), warps=(0.9, 1.1), specaug=True,
@@ -214,6 +216,10 @@ def run_variant(name, waves, labels, speakers, epochs, seed, n_train_speakers=0)
             adapted, first = judge.predict([base[i] for i in te], with_first=True)
             rows[spk] = float((adapted == labels[te]).mean())
             rows[f"{spk}@unadapted"] = float((first == labels[te]).mean())
+            for k in (x for x in v.get("ks", ()) if isinstance(x, int)):
+                groups = np.random.default_rng(seed).permutation(len(te)) // k
+                pred = judge.predict([base[i] for i in te], groups=groups.tolist())
+                rows[f"{spk}@{k}"] = float((pred == labels[te]).mean())
             continue
         mean = std = None
         if v["cmvn"] == "global":
