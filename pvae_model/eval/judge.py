@@ -46,19 +46,19 @@ class Judge:
                                             word_judge=word_judge)
         return cls(sp, im, info, words)
 
-    def adapted_predictions(self, x: torch.Tensor, lengths, groups=None) -> np.ndarray:
+    def adapted_predictions(self, x: torch.Tensor, lengths, groups=None, adapt: bool = True) -> np.ndarray:
         """The word judge's digit for each padded utterance of ``x`` [B, T, F], adapted without
         labels to each group (``groups``: one key per utterance, e.g. its speaker; default: the
-        batch is one voice)."""
-        return self.words.predict([x[j, : lengths[j]].numpy() for j in range(len(lengths))], groups=groups)
+        batch is one voice), or not adapted (``adapt=False``)."""
+        return self.words.predict([x[j, : lengths[j]].numpy() for j in range(len(lengths))], groups=groups,
+                                  adapt=adapt)
 
     @torch.no_grad()
     def speech_words(self, model, zs, z_a, lengths, want) -> float:
         """Fraction of ``decode_audio(zs, z_a, lengths)`` the word judge labels ``want``, not
         adapted: generated speech is in a training voice the judge knows, or (prior style) in no
         one voice, so there is no new voice to adapt to."""
-        x = model.decode_audio(zs, z_a, lengths)
-        pred = self.words.predict([x[j, : lengths[j]].numpy() for j in range(len(lengths))], adapt=False)
+        pred = self.adapted_predictions(model.decode_audio(zs, z_a, lengths), lengths, adapt=False)
         return float((pred == np.asarray(want)).mean())
 
     @torch.no_grad()
