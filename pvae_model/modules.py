@@ -21,7 +21,6 @@ LOG_2PI = math.log(2 * math.pi)
 
 
 AUDIO_INPUT_NORMS = ("none", "utterance")
-AUDIO_ENCODERS = ("lstm", "conv")
 
 
 def masked_utterance_norm(x: torch.Tensor, lengths: torch.Tensor, floor: float = 1e-3) -> torch.Tensor:
@@ -44,29 +43,18 @@ class AudioPreEncoder(nn.Module):
     over time), so a new voice's channel and average spectrum never reach it, whatever CMVN was
     applied outside; the decoders still reconstruct the features as given."""
 
-    def __init__(self, feat_dim: int = 80, hidden: int = 512, input_norm: str = "none", kind: str = "lstm"):
+    def __init__(self, feat_dim: int = 80, hidden: int = 512, input_norm: str = "none"):
         super().__init__()
         if input_norm not in AUDIO_INPUT_NORMS:
             raise ValueError(f"audio input norm must be one of {AUDIO_INPUT_NORMS}, got {input_norm!r}")
-        if kind not in AUDIO_ENCODERS:
-            raise ValueError(f"audio encoder must be one of {AUDIO_ENCODERS}, got {kind!r}")
-        if kind == "lstm":
-            self.lstm = nn.LSTM(feat_dim, hidden, batch_first=True)
-        else:  # the speech judge's network (eval/classifiers.py): two 5-frame convolutions, mean over time
-            self.conv = nn.ModuleList([nn.Conv1d(feat_dim, hidden, 5, padding=2), nn.Conv1d(hidden, hidden, 5, padding=2)])
+        self.lstm = nn.LSTM(feat_dim, hidden, batch_first=True)
         self.out_dim = hidden
-        self.input_norm, self.kind = input_norm, kind
+        self.input_norm = input_norm
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         x = x[:, : int(lengths.max())]
         if self.input_norm == "utterance":
             x = masked_utterance_norm(x, lengths)
-        if self.kind == "conv":
-            mask = frame_mask(lengths, x.shape[1]).to(x.dtype)[:, None, :]  # [B, 1, T]: padding never leaks in
-            h = x.transpose(1, 2) * mask
-            for conv in self.conv:
-                h = torch.relu(conv(h)) * mask
-            return h.sum(-1) / lengths[:, None].to(h.dtype).clamp(min=1)
         out, _ = self.lstm(x)
         return out[torch.arange(len(lengths), device=x.device), lengths - 1]
 

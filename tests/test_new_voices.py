@@ -346,26 +346,6 @@ def test_audio_input_norm_makes_the_speech_encoders_blind_to_a_channel():
         assert torch.allclose(vae.encode_audio(x, lengths)["s"][0], vae.encode_audio(x * gain + shift, lengths)["s"][0], atol=1e-5)
 
 
-def test_conv_audio_encoder_ignores_padding_and_is_named():
-    from pvae_model.models.pvae import PVAE, PVAEConfig
-
-    small = dict(hidden=16, z_shared=4, z_audio=4, z_image=4, image_channels=(4, 8))
-    torch.manual_seed(0)
-    m = PVAE(PVAEConfig(**small, departures=dict(audio_encoder="conv", audio_input_norm="utterance"))).eval()
-    assert not hasattr(m.enc_a.pre["a"], "lstm") and len(m.enc_a.pre["a"].conv) == 2
-    x, lengths = torch.randn(2, 30, 80), torch.tensor([30, 12])
-    padded = x.clone()
-    padded[1, 12:] = 7.0  # whatever lies past an utterance's end changes nothing
-    with torch.no_grad():
-        a, b = m.encode_audio(x, lengths)["s"][0], m.encode_audio(padded, lengths)["s"][0]
-        alone = m.encode_audio(x[1:, :12], lengths[1:])["s"][0]
-    assert torch.allclose(a, b, atol=1e-6) and torch.allclose(a[1:], alone, atol=1e-5)
-    assert PVAEConfig(departures=dict(audio_encoder="conv")).size_changes()["audio_encoder"] == "conv"
-    assert "audio_encoder" not in PVAEConfig().size_changes()
-    with pytest.raises(ValueError, match="audio_encoder"):
-        PVAEConfig(departures=dict(audio_encoder="gru"))
-
-
 def test_speaker_cmvn_uses_each_speakers_stats_and_falls_back_by_name(small_shards):
     from pvae_data.shards.reader import AudioShards
     from pvae_model.data import load_audio_split

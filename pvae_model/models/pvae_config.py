@@ -18,8 +18,8 @@ from dataclasses import dataclass, field, fields
 
 from pvae_data.config import ConfigMixin, check_field_types
 
-from ..modules import AUDIO_DECODER_POSITIONS, AUDIO_ENCODERS, AUDIO_INPUT_NORMS, DECODER_VARIANCES, IMAGE_ENCODER_DEPTHS
-from ..modules import AudioDecoder, AudioPreEncoder, ImagePreEncoder, Likelihoods
+from ..modules import AUDIO_DECODER_POSITIONS, AUDIO_INPUT_NORMS, DECODER_VARIANCES, IMAGE_ENCODER_DEPTHS
+from ..modules import AudioDecoder, ImagePreEncoder, Likelihoods
 
 MAX_WIDTH = 8192  # 16x the paper's 512-cell LSTMs: anything wider is a typo, not a model
 OBJECTIVES = ("paper", "plus")
@@ -61,11 +61,8 @@ class Departures(ConfigMixin):
     # own mean and variance (for voices never heard in training, docs/voices.md).
     # audio_decoder_position "relative": the speech decoder's LSTM reads each frame's place in its
     # utterance beside z (modules.relative_position), not z alone.
-    # audio_encoder "conv": the speech pre-encoders are the speech judge's network (two 5-frame
-    # convolutions, mean over the utterance's frames) instead of the spec's LSTM.
     image_encoder: str = "spec"
     audio_input_norm: str = "none"
-    audio_encoder: str = "lstm"
     audio_decoder_position: str = "none"
     # A speaker critic on the speech side's z_s (domain-adversarial training, Ganin et al. 2016;
     # for speakers, Meng et al. 2018): a small classifier reads z_s (multimodal and unimodal
@@ -87,7 +84,6 @@ class Departures(ConfigMixin):
         for name, allowed in (("cross_grad", ("all", "decoders")),
                               ("private_label_adv_mode", ("reverse", "capped", "confusion")),
                               ("image_encoder", IMAGE_ENCODER_DEPTHS), ("audio_input_norm", AUDIO_INPUT_NORMS),
-                              ("audio_encoder", AUDIO_ENCODERS),
                               ("audio_decoder_position", AUDIO_DECODER_POSITIONS),
                               ("decoder_variance", DECODER_VARIANCES)):
             if getattr(self, name) not in allowed:
@@ -223,8 +219,7 @@ class PVAEConfig(ConfigMixin):
         objective's deviations.  Layer sizes marked (*) in the spec (image channels) are choices."""
         mine = {**{f.name: getattr(self, f.name) for f in fields(self)},
                 "image_encoder": self.departures.image_encoder, "audio_input_norm": self.departures.audio_input_norm,
-                "audio_decoder_position": self.departures.audio_decoder_position,
-                "audio_encoder": self.departures.audio_encoder}
+                "audio_decoder_position": self.departures.audio_decoder_position}
         return {k: mine[k] for k, v in PAPER_SIZES.items() if mine[k] != v}
 
     def likelihoods(self) -> Likelihoods:
@@ -235,10 +230,6 @@ class PVAEConfig(ConfigMixin):
         """The speech decoder this config names, from a ``z_dim`` latent (every model builds it here)."""
         return AudioDecoder(z_dim, self.feat_dim, self.hidden, self.departures.audio_decoder_position)
 
-    def audio_pre_encoder(self) -> AudioPreEncoder:
-        """The speech pre-encoder this config names (every model builds it here)."""
-        return AudioPreEncoder(self.feat_dim, self.hidden, self.departures.audio_input_norm, self.departures.audio_encoder)
-
     def image_pre_encoder(self) -> ImagePreEncoder:
         """The image pre-encoder this config names (every model builds it here)."""
         return ImagePreEncoder(self.image_channels, self.hidden, self.departures.image_encoder)
@@ -246,7 +237,7 @@ class PVAEConfig(ConfigMixin):
 
 # the spec's architecture: 80-dim FBank, 32-dim latents, 512-unit LSTMs and FC layers, two strided convs
 PAPER_SIZES = {"feat_dim": 80, "z_shared": 32, "z_audio": 32, "z_image": 32, "hidden": 512, "image_encoder": "spec",
-               "audio_input_norm": "none", "audio_decoder_position": "none", "audio_encoder": "lstm"}
+               "audio_input_norm": "none", "audio_decoder_position": "none"}
 # Old runs' flat spellings -> (sub-config, field)
 OLD_NAMES = {**{f: ("departures", f) for f in ("image_nll_std", "cross_weight", "cross_grad", "private_label_adv_weight",
                                               "private_label_adv_mode", "private_adv_start", "kl_private_weight",
