@@ -6,8 +6,8 @@ score the average exactly as they score a trained run.
 
     PYTHONPATH=. python benchmarks/average_checkpoints.py RUN OUT [--first 40]
 
-Integer buffers (a step counter) are the last snapshot's; everything else in the checkpoint is the
-last snapshot's too, so the copy also resumes as that run would.
+Integer buffers (a step counter) and everything in the checkpoint other than the weights (the
+optimizer, the RNG states, the epoch) are the last snapshot's.
 """
 import argparse
 import shutil
@@ -21,8 +21,8 @@ from pvae_model.checkpoints import load_checkpoint, save_checkpoint
 
 def average(paths: list[Path]) -> dict:
     """The last checkpoint with its ``model`` weights replaced by the mean over ``paths``."""
-    states = [load_checkpoint(p)["model"] for p in paths]
-    out = load_checkpoint(paths[-1])
+    checkpoints = [load_checkpoint(p) for p in paths]
+    states, out = [c["model"] for c in checkpoints], checkpoints[-1]
     avg = {}
     for k, last in out["model"].items():
         if torch.is_floating_point(last):
@@ -39,8 +39,8 @@ def main(argv=None) -> None:
     ap.add_argument("out", type=Path)
     ap.add_argument("--first", type=int, default=0, help="average snapshots from this epoch on")
     a = ap.parse_args(argv)
-    snaps = sorted(a.run.glob("snapshots/epoch-*.pt"), key=lambda p: int(p.stem.split("-")[1]))
-    snaps = [p for p in snaps if int(p.stem.split("-")[1]) >= a.first]
+    epoch = lambda p: int(p.stem.split("-")[1])  # noqa: E731
+    snaps = sorted((p for p in a.run.glob("snapshots/epoch-*.pt") if epoch(p) >= a.first), key=epoch)
     if not snaps:
         sys.exit(f"{a.run}/snapshots: no epoch-*.pt from epoch {a.first} on")
     if a.out.exists():
