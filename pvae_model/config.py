@@ -10,6 +10,7 @@ from pvae_data.config import ConfigMixin, check_field_types, merge_config
 from .augment import SpecAugmentConfig
 from .models import MODALITIES
 from .models.pvae import PVAEConfig
+from .noise import NoiseConfig
 
 
 @dataclass
@@ -54,11 +55,14 @@ class TrainConfig(ConfigMixin):
     #   pvae_model.data.MIN_SPEAKER_FRAMES frames falls back to "utterance", and is named in the log
     #   and in eval/metrics.json).
     # spec_augment: time and frequency masks on the training utterances (Park et al. 2019).
+    # noise: synthetic noise added to a share of the training utterances' FBank, every epoch anew
+    #   (pvae_model.noise; the encoders read the noisy copy, the decoders the clean one).
     cmvn: str = "global"
     spec_augment: SpecAugmentConfig = field(default_factory=SpecAugmentConfig)
+    noise: NoiseConfig = field(default_factory=NoiseConfig)
 
     def __post_init__(self) -> None:
-        for name, cls in (("pvae", PVAEConfig), ("spec_augment", SpecAugmentConfig)):
+        for name, cls in (("pvae", PVAEConfig), ("spec_augment", SpecAugmentConfig), ("noise", NoiseConfig)):
             value = getattr(self, name)
             if isinstance(value, dict):
                 setattr(self, name, cls.from_dict(value))
@@ -106,6 +110,8 @@ class TrainConfig(ConfigMixin):
                 out["cmvn"] = self.cmvn
             if self.spec_augment.enabled:
                 out["spec_augment"] = self.spec_augment.to_dict()
+            if self.noise.enabled:
+                out["noise"] = self.noise.to_dict()
         return out
 
 

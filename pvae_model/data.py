@@ -26,6 +26,8 @@ class AudioSet:
     keys: list[str]
     speakers: list[str]
     cmvn_fallback: list = field(default_factory=list)  # "speaker" CMVN: speakers normalised per utterance
+    raw: list | None = None  # raw FBank [T, D], when kept (load_audio_split(keep_raw=True))
+    norms: list | None = None  # with raw: None (per-utterance CMVN) or the (mean, std) each utterance used
 
 
 # "speaker" CMVN needs this many frames (~3 s of speech, 5-10 digits) of a speaker's statistics;
@@ -34,31 +36,42 @@ MIN_SPEAKER_FRAMES = 300
 
 
 def load_audio_split(shards_dir: str | Path, split: str, cmvn: dict | None = None, mode: str = "global",
-                     min_speaker_frames: int = MIN_SPEAKER_FRAMES) -> AudioSet:
+                     min_speaker_frames: int = MIN_SPEAKER_FRAMES, keep_raw: bool = False) -> AudioSet:
     """All utterances of a split, CMVN-normalised: ``mode`` "global" with the global train-split
     stats from the shards (or ``cmvn``), "utterance" with each utterance's own mean and variance,
     "speaker" with its speaker's (Kaldi's ``apply-cmvn --utt2spk``; the shards' per-speaker stats,
     over every split).  A speaker with fewer than ``min_speaker_frames`` frames of statistics falls
     back to per-utterance CMVN, and is listed in the set's ``cmvn_fallback`` (never a silent global
-    default)."""
+    default).  ``keep_raw``: the raw FBank and each utterance's normalisation are kept too (what
+    noise added in training needs, ``pvae_model.noise``)."""
     s = AudioShards(shards_dir, split)
     stats = cmvn if cmvn is not None else (s.cmvn or {}).get("global")
+    per = ((s.cmvn or {}).get("speakers") or {}) if mode == "speaker" else {}
     fallback: list[str] = []
-    if mode == "speaker":
-        per = (s.cmvn or {}).get("speakers") or {}
-        feats = []
-        for i in range(len(s)):
+    feats, raw, norms = [], [], []
+    for i in range(len(s)):
+        one_mode, one_stats = mode, stats
+        if mode == "speaker":
             st = per.get(s.speakers[i])
             if st is None or st.get("frames", 0) < min_speaker_frames:
                 if s.speakers[i] not in fallback:
                     fallback.append(s.speakers[i])
-                feats.append(torch.from_numpy(normalize_features(s[i].feats, "utterance", None)))
+                one_mode, one_stats = "utterance", None
             else:
-                feats.append(torch.from_numpy(normalize_features(s[i].feats, "global", st)))
-    else:
-        feats = [torch.from_numpy(normalize_features(s[i].feats, mode, stats)) for i in range(len(s))]
+                one_mode, one_stats = "global", st
+        x = s[i].feats
+        feats.append(torch.from_numpy(normalize_features(x, one_mode, one_stats)))
+        if keep_raw:
+            raw.append(torch.from_numpy(np.asarray(x, np.float32)))
+            norms.append(None if one_mode == "utterance" else _affine(one_stats, x.shape[1]))
     return AudioSet(feats, np.asarray(s.lengths), np.asarray(s.labels), list(s.keys), list(s.speakers),
-                    sorted(fallback))
+                    sorted(fallback), raw if keep_raw else None, norms if keep_raw else None)
+
+
+def _affine(stats: dict | None, dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+    mean = np.asarray(stats["mean"], np.float32) if stats else np.zeros(dim, np.float32)
+    std = np.asarray(stats["std"], np.float32) if stats else np.ones(dim, np.float32)
+    return torch.from_numpy(mean), torch.from_numpy(std)
 
 
 def normalize_features(feats: np.ndarray, mode: str, stats: dict | None) -> np.ndarray:
@@ -138,7 +151,7 @@ class PairedEpochs:
 
     def __init__(self, audio: AudioSet, images: ImageSet, batch_size: int, seed: int = 0,
                  rank: int = 0, world_size: int = 1, image_shift: int = 0,
-                 spec_augment=None, fbank=None):
+                 spec_augment=None, fbank=None, noise=None):
         self.audio, self.images = audio, images
         self.fbank = fbank  # the features' FbankConfig: what a SpecAugment warp of the Mel axis needs
         self.image_shift = image_shift
@@ -149,6 +162,13 @@ class PairedEpochs:
             if self.spec_augment.time_masks and self.spec_augment.time_width > shortest:
                 raise ValueError(f"spec_augment.time_width {self.spec_augment.time_width} is wider than the shortest "
                                  f"training utterance ({shortest} frames)")
+        self.noise = noise if noise is not None and noise.enabled else None
+        if self.noise is not None:
+            from .noise import bin_centres, noise_bank
+
+            if audio.raw is None or fbank is None:
+                raise ValueError("noise needs the raw FBank (load_audio_split(keep_raw=True)) and its fbank configuration")
+            self.noise_bank, self.noise_centres = noise_bank(fbank), bin_centres(fbank)
         self.seed, self.rank, self.world_size = seed, rank, world_size
         # each utterance's training speaker as an index (base speakers: sp0.9-george is george),
         # for a speaker critic; the order is the sorted names (base_speakers())
@@ -171,17 +191,34 @@ class PairedEpochs:
             x_a, lengths = pad_audio([self.audio.feats[i] for i in b])
             batch = {"audio": x_a, "lengths": lengths, "image": self.images.images[pairs[b]],
                      "label": torch.from_numpy(self.audio.labels[b]), "speaker": torch.from_numpy(self.speaker_ids[b])}
+            x_in = x_a
+            if self.noise is not None:  # seeded like the masks; the encoders read the noisy copy
+                x_in = self._noisy(x_a, lengths, b, self._generator(epoch, 5, n))
+                batch["audio_input"] = x_in
             if self.spec_augment is not None:  # seeded like the shifts: the same under DDP and on resume
                 from .augment import spec_augment
 
-                g = torch.Generator().manual_seed(int(np.random.default_rng([self.seed, epoch, 4, n]).integers(2**62)))
-                batch["audio_input"] = spec_augment(x_a, lengths, self.spec_augment, g, self.fbank)  # encoders read it;
+                batch["audio_input"] = spec_augment(x_in, lengths, self.spec_augment, self._generator(epoch, 4, n),
+                                                    self.fbank)  # encoders read it;
                 # reconstruction targets stay the clean "audio" (a denoising objective, as SpecAugment
                 # is an input augmentation, not a change of what the decoder must produce)
             if self.image_shift:  # seeded by (seed, epoch, global batch): the same under DDP and on resume
                 g = torch.Generator().manual_seed(int(np.random.default_rng([self.seed, epoch, 3, n]).integers(2**62)))
                 batch["image"] = random_shift(batch["image"], self.image_shift, g)
             yield batch
+
+    def _generator(self, epoch: int, stream: int, batch: int) -> torch.Generator:
+        seed = int(np.random.default_rng([self.seed, epoch, stream, batch]).integers(2**62))
+        return torch.Generator().manual_seed(seed)
+
+    def _noisy(self, x_a: torch.Tensor, lengths: torch.Tensor, items, g: torch.Generator) -> torch.Tensor:
+        """The batch's normalised features with noise added to a share of its utterances."""
+        from .noise import add_noise, renormalise
+
+        raw, _ = pad_audio([self.audio.raw[i] for i in items])
+        noisy, hit = add_noise(raw, lengths, self.noise, g, self.noise_bank, self.noise_centres)
+        noisy = renormalise(noisy, lengths, [self.audio.norms[i] for i in items])
+        return torch.where(hit[:, None, None], noisy, x_a)
 
     def padding_fraction(self) -> float:
         return self.sampler.padding_fraction()

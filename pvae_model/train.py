@@ -99,7 +99,8 @@ class PairedTask(Task):
             if cmvn is None and not cfg.allow_no_cmvn and cfg.model != "vae-im":
                 raise ValueError(f"{cfg.audio_shards}: the audio shards carry no CMVN statistics (index.json 'cmvn'); "
                                  "re-shard from a finished fbank directory, or set allow_no_cmvn: true")
-            self.audio_train = audio = load_audio_split(cfg.audio_shards, "train", mode=cfg.cmvn)
+            self.audio_train = audio = load_audio_split(cfg.audio_shards, "train", mode=cfg.cmvn,
+                                                        keep_raw=cfg.noise.enabled)
             images = load_image_split(cfg.image_shards, "train")
             self.audio_test = load_audio_split(cfg.audio_shards, "test", cmvn=cmvn, mode=cfg.cmvn)
             image_test = load_image_split(cfg.image_shards, "test")
@@ -114,13 +115,13 @@ class PairedTask(Task):
             image_test = type(image_test)(image_test.images[idx], image_test.labels[idx], [image_test.keys[i] for i in idx])
         self.image_test = image_test
         fbank = None
-        if cfg.spec_augment.warps:
+        if cfg.spec_augment.warps or cfg.noise.enabled:
             from pvae_data.fbank import FbankConfig
 
             fbank = FbankConfig.from_dict(load_fbank_config(cfg.audio_shards))
         self.data = PairedEpochs(audio, images, cfg.batch_size, seed=cfg.seed, rank=trainer.rank,
                                  world_size=trainer.world, image_shift=cfg.image_shift, spec_augment=cfg.spec_augment,
-                                 fbank=fbank)
+                                 fbank=fbank, noise=cfg.noise)
         self.judge = None
         if trainer.main and cfg.model == "pvae" and cfg.eval_every and cfg.eval_coherence and trainer.device.type == "cpu":
             from .eval.judge import Judge
