@@ -19,8 +19,23 @@ import numpy as np
 import torch
 from torch import nn
 
-from pvae_model.data import load_image_split, random_shift
+from pvae_model.data import load_image_split
 from pvae_model.modules import ImagePreEncoder
+
+
+def random_shift(images: torch.Tensor, max_shift: int, generator: torch.Generator) -> torch.Tensor:
+    """Each ``[N, 1, H, W]`` image moved by its own whole-pixel offset in [-max_shift, max_shift]
+    on both axes (zero fill): the classic MNIST augmentation; an encoder that has seen digits a
+    pixel or two off-centre generalises to the test split better than one that has not."""
+    if max_shift <= 0:
+        return images
+    n, _, h, w = images.shape
+    padded = torch.nn.functional.pad(images, (max_shift,) * 4)
+    dy, dx = torch.randint(0, 2 * max_shift + 1, (2, n), generator=generator)
+    rows = (dy[:, None] + torch.arange(h))[:, None, :, None].expand(n, 1, h, w + 2 * max_shift)
+    out = padded.gather(2, rows)
+    cols = (dx[:, None] + torch.arange(w))[:, None, None, :].expand(n, 1, h, w)
+    return out.gather(3, cols)
 
 
 def main() -> None:

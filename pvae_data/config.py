@@ -12,13 +12,28 @@ class ConfigMixin:
     """``to_dict`` / ``from_dict`` for config dataclasses, nested ones included (a field typed
     as another ConfigMixin dataclass is written as a mapping and read back into that class);
     unknown keys are an error, not ignored.  Tuples are written as lists, so that every config
-    dumps to YAML (``safe_dump``) and JSON alike."""
+    dumps to YAML (``safe_dump``) and JSON alike.
+
+    An experiment that was not kept leaves the library: its field goes into ``retired``
+    (``{name: neutral value}``), and an old run's config that names it at that value still loads
+    (the key is dropped); one that used it is refused by name, pointing at ``retired_note`` (where
+    the study and the code that had it are).  ``key_prefix`` is how the config is spelled inside
+    its parent (``pvae.``)."""
+
+    retired: typing.ClassVar[dict] = {}
+    retired_note: typing.ClassVar[str] = ""
+    key_prefix: typing.ClassVar[str] = ""
 
     def to_dict(self) -> dict:
         return _lists(asdict(self))  # type: ignore[call-overload]
 
     @classmethod
     def from_dict(cls, d: dict):
+        d = dict(d)
+        for name, neutral in cls.retired.items():
+            if name in d and d.pop(name) != neutral:
+                raise ValueError(f"{cls.key_prefix}{name}: an experiment that was not kept and left the library "
+                                 f"({cls.retired_note})")
         unknown = set(d) - {f.name for f in fields(cls)}  # type: ignore[arg-type]
         if unknown:
             raise ValueError(f"unknown {cls.__name__} fields: {sorted(unknown)}")

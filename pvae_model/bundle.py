@@ -1,7 +1,7 @@
 """A bundle: the whole trained model in one directory, loadable without running any code it holds.
 
 BUNDLE/
-  model.safetensors   the weights the run delivers (its moving average when it kept one), in the
+  model.safetensors   the weights the run delivers (its last or best checkpoint), in the
                       ecosystem's code-free format: reading it never unpickles
   config.json         ``format`` / ``format_version``; ``kind``; the model's config (the run's
                       TrainConfig); the speech front end (FBank, CMVN mode and statistics, VAD);

@@ -127,21 +127,6 @@ def pair_images(audio_labels: np.ndarray, image_labels: np.ndarray, rng: np.rand
     return out
 
 
-def random_shift(images: torch.Tensor, max_shift: int, generator: torch.Generator) -> torch.Tensor:
-    """Each ``[N, 1, H, W]`` image moved by its own whole-pixel offset in [-max_shift, max_shift]
-    on both axes (zero fill): the classic MNIST augmentation; an encoder that has seen digits a
-    pixel or two off-centre generalises to the test split better than one that has not."""
-    if max_shift <= 0:
-        return images
-    n, _, h, w = images.shape
-    padded = torch.nn.functional.pad(images, (max_shift,) * 4)
-    dy, dx = torch.randint(0, 2 * max_shift + 1, (2, n), generator=generator)
-    rows = (dy[:, None] + torch.arange(h))[:, None, :, None].expand(n, 1, h, w + 2 * max_shift)
-    out = padded.gather(2, rows)
-    cols = (dx[:, None] + torch.arange(w))[:, None, None, :].expand(n, 1, h, w)
-    return out.gather(3, cols)
-
-
 class PairedEpochs:
     """``batches(epoch)``: a new seeded pairing and a new bucketed batch order every epoch.
 
@@ -150,11 +135,10 @@ class PairedEpochs:
     """
 
     def __init__(self, audio: AudioSet, images: ImageSet, batch_size: int, seed: int = 0,
-                 rank: int = 0, world_size: int = 1, image_shift: int = 0,
+                 rank: int = 0, world_size: int = 1,
                  spec_augment=None, fbank=None, noise=None):
         self.audio, self.images = audio, images
         self.fbank = fbank  # the features' FbankConfig: what a SpecAugment warp of the Mel axis needs
-        self.image_shift = image_shift
         self.spec_augment = spec_augment if spec_augment is not None and spec_augment.enabled else None
         if self.spec_augment is not None:
             self.spec_augment.check_features(int(audio.feats[0].shape[1]) if audio.feats else 0)
@@ -195,16 +179,13 @@ class PairedEpochs:
             if self.noise is not None:  # seeded like the masks; the encoders read the noisy copy
                 x_in = self._noisy(x_a, lengths, b, self._generator(epoch, 5, n))
                 batch["audio_input"] = x_in
-            if self.spec_augment is not None:  # seeded like the shifts: the same under DDP and on resume
+            if self.spec_augment is not None:  # seeded by (seed, epoch, global batch): the same under DDP and on resume
                 from .augment import spec_augment
 
                 batch["audio_input"] = spec_augment(x_in, lengths, self.spec_augment, self._generator(epoch, 4, n),
                                                     self.fbank)  # encoders read it;
                 # reconstruction targets stay the clean "audio" (a denoising objective, as SpecAugment
                 # is an input augmentation, not a change of what the decoder must produce)
-            if self.image_shift:  # seeded by (seed, epoch, global batch): the same under DDP and on resume
-                g = torch.Generator().manual_seed(int(np.random.default_rng([self.seed, epoch, 3, n]).integers(2**62)))
-                batch["image"] = random_shift(batch["image"], self.image_shift, g)
             yield batch
 
     def _generator(self, epoch: int, stream: int, batch: int) -> torch.Generator:

@@ -4,12 +4,12 @@ A :class:`Task` says *what* is trained (its data, model, optimiser, batches, one
 evaluation); the :class:`Trainer` says *how*, the same for all: the run lock, the config check on
 resume, exact resume (every RNG state and the position inside the epoch are checkpointed),
 signal-safe checkpoints mid-epoch, the NaN guard, the time budget, ``metrics.jsonl``,
-TensorBoard, weight averaging and DDP.  PVAE and its baselines (:mod:`pvae_model.train`) and
+TensorBoard and DDP.  PVAE and its baselines (:mod:`pvae_model.train`) and
 the latent-translation bridge (:mod:`pvae_model.bridge`) are tasks.
 
 The engine reads these fields of the task's config: ``epochs``, ``seed``, ``num_threads``,
-and, where the config has them, ``max_minutes``, ``device``, ``eval_every``, ``grad_clip``,
-``ema_decay`` and ``bf16`` (off, or cpu, otherwise).
+and, where the config has them, ``max_minutes``, ``device``, ``eval_every``, ``grad_clip``
+and ``bf16`` (off, or cpu, otherwise).
 """
 
 from __future__ import annotations
@@ -70,9 +70,8 @@ class Task:
         """Extra figures of the epoch's data (e.g. padding), logged with its metrics."""
         return {}
 
-    def evaluate(self, model, device, judged: bool = True) -> dict:
-        """The quick evaluation of the training curve (every ``eval_every`` epochs); ``judged``
-        False asks only for the cheap figures (those of the raw weights beside a moving average)."""
+    def evaluate(self, model, device) -> dict:
+        """The quick evaluation of the training curve (every ``eval_every`` epochs)."""
         return {}
 
     hparam_metrics: tuple = ("loss",)  # the scalars the HParams tab shows beside the config
@@ -136,11 +135,6 @@ class Trainer:
         task.load_data(self)
         self.model = task.build().to(self.device)
         self.opt = task.optimizer(self.model.parameters())
-        # ema_decay: the delivered model is a moving average of the trained one (torch's own
-        # AveragedModel); checkpoints hold both, evaluate loads the average.
-        ema_decay = _setting(cfg, "ema_decay", 0.0)
-        self.ema = (torch.optim.swa_utils.AveragedModel(self.model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(
-            ema_decay)) if ema_decay else None)
         self.gen = torch.Generator().manual_seed(cfg.seed + 1 + self.rank)  # the task's own draws (negatives, projections)
         self.start_epoch, self.start_batch, self.start_sums, self.best, self.elapsed_before = 0, 0, {}, -1.0, 0.0
         if resume and self.ckpt_path.exists():
@@ -171,9 +165,6 @@ class Trainer:
         ck = load_checkpoint(self.ckpt_path, map_location=self.device)
         self.model.load_state_dict(ck["model"])
         self.opt.load_state_dict(ck["optimizer"])
-        if self.ema is not None:
-            self.ema.module.load_state_dict(ck["ema_model"])
-            self.ema.n_averaged.fill_(ck["ema_steps"])
         torch.set_rng_state(ck["rng"]["torch"])
         gens = ck["rng"]["generator"]
         self.gen.set_state(gens[self.rank] if isinstance(gens, list) else gens)
@@ -201,10 +192,6 @@ class Trainer:
     def train_seconds(self) -> float:
         return self.elapsed_before + (time.perf_counter() - self.t_start)
 
-    def delivered_model(self) -> torch.nn.Module:
-        """The model the run delivers: the moving average with ``ema_decay``, else the trained one."""
-        return self.ema.module if self.ema is not None else self.model
-
     def save(self, epoch: int, batch: int, epoch_sums: dict, path: Path | None = None) -> None:
         """Checkpoint: model, optimizer, every RNG state and the position inside the epoch."""
         dist, gens = self.dist, [self.gen.get_state()]
@@ -219,8 +206,6 @@ class Trainer:
                 **self.task.checkpoint_extras(),
                 "epoch": epoch, "batch": batch, "epoch_sums": epoch_sums, "best_score": self.best,
                 "train_seconds": self.train_seconds(),
-                **({"ema_model": self.ema.module.state_dict(), "ema_steps": int(self.ema.n_averaged)}
-                   if self.ema is not None else {}),
                 "rng": {"torch": torch.get_rng_state(), "generator": gens if dist else gens[0],
                         "cuda": torch.cuda.get_rng_state() if cuda else None}})
 
@@ -237,8 +222,6 @@ class Trainer:
         if _setting(cfg, "grad_clip", 0.0):
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
         self.opt.step()
-        if self.ema is not None:
-            self.ema.update_parameters(self.model)
         return out
 
     def train_epoch(self, epoch: int, stop, stop_after_batches: int | None) -> dict | None:
@@ -313,16 +296,13 @@ class Trainer:
         every = _setting(cfg, "eval_every", 0)
         evaluate = every and ((epoch + 1) % every == 0 or epoch + 1 == cfg.epochs)
         if evaluate and main:
-            metrics.update(self.task.evaluate(self.delivered_model(), self.device))
-            if self.ema is not None:  # the raw weights' figures beside the average's
-                raw = self.task.evaluate(self.model, self.device, judged=False)
-                metrics.update({f"raw_{k}": v for k, v in raw.items()})
+            metrics.update(self.task.evaluate(self.model, self.device))
         if main:
             log_epoch(self.run / METRICS, self.writer, metrics)
             if self.writer is not None:
                 self.writer.add_scalar("lr", self.opt.param_groups[0]["lr"], epoch + 1)
                 if evaluate:
-                    tb.write_media(self.writer, self.task.media(self.delivered_model(), self.device), epoch + 1)
+                    tb.write_media(self.writer, self.task.media(self.model, self.device), epoch + 1)
         score = self.task.score(metrics) if evaluate else None
         improved = score is not None and score > self.best
         if improved:

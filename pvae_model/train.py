@@ -120,7 +120,7 @@ class PairedTask(Task):
 
             fbank = FbankConfig.from_dict(load_fbank_config(cfg.audio_shards))
         self.data = PairedEpochs(audio, images, cfg.batch_size, seed=cfg.seed, rank=trainer.rank,
-                                 world_size=trainer.world, image_shift=cfg.image_shift, spec_augment=cfg.spec_augment,
+                                 world_size=trainer.world, spec_augment=cfg.spec_augment,
                                  fbank=fbank, noise=cfg.noise)
         self.judge = None
         if trainer.main and cfg.model == "pvae" and cfg.eval_every and cfg.eval_coherence and trainer.device.type == "cpu":
@@ -153,10 +153,10 @@ class PairedTask(Task):
     def epoch_stats(self) -> dict:
         return {"padding_fraction": self.data.padding_fraction()}
 
-    def evaluate(self, model, device, judged: bool = True) -> dict:
+    def evaluate(self, model, device) -> dict:
         """z_s purity, and judged generations (PVAE) of ``model``."""
         m = quick_purity(model, self.audio_test, self.image_test, device, MODALITIES[self.cfg.model])
-        if judged and self.judge is not None:
+        if self.judge is not None:
             m.update(quick_generation(model, self.judge, self.audio_test, self.image_test,
                                       self.cfg.eval_coherence_images))
         return m

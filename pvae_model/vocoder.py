@@ -187,7 +187,7 @@ def load_vocoder(run_dir: str | Path, checkpoint: str = "last") -> Vocoder:
     ck = load_checkpoint(checkpoint_path(run_dir, checkpoint))
     if ck["config"].get("model") != "vocoder":
         raise ValueError(f"{run_dir} holds a {ck['config'].get('model')} run, not a vocoder")
-    return vocoder_from_state(ck["config"], ck.get("ema_model", ck["model"]))
+    return vocoder_from_state(ck["config"], ck["model"])
 
 
 def vocoder_from_state(config: dict, state: dict) -> Vocoder:

@@ -129,7 +129,7 @@ class VocoderTask(Task):
                              np.random.default_rng([cfg.seed, epoch, n]))
 
     @torch.no_grad()
-    def evaluate(self, model, device, judged: bool = True) -> dict:
+    def evaluate(self, model, device) -> dict:
         """Mel L1 of whole test utterances resynthesised, against Griffin-Lim's on the same ones."""
         return {"test_mel_l1": resynthesis_mel_l1(model.vocoder, self.test)}
 

@@ -51,5 +51,5 @@ class FromRun:
         :func:`pvae_model.run.load_model` both end here)."""
         name = ck["config"]["model"]
         model = cls.from_config(name, ck["config"]["pvae"]).to(device)
-        model.load_state_dict(ck.get("ema_model", ck["model"]))  # a run with ema_decay delivers the average
+        model.load_state_dict(ck["model"])
         return model.eval()

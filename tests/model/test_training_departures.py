@@ -1,18 +1,14 @@
-"""The training departures that raise the image z_s ceiling: shifted training images
-(``image_shift``), a moving average of the weights (``ema_decay``) and a deeper image encoder
-(``pvae.departures.image_encoder: deep``): what they do, that they are seeded and resume exactly, and that
-they are named wherever a run's departures are."""
+"""Training departures: a deeper image encoder (``pvae.departures.image_encoder: deep``) and the
+speaker critic on z_s; and the retired ones (shifted training images, a moving average of the
+weights), which old runs' configs still name at their neutral value."""
 
 from __future__ import annotations
 
-import json
-
-import numpy as np
 import pytest
 import torch
 
 from pvae_model.config import TrainConfig
-from pvae_model.data import PairedEpochs, load_audio_split, load_image_split, random_shift
+from pvae_model.data import PairedEpochs, load_audio_split, load_image_split
 from pvae_model.models.pvae import PVAE, PVAEConfig
 from pvae_model.modules import ImagePreEncoder
 from pvae_model.run import load_model
@@ -26,57 +22,20 @@ def shards(small_shards):
     return small_shards
 
 
-def test_random_shift_moves_each_image_by_its_own_offset_within_bounds():
-    g = torch.Generator().manual_seed(0)
-    x = torch.zeros(64, 1, 28, 28)
-    x[:, 0, 10:18, 12:16] = torch.rand(64, 8, 4)  # a blob well inside the frame: no pixel leaves it
-    y = random_shift(x, 2, g)
-    assert y.shape == x.shape and torch.allclose(y.sum((1, 2, 3)), x.sum((1, 2, 3)))
-    offsets = set()
-    for a, b in zip(x, y):
-        match = [(dy, dx) for dy in range(-2, 3) for dx in range(-2, 3)
-                 if torch.equal(torch.roll(a, (dy, dx), (1, 2)), b)]
-        assert len(match) == 1
-        offsets.add(match[0])
-    assert len(offsets) > 10  # offsets vary over the batch
-    assert random_shift(x, 0, g) is x
-    edge = torch.zeros(1, 1, 28, 28)
-    edge[0, 0, :, 0] = 1.0  # a left-edge column moved right by one leaves zeros, not a wrap-around
-    moved = [random_shift(edge, 1, torch.Generator().manual_seed(s)) for s in range(20)]
-    assert all(m.sum() <= 28 for m in moved) and any(m.sum() < 28 for m in moved)
+def test_retired_training_departures_load_at_their_neutral_value_and_are_refused_when_used():
+    """image_shift and ema_decay were not kept (docs/study/pvae.md): an old run's config.yaml,
+    which records both at 0, loads; one that used them, or a --set of them, is refused by name."""
+    from pvae_model.config import load_config
 
-
-def test_shifted_batches_are_seeded_per_epoch_and_keep_pairing_and_labels(shards):
-    audio, images = load_audio_split(shards[0], "train"), load_image_split(shards[1], "train")
-    plain = PairedEpochs(audio, images, 16, seed=3)
-    shifted = PairedEpochs(audio, images, 16, seed=3, image_shift=2)
-    again = PairedEpochs(audio, images, 16, seed=3, image_shift=2)
-    moved = 0
-    for a, b, c in zip(plain.batches(0), shifted.batches(0), again.batches(0)):
-        assert torch.equal(a["label"], b["label"]) and torch.equal(a["audio"], b["audio"])
-        assert torch.equal(b["image"], c["image"])  # same seed and epoch: same shifts
-        ink, kept = a["image"].sum((1, 2, 3)), b["image"].sum((1, 2, 3))
-        assert (kept <= ink + 1e-4).all() and (kept >= 0.9 * ink).all()  # MNIST's margin: little ink leaves
-        moved += int((a["image"] != b["image"]).flatten(1).any(1).sum())
-    assert moved > 0.8 * len(audio.labels)  # 24 of 25 offsets move the image
-    e0 = torch.cat([b["image"] for b in shifted.batches(0)])
-    e0_again = torch.cat([b["image"] for b in shifted.batches(0)])
-    e1_plain = torch.cat([b["image"] for b in plain.batches(1)])
-    e1 = torch.cat([b["image"] for b in shifted.batches(1)])
-    assert torch.equal(e0, e0_again) and not torch.equal(e1, e1_plain)
-
-
-def test_training_departures_are_validated_and_named():
+    assert TrainConfig.from_dict({"epochs": 3, "image_shift": 0, "ema_decay": 0.0}) == TrainConfig(epochs=3)
     assert TrainConfig().deviations() == {}
-    cfg = TrainConfig(image_shift=2, ema_decay=0.999)
-    assert cfg.deviations() == {"image_shift": 2, "ema_decay": 0.999}
-    assert TrainConfig(model="vae-sp", image_shift=2).deviations() == {}  # no images reach it
-    for bad in ({"image_shift": -1}, {"image_shift": 8}, {"ema_decay": 1.0}, {"ema_decay": -0.1}):
-        with pytest.raises(ValueError):
-            TrainConfig(**bad)
-    with pytest.raises(ValueError, match="image_encoder"):
-        PVAEConfig(departures=dict(image_encoder="resnet"))
-    assert PVAEConfig(departures=dict(image_encoder="deep")).size_changes() == {"image_encoder": "deep"}
+    for name, used in (("image_shift", 2), ("ema_decay", 0.999)):
+        with pytest.raises(ValueError, match=f"^{name}: an experiment that was not kept.*commit 3468425"):
+            TrainConfig.from_dict({name: used})
+        with pytest.raises(ValueError, match=name):
+            load_config(None, {name: used})
+    with pytest.raises(ValueError, match="unknown TrainConfig fields"):
+        TrainConfig.from_dict({"no_such_field": 1})
 
 
 def test_deep_image_encoder_adds_a_conv_before_each_strided_one_and_spec_keys_are_unchanged():
@@ -86,44 +45,15 @@ def test_deep_image_encoder_adds_a_conv_before_each_strided_one_and_spec_keys_ar
     convs = lambda m: [l for l in m.net if isinstance(l, torch.nn.Conv2d)]  # noqa: E731
     assert [c.stride for c in convs(spec)] == [(2, 2), (2, 2)]
     assert [c.stride for c in convs(deep)] == [(1, 1), (2, 2), (1, 1), (2, 2)]
+    with pytest.raises(ValueError, match="image_encoder"):
+        PVAEConfig(departures=dict(image_encoder="resnet"))
+    assert PVAEConfig(departures=dict(image_encoder="deep")).size_changes() == {"image_encoder": "deep"}
     # checkpoints written before `depth` existed load into the spec encoder unchanged
     assert list(spec.state_dict()) == ["net.0.weight", "net.0.bias", "net.2.weight", "net.2.bias",
                                        "net.5.weight", "net.5.bias"]
     model = PVAE(PVAEConfig(hidden=16, z_shared=4, z_audio=4, z_image=4, feat_dim=8, image_channels=(4, 8),
                             departures=dict(image_encoder="deep")))
     assert sum(isinstance(m, torch.nn.Conv2d) for m in model.modules()) == 2 * 4  # multimodal and unimodal image encoders
-
-
-def test_ema_run_resumes_exactly_and_delivers_the_average(tmp_path, shards):
-    cfg = tiny(shards, ema_decay=0.9, image_shift=2, eval_every=1, epochs=2)
-    per_epoch = PairedEpochs(load_audio_split(shards[0], "train"), load_image_split(shards[1], "train"),
-                             cfg.batch_size, seed=cfg.seed).num_batches()
-    train(cfg, tmp_path / "full", show_progress=False)
-    train(cfg, tmp_path / "cut", show_progress=False, stop_after_batches=per_epoch + 1)
-    train(cfg, tmp_path / "cut", resume=True, show_progress=False)
-    assert epochs_of(tmp_path / "cut") == epochs_of(tmp_path / "full")
-    first = epochs_of(tmp_path / "full")[0]
-    assert "raw_purity_zs_image" in first and "purity_zs_image" in first
-    a = torch.load(tmp_path / "full" / "checkpoints" / "last.pt", weights_only=True)
-    b = torch.load(tmp_path / "cut" / "checkpoints" / "last.pt", weights_only=True)
-    assert a["ema_steps"] == b["ema_steps"] == 2 * per_epoch
-    assert all(torch.equal(a["ema_model"][k], b["ema_model"][k]) for k in a["ema_model"])
-    # the average is not the last weights, and it is what a run's model is
-    k = next(k for k in a["model"] if k.endswith("weight"))
-    assert not torch.equal(a["ema_model"][k], a["model"][k])
-    delivered, _, _ = load_model(tmp_path / "full", "last")
-    assert torch.equal(delivered.state_dict()[k], a["ema_model"][k])
-
-
-def test_evaluate_names_training_departures(tmp_path, shards):
-    from pvae_model.eval.evaluate import EvalConfig, evaluate
-
-    run = tmp_path / "r"
-    train(tiny(shards, model="vae-im", ema_decay=0.5, image_shift=1, epochs=1), run, show_progress=False)
-    evaluate(run, EvalConfig(checkpoint="last", seeds=1, max_k=3, tsne_images=50, probe_images=500))
-    m = json.loads((run / "eval" / "metrics.json").read_text())
-    assert m["deviations"]["ema_decay"] == 0.5 and m["deviations"]["image_shift"] == 1
-    assert np.isfinite(m["purity"]["zs_image"]["mean"])
 
 
 # ---- the speaker critic on z_s (issue 26) ------------------------------------------------------
