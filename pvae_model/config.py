@@ -40,6 +40,10 @@ class TrainConfig(ConfigMixin):
     # Audio shards without global CMVN statistics would be trained on raw FBank (losses ~30x
     # larger, a different model): refused unless this says it is meant.
     allow_no_cmvn: bool = False
+    # Experiments that were not kept (ConfigMixin.retired): shifted training images and a moving
+    # average of the weights (docs/study/pvae.md, "What raises the ceiling"; docs/voices.md).
+    retired = {"image_shift": 0, "ema_decay": 0.0}
+    retired_note = "docs/study/pvae.md and docs/voices.md have the study; commit 3468425 has the code"
     # Training departures from the paper's procedure, each named by deviations().
     # Speaker robustness (docs/voices.md):
     # cmvn: how FBank is normalised for the model: "global" (the shards' train-split mean/std, the
@@ -99,13 +103,6 @@ class TrainConfig(ConfigMixin):
             if self.noise.enabled:
                 out["noise"] = self.noise.to_dict()
         return out
-
-
-# Experiments that were not kept (ConfigMixin.retired): shifted training images and a moving
-# average of the weights (docs/study/pvae.md, "What raises the ceiling"; docs/voices.md).
-TrainConfig.retired = {"image_shift": 0, "ema_decay": 0.0}
-TrainConfig.retired_note = ("docs/study/pvae.md and docs/voices.md have the study; "
-                            "commit 3468425 has the code")
 
 
 def load_config(path: str | Path | None, overrides: dict | None = None) -> TrainConfig:
