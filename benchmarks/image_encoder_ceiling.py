@@ -38,6 +38,21 @@ def random_shift(images: torch.Tensor, max_shift: int, generator: torch.Generato
     return out.gather(3, cols)
 
 
+def pre_encoder(channels: tuple[int, int], hidden: int, depth: str) -> nn.Module:
+    """The PVAE's image pre-encoder ("spec"), or the same with a 3x3/1 conv (ReLU) of the same width
+    before each strided one ("deep", an experiment that left the library: docs/study/pvae.md)."""
+    if depth == "spec":
+        return ImagePreEncoder(channels, hidden)
+    if depth != "deep":
+        raise SystemExit(f"--depth must be spec or deep, got {depth!r}")
+    layers: list[nn.Module] = []
+    c_in = 1
+    for c in channels:
+        layers += [nn.Conv2d(c_in, c, 3, padding=1), nn.ReLU(), nn.Conv2d(c, c, 4, stride=2, padding=1), nn.ReLU()]
+        c_in = c
+    return nn.Sequential(*layers, nn.Flatten(), nn.Linear(channels[1] * 7 * 7, hidden))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--shards", default="exp/demo/shards/images")
@@ -59,7 +74,7 @@ def main() -> None:
     xt, yt = test.images, torch.as_tensor(np.asarray(test.labels))
     channels = tuple(int(c) for c in a.channels.split(","))
     act = [nn.ReLU()] if a.fc_relu else []
-    net = nn.Sequential(ImagePreEncoder(channels, a.hidden, a.depth), *act, nn.Linear(a.hidden, a.z), nn.Linear(a.z, 10))
+    net = nn.Sequential(pre_encoder(channels, a.hidden, a.depth), *act, nn.Linear(a.hidden, a.z), nn.Linear(a.z, 10))
     opt = torch.optim.Adam(net.parameters(), 1e-3, betas=(0.95, 0.999))  # make demo's optimiser
     g = torch.Generator().manual_seed(a.seed)
     ema = torch.optim.swa_utils.AveragedModel(net, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(a.ema)) if a.ema else None

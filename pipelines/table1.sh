@@ -10,7 +10,7 @@
 # --shards DIR   holds audio/ and images/ (from pipelines/fsdd_mnist.sh --stop-stage 3)
 # --parallel P   train P models at once (each with --threads T)
 # --runs SPEC    other runs than Table 1's, e.g. an ablation study:
-#                --runs "base: kl3:--set=pvae.departures.kl_private_weight=3 sq:--set=pvae.kernel=sqdist"
+#                --runs "base: fn4:--set=pvae.departures.private_free_nats=4 sq:--set=pvae.kernel=sqdist"
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 shards=$root/exp/fsdd_mnist/shards; out=$root/exp/table1; config=$root/configs/pvae_fast.yaml

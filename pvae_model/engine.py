@@ -231,8 +231,6 @@ class Trainer:
         from tqdm import tqdm
 
         self.model.train()
-        if hasattr(self.model, "set_epoch"):  # epoch-dependent loss weights (PVAE: private_adv_start)
-            self.model.set_epoch(epoch)
         t_epoch, n_batches, shown = time.perf_counter(), self.n_batches, self.task.shown
         bar = tqdm(total=n_batches, desc=f"epoch {epoch + 1}/{self.cfg.epochs}", leave=False, dynamic_ncols=True,
                    disable=not (self.show_progress and self.main and sys.stderr.isatty()))

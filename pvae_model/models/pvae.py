@@ -50,19 +50,6 @@ class _Encoder(nn.Module):
         return {k: head(h) for k, head in self.heads.items()}
 
 
-class _ReverseGrad(torch.autograd.Function):
-    """Identity forward, negated gradient backward: one optimiser step trains the discriminator
-    to separate and the encoder to confuse it."""
-
-    @staticmethod
-    def forward(ctx, x):  # noqa: D102
-        return x.view_as(x)
-
-    @staticmethod
-    def backward(ctx, g):  # noqa: D102
-        return -g
-
-
 class PVAE(FromRun, nn.Module):
     run_models = ("pvae",)  # PVAE (no beta) is "pvae" with beta = 0
 
@@ -84,7 +71,6 @@ class PVAE(FromRun, nn.Module):
         self.dec_a = cfg.audio_decoder(cfg.z_shared + cfg.z_audio)
         self.dec_i = ImageDecoder(cfg.z_shared + cfg.z_image)
         self.lik = cfg.likelihoods()
-        self.adv_scale = 1.0 if cfg.departures.private_adv_start <= 0 else 0.0  # set per epoch by set_epoch()
         if cfg.departures.private_label_adv_weight > 0:  # created last: the other modules' initial weights do not change
             self.digit_critic_a = nn.Linear(cfg.z_audio, 10)
             self.digit_critic_i = nn.Linear(cfg.z_image, 10)
@@ -93,11 +79,6 @@ class PVAE(FromRun, nn.Module):
                 raise ValueError("speaker_adv_weight needs speaker_classes >= 2 (training fills it in from the shards)")
             self.speaker_critic = nn.Sequential(nn.Linear(cfg.z_shared, SPEAKER_CRITIC_HIDDEN), nn.ReLU(),
                                                 nn.Linear(SPEAKER_CRITIC_HIDDEN, cfg.departures.speaker_classes))
-
-    def set_epoch(self, epoch: int) -> None:
-        """Epoch-dependent weights (called by the trainer before each epoch, 0-based)."""
-        start = self.cfg.departures.private_adv_start
-        self.adv_scale = 1.0 if start <= 0 else min(1.0, max(0.0, (epoch - start + 1) / 5))
 
     # ---- inference networks -------------------------------------------------------------
     def encode_multimodal(self, x_a, lengths, x_i):
@@ -142,12 +123,12 @@ class PVAE(FromRun, nn.Module):
         neg = cyclic_derangement(len(mu_a), generator, mu_a.device)
         con = self.contrastive(mu_a, mu_i, neg)
         neg_elbo = nll_a + nll_i + kl["s"] + kl["a"] + kl["i"]
-        # the private KLs as the objective counts them (weighted; with free bits, never below the floor)
-        # minus those in neg_elbo: zero with the paper's objective
+        # the private KLs as the objective counts them (with free bits, never below the floor) minus
+        # those in neg_elbo: zero with the paper's objective
         private = kl["a"] + kl["i"]
         if dep.private_free_nats > 0:  # free bits: below the floor a private KL costs nothing
             private = kl["a"].clamp(min=dep.private_free_nats) + kl["i"].clamp(min=dep.private_free_nats)
-        extra_kl = dep.kl_private_weight * private - (kl["a"] + kl["i"])
+        extra_kl = private - (kl["a"] + kl["i"])
         total = neg_elbo + extra_kl + cfg.alpha * (coh_a + coh_i) + cfg.beta * con
         m = {"neg_elbo": neg_elbo.mean(), "nll_audio": nll_a.mean(), "nll_image": nll_i.mean(),
              "kl_s": kl["s"].mean(), "kl_a": kl["a"].mean(), "kl_i": kl["i"].mean(),
@@ -161,7 +142,7 @@ class PVAE(FromRun, nn.Module):
             m.update(cross_nll_image=cross_i.mean(), cross_nll_audio=cross_a.mean())
             if dep.private_label_adv_weight > 0:
                 adv = self.digit_adversary(batch["label"], z, qa, qi)
-                total = total + self.adv_scale * dep.private_label_adv_weight * (adv["audio"] + adv["image"])
+                total = total + dep.private_label_adv_weight * (adv["audio"] + adv["image"])
                 m.update(digit_critic_audio=adv["audio"].mean(), digit_critic_image=adv["image"].mean(),
                          digit_critic_ce_audio=adv["audio_critic_ce"].mean(),
                          digit_critic_ce_image=adv["image_critic_ce"].mean())
@@ -185,8 +166,6 @@ class PVAE(FromRun, nn.Module):
         """Each modality generated from the *other* one's unimodal z_s sample and its own private
         latent drawn from the prior: {"image", "audio", "z_i", "z_a"}."""
         zs_a, zs_i = reparameterize(*qa["s"]), reparameterize(*qi["s"])
-        if self.cfg.departures.cross_grad == "decoders":
-            zs_a, zs_i = zs_a.detach(), zs_i.detach()
         z_i = torch.randn(len(zs_a), self.cfg.z_image, device=zs_a.device, dtype=zs_a.dtype)
         z_a = torch.randn(len(zs_i), self.cfg.z_audio, device=zs_i.device, dtype=zs_i.dtype)
         return {"image": self.decode_image(zs_a, z_i), "audio": self.decode_audio(zs_i, z_a, lengths),
@@ -194,28 +173,17 @@ class PVAE(FromRun, nn.Module):
 
     def digit_adversary(self, labels: torch.Tensor, z: dict, qa: dict, qi: dict) -> dict[str, torch.Tensor]:
         """Per-item loss of the linear digit critics on the private latents (multimodal sample +
-        unimodal sample).  "reverse": their cross-entropy, whose gradient reaches the encoders
-        reversed.  "capped": their cross-entropy on detached latents (trains the critics) minus the
-        frozen critics' cross-entropy clamped at ln 10 (trains the encoders, up to chance level).
-        "confusion": their cross-entropy on detached latents (trains the critics) plus
-        the cross-entropy of the frozen critics' predictions against the uniform distribution
-        (trains the encoders)."""
+        unimodal sample): their cross-entropy on detached latents (trains the critics) minus the
+        frozen critics' cross-entropy clamped at ln 10 (trains the encoders, up to chance level)."""
         ce = nn.functional.cross_entropy
-        mode = self.cfg.departures.private_label_adv_mode
         out = {}
         for key, head, z_mm, q_uni in (("audio", self.digit_critic_a, z["a"], qa["a"]),
                                        ("image", self.digit_critic_i, z["i"], qi["i"])):
             total, critic = 0.0, 0.0
             for zp in (z_mm, reparameterize(*q_uni)):
-                if mode == "reverse":
-                    loss = ce(head(_ReverseGrad.apply(zp)), labels, reduction="none")
-                    total, critic = total + loss, critic + loss.detach()
-                    continue
                 frozen = nn.functional.linear(zp, head.weight.detach(), head.bias.detach())
-                if mode == "capped":  # the encoder raises the frozen critic's loss up to chance, no further
-                    push = -ce(frozen, labels, reduction="none").clamp(max=math.log(frozen.shape[-1]))
-                else:
-                    push = -nn.functional.log_softmax(frozen, dim=-1).mean(-1)
+                # the encoder raises the frozen critic's loss up to chance, no further
+                push = -ce(frozen, labels, reduction="none").clamp(max=math.log(frozen.shape[-1]))
                 loss = ce(head(zp.detach()), labels, reduction="none")
                 total, critic = total + loss + push, critic + loss.detach()
             out[key] = total

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, fields
 
 from pvae_data.config import ConfigMixin, check_field_types
 
-from ..modules import AUDIO_DECODER_POSITIONS, AUDIO_INPUT_NORMS, DECODER_VARIANCES, IMAGE_ENCODER_DEPTHS
+from ..modules import AUDIO_DECODER_POSITIONS, AUDIO_INPUT_NORMS, DECODER_VARIANCES
 from ..modules import AudioDecoder, ImagePreEncoder, Likelihoods
 
 MAX_WIDTH = 8192  # 16x the paper's 512-cell LSTMs: anything wider is a typo, not a model
@@ -30,38 +30,35 @@ KERNEL_NAMES = ("sqdist", "dist_half")
 class Departures(ConfigMixin):
     """Every kept change to the paper's model; the defaults are the paper's."""
 
+    # Experiments that were not kept (docs/study/pvae.md): cross_grad "decoders" (plus_dec), a
+    # heavier private KL (plus_klp3; free bits replaced it), the delayed adversary, the deeper image
+    # encoder (benchmarks/image_encoder_ceiling.py).  The adversary's "reverse" and "confusion"
+    # modes left too (``from_dict``): "capped" is the only one.
+    retired = {"cross_grad": "all", "kl_private_weight": 1.0, "private_adv_start": 0, "image_encoder": "spec"}
+    retired_note = "docs/study/pvae.md has the study; commit 4cec2c8 has the code"
+    key_prefix = "pvae.departures."
+
     # Std of the image likelihood N(x_i; mean, std^2 I). The spec's 1 makes a whole 28x28 image in
     # [0, 1] worth ~30 nats against thousands for a spoken digit.
     image_nll_std: float = 1.0
-    # objective "plus": weight of the two cross-modal reconstruction terms, and what they train:
-    # "all" (decoders and the unimodal z_s encoders) or "decoders" (the z_s samples detached).
+    # objective "plus": weight of the two cross-modal reconstruction terms (they train the
+    # decoders and the unimodal z_s encoders).
     cross_weight: float = 1.0
-    cross_grad: str = "all"
     # objective "plus": a *supervised* adversary on the private latents.  A linear digit classifier
     # per modality reads z_a (z_i) sampled from the multimodal and from the unimodal posterior; its
-    # cross-entropy trains it and pushes the encoders so that no linear read-out of a private
-    # latent finds the digit (it uses the digit labels, which the paper uses only to pair the
-    # modalities: a further departure from its weak supervision).  0 = off.  Modes: "reverse"
-    # (gradient reversal: unbounded, diverged at weight 10), "capped" (the same push, stopped per
-    # item once the critic's cross-entropy reaches chance, ln 10), "confusion" (towards the frozen
-    # critic's uniform prediction, Tzeng et al. 2015).  Off before ``private_adv_start`` (0-based
-    # epoch), then ramped in linearly over 5 epochs.
+    # cross-entropy on the detached latents trains it, and the encoders raise the frozen critic's
+    # cross-entropy per item up to chance (ln 10) and no further, so that no linear read-out of a
+    # private latent finds the digit (it uses the digit labels, which the paper uses only to pair
+    # the modalities: a further departure from its weak supervision).  0 = off.
     private_label_adv_weight: float = 0.0
-    private_label_adv_mode: str = "reverse"
-    private_adv_start: int = 0
-    # Weight of KL(z_a) and KL(z_i); 1 = the paper's ELBO.
-    kl_private_weight: float = 1.0
     # Free bits (Kingma et al. 2016) on each private latent: per item, KL(z_a) and KL(z_i) below this
     # many nats cost nothing, so a decoder that learned early to do without its private latent
     # (posterior collapse) can still be given one.  0 = the paper's ELBO.
     private_free_nats: float = 0.0
-    # Architecture.  image_encoder "deep": a 3x3 conv before each of the spec's two strided convs
-    # (the spec's encoder tops out at 98.6-99.0 % on MNIST test even trained on the labels).
-    # audio_input_norm "utterance": the speech pre-encoders read each utterance normalised by its
-    # own mean and variance (for voices never heard in training, docs/voices.md).
+    # Architecture.  audio_input_norm "utterance": the speech pre-encoders read each utterance
+    # normalised by its own mean and variance (for voices never heard in training, docs/voices.md).
     # audio_decoder_position "relative": the speech decoder's LSTM reads each frame's place in its
     # utterance beside z (modules.relative_position), not z alone.
-    image_encoder: str = "spec"
     audio_input_norm: str = "none"
     audio_decoder_position: str = "none"
     # A speaker critic on the speech side's z_s (domain-adversarial training, Ganin et al. 2016;
@@ -81,19 +78,30 @@ class Departures(ConfigMixin):
 
     def __post_init__(self) -> None:
         check_field_types(self)
-        for name, allowed in (("cross_grad", ("all", "decoders")),
-                              ("private_label_adv_mode", ("reverse", "capped", "confusion")),
-                              ("image_encoder", IMAGE_ENCODER_DEPTHS), ("audio_input_norm", AUDIO_INPUT_NORMS),
+        for name, allowed in (("audio_input_norm", AUDIO_INPUT_NORMS),
                               ("audio_decoder_position", AUDIO_DECODER_POSITIONS),
                               ("decoder_variance", DECODER_VARIANCES)):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {tuple(allowed)}, got {getattr(self, name)!r}")
         if self.image_nll_std <= 0:
             raise ValueError("image_nll_std must be > 0")
-        for name in ("cross_weight", "private_label_adv_weight", "private_adv_start", "kl_private_weight",
-                     "private_free_nats", "speaker_adv_weight", "speaker_classes"):
+        for name in ("cross_weight", "private_label_adv_weight", "private_free_nats", "speaker_adv_weight",
+                     "speaker_classes"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Departures":
+        """As every config; an old run's ``private_label_adv_mode`` loads when it is "capped" or the
+        adversary was off, and is refused by name otherwise."""
+        d = dict(d)
+        mode = d.pop("private_label_adv_mode", "capped")
+        if mode not in ("capped", "reverse", "confusion"):
+            raise ValueError(f"{cls.key_prefix}private_label_adv_mode must be 'capped', got {mode!r}")
+        if mode != "capped" and d.get("private_label_adv_weight", 0.0) != 0:
+            raise ValueError(f"{cls.key_prefix}private_label_adv_mode {mode!r}: an experiment that was not kept and "
+                             f"left the library ({cls.retired_note})")
+        return super().from_dict(d)
 
 
 @dataclass
@@ -116,6 +124,13 @@ class BaselineVAEConfig(ConfigMixin):
 
 @dataclass
 class PVAEConfig(ConfigMixin):
+    # Experiments that were not kept: their knobs left the library (the study stays in
+    # docs/study/pvae.md).  An old run's config that names one at its neutral value loads; one
+    # that used it is refused by name.
+    retired = {"kl_shared_weight": 1.0, "private_adv_weight": 0.0, "cycle_image": 0.0, "cycle_audio": 0.0,
+               "cycle_style": "reference", "zs_agree_weight": 0.0, "image_views": 0, "view_coherence": 0.0,
+               "swap_image": 0.0, "swap_audio": 0.0, "contrastive_negatives": "any", "zs_pull_image": 0.0}
+    retired_note = "docs/study/pvae.md has the study; commit 59e84ed has the code"
     key_prefix = "pvae."
     feat_dim: int = 80
     z_shared: int = 32
@@ -162,7 +177,7 @@ class PVAEConfig(ConfigMixin):
     @classmethod
     def from_dict(cls, d: dict) -> "PVAEConfig":
         """As every config, plus old runs' spellings: flat departure fields (``cross_weight``,
-        ``vae_kl_weight``...) move into their sub-config; a retired experiment's knob (``RETIRED``)
+        ``vae_kl_weight``...) move into their sub-config; a retired experiment's knob (``retired``)
         at its neutral value is dropped, one that was used is refused by name."""
         d = dict(d)
         for old, (sub, new) in OLD_NAMES.items():
@@ -193,18 +208,13 @@ class PVAEConfig(ConfigMixin):
                 out["decoder_variance"] = dep.decoder_variance
             return out
         if self.objective != "paper":
-            out.update(objective=self.objective, cross_weight=dep.cross_weight, cross_grad=dep.cross_grad)
+            out.update(objective=self.objective, cross_weight=dep.cross_weight)
         if dep.image_nll_std != 1.0:
             out["image_nll_std"] = dep.image_nll_std
-        if dep.kl_private_weight != 1.0:
-            out["kl_private_weight"] = dep.kl_private_weight
         if dep.private_free_nats > 0:
             out["private_free_nats"] = dep.private_free_nats
         if dep.private_label_adv_weight > 0:
-            out.update(private_label_adv_weight=dep.private_label_adv_weight,
-                       private_label_adv_mode=dep.private_label_adv_mode)
-            if dep.private_adv_start:
-                out["private_adv_start"] = dep.private_adv_start
+            out["private_label_adv_weight"] = dep.private_label_adv_weight
         if dep.speaker_adv_weight > 0:
             out["speaker_adv_weight"] = dep.speaker_adv_weight
         if dep.decoder_variance != "fixed":
@@ -215,7 +225,7 @@ class PVAEConfig(ConfigMixin):
         """The sizes that differ from the paper's architecture (``{name: value}``), named beside the
         objective's deviations.  Layer sizes marked (*) in the spec (image channels) are choices."""
         mine = {**{f.name: getattr(self, f.name) for f in fields(self)},
-                "image_encoder": self.departures.image_encoder, "audio_input_norm": self.departures.audio_input_norm,
+                "audio_input_norm": self.departures.audio_input_norm,
                 "audio_decoder_position": self.departures.audio_decoder_position}
         return {k: mine[k] for k, v in PAPER_SIZES.items() if mine[k] != v}
 
@@ -229,23 +239,14 @@ class PVAEConfig(ConfigMixin):
 
     def image_pre_encoder(self) -> ImagePreEncoder:
         """The image pre-encoder this config names (every model builds it here)."""
-        return ImagePreEncoder(self.image_channels, self.hidden, self.departures.image_encoder)
+        return ImagePreEncoder(self.image_channels, self.hidden)
 
 
 # the spec's architecture: 80-dim FBank, 32-dim latents, 512-unit LSTMs and FC layers, two strided convs
-PAPER_SIZES = {"feat_dim": 80, "z_shared": 32, "z_audio": 32, "z_image": 32, "hidden": 512, "image_encoder": "spec",
+PAPER_SIZES = {"feat_dim": 80, "z_shared": 32, "z_audio": 32, "z_image": 32, "hidden": 512,
                "audio_input_norm": "none", "audio_decoder_position": "none"}
 # Old runs' flat spellings -> (sub-config, field)
 OLD_NAMES = {**{f: ("departures", f) for f in ("image_nll_std", "cross_weight", "cross_grad", "private_label_adv_weight",
                                               "private_label_adv_mode", "private_adv_start", "kl_private_weight",
                                               "image_encoder", "audio_input_norm")},
              "vae_kl_weight": ("baseline", "kl_weight"), "vae_label_weight": ("baseline", "label_weight")}
-# Experiments that were not kept: their knobs left the library (the study stays in docs/study/pvae.md;
-# commit 59e84ed still has them).  An old run's config that names one at its neutral value loads;
-# one that used it is refused by name.
-RETIRED = {"kl_shared_weight": 1.0, "private_adv_weight": 0.0, "cycle_image": 0.0, "cycle_audio": 0.0,
-           "cycle_style": "reference", "zs_agree_weight": 0.0, "image_views": 0, "view_coherence": 0.0,
-           "swap_image": 0.0, "swap_audio": 0.0, "contrastive_negatives": "any", "zs_pull_image": 0.0}
-RETIRED_IN = "59e84ed"
-PVAEConfig.retired = RETIRED
-PVAEConfig.retired_note = f"docs/study/pvae.md has the study; commit {RETIRED_IN} has the code"

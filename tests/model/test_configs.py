@@ -19,7 +19,7 @@ def test_paper_config_is_the_spec():
 def test_demo_config_names_its_deviations_and_size():
     cfg = load_config(CONFIGS / "pvae_fast.yaml")
     dev = cfg.pvae.deviations()
-    assert dev["objective"] == "plus" and dev["private_label_adv_mode"] == "capped"
+    assert dev["objective"] == "plus" and dev["private_label_adv_weight"] == 3.0
     assert cfg.pvae.size_changes() == {"hidden": 256, "audio_input_norm": "utterance",
                                        "audio_decoder_position": "relative"}  # docs/voices.md
     assert dev["private_free_nats"] == 8.0

@@ -348,7 +348,7 @@ def test_evaluate_writes_metrics_figures_and_audio(tmp_path, shards):
     mp = evaluate(tmp_path / "plus", EvalConfig(checkpoint="last", seeds=1, max_k=12, tsne_images=200, styles=2,
                                                 wav_refs=1, coherence_images=50, classifier_images=3000))
     assert mp["objective"] == "plus" and mp["deviations"] == {"objective": "plus", "cross_weight": 1.0,
-                                                              "cross_grad": "all", "image_nll_std": 0.31}
+                                                              "image_nll_std": 0.31}
     r = CliRunner().invoke(main, ["report", str(tmp_path / "r"), str(tmp_path / "plus"), "--out", str(tmp_path / "2.html")])
     assert r.exit_code == 0, r.output
     assert "| plus [1] |" in r.output and "[1] deviations from the paper's objective (shared/docs/pvae-spec.md): objective = plus" in r.output

@@ -1,5 +1,4 @@
-"""Training departures: a deeper image encoder (``pvae.departures.image_encoder: deep``) and the
-speaker critic on z_s; and the retired ones (shifted training images, a moving average of the
+"""Training departures: the speaker critic on z_s, the image encoder's layout; and the retired ones (shifted training images, a moving average of the
 weights), which old runs' configs still name at their neutral value."""
 
 from __future__ import annotations
@@ -38,22 +37,12 @@ def test_retired_training_departures_load_at_their_neutral_value_and_are_refused
         TrainConfig.from_dict({"no_such_field": 1})
 
 
-def test_deep_image_encoder_adds_a_conv_before_each_strided_one_and_spec_keys_are_unchanged():
-    spec, deep = ImagePreEncoder((4, 8), 16), ImagePreEncoder((4, 8), 16, "deep")
-    x = torch.rand(3, 1, 28, 28)
-    assert spec(x).shape == deep(x).shape == (3, 16)
-    convs = lambda m: [l for l in m.net if isinstance(l, torch.nn.Conv2d)]  # noqa: E731
-    assert [c.stride for c in convs(spec)] == [(2, 2), (2, 2)]
-    assert [c.stride for c in convs(deep)] == [(1, 1), (2, 2), (1, 1), (2, 2)]
-    with pytest.raises(ValueError, match="image_encoder"):
-        PVAEConfig(departures=dict(image_encoder="resnet"))
-    assert PVAEConfig(departures=dict(image_encoder="deep")).size_changes() == {"image_encoder": "deep"}
-    # checkpoints written before `depth` existed load into the spec encoder unchanged
+def test_the_image_encoder_keeps_the_spec_layout_old_checkpoints_load_into():
+    spec = ImagePreEncoder((4, 8), 16)
+    assert spec(torch.rand(3, 1, 28, 28)).shape == (3, 16)
+    assert [c.stride for c in spec.net if isinstance(c, torch.nn.Conv2d)] == [(2, 2), (2, 2)]
     assert list(spec.state_dict()) == ["net.0.weight", "net.0.bias", "net.2.weight", "net.2.bias",
                                        "net.5.weight", "net.5.bias"]
-    model = PVAE(PVAEConfig(hidden=16, z_shared=4, z_audio=4, z_image=4, feat_dim=8, image_channels=(4, 8),
-                            departures=dict(image_encoder="deep")))
-    assert sum(isinstance(m, torch.nn.Conv2d) for m in model.modules()) == 2 * 4  # multimodal and unimodal image encoders
 
 
 # ---- the speaker critic on z_s (issue 26) ------------------------------------------------------
