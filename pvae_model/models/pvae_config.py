@@ -69,6 +69,11 @@ class Departures(ConfigMixin):
     # the training shards when left 0.
     speaker_adv_weight: float = 0.0
     speaker_classes: int = 0
+    # A *supervised* digit head on z_s: one linear classifier reads the z_s means of the multimodal
+    # and both unimodal posteriors and its cross-entropy (mean over the three reads) is added with
+    # this weight, so that a spoken and a written digit's z_s land in the same linearly separable
+    # region (the labels, which the paper uses only to pair, as the digit critics do).  0 = off.
+    shared_label_weight: float = 0.0
     # The decoders' variances: "fixed" (the spec's unit variance for FBank, image_nll_std for pixels),
     # "learned" (one log-variance per FBank dimension and one for the pixels, trained with the model
     # from the fixed values; Hsu's FHVAE code learns its decoder's variance) or "optimal" (each
@@ -86,7 +91,7 @@ class Departures(ConfigMixin):
         if self.image_nll_std <= 0:
             raise ValueError("image_nll_std must be > 0")
         for name in ("cross_weight", "private_label_adv_weight", "private_free_nats", "speaker_adv_weight",
-                     "speaker_classes"):
+                     "speaker_classes", "shared_label_weight"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
 
@@ -217,6 +222,8 @@ class PVAEConfig(ConfigMixin):
             out["private_label_adv_weight"] = dep.private_label_adv_weight
         if dep.speaker_adv_weight > 0:
             out["speaker_adv_weight"] = dep.speaker_adv_weight
+        if dep.shared_label_weight > 0:
+            out["shared_label_weight"] = dep.shared_label_weight
         if dep.decoder_variance != "fixed":
             out["decoder_variance"] = dep.decoder_variance
         return out
