@@ -79,8 +79,6 @@ class PVAE(FromRun, nn.Module):
                 raise ValueError("speaker_adv_weight needs speaker_classes >= 2 (training fills it in from the shards)")
             self.speaker_critic = nn.Sequential(nn.Linear(cfg.z_shared, SPEAKER_CRITIC_HIDDEN), nn.ReLU(),
                                                 nn.Linear(SPEAKER_CRITIC_HIDDEN, cfg.departures.speaker_classes))
-        if cfg.departures.shared_label_weight > 0:
-            self.digit_head = nn.Linear(cfg.z_shared, 10)
 
     # ---- inference networks -------------------------------------------------------------
     def encode_multimodal(self, x_a, lengths, x_i):
@@ -152,11 +150,6 @@ class PVAE(FromRun, nn.Module):
             adv, critic_ce = self.speaker_adversary(batch["speaker"], (z["s"], reparameterize(*qa["s"])))
             total = total + dep.speaker_adv_weight * adv
             m["speaker_critic_ce"] = critic_ce.mean()
-        if dep.shared_label_weight > 0:
-            ce = nn.functional.cross_entropy
-            head = sum(ce(self.digit_head(q_s[0]), batch["label"], reduction="none") for q_s in (q["s"], qa["s"], qi["s"])) / 3
-            total = total + dep.shared_label_weight * head
-            m["digit_head_ce"] = head.mean()
         loss = total.mean()
         m["loss"] = loss
         return ModelOutput(loss, {k: float(v.detach()) for k, v in m.items()})

@@ -33,9 +33,11 @@ class Departures(ConfigMixin):
     # Experiments that were not kept (docs/study/pvae.md): cross_grad "decoders" (plus_dec), a
     # heavier private KL (plus_klp3; free bits replaced it), the delayed adversary, the deeper image
     # encoder (benchmarks/image_encoder_ceiling.py).  The adversary's "reverse" and "confusion"
-    # modes left too (``from_dict``): "capped" is the only one.
-    retired = {"cross_grad": "all", "kl_private_weight": 1.0, "private_adv_start": 0, "image_encoder": "spec"}
-    retired_note = "docs/study/pvae.md has the study; commit 4cec2c8 has the code"
+    # modes left too (``from_dict``): "capped" is the only one.  A supervised digit head on z_s
+    # (docs/voices.md, "A digit head on z_s") left later; commit 91eab0d has it.
+    retired = {"cross_grad": "all", "kl_private_weight": 1.0, "private_adv_start": 0, "image_encoder": "spec",
+               "shared_label_weight": 0.0}
+    retired_note = "docs/study/pvae.md and docs/voices.md have the studies; commit 4cec2c8 (91eab0d) has the code"
     key_prefix = "pvae.departures."
 
     # Std of the image likelihood N(x_i; mean, std^2 I). The spec's 1 makes a whole 28x28 image in
@@ -69,11 +71,6 @@ class Departures(ConfigMixin):
     # the training shards when left 0.
     speaker_adv_weight: float = 0.0
     speaker_classes: int = 0
-    # A *supervised* digit head on z_s: one linear classifier reads the z_s means of the multimodal
-    # and both unimodal posteriors and its cross-entropy (mean over the three reads) is added with
-    # this weight, so that a spoken and a written digit's z_s land in the same linearly separable
-    # region (the labels, which the paper uses only to pair, as the digit critics do).  0 = off.
-    shared_label_weight: float = 0.0
     # The decoders' variances: "fixed" (the spec's unit variance for FBank, image_nll_std for pixels),
     # "learned" (one log-variance per FBank dimension and one for the pixels, trained with the model
     # from the fixed values; Hsu's FHVAE code learns its decoder's variance) or "optimal" (each
@@ -91,7 +88,7 @@ class Departures(ConfigMixin):
         if self.image_nll_std <= 0:
             raise ValueError("image_nll_std must be > 0")
         for name in ("cross_weight", "private_label_adv_weight", "private_free_nats", "speaker_adv_weight",
-                     "speaker_classes", "shared_label_weight"):
+                     "speaker_classes"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
 
@@ -222,8 +219,6 @@ class PVAEConfig(ConfigMixin):
             out["private_label_adv_weight"] = dep.private_label_adv_weight
         if dep.speaker_adv_weight > 0:
             out["speaker_adv_weight"] = dep.speaker_adv_weight
-        if dep.shared_label_weight > 0:
-            out["shared_label_weight"] = dep.shared_label_weight
         if dep.decoder_variance != "fixed":
             out["decoder_variance"] = dep.decoder_variance
         return out

@@ -383,7 +383,7 @@ def test_retired_experiments_load_at_their_neutral_value_and_are_refused_when_us
     with pytest.raises(ValueError, match="pvae.image_views: an experiment that was not kept"):
         PVAEConfig.from_dict({**old, "image_views": 3})
     for name, used in (("cross_grad", "decoders"), ("kl_private_weight", 3.0), ("private_adv_start", 10),
-                       ("image_encoder", "deep")):
+                       ("image_encoder", "deep"), ("shared_label_weight", 30.0)):
         with pytest.raises(ValueError, match=f"^pvae.departures.{name}: an experiment that was not kept.*4cec2c8"):
             PVAEConfig.from_dict({"departures": {name: used}})
         with pytest.raises(ValueError, match=name):  # an old run's flat spelling too

@@ -102,35 +102,3 @@ def test_speaker_critic_size_comes_from_the_training_speakers(tmp_path, shards):
     assert "speaker_critic_ce" in epochs_of(run)[-1]
     model, _, _ = load_model(run, "last")
     assert model.speaker_critic[2].out_features == n
-
-
-# ---- the supervised digit head on z_s (issue 26) ----------------------------------------------
-
-def test_digit_head_on_z_s_trains_the_shared_latent_toward_the_label():
-    """``shared_label_weight``: one linear head reads the three z_s means (multimodal, speech,
-    image); its mean cross-entropy, weighted, is part of the loss, and it moves the encoders."""
-    import math
-
-    cfg = PVAEConfig(hidden=16, z_shared=4, z_audio=3, z_image=5, feat_dim=8, image_channels=(4, 8),
-                     objective="plus", departures=dict(shared_label_weight=5.0))
-    batch = {"audio": torch.randn(4, 7, 8), "lengths": torch.tensor([7, 5, 3, 6]), "image": torch.rand(4, 1, 28, 28),
-             "label": torch.tensor([1, 2, 3, 4]), "speaker": torch.tensor([0, 1, 0, 1])}
-    torch.manual_seed(0)
-    model = PVAE(cfg)
-    torch.manual_seed(0)
-    off = PVAE(PVAEConfig(**{**cfg.to_dict(), "departures": {}}))
-    # the head is created last: every other module starts from the same weights as without it
-    assert all(torch.equal(v, model.state_dict()[k]) for k, v in off.state_dict().items())
-    torch.manual_seed(1)  # the same noise in both passes
-    out = model(batch, generator=torch.Generator().manual_seed(0))
-    torch.manual_seed(1)
-    ref = off(batch, generator=torch.Generator().manual_seed(0))
-    ce = out.metrics["digit_head_ce"]
-    assert math.isfinite(ce) and ce > 0 and "digit_head_ce" not in ref.metrics
-    assert out.metrics["loss"] == pytest.approx(ref.metrics["loss"] + 5.0 * ce, rel=1e-5)
-    out.loss.backward()
-    assert model.digit_head.weight.grad.abs().sum() > 0
-    assert model.enc_a.heads["s"].mu.weight.grad.abs().sum() > 0
-    assert cfg.deviations()["shared_label_weight"] == 5.0 and "shared_label_weight" not in off.cfg.deviations()
-    with pytest.raises(ValueError, match="shared_label_weight"):
-        PVAEConfig(departures=dict(shared_label_weight=-1.0))
