@@ -37,7 +37,8 @@ class Departures(ConfigMixin):
     # (docs/voices.md, "A digit head on z_s") left later; commit 91eab0d has it.
     retired = {"cross_grad": "all", "kl_private_weight": 1.0, "private_adv_start": 0, "image_encoder": "spec",
                "shared_label_weight": 0.0}
-    retired_note = "docs/study/pvae.md and docs/voices.md have the studies; commit 4cec2c8 (91eab0d) has the code"
+    retired_note = ("docs/study/pvae.md and docs/voices.md have the studies; commit 4cec2c8 has the code, "
+                    "91eab0d that of shared_label_weight")
     key_prefix = "pvae.departures."
 
     # Std of the image likelihood N(x_i; mean, std^2 I). The spec's 1 makes a whole 28x28 image in

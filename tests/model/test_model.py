@@ -388,6 +388,8 @@ def test_retired_experiments_load_at_their_neutral_value_and_are_refused_when_us
             PVAEConfig.from_dict({"departures": {name: used}})
         with pytest.raises(ValueError, match=name):  # an old run's flat spelling too
             PVAEConfig.from_dict({name: used})
+    with pytest.raises(ValueError, match="91eab0d that of shared_label_weight"):  # the digit head's own commit
+        PVAEConfig.from_dict({"departures": {"shared_label_weight": 30.0}})
     capped = {"objective": "plus", "departures": {"private_label_adv_weight": 3.0, "private_label_adv_mode": "capped"}}
     assert PVAEConfig.from_dict(capped).departures.private_label_adv_weight == 3.0
     with pytest.raises(ValueError, match="pvae.departures.private_label_adv_mode 'reverse': an experiment"):
