@@ -70,33 +70,67 @@ def _front_end(run_cfg, voices: Path, work: Path) -> list[dict]:
     return read_jsonl(work / "fbank" / "features.jsonl")
 
 
+def _speech_to_image(model, judge, feats: list) -> tuple[np.ndarray, np.ndarray]:
+    """Each utterance's unimodal z_s -> a written digit (style at the prior mean), judged; and the
+    speech judge on the utterance itself."""
+    import torch
+
+    from pvae_model.data import pad_audio
+
+    with torch.no_grad():
+        x, lengths = pad_audio(feats)
+        zs = model.encode_audio(x, lengths)["s"][0]
+        zi = torch.zeros(len(feats), model.cfg.z_image)
+        return judge.image_predictions(model.decode_image(zs, zi).clamp(0, 1)), judge.speech_predictions(x, lengths)
+
+
+def _per_voice(pred: np.ndarray, labels: np.ndarray, speakers: np.ndarray) -> dict:
+    return {s: float((pred[speakers == s] == labels[speakers == s]).mean()) for s in sorted(set(speakers))}
+
+
+def _voice_cmvn(raw: list, speakers: np.ndarray) -> list:
+    """Kaldi's ``apply-cmvn --utt2spk`` with each voice's statistics over all of its own takes."""
+    import torch
+
+    from pvae_data.stages.fbank import _mean_std
+    from pvae_model.data import normalize_features
+
+    stats = {}
+    for s in sorted(set(speakers)):
+        x = np.concatenate([np.asarray(r, np.float64) for r, k in zip(raw, speakers) if k == s])
+        mean, std = _mean_std(len(x), x.sum(0), (x * x).sum(0))
+        stats[s] = {"mean": mean, "std": std}
+    return [torch.from_numpy(normalize_features(r, "global", stats[k])) for r, k in zip(raw, speakers)]
+
+
 def score(run: Path, voices: Path, checkpoint: str = "last") -> dict:
     import torch
 
     from pvae_data.stages.fbank import load_features
-    from pvae_model.data import normalize_features, pad_audio
+    from pvae_model.data import normalize_features
     from pvae_model.eval.judge import Judge
     from pvae_model.run import load_run
 
     ck, cfg, model, _, _, cmvn = load_run(run, checkpoint)
     work = run / "outside_voices"
     recs = _front_end(cfg, voices, work)
+    raw = [load_features(work / "fbank", r) for r in recs]
     mode = "utterance" if cfg.cmvn == "speaker" else cfg.cmvn  # one utterance of a new voice: no speaker stats
-    feats = [torch.from_numpy(normalize_features(load_features(work / "fbank", r), mode, cmvn)) for r in recs]
+    feats = [torch.from_numpy(normalize_features(x, mode, cmvn)) for x in raw]
     labels = np.array([WORDS.index(r["transcript"]) for r in recs])
     speakers = np.array([r["speaker"] for r in recs])
     judge = Judge.load(cfg.audio_shards, cfg.image_shards)
-    with torch.no_grad():
-        x, lengths = pad_audio(feats)
-        zs = model.encode_audio(x, lengths)["s"][0]
-        zi = torch.zeros(len(labels), model.cfg.z_image)
-        img_pred = judge.image_predictions(model.decode_image(zs, zi).clamp(0, 1))
-        sp_pred = judge.speech_predictions(x, lengths)
-    per = {s: float((img_pred[speakers == s] == labels[speakers == s]).mean()) for s in sorted(set(speakers))}
+    img_pred, sp_pred = _speech_to_image(model, judge, feats)
+    per = _per_voice(img_pred, labels, speakers)
     out = {"run": str(run), "epoch": ck["epoch"], "n": len(labels),
            "speech_to_image": float((img_pred == labels).mean()),
            "speech_judge": float((sp_pred == labels).mean()),
            "worst_voice": min(per.values()), "per_voice": per}
+    if cfg.cmvn == "speaker":  # with enrolment: each voice normalised by the statistics of all its own takes
+        voice = _voice_cmvn(raw, speakers)
+        img_v, _ = _speech_to_image(model, judge, voice)
+        per_v = _per_voice(img_v, labels, speakers)
+        out.update(speech_to_image_voice_cmvn=float((img_v == labels).mean()), per_voice_voice_cmvn=per_v)
     (work / "score.json").write_text(json.dumps(out, indent=2))
     return out
 

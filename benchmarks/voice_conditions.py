@@ -130,6 +130,9 @@ def main() -> None:
         return
     held = json.loads((a.conditions / "conditions.json").read_text())["speaker"]
     r = score(a.run, a.conditions, a.checkpoint)
+    if "per_voice_voice_cmvn" in r:  # a cmvn: speaker run: each condition normalised by its own statistics
+        print(json.dumps({"run": str(a.run), "epoch": r["epoch"], "speaker": held, "n": r["n"], "cmvn": "voice",
+                          **{k: round(v, 3) for k, v in r["per_voice_voice_cmvn"].items()}}))
     print(json.dumps({"run": str(a.run), "epoch": r["epoch"], "speaker": held, "n": r["n"],
                       **{k: round(v, 3) for k, v in r["per_voice"].items()}}))
 
