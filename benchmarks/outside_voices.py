@@ -7,7 +7,9 @@ voice variants x speaking rate/pitch) at espeak's 22.05 kHz, with a list file fo
 list`` -> ``trim`` -> ``fbank`` with the audio shards' FBank config -> the run's CMVN) and reports
 how often the unimodal z_s of each spoken digit, decoded with the image style at the prior mean,
 is written as the right digit (judged by the image judge), overall and per voice, and how often
-the speech judge recognises the utterance itself.
+the speech judge recognises the utterance itself.  A run trained with ``cmvn: speaker`` gets
+per-utterance CMVN here (one WAV carries no speaker statistics), and is scored a second time with
+each voice normalised by the statistics of all its own takes (``speech_to_image_voice_cmvn``).
 
     PYTHONPATH=. python benchmarks/outside_voices.py make exp/voices
     PYTHONPATH=. python benchmarks/outside_voices.py score exp/demo/pvae_fast exp/voices [--via-generate]
