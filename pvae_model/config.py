@@ -55,7 +55,12 @@ class TrainConfig(ConfigMixin):
     # spec_augment: time and frequency masks on the training utterances (Park et al. 2019).
     # noise: synthetic noise added to a share of the training utterances' FBank, every epoch anew
     #   (pvae_model.noise; the encoders read the noisy copy, the decoders the clean one).
+    # cmvn_utterance_prob: with cmvn "speaker", the share of training utterances (drawn every epoch
+    #   anew) whose encoder input is normalised by the utterance's own statistics instead of its
+    #   speaker's; the decoders still reconstruct the speaker-normalised features. An experiment:
+    #   one model for a voice that has given many words (speaker stats) and one that has given one.
     cmvn: str = "global"
+    cmvn_utterance_prob: float = 0.0
     spec_augment: SpecAugmentConfig = field(default_factory=SpecAugmentConfig)
     noise: NoiseConfig = field(default_factory=NoiseConfig)
 
@@ -72,6 +77,10 @@ class TrainConfig(ConfigMixin):
         if self.cmvn not in CMVN_MODES:
             raise ValueError(f"cmvn must be one of {', '.join(CMVN_MODES)}, got {self.cmvn!r}")
         check_field_types(self)
+        if not 0 <= self.cmvn_utterance_prob <= 1:
+            raise ValueError(f"cmvn_utterance_prob must be in [0, 1], got {self.cmvn_utterance_prob}")
+        if self.cmvn_utterance_prob and self.cmvn != "speaker":
+            raise ValueError(f"cmvn_utterance_prob needs cmvn: speaker (got cmvn: {self.cmvn})")
         self.betas = tuple(self.betas)
         if self.model not in MODALITIES:
             raise ValueError(f"unknown model {self.model!r} (available: {', '.join(MODALITIES)})")
@@ -98,6 +107,8 @@ class TrainConfig(ConfigMixin):
         if self.model != "vae-im":
             if self.cmvn != "global":
                 out["cmvn"] = self.cmvn
+            if self.cmvn_utterance_prob:
+                out["cmvn_utterance_prob"] = self.cmvn_utterance_prob
             if self.spec_augment.enabled:
                 out["spec_augment"] = self.spec_augment.to_dict()
             if self.noise.enabled:

@@ -136,8 +136,9 @@ class PairedEpochs:
 
     def __init__(self, audio: AudioSet, images: ImageSet, batch_size: int, seed: int = 0,
                  rank: int = 0, world_size: int = 1,
-                 spec_augment=None, fbank=None, noise=None):
+                 spec_augment=None, fbank=None, noise=None, utterance_cmvn_prob: float = 0.0):
         self.audio, self.images = audio, images
+        self.utterance_cmvn_prob = utterance_cmvn_prob  # TrainConfig.cmvn_utterance_prob
         self.fbank = fbank  # the features' FbankConfig: what a SpecAugment warp of the Mel axis needs
         self.spec_augment = spec_augment if spec_augment is not None and spec_augment.enabled else None
         if self.spec_augment is not None:
@@ -179,6 +180,9 @@ class PairedEpochs:
             if self.noise is not None:  # seeded like the masks; the encoders read the noisy copy
                 x_in = self._noisy(x_a, lengths, b, self._generator(epoch, 5, n))
                 batch["audio_input"] = x_in
+            if self.utterance_cmvn_prob:  # a share of the encoders' inputs normalised per utterance
+                x_in = self._per_utterance(x_in, lengths, self._generator(epoch, 6, n))
+                batch["audio_input"] = x_in
             if self.spec_augment is not None:  # seeded by (seed, epoch, global batch): the same under DDP and on resume
                 from .augment import spec_augment
 
@@ -200,6 +204,20 @@ class PairedEpochs:
         noisy, hit = add_noise(raw, lengths, self.noise, g, self.noise_bank, self.noise_centres)
         noisy = renormalise(noisy, lengths, [self.audio.norms[i] for i in items])
         return torch.where(hit[:, None, None], noisy, x_a)
+
+    def _per_utterance(self, x: torch.Tensor, lengths: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        """``x`` with each utterance, with probability ``utterance_cmvn_prob``, normalised by its own
+        mean and variance.  Per-bin mean and variance normalisation undoes any per-bin affine map,
+        so normalising the speaker-normalised features gives what the raw ones would (what a single
+        WAV of a new voice gets at test time)."""
+        from .normalize import normalize_utterance
+
+        hit = torch.rand(len(x), generator=g) < self.utterance_cmvn_prob
+        out = x.clone()
+        for i in hit.nonzero().flatten().tolist():
+            n = int(lengths[i])
+            out[i, :n] = torch.from_numpy(normalize_utterance(x[i, :n].numpy()))
+        return out
 
     def padding_fraction(self) -> float:
         return self.sampler.padding_fraction()

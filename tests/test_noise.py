@@ -117,3 +117,30 @@ def test_train_config_names_noise_as_a_departure(small_shards):
     with pytest.raises(ValueError, match="noise.prob"):
         TrainConfig.from_dict({"noise": {"prob": 2}})
     assert json.loads(json.dumps(cfg.to_dict()))["noise"]["snr_max"] == 25.0
+
+
+def test_cmvn_utterance_prob_normalises_a_share_of_the_encoder_inputs_per_utterance(small_shards):
+    """With cmvn: speaker, cmvn_utterance_prob gives the encoders a share of the utterances as one WAV
+    of a new voice arrives (its own mean and variance), seeded; the decoders' targets stay as they were."""
+    from pvae_model.config import TrainConfig
+    from pvae_model.data import PairedEpochs, load_audio_split, load_image_split
+
+    images = load_image_split(small_shards[1], "test")
+    audio = load_audio_split(small_shards[0], "train", mode="speaker", min_speaker_frames=1)
+    utt = load_audio_split(small_shards[0], "train", mode="utterance")
+    b = next(iter(PairedEpochs(audio, images, 16, utterance_cmvn_prob=1.0).batches(0)))
+    for i, n in enumerate(b["lengths"].tolist()):  # every input normalised per utterance, as from the raw FBank
+        own = [f for f in utt.feats if len(f) == n and torch.allclose(f, b["audio_input"][i, :n], atol=1e-3)]
+        assert own, f"input {i} is not any utterance normalised per utterance"
+    assert not torch.allclose(b["audio_input"], b["audio"], atol=1e-3)  # targets: speaker-normalised
+    half = lambda e: next(iter(PairedEpochs(audio, images, 16, utterance_cmvn_prob=0.5).batches(e)))  # noqa: E731
+    changed = (half(0)["audio_input"] - half(0)["audio"]).abs().flatten(1).amax(1) > 1e-4
+    assert 0 < int(changed.sum()) < len(changed)
+    assert torch.equal(half(0)["audio_input"], half(0)["audio_input"])  # seeded by (seed, epoch, batch)
+    assert "audio_input" not in next(iter(PairedEpochs(audio, images, 16).batches(0)))
+    cfg = TrainConfig.from_dict({"cmvn": "speaker", "cmvn_utterance_prob": 0.5})
+    assert cfg.deviations()["cmvn_utterance_prob"] == 0.5
+    with pytest.raises(ValueError, match="cmvn_utterance_prob needs cmvn: speaker"):
+        TrainConfig.from_dict({"cmvn": "utterance", "cmvn_utterance_prob": 0.5})
+    with pytest.raises(ValueError, match="cmvn_utterance_prob must be in"):
+        TrainConfig.from_dict({"cmvn": "speaker", "cmvn_utterance_prob": 1.5})
