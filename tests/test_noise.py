@@ -144,3 +144,20 @@ def test_cmvn_utterance_prob_normalises_a_share_of_the_encoder_inputs_per_uttera
         TrainConfig.from_dict({"cmvn": "utterance", "cmvn_utterance_prob": 0.5})
     with pytest.raises(ValueError, match="cmvn_utterance_prob must be in"):
         TrainConfig.from_dict({"cmvn": "speaker", "cmvn_utterance_prob": 1.5})
+
+
+def test_voice_cmvn_normalises_each_voice_by_its_own_takes():
+    """benchmarks/outside_voices._voice_cmvn (what speaker_cmvn_takes.py and a cmvn: speaker run's
+    scoring use): each voice's frames, pooled over its takes, have mean 0 and std 1 per bin, and one
+    voice's statistics never touch another's."""
+    from outside_voices import _voice_cmvn
+
+    rng = np.random.default_rng(0)
+    raw = [rng.normal(3.0, 2.0, (20 + i, 4)) for i in range(3)] + [rng.normal(-5.0, 0.5, (30, 4))]
+    speakers = np.array(["a", "a", "a", "b"])
+    out = _voice_cmvn(raw, speakers)
+    a = torch.cat(out[:3]).numpy()
+    np.testing.assert_allclose(a.mean(0), 0, atol=1e-5)
+    np.testing.assert_allclose(a.std(0), 1, atol=1e-4)
+    np.testing.assert_allclose(out[3].numpy(), normalize_utterance(raw[3]), atol=1e-4)  # one take: per utterance
+    assert not np.allclose(out[0].numpy(), normalize_utterance(raw[0]), atol=1e-2)  # three takes: the voice's
