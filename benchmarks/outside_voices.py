@@ -72,9 +72,8 @@ def _front_end(run_cfg, voices: Path, work: Path) -> list[dict]:
     return read_jsonl(work / "fbank" / "features.jsonl")
 
 
-def _speech_to_image(model, judge, feats: list) -> tuple[np.ndarray, np.ndarray]:
-    """Each utterance's unimodal z_s -> a written digit (style at the prior mean), judged; and the
-    speech judge on the utterance itself."""
+def _speech_to_image(model, judge, feats: list) -> np.ndarray:
+    """Each utterance's unimodal z_s -> a written digit (style at the prior mean), judged."""
     import torch
 
     from pvae_model.data import pad_audio
@@ -83,7 +82,7 @@ def _speech_to_image(model, judge, feats: list) -> tuple[np.ndarray, np.ndarray]
         x, lengths = pad_audio(feats)
         zs = model.encode_audio(x, lengths)["s"][0]
         zi = torch.zeros(len(feats), model.cfg.z_image)
-        return judge.image_predictions(model.decode_image(zs, zi).clamp(0, 1)), judge.speech_predictions(x, lengths)
+        return judge.image_predictions(model.decode_image(zs, zi).clamp(0, 1))
 
 
 def _per_voice(pred: np.ndarray, labels: np.ndarray, speakers: np.ndarray) -> dict:
@@ -109,7 +108,7 @@ def score(run: Path, voices: Path, checkpoint: str = "last") -> dict:
     import torch
 
     from pvae_data.stages.fbank import load_features
-    from pvae_model.data import normalize_features
+    from pvae_model.data import normalize_features, pad_audio
     from pvae_model.eval.judge import Judge
     from pvae_model.run import load_run
 
@@ -122,7 +121,9 @@ def score(run: Path, voices: Path, checkpoint: str = "last") -> dict:
     labels = np.array([WORDS.index(r["transcript"]) for r in recs])
     speakers = np.array([r["speaker"] for r in recs])
     judge = Judge.load(cfg.audio_shards, cfg.image_shards)
-    img_pred, sp_pred = _speech_to_image(model, judge, feats)
+    img_pred = _speech_to_image(model, judge, feats)
+    with torch.no_grad():
+        sp_pred = judge.speech_predictions(*pad_audio(feats))  # the speech judge on the utterance itself
     per = _per_voice(img_pred, labels, speakers)
     out = {"run": str(run), "epoch": ck["epoch"], "n": len(labels),
            "speech_to_image": float((img_pred == labels).mean()),
@@ -130,7 +131,7 @@ def score(run: Path, voices: Path, checkpoint: str = "last") -> dict:
            "worst_voice": min(per.values()), "per_voice": per}
     if cfg.cmvn == "speaker":  # with enrolment: each voice normalised by the statistics of all its own takes
         voice = _voice_cmvn(raw, speakers)
-        img_v, _ = _speech_to_image(model, judge, voice)
+        img_v = _speech_to_image(model, judge, voice)
         per_v = _per_voice(img_v, labels, speakers)
         out.update(speech_to_image_voice_cmvn=float((img_v == labels).mean()), per_voice_voice_cmvn=per_v)
     (work / "score.json").write_text(json.dumps(out, indent=2))

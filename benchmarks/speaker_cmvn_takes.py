@@ -41,11 +41,11 @@ def score_takes(run: Path, speaker: str, ks: list[int], seed: int = 0, checkpoin
     labels = np.asarray(shards.labels)[idx]
     judge = Judge.load(cfg.audio_shards, cfg.image_shards)
     out = {"run": str(run), "epoch": ck["epoch"], "speaker": speaker, "takes": len(idx)}
+    order = np.random.default_rng(seed).permutation(len(idx))
     for k in ks:
-        order = np.random.default_rng(seed).permutation(len(idx))
         group = np.empty(len(idx), dtype=object)
         group[order] = [f"g{j // k}" for j in range(len(idx))]  # groups of k takes at random
-        pred, _ = _speech_to_image(model, judge, _voice_cmvn(raw, group))
+        pred = _speech_to_image(model, judge, _voice_cmvn(raw, group))
         out[f"k{k}"] = round(float((pred == labels).mean()), 4)
     return out
 

@@ -210,13 +210,11 @@ class PairedEpochs:
         mean and variance.  Per-bin mean and variance normalisation undoes any per-bin affine map,
         so normalising the speaker-normalised features gives what the raw ones would (what a single
         WAV of a new voice gets at test time)."""
-        from .normalize import normalize_utterance
+        from .noise import renormalise
 
-        hit = torch.rand(len(x), generator=g) < self.utterance_cmvn_prob
+        hit = (torch.rand(len(x), generator=g) < self.utterance_cmvn_prob).nonzero().flatten()
         out = x.clone()
-        for i in hit.nonzero().flatten().tolist():
-            n = int(lengths[i])
-            out[i, :n] = torch.from_numpy(normalize_utterance(x[i, :n].numpy()))
+        out[hit] = renormalise(x[hit], lengths[hit], [None] * len(hit))  # None: the utterance's own statistics
         return out
 
     def padding_fraction(self) -> float:
