@@ -90,18 +90,16 @@ def _per_voice(pred: np.ndarray, labels: np.ndarray, speakers: np.ndarray) -> di
 
 
 def _voice_cmvn(raw: list, speakers: np.ndarray) -> list:
-    """Kaldi's ``apply-cmvn --utt2spk`` with each voice's statistics over all of its own takes."""
+    """Kaldi's ``apply-cmvn --utt2spk`` with each voice's statistics over all of its own takes,
+    accumulated in one pass by the shard stage's own per-speaker CMVN."""
     import torch
 
-    from pvae_data.stages.fbank import _mean_std
+    from pvae_data.stages.shard import _kaldi_cmvn
     from pvae_model.data import normalize_features
 
-    stats = {}
-    for s in sorted(set(speakers)):
-        x = np.concatenate([np.asarray(r, np.float64) for r, k in zip(raw, speakers) if k == s])
-        mean, std = _mean_std(len(x), x.sum(0), (x * x).sum(0))
-        stats[s] = {"mean": mean, "std": std}
-    return [torch.from_numpy(normalize_features(r, "global", stats[k])) for r, k in zip(raw, speakers)]
+    records = [{"speaker": str(k), "split": "all", "index": i} for i, k in enumerate(speakers)]
+    stats = _kaldi_cmvn(records, lambda r: raw[r["index"]], "all", allow_no_cmvn=True)["speakers"]
+    return [torch.from_numpy(normalize_features(r, "global", stats[str(k)])) for r, k in zip(raw, speakers)]
 
 
 def score(run: Path, voices: Path, checkpoint: str = "last") -> dict:

@@ -130,11 +130,11 @@ def main() -> None:
         return
     held = json.loads((a.conditions / "conditions.json").read_text())["speaker"]
     r = score(a.run, a.conditions, a.checkpoint)
+    head = {"run": str(a.run), "epoch": r["epoch"], "speaker": held, "n": r["n"]}
     if "per_voice_voice_cmvn" in r:  # a cmvn: speaker run: each condition normalised by its own statistics
-        print(json.dumps({"run": str(a.run), "epoch": r["epoch"], "speaker": held, "n": r["n"], "cmvn": "voice",
+        print(json.dumps({**head, "statistics": "the voice's takes",
                           **{k: round(v, 3) for k, v in r["per_voice_voice_cmvn"].items()}}))
-    print(json.dumps({"run": str(a.run), "epoch": r["epoch"], "speaker": held, "n": r["n"],
-                      **{k: round(v, 3) for k, v in r["per_voice"].items()}}))
+    print(json.dumps({**head, "statistics": "one WAV", **{k: round(v, 3) for k, v in r["per_voice"].items()}}))
 
 
 if __name__ == "__main__":
