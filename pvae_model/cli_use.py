@@ -67,11 +67,14 @@ def vocoder(segments, audio_shards, out: Path, config_file, epochs, resume: bool
               "the style of written digits, a recording that of spoken ones.  Default: speech in the typical "
               "voice, written digits in the prior's mean.")
 @click.option("--num", type=click.IntRange(1, 100), default=1, help="Outputs per input (needs --style seed:N).")
+@click.option("--same-voice", is_flag=True, help="The recordings are all one speaker's: normalise them by "
+              "their joint statistics (Kaldi's per-speaker CMVN; a run trained with cmvn: speaker; from about "
+              "ten words on it beats reading each alone).")
 @click.option("--checkpoint", default="last", help="For a run directory: last, best or a .pt file.")
 @click.option("--vocoder", "vocoder_run", type=EXISTING_DIR, default=None,
               help="A vocoder run (`pvae-model vocoder`) to speak with instead of Griffin-Lim.")
-def generate(source: Path, speech, images, list_file, out: Path, style: str, num: int, checkpoint: str,
-             vocoder_run) -> None:
+def generate(source: Path, speech, images, list_file, out: Path, style: str, num: int, same_voice: bool,
+             checkpoint: str, vocoder_run) -> None:
     """Your own digits through a trained model: SOURCE is a run directory or a bundle (`export`).
 
     The same front end as the pipeline (VAD trim, resample, FBank, the run's CMVN); pictures as
@@ -88,7 +91,8 @@ def generate(source: Path, speech, images, list_file, out: Path, style: str, num
         if not speech and not images:
             raise ValueError("nothing to generate: give --speech, --image or --list")
         try:
-            r = generate_files(load(source, checkpoint, vocoder_run), speech, images, out, parse_style(style), num)
+            r = generate_files(load(source, checkpoint, vocoder_run), speech, images, out, parse_style(style), num,
+                               same_voice)
         except InputError as e:
             raise ValueError(str(e)) from None
     for row in r["rejected"]:

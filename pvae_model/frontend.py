@@ -2,8 +2,11 @@
 
 Speech goes through the pipeline's own front end, in the pipeline's order: the VAD trim at the
 recording's own rate (``pvae-data trim``), the span resampled to the features' rate with soxr HQ
-and Kaldi FBank (``pvae-data fbank``), then the run's CMVN (``TrainConfig.cmvn``; a run trained
-with per-speaker CMVN gets per-utterance CMVN here: one recording carries no speaker statistics).
+and Kaldi FBank (``pvae-data fbank``), then the run's CMVN (``TrainConfig.cmvn``). A run trained
+with per-speaker CMVN gets per-utterance CMVN here, since one recording carries no speaker
+statistics, unless the caller enrols the voice: :meth:`SpeechFrontEnd.enrol` turns several
+recordings of one voice into Kaldi's per-speaker statistics (``apply-cmvn --utt2spk``), and
+``features(..., voice=...)`` normalises by them.
 
 Images follow MNIST's conventions; what is done to a picture that does not is stated:
 
@@ -39,12 +42,50 @@ class SpeechFrontEnd:
     cmvn: dict | None  # the shards' global mean/std over the training split
     vad: dict  # pvae_data.vad.VadConfig fields the trim stage used
 
-    def features(self, wave: np.ndarray, sample_rate: int, name: str = "audio") -> torch.Tensor:
-        """A waveform (float in [-1, 1], or int16) -> the ``[T, D]`` features the model reads."""
+    def features(self, wave: np.ndarray, sample_rate: int, name: str = "audio",
+                 voice: dict | None = None) -> torch.Tensor:
+        """A waveform (float in [-1, 1], or int16) -> the ``[T, D]`` features the model reads;
+        ``voice``: statistics of the speaker's voice (:meth:`enrol`), for a per-speaker CMVN run."""
+        return self.normalise(self.raw_features(wave, sample_rate, name), voice)
+
+    def normalise(self, feats: np.ndarray, voice: dict | None = None) -> torch.Tensor:
+        """Raw FBank -> the run's CMVN; a per-speaker run without ``voice`` normalises per utterance."""
+        from .data import normalize_features
+
+        if voice is not None and self.cmvn_mode != "speaker":
+            raise InputError(f"voice statistics need a run trained with cmvn: speaker (this one: {self.cmvn_mode})")
+        if voice is not None:
+            return torch.from_numpy(normalize_features(feats, "global", voice))
+        mode = "utterance" if self.cmvn_mode == "speaker" else self.cmvn_mode
+        return torch.from_numpy(normalize_features(feats, mode, self.cmvn))
+
+    def enrol(self, recordings: list) -> tuple[dict | None, list[str]]:
+        """Several recordings of one voice (paths, or ``(wave, sample_rate)`` pairs) -> its per-speaker
+        statistics ``{"mean", "std", "frames", "takes"}`` over all their trimmed frames, and one
+        line per recording left out (its name and why). Fewer than ``MIN_SPEAKER_FRAMES`` frames in
+        all (about three words) -> ``None``: the stated fallback, per utterance, as training has it."""
+        from pvae_data.stages.fbank import _mean_std
+
+        from .data import MIN_SPEAKER_FRAMES
+
+        n, s1, s2, takes, left_out = 0, 0.0, 0.0, 0, []
+        for k, rec in enumerate(recordings):
+            try:
+                x = (self._read_raw(rec) if isinstance(rec, (str, Path))
+                     else self.raw_features(rec[0], rec[1], f"recording {k}")).astype(np.float64)
+            except InputError as e:
+                left_out.append(str(e))
+                continue
+            n, s1, s2, takes = n + len(x), s1 + x.sum(0), s2 + (x * x).sum(0), takes + 1
+        if n < MIN_SPEAKER_FRAMES:
+            return None, left_out
+        mean, std = _mean_std(n, s1, s2)
+        return {"mean": mean, "std": std, "frames": n, "takes": takes}, left_out
+
+    def raw_features(self, wave: np.ndarray, sample_rate: int, name: str = "audio") -> np.ndarray:
+        """A waveform -> trimmed, resampled Kaldi FBank ``[T, D]``, before any normalisation."""
         from pvae_data.fbank import FbankConfig, compute_fbank
         from pvae_data.vad import NoSpeechError, VadConfig, trim_bounds
-
-        from .data import normalize_features
 
         wave = _int16_scale(wave, name)
         if not 1000 <= int(sample_rate) <= 768_000:
@@ -62,11 +103,13 @@ class SpeechFrontEnd:
         feats = compute_fbank(span, fcfg)
         if len(feats) < 2:
             raise InputError(f"{name}: the speech found is shorter than two frames")
-        mode = "utterance" if self.cmvn_mode == "speaker" else self.cmvn_mode
-        return torch.from_numpy(normalize_features(feats, mode, self.cmvn))
+        return feats
 
-    def read(self, path: str | Path) -> torch.Tensor:
+    def read(self, path: str | Path, voice: dict | None = None) -> torch.Tensor:
         """A sound file (any format libsndfile reads) -> features; one-line errors name the file."""
+        return self.normalise(self._read_raw(path), voice)
+
+    def _read_raw(self, path: str | Path) -> np.ndarray:
         from pvae_data.audio import AudioError, load_audio
 
         try:
@@ -74,7 +117,7 @@ class SpeechFrontEnd:
         except AudioError as e:
             raise InputError(str(e)) from None
         wave = wave / np.float32(32768.0)  # load_audio's int16 scale -> [-1, 1]
-        return self.features(wave, rate, str(path))
+        return self.raw_features(wave, rate, str(path))
 
 
 def _int16_scale(wave, name: str) -> np.ndarray:

@@ -56,13 +56,22 @@ class CrossModal:
         return fbank_to_wave(feats.numpy(), self.frontend.fbank, self.frontend.cmvn, vocoder=self.vocoder)
 
     # ---- inputs ---------------------------------------------------------------------------
-    def speech_features(self, audio, sample_rate: int | None = None) -> torch.Tensor:
-        """A path, or a waveform and its rate -> the normalised ``[T, D]`` features."""
+    def speech_features(self, audio, sample_rate: int | None = None, voice: dict | None = None) -> torch.Tensor:
+        """A path, or a waveform and its rate -> the normalised ``[T, D]`` features (by ``voice``'s
+        statistics, from :meth:`enrol`, when given)."""
         if isinstance(audio, (str, Path)):
-            return self.frontend.read(audio)
+            return self.frontend.read(audio, voice)
         if sample_rate is None:
             raise InputError("a waveform needs its sample_rate")
-        return self.frontend.features(audio, sample_rate)
+        return self.frontend.features(audio, sample_rate, voice=voice)
+
+    def enrol(self, recordings: list) -> tuple[dict | None, list[str]]:
+        """Several recordings of one voice -> its statistics for ``voice=`` (a run trained with
+        ``cmvn: speaker``), and what was left out; ``None`` below about three words of speech."""
+        if self.frontend.cmvn_mode != "speaker":
+            raise InputError(f"enrolling a voice needs a run trained with cmvn: speaker "
+                             f"(this one: {self.frontend.cmvn_mode}; it reads each recording alone)")
+        return self.frontend.enrol(recordings)
 
     @staticmethod
     def image_input(image) -> torch.Tensor:
@@ -74,9 +83,11 @@ class CrossModal:
 
     # ---- the two directions --------------------------------------------------------------
     @torch.no_grad()
-    def speech_to_image(self, audio, sample_rate: int | None = None, style=None, num: int = 1) -> np.ndarray:
-        """Written digit(s) of a spoken one: ``[28, 28]`` (``[num, 28, 28]`` when num > 1), in [0, 1]."""
-        x = self.speech_features(audio, sample_rate)
+    def speech_to_image(self, audio, sample_rate: int | None = None, style=None, num: int = 1,
+                        voice: dict | None = None) -> np.ndarray:
+        """Written digit(s) of a spoken one: ``[28, 28]`` (``[num, 28, 28]`` when num > 1), in [0, 1];
+        ``voice``: the speaker's statistics (:meth:`enrol`)."""
+        x = self.speech_features(audio, sample_rate, voice)
         style = "prior" if style is None or _is_voice(style) else style
         zs = self.model.encode_audio(x[None], torch.tensor([len(x)]))["s"][0]
         zi, _ = self._style("image", style, num, self.model.cfg.z_image)
@@ -147,9 +158,10 @@ class BridgeCrossModal(CrossModal):
             raise InputError("a bridge has no style latent: style prior and num 1 only")
 
     @torch.no_grad()
-    def speech_to_image(self, audio, sample_rate: int | None = None, style=None, num: int = 1) -> np.ndarray:
+    def speech_to_image(self, audio, sample_rate: int | None = None, style=None, num: int = 1,
+                        voice: dict | None = None) -> np.ndarray:
         self._prior_only(style, num)
-        x = self.speech_features(audio, sample_rate)
+        x = self.speech_features(audio, sample_rate, voice)
         return self.bridge.transfer_speech_to_image(x[None], torch.tensor([len(x)]))[0, 0].numpy()
 
     @torch.no_grad()
@@ -265,11 +277,14 @@ def parse_style(text: str | None):
     raise InputError(f"--style {text}: expected prior, seed:N, voice, voice:NAME or an existing reference file")
 
 
-def generate_files(m: CrossModal, speech: list, images: list, out, style=None, num: int = 1) -> dict:
+def generate_files(m: CrossModal, speech: list, images: list, out, style=None, num: int = 1,
+                   same_voice: bool = False) -> dict:
     """Each recording -> written digit(s) as PNG, each picture -> spoken digit(s) as WAV, in
     ``out``; ``out/generate.jsonl`` accounts for every input (written or rejected, with the reason)
     and names the style each was given.  A reference style applies to the direction whose style it
-    is (a picture: speech -> image), a voice to speech; the other direction takes its default."""
+    is (a picture: speech -> image), a voice to speech; the other direction takes its default.
+    ``same_voice``: the recordings are one speaker's, normalised by their joint statistics
+    (:meth:`CrossModal.enrol`); each row says which CMVN it was read with."""
     import json
 
     import soundfile as sf
@@ -277,6 +292,12 @@ def generate_files(m: CrossModal, speech: list, images: list, out, style=None, n
 
     from pvae_data.io_utils import atomic_open
 
+    from .data import MIN_SPEAKER_FRAMES
+
+    voice, cmvn = (m.enrol(speech)[0], None) if same_voice and speech else (None, None)
+    if same_voice and speech:  # enrolled before anything is written: a run that cannot is refused whole
+        cmvn = (f"voice: {voice['takes']} recordings, {voice['frames']} frames" if voice else
+                f"utterance: under {MIN_SPEAKER_FRAMES} frames of speech in all, too few for the voice's statistics")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     ref_is_image = isinstance(style, Path) and style.suffix.lower() in IMAGE_SUFFIXES
@@ -300,7 +321,9 @@ def generate_files(m: CrossModal, speech: list, images: list, out, style=None, n
                "style": _style_name(s2i_style if direction == "speech_to_image" else i2s_style)}
         try:
             if direction == "speech_to_image":
-                imgs = m.speech_to_image(src, style=s2i_style, num=num)
+                if cmvn:
+                    row["cmvn"] = cmvn
+                imgs = m.speech_to_image(src, style=s2i_style, num=num, voice=voice)
                 imgs, outs = (imgs[None] if num == 1 else imgs), []
                 for k, img in enumerate(imgs):
                     dst = name(src, "to_image", k, ".png")

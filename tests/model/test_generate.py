@@ -280,3 +280,57 @@ def test_serve_page_draw_and_upload_in_headless_chromium(run, inputs, tmp_path):
     assert written and written.group(1).startswith("ok:") and int(written.group(1)[3:]) > 60, r.stdout[-1500:]
     voice = load(run).default_voice  # the style control offers the voices training heard
     assert f'value="voice:{voice}"' in r.stdout and "speaks in" in r.stdout
+
+
+@pytest.fixture(scope="module")
+def speaker_run(small_shards, tmp_path_factory):
+    """A tiny PVAE trained one epoch with per-speaker CMVN, half its inputs per utterance."""
+    from pvae_model.config import TrainConfig
+    from pvae_model.train import train
+
+    out = tmp_path_factory.mktemp("gen_spk") / "run"
+    cfg = TrainConfig.from_dict({
+        "audio_shards": str(small_shards[0]), "image_shards": str(small_shards[1]), "epochs": 1, "batch_size": 32,
+        "eval_every": 0, "num_threads": 1, "cmvn": "speaker", "cmvn_utterance_prob": 0.5,
+        "pvae": {"hidden": 24, "z_shared": 4, "z_audio": 4, "z_image": 4, "image_channels": [4, 8],
+                 "departures": {"audio_input_norm": "none"}}})
+    train(cfg, out, show_progress=False)
+    return out
+
+
+def test_a_voice_enrolled_from_its_recordings_is_read_with_its_statistics(speaker_run, run, inputs, tmp_path):
+    """Kaldi's apply-cmvn --utt2spk for a person's own recordings: `enrol` and `generate --same-voice`."""
+    from pvae_model.generate import load
+
+    takes = [FSDD / f"{d}_jackson_{t}.wav" for d in range(10) for t in (0, 1)]
+    silent = tmp_path / "silent.wav"
+    sf.write(silent, np.zeros(8000, np.int16), 8000, subtype="PCM_16")
+    m = load(speaker_run)
+    voice, left_out = m.enrol(takes + [silent])
+    assert voice["takes"] == 20 and len(left_out) == 1 and "silent.wav: no speech found" in left_out[0]
+    raw = np.concatenate([m.frontend._read_raw(p) for p in takes]).astype(np.float64)  # the oracle: numpy
+    assert voice["frames"] == len(raw)
+    assert np.allclose(voice["mean"], raw.mean(0), atol=1e-6) and np.allclose(voice["std"], raw.std(0), rtol=1e-5)
+    x = m.speech_features(takes[3], voice=voice).numpy()
+    assert np.allclose(x, (m.frontend._read_raw(takes[3]) - raw.mean(0)) / raw.std(0), atol=1e-4)
+    alone = m.speech_features(takes[3]).numpy()  # without the voice: per utterance, as training's other half
+    assert np.allclose(alone.mean(0), 0, atol=1e-4) and not np.allclose(x, alone, atol=1e-2)
+    zs = [m.model.encode_audio(torch.as_tensor(f)[None], torch.tensor([len(f)]))["s"][0][0] for f in (x, alone)]
+    assert not torch.allclose(zs[0], zs[1], atol=1e-4)  # the model reads the two differently
+    assert m.enrol(takes[:1])[0] is None  # one word: under MIN_SPEAKER_FRAMES, the stated fallback
+    # the command: every row says how it was read; kept + rejected = total
+    r = CliRunner().invoke(main, ["generate", str(speaker_run), "--same-voice", "--out", str(tmp_path / "o"),
+                                  *[a for p in takes + [silent] for a in ("--speech", str(p))]])
+    assert r.exit_code == 1 and "generate: 20 written, 1 rejected of 21" in r.output, r.output
+    rows = [json.loads(ln) for ln in (tmp_path / "o" / "generate.jsonl").read_text().splitlines()]
+    assert {x.get("cmvn") for x in rows if "outputs" in x} == {f"voice: 20 recordings, {len(raw)} frames"}
+    png = np.asarray(Image.open(tmp_path / "o" / "3_jackson_1.to_image.png"))
+    assert np.array_equal(png, (m.speech_to_image(takes[7], voice=voice) * 255).round().astype(np.uint8))
+    r = CliRunner().invoke(main, ["generate", str(speaker_run), "--same-voice", "--out", str(tmp_path / "one"),
+                                  "--speech", str(takes[0])])
+    assert r.exit_code == 0 and "too few for the voice's statistics" in (tmp_path / "one" / "generate.jsonl").read_text()
+    # a run trained per utterance reads each recording alone: refused whole, nothing written
+    r = CliRunner().invoke(main, ["generate", str(run), "--same-voice", "--out", str(tmp_path / "u"),
+                                  "--speech", str(takes[0]), "--speech", str(takes[1])])
+    assert r.exit_code == 1 and "Traceback" not in r.output and not (tmp_path / "u").exists()
+    assert "enrolling a voice needs a run trained with cmvn: speaker (this one: utterance" in r.output
