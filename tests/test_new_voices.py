@@ -361,3 +361,35 @@ def test_speaker_cmvn_uses_each_speakers_stats_and_falls_back_by_name(small_shar
     few = load_audio_split(small_shards[0], "train", mode="speaker", min_speaker_frames=10**9)
     assert few.cmvn_fallback == sorted(set(raw.speakers))  # every speaker named, none silently global
     np.testing.assert_allclose(few.feats[i].numpy(), normalize_utterance(raw[i].feats), atol=1e-5)
+
+
+def test_evaluate_reads_a_speaker_cmvn_run_both_ways(small_shards):
+    """speaker_rows(one_wav=True): each take normalised by itself alone, what one WAV of a new voice
+    gets. A model whose speech encoders normalise per utterance themselves reads both the same."""
+    from pvae_data.shards.reader import AudioShards
+    from pvae_model.data import load_audio_split, load_image_split
+    from pvae_model.eval.speakers import speaker_rows
+    from pvae_model.models.pvae import PVAE, PVAEConfig
+
+    class RecordingJudge:  # records what it was shown; the answers do not matter here
+        words, shown = None, []
+
+        def image_predictions(self, imgs):
+            self.shown.append(imgs.clone())
+            return np.zeros(len(imgs), dtype=np.int64)
+
+        def speech_predictions(self, x, lengths):
+            return np.zeros(len(x), dtype=np.int64)
+
+    audio = load_audio_split(small_shards[0], "test", mode="speaker", min_speaker_frames=0)
+    images = load_image_split(small_shards[1], "test")
+    info = {"train": sorted(set(AudioShards(small_shards[0], "train").speakers))}
+    small = dict(hidden=16, z_shared=4, z_audio=4, z_image=4, image_channels=(4, 8))
+    for norm, same in (("utterance", True), ("none", False)):
+        torch.manual_seed(0)
+        model, judge = PVAE(PVAEConfig(**small, departures=dict(audio_input_norm=norm))).eval(), RecordingJudge()
+        judge.shown = []
+        r = speaker_rows(model, judge, audio, images, info, n_images=20, one_wav=True)
+        assert "speech_to_image_one_wav" in r["groups"]["seen"] and len(judge.shown) == 2
+        assert torch.allclose(judge.shown[0], judge.shown[1], atol=1e-4) == same, norm
+    assert "speech_to_image_one_wav" not in speaker_rows(model, judge, audio, images, info, n_images=20)["groups"]["seen"]

@@ -102,13 +102,13 @@ def evaluate(run_dir: str | Path, ecfg: EvalConfig = EvalConfig()) -> dict:
 
 
 def _per_speaker(model, audio, images, cfg, ecfg: EvalConfig, speakers_info: dict) -> dict:
-    """``per_speaker``, ``speaker_groups`` (seen / held-out) and ``confusion`` of
-    :mod:`pvae_model.eval.speakers`."""
+    """``per_speaker``, ``speaker_groups`` (seen / held-out) and ``confusion``: :mod:`.speakers`."""
     from .judge import Judge
     from .speakers import speaker_rows
 
     judge = Judge.load(cfg.audio_shards, cfg.image_shards, image_train_limit=ecfg.classifier_images)
-    r = speaker_rows(model, judge, audio, images, speakers_info, n_images=ecfg.coherence_images, seed=ecfg.seed + 1)
+    r = speaker_rows(model, judge, audio, images, speakers_info, n_images=ecfg.coherence_images, seed=ecfg.seed + 1,
+                     one_wav=cfg.cmvn == "speaker")
     return {"per_speaker": r["per_speaker"], "speaker_groups": r["groups"], "confusion": r["confusion"]}
 
 

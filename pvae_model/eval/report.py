@@ -267,6 +267,8 @@ def speaker_section(m: dict) -> list[str]:
              + ".</p>"]
     heads = ["n", "z_s purity", "speech→image", "own speech", "speech judge", "adapted word judge"]
     keys = ("purity", "speech_to_image", "speech_own", "judge", "judge_adapted")
+    if any("speech_to_image_one_wav" in g for g in (m.get("speaker_groups") or {}).values()):
+        heads, keys = heads + ["speech→image, one WAV"], keys + ("speech_to_image_one_wav",)
     cell = lambda g, k: f"{100 * g[k]:.1f}" if g.get(k) is not None else "–"  # noqa: E731
     rows = []
     for name, g in (m.get("speaker_groups") or {}).items():
@@ -279,7 +281,10 @@ def speaker_section(m: dict) -> list[str]:
                   "majority digit), speech→image coherence (prior style), own reconstructions and the real "
                   "utterances judged by the speech judge (on a held-out speaker: the judge's own "
                   "leave-one-speaker-out accuracy) and by the word judge adapted to each speaker "
-                  "without labels.</p>", _html_table(heads, rows, "test speakers")]
+                  "without labels"
+                  + (". Per-speaker CMVN: each speaker normalised by the statistics of all its takes; "
+                     "one WAV: each take normalised by itself alone, as a new voice's single recording is"
+                     if "speech_to_image_one_wav" in keys else "") + ".</p>", _html_table(heads, rows, "test speakers")]
     for direction, mat in (m.get("confusion") or {}).items():
         cells = [(str(i), [str(int(v)) for v in row]) for i, row in enumerate(mat)]
         parts += [f"<p>Confusion, {esc(direction.replace('_', ' '))} (rows: intended digit, columns: "

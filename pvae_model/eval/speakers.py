@@ -70,9 +70,13 @@ def confusion(want: np.ndarray, got: np.ndarray) -> list[list[int]]:
 
 
 @torch.no_grad()
-def speaker_rows(model, judge, audio, images, speakers_info: dict, n_images: int = 1000, seed: int = 1) -> dict:
-    """Everything of the module docstring for a PVAE (``audio``/``images``: the test sets)."""
+def speaker_rows(model, judge, audio, images, speakers_info: dict, n_images: int = 1000, seed: int = 1,
+                 one_wav: bool = False) -> dict:
+    """Everything of the module docstring for a PVAE (``audio``/``images``: the test sets).
+    ``one_wav`` (a run trained with per-speaker CMVN): also ``speech_to_image_one_wav``, each take
+    normalised by its own statistics alone, as a new voice's single recording is read."""
     from ..data import pad_audio
+    from ..noise import renormalise
 
     was = model.training
     model.eval()
@@ -88,6 +92,9 @@ def speaker_rows(model, judge, audio, images, speakers_info: dict, n_images: int
         "speech_own": judge.speech_predictions(model.decode_audio(zs, za, lengths), lengths) == y,
         "judge": judge.speech_predictions(x, lengths) == y,
     }
+    if one_wav:  # per-utterance CMVN of the speaker-normalised take = per-utterance CMVN of the raw take
+        zs1 = model.encode_audio(renormalise(x, lengths, [None] * len(y)), lengths)["s"][0]
+        correct["speech_to_image_one_wav"] = judge.image_predictions(model.decode_image(zs1, zi).clamp(0, 1)) == y
     if judge.words is not None:
         correct["judge_adapted"] = judge.adapted_predictions(x, lengths, groups=spk) == y
     rng = np.random.default_rng(seed)
