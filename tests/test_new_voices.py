@@ -393,3 +393,14 @@ def test_evaluate_reads_a_speaker_cmvn_run_both_ways(small_shards):
         assert "speech_to_image_one_wav" in r["groups"]["seen"] and len(judge.shown) == 2
         assert torch.allclose(judge.shown[0], judge.shown[1], atol=1e-4) == same, norm
     assert "speech_to_image_one_wav" not in speaker_rows(model, judge, audio, images, info, n_images=20)["groups"]["seen"]
+
+
+def test_report_shows_the_one_wav_column_only_for_a_speaker_cmvn_run():
+    from pvae_model.eval.report import speaker_section
+
+    g = {"n": 500, "speakers": ["george"], "purity": 0.8, "speech_to_image": 0.81, "speech_own": 0.8, "judge": 0.7}
+    m = {"speakers": {"train": ["jackson"], "held_out": ["george"]}, "speaker_groups": {"held_out": g}}
+    assert "one WAV" not in "".join(speaker_section(m))
+    m["speaker_groups"]["held_out"] = {**g, "speech_to_image_one_wav": 0.708}
+    page = "".join(speaker_section(m))
+    assert "speech→image, one WAV" in page and "70.8" in page and "81.0" in page
