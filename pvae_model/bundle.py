@@ -224,4 +224,8 @@ def model_card(cfg: dict, run_dir) -> str:
         "The weights are `model.safetensors`: loading them runs no code.",
         "",
     ]
+    if cfg["speech"]["cmvn_mode"] == "speaker":
+        lines[-1:-1] = ["Trained with per-speaker CMVN: one recording alone is normalised by itself; several of one",
+                        "voice give its statistics: `voice, _ = m.enrol([...])`, then `m.speech_to_image(x, voice=voice)`",
+                        "(`generate --same-voice`)."]
     return "\n".join(lines)

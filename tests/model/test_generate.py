@@ -318,6 +318,12 @@ def test_a_voice_enrolled_from_its_recordings_is_read_with_its_statistics(speake
     zs = [m.model.encode_audio(torch.as_tensor(f)[None], torch.tensor([len(f)]))["s"][0][0] for f in (x, alone)]
     assert not torch.allclose(zs[0], zs[1], atol=1e-4)  # the model reads the two differently
     assert m.enrol(takes[:1])[0] is None  # one word: under MIN_SPEAKER_FRAMES, the stated fallback
+    from pvae_model.bundle import export_bundle
+
+    b = export_bundle(speaker_run, tmp_path / "bundle")  # a bundle enrols the same way, and its card says how
+    assert "m.enrol(" in (b / "README.md").read_text()
+    mb = load(b)
+    assert mb.enrol(takes)[0] == voice and torch.equal(mb.speech_features(takes[3], voice=voice), torch.as_tensor(x))
     # the command: every row says how it was read; kept + rejected = total
     r = CliRunner().invoke(main, ["generate", str(speaker_run), "--same-voice", "--out", str(tmp_path / "o"),
                                   *[a for p in takes + [silent] for a in ("--speech", str(p))]])
