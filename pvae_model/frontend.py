@@ -55,6 +55,10 @@ class SpeechFrontEnd:
         if voice is not None and self.cmvn_mode != "speaker":
             raise InputError(f"voice statistics need a run trained with cmvn: speaker (this one: {self.cmvn_mode})")
         if voice is not None:
+            dims = {len(np.atleast_1d(voice.get(k, []))) for k in ("mean", "std")}
+            if dims != {feats.shape[1]} or not np.all(np.asarray(voice["std"]) > 0):
+                raise InputError(f"voice statistics must hold {feats.shape[1]} means and positive stds "
+                                 "(from enrol on this model)")
             return torch.from_numpy(normalize_features(feats, "global", voice))
         mode = "utterance" if self.cmvn_mode == "speaker" else self.cmvn_mode
         return torch.from_numpy(normalize_features(feats, mode, self.cmvn))

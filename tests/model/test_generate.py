@@ -317,6 +317,8 @@ def test_a_voice_enrolled_from_its_recordings_is_read_with_its_statistics(speake
     assert np.allclose(alone.mean(0), 0, atol=1e-4) and not np.allclose(x, alone, atol=1e-2)
     zs = [m.model.encode_audio(torch.as_tensor(f)[None], torch.tensor([len(f)]))["s"][0][0] for f in (x, alone)]
     assert not torch.allclose(zs[0], zs[1], atol=1e-4)  # the model reads the two differently
+    with pytest.raises(ValueError, match="voice statistics must hold 80 means"):
+        m.speech_features(takes[3], voice={"mean": [0.0] * 40, "std": [1.0] * 40})
     assert m.enrol(takes[:1])[0] is None  # one word: under MIN_SPEAKER_FRAMES, the stated fallback
     from pvae_model.bundle import export_bundle
 
