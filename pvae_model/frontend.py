@@ -52,16 +52,16 @@ class SpeechFrontEnd:
         """Raw FBank -> the run's CMVN; a per-speaker run without ``voice`` normalises per utterance."""
         from .data import normalize_features
 
-        if voice is not None and self.cmvn_mode != "speaker":
+        if voice is None:
+            mode = "utterance" if self.cmvn_mode == "speaker" else self.cmvn_mode
+            return torch.from_numpy(normalize_features(feats, mode, self.cmvn))
+        if self.cmvn_mode != "speaker":
             raise InputError(f"voice statistics need a run trained with cmvn: speaker (this one: {self.cmvn_mode})")
-        if voice is not None:
-            dims = {len(np.atleast_1d(voice.get(k, []))) for k in ("mean", "std")}
-            if dims != {feats.shape[1]} or not np.all(np.asarray(voice["std"]) > 0):
-                raise InputError(f"voice statistics must hold {feats.shape[1]} means and positive stds "
-                                 "(from enrol on this model)")
-            return torch.from_numpy(normalize_features(feats, "global", voice))
-        mode = "utterance" if self.cmvn_mode == "speaker" else self.cmvn_mode
-        return torch.from_numpy(normalize_features(feats, mode, self.cmvn))
+        dims = {len(np.atleast_1d(voice.get(k, []))) for k in ("mean", "std")}
+        if dims != {feats.shape[1]} or not np.all(np.asarray(voice["std"]) > 0):
+            raise InputError(f"voice statistics must hold {feats.shape[1]} means and positive stds "
+                             "(from enrol on this model)")
+        return torch.from_numpy(normalize_features(feats, "global", voice))
 
     def enrol(self, recordings: list) -> tuple[dict | None, list[str]]:
         """Several recordings of one voice (paths, or ``(wave, sample_rate)`` pairs) -> its per-speaker
@@ -72,11 +72,19 @@ class SpeechFrontEnd:
 
         from .data import MIN_SPEAKER_FRAMES
 
+        if self.cmvn_mode != "speaker":
+            raise InputError(f"enrolling a voice needs a run trained with cmvn: speaker "
+                             f"(this one: {self.cmvn_mode}; it reads each recording alone)")
         n, s1, s2, takes, left_out = 0, 0.0, 0.0, 0, []
         for k, rec in enumerate(recordings):
             try:
-                x = (self._read_raw(rec) if isinstance(rec, (str, Path))
-                     else self.raw_features(rec[0], rec[1], f"recording {k}")).astype(np.float64)
+                if isinstance(rec, (str, Path)):
+                    x = self._read_raw(rec)
+                elif isinstance(rec, tuple) and len(rec) == 2:
+                    x = self.raw_features(rec[0], rec[1], f"recording {k}")
+                else:
+                    raise InputError(f"recording {k}: give a path or a (wave, sample_rate) pair")
+                x = x.astype(np.float64)
             except InputError as e:
                 left_out.append(str(e))
                 continue

@@ -68,9 +68,6 @@ class CrossModal:
     def enrol(self, recordings: list) -> tuple[dict | None, list[str]]:
         """Several recordings of one voice -> its statistics for ``voice=`` (a run trained with
         ``cmvn: speaker``), and what was left out; ``None`` below about three words of speech."""
-        if self.frontend.cmvn_mode != "speaker":
-            raise InputError(f"enrolling a voice needs a run trained with cmvn: speaker "
-                             f"(this one: {self.frontend.cmvn_mode}; it reads each recording alone)")
         return self.frontend.enrol(recordings)
 
     @staticmethod
@@ -294,8 +291,9 @@ def generate_files(m: CrossModal, speech: list, images: list, out, style=None, n
 
     from .data import MIN_SPEAKER_FRAMES
 
-    voice, cmvn = (m.enrol(speech)[0], None) if same_voice and speech else (None, None)
+    voice = cmvn = None
     if same_voice and speech:  # enrolled before anything is written: a run that cannot is refused whole
+        voice = m.enrol(speech)[0]
         cmvn = (f"voice: {voice['takes']} recordings, {voice['frames']} frames" if voice else
                 f"utterance: under {MIN_SPEAKER_FRAMES} frames of speech in all, too few for the voice's statistics")
     out = Path(out)

@@ -319,6 +319,16 @@ def test_a_voice_enrolled_from_its_recordings_is_read_with_its_statistics(speake
     assert not torch.allclose(zs[0], zs[1], atol=1e-4)  # the model reads the two differently
     with pytest.raises(ValueError, match="voice statistics must hold 80 means"):
         m.speech_features(takes[3], voice={"mean": [0.0] * 40, "std": [1.0] * 40})
+    # files from elsewhere: corrupt, empty, another rate, not a recording at all
+    (tmp_path / "corrupt.wav").write_bytes(b"RIFF\x00\x01garbage" * 10)
+    (tmp_path / "empty.wav").write_bytes(b"")
+    w, r0 = sf.read(takes[0])
+    import soxr
+
+    sf.write(tmp_path / "fast.wav", soxr.resample(w, r0, 44100), 44100)
+    v2, left = m.enrol([tmp_path / "corrupt.wav", tmp_path / "empty.wav", tmp_path / "fast.wav", 7, *takes])
+    assert v2["takes"] == 21 and len(left) == 3 and "Traceback" not in "".join(left)
+    assert "corrupt.wav" in left[0] and "empty.wav" in left[1] and "recording 3: give a path" in left[2]
     assert m.enrol(takes[:1])[0] is None  # one word: under MIN_SPEAKER_FRAMES, the stated fallback
     from pvae_model.bundle import export_bundle
 
