@@ -61,6 +61,9 @@ VARIANTS = {
     "word_hmm_speed": dict(fbank=BAND, cmvn="utterance", word=True, speeds=(0.9, 1.1), ks=("unadapted",)),
     # adapted on groups of k takes of the new voice at a time (what a voice must give at once)
     "word_hmm_k": dict(fbank=BAND, cmvn="utterance", word=True, ks=(1, 3, 10, 30, 100)),
+    # one change each from the judge: MAP alone (no fMLLR), the aligner's 3 frames per state
+    "word_hmm_map": dict(fbank=BAND, cmvn="utterance", word={"fmllr_min_frames": 0}, ks=("unadapted",)),
+    "word_hmm_fps3": dict(fbank=BAND, cmvn="utterance", word={"frames_per_state": 3.0}, ks=("unadapted",)),
     "word_hmm_it1": dict(fbank=BAND, cmvn="utterance", word={"adapt_iterations": 1}, ks=("unadapted",)),
     "band_utt_deep": dict(fbank=BAND, cmvn="utterance", arch="deep"),
     "band_utt_all_deep": dict(fbank=BAND, cmvn="utterance", speeds=(0.9, 1.1), warps=(0.9, 1.1), specaug=True,

@@ -92,3 +92,53 @@ def test_word_judge_cache_is_reused_and_a_damaged_one_trained_anew(small_shards,
     (tmp_path / "word_judge" / "word_judge.json").write_text("{broken")
     third, info3 = load_or_train_word_judge(audio, tmp_path)
     assert "unreadable word judge cache" in capsys.readouterr().err and info3 == info
+
+
+def _voice(judged, n=60):
+    """The held-out voice's judge features with their true words (fMLLR's statistics need words)."""
+    judge, feats, labels = judged
+    xs = [judge_features(f, judge.scale, judge.cfg.ceps, judge.cfg.deltas) for f in feats[:n]]
+    return judge.model, xs, [[str(int(y))] for y in labels[:n]]
+
+
+def test_fmllr_is_equivariant_to_any_affine_map_of_the_voice(judged):
+    """Kaldi's fMLLR finds the transform of a voice that the models fit best, so a voice seen through
+    any invertible affine map (a channel, a normalisation) is brought to the same place."""
+    from pvae_data.align.fmllr import apply_fmllr, estimate_fmllr, fmllr_objective, fmllr_stats, identity_transform
+
+    model, xs, words = _voice(judged)
+    d = xs[0].shape[1]
+    rng = np.random.default_rng(0)
+    m = np.concatenate([np.eye(d) + 0.1 * rng.normal(size=(d, d)), rng.normal(size=(d, 1))], axis=1)
+    m_inv = np.linalg.inv(m[:, :d])
+    back = np.concatenate([m_inv, -m_inv @ m[:, d:]], axis=1)  # y -> x
+    ys = [apply_fmllr(m, x) for x in xs]
+    stats_x = fmllr_stats(model, list(zip(xs, words)))
+    stats_y = fmllr_stats(model, list(zip(ys, words)), transform=back)  # the same alignment as x's
+    assert stats_x.beta == stats_y.beta > 2000
+    # the best fit reached from either side is the same, less the map's own log-determinant per frame
+    w_x, w_y = estimate_fmllr(stats_x, iterations=60), estimate_fmllr(stats_y, iterations=60)
+    shift = np.linalg.slogdet(m_inv)[1]
+    assert abs(fmllr_objective(stats_y, w_y) - shift - fmllr_objective(stats_x, w_x)) < 0.02
+    # and the map composed with the voice's transform is as good a fit of y as the one found for it
+    w_composed = np.concatenate([w_x[:, :d] @ m_inv, w_x[:, :d] @ back[:, d:] + w_x[:, d:]], axis=1)
+    assert abs(fmllr_objective(stats_y, w_composed) - fmllr_objective(stats_y, w_y)) < 0.02
+    # it fits better than the voice as it is, and each pass of row updates cannot lower the fit
+    fits = [fmllr_objective(stats_x, estimate_fmllr(stats_x, iterations=k)) for k in range(4)]
+    assert fits[0] == fmllr_objective(stats_x, identity_transform(d))
+    assert all(b >= a - 1e-9 for a, b in zip(fits, fits[1:])) and fits[-1] > fits[0] + 0.1, fits
+
+
+def test_fmllr_keeps_the_voice_as_it_is_on_thin_or_singular_statistics(judged):
+    from pvae_data.align.fmllr import FmllrStats, estimate_fmllr, fmllr_stats, identity_transform
+
+    model, xs, words = _voice(judged, n=2)
+    stats = fmllr_stats(model, list(zip(xs, words)))
+    assert 0 < stats.beta < 400
+    assert (estimate_fmllr(stats, min_frames=400) == identity_transform(xs[0].shape[1])).all()
+    d = stats.K.shape[0]
+    empty = FmllrStats(50.0, np.zeros((d, d + 1)), np.zeros((d, d + 1, d + 1)))
+    assert (estimate_fmllr(empty) == identity_transform(d)).all()
+    # an utterance no path fits (fewer frames than the word has states) is left out of the statistics
+    short = fmllr_stats(model, [(xs[0][:2], words[0])])
+    assert short.beta == 0 and not short.K.any()
