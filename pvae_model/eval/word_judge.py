@@ -58,8 +58,9 @@ class WordJudgeConfig(ConfigMixin):
     fmllr_min_frames: int = 400
 
     def __post_init__(self) -> None:
-        if (not 1 <= self.ceps <= 40 or self.mixtures < 1 or not 1 <= self.frames_per_state <= 20 or self.adapt_rounds < 0 or self.tau <= 0
-                or self.deltas not in (0, 1, 2) or self.fmllr_min_frames < 0):
+        if (not 1 <= self.ceps <= 40 or self.mixtures < 1 or not 1 <= self.frames_per_state <= 20
+                or self.adapt_rounds < 0 or self.tau <= 0 or self.deltas not in (0, 1, 2)
+                or self.fmllr_min_frames < 0):
             raise ValueError(f"word judge: bad config {self.to_dict()}")
 
 

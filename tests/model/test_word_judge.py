@@ -76,8 +76,9 @@ def test_word_judge_round_trips_and_refuses_a_broken_cache_by_name(judged, tmp_p
     (tmp_path / "wj" / "word_judge.json").write_text("{not json")
     with pytest.raises(ValueError, match="word_judge.json"):
         WordJudge.load(tmp_path / "wj")
-    with pytest.raises(ValueError, match="config"):
-        WordJudgeConfig(mixtures=0)
+    for bad in (dict(mixtures=0), dict(frames_per_state=0.5), dict(fmllr_min_frames=-1)):
+        with pytest.raises(ValueError, match="config"):
+            WordJudgeConfig(**bad)
 
 
 def test_word_judge_cache_is_reused_and_a_damaged_one_trained_anew(small_shards, tmp_path, capsys):
