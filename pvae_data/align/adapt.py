@@ -22,7 +22,7 @@ from typing import Sequence
 import numpy as np
 
 from ..config import ConfigMixin
-from .hmm import WordHMMs, forced_align, mixture_posteriors
+from .hmm import WordHMMs, aligned_posteriors
 
 
 @dataclass(frozen=True)
@@ -62,18 +62,9 @@ def map_adapt(model: WordHMMs, data: Sequence[tuple[np.ndarray, list[str]]], cfg
         acc = np.zeros((S, M, D))
         occ = np.zeros((S, M))
         for feats, words in data:
-            if len(feats) < adapted.min_frames(words):
-                continue
-            g = adapted.forced_graph(words)
-            score, path, g = forced_align(adapted, adapted.loglik(feats, g["state"]), words, g)
-            if path[0] < 0:
-                continue
-            states = g["state"][path]
             x = np.asarray(feats, dtype=np.float64)
-            for s in np.unique(states):
-                xs = x[states == s]
-                r = mixture_posteriors(xs, adapted.means[s], adapted.variances[s], adapted.log_weights[s])
-                acc[s] += r.T @ xs
+            for at, s, r in aligned_posteriors(adapted, x, words):
+                acc[s] += r.T @ x[at]
                 occ[s] += r.sum(axis=0)
         if not occ.any():
             return model

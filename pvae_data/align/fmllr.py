@@ -29,7 +29,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .hmm import WordHMMs, forced_align, mixture_posteriors
+from .hmm import WordHMMs, aligned_posteriors
 
 
 @dataclass(frozen=True)
@@ -61,18 +61,9 @@ def fmllr_stats(model: WordHMMs, data: Sequence[tuple[np.ndarray, list[str]]], t
     silence[model.sil_state_ids()] = True
     for feats, words in data:
         x = np.asarray(feats, np.float64)
-        if len(x) < model.min_frames(words):
-            continue
         xt = x if transform is None else apply_fmllr(transform, x).astype(np.float64)
-        g = model.forced_graph(words)
-        _, path, g = forced_align(model, model.loglik(xt, g["state"]), words, g)
-        if path[0] < 0:
-            continue
-        states = g["state"][path]
         mu_over_var, inv_var = np.zeros((len(x), D)), np.zeros((len(x), D))
-        for s in np.unique(states):
-            at = np.flatnonzero(states == s)
-            r = mixture_posteriors(xt[at], model.means[s], model.variances[s], model.log_weights[s])
+        for at, s, r in aligned_posteriors(model, xt, words):
             w = silence_weight if silence[s] else 1.0
             mu_over_var[at] = w * (r @ (model.means[s] / model.variances[s]))
             inv_var[at] = w * (r @ (1.0 / model.variances[s]))

@@ -188,6 +188,24 @@ def forced_align(model: WordHMMs, ll: np.ndarray, words: list[str], graph: dict 
     return float(score), path, g
 
 
+def aligned_posteriors(model: WordHMMs, feats: np.ndarray, words: list[str]):
+    """The E-step of adaptation for one utterance: ``feats`` force-aligned to ``words``, then for
+    each state on the path (frame indices, state, mixture responsibilities ``[n, M]`` of those
+    frames).  Yields nothing when the utterance is too short or no path fits.  Shared by MAP
+    (``adapt.map_adapt``) and fMLLR (``fmllr.fmllr_stats``)."""
+    x = np.asarray(feats, dtype=np.float64)
+    if len(x) < model.min_frames(words):
+        return
+    g = model.forced_graph(words)
+    _, path, g = forced_align(model, model.loglik(x, g["state"]), words, g)
+    if path[0] < 0:
+        return
+    states = g["state"][path]
+    for s in np.unique(states):
+        at = np.flatnonzero(states == s)
+        yield at, int(s), mixture_posteriors(x[at], model.means[s], model.variances[s], model.log_weights[s])
+
+
 def loop_decode(model: WordHMMs, ll: np.ndarray, entry_lp: float) -> tuple[float, np.ndarray, dict]:
     """Free-loop Viterbi recognition: (score, path of positions, graph)."""
     g = model.loop_graph(entry_lp)
