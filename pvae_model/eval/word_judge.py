@@ -146,12 +146,12 @@ class WordJudge:
             idx = np.flatnonzero(keys == key)
             voice, transform = [xs[i] for i in idx], None
             for _ in range(self.cfg.adapt_rounds):
-                words = [[str(p)] if p >= 0 else None for p in pred[idx]]
+                judged = [(k, [str(p)]) for k, p in enumerate(pred[idx]) if p >= 0]  # empty utterances: none
                 if self.cfg.fmllr_min_frames:  # the voice moved first, from the unadapted models' fit
-                    stats = fmllr_stats(self.model, [(x, w) for x, w in zip(voice, words) if w], transform)
+                    stats = fmllr_stats(self.model, [(voice[k], w) for k, w in judged], transform)
                     transform = estimate_fmllr(stats, min_frames=self.cfg.fmllr_min_frames)
                 seen = voice if transform is None else [apply_fmllr(transform, x) for x in voice]
-                model = map_adapt(self.model, [(x, w) for x, w in zip(seen, words) if w], acfg)
+                model = map_adapt(self.model, [(seen[k], w) for k, w in judged], acfg)
                 pred[idx] = self._decide(model, seen)
         return (pred, first) if with_first else pred
 
