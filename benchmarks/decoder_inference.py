@@ -3,10 +3,11 @@ digit's z_s refined from the speech encoder's mean towards the mode of
 p(x_a | z_s, z_a) p(z_s) p(z_a) (Adam on (z_s, z_a), ``STEPS`` steps), then decoded as a written
 digit with the prior style and judged.  Also: ten more starts at each digit's mean image z_s (the
 test images'), keeping the start with the best objective, and the digit whose start ends best
-(a generative classifier).  No test label is read.  On george's 500 takes (held out of the george
-fold) or the espeak-ng voices (``outside_voices.py score RUN exp/voices`` first: its features).
+(a generative classifier).  No test label is read.  On the test takes of the speakers training
+did not see (george's 500 in the george fold) or the espeak-ng voices (``outside_voices.py score
+RUN exp/voices`` first: its features).
 
-    PYTHONPATH=. python benchmarks/decoder_inference.py RUN george|espeak
+    PYTHONPATH=. python benchmarks/decoder_inference.py RUN held-out|espeak
 """
 import json
 import os
@@ -18,25 +19,24 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from pvae_data.io_utils import read_jsonl  # noqa: E402
-from pvae_data.stages.fbank import load_features  # noqa: E402
-from pvae_model.data import normalize_features, pad_audio  # noqa: E402
+from pvae_model.data import pad_audio  # noqa: E402
 from pvae_model.eval.judge import Judge  # noqa: E402
+from pvae_model.eval.speakers import seen_in_training, training_speakers  # noqa: E402
 from pvae_model.run import load_run  # noqa: E402
 
 STEPS, LR = int(os.environ.get("STEPS", "30")), float(os.environ.get("LR", "0.05"))
 
 
-def voices(run: Path, which: str, a_te, cmvn):
-    if which == "george":
-        idx = [i for i, s in enumerate(a_te.speakers) if s == "george"]
-        return [a_te.feats[i] for i in idx], np.asarray(a_te.labels)[idx]
-    from outside_voices import WORDS
+def voices(run: Path, which: str, cfg, a_te, cmvn):
+    """(features, labels) of the speakers training did not see, or of the espeak-ng voices as
+    ``outside_voices.py score`` read them."""
+    if which == "held-out":
+        held = ~seen_in_training(a_te.speakers, training_speakers(cfg.audio_shards))
+        return [f for f, h in zip(a_te.feats, held) if h], np.asarray(a_te.labels)[held]
+    from outside_voices import read_voices
 
-    work = run / "outside_voices"
-    recs = read_jsonl(work / "fbank" / "features.jsonl")
-    feats = [torch.from_numpy(normalize_features(load_features(work / "fbank", r), "utterance", cmvn)) for r in recs]
-    return feats, np.array([WORDS.index(r["transcript"]) for r in recs])
+    _, feats, labels, _ = read_voices(run / "outside_voices", cfg, cmvn)
+    return feats, labels
 
 
 def main() -> None:
@@ -47,7 +47,7 @@ def main() -> None:
     for p in model.parameters():
         p.requires_grad_(False)
     judge = Judge.load(cfg.audio_shards, cfg.image_shards)
-    feats, labels = voices(run, which, a_te, cmvn)
+    feats, labels = voices(run, which, cfg, a_te, cmvn)
     x, lengths = pad_audio(feats)
 
     def written(zs):

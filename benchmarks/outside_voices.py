@@ -102,22 +102,35 @@ def _voice_cmvn(raw: list, speakers: np.ndarray) -> list:
     return [torch.from_numpy(normalize_features(r, "global", stats[str(k)])) for r, k in zip(raw, speakers)]
 
 
+def read_voices(work: Path, cfg, cmvn) -> tuple[list, list, np.ndarray, np.ndarray]:
+    """The features ``_front_end`` wrote under ``work``, as the run reads one utterance of a new
+    voice: (raw FBank, what the encoders read, digit labels, voices).  A run trained with ``cmvn:
+    speaker`` gets per-utterance CMVN (one WAV carries no speaker statistics)."""
+    import torch
+
+    from pvae_data.io_utils import read_jsonl
+    from pvae_data.stages.fbank import load_features
+    from pvae_model.data import normalize_features
+
+    recs = read_jsonl(work / "fbank" / "features.jsonl")
+    raw = [load_features(work / "fbank", r) for r in recs]
+    mode = "utterance" if cfg.cmvn == "speaker" else cfg.cmvn
+    feats = [torch.from_numpy(normalize_features(x, mode, cmvn)) for x in raw]
+    return (raw, feats, np.array([WORDS.index(r["transcript"]) for r in recs]),
+            np.array([r["speaker"] for r in recs]))
+
+
 def score(run: Path, voices: Path, checkpoint: str = "last") -> dict:
     import torch
 
-    from pvae_data.stages.fbank import load_features
-    from pvae_model.data import normalize_features, pad_audio
+    from pvae_model.data import pad_audio
     from pvae_model.eval.judge import Judge
     from pvae_model.run import load_run
 
     ck, cfg, model, _, _, cmvn = load_run(run, checkpoint)
     work = run / "outside_voices"
-    recs = _front_end(cfg, voices, work)
-    raw = [load_features(work / "fbank", r) for r in recs]
-    mode = "utterance" if cfg.cmvn == "speaker" else cfg.cmvn  # one utterance of a new voice: no speaker stats
-    feats = [torch.from_numpy(normalize_features(x, mode, cmvn)) for x in raw]
-    labels = np.array([WORDS.index(r["transcript"]) for r in recs])
-    speakers = np.array([r["speaker"] for r in recs])
+    _front_end(cfg, voices, work)
+    raw, feats, labels, speakers = read_voices(work, cfg, cmvn)
     judge = Judge.load(cfg.audio_shards, cfg.image_shards)
     img_pred = _speech_to_image(model, judge, feats)
     with torch.no_grad():
