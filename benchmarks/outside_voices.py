@@ -63,10 +63,13 @@ def _front_end(run_cfg, voices: Path, work: Path) -> list[dict]:
     from pvae_data.stages.prepare import PrepareConfig, prepare_corpus
     from pvae_data.stages.trim import trim_manifest
     from pvae_data.io_utils import read_jsonl
+    from pvae_data.vad import VadConfig
+    from pvae_model.run import load_vad_config
 
     fcfg = FbankConfig.from_dict(load_index(run_cfg.audio_shards)[1]["features"]["fbank"])
+    vad = VadConfig.from_dict(load_vad_config(run_cfg.audio_shards))  # as the run's training data were trimmed
     prepare_corpus(PrepareConfig(corpus="list", source=str(voices / "list.csv")), work / "prepare", progress=False)
-    trim_manifest(work / "prepare" / "utterances.jsonl", work / "trim", show_progress=False)
+    trim_manifest(work / "prepare" / "utterances.jsonl", work / "trim", vad, show_progress=False)
     compute_features(work / "trim" / "segments.jsonl", work / "fbank", FbankStageConfig(fbank=fcfg),
                      show_progress=False, overwrite=True)
     return read_jsonl(work / "fbank" / "features.jsonl")
@@ -87,6 +90,14 @@ def _speech_to_image(model, judge, feats: list) -> np.ndarray:
 
 def _per_voice(pred: np.ndarray, labels: np.ndarray, speakers: np.ndarray) -> dict:
     return {s: float((pred[speakers == s] == labels[speakers == s]).mean()) for s in sorted(set(speakers))}
+
+
+def _listed(voices: Path) -> dict:
+    """How many utterances the list file gives each voice."""
+    counts: dict = {}
+    for r in csv.DictReader(open(voices / "list.csv")):
+        counts[r["speaker"]] = counts.get(r["speaker"], 0) + 1
+    return dict(sorted(counts.items()))
 
 
 def _voice_cmvn(raw: list, speakers: np.ndarray) -> list:
@@ -136,10 +147,15 @@ def score(run: Path, voices: Path, checkpoint: str = "last") -> dict:
     with torch.no_grad():
         sp_pred = judge.speech_predictions(*pad_audio(feats))  # the speech judge on the utterance itself
     per = _per_voice(img_pred, labels, speakers)
-    out = {"run": str(run), "epoch": ck["epoch"], "n": len(labels),
+    listed = _listed(voices)
+    out = {"run": str(run), "epoch": ck["epoch"], "n": len(labels), "listed": sum(listed.values()),
            "speech_to_image": float((img_pred == labels).mean()),
            "speech_judge": float((sp_pred == labels).mean()),
-           "worst_voice": min(per.values()), "per_voice": per}
+           "worst_voice": min(per.values()), "per_voice": per,
+           # an utterance the front end rejected (trim found no speech) counts as wrong here
+           "rejected": {s: n - int((speakers == s).sum()) for s, n in listed.items()},
+           "per_voice_listed": {s: float((img_pred[speakers == s] == labels[speakers == s]).sum()) / n
+                                for s, n in listed.items()}}
     if cfg.cmvn == "speaker":  # with enrolment: each voice normalised by the statistics of all its own takes
         voice = _voice_cmvn(raw, speakers)
         img_v = _speech_to_image(model, judge, voice)

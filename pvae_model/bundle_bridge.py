@@ -37,16 +37,15 @@ def bridge_contents(run_dir) -> tuple[dict, dict, dict]:
 
 def bridge_front_end(lb) -> tuple:
     """(the speech front end, a spoken digit's usual length in frames) of a loaded bridge: its
-    speech base's FBank, CMVN and the pipeline's VAD."""
-    from .run import load_fbank_config
-    from pvae_data.vad import VadConfig
+    speech base's FBank, CMVN and the VAD config its shards were trimmed with."""
+    from .run import load_fbank_config, load_vad_config
 
     from .frontend import SpeechFrontEnd
     from .run_parts import DEFAULT_FRAMES
 
     b = lb.bases
     frontend = SpeechFrontEnd(fbank=load_fbank_config(b.audio_shards), cmvn_mode=b.cmvn_mode,
-                              cmvn=b.cmvn, vad=VadConfig().to_dict())
+                              cmvn=b.cmvn, vad=load_vad_config(b.audio_shards))
     frames = int(np.median([len(f) for f in b.audio.feats])) if len(b.audio.feats) else DEFAULT_FRAMES
     return frontend, frames
 

@@ -71,6 +71,18 @@ def load_fbank_config(audio_shards) -> dict:
     return load_index(audio_shards)[1]["features"]["fbank"]
 
 
+def load_vad_config(audio_shards) -> dict:
+    """The VAD config the audio shards' utterances were trimmed with (``index.json`` "trim", which
+    the shard stage finds up the stages' lineage): a front end trims a new recording the same way.
+    Shards made before it was recorded, or from features with no trim stage upstream, get the
+    trim stage's defaults."""
+    from pvae_data.shards.schema import load_index
+    from pvae_data.vad import VadConfig
+
+    trim = load_index(audio_shards)[1].get("trim")
+    return VadConfig.from_dict(trim).to_dict() if isinstance(trim, dict) else VadConfig().to_dict()
+
+
 def shard_dir(run_dir, name: str, saved: str, override: str | None = None, source: str | None = None) -> str:
     """Where a run's ``name`` shards are: ``override`` when given, else the path saved in its
     config, as saved (runs since the paths are stored resolved) or relative to the run directory's

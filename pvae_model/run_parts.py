@@ -14,9 +14,7 @@ DEFAULT_FRAMES = 60  # a spoken digit's length when neither a reference nor the 
 def load_run_parts(run_dir, checkpoint: str = "last") -> dict:
     """A trained PVAE run's model and everything its inputs need, without the test sets."""
     from pvae_data.shards.reader import AudioShards
-    from pvae_data.vad import VadConfig
-
-    from .run import CONFIG, _run_config, load_cmvn, load_fbank_config, load_model, run_kind, shard_dir
+    from .run import CONFIG, _run_config, load_cmvn, load_fbank_config, load_model, load_vad_config, run_kind, shard_dir
 
     kind = run_kind(run_dir)
     if kind is None:
@@ -27,7 +25,8 @@ def load_run_parts(run_dir, checkpoint: str = "last") -> dict:
     saved = _run_config(run_dir) or {}
     audio = shard_dir(run_dir, "audio_shards", str(saved.get("audio_shards", cfg.audio_shards)))
     fbank = load_fbank_config(audio)
-    frontend = SpeechFrontEnd(fbank=fbank, cmvn_mode=cfg.cmvn, cmvn=load_cmvn(audio), vad=VadConfig().to_dict())
+    frontend = SpeechFrontEnd(fbank=fbank, cmvn_mode=cfg.cmvn, cmvn=load_cmvn(audio),
+                             vad=load_vad_config(audio))
     try:
         lengths = AudioShards(audio, "test").lengths
         frames = int(np.median(lengths)) if len(lengths) else DEFAULT_FRAMES

@@ -129,6 +129,39 @@ def test_fbank_stage_applies_speed_and_warp(tmp_path, fsdd_recordings):
     assert {"george", "sp0.9-george", "vtlp0.9-george"} <= set(cmvn["speakers"])
 
 
+def test_the_trim_config_travels_from_trim_to_the_shards_and_the_front_end(tmp_path, fsdd_recordings):
+    """A model's front end trims a new recording as its training data were trimmed: the trim
+    stage's VAD config is found up the lineage (trim -> perturb -> fbank), recorded in the shards'
+    index, and read back by ``load_vad_config``; shards without it get the trim stage's defaults."""
+    from pvae_data.stages.fbank import FbankStageConfig, compute_features
+    from pvae_data.stages.shard import shard_audio
+    from pvae_data.stages.trim import trim_manifest, upstream_vad_config
+    from pvae_data.vad import VadConfig
+    from pvae_model.run import load_vad_config
+
+    seg = _segments(tmp_path, fsdd_recordings)
+    vad = VadConfig(margin_s=0.02)
+    trim_manifest(seg, tmp_path / "t", vad, show_progress=False)
+    perturb_manifest(tmp_path / "t" / "segments.jsonl", tmp_path / "p", PerturbConfig(speed=(0.9, 1.0)))
+    assert upstream_vad_config(tmp_path / "p" / "segments.jsonl") == vad.to_dict()
+    compute_features(tmp_path / "p" / "segments.jsonl", tmp_path / "f", FbankStageConfig(), show_progress=False)
+    shard_audio(tmp_path / "f", tmp_path / "s", show_progress=False)
+    assert json.loads((tmp_path / "s" / "index.json").read_text())["trim"]["margin_s"] == 0.02
+    assert load_vad_config(tmp_path / "s") == vad.to_dict()
+    # features made from an untrimmed manifest: nothing upstream, so the defaults, said by absence
+    compute_features(seg, tmp_path / "f2", FbankStageConfig(), show_progress=False)
+    shard_audio(tmp_path / "f2", tmp_path / "s2", show_progress=False)
+    assert "trim" not in json.loads((tmp_path / "s2" / "index.json").read_text())
+    assert load_vad_config(tmp_path / "s2") == VadConfig().to_dict()
+    # a lineage that loops or names garbage ends with None, never an error
+    (tmp_path / "loop").mkdir()
+    (tmp_path / "loop" / "x_config.json").write_text(json.dumps({"manifest": str(tmp_path / "loop" / "m.jsonl")}))
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "y_config.json").write_text("not json")
+    assert upstream_vad_config(tmp_path / "loop" / "m.jsonl") is None
+    assert upstream_vad_config(tmp_path / "bad" / "m.jsonl") is None
+
+
 def test_fbank_stage_rejects_a_bad_perturbation_field_by_name(tmp_path, fsdd_recordings):
     from pvae_data.stages.fbank import FbankStageConfig, compute_features
 

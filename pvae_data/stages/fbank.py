@@ -222,7 +222,9 @@ def compute_features(
     remove_chunk_temps(out / "arks", job, len(chunks), lambda i: f"feats.{i:05d}")  # ark and marker temps
     if not job.is_member:
         remove_stale_temps(out)  # .feats.scp.*.tmp, .features.jsonl.*.tmp, ... of a killed merge
-    write_json(cfg_path, saved)
+    from .trim import upstream_vad_config
+
+    write_json(cfg_path, {**saved, "trim": upstream_vad_config(manifest)})  # "trim": provenance, not compared
 
     # A chunk is done when its ark and marker are complete; the worker writes both itself.
     run = run_chunks(chunks, _compute_chunk, (cfg.to_dict(), str(out)),

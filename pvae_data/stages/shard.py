@@ -142,7 +142,7 @@ def shard_audio(features_dir: str | Path, out_dir: str | Path, cfg: ShardConfig 
     with ArkReader(features_dir) as arks:
         return _shard_audio_records(records, arks.load, out_dir, cfg, feature_config=fcfg["config"],
                                     source_sha256=fcfg.get("manifest_sha256", ""), cmvn=cmvn,
-                                    show_progress=show_progress)
+                                    show_progress=show_progress, trim=fcfg.get("trim"))
 
 
 class ArkReader:
@@ -277,7 +277,7 @@ def shard_kaldi_dirs(data_dirs: list[tuple[str, str | Path]], out_dir: str | Pat
 
 def _shard_audio_records(records: list[dict], load: Callable[[dict], np.ndarray], out_dir: str | Path,
                          cfg: ShardConfig, feature_config: dict, source_sha256: str, cmvn: dict | None,
-                         show_progress: bool) -> StageSummary:
+                         show_progress: bool, trim: dict | None = None) -> StageSummary:
     timer = Timer()
     out = Path(out_dir)
     kept, rejected, sizes = [], [], []
@@ -326,6 +326,8 @@ def _shard_audio_records(records: list[dict], load: Callable[[dict], np.ndarray]
 
     extra = {"features": feature_config, "source_sha256": source_sha256, "cmvn": cmvn,
              "speakers": speaker_summary(kept)}
+    if trim is not None:  # the trim stage's VAD config upstream: a front end trims new recordings so
+        extra["trim"] = trim
     written, reused = _run(out, "audio", plan, write_one, extra, cfg, show_progress)
     write_jsonl(out / "rejected.jsonl", rejected)
     return StageSummary("shard audio", total=len(records), kept=len(kept), rejected=len(rejected),

@@ -80,3 +80,36 @@ def trim_manifest(manifest: str | Path, out_dir: str | Path, cfg: VadConfig = Va
     write_json(out / "vad_config.json", {"config": cfg.to_dict(), "manifest": str(Path(manifest).resolve())})
     return StageSummary("trim", total=len(records), kept=len(kept), rejected=len(rejected),
                         elapsed_s=timer.elapsed, skipped_done=reused).check()
+
+
+TRIM_CONFIG = "vad_config.json"
+_LINEAGE_HOPS = 8  # stages between a trim and the features (perturb, ...); a loop ends here too
+
+
+def upstream_vad_config(manifest: str | Path) -> dict | None:
+    """The VAD config of the ``trim`` stage a manifest descends from, or ``None``: its own
+    directory's ``vad_config.json``, else the one beside the manifest that a stage config there
+    (``perturb_config.json``, ``*_config.json``: ``"manifest"``) names, and so on up the chain.
+    A model's front end must trim a new recording as its training data were trimmed; the shards
+    record what this finds (``index.json`` ``"trim"``).  Reads JSON only."""
+    d = Path(manifest).resolve().parent
+    for _ in range(_LINEAGE_HOPS):
+        if (d / TRIM_CONFIG).is_file():
+            try:
+                cfg = json.loads((d / TRIM_CONFIG).read_text()).get("config")
+                return VadConfig.from_dict(cfg).to_dict()
+            except (OSError, ValueError, TypeError, AttributeError):
+                return None
+        parent = None
+        for p in sorted(d.glob("*_config.json")):
+            try:
+                up = json.loads(p.read_text()).get("manifest")
+            except (OSError, ValueError, AttributeError):
+                continue
+            if isinstance(up, str) and up:
+                parent = Path(up).parent
+                break
+        if parent is None or parent == d:
+            return None
+        d = parent
+    return None
