@@ -159,6 +159,11 @@ def test_the_trim_config_travels_from_trim_to_the_shards_and_the_front_end(tmp_p
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / "y_config.json").write_text("not json")
     assert upstream_vad_config(tmp_path / "loop" / "m.jsonl") is None
+    # a segment stage trims with its own VAD: the search ends there, not at a trim further up
+    (tmp_path / "seg").mkdir()
+    (tmp_path / "seg" / "segment_config.json").write_text(json.dumps(
+        {"config": {"vad": VadConfig(margin_s=0.0).to_dict()}, "manifest": str(tmp_path / "t" / "segments.jsonl")}))
+    assert upstream_vad_config(tmp_path / "seg" / "segments.jsonl")["margin_s"] == 0.0
     assert upstream_vad_config(tmp_path / "bad" / "m.jsonl") is None
 
 

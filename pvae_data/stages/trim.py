@@ -89,7 +89,8 @@ _LINEAGE_HOPS = 8  # stages between a trim and the features (perturb, ...); a lo
 def upstream_vad_config(manifest: str | Path) -> dict | None:
     """The VAD config of the ``trim`` stage a manifest descends from, or ``None``: its own
     directory's ``vad_config.json``, else the one beside the manifest that a stage config there
-    (``perturb_config.json``, ``*_config.json``: ``"manifest"``) names, and so on up the chain.
+    (``perturb_config.json``, ``*_config.json``: ``"manifest"``) names, and so on up the chain; a
+    stage that trims with its own VAD (``segment``, ``"config"`` -> ``"vad"``) ends the search with it.
     A model's front end must trim a new recording as its training data were trimmed; the shards
     record what this finds (``index.json`` ``"trim"``).  Reads JSON only."""
     d = Path(manifest).resolve().parent
@@ -103,8 +104,11 @@ def upstream_vad_config(manifest: str | Path) -> dict | None:
         parent = None
         for p in sorted(d.glob("*_config.json")):
             try:
-                up = json.loads(p.read_text()).get("manifest")
-            except (OSError, ValueError, AttributeError):
+                saved = json.loads(p.read_text())
+                up, vad = saved.get("manifest"), (saved.get("config") or {}).get("vad")
+                if isinstance(vad, dict):  # a stage that trims itself (segment): its VAD, not one further up
+                    return VadConfig.from_dict(vad).to_dict()
+            except (OSError, ValueError, TypeError, AttributeError):
                 continue
             if isinstance(up, str) and up:
                 parent = Path(up).parent
