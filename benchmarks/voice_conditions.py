@@ -22,7 +22,7 @@ from elsewhere brings besides its voice:
   Kaldi's, on an absolute scale);
 - ``clipped``: 20 dB louder, clipped at full scale;
 - ``padded``: 1 s of a room's noise floor (white, 55 dB under the speech) before and after, and
-  under the speech (FSDD's takes are cut close);
+  under the speech (FSDD's takes are cut close); ``padded35``: the same floor 35 dB under;
 - ``sr44k``: resampled to 44.1 kHz (sox ``rate``), as a WAV at a common rate comes;
 - ``phone``: band-passed to 300-3400 Hz (sox ``sinc``), a telephone's channel;
 - ``laptop``: a cheap microphone's tilt, bass -12 dB and treble +6 dB (sox ``bass``/``treble``);
@@ -72,6 +72,7 @@ RECORDING = {
     "quiet40": ("gain", -40.0),
     "clipped": ("gain", 20.0),
     "padded": ("pad", 1.0, 55.0),
+    "padded35": ("pad", 1.0, 35.0),
     "sr44k": ("sox", "rate", "44100"),
     "phone": ("sox", "sinc", "300-3400"),
     "laptop": ("sox", "bass", "-12", "treble", "+6"),
@@ -142,7 +143,7 @@ def make(recordings: Path, out: Path, speaker: str, takes: int, kind: str = "voi
                 dst = out / "wav" / f"{cond}-{d}-{t}.wav"
                 dst.parent.mkdir(parents=True, exist_ok=True)
                 if how[0] == "sox":
-                    subprocess.run(["sox", str(src), str(dst), *how[1:]], check=True)
+                    subprocess.run(["sox", "-R", str(src), str(dst), *how[1:]], check=True)
                 else:
                     wave, sr = sf.read(src)
                     if how[0] == "praat":
