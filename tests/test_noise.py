@@ -161,3 +161,27 @@ def test_voice_cmvn_normalises_each_voice_by_its_own_takes():
     np.testing.assert_allclose(a.std(0), 1, atol=1e-4)
     np.testing.assert_allclose(out[3].numpy(), normalize_utterance(raw[3]), atol=1e-4)  # one take: per utterance
     assert not np.allclose(out[0].numpy(), normalize_utterance(raw[0]), atol=1e-2)  # three takes: the voice's
+
+
+def test_recording_conditions_change_what_they_say_and_nothing_else(fsdd_recordings):
+    """voice_conditions.py's recording conditions on a real FSDD take: the gain, the clip, the DC
+    offset, the noise floor's length and level, the hum's level are what their names say."""
+    import soundfile as sf
+
+    from voice_conditions import RECORDING, _speech_power, record
+
+    wave, sr = sf.read(fsdd_recordings / "3_george_1.wav")
+    rng = np.random.default_rng(0)
+    quiet = record(wave, sr, RECORDING["quiet40"], rng)
+    np.testing.assert_allclose(quiet, wave / 100.0)
+    loud = record(wave, sr, RECORDING["clipped"], rng)
+    assert np.abs(loud).max() == 1.0 and (np.abs(loud) == 1.0).mean() > 0.01
+    np.testing.assert_allclose(record(wave, sr, RECORDING["dc"], rng) - wave, 0.1, atol=1e-12)
+    for name, under in (("padded", 55.0), ("padded35", 35.0)):
+        padded = record(wave, sr, RECORDING[name], rng)
+        assert len(padded) == len(wave) + 2 * sr
+        floor = padded[: sr // 2]  # noise alone, before the word
+        assert abs(10 * np.log10(_speech_power(wave) / (floor ** 2).mean()) - under) < 0.5
+        np.testing.assert_allclose(padded[sr:sr + len(wave)], wave, atol=10 ** (-under / 20) * 6 * np.sqrt(_speech_power(wave)))
+    hum = record(wave, sr, RECORDING["hum"], rng) - wave
+    assert abs(10 * np.log10(_speech_power(wave) / (hum ** 2).mean()) - 20.0) < 0.5
