@@ -95,8 +95,9 @@ def _per_voice(pred: np.ndarray, labels: np.ndarray, speakers: np.ndarray) -> di
 def _listed(voices: Path) -> dict:
     """How many utterances the list file gives each voice."""
     counts: dict = {}
-    for r in csv.DictReader(open(voices / "list.csv")):
-        counts[r["speaker"]] = counts.get(r["speaker"], 0) + 1
+    with open(voices / "list.csv", newline="") as f:
+        for r in csv.DictReader(f):
+            counts[r["speaker"]] = counts.get(r["speaker"], 0) + 1
     return dict(sorted(counts.items()))
 
 

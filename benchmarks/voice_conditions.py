@@ -65,7 +65,7 @@ CONDITIONS = {
     "pink10": ("noise", "pink", 10),
     "reverb": ("sox", "reverb", "50", "50", "100", "100", "0", "0"),
 }
-# name -> ("gain", dB, clip) | ("pad", seconds, noise dB under the speech) | ("sox", effect...) | ("dc", offset)
+# name -> ("gain", dB; clipped at full scale) | ("pad", seconds, noise dB under the speech) | ("sox", effect...) | ("dc", offset)
 #         | ("hum", Hz, dB under the speech)
 RECORDING = {
     "original": ("copy",),

@@ -79,8 +79,14 @@ def load_vad_config(audio_shards) -> dict:
     from pvae_data.shards.schema import load_index
     from pvae_data.vad import VadConfig
 
-    trim = load_index(audio_shards)[1].get("trim")
-    return VadConfig.from_dict(trim).to_dict() if isinstance(trim, dict) else VadConfig().to_dict()
+    root, index = load_index(audio_shards)
+    trim = index.get("trim")
+    if trim is None:
+        return VadConfig().to_dict()
+    try:
+        return VadConfig.from_dict(trim).to_dict()
+    except (ValueError, TypeError, AttributeError) as e:  # a shard set from elsewhere: name the file and field
+        raise ValueError(f"{root / 'index.json'}: \"trim\": {e}") from None
 
 
 def shard_dir(run_dir, name: str, saved: str, override: str | None = None, source: str | None = None) -> str:

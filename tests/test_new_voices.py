@@ -159,12 +159,18 @@ def test_the_trim_config_travels_from_trim_to_the_shards_and_the_front_end(tmp_p
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / "y_config.json").write_text("not json")
     assert upstream_vad_config(tmp_path / "loop" / "m.jsonl") is None
+    assert upstream_vad_config(tmp_path / "bad" / "m.jsonl") is None
     # a segment stage trims with its own VAD: the search ends there, not at a trim further up
     (tmp_path / "seg").mkdir()
     (tmp_path / "seg" / "segment_config.json").write_text(json.dumps(
         {"config": {"vad": VadConfig(margin_s=0.0).to_dict()}, "manifest": str(tmp_path / "t" / "segments.jsonl")}))
     assert upstream_vad_config(tmp_path / "seg" / "segments.jsonl")["margin_s"] == 0.0
-    assert upstream_vad_config(tmp_path / "bad" / "m.jsonl") is None
+    # a crafted "trim" in a shard set's index: refused with the file and the field named
+    index = json.loads((tmp_path / "s" / "index.json").read_text())
+    index["trim"]["margin_s"] = -1
+    (tmp_path / "s" / "index.json").write_text(json.dumps(index))
+    with pytest.raises(ValueError, match=r"index\.json: \"trim\": margin_s"):
+        load_vad_config(tmp_path / "s")
 
 
 def test_fbank_stage_rejects_a_bad_perturbation_field_by_name(tmp_path, fsdd_recordings):

@@ -326,7 +326,7 @@ def _shard_audio_records(records: list[dict], load: Callable[[dict], np.ndarray]
 
     extra = {"features": feature_config, "source_sha256": source_sha256, "cmvn": cmvn,
              "speakers": speaker_summary(kept)}
-    if trim is not None:  # the trim stage's VAD config upstream: a front end trims new recordings so
+    if trim is not None:  # the VAD config the utterances were trimmed with, for a model's front end
         extra["trim"] = trim
     written, reused = _run(out, "audio", plan, write_one, extra, cfg, show_progress)
     write_jsonl(out / "rejected.jsonl", rejected)
