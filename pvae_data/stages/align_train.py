@@ -15,8 +15,8 @@ import numpy as np
 
 from ..align.hmm import save_model
 from ..align.train import AlignTrainConfig, TrainUtterance, train_word_hmms
-from ..audio import AudioError, load_audio
-from ..perturb import record_factors, speed_perturb
+from ..audio import AudioError
+from ..perturb import load_perturbed, record_factors
 from ..digits import transcript_words
 from ..io_utils import read_jsonl, write_jsonl
 from ..stage import StageSummary, Timer, map_chunks, progress, single_thread_blas
@@ -39,14 +39,12 @@ def _train_item(rec: dict, fc_dict: dict) -> tuple[TrainUtterance | None, str | 
     if not words:
         return None, "empty transcript"
     try:
-        speed, warp = record_factors(rec)  # a `pvae-data perturb` copy's speed / warp
-        wave, _ = load_audio(rec["audio"], start=rec.get("start"), end=rec.get("end"), target_rate=fc.sample_rate)
-        if speed is not None:
-            wave = speed_perturb(wave, fc.sample_rate, speed)
+        _, warp = record_factors(rec)  # a `pvae-data perturb` copy's speed, floor and warp
+        wave = load_perturbed(rec, fc.sample_rate)
         x = align_features(wave, fc, warp)
     except AudioError as e:
         return None, e.reason
-    except ValueError as e:  # a bad speed / vtln_warp field
+    except ValueError as e:  # a bad speed / vtln_warp / edge_pad field
         return None, f"bad perturbation: {e}"
     if len(x) == 0:
         return None, "too short for one frame"

@@ -46,6 +46,7 @@ import numpy as np
 from ..config import ConfigMixin
 from ..fbank import FbankConfig, compute_fbank_batch, num_frames
 from ..ids import id_problem
+from ..perturb import load_perturbed
 from ..io_utils import atomic_open, atomic_path, read_jsonl, remove_stale_temps, write_json, write_jsonl
 from ..kaldi_io import append_matrix, cmvn_stats, write_ark_scp, write_data_dir
 from ..stage import PLAIN_RUN, JobSlice, StageSummary, Timer, remove_chunk_temps, run_chunks
@@ -80,17 +81,6 @@ def _chunk_paths(out_dir: Path, index: int) -> tuple[Path, Path]:
     return arks / f"feats.{index:05d}.ark", arks / f"feats.{index:05d}.done.json"
 
 
-def _load(record: dict, rate: int) -> np.ndarray:
-    """The record's span at ``rate``, sped up by its ``speed`` (a ``perturb`` copy) if it has one."""
-    from ..audio import load_audio
-    from ..perturb import speed_perturb
-
-    wave, _ = load_audio(record["audio"], start=record.get("start"), end=record.get("end"), target_rate=rate)
-    if record.get("speed") is not None:
-        wave = speed_perturb(wave, rate, record["speed"])
-    return wave
-
-
 def _record_fbank(record: dict, fb: FbankConfig) -> FbankConfig:
     """The stage's FBank config, with the record's ``vtln_warp`` (a ``perturb`` copy) if it has one."""
     from dataclasses import replace
@@ -117,7 +107,7 @@ def _compute_chunk(index: int, records: list[dict], cfg_dict: dict, out_dir: str
             continue
         try:
             c = _record_fbank(r, fb)
-            w = _load(r, fb.sample_rate)
+            w = load_perturbed(r, fb.sample_rate)
         except AudioError as e:
             rejected.append({"id": r["id"], "audio": r.get("audio"), "reason": e.reason})
             continue
