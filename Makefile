@@ -25,7 +25,7 @@ HELD_OUT ?= george
 demo-data: $(STAMP)
 	$(BIN)/pvae-data prepare fsdd $(DATA)/fsdd $(OUT)/prepare --test-speakers $(HELD_OUT) -j $(JOBS)
 	$(BIN)/pvae-data trim $(OUT)/prepare/utterances.jsonl $(OUT)/trim -j $(JOBS)
-	$(BIN)/pvae-data perturb $(OUT)/trim/segments.jsonl $(OUT)/perturb --speed 0.9,1.0,1.1
+	$(BIN)/pvae-data perturb $(OUT)/trim/segments.jsonl $(OUT)/perturb --speed 0.9,1.0,1.1 --edge-pad 0.05
 	$(BIN)/pvae-data fbank $(OUT)/perturb/segments.jsonl $(OUT)/fbank --low-freq 40 --high-freq 3700 -j $(JOBS)
 	$(BIN)/pvae-data shard audio $(OUT)/fbank $(OUT)/shards/audio
 	$(BIN)/pvae-data shard images $(DATA)/mnist $(OUT)/shards/images

@@ -4,11 +4,13 @@
 #
 #   pipelines/fsdd_mnist.sh [--stage N] [--stop-stage M] [--data DIR] [--out DIR] [--jobs J] [--config YAML]
 #                           [--base-epochs E] [--speech-base-labels W] [--test-speakers S,S] [--speed F,F,F]
+#                           [--edge-pad S]
 #
 #   0 prepare   (download FSDD/MNIST if absent) FSDD recordings -> utterances.jsonl; every take of
 #               --test-speakers (george; "" = none, the official split only) is a held-out test voice
 #   1 trim      energy VAD -> segments.jsonl, then speed-perturbed training copies (--speed 0.9,1.0,1.1;
-#               "1.0" = none), as Kaldi's perturb_data_dir_speed.sh
+#               "1.0" = none), as Kaldi's perturb_data_dir_speed.sh; each copy cut at its file's edge gets
+#               up to --edge-pad seconds (0.05) of a noise floor there (docs/voices.md, "Silence around the word")
 #   2 fbank     80-dim Kaldi FBank over 40-3700 Hz (the band of FSDD's 8 kHz recordings, so that any
 #               input, whatever its rate, is seen within it) -> feats.scp, features.jsonl, CMVN
 #   3 shard     audio + MNIST image shards, validated
@@ -22,11 +24,12 @@
 #               unsupervised VAE-sp, on which image->speech stays near 75 %: docs/study/bridge.md)
 set -euo pipefail
 stage=0; stop_stage=100; jobs=2; base_epochs=150; speech_base_labels=300; test_speakers=george; speed=0.9,1.0,1.1
+edge_pad=0.05
 root=$(cd "$(dirname "$0")/.." && pwd)
 data=${PVAE_DATA:-}
 out=$root/exp/fsdd_mnist
 config=$root/configs/pvae_fast.yaml
-help_lines=2,23
+help_lines=2,24
 . "$root/pipelines/parse_options.sh"  # --name value for each variable above; sets $bin
 . "$root/pipelines/common_stages.sh"
 # Data: --data or $PVAE_DATA, else ../shared/data when present, else OUT/data, where stage 0
@@ -45,7 +48,7 @@ if want 0; then
 fi
 if want 1; then
   run 1 trim; "$bin/pvae-data" trim "$out/prepare/utterances.jsonl" "$out/trim" -j "$jobs" -q
-  "$bin/pvae-data" perturb "$out/trim/segments.jsonl" "$out/perturb" --speed "$speed" -q
+  "$bin/pvae-data" perturb "$out/trim/segments.jsonl" "$out/perturb" --speed "$speed" --edge-pad "$edge_pad" -q
 fi
 segments="$out/perturb/segments.jsonl"
 fbank_opts="--low-freq 40 --high-freq 3700"

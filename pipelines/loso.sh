@@ -7,7 +7,8 @@
 #                     [--stage N] [--stop-stage M]
 #
 # Per fold OUT/<speaker>/: 0 prepare --test-speakers <speaker> (its 500 takes are test; the
-# others keep the official split), 1 trim, 2 perturb (speed 0.9/1.0/1.1, train split only),
+# others keep the official split), 1 trim, 2 perturb (speed 0.9/1.0/1.1 with a noise floor up to 50 ms where
+# the file cut the trim's margin, train split only),
 # 3 fbank (40-3700 Hz, the band FSDD's 8 kHz recordings hold), 4 shard, 5 train, 6 evaluate.
 # --parallel folds run at a time with --threads torch threads each (2 x 1 on a 2-core machine:
 # a fold then trains fewer epochs in the config's max_minutes than `make demo` does: the epochs
@@ -32,7 +33,7 @@ fold() {
   local spk=$1 d=$out/$1
   want 0 && "$bin/pvae-data" prepare fsdd "$data/fsdd" "$d/prepare" --test-speakers "$spk" -j 1 -q
   want 1 && "$bin/pvae-data" trim "$d/prepare/utterances.jsonl" "$d/trim" -j 1 -q
-  want 2 && "$bin/pvae-data" perturb "$d/trim/segments.jsonl" "$d/perturb" --speed 0.9,1.0,1.1 -q
+  want 2 && "$bin/pvae-data" perturb "$d/trim/segments.jsonl" "$d/perturb" --speed 0.9,1.0,1.1 --edge-pad 0.05 -q
   want 3 && "$bin/pvae-data" fbank "$d/perturb/segments.jsonl" "$d/fbank" --low-freq 40 --high-freq 3700 -j 1 -q
   want 4 && "$bin/pvae-data" shard audio "$d/fbank" "$d/shards_audio" -q
   want 5 && "$bin/pvae-model" train --config "$config" --out "$d/pvae" --resume -q \
