@@ -10,13 +10,6 @@ The warp is Kaldi's VTLN warp (``pvae_data.fbank.vtln_warp_freq``, the one ``pva
 is the original log-Mel read, by linear interpolation between bins, at the Mel position of the
 frequency Kaldi's warped filter ``k`` would be centred on.  A factor above 1 moves the spectral
 envelope up (formants of a shorter vocal tract), below 1 down.
-
-The tempo (``tempo_min``/``tempo_max``) stretches each utterance in time, as sox's ``tempo`` does
-to a waveform but on the features: a factor ``r`` turns ``T`` frames into ``round(T / r)``, each
-read by linear interpolation between frames, so ``r`` above 1 is faster speech, below 1 slower.
-The speaking rate moves without the spectral envelope (speed perturbation moves both).  It
-changes the utterance's length, so ``tempo_stretch`` runs before the masks and returns the new
-lengths, which the encoders read with it (``pvae_model.modules.audio_input``).
 """
 
 from __future__ import annotations
@@ -42,35 +35,27 @@ class SpecAugmentConfig(ConfigMixin):
     time_width: int = 0
     warp_min: float = 1.0
     warp_max: float = 1.0
-    tempo_min: float = 1.0
-    tempo_max: float = 1.0
 
     def __post_init__(self) -> None:
         for name in ("freq_masks", "freq_width", "time_masks", "time_width"):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 0:
                 raise ValueError(f"spec_augment.{name} must be an integer >= 0, got {v!r}")
-        for name in ("warp_min", "warp_max", "tempo_min", "tempo_max"):
+        for name in ("warp_min", "warp_max"):
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or isinstance(v, bool) or not 0 < v <= 2:
                 raise ValueError(f"spec_augment.{name} must be a factor in (0, 2], got {v!r}")
         if self.warp_min > self.warp_max:
             raise ValueError(f"spec_augment.warp_min {self.warp_min} is above warp_max {self.warp_max}")
-        if self.tempo_min > self.tempo_max:
-            raise ValueError(f"spec_augment.tempo_min {self.tempo_min} is above tempo_max {self.tempo_max}")
 
     @property
     def warps(self) -> bool:
         return not (self.warp_min == self.warp_max == 1.0)
 
     @property
-    def stretches(self) -> bool:
-        return not (self.tempo_min == self.tempo_max == 1.0)
-
-    @property
     def enabled(self) -> bool:
         return (bool(self.freq_masks and self.freq_width) or bool(self.time_masks and self.time_width)
-                or self.warps or self.stretches)
+                or self.warps)
 
     def check_features(self, feat_dim: int) -> None:
         if self.freq_width > feat_dim:
@@ -103,30 +88,10 @@ def mel_warp(x: torch.Tensor, warps: torch.Tensor, fbank) -> torch.Tensor:
     return torch.gather(x, 2, idx(left)) * (1 - frac) + torch.gather(x, 2, idx(right)) * frac
 
 
-def tempo_stretch(x: torch.Tensor, lengths: torch.Tensor, factors: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``x`` [B, T, F] (``lengths`` [B]) with utterance ``b`` stretched in time by ``factors[b]``:
-    ``round(lengths[b] / factors[b])`` frames (at least 1), frame ``j`` read at ``(j + 0.5) *
-    lengths[b] / new - 0.5`` by linear interpolation; returns (the stretched batch, zero-padded,
-    and its lengths)."""
-    lens = lengths.to(torch.long)
-    new = torch.clamp((lens.to(torch.float64) / factors.to(torch.float64)).round().long(), min=1)
-    j = torch.arange(int(new.max()), dtype=torch.float64)[None, :]
-    pos = ((j + 0.5) * (lens / new).to(torch.float64)[:, None] - 0.5).clamp(min=0.0)
-    pos = torch.minimum(pos, (lens - 1).clamp(min=0).to(torch.float64)[:, None])
-    left = pos.floor().long()
-    right = torch.minimum(left + 1, (lens - 1).clamp(min=0)[:, None])
-    frac = (pos - left.to(torch.float64)).to(x.dtype)[:, :, None]
-    idx = lambda i: i[:, :, None].expand(-1, -1, x.shape[2])  # noqa: E731
-    out = torch.gather(x, 1, idx(left)) * (1 - frac) + torch.gather(x, 1, idx(right)) * frac
-    valid = (j < new[:, None].to(torch.float64)).to(x.dtype)[:, :, None]
-    return out * valid, new
-
-
 def spec_augment(x: torch.Tensor, lengths: torch.Tensor, cfg: SpecAugmentConfig,
                  generator: torch.Generator, fbank=None) -> torch.Tensor:
     """A masked (and warped) copy of ``x`` [B, T, F] (``lengths`` [B] frames of each utterance);
-    ``fbank``, the features' ``FbankConfig``, is needed for a warp.  The tempo is not applied here
-    (it changes the lengths): ``tempo_stretch`` first."""
+    ``fbank``, the features' ``FbankConfig``, is needed for a warp."""
     if not cfg.enabled:
         return x
     b, t, f = x.shape

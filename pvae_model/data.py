@@ -186,22 +186,11 @@ class PairedEpochs:
             if self.spec_augment is not None:  # seeded by (seed, epoch, global batch): the same under DDP and on resume
                 from .augment import spec_augment
 
-                in_lengths = lengths
-                if self.spec_augment.stretches:  # the tempo first: it changes what the masks fall in
-                    x_in, in_lengths = self._stretched(x_in, lengths, self._generator(epoch, 7, n))
-                    batch["input_lengths"] = in_lengths
-                batch["audio_input"] = spec_augment(x_in, in_lengths, self.spec_augment, self._generator(epoch, 4, n),
+                batch["audio_input"] = spec_augment(x_in, lengths, self.spec_augment, self._generator(epoch, 4, n),
                                                     self.fbank)  # encoders read it;
                 # reconstruction targets stay the clean "audio" (a denoising objective, as SpecAugment
                 # is an input augmentation, not a change of what the decoder must produce)
             yield batch
-
-    def _stretched(self, x: torch.Tensor, lengths: torch.Tensor, g: torch.Generator):
-        """``x`` with each utterance's tempo moved by a factor drawn from [tempo_min, tempo_max]."""
-        from .augment import tempo_stretch
-
-        lo, hi = self.spec_augment.tempo_min, self.spec_augment.tempo_max
-        return tempo_stretch(x, lengths, lo + (hi - lo) * torch.rand(len(x), generator=g, dtype=torch.float64))
 
     def _generator(self, epoch: int, stream: int, batch: int) -> torch.Generator:
         seed = int(np.random.default_rng([self.seed, epoch, stream, batch]).integers(2**62))

@@ -358,7 +358,7 @@ def test_training_with_utterance_cmvn_and_spec_augment_is_deterministic(tmp_path
     d = {"audio_shards": str(small_shards[0]), "image_shards": str(small_shards[1]), "epochs": 2, "batch_size": 32,
          "eval_every": 0, "eval_coherence": False, "num_threads": 1, "seed": 3, "cmvn": "utterance",
          "spec_augment": {"freq_masks": 1, "freq_width": 8, "time_masks": 1, "time_width": 4,
-                          "warp_min": 0.9, "warp_max": 1.3, "tempo_min": 0.8, "tempo_max": 1.25},
+                          "warp_min": 0.9, "warp_max": 1.3},
          "pvae": {"hidden": 16, "z_shared": 4, "z_audio": 4, "z_image": 4, "image_channels": [4, 8]}}
     for name in ("a", "b"):
         train(TrainConfig.from_dict(d), tmp_path / name, show_progress=False)
