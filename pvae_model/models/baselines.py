@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..modules import AudioPreEncoder, GaussianHead, ImageDecoder
+from ..modules import GaussianHead, ImageDecoder
 from ..modules import audio_input, kl_gauss, kl_std_normal, reparameterize
 from .base import FromRun, ModelOutput
 from .pvae import PVAEConfig
@@ -43,7 +43,7 @@ class UnimodalVAE(FromRun, nn.Module):
         H = cfg.hidden
         if modality == "audio":
             z = cfg.z_shared + cfg.z_audio
-            self.pre = AudioPreEncoder(cfg.feat_dim, H, cfg.departures.audio_input_norm)
+            self.pre = cfg.audio_pre_encoder()
             self.dec = cfg.audio_decoder(z)
         else:
             z = cfg.z_shared + cfg.z_image
@@ -101,9 +101,9 @@ class JMVAE(FromRun, nn.Module):
         super().__init__()
         self.cfg = cfg
         H, z = cfg.hidden, cfg.z_shared + cfg.z_audio + cfg.z_image
-        self.mm_a, self.mm_i = AudioPreEncoder(cfg.feat_dim, H, cfg.departures.audio_input_norm), cfg.image_pre_encoder()
+        self.mm_a, self.mm_i = cfg.audio_pre_encoder(), cfg.image_pre_encoder()
         self.mm_head = GaussianHead(2 * H, z)
-        self.uni_a, self.uni_i = AudioPreEncoder(cfg.feat_dim, H, cfg.departures.audio_input_norm), cfg.image_pre_encoder()
+        self.uni_a, self.uni_i = cfg.audio_pre_encoder(), cfg.image_pre_encoder()
         self.head_a, self.head_i = GaussianHead(H, z), GaussianHead(H, z)
         self.dec_a, self.dec_i = cfg.audio_decoder(z), ImageDecoder(z)
         self.lik = cfg.likelihoods()

@@ -20,7 +20,7 @@ import math
 import torch
 from torch import nn
 
-from ..modules import AudioPreEncoder, GaussianHead, ImageDecoder
+from ..modules import GaussianHead, ImageDecoder
 from ..modules import audio_input, kl_gauss, kl_std_normal, rbf, rbf_dist_half, reparameterize
 from .base import FromRun, ModelOutput, cyclic_derangement
 from .pvae_config import PVAEConfig
@@ -61,7 +61,7 @@ class PVAE(FromRun, nn.Module):
         super().__init__()
         self.cfg = cfg
         H = cfg.hidden
-        pre_a = lambda: AudioPreEncoder(cfg.feat_dim, H, cfg.departures.audio_input_norm)  # noqa: E731
+        pre_a = cfg.audio_pre_encoder
         pre_i = cfg.image_pre_encoder
         # q(z_s, z_a, z_i | x_a, x_i): its own pre-encoders (no sharing with the unimodal ones).
         self.mm = _Encoder(nn.ModuleDict({"a": pre_a(), "i": pre_i()}), 2 * H,

@@ -18,8 +18,8 @@ from dataclasses import dataclass, field, fields
 
 from pvae_data.config import ConfigMixin, check_field_types
 
-from ..modules import AUDIO_DECODER_POSITIONS, AUDIO_INPUT_NORMS, DECODER_VARIANCES
-from ..modules import AudioDecoder, ImagePreEncoder, Likelihoods
+from ..modules import AUDIO_DECODER_POSITIONS, AUDIO_ENCODER_POOLS, AUDIO_INPUT_NORMS, DECODER_VARIANCES
+from ..modules import AudioDecoder, AudioPreEncoder, ImagePreEncoder, Likelihoods
 
 MAX_WIDTH = 8192  # 16x the paper's 512-cell LSTMs: anything wider is a typo, not a model
 OBJECTIVES = ("paper", "plus")
@@ -64,6 +64,11 @@ class Departures(ConfigMixin):
     # utterance beside z (modules.relative_position), not z alone.
     audio_input_norm: str = "none"
     audio_decoder_position: str = "none"
+    # The speech pre-encoders' read-out: "last" (the paper's: the LSTM's state at the last frame) or
+    # "mean" (its outputs averaged over the utterance's frames); and dropout on that read-out in
+    # training (0 = none, the paper's).
+    audio_encoder_pool: str = "last"
+    audio_encoder_dropout: float = 0.0
     # A speaker critic on the speech side's z_s (domain-adversarial training, Ganin et al. 2016;
     # for speakers, Meng et al. 2018): a small classifier reads z_s (multimodal and unimodal
     # samples) and learns the training speaker (base speaker: ``sp0.9-george`` is ``george``);
@@ -83,11 +88,14 @@ class Departures(ConfigMixin):
         check_field_types(self)
         for name, allowed in (("audio_input_norm", AUDIO_INPUT_NORMS),
                               ("audio_decoder_position", AUDIO_DECODER_POSITIONS),
+                              ("audio_encoder_pool", AUDIO_ENCODER_POOLS),
                               ("decoder_variance", DECODER_VARIANCES)):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {tuple(allowed)}, got {getattr(self, name)!r}")
         if self.image_nll_std <= 0:
             raise ValueError("image_nll_std must be > 0")
+        if not 0 <= self.audio_encoder_dropout < 1:
+            raise ValueError(f"audio_encoder_dropout must be in [0, 1), got {self.audio_encoder_dropout!r}")
         for name in ("cross_weight", "private_label_adv_weight", "private_free_nats", "speaker_adv_weight",
                      "speaker_classes"):
             if getattr(self, name) < 0:
@@ -222,6 +230,10 @@ class PVAEConfig(ConfigMixin):
             out["speaker_adv_weight"] = dep.speaker_adv_weight
         if dep.decoder_variance != "fixed":
             out["decoder_variance"] = dep.decoder_variance
+        if dep.audio_encoder_pool != "last":
+            out["audio_encoder_pool"] = dep.audio_encoder_pool
+        if dep.audio_encoder_dropout > 0:
+            out["audio_encoder_dropout"] = dep.audio_encoder_dropout
         return out
 
     def size_changes(self) -> dict:
@@ -239,6 +251,12 @@ class PVAEConfig(ConfigMixin):
     def audio_decoder(self, z_dim: int) -> AudioDecoder:
         """The speech decoder this config names, from a ``z_dim`` latent (every model builds it here)."""
         return AudioDecoder(z_dim, self.feat_dim, self.hidden, self.departures.audio_decoder_position)
+
+    def audio_pre_encoder(self) -> AudioPreEncoder:
+        """The speech pre-encoder this config names (every model builds it here)."""
+        dep = self.departures
+        return AudioPreEncoder(self.feat_dim, self.hidden, dep.audio_input_norm, dep.audio_encoder_pool,
+                               dep.audio_encoder_dropout)
 
     def image_pre_encoder(self) -> ImagePreEncoder:
         """The image pre-encoder this config names (every model builds it here)."""
