@@ -44,10 +44,11 @@ class AudioPreEncoder(nn.Module):
     over time), so a new voice's channel and average spectrum never reach it, whatever CMVN was
     applied outside; the decoders still reconstruct the features as given.
     ``pool="mean"`` (``audio_encoder_pool``): the mean of the LSTM's outputs over the sequence's own
-    frames instead of its last state."""
+    frames instead of its last state.  ``dropout`` (``audio_encoder_dropout``): dropout on what the
+    pre-encoder gives its Gaussian heads, in training only."""
 
     def __init__(self, feat_dim: int = 80, hidden: int = 512, input_norm: str = "none",
-                 pool: str = "last"):
+                 pool: str = "last", dropout: float = 0.0):
         super().__init__()
         if input_norm not in AUDIO_INPUT_NORMS:
             raise ValueError(f"audio input norm must be one of {AUDIO_INPUT_NORMS}, got {input_norm!r}")
@@ -56,6 +57,7 @@ class AudioPreEncoder(nn.Module):
         self.lstm = nn.LSTM(feat_dim, hidden, batch_first=True)
         self.out_dim = hidden
         self.input_norm, self.pool = input_norm, pool
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         x = x[:, : int(lengths.max())]
@@ -67,7 +69,7 @@ class AudioPreEncoder(nn.Module):
             h = (out * mask).sum(1) / lengths.to(out.dtype).unsqueeze(-1)
         else:
             h = out[torch.arange(len(lengths), device=x.device), lengths - 1]
-        return h
+        return self.dropout(h)
 
 
 class ImagePreEncoder(nn.Module):

@@ -34,10 +34,9 @@ class Departures(ConfigMixin):
     # heavier private KL (plus_klp3; free bits replaced it), the delayed adversary, the deeper image
     # encoder (benchmarks/image_encoder_ceiling.py).  The adversary's "reverse" and "confusion"
     # modes left too (``from_dict``): "capped" is the only one.  A supervised digit head on z_s
-    # (docs/voices.md, "A digit head on z_s") left later; commit 91eab0d has it.  Dropout on the speech
-    # pre-encoders' read-out (audio_encoder_dropout) was started and stopped unmeasured (commit 98faed1).
+    # (docs/voices.md, "A digit head on z_s") left later; commit 91eab0d has it.
     retired = {"cross_grad": "all", "kl_private_weight": 1.0, "private_adv_start": 0, "image_encoder": "spec",
-               "shared_label_weight": 0.0, "audio_encoder_dropout": 0.0}
+               "shared_label_weight": 0.0}
     retired_note = ("docs/study/pvae.md and docs/voices.md have the studies; commit 4cec2c8 has the code, "
                     "91eab0d that of shared_label_weight")
     key_prefix = "pvae.departures."
@@ -66,8 +65,10 @@ class Departures(ConfigMixin):
     audio_input_norm: str = "none"
     audio_decoder_position: str = "none"
     # The speech pre-encoders' read-out: "last" (the paper's: the LSTM's state at the last frame) or
-    # "mean" (its outputs averaged over the utterance's frames).
+    # "mean" (its outputs averaged over the utterance's frames); and dropout on that read-out in
+    # training (0 = none, the paper's).
     audio_encoder_pool: str = "last"
+    audio_encoder_dropout: float = 0.0
     # A speaker critic on the speech side's z_s (domain-adversarial training, Ganin et al. 2016;
     # for speakers, Meng et al. 2018): a small classifier reads z_s (multimodal and unimodal
     # samples) and learns the training speaker (base speaker: ``sp0.9-george`` is ``george``);
@@ -93,6 +94,8 @@ class Departures(ConfigMixin):
                 raise ValueError(f"{name} must be one of {tuple(allowed)}, got {getattr(self, name)!r}")
         if self.image_nll_std <= 0:
             raise ValueError("image_nll_std must be > 0")
+        if not 0 <= self.audio_encoder_dropout < 1:
+            raise ValueError(f"audio_encoder_dropout must be in [0, 1), got {self.audio_encoder_dropout!r}")
         for name in ("cross_weight", "private_label_adv_weight", "private_free_nats", "speaker_adv_weight",
                      "speaker_classes"):
             if getattr(self, name) < 0:
@@ -229,6 +232,8 @@ class PVAEConfig(ConfigMixin):
             out["decoder_variance"] = dep.decoder_variance
         if dep.audio_encoder_pool != "last":
             out["audio_encoder_pool"] = dep.audio_encoder_pool
+        if dep.audio_encoder_dropout > 0:
+            out["audio_encoder_dropout"] = dep.audio_encoder_dropout
         return out
 
     def size_changes(self) -> dict:
@@ -250,7 +255,8 @@ class PVAEConfig(ConfigMixin):
     def audio_pre_encoder(self) -> AudioPreEncoder:
         """The speech pre-encoder this config names (every model builds it here)."""
         dep = self.departures
-        return AudioPreEncoder(self.feat_dim, self.hidden, dep.audio_input_norm, dep.audio_encoder_pool)
+        return AudioPreEncoder(self.feat_dim, self.hidden, dep.audio_input_norm, dep.audio_encoder_pool,
+                               dep.audio_encoder_dropout)
 
     def image_pre_encoder(self) -> ImagePreEncoder:
         """The image pre-encoder this config names (every model builds it here)."""
