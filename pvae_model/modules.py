@@ -21,7 +21,6 @@ LOG_2PI = math.log(2 * math.pi)
 
 
 AUDIO_INPUT_NORMS = ("none", "utterance")
-AUDIO_ENCODER_POOLS = ("last", "mean")
 
 
 def masked_utterance_norm(x: torch.Tensor, lengths: torch.Tensor, floor: float = 1e-3) -> torch.Tensor:
@@ -43,20 +42,17 @@ class AudioPreEncoder(nn.Module):
     the LSTM reads each utterance normalised by its own mean and variance (instance normalisation
     over time), so a new voice's channel and average spectrum never reach it, whatever CMVN was
     applied outside; the decoders still reconstruct the features as given.
-    ``pool="mean"`` (``audio_encoder_pool``): the mean of the LSTM's outputs over the sequence's own
-    frames instead of its last state.  ``dropout`` (``audio_encoder_dropout``): dropout on what the
-    pre-encoder gives its Gaussian heads, in training only."""
+    ``dropout`` (``audio_encoder_dropout``): dropout on what the pre-encoder gives its Gaussian
+    heads, in training only."""
 
     def __init__(self, feat_dim: int = 80, hidden: int = 512, input_norm: str = "none",
-                 pool: str = "last", dropout: float = 0.0):
+                 dropout: float = 0.0):
         super().__init__()
         if input_norm not in AUDIO_INPUT_NORMS:
             raise ValueError(f"audio input norm must be one of {AUDIO_INPUT_NORMS}, got {input_norm!r}")
-        if pool not in AUDIO_ENCODER_POOLS:
-            raise ValueError(f"audio encoder pool must be one of {AUDIO_ENCODER_POOLS}, got {pool!r}")
         self.lstm = nn.LSTM(feat_dim, hidden, batch_first=True)
         self.out_dim = hidden
-        self.input_norm, self.pool = input_norm, pool
+        self.input_norm = input_norm
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -64,12 +60,7 @@ class AudioPreEncoder(nn.Module):
         if self.input_norm == "utterance":
             x = masked_utterance_norm(x, lengths)
         out, _ = self.lstm(x)
-        if self.pool == "mean":
-            mask = frame_mask(lengths, out.shape[1]).unsqueeze(-1).to(out.dtype)
-            h = (out * mask).sum(1) / lengths.to(out.dtype).unsqueeze(-1)
-        else:
-            h = out[torch.arange(len(lengths), device=x.device), lengths - 1]
-        return self.dropout(h)
+        return self.dropout(out[torch.arange(len(lengths), device=x.device), lengths - 1])
 
 
 class ImagePreEncoder(nn.Module):

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, fields
 
 from pvae_data.config import ConfigMixin, check_field_types
 
-from ..modules import AUDIO_DECODER_POSITIONS, AUDIO_ENCODER_POOLS, AUDIO_INPUT_NORMS, DECODER_VARIANCES
+from ..modules import AUDIO_DECODER_POSITIONS, AUDIO_INPUT_NORMS, DECODER_VARIANCES
 from ..modules import AudioDecoder, AudioPreEncoder, ImagePreEncoder, Likelihoods
 
 MAX_WIDTH = 8192  # 16x the paper's 512-cell LSTMs: anything wider is a typo, not a model
@@ -34,11 +34,12 @@ class Departures(ConfigMixin):
     # heavier private KL (plus_klp3; free bits replaced it), the delayed adversary, the deeper image
     # encoder (benchmarks/image_encoder_ceiling.py).  The adversary's "reverse" and "confusion"
     # modes left too (``from_dict``): "capped" is the only one.  A supervised digit head on z_s
-    # (docs/voices.md, "A digit head on z_s") left later; commit 91eab0d has it.
+    # (docs/voices.md, "A digit head on z_s") left later; commit 91eab0d has it.  The speech
+    # pre-encoders' mean over frames (audio_encoder_pool "mean", docs/voices.md) left next; 98faed1.
     retired = {"cross_grad": "all", "kl_private_weight": 1.0, "private_adv_start": 0, "image_encoder": "spec",
-               "shared_label_weight": 0.0}
+               "shared_label_weight": 0.0, "audio_encoder_pool": "last"}
     retired_note = ("docs/study/pvae.md and docs/voices.md have the studies; commit 4cec2c8 has the code, "
-                    "91eab0d that of shared_label_weight")
+                    "91eab0d that of shared_label_weight, 98faed1 that of audio_encoder_pool")
     key_prefix = "pvae.departures."
 
     # Std of the image likelihood N(x_i; mean, std^2 I). The spec's 1 makes a whole 28x28 image in
@@ -64,10 +65,8 @@ class Departures(ConfigMixin):
     # utterance beside z (modules.relative_position), not z alone.
     audio_input_norm: str = "none"
     audio_decoder_position: str = "none"
-    # The speech pre-encoders' read-out: "last" (the paper's: the LSTM's state at the last frame) or
-    # "mean" (its outputs averaged over the utterance's frames); and dropout on that read-out in
-    # training (0 = none, the paper's).
-    audio_encoder_pool: str = "last"
+    # Dropout on the speech pre-encoders' read-out (the LSTM's state at the last frame), in training
+    # only (0 = none, the paper's).
     audio_encoder_dropout: float = 0.0
     # A speaker critic on the speech side's z_s (domain-adversarial training, Ganin et al. 2016;
     # for speakers, Meng et al. 2018): a small classifier reads z_s (multimodal and unimodal
@@ -88,7 +87,6 @@ class Departures(ConfigMixin):
         check_field_types(self)
         for name, allowed in (("audio_input_norm", AUDIO_INPUT_NORMS),
                               ("audio_decoder_position", AUDIO_DECODER_POSITIONS),
-                              ("audio_encoder_pool", AUDIO_ENCODER_POOLS),
                               ("decoder_variance", DECODER_VARIANCES)):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {tuple(allowed)}, got {getattr(self, name)!r}")
@@ -230,8 +228,6 @@ class PVAEConfig(ConfigMixin):
             out["speaker_adv_weight"] = dep.speaker_adv_weight
         if dep.decoder_variance != "fixed":
             out["decoder_variance"] = dep.decoder_variance
-        if dep.audio_encoder_pool != "last":
-            out["audio_encoder_pool"] = dep.audio_encoder_pool
         if dep.audio_encoder_dropout > 0:
             out["audio_encoder_dropout"] = dep.audio_encoder_dropout
         return out
@@ -255,7 +251,7 @@ class PVAEConfig(ConfigMixin):
     def audio_pre_encoder(self) -> AudioPreEncoder:
         """The speech pre-encoder this config names (every model builds it here)."""
         dep = self.departures
-        return AudioPreEncoder(self.feat_dim, self.hidden, dep.audio_input_norm, dep.audio_encoder_pool,
+        return AudioPreEncoder(self.feat_dim, self.hidden, dep.audio_input_norm,
                                dep.audio_encoder_dropout)
 
     def image_pre_encoder(self) -> ImagePreEncoder:

@@ -1,4 +1,5 @@
-"""The speech pre-encoders' read-out (``pvae.departures.audio_encoder_pool`` / ``audio_encoder_dropout``)."""
+"""The speech pre-encoders' read-out: dropout (``pvae.departures.audio_encoder_dropout``), and the
+mean over frames that left the library (``audio_encoder_pool``)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import torch
 
 from pvae_model.models.pvae import PVAE, PVAEConfig
 from pvae_model.models.pvae_config import Departures
-from pvae_model.modules import AudioPreEncoder, masked_utterance_norm
+from pvae_model.modules import AudioPreEncoder
 
 
 def _batch(lengths, t_max, feat=80, seed=0):
@@ -16,21 +17,6 @@ def _batch(lengths, t_max, feat=80, seed=0):
     for b, n in enumerate(lengths):
         x[b, n:] = 0
     return x, torch.tensor(lengths)
-
-
-def test_mean_pool_is_the_mean_of_the_real_frames_and_padding_never_reaches_it():
-    torch.manual_seed(0)
-    enc = AudioPreEncoder(80, 16, "utterance", pool="mean").eval()
-    x, lengths = _batch([7, 12, 3], 12)
-    h = enc(x, lengths)
-    for b, n in enumerate(lengths.tolist()):
-        out, _ = enc.lstm(masked_utterance_norm(x[b:b + 1, :n], torch.tensor([n])))
-        assert torch.allclose(h[b], out[0].mean(0), atol=1e-6)
-    x_more = torch.cat([x, torch.full((3, 9, 80), 5.0)], 1)  # more (non-zero) padding: the same read-out
-    assert torch.allclose(enc(x_more, lengths), h, atol=1e-6)
-    last = AudioPreEncoder(80, 16, "utterance", pool="last").eval()
-    last.load_state_dict(enc.state_dict())
-    assert not torch.allclose(last(x, lengths), h, atol=1e-3)  # the pool changes what the heads read
 
 
 def test_dropout_acts_in_training_only():
@@ -46,17 +32,19 @@ def test_dropout_acts_in_training_only():
     assert torch.equal(enc(x, lengths), plain(x, lengths))
 
 
-def test_the_options_are_refused_by_name_and_listed_as_deviations():
-    with pytest.raises(ValueError, match="audio_encoder_pool"):
-        Departures(audio_encoder_pool="max")
+def test_dropout_is_refused_by_name_and_listed_as_a_deviation():
     for bad in (-0.1, 1.0):
         with pytest.raises(ValueError, match="audio_encoder_dropout"):
             Departures(audio_encoder_dropout=bad)
-    cfg = PVAEConfig.from_dict({"hidden": 16, "departures": {"audio_encoder_pool": "mean",
-                                                             "audio_encoder_dropout": 0.2}})
-    assert cfg.deviations()["audio_encoder_pool"] == "mean"
+    cfg = PVAEConfig.from_dict({"hidden": 16, "departures": {"audio_encoder_dropout": 0.2}})
     assert cfg.deviations()["audio_encoder_dropout"] == 0.2
-    assert "audio_encoder_pool" not in PVAEConfig().deviations()
+    assert "audio_encoder_dropout" not in PVAEConfig().deviations()
     model = PVAE(cfg)  # every speech pre-encoder of the model is the one the config names
     pres = [m for m in model.modules() if isinstance(m, AudioPreEncoder)]
-    assert len(pres) == 2 and all(p.pool == "mean" and p.dropout.p == 0.2 for p in pres)
+    assert len(pres) == 2 and all(p.dropout.p == 0.2 for p in pres)
+
+
+def test_the_mean_pool_left_the_library_and_a_run_that_used_it_is_refused_by_name():
+    assert PVAEConfig.from_dict({"departures": {"audio_encoder_pool": "last"}}).deviations() == {}
+    with pytest.raises(ValueError, match="audio_encoder_pool"):
+        PVAEConfig.from_dict({"departures": {"audio_encoder_pool": "mean"}})
