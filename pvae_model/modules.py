@@ -41,26 +41,22 @@ class AudioPreEncoder(nn.Module):
     ``input_norm="utterance"`` (a named architecture departure, ``PVAEConfig.departures.audio_input_norm``):
     the LSTM reads each utterance normalised by its own mean and variance (instance normalisation
     over time), so a new voice's channel and average spectrum never reach it, whatever CMVN was
-    applied outside; the decoders still reconstruct the features as given.
-    ``dropout`` (``audio_encoder_dropout``): dropout on what the pre-encoder gives its Gaussian
-    heads, in training only."""
+    applied outside; the decoders still reconstruct the features as given."""
 
-    def __init__(self, feat_dim: int = 80, hidden: int = 512, input_norm: str = "none",
-                 dropout: float = 0.0):
+    def __init__(self, feat_dim: int = 80, hidden: int = 512, input_norm: str = "none"):
         super().__init__()
         if input_norm not in AUDIO_INPUT_NORMS:
             raise ValueError(f"audio input norm must be one of {AUDIO_INPUT_NORMS}, got {input_norm!r}")
         self.lstm = nn.LSTM(feat_dim, hidden, batch_first=True)
         self.out_dim = hidden
         self.input_norm = input_norm
-        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         x = x[:, : int(lengths.max())]
         if self.input_norm == "utterance":
             x = masked_utterance_norm(x, lengths)
         out, _ = self.lstm(x)
-        return self.dropout(out[torch.arange(len(lengths), device=x.device), lengths - 1])
+        return out[torch.arange(len(lengths), device=x.device), lengths - 1]
 
 
 class ImagePreEncoder(nn.Module):

@@ -35,11 +35,13 @@ class Departures(ConfigMixin):
     # encoder (benchmarks/image_encoder_ceiling.py).  The adversary's "reverse" and "confusion"
     # modes left too (``from_dict``): "capped" is the only one.  A supervised digit head on z_s
     # (docs/voices.md, "A digit head on z_s") left later; commit 91eab0d has it.  The speech
-    # pre-encoders' mean over frames (audio_encoder_pool "mean", docs/voices.md) left next; 98faed1.
+    # pre-encoders' mean over frames (audio_encoder_pool "mean") and dropout on their read-out
+    # (audio_encoder_dropout) left next (docs/voices.md; commit 98faed1).
     retired = {"cross_grad": "all", "kl_private_weight": 1.0, "private_adv_start": 0, "image_encoder": "spec",
-               "shared_label_weight": 0.0, "audio_encoder_pool": "last"}
+               "shared_label_weight": 0.0, "audio_encoder_pool": "last",
+               "audio_encoder_dropout": 0.0}
     retired_note = ("docs/study/pvae.md and docs/voices.md have the studies; commit 4cec2c8 has the code, "
-                    "91eab0d that of shared_label_weight, 98faed1 that of audio_encoder_pool")
+                    "91eab0d that of shared_label_weight, 98faed1 that of audio_encoder_pool and audio_encoder_dropout")
     key_prefix = "pvae.departures."
 
     # Std of the image likelihood N(x_i; mean, std^2 I). The spec's 1 makes a whole 28x28 image in
@@ -65,9 +67,6 @@ class Departures(ConfigMixin):
     # utterance beside z (modules.relative_position), not z alone.
     audio_input_norm: str = "none"
     audio_decoder_position: str = "none"
-    # Dropout on the speech pre-encoders' read-out (the LSTM's state at the last frame), in training
-    # only (0 = none, the paper's).
-    audio_encoder_dropout: float = 0.0
     # A speaker critic on the speech side's z_s (domain-adversarial training, Ganin et al. 2016;
     # for speakers, Meng et al. 2018): a small classifier reads z_s (multimodal and unimodal
     # samples) and learns the training speaker (base speaker: ``sp0.9-george`` is ``george``);
@@ -92,8 +91,6 @@ class Departures(ConfigMixin):
                 raise ValueError(f"{name} must be one of {tuple(allowed)}, got {getattr(self, name)!r}")
         if self.image_nll_std <= 0:
             raise ValueError("image_nll_std must be > 0")
-        if not 0 <= self.audio_encoder_dropout < 1:
-            raise ValueError(f"audio_encoder_dropout must be in [0, 1), got {self.audio_encoder_dropout!r}")
         for name in ("cross_weight", "private_label_adv_weight", "private_free_nats", "speaker_adv_weight",
                      "speaker_classes"):
             if getattr(self, name) < 0:
@@ -228,8 +225,6 @@ class PVAEConfig(ConfigMixin):
             out["speaker_adv_weight"] = dep.speaker_adv_weight
         if dep.decoder_variance != "fixed":
             out["decoder_variance"] = dep.decoder_variance
-        if dep.audio_encoder_dropout > 0:
-            out["audio_encoder_dropout"] = dep.audio_encoder_dropout
         return out
 
     def size_changes(self) -> dict:
@@ -251,8 +246,7 @@ class PVAEConfig(ConfigMixin):
     def audio_pre_encoder(self) -> AudioPreEncoder:
         """The speech pre-encoder this config names (every model builds it here)."""
         dep = self.departures
-        return AudioPreEncoder(self.feat_dim, self.hidden, dep.audio_input_norm,
-                               dep.audio_encoder_dropout)
+        return AudioPreEncoder(self.feat_dim, self.hidden, dep.audio_input_norm)
 
     def image_pre_encoder(self) -> ImagePreEncoder:
         """The image pre-encoder this config names (every model builds it here)."""
