@@ -245,8 +245,7 @@ class PVAEConfig(ConfigMixin):
 
     def audio_pre_encoder(self) -> AudioPreEncoder:
         """The speech pre-encoder this config names (every model builds it here)."""
-        dep = self.departures
-        return AudioPreEncoder(self.feat_dim, self.hidden, dep.audio_input_norm)
+        return AudioPreEncoder(self.feat_dim, self.hidden, self.departures.audio_input_norm)
 
     def image_pre_encoder(self) -> ImagePreEncoder:
         """The image pre-encoder this config names (every model builds it here)."""

@@ -383,13 +383,16 @@ def test_retired_experiments_load_at_their_neutral_value_and_are_refused_when_us
     with pytest.raises(ValueError, match="pvae.image_views: an experiment that was not kept"):
         PVAEConfig.from_dict({**old, "image_views": 3})
     for name, used in (("cross_grad", "decoders"), ("kl_private_weight", 3.0), ("private_adv_start", 10),
-                       ("image_encoder", "deep"), ("shared_label_weight", 30.0)):
+                       ("image_encoder", "deep"), ("shared_label_weight", 30.0),
+                       ("audio_encoder_pool", "mean"), ("audio_encoder_dropout", 0.3)):
         with pytest.raises(ValueError, match=f"^pvae.departures.{name}: an experiment that was not kept.*4cec2c8"):
             PVAEConfig.from_dict({"departures": {name: used}})
         with pytest.raises(ValueError, match=name):  # an old run's flat spelling too
             PVAEConfig.from_dict({name: used})
     with pytest.raises(ValueError, match="91eab0d that of shared_label_weight"):  # the digit head's own commit
         PVAEConfig.from_dict({"departures": {"shared_label_weight": 30.0}})
+    with pytest.raises(ValueError, match="98faed1 that of audio_encoder_pool and audio_encoder_dropout"):
+        PVAEConfig.from_dict({"departures": {"audio_encoder_pool": "mean"}})
     capped = {"objective": "plus", "departures": {"private_label_adv_weight": 3.0, "private_label_adv_mode": "capped"}}
     assert PVAEConfig.from_dict(capped).departures.private_label_adv_weight == 3.0
     with pytest.raises(ValueError, match="pvae.departures.private_label_adv_mode 'reverse': an experiment"):
