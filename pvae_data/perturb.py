@@ -72,36 +72,6 @@ def edge_pad(wave: np.ndarray, rate: int, left_s: float, right_s: float, level_d
     return np.concatenate([floor(left_s), wave, floor(right_s)]).astype(np.float32)
 
 
-CLIP_DB_MAX = 40.0  # the most a record's ``clip_db`` may drive a wave over its clipping level
-
-
-def record_clip_db(record: dict) -> float | None:
-    """A record's ``clip_db`` (a ``perturb`` copy's clipping: the wave driven that many dB over the
-    level it is then clipped at), or ``None``; a malformed one is a ValueError naming the field."""
-    v = record.get("clip_db")
-    if v is None:
-        return None
-    try:
-        db = float(v)
-    except (TypeError, ValueError):
-        raise ValueError(f"clip_db: expected a number of dB, got {v!r}") from None
-    if not (0.0 <= db <= CLIP_DB_MAX):  # also refuses NaN
-        raise ValueError(f"clip_db: must be in [0, {CLIP_DB_MAX:g}] dB, got {v!r}")
-    return db
-
-
-def clip(wave: np.ndarray, over_db: float) -> np.ndarray:
-    """``wave`` as a recording driven ``over_db`` dB too loud for its converter: every sample beyond
-    ``peak / 10**(over_db / 20)`` is cut to it (hard clipping), then the whole is scaled back so the
-    peak stays where it was (the level is not the point; the flattened waveform is)."""
-    wave = np.asarray(wave, dtype=np.float32)
-    peak = float(np.max(np.abs(wave))) if wave.size else 0.0
-    if peak <= 0.0 or over_db <= 0.0:
-        return wave
-    g = 10.0 ** (over_db / 20.0)
-    return (np.clip(wave * g, -peak, peak)).astype(np.float32)
-
-
 def speed_perturb(wave: np.ndarray, rate: int, factor: float) -> np.ndarray:
     """``wave`` (1-D, any scale) played ``factor`` times faster, at the same sample rate."""
     f = check_factor("speed", factor)
@@ -142,8 +112,7 @@ def speaker_summary(records) -> dict:
 
 def load_perturbed(record: dict, rate: int) -> np.ndarray:
     """A manifest record's span at ``rate`` as a ``perturb`` copy asks for it: sped up by its
-    ``speed``, given its ``edge_pad`` floor, clipped by its ``clip_db`` (its ``vtln_warp`` belongs to
-    the features).  The fields
+    ``speed``, given its ``edge_pad`` floor (its ``vtln_warp`` belongs to the features).  The fields
     are checked before any audio is read: a bad one is a ValueError naming it."""
     import zlib
 
@@ -151,13 +120,10 @@ def load_perturbed(record: dict, rate: int) -> np.ndarray:
 
     speed, _ = record_factors(record)
     pad = record_edge_pad(record)
-    over_db = record_clip_db(record)
     wave, _ = load_audio(record["audio"], start=record.get("start"), end=record.get("end"), target_rate=rate)
     if speed is not None:
         wave = speed_perturb(wave, rate, speed)
     if pad is not None:
         wave = edge_pad(wave, rate, *pad, seed=zlib.crc32(("edge_pad:" + str(record["id"])).encode()),
                         source_rate=record.get("sample_rate"))
-    if over_db is not None:
-        wave = clip(wave, over_db)
     return wave

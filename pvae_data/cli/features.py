@@ -59,11 +59,8 @@ def trim(manifest: Path, out: Path, config_file, backend, margin, energy_thresho
 @click.option("--edge-pad", "edge_pad_s", type=float, default=None, metavar="SECONDS",
               help="A copy cut at its file's edge gets up to this much white noise floor there, "
                    "35-65 dB under it (edge_pad_db) [default: 0, none].")
-@click.option("--clip", "clip_prob", type=float, default=None, metavar="P",
-              help="This share of the copies is clipped, driven 6-20 dB (clip_db) over the level "
-                   "it is cut at [default: 0, none].")
 @_quiet_option
-def perturb(manifest: Path, out: Path, config_file, speed, vtlp, splits, edge_pad_s, clip_prob, quiet: bool) -> None:
+def perturb(manifest: Path, out: Path, config_file, speed, vtlp, splits, edge_pad_s, quiet: bool) -> None:
     """Speed / VTLN-warp perturbed training copies: MANIFEST -> OUT/segments.jsonl.
 
     As Kaldi's perturb_data_dir_speed.sh: copies get ids and speakers prefixed
@@ -74,8 +71,7 @@ def perturb(manifest: Path, out: Path, config_file, speed, vtlp, splits, edge_pa
 
     def run():
         d = {**PerturbConfig().to_dict(), **_config_dict(config_file)}
-        for k, v in (("speed", speed), ("vtlp", vtlp), ("splits", splits), ("edge_pad_s", edge_pad_s),
-                     ("clip_prob", clip_prob)):
+        for k, v in (("speed", speed), ("vtlp", vtlp), ("splits", splits), ("edge_pad_s", edge_pad_s)):
             if v is not None:
                 d[k] = v
         return perturb_manifest(manifest, out, PerturbConfig.from_dict(d))

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from ..config import ConfigMixin
 from ..io_utils import read_jsonl, write_json, write_jsonl
-from ..perturb import CLIP_DB_MAX, EDGE_PAD_MAX_S, check_factor
+from ..perturb import EDGE_PAD_MAX_S, check_factor
 from ..stage import StageSummary, Timer
 
 SEGMENTS = "segments.jsonl"
@@ -42,13 +42,9 @@ class PerturbConfig(ConfigMixin):
     # word when it was not cut close.  0 = none.
     edge_pad_s: float = 0.0
     edge_pad_db: tuple = (35.0, 65.0)
-    # A share clip_prob of the copies (drawn from each copy's id) is clipped: driven clip_db dB
-    # (drawn per copy) over the level it is cut at, as a recording made too loud.  0 = none.
-    clip_prob: float = 0.0
-    clip_db: tuple = (6.0, 20.0)
 
     def __post_init__(self) -> None:
-        for name in ("speed", "vtlp", "splits", "edge_pad_db", "clip_db"):
+        for name in ("speed", "vtlp", "splits", "edge_pad_db"):
             v = getattr(self, name)
             if isinstance(v, str):
                 v = tuple(x for x in v.split(",") if x.strip())
@@ -67,14 +63,6 @@ class PerturbConfig(ConfigMixin):
         if len(db) != 2 or not (0.0 <= db[0] <= db[1] <= 120.0):
             raise ValueError(f"edge_pad_db: expected two levels 0 <= low <= high <= 120 dB, got {list(self.edge_pad_db)}")
         object.__setattr__(self, "edge_pad_db", db)
-        p = float(self.clip_prob)
-        if not (0.0 <= p <= 1.0):
-            raise ValueError(f"clip_prob: must be in [0, 1], got {self.clip_prob}")
-        object.__setattr__(self, "clip_prob", p)
-        cdb = tuple(float(x) for x in self.clip_db)
-        if len(cdb) != 2 or not (0.0 <= cdb[0] <= cdb[1] <= CLIP_DB_MAX):
-            raise ValueError(f"clip_db: expected two levels 0 <= low <= high <= {CLIP_DB_MAX:g} dB, got {list(self.clip_db)}")
-        object.__setattr__(self, "clip_db", cdb)
         if "test" in self.splits:
             raise ValueError("splits: the test split is never perturbed (its voices stay unheard)")
 
@@ -102,29 +90,8 @@ def perturbed_copies(record: dict, cfg: PerturbConfig) -> list[dict]:
                 c["edge_pad"] = pad
                 if c.get("duration") is not None:
                     c["duration"] = round(float(c["duration"]) + pad[0] + pad[1], 6)
-            over = _clip_db(c, cfg)
-            if over is not None:
-                c["clip_db"] = over
             out.append(c)
     return out
-
-
-def _draws(tag: str, copy_id: str, n: int) -> list[float]:
-    """``n`` numbers in [0, 1) drawn from a copy's id (a rerun draws the same; a draw for one field
-    never moves another's)."""
-    return [int.from_bytes(hashlib.sha256(f"{tag}:{i}:{copy_id}".encode()).digest()[:8], "big") / 2.0**64
-            for i in range(n)]
-
-
-def _clip_db(copy: dict, cfg: PerturbConfig) -> float | None:
-    """How many dB a copy is driven over its clipping level, or ``None`` when it is not clipped."""
-    if cfg.clip_prob <= 0:
-        return None
-    u = _draws("clip", copy["id"], 2)
-    if u[0] >= cfg.clip_prob:
-        return None
-    lo, hi = cfg.clip_db
-    return round(lo + (hi - lo) * u[1], 2)
 
 
 def _edge_pad(copy: dict, source: dict, cfg: PerturbConfig) -> list | None:
@@ -140,7 +107,8 @@ def _edge_pad(copy: dict, source: dict, cfg: PerturbConfig) -> list | None:
     at_right = end is None or bool(n and rate and float(end) >= float(n) / float(rate) - 1e-3)
     if not (at_left or at_right):
         return None
-    u = _draws("edge_pad", copy["id"], 3)
+    u = [int.from_bytes(hashlib.sha256(f"edge_pad:{i}:{copy['id']}".encode()).digest()[:8], "big") / 2.0**64
+         for i in range(3)]
     lo, hi = cfg.edge_pad_db
     return [round(cfg.edge_pad_s * u[0], 4) if at_left else 0.0,
             round(cfg.edge_pad_s * u[1], 4) if at_right else 0.0, round(lo + (hi - lo) * u[2], 2)]
@@ -160,8 +128,8 @@ def perturb_manifest(manifest: str | Path, out_dir: str | Path, cfg: PerturbConf
         if not r.get("id"):
             rejected.append({"id": None, "reason": "record without an id"})
             continue
-        if r.get("perturbed_from") or any(k in r for k in ("speed", "vtln_warp", "edge_pad", "clip_db")):
-            rejected.append({"id": r["id"], "reason": "already perturbed (has perturbed_from/speed/vtln_warp/edge_pad/clip_db)"})
+        if r.get("perturbed_from") or "speed" in r or "vtln_warp" in r or "edge_pad" in r:
+            rejected.append({"id": r["id"], "reason": "already perturbed (has perturbed_from/speed/vtln_warp/edge_pad)"})
             continue
         kept.append(r)
         seen.add(r["id"])
