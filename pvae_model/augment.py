@@ -9,11 +9,7 @@ The warp is Kaldi's VTLN warp (``pvae_data.fbank.vtln_warp_freq``, the one ``pva
 --vtlp`` applies to the filters) applied to the features themselves: bin ``k`` of the warped copy
 is the original log-Mel read, by linear interpolation between bins, at the Mel position of the
 frequency Kaldi's warped filter ``k`` would be centred on.  A factor above 1 moves the spectral
-envelope up (formants of a shorter vocal tract), below 1 down.  With ``warp_spread`` the factor
-changes along the Mel axis (formants that do not all move by one ratio, as a woman's or a
-child's against a man's, Fant 1966): the bottom bin's factor ``a`` is drawn as before, the top
-bin's is ``a * (1 + u)`` with ``u`` uniform in [-spread, spread], and each bin between reads the
-source position interpolated linearly in its index between the two warps'.
+envelope up (formants of a shorter vocal tract), below 1 down.
 """
 
 from __future__ import annotations
@@ -31,8 +27,7 @@ class SpecAugmentConfig(ConfigMixin):
     """``freq_masks`` masks of up to ``freq_width`` Mel bins and ``time_masks`` masks of up to
     ``time_width`` frames per utterance (widths drawn uniformly from 0..width); each utterance's
     Mel axis warped by a factor drawn uniformly from [``warp_min``, ``warp_max``] (both 1: no
-    warp), which the top bin's factor departs from by up to ``warp_spread`` (a share, 0: one
-    factor for the whole axis).  All 0 and 1: off."""
+    warp).  All 0 and 1: off."""
 
     freq_masks: int = 0
     freq_width: int = 0
@@ -40,7 +35,6 @@ class SpecAugmentConfig(ConfigMixin):
     time_width: int = 0
     warp_min: float = 1.0
     warp_max: float = 1.0
-    warp_spread: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("freq_masks", "freq_width", "time_masks", "time_width"):
@@ -53,11 +47,6 @@ class SpecAugmentConfig(ConfigMixin):
                 raise ValueError(f"spec_augment.{name} must be a factor in (0, 2], got {v!r}")
         if self.warp_min > self.warp_max:
             raise ValueError(f"spec_augment.warp_min {self.warp_min} is above warp_max {self.warp_max}")
-        v = self.warp_spread
-        if not isinstance(v, (int, float)) or isinstance(v, bool) or not 0 <= v < 1:
-            raise ValueError(f"spec_augment.warp_spread must be a share in [0, 1), got {v!r}")
-        if v and not self.warps:
-            raise ValueError("spec_augment.warp_spread needs a warp (warp_min/warp_max not both 1)")
 
     @property
     def warps(self) -> bool:
@@ -89,14 +78,9 @@ def warp_source_bins(warps, fbank) -> np.ndarray:
     return np.clip((moved - lo) / step - 1.0, 0.0, n - 1.0)
 
 
-def mel_warp(x: torch.Tensor, warps: torch.Tensor, fbank, top_warps: torch.Tensor | None = None) -> torch.Tensor:
-    """``x`` [B, T, F] with utterance ``b``'s Mel axis warped by ``warps[b]``, or from
-    ``warps[b]`` at the bottom bin to ``top_warps[b]`` at the top one (see the module doc)."""
-    src = warp_source_bins(warps.numpy(), fbank)  # [B, F]
-    if top_warps is not None:
-        along = np.linspace(0.0, 1.0, src.shape[1], dtype=np.float32)
-        src = src * (1 - along) + warp_source_bins(top_warps.numpy(), fbank) * along
-    src = torch.from_numpy(np.asarray(src, np.float32)).to(x.dtype)
+def mel_warp(x: torch.Tensor, warps: torch.Tensor, fbank) -> torch.Tensor:
+    """``x`` [B, T, F] with utterance ``b``'s Mel axis warped by ``warps[b]`` (see the module doc)."""
+    src = torch.from_numpy(warp_source_bins(warps.numpy(), fbank)).to(x.dtype)  # [B, F]
     left = src.floor().long().clamp(max=x.shape[2] - 1)
     right = (left + 1).clamp(max=x.shape[2] - 1)
     frac = (src - left.to(x.dtype))[:, None, :]
@@ -118,11 +102,7 @@ def spec_augment(x: torch.Tensor, lengths: torch.Tensor, cfg: SpecAugmentConfig,
         if fbank.num_mel_bins != f:
             raise ValueError(f"spec_augment: the fbank configuration has {fbank.num_mel_bins} bins, the features {f}")
         warps = cfg.warp_min + (cfg.warp_max - cfg.warp_min) * torch.rand(b, generator=generator, dtype=torch.float64)
-        top = None
-        if cfg.warp_spread:
-            u = 2 * torch.rand(b, generator=generator, dtype=torch.float64) - 1
-            top = (warps * (1 + cfg.warp_spread * u)).clamp(max=2.0)
-        x = mel_warp(x, warps, fbank, top)
+        x = mel_warp(x, warps, fbank)
     keep = torch.ones(b, t, f, dtype=torch.bool)
     frames = torch.arange(t)[None, :]
     bins = torch.arange(f)[None, :]

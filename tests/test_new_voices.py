@@ -283,29 +283,6 @@ def test_spec_augment_warp_is_seeded_and_refused_out_of_range():
             SpecAugmentConfig(**bad)
 
 
-def test_warp_spread_moves_the_top_of_the_axis_alone_and_is_refused_out_of_range():
-    from pvae_model.augment import mel_warp
-
-    cfg = FbankConfig(**BAND)
-    x = torch.randn(1, 12, 80)
-    one = mel_warp(x, torch.tensor([1.2], dtype=torch.float64), cfg)
-    same = mel_warp(x, torch.tensor([1.2], dtype=torch.float64), cfg, torch.tensor([1.2], dtype=torch.float64))
-    torch.testing.assert_close(one, same, atol=1e-4, rtol=0)  # equal factors: the plain warp
-    tilted = mel_warp(x, torch.tensor([1.2], dtype=torch.float64), cfg, torch.tensor([1.0], dtype=torch.float64))
-    torch.testing.assert_close(tilted[..., :2], one[..., :2], atol=0.1, rtol=0)  # the bottom as warped
-    torch.testing.assert_close(tilted[..., -1], x[..., -1])  # the top unwarped
-    aug = SpecAugmentConfig(warp_min=0.9, warp_max=1.3, warp_spread=0.2)
-    lengths = torch.tensor([12])
-    a = spec_augment(x, lengths, aug, torch.Generator().manual_seed(0), cfg)
-    assert torch.equal(a, spec_augment(x, lengths, aug, torch.Generator().manual_seed(0), cfg))
-    plain = spec_augment(x, lengths, SpecAugmentConfig(warp_min=0.9, warp_max=1.3), torch.Generator().manual_seed(0), cfg)
-    assert not torch.equal(a, plain)
-    for bad in (dict(warp_min=0.9, warp_max=1.3, warp_spread=-0.1), dict(warp_min=0.9, warp_max=1.3, warp_spread=1.0),
-                dict(warp_spread=0.2)):
-        with pytest.raises(ValueError, match="spec_augment.warp_spread"):
-            SpecAugmentConfig(**bad)
-
-
 def test_utterance_cmvn_is_blind_to_a_channel_and_to_global_cmvn():
     rng = np.random.default_rng(0)
     f = rng.normal(size=(40, 80)).astype(np.float32) * 3 + 10
