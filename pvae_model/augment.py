@@ -29,6 +29,11 @@ class SpecAugmentConfig(ConfigMixin):
     Mel axis warped by a factor drawn uniformly from [``warp_min``, ``warp_max``] (both 1: no
     warp).  All 0 and 1: off."""
 
+    # an experiment that was not kept (ConfigMixin.retired): a warp factor changing along the Mel axis
+    retired = {"warp_spread": 0.0}
+    retired_note = "docs/voices.md has the study; commit 895edee has the code"
+    key_prefix = "spec_augment."
+
     freq_masks: int = 0
     freq_width: int = 0
     time_masks: int = 0

@@ -283,6 +283,13 @@ def test_spec_augment_warp_is_seeded_and_refused_out_of_range():
             SpecAugmentConfig(**bad)
 
 
+def test_a_retired_spec_augment_field_loads_at_its_neutral_value_and_is_refused_when_used():
+    assert SpecAugmentConfig.from_dict({"warp_min": 0.9, "warp_max": 1.3, "warp_spread": 0.0}) == \
+        SpecAugmentConfig(warp_min=0.9, warp_max=1.3)
+    with pytest.raises(ValueError, match="^spec_augment.warp_spread: an experiment that was not kept.*895edee"):
+        SpecAugmentConfig.from_dict({"warp_min": 0.9, "warp_max": 1.3, "warp_spread": 0.15})
+
+
 def test_utterance_cmvn_is_blind_to_a_channel_and_to_global_cmvn():
     rng = np.random.default_rng(0)
     f = rng.normal(size=(40, 80)).astype(np.float32) * 3 + 10
