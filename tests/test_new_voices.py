@@ -455,3 +455,79 @@ def test_report_shows_the_one_wav_column_only_for_a_speaker_cmvn_run():
     m["speaker_groups"]["held_out"] = {**g, "speech_to_image_one_wav": 0.708}
     page = "".join(speaker_section(m))
     assert "speech→image, one WAV" in page and "70.8" in page and "81.0" in page
+
+
+def test_pitch_copy_moves_f0_and_keeps_the_envelope_and_duration(fsdd_recordings):
+    import librosa
+    from pvae_data.audio import load_audio
+    from pvae_data.perturb import pitch_shift
+
+    pytest.importorskip("parselmouth")
+    wave, sr = load_audio(fsdd_recordings / "3_jackson_7.wav", target_rate=16000)
+    up = pitch_shift(wave, sr, 1.5)
+    assert len(up) == len(wave)
+
+    def f0(w):  # librosa's pYIN, an oracle independent of Praat
+        f, voiced, _ = librosa.pyin(w.astype(np.float64), fmin=60, fmax=500, sr=sr, frame_length=1024)
+        return float(np.nanmedian(f[voiced]))
+
+    assert abs(f0(up) / f0(wave) - 1.5) < 0.08
+
+    def envelope(w):  # the mean log-Mel spectrum, liftered to its first 12 cepstra (formants, no harmonics)
+        from scipy.fft import dct, idct
+        c = dct(compute_fbank(w, FbankConfig(**BAND)).mean(axis=0), norm="ortho")
+        c[12:] = 0
+        return idct(c, norm="ortho")
+
+    speed = speed_perturb(wave, sr, 1.5)  # the same F0 ratio by speed: the formants move with it
+    assert np.abs(envelope(up) - envelope(wave)).mean() < 0.5 * np.abs(envelope(speed) - envelope(wave)).mean()
+    with pytest.raises(ValueError, match="pitch"):
+        pitch_shift(wave, sr, 0)
+
+
+def test_perturb_pitch_copies_are_prefixed_and_read_by_the_fbank_stage(tmp_path, fsdd_recordings):
+    from pvae_data.audio import load_audio
+    from pvae_data.perturb import pitch_shift
+    from pvae_data.stages.fbank import FbankStageConfig, compute_features, load_features
+
+    pytest.importorskip("parselmouth")
+    seg = _segments(tmp_path, fsdd_recordings)
+    s = perturb_manifest(seg, tmp_path / "p", PerturbConfig(speed=(1.0,), pitch=(1.7,)))
+    assert s.extra["copies"] == 4
+    recs = {json.loads(x)["id"]: json.loads(x) for x in (tmp_path / "p" / "segments.jsonl").read_text().splitlines()}
+    c = recs["pitch1.7-george-1-07"]
+    assert c["speaker"] == "pitch1.7-george" and c["pitch"] == 1.7 and base_speaker(c["speaker"]) == "george"
+    fb = FbankConfig(**BAND)
+    compute_features(tmp_path / "p" / "segments.jsonl", tmp_path / "f", FbankStageConfig(fbank=fb), show_progress=False)
+    feats = {json.loads(x)["id"]: json.loads(x) for x in (tmp_path / "f" / "features.jsonl").read_text().splitlines()}
+    wave, _ = load_audio(c["audio"], target_rate=16000)
+    np.testing.assert_allclose(load_features(tmp_path / "f", feats[c["id"]]),
+                               compute_fbank(pitch_shift(wave, 16000, 1.7), fb), atol=1e-5)
+    r = CliRunner().invoke(data_main, ["perturb", str(seg), str(tmp_path / "o"), "--pitch", "3"])
+    assert r.exit_code != 0 and "pitch" in r.output and "Traceback" not in r.output
+
+
+def test_audio_input_cepstra_read_the_envelope_and_not_the_harmonics_ripple():
+    from scipy.fft import dct
+
+    from pvae_model.models.pvae_config import Departures, PVAEConfig
+    from pvae_model.modules import AudioPreEncoder
+
+    torch.manual_seed(0)
+    enc = AudioPreEncoder(80, 16, "utterance", cepstra=20).eval()
+    x = torch.randn(2, 9, 80)
+    np.testing.assert_allclose((x @ enc.dct).numpy(), dct(x.numpy(), norm="ortho", axis=-1)[..., :20], atol=1e-5)
+    # a comb of period 4 bins (harmonics), its depth changing from frame to frame (no per-bin offset
+    # that the utterance normalisation alone would remove)
+    ripple = torch.rand(1, 9, 1) * torch.cos(torch.pi * 40 * (torch.arange(80) + 0.5) / 80)
+    lengths = torch.tensor([9, 6])
+    with torch.no_grad():
+        assert torch.allclose(enc(x, lengths), enc(x + 3 * ripple, lengths), atol=1e-5)
+        mel = AudioPreEncoder(80, 16, "utterance").eval()
+        assert not torch.allclose(mel(x, lengths), mel(x + 3 * ripple, lengths), atol=1e-3)
+    cfg = PVAEConfig(departures=Departures(audio_input_cepstra=20))
+    assert cfg.size_changes()["audio_input_cepstra"] == 20 and cfg.audio_pre_encoder().lstm.input_size == 20
+    with pytest.raises(ValueError, match="audio_input_cepstra"):
+        Departures(audio_input_cepstra=-1)
+    with pytest.raises(ValueError, match="audio_input_cepstra"):
+        AudioPreEncoder(80, 16, cepstra=81)

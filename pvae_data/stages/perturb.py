@@ -35,6 +35,7 @@ CONFIG = "perturb_config.json"
 class PerturbConfig(ConfigMixin):
     speed: tuple = (0.9, 1.0, 1.1)  # Kaldi's 3-way speed perturbation; 1.0 = the record itself
     vtlp: tuple = ()  # VTLN warp factors of extra copies, e.g. (0.9, 1.1); empty = none
+    pitch: tuple = ()  # F0 factors of extra copies, formants and duration kept (Praat's PSOLA); empty = none
     splits: tuple = ("train",)  # which records get copies (others pass through unchanged)
     # Each copy whose span was cut at its file's edge (the trim's margin reached the start or the
     # end of the file) gets up to edge_pad_s of white noise there, edge_pad_db under its mean power
@@ -44,14 +45,15 @@ class PerturbConfig(ConfigMixin):
     edge_pad_db: tuple = (35.0, 65.0)
 
     def __post_init__(self) -> None:
-        for name in ("speed", "vtlp", "splits", "edge_pad_db"):
+        for name in ("speed", "vtlp", "pitch", "splits", "edge_pad_db"):
             v = getattr(self, name)
             if isinstance(v, str):
                 v = tuple(x for x in v.split(",") if x.strip())
             object.__setattr__(self, name, tuple(v))
         object.__setattr__(self, "speed", tuple(check_factor("speed", f) for f in self.speed))
         object.__setattr__(self, "vtlp", tuple(check_factor("vtlp", f) for f in self.vtlp))
-        for name in ("speed", "vtlp"):
+        object.__setattr__(self, "pitch", tuple(check_factor("pitch", f) for f in self.pitch))
+        for name in ("speed", "vtlp", "pitch"):
             v = getattr(self, name)
             if len(set(v)) != len(v):
                 raise ValueError(f"{name}: a factor is given twice: {list(v)}")
@@ -76,7 +78,8 @@ def perturbed_copies(record: dict, cfg: PerturbConfig) -> list[dict]:
     if (record.get("split") or "") not in cfg.splits:
         return []
     out = []
-    for kind, field_name, factors in (("sp", "speed", cfg.speed), ("vtlp", "vtln_warp", cfg.vtlp)):
+    for kind, field_name, factors in (("sp", "speed", cfg.speed), ("vtlp", "vtln_warp", cfg.vtlp),
+                                      ("pitch", "pitch", cfg.pitch)):
         for f in factors:
             if f == 1.0:
                 continue
@@ -128,8 +131,8 @@ def perturb_manifest(manifest: str | Path, out_dir: str | Path, cfg: PerturbConf
         if not r.get("id"):
             rejected.append({"id": None, "reason": "record without an id"})
             continue
-        if r.get("perturbed_from") or "speed" in r or "vtln_warp" in r or "edge_pad" in r:
-            rejected.append({"id": r["id"], "reason": "already perturbed (has perturbed_from/speed/vtln_warp/edge_pad)"})
+        if r.get("perturbed_from") or any(k in r for k in ("speed", "vtln_warp", "pitch", "edge_pad")):
+            rejected.append({"id": r["id"], "reason": "already perturbed (has perturbed_from/speed/vtln_warp/pitch/edge_pad)"})
             continue
         kept.append(r)
         seen.add(r["id"])
