@@ -43,27 +43,16 @@ class AudioPreEncoder(nn.Module):
     over time), so a new voice's channel and average spectrum never reach it, whatever CMVN was
     applied outside; the decoders still reconstruct the features as given."""
 
-    def __init__(self, feat_dim: int = 80, hidden: int = 512, input_norm: str = "none", cepstra: int = 0):
+    def __init__(self, feat_dim: int = 80, hidden: int = 512, input_norm: str = "none"):
         super().__init__()
         if input_norm not in AUDIO_INPUT_NORMS:
             raise ValueError(f"audio input norm must be one of {AUDIO_INPUT_NORMS}, got {input_norm!r}")
-        if not 0 <= cepstra <= feat_dim:
-            raise ValueError(f"audio_input_cepstra must be in [0, feat_dim={feat_dim}], got {cepstra}")
-        self.lstm = nn.LSTM(cepstra or feat_dim, hidden, batch_first=True)
+        self.lstm = nn.LSTM(feat_dim, hidden, batch_first=True)
         self.out_dim = hidden
         self.input_norm = input_norm
-        self.cepstra = cepstra
-        if cepstra:  # the orthonormal DCT-II of each frame's log-Mel, first `cepstra` rows (MFCC's)
-            n = torch.arange(feat_dim, dtype=torch.float64)
-            k = torch.arange(cepstra, dtype=torch.float64)[:, None]
-            dct = torch.cos(torch.pi * k * (n + 0.5) / feat_dim) * (2.0 / feat_dim) ** 0.5
-            dct[0] /= 2.0 ** 0.5
-            self.register_buffer("dct", dct.T.float().contiguous(), persistent=False)
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         x = x[:, : int(lengths.max())]
-        if self.cepstra:
-            x = x @ self.dct
         if self.input_norm == "utterance":
             x = masked_utterance_norm(x, lengths)
         out, _ = self.lstm(x)

@@ -507,27 +507,9 @@ def test_perturb_pitch_copies_are_prefixed_and_read_by_the_fbank_stage(tmp_path,
     assert r.exit_code != 0 and "pitch" in r.output and "Traceback" not in r.output
 
 
-def test_audio_input_cepstra_read_the_envelope_and_not_the_harmonics_ripple():
-    from scipy.fft import dct
+def test_the_retired_cepstra_input_loads_at_its_neutral_value_and_is_refused_when_used():
+    from pvae_model.models.pvae_config import Departures
 
-    from pvae_model.models.pvae_config import Departures, PVAEConfig
-    from pvae_model.modules import AudioPreEncoder
-
-    torch.manual_seed(0)
-    enc = AudioPreEncoder(80, 16, "utterance", cepstra=20).eval()
-    x = torch.randn(2, 9, 80)
-    np.testing.assert_allclose((x @ enc.dct).numpy(), dct(x.numpy(), norm="ortho", axis=-1)[..., :20], atol=1e-5)
-    # a comb of period 4 bins (harmonics), its depth changing from frame to frame (no per-bin offset
-    # that the utterance normalisation alone would remove)
-    ripple = torch.rand(1, 9, 1) * torch.cos(torch.pi * 40 * (torch.arange(80) + 0.5) / 80)
-    lengths = torch.tensor([9, 6])
-    with torch.no_grad():
-        assert torch.allclose(enc(x, lengths), enc(x + 3 * ripple, lengths), atol=1e-5)
-        mel = AudioPreEncoder(80, 16, "utterance").eval()
-        assert not torch.allclose(mel(x, lengths), mel(x + 3 * ripple, lengths), atol=1e-3)
-    cfg = PVAEConfig(departures=Departures(audio_input_cepstra=20))
-    assert cfg.size_changes()["audio_input_cepstra"] == 20 and cfg.audio_pre_encoder().lstm.input_size == 20
-    with pytest.raises(ValueError, match="audio_input_cepstra"):
-        Departures(audio_input_cepstra=-1)
-    with pytest.raises(ValueError, match="audio_input_cepstra"):
-        AudioPreEncoder(80, 16, cepstra=81)
+    assert Departures.from_dict({"audio_input_cepstra": 0}) == Departures()
+    with pytest.raises(ValueError, match="audio_input_cepstra.*d1ac7b1"):
+        Departures.from_dict({"audio_input_cepstra": 20})

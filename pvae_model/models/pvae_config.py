@@ -36,12 +36,14 @@ class Departures(ConfigMixin):
     # modes left too (``from_dict``): "capped" is the only one.  A supervised digit head on z_s
     # (docs/voices.md, "A digit head on z_s") left later; commit 91eab0d has it.  The speech
     # pre-encoders' mean over frames (audio_encoder_pool "mean") and dropout on their read-out
-    # (audio_encoder_dropout) left next (docs/voices.md; commit 98faed1).
+    # (audio_encoder_dropout) left next (docs/voices.md; commit 98faed1), then cepstra in place of the
+    # Mel bins as their input (audio_input_cepstra; commit d1ac7b1).
     retired = {"cross_grad": "all", "kl_private_weight": 1.0, "private_adv_start": 0, "image_encoder": "spec",
                "shared_label_weight": 0.0, "audio_encoder_pool": "last",
-               "audio_encoder_dropout": 0.0}
+               "audio_encoder_dropout": 0.0, "audio_input_cepstra": 0}
     retired_note = ("docs/study/pvae.md and docs/voices.md have the studies; commit 4cec2c8 has the code, "
-                    "91eab0d that of shared_label_weight, 98faed1 that of audio_encoder_pool and audio_encoder_dropout")
+                    "91eab0d that of shared_label_weight, 98faed1 that of audio_encoder_pool and audio_encoder_dropout, "
+                    "d1ac7b1 that of audio_input_cepstra")
     key_prefix = "pvae.departures."
 
     # Std of the image likelihood N(x_i; mean, std^2 I). The spec's 1 makes a whole 28x28 image in
@@ -67,9 +69,6 @@ class Departures(ConfigMixin):
     # utterance beside z (modules.relative_position), not z alone.
     audio_input_norm: str = "none"
     audio_decoder_position: str = "none"
-    # audio_input_cepstra K > 0: the speech pre-encoders read each frame's first K cepstra (the DCT
-    # of its log-Mel, as MFCC) instead of its Mel bins: the envelope without the harmonics' ripple.
-    audio_input_cepstra: int = 0
     # A speaker critic on the speech side's z_s (domain-adversarial training, Ganin et al. 2016;
     # for speakers, Meng et al. 2018): a small classifier reads z_s (multimodal and unimodal
     # samples) and learns the training speaker (base speaker: ``sp0.9-george`` is ``george``);
@@ -95,7 +94,7 @@ class Departures(ConfigMixin):
         if self.image_nll_std <= 0:
             raise ValueError("image_nll_std must be > 0")
         for name in ("cross_weight", "private_label_adv_weight", "private_free_nats", "speaker_adv_weight",
-                     "speaker_classes", "audio_input_cepstra"):
+                     "speaker_classes"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
 
@@ -235,8 +234,7 @@ class PVAEConfig(ConfigMixin):
         objective's deviations.  Layer sizes marked (*) in the spec (image channels) are choices."""
         mine = {**{f.name: getattr(self, f.name) for f in fields(self)},
                 "audio_input_norm": self.departures.audio_input_norm,
-                "audio_decoder_position": self.departures.audio_decoder_position,
-                "audio_input_cepstra": self.departures.audio_input_cepstra}
+                "audio_decoder_position": self.departures.audio_decoder_position}
         return {k: mine[k] for k, v in PAPER_SIZES.items() if mine[k] != v}
 
     def likelihoods(self) -> Likelihoods:
@@ -249,8 +247,7 @@ class PVAEConfig(ConfigMixin):
 
     def audio_pre_encoder(self) -> AudioPreEncoder:
         """The speech pre-encoder this config names (every model builds it here)."""
-        return AudioPreEncoder(self.feat_dim, self.hidden, self.departures.audio_input_norm,
-                               self.departures.audio_input_cepstra)
+        return AudioPreEncoder(self.feat_dim, self.hidden, self.departures.audio_input_norm)
 
     def image_pre_encoder(self) -> ImagePreEncoder:
         """The image pre-encoder this config names (every model builds it here)."""
@@ -259,7 +256,7 @@ class PVAEConfig(ConfigMixin):
 
 # the spec's architecture: 80-dim FBank, 32-dim latents, 512-unit LSTMs and FC layers, two strided convs
 PAPER_SIZES = {"feat_dim": 80, "z_shared": 32, "z_audio": 32, "z_image": 32, "hidden": 512,
-               "audio_input_norm": "none", "audio_decoder_position": "none", "audio_input_cepstra": 0}
+               "audio_input_norm": "none", "audio_decoder_position": "none"}
 # Old runs' flat spellings -> (sub-config, field)
 OLD_NAMES = {**{f: ("departures", f) for f in ("image_nll_std", "cross_weight", "cross_grad", "private_label_adv_weight",
                                               "private_label_adv_mode", "private_adv_start", "kl_private_weight",
