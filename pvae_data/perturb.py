@@ -88,7 +88,7 @@ def pitch_shift(wave: np.ndarray, rate: int, factor: float) -> np.ndarray:
         import parselmouth
         from parselmouth.praat import call
     except ImportError:  # pragma: no cover - the extra is installed by make install
-        raise ValueError("pitch: needs praat-parselmouth (pip install -e '.[bench]')") from None
+        raise ValueError("pitch: needs praat-parselmouth (pip install -e '.[praat]')") from None
     snd = parselmouth.Sound(np.asarray(wave, dtype=np.float64), sampling_frequency=float(rate))
     manipulation = call(snd, "To Manipulation", 0.01, 75, 600)
     tier = call(manipulation, "Extract pitch tier")

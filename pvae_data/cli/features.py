@@ -57,7 +57,7 @@ def trim(manifest: Path, out: Path, config_file, backend, margin, energy_thresho
               help="VTLN warp factors in (0, 2] of extra copies, e.g. 0.9,1.1 [default: none].")
 @click.option("--pitch", default=None, metavar="F,F,...",
               help="F0 factors in (0, 2] of extra copies, formants and duration kept (Praat's PSOLA; "
-                   "the bench extra) [default: none].")
+                   "the praat extra) [default: none].")
 @click.option("--splits", default=None, metavar="S,S", help="Splits that get copies [default: train].")
 @click.option("--edge-pad", "edge_pad_s", type=float, default=None, metavar="SECONDS",
               help="A copy cut at its file's edge gets up to this much white noise floor there, "

@@ -6,13 +6,14 @@ splits (``train`` by default; never the test split, whose voices must stay unhea
 once as it is and once per factor other than 1.0 as a copy whose
 
 * id and speaker carry the factor as prefix, ``sp0.9-george-3-07`` / ``sp0.9-george``
-  (``vtlp1.1-`` for a warp), so per-speaker statistics of a copy never mix with its source's;
+  (``vtlp1.1-`` for a warp, ``pitch1.7-`` for an F0 change), so per-speaker statistics of a copy never mix with its source's;
 * ``speed`` (played that many times faster: duration / speed, every frequency x speed) or
-  ``vtln_warp`` (the Mel filters' warp in the ``fbank`` stage) says what to do to it;
+  ``vtln_warp`` (the Mel filters' warp in the ``fbank`` stage) or ``pitch`` (F0 x factor, formants
+  kept: Praat's PSOLA) says what to do to it;
 * ``perturbed_from`` names its source record.
 
 No audio is written: ``start``/``end`` still select the span of the source file, and the
-``fbank`` stage reads that span, then applies the record's ``speed`` and ``vtln_warp``.  The
+``fbank`` stage reads that span, then applies the record's ``speed``, ``pitch`` and ``vtln_warp``.  The
 output is a pure function of the input manifest and the config, so a rerun writes the same bytes.
 """
 
