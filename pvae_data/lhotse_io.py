@@ -158,7 +158,7 @@ def export_lhotse(fbank_dir: str | os.PathLike, out_dir: str | os.PathLike) -> S
                                 sampling_rate=rate, start=start, duration=dur,
                                 storage_type=writer.name, storage_path=str((out / FEATS_H5).resolve()),
                                 storage_key=key, recording_id=rec_id, channels=0)
-            custom = {k: r[k] for k in ("split", "label", "vtln_warp", "pitch", "perturbed_from") if k in r}
+            custom = {k: r[k] for k in ("split", "label", "vtln_warp", "perturbed_from") if k in r}
             if r.get("duration") is not None:
                 custom["segment_duration"] = float(r["duration"])
             sup = lhotse.SupervisionSegment(id=r["id"], recording_id=rec_id, start=0.0,  # relative to the cut

@@ -72,34 +72,6 @@ def edge_pad(wave: np.ndarray, rate: int, left_s: float, right_s: float, level_d
     return np.concatenate([floor(left_s), wave, floor(right_s)]).astype(np.float32)
 
 
-def record_pitch(record: dict) -> float | None:
-    """A ``perturb --pitch`` copy's pitch factor (checked), or ``None``."""
-    v = record.get("pitch")
-    return None if v is None else check_factor("pitch", v)
-
-
-def pitch_shift(wave: np.ndarray, rate: int, factor: float) -> np.ndarray:
-    """``wave`` with its F0 contour multiplied by ``factor`` and its spectral envelope (formants)
-    and duration kept: Praat's pitch-synchronous overlap-add (``To Manipulation``, the pitch tier's
-    ``Multiply frequencies``, ``Get resynthesis (overlap-add)``), through praat-parselmouth.  A
-    wave in which Praat finds no voiced frame comes back resynthesised but unshifted."""
-    f = check_factor("pitch", factor)
-    try:
-        import parselmouth
-        from parselmouth.praat import call
-    except ImportError:  # pragma: no cover - the extra is installed by make install
-        raise ValueError("pitch: needs praat-parselmouth (pip install -e '.[praat]')") from None
-    snd = parselmouth.Sound(np.asarray(wave, dtype=np.float64), sampling_frequency=float(rate))
-    manipulation = call(snd, "To Manipulation", 0.01, 75, 600)
-    tier = call(manipulation, "Extract pitch tier")
-    call(tier, "Multiply frequencies", snd.xmin, snd.xmax, f)
-    call([tier, manipulation], "Replace pitch tier")
-    out = call(manipulation, "Get resynthesis (overlap-add)").values[0]
-    n = len(wave)
-    out = out[:n] if len(out) >= n else np.pad(out, (0, n - len(out)))
-    return np.ascontiguousarray(out, dtype=np.float32)
-
-
 def speed_perturb(wave: np.ndarray, rate: int, factor: float) -> np.ndarray:
     """``wave`` (1-D, any scale) played ``factor`` times faster, at the same sample rate."""
     f = check_factor("speed", factor)
@@ -111,7 +83,7 @@ def speed_perturb(wave: np.ndarray, rate: int, factor: float) -> np.ndarray:
     return np.ascontiguousarray(out, dtype=np.float32)
 
 
-_PREFIX = __import__("re").compile(r"^(?:sp|vtlp|pitch)[0-9]+(?:\.[0-9]+)?-")
+_PREFIX = __import__("re").compile(r"^(?:sp|vtlp)[0-9]+(?:\.[0-9]+)?-")
 
 
 def base_speaker(speaker: str) -> str:
@@ -147,13 +119,12 @@ def load_perturbed(record: dict, rate: int) -> np.ndarray:
     from .audio import load_audio
 
     speed, _ = record_factors(record)
-    pitch = record_pitch(record)
+    if "pitch" in record:  # a copy made by `perturb --pitch`, an experiment not kept
+        raise ValueError("pitch: F0 copies left the library (docs/voices.md; the code: commit 012c84f)")
     pad = record_edge_pad(record)
     wave, _ = load_audio(record["audio"], start=record.get("start"), end=record.get("end"), target_rate=rate)
     if speed is not None:
         wave = speed_perturb(wave, rate, speed)
-    if pitch is not None:
-        wave = pitch_shift(wave, rate, pitch)
     if pad is not None:
         wave = edge_pad(wave, rate, *pad, seed=zlib.crc32(("edge_pad:" + str(record["id"])).encode()),
                         source_rate=record.get("sample_rate"))

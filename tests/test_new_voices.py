@@ -457,54 +457,17 @@ def test_report_shows_the_one_wav_column_only_for_a_speaker_cmvn_run():
     assert "speech→image, one WAV" in page and "70.8" in page and "81.0" in page
 
 
-def test_pitch_copy_moves_f0_and_keeps_the_envelope_and_duration(fsdd_recordings):
-    import librosa
-    from pvae_data.audio import load_audio
-    from pvae_data.perturb import pitch_shift
+def test_a_pitch_copy_from_the_retired_experiment_is_rejected_by_name(tmp_path, fsdd_recordings):
+    from pvae_data.stages.fbank import FbankStageConfig, compute_features
 
-    pytest.importorskip("parselmouth")
-    wave, sr = load_audio(fsdd_recordings / "3_jackson_7.wav", target_rate=16000)
-    up = pitch_shift(wave, sr, 1.5)
-    assert len(up) == len(wave) and np.array_equal(up, pitch_shift(wave, sr, 1.5))  # deterministic
-
-    def f0(w):  # librosa's pYIN, an oracle independent of Praat
-        f, voiced, _ = librosa.pyin(w.astype(np.float64), fmin=60, fmax=500, sr=sr, frame_length=1024)
-        return float(np.nanmedian(f[voiced]))
-
-    assert abs(f0(up) / f0(wave) - 1.5) < 0.08
-
-    def envelope(w):  # the mean log-Mel spectrum, liftered to its first 12 cepstra (formants, no harmonics)
-        from scipy.fft import dct, idct
-        c = dct(compute_fbank(w, FbankConfig(**BAND)).mean(axis=0), norm="ortho")
-        c[12:] = 0
-        return idct(c, norm="ortho")
-
-    speed = speed_perturb(wave, sr, 1.5)  # the same F0 ratio by speed: the formants move with it
-    assert np.abs(envelope(up) - envelope(wave)).mean() < 0.5 * np.abs(envelope(speed) - envelope(wave)).mean()
-    with pytest.raises(ValueError, match="pitch"):
-        pitch_shift(wave, sr, 0)
-
-
-def test_perturb_pitch_copies_are_prefixed_and_read_by_the_fbank_stage(tmp_path, fsdd_recordings):
-    from pvae_data.audio import load_audio
-    from pvae_data.perturb import pitch_shift
-    from pvae_data.stages.fbank import FbankStageConfig, compute_features, load_features
-
-    pytest.importorskip("parselmouth")
     seg = _segments(tmp_path, fsdd_recordings)
-    s = perturb_manifest(seg, tmp_path / "p", PerturbConfig(speed=(1.0,), pitch=(1.7,)))
-    assert s.extra["copies"] == 4
-    recs = {json.loads(x)["id"]: json.loads(x) for x in (tmp_path / "p" / "segments.jsonl").read_text().splitlines()}
-    c = recs["pitch1.7-george-1-07"]
-    assert c["speaker"] == "pitch1.7-george" and c["pitch"] == 1.7 and base_speaker(c["speaker"]) == "george"
-    fb = FbankConfig(**BAND)
-    compute_features(tmp_path / "p" / "segments.jsonl", tmp_path / "f", FbankStageConfig(fbank=fb), show_progress=False)
-    feats = {json.loads(x)["id"]: json.loads(x) for x in (tmp_path / "f" / "features.jsonl").read_text().splitlines()}
-    wave, _ = load_audio(c["audio"], target_rate=16000)
-    np.testing.assert_allclose(load_features(tmp_path / "f", feats[c["id"]]),
-                               compute_fbank(pitch_shift(wave, 16000, 1.7), fb), atol=1e-5)
-    r = CliRunner().invoke(data_main, ["perturb", str(seg), str(tmp_path / "o"), "--pitch", "3"])
-    assert r.exit_code != 0 and "pitch" in r.output and "Traceback" not in r.output
+    recs = [json.loads(x) for x in seg.read_text().splitlines()]
+    copy = {**recs[1], "id": "pitch1.7-" + recs[1]["id"], "pitch": 1.7, "perturbed_from": recs[1]["id"]}
+    seg.write_text("".join(json.dumps(r) + "\n" for r in recs + [copy]))
+    s = compute_features(seg, tmp_path / "f", FbankStageConfig(fbank=FbankConfig(**BAND)), show_progress=False)
+    assert s.rejected == 1 and s.kept + s.rejected == s.total == len(recs) + 1
+    bad = json.loads((tmp_path / "f" / "rejected.jsonl").read_text().splitlines()[0])
+    assert bad["id"] == copy["id"] and "pitch" in bad["reason"] and "012c84f" in bad["reason"]
 
 
 def test_the_retired_cepstra_input_loads_at_its_neutral_value_and_is_refused_when_used():

@@ -55,15 +55,12 @@ def trim(manifest: Path, out: Path, config_file, backend, margin, energy_thresho
               help="Speed factors in (0, 2]; 1.0 is the record itself (Kaldi's 3-way: 0.9,1.0,1.1) [default: 0.9,1.0,1.1].")
 @click.option("--vtlp", default=None, metavar="W,W,...",
               help="VTLN warp factors in (0, 2] of extra copies, e.g. 0.9,1.1 [default: none].")
-@click.option("--pitch", default=None, metavar="F,F,...",
-              help="F0 factors in (0, 2] of extra copies, formants and duration kept (Praat's PSOLA; "
-                   "the praat extra) [default: none].")
 @click.option("--splits", default=None, metavar="S,S", help="Splits that get copies [default: train].")
 @click.option("--edge-pad", "edge_pad_s", type=float, default=None, metavar="SECONDS",
               help="A copy cut at its file's edge gets up to this much white noise floor there, "
                    "35-65 dB under it (edge_pad_db) [default: 0, none].")
 @_quiet_option
-def perturb(manifest: Path, out: Path, config_file, speed, vtlp, pitch, splits, edge_pad_s, quiet: bool) -> None:
+def perturb(manifest: Path, out: Path, config_file, speed, vtlp, splits, edge_pad_s, quiet: bool) -> None:
     """Speed / VTLN-warp perturbed training copies: MANIFEST -> OUT/segments.jsonl.
 
     As Kaldi's perturb_data_dir_speed.sh: copies get ids and speakers prefixed
@@ -74,8 +71,7 @@ def perturb(manifest: Path, out: Path, config_file, speed, vtlp, pitch, splits, 
 
     def run():
         d = {**PerturbConfig().to_dict(), **_config_dict(config_file)}
-        for k, v in (("speed", speed), ("vtlp", vtlp), ("pitch", pitch), ("splits", splits),
-                     ("edge_pad_s", edge_pad_s)):
+        for k, v in (("speed", speed), ("vtlp", vtlp), ("splits", splits), ("edge_pad_s", edge_pad_s)):
             if v is not None:
                 d[k] = v
         return perturb_manifest(manifest, out, PerturbConfig.from_dict(d))

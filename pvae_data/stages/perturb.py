@@ -6,14 +6,13 @@ splits (``train`` by default; never the test split, whose voices must stay unhea
 once as it is and once per factor other than 1.0 as a copy whose
 
 * id and speaker carry the factor as prefix, ``sp0.9-george-3-07`` / ``sp0.9-george``
-  (``vtlp1.1-`` for a warp, ``pitch1.7-`` for an F0 change), so per-speaker statistics of a copy never mix with its source's;
+  (``vtlp1.1-`` for a warp), so per-speaker statistics of a copy never mix with its source's;
 * ``speed`` (played that many times faster: duration / speed, every frequency x speed) or
-  ``vtln_warp`` (the Mel filters' warp in the ``fbank`` stage) or ``pitch`` (F0 x factor, formants
-  kept: Praat's PSOLA) says what to do to it;
+  ``vtln_warp`` (the Mel filters' warp in the ``fbank`` stage) says what to do to it;
 * ``perturbed_from`` names its source record.
 
 No audio is written: ``start``/``end`` still select the span of the source file, and the
-``fbank`` stage reads that span, then applies the record's ``speed``, ``pitch`` and ``vtln_warp``.  The
+``fbank`` stage reads that span, then applies the record's ``speed`` and ``vtln_warp``.  The
 output is a pure function of the input manifest and the config, so a rerun writes the same bytes.
 """
 
@@ -36,7 +35,6 @@ CONFIG = "perturb_config.json"
 class PerturbConfig(ConfigMixin):
     speed: tuple = (0.9, 1.0, 1.1)  # Kaldi's 3-way speed perturbation; 1.0 = the record itself
     vtlp: tuple = ()  # VTLN warp factors of extra copies, e.g. (0.9, 1.1); empty = none
-    pitch: tuple = ()  # F0 factors of extra copies, formants and duration kept (Praat's PSOLA); empty = none
     splits: tuple = ("train",)  # which records get copies (others pass through unchanged)
     # Each copy whose span was cut at its file's edge (the trim's margin reached the start or the
     # end of the file) gets up to edge_pad_s of white noise there, edge_pad_db under its mean power
@@ -46,15 +44,14 @@ class PerturbConfig(ConfigMixin):
     edge_pad_db: tuple = (35.0, 65.0)
 
     def __post_init__(self) -> None:
-        for name in ("speed", "vtlp", "pitch", "splits", "edge_pad_db"):
+        for name in ("speed", "vtlp", "splits", "edge_pad_db"):
             v = getattr(self, name)
             if isinstance(v, str):
                 v = tuple(x for x in v.split(",") if x.strip())
             object.__setattr__(self, name, tuple(v))
         object.__setattr__(self, "speed", tuple(check_factor("speed", f) for f in self.speed))
         object.__setattr__(self, "vtlp", tuple(check_factor("vtlp", f) for f in self.vtlp))
-        object.__setattr__(self, "pitch", tuple(check_factor("pitch", f) for f in self.pitch))
-        for name in ("speed", "vtlp", "pitch"):
+        for name in ("speed", "vtlp"):
             v = getattr(self, name)
             if len(set(v)) != len(v):
                 raise ValueError(f"{name}: a factor is given twice: {list(v)}")
@@ -79,8 +76,7 @@ def perturbed_copies(record: dict, cfg: PerturbConfig) -> list[dict]:
     if (record.get("split") or "") not in cfg.splits:
         return []
     out = []
-    for kind, field_name, factors in (("sp", "speed", cfg.speed), ("vtlp", "vtln_warp", cfg.vtlp),
-                                      ("pitch", "pitch", cfg.pitch)):
+    for kind, field_name, factors in (("sp", "speed", cfg.speed), ("vtlp", "vtln_warp", cfg.vtlp)):
         for f in factors:
             if f == 1.0:
                 continue
@@ -132,8 +128,8 @@ def perturb_manifest(manifest: str | Path, out_dir: str | Path, cfg: PerturbConf
         if not r.get("id"):
             rejected.append({"id": None, "reason": "record without an id"})
             continue
-        if r.get("perturbed_from") or any(k in r for k in ("speed", "vtln_warp", "pitch", "edge_pad")):
-            rejected.append({"id": r["id"], "reason": "already perturbed (has perturbed_from/speed/vtln_warp/pitch/edge_pad)"})
+        if r.get("perturbed_from") or "speed" in r or "vtln_warp" in r or "edge_pad" in r:
+            rejected.append({"id": r["id"], "reason": "already perturbed (has perturbed_from/speed/vtln_warp/edge_pad)"})
             continue
         kept.append(r)
         seen.add(r["id"])
