@@ -19,9 +19,18 @@ def check_factor(name: str, factor: float) -> float:
     return f
 
 
+# A ``perturb`` copy's field from an experiment that was not kept -> what it was and the commit that
+# has its code: such a copy is refused by name, never computed as if the field were not there.
+RETIRED_FIELDS = {"pitch": ("F0 copies", "012c84f")}
+
+
 def record_factors(record: dict) -> tuple[float | None, float]:
     """``(speed or None, vtln_warp)`` of a manifest record (a ``pvae-data perturb`` copy has one of
-    them), each checked: a bad value is a ValueError naming the field, before any audio is read."""
+    them), each checked: a bad value, or a retired field (``RETIRED_FIELDS``), is a ValueError
+    naming the field, before any audio is read."""
+    for name, (what, commit) in RETIRED_FIELDS.items():
+        if name in record:
+            raise ValueError(f"{name}: {what} left the library (docs/voices.md; the code: commit {commit})")
     speed = record.get("speed")
     return (None if speed is None else check_factor("speed", speed),
             check_factor("vtln_warp", record.get("vtln_warp", 1.0)))
@@ -119,8 +128,6 @@ def load_perturbed(record: dict, rate: int) -> np.ndarray:
     from .audio import load_audio
 
     speed, _ = record_factors(record)
-    if "pitch" in record:  # a copy made by `perturb --pitch`, an experiment not kept
-        raise ValueError("pitch: F0 copies left the library (docs/voices.md; the code: commit 012c84f)")
     pad = record_edge_pad(record)
     wave, _ = load_audio(record["audio"], start=record.get("start"), end=record.get("end"), target_rate=rate)
     if speed is not None:
