@@ -21,7 +21,7 @@ def check_factor(name: str, factor: float) -> float:
 
 # A ``perturb`` copy's field from an experiment that was not kept -> what it was and the commit that
 # has its code: such a copy is refused by name, never computed as if the field were not there.
-RETIRED_FIELDS = {"pitch": ("F0 copies", "012c84f")}
+RETIRED_FIELDS = {"pitch": ("F0 copies", "012c84f"), "clip_db": ("clipped copies", "f09a36a")}
 
 
 def record_factors(record: dict) -> tuple[float | None, float]:

@@ -457,17 +457,18 @@ def test_report_shows_the_one_wav_column_only_for_a_speaker_cmvn_run():
     assert "speech→image, one WAV" in page and "70.8" in page and "81.0" in page
 
 
-def test_a_pitch_copy_from_the_retired_experiment_is_rejected_by_name(tmp_path, fsdd_recordings):
+@pytest.mark.parametrize("field,value,commit", [("pitch", 1.7, "012c84f"), ("clip_db", 6.0, "f09a36a")])
+def test_a_copy_from_a_retired_experiment_is_rejected_by_name(tmp_path, fsdd_recordings, field, value, commit):
     from pvae_data.stages.fbank import FbankStageConfig, compute_features
 
     seg = _segments(tmp_path, fsdd_recordings)
     recs = [json.loads(x) for x in seg.read_text().splitlines()]
-    copy = {**recs[1], "id": "pitch1.7-" + recs[1]["id"], "pitch": 1.7, "perturbed_from": recs[1]["id"]}
+    copy = {**recs[1], "id": "x-" + recs[1]["id"], field: value, "perturbed_from": recs[1]["id"]}
     seg.write_text("".join(json.dumps(r) + "\n" for r in recs + [copy]))
     s = compute_features(seg, tmp_path / "f", FbankStageConfig(fbank=FbankConfig(**BAND)), show_progress=False)
     assert s.rejected == 1 and s.kept + s.rejected == s.total == len(recs) + 1
     bad = json.loads((tmp_path / "f" / "rejected.jsonl").read_text().splitlines()[0])
-    assert bad["id"] == copy["id"] and "pitch" in bad["reason"] and "012c84f" in bad["reason"]
+    assert bad["id"] == copy["id"] and field in bad["reason"] and commit in bad["reason"]
 
 
 def test_the_retired_cepstra_input_loads_at_its_neutral_value_and_is_refused_when_used():
