@@ -92,7 +92,10 @@ def speed_perturb(wave: np.ndarray, rate: int, factor: float) -> np.ndarray:
     return np.ascontiguousarray(out, dtype=np.float32)
 
 
-_PREFIX = __import__("re").compile(r"^(?:sp|vtlp)[0-9]+(?:\.[0-9]+)?-")
+# ``pitch``: the copies of the retired ``perturb --pitch`` (RETIRED_FIELDS). Shards made while it existed
+# still hold them, and a copy must count as its source speaker (the speaker critic's classes, the
+# shards' index), not as a new voice.
+_PREFIX = __import__("re").compile(r"^(?:sp|vtlp|pitch)[0-9]+(?:\.[0-9]+)?-")
 
 
 def base_speaker(speaker: str) -> str:

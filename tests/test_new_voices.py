@@ -87,6 +87,8 @@ def test_perturb_copies_train_only_with_prefixed_ids_and_speakers(tmp_path, fsdd
     sp = next(r for r in recs if r["id"] == "sp0.9-george-1-07")
     assert sp["speaker"] == "sp0.9-george" and sp["speed"] == 0.9 and sp["perturbed_from"] == "george-1-07"
     assert base_speaker(sp["speaker"]) == "george" and base_speaker("vtlp1.1-sp0.9-x") == "x"
+    # copies of the retired perturb --pitch, in shards made while it existed, stay their source's
+    assert base_speaker("pitch1.7-lucas") == "lucas" and base_speaker("pitchy-lucas") == "pitchy-lucas"
     summary = speaker_summary(recs)
     assert summary["train"] == ["george", "jackson"] and summary["held_out"] == [] and summary["perturbed"] == 12
     first = (tmp_path / "p" / "segments.jsonl").read_bytes()
