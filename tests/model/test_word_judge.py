@@ -4,6 +4,7 @@ four voices, tested on a fifth it never heard."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -143,3 +144,40 @@ def test_fmllr_keeps_the_voice_as_it_is_on_thin_or_singular_statistics(judged):
     # an utterance no path fits (fewer frames than the word has states) is left out of the statistics
     short = fmllr_stats(model, [(xs[0][:2], words[0])])
     assert short.beta == 0 and not short.K.any()
+
+
+def test_judge_cache_is_written_whole_and_reused(small_shards, tmp_path):
+    """The judges' cache appears file by file under temporary names, its info last: runs started
+    together on the same shards never read a half-written file; a second load trains nothing."""
+    import torch
+
+    from pvae_model.eval.classifiers import load_or_train
+
+    audio, images = small_shards
+    sp, im, info, _ = load_or_train(audio, images, cache=tmp_path / "c", image_train_limit=200, word_judge=False)
+    names = sorted(p.name for p in (tmp_path / "c").iterdir())
+    assert names == ["classifiers.json", "image.pt", "speech.pt"]  # no temporary file left behind
+    stamp = (tmp_path / "c" / "image.pt").stat().st_mtime_ns
+    sp2, im2, info2, _ = load_or_train(audio, images, cache=tmp_path / "c", image_train_limit=200, word_judge=False)
+    assert info2 == info and (tmp_path / "c" / "image.pt").stat().st_mtime_ns == stamp
+    assert all(torch.equal(a, b) for a, b in zip(im.state_dict().values(), im2.state_dict().values()))
+
+
+def test_a_judge_cache_write_that_fails_leaves_no_partial_file(small_shards, tmp_path, monkeypatch):
+    import torch
+
+    from pvae_model.eval import classifiers
+
+    real_save = torch.save
+
+    def dies_halfway(obj, path):  # a process killed while writing the image judge
+        if "image" in str(path):
+            Path(path).write_bytes(b"PK\x03\x04 half")
+            raise KeyboardInterrupt
+        real_save(obj, path)
+
+    monkeypatch.setattr(torch, "save", dies_halfway)
+    audio, images = small_shards
+    with pytest.raises(KeyboardInterrupt):
+        classifiers.load_or_train(audio, images, cache=tmp_path / "c", image_train_limit=200, word_judge=False)
+    assert sorted(p.name for p in (tmp_path / "c").iterdir()) == ["speech.pt"]
