@@ -28,7 +28,7 @@ def scores(run: Path) -> dict:
     d = run / "new_voices"
     george = _json_lines(d / "george.json")[0]
     espeak = _json_lines(d / "espeak.json")[0]
-    per_voice = dict(kv.rsplit(":", 1) for kv in (d / "espeak.voices").read_text().split())
+    per_voice = espeak["per_voice_listed"]  # a WAV the front end rejected counts as wrong
     names = json.loads((d / "espeak.names.json").read_text())  # espeak00 -> en-us+m1
     women = [float(v) for k, v in per_voice.items() if names[k].endswith(WOMEN)]
     others = [float(v) for k, v in per_voice.items() if not names[k].endswith(WOMEN)]
