@@ -33,18 +33,18 @@ PY
   mv "$g/list.csv.tmp" "$g/list.csv"
 fi
 export PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}"
+score() {  # SCRIPT RUN SET > OUT: one test set through the run's front end (its work directory cleared)
+  rm -rf "$2/outside_voices"
+  "$bin/python" "$root/benchmarks/$1" score "$2" "$3"
+}
 for run in "$@"; do
   out="$run/new_voices"
   mkdir -p "$out"
   "$bin/pvae-model" evaluate "$run" --checkpoint last > "$out/evaluate.log" 2>&1
   cp "$sets/voices/voices.json" "$out/espeak.names.json"
-  for pair in "george:$g" "espeak:$sets/voices"; do
-    rm -rf "$run/outside_voices"  # the front end's work directory, one test set at a time
-    "$bin/python" "$root/benchmarks/outside_voices.py" score "$run" "${pair#*:}" > "$out/${pair%%:*}.json" 2> "$out/${pair%%:*}.voices"
-  done
-  rm -rf "$run/outside_voices"
-  "$bin/python" "$root/benchmarks/voice_conditions.py" score "$run" "$sets/recording_george" > "$out/recording.json"
-  rm -rf "$run/outside_voices"
-  "$bin/python" "$root/benchmarks/voice_conditions.py" score "$run" "$sets/conditions_george" > "$out/conditions.json"
+  score outside_voices.py "$run" "$g" > "$out/george.json" 2> "$out/george.voices"
+  score outside_voices.py "$run" "$sets/voices" > "$out/espeak.json" 2> "$out/espeak.voices"
+  score voice_conditions.py "$run" "$sets/recording_george" > "$out/recording.json"
+  score voice_conditions.py "$run" "$sets/conditions_george" > "$out/conditions.json"
   echo "$run: scored -> $out"
 done

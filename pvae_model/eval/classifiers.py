@@ -16,6 +16,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from pvae_data.io_utils import atomic_path, write_json
+
 from ..modules import masked_utterance_norm
 
 
@@ -134,20 +136,6 @@ def _fit(clf: nn.Module, n: int, batch_size: int, epochs: int, rng, loss_of) -> 
             opt.step()
 
 
-def _save_cache(cache: Path, weights: dict, info_path: Path, info: dict) -> None:
-    """Each file written whole under a temporary name and renamed, the info (what says the cache is
-    there) last: runs started together on the same shards each train the judges, and none of them
-    reads a file another is still writing."""
-    from pvae_data.io_utils import atomic_open, atomic_path
-
-    cache.mkdir(parents=True, exist_ok=True)
-    for name, net in weights.items():
-        with atomic_path(cache / name) as tmp:
-            torch.save(net.state_dict(), tmp)
-    with atomic_open(info_path, "w") as f:
-        f.write(json.dumps(info, indent=2))
-
-
 def load_or_train(audio_shards: str | Path, image_shards: str | Path, cache: str | Path | None = None,
                   image_train_limit: int = 0, word_judge: bool = True):
     """(speech classifier, image classifier, info with test accuracies, word judge); trained once,
@@ -196,7 +184,13 @@ def load_or_train(audio_shards: str | Path, image_shards: str | Path, cache: str
             "image_test_accuracy": float((predict_images(im, i_te.images) == i_te.labels).mean()),
             "image_train_images": len(i_tr.labels), "speech_train_utterances": len(a_tr.labels),
             "audio_shards": str(Path(audio_shards).resolve()), "image_shards": str(Path(image_shards).resolve())}
-    _save_cache(cache, {"speech.pt": sp, "image.pt": im}, info_path, info)
+    # Each file whole under a temporary name, then renamed, the info (what says the cache is there)
+    # last: runs started together on the same shards each train the judges, and none of them reads
+    # a file another is still writing.
+    for name, net in (("speech.pt", sp), ("image.pt", im)):
+        with atomic_path(cache / name) as tmp:
+            torch.save(net.state_dict(), tmp)
+    write_json(info_path, info)
     if not word_judge:
         return sp.eval(), im.eval(), info, None
     words, word_info = load_or_train_word_judge(audio_shards, cache, a_tr, a_te)
@@ -243,5 +237,5 @@ def load_or_train_word_judge(audio_shards: str | Path, cache: Path, a_tr=None, a
             "word_judge_held_out_unadapted": float(plain[held].mean()) if held.any() else None,
             "word_judge_seen_unadapted": float(plain[~held].mean()) if (~held).any() else None}
     words.save(d)
-    _save_cache(d, {}, info_path, info)
+    write_json(info_path, info)  # after the model, as for the classifiers
     return words, info
