@@ -1,0 +1,71 @@
+"""How much a trained run's speech->image depends on where the trim cut each word.
+
+Each test WAV goes through the run's own front end (``outside_voices._front_end``: prepare list,
+trim with the run's VAD config, FBank with the shards' config), then its raw FBank is cut by k
+frames at each end, or extended by k copies of its first and last frames (a longer silence around
+the word, as a looser trim or a quieter room would leave), normalised as the run normalises, and
+scored as ``outside_voices.score`` scores (the unimodal z_s written with the prior style, judged by
+the image judge). A run that reads the word and not its margins moves little from column to column.
+
+    PYTHONPATH=. python benchmarks/edge_sensitivity.py RUN SET [SET ...] [--frames 2,5,10]
+
+SET is a directory with a ``list.csv`` (``outside_voices.py make``, ``score_new_voices.sh``'s george
+list). One JSON line per set, accuracies in %.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import outside_voices as ov  # noqa: E402
+
+
+def moved(raw: np.ndarray, k: int) -> dict[str, np.ndarray]:
+    """``raw`` [T, F] cut by ``k`` frames at each end (unchanged if that leaves under 10), and
+    extended by ``k`` copies of each end frame."""
+    cut = raw[k: len(raw) - k] if len(raw) > 2 * k + 10 else raw
+    ext = np.concatenate([np.repeat(raw[:1], k, 0), raw, np.repeat(raw[-1:], k, 0)])
+    return {f"cut {k}": cut, f"extended {k}": ext}
+
+
+def main() -> None:
+    import torch
+
+    from pvae_model.data import normalize_features
+    from pvae_model.eval.judge import Judge
+    from pvae_model.run import load_run
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("run", type=Path)
+    ap.add_argument("sets", type=Path, nargs="+")
+    ap.add_argument("--frames", default="2,5,10")
+    ap.add_argument("--checkpoint", default="last")
+    a = ap.parse_args()
+    torch.set_num_threads(1)
+    _, cfg, model, _, _, cmvn = load_run(a.run, a.checkpoint)
+    judge = Judge.load(cfg.audio_shards, cfg.image_shards)
+    mode = "utterance" if cfg.cmvn == "speaker" else cfg.cmvn
+    for s in a.sets:
+        work = a.run / "edge_sensitivity" / s.name
+        ov._front_end(cfg, s, work)
+        raw, feats, labels, _ = ov.read_voices(work, cfg, cmvn)
+
+        def accuracy(xs) -> float:
+            fs = [torch.from_numpy(normalize_features(x, mode, cmvn)) for x in xs]
+            return round(100 * float((ov._speech_to_image(model, judge, fs) == labels).mean()), 1)
+
+        row = {"run": str(a.run), "set": s.name, "n": len(labels), "as trimmed": accuracy(raw)}
+        for k in (int(v) for v in a.frames.split(",")):
+            for name, xs in zip(("cut", "extended"), zip(*(moved(x, k).values() for x in raw))):
+                row[f"{name} {k}"] = accuracy(xs)
+        print(json.dumps(row), flush=True)
+
+
+if __name__ == "__main__":
+    main()
