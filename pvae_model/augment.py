@@ -29,9 +29,10 @@ class SpecAugmentConfig(ConfigMixin):
     Mel axis warped by a factor drawn uniformly from [``warp_min``, ``warp_max``] (both 1: no
     warp).  All 0 and 1: off."""
 
-    # an experiment that was not kept (ConfigMixin.retired): a warp factor changing along the Mel axis
-    retired = {"warp_spread": 0.0}
-    retired_note = "docs/voices.md has the study; commit 895edee has the code"
+    # experiments that were not kept (ConfigMixin.retired): a warp factor changing along the Mel axis
+    # (warp_spread), each end of what the encoders read moved by up to N frames (edge_frames)
+    retired = {"warp_spread": 0.0, "edge_frames": 0}
+    retired_note = "docs/voices.md has the study; commits 895edee (warp_spread) and 1146695 (edge_frames) have the code"
     key_prefix = "spec_augment."
 
     freq_masks: int = 0
@@ -40,11 +41,9 @@ class SpecAugmentConfig(ConfigMixin):
     time_width: int = 0
     warp_min: float = 1.0
     warp_max: float = 1.0
-    # each end of what the encoders read moved by up to this many frames (move_edges)
-    edge_frames: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("freq_masks", "freq_width", "time_masks", "time_width", "edge_frames"):
+        for name in ("freq_masks", "freq_width", "time_masks", "time_width"):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 0:
                 raise ValueError(f"spec_augment.{name} must be an integer >= 0, got {v!r}")
@@ -62,7 +61,7 @@ class SpecAugmentConfig(ConfigMixin):
     @property
     def enabled(self) -> bool:
         return (bool(self.freq_masks and self.freq_width) or bool(self.time_masks and self.time_width)
-                or self.warps or bool(self.edge_frames))
+                or self.warps)
 
     def check_features(self, feat_dim: int) -> None:
         if self.freq_width > feat_dim:
@@ -123,30 +122,3 @@ def spec_augment(x: torch.Tensor, lengths: torch.Tensor, cfg: SpecAugmentConfig,
         t0 = (torch.rand(b, generator=generator) * (lens - w + 1).to(torch.float32)).long()
         keep &= ~((frames >= t0[:, None]) & (frames < (t0 + w)[:, None]))[:, :, None]
     return x * keep.to(x.dtype)
-
-
-def move_edges(x: torch.Tensor, lengths: torch.Tensor, frames: int,
-               generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """``x`` [B, T, F] with each end of each utterance moved by a shift drawn uniformly from
-    -``frames``..``frames``: a negative shift cuts that many frames off, a positive one adds that
-    many, the utterance's own edge frames mirrored (what lies there is the trim's margin, its
-    background).  Where the line a voice activity detector draws falls differs from voice to voice;
-    the encoders learn not to read it.  An utterance that cutting would leave under half its frames
-    (or under 4) keeps its length.  Returns the moved copy (zero-padded) and its lengths."""
-    b = x.shape[0]
-    shifts = torch.randint(-frames, frames + 1, (b, 2), generator=generator)
-    pieces = []
-    for i in range(b):
-        n = int(lengths[i])
-        u = x[i, :n]
-        cut = (-shifts[i]).clamp(min=0)
-        if n - int(cut.sum()) < max(4, n // 2):
-            cut = torch.zeros(2, dtype=torch.long)
-        u = u[int(cut[0]): n - int(cut[1])]
-        head, tail = (min(int(s), len(u) - 1) if s > 0 else 0 for s in shifts[i])
-        pieces.append(torch.cat([u[1: head + 1].flip(0), u, u[len(u) - 1 - tail: len(u) - 1].flip(0)]))
-    new_lengths = torch.tensor([len(p) for p in pieces], dtype=lengths.dtype)
-    out = x.new_zeros(b, int(new_lengths.max()), x.shape[2])
-    for i, p in enumerate(pieces):
-        out[i, : len(p)] = p
-    return out, new_lengths

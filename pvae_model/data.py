@@ -144,10 +144,9 @@ class PairedEpochs:
         if self.spec_augment is not None:
             self.spec_augment.check_features(int(audio.feats[0].shape[1]) if audio.feats else 0)
             shortest = int(np.min(audio.lengths)) if len(audio.lengths) else 0
-            for name in ("time_width", "edge_frames"):
-                if getattr(self.spec_augment, name) > shortest and (name != "time_width" or self.spec_augment.time_masks):
-                    raise ValueError(f"spec_augment.{name} {getattr(self.spec_augment, name)} is wider than the shortest "
-                                     f"training utterance ({shortest} frames)")
+            if self.spec_augment.time_masks and self.spec_augment.time_width > shortest:
+                raise ValueError(f"spec_augment.time_width {self.spec_augment.time_width} is wider than the shortest "
+                                 f"training utterance ({shortest} frames)")
         self.noise = noise if noise is not None and noise.enabled else None
         if self.noise is not None:
             from .noise import bin_centres, noise_bank
@@ -185,13 +184,9 @@ class PairedEpochs:
                 x_in = self._per_utterance(x_in, lengths, self._generator(epoch, 6, n))
                 batch["audio_input"] = x_in
             if self.spec_augment is not None:  # seeded by (seed, epoch, global batch): the same under DDP and on resume
-                from .augment import move_edges, spec_augment
+                from .augment import spec_augment
 
-                in_len = lengths
-                if self.spec_augment.edge_frames:  # the encoders read the utterance with its edges moved
-                    x_in, in_len = move_edges(x_in, lengths, self.spec_augment.edge_frames, self._generator(epoch, 7, n))
-                    batch["input_lengths"] = in_len
-                batch["audio_input"] = spec_augment(x_in, in_len, self.spec_augment, self._generator(epoch, 4, n),
+                batch["audio_input"] = spec_augment(x_in, lengths, self.spec_augment, self._generator(epoch, 4, n),
                                                     self.fbank)  # encoders read it;
                 # reconstruction targets stay the clean "audio" (a denoising objective, as SpecAugment
                 # is an input augmentation, not a change of what the decoder must produce)

@@ -17,7 +17,7 @@ from pvae_data.fbank import FbankConfig, compute_fbank, mel_banks
 from pvae_data.perturb import base_speaker, speaker_summary, speed_perturb
 from pvae_data.stages.perturb import PerturbConfig, perturb_manifest
 from pvae_data.stages.prepare import PrepareConfig, SplitError, hold_out_speakers, prepare_corpus
-from pvae_model.augment import SpecAugmentConfig, move_edges, spec_augment
+from pvae_model.augment import SpecAugmentConfig, spec_augment
 from pvae_model.normalize import normalize_utterance
 
 BAND = dict(low_freq=40.0, high_freq=3700.0)
@@ -290,6 +290,8 @@ def test_a_retired_spec_augment_field_loads_at_its_neutral_value_and_is_refused_
         SpecAugmentConfig(warp_min=0.9, warp_max=1.3)
     with pytest.raises(ValueError, match="^spec_augment.warp_spread: an experiment that was not kept.*895edee"):
         SpecAugmentConfig.from_dict({"warp_min": 0.9, "warp_max": 1.3, "warp_spread": 0.15})
+    with pytest.raises(ValueError, match="^spec_augment.edge_frames: an experiment that was not kept.*1146695"):
+        SpecAugmentConfig.from_dict({"edge_frames": 5})
 
 
 def test_utterance_cmvn_is_blind_to_a_channel_and_to_global_cmvn():
@@ -346,26 +348,6 @@ def test_pool_folds_weights_held_out_speakers_by_utterances(tmp_path):
         pool_folds([runs[0], runs[0]])
 
 
-def test_move_edges_cuts_or_mirrors_each_end_within_its_bound_and_is_seeded():
-    x = torch.arange(1, 21, dtype=torch.float32)[None, :, None].repeat(64, 1, 2)
-    x[1, 6:] = 0
-    lengths = torch.full((64,), 20)
-    lengths[1] = 6
-    a, la = move_edges(x, lengths, 3, torch.Generator().manual_seed(0))
-    b, lb = move_edges(x, lengths, 3, torch.Generator().manual_seed(0))
-    assert torch.equal(a, b) and torch.equal(la, lb)
-    assert ((la - lengths).abs() <= 6).all() and (la >= 3).all() and len(set(la.tolist())) > 3
-    for i in range(64):
-        u, n = [int(v) for v in a[i, : la[i], 0]], int(lengths[i])
-        # frames in order, cut by up to 3 at each end or mirrored on by up to 3 (1 2 3 -> 3 2 1 2 3)
-        assert all(q - p in (1, -1) for p, q in zip(u, u[1:])) and 1 <= min(u) and max(u) <= n, u
-        assert u[0] <= 4 and u[-1] >= n - 3 and sorted(set(u)) == list(range(min(u), max(u) + 1)), u
-        assert (a[i, la[i]:] == 0).all()
-    assert torch.equal(move_edges(x, lengths, 0, torch.Generator())[1], lengths)
-    with pytest.raises(ValueError, match="spec_augment.edge_frames"):
-        SpecAugmentConfig(edge_frames=-1)
-
-
 def test_spec_augment_wider_than_an_utterance_is_refused_by_name(small_shards):
     from pvae_model.data import PairedEpochs, load_audio_split, load_image_split
 
@@ -373,14 +355,8 @@ def test_spec_augment_wider_than_an_utterance_is_refused_by_name(small_shards):
     shortest = int(audio.lengths.min())
     with pytest.raises(ValueError, match="spec_augment.time_width"):
         PairedEpochs(audio, images, 16, spec_augment=SpecAugmentConfig(time_masks=1, time_width=shortest + 1))
-    with pytest.raises(ValueError, match="spec_augment.edge_frames"):
-        PairedEpochs(audio, images, 16, spec_augment=SpecAugmentConfig(edge_frames=shortest + 1))
-    moved = next(iter(PairedEpochs(audio, images, 16, spec_augment=SpecAugmentConfig(edge_frames=2)).batches(0)))
-    assert moved["audio_input"].shape[1] == int(moved["input_lengths"].max())
-    assert not torch.equal(moved["input_lengths"], moved["lengths"])  # the encoders read other lengths
     data = PairedEpochs(audio, images, 16, spec_augment=SpecAugmentConfig(time_masks=2, time_width=3))
     b = next(iter(data.batches(0)))
-    assert "input_lengths" not in b
     assert "audio_input" in b and not torch.equal(b["audio_input"], b["audio"])  # encoders read the masked copy
     again = next(iter(PairedEpochs(audio, images, 16, spec_augment=SpecAugmentConfig(time_masks=2, time_width=3)).batches(0)))
     assert torch.equal(b["audio_input"], again["audio_input"])  # seeded by (seed, epoch, batch)
@@ -393,7 +369,7 @@ def test_training_with_utterance_cmvn_and_spec_augment_is_deterministic(tmp_path
     d = {"audio_shards": str(small_shards[0]), "image_shards": str(small_shards[1]), "epochs": 2, "batch_size": 32,
          "eval_every": 0, "eval_coherence": False, "num_threads": 1, "seed": 3, "cmvn": "utterance",
          "spec_augment": {"freq_masks": 1, "freq_width": 8, "time_masks": 1, "time_width": 4,
-                          "warp_min": 0.9, "warp_max": 1.3, "edge_frames": 2},
+                          "warp_min": 0.9, "warp_max": 1.3},
          "pvae": {"hidden": 16, "z_shared": 4, "z_audio": 4, "z_image": 4, "image_channels": [4, 8]}}
     for name in ("a", "b"):
         train(TrainConfig.from_dict(d), tmp_path / name, show_progress=False)
