@@ -26,12 +26,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import outside_voices as ov  # noqa: E402
 
 
-def moved(raw: np.ndarray, k: int) -> dict[str, np.ndarray]:
+def moved(raw: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """``raw`` [T, F] cut by ``k`` frames at each end (unchanged if that leaves under 10), and
     extended by ``k`` copies of each end frame."""
     cut = raw[k: len(raw) - k] if len(raw) > 2 * k + 10 else raw
-    ext = np.concatenate([np.repeat(raw[:1], k, 0), raw, np.repeat(raw[-1:], k, 0)])
-    return {f"cut {k}": cut, f"extended {k}": ext}
+    return cut, np.concatenate([np.repeat(raw[:1], k, 0), raw, np.repeat(raw[-1:], k, 0)])
 
 
 def main() -> None:
@@ -50,20 +49,19 @@ def main() -> None:
     torch.set_num_threads(1)
     _, cfg, model, _, _, cmvn = load_run(a.run, a.checkpoint)
     judge = Judge.load(cfg.audio_shards, cfg.image_shards)
-    mode = "utterance" if cfg.cmvn == "speaker" else cfg.cmvn
+    mode = "utterance" if cfg.cmvn == "speaker" else cfg.cmvn  # as read_voices normalises one WAV
     for s in a.sets:
         work = a.run / "edge_sensitivity" / s.name
         ov._front_end(cfg, s, work)
         raw, feats, labels, _ = ov.read_voices(work, cfg, cmvn)
 
-        def accuracy(xs) -> float:
-            fs = [torch.from_numpy(normalize_features(x, mode, cmvn)) for x in xs]
+        def accuracy(fs) -> float:
             return round(100 * float((ov._speech_to_image(model, judge, fs) == labels).mean()), 1)
 
-        row = {"run": str(a.run), "set": s.name, "n": len(labels), "as trimmed": accuracy(raw)}
+        row = {"run": str(a.run), "set": s.name, "n": len(labels), "as trimmed": accuracy(feats)}
         for k in (int(v) for v in a.frames.split(",")):
-            for name, xs in zip(("cut", "extended"), zip(*(moved(x, k).values() for x in raw))):
-                row[f"{name} {k}"] = accuracy(xs)
+            for name, xs in zip(("cut", "extended"), zip(*(moved(x, k) for x in raw))):
+                row[f"{name} {k}"] = accuracy([torch.from_numpy(normalize_features(x, mode, cmvn)) for x in xs])
         print(json.dumps(row), flush=True)
 
 
