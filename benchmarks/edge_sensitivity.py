@@ -7,6 +7,12 @@ the word, as a looser trim or a quieter room would leave), normalised as the run
 scored as ``outside_voices.score`` scores (the unimodal z_s written with the prior style, judged by
 the image judge). A run that reads the word and not its margins moves little from column to column.
 
+"extended k, word's stats" extends each word the same way but normalises it with the statistics of
+the word as trimmed, both outside the model (per-utterance CMVN) and inside it (a run whose speech
+encoders normalise their input, ``audio_input_norm: utterance``, takes its mean and variance from
+the frames between the added ones): what the added frames cost through the LSTM alone, without
+moving every frame's normalisation.
+
     PYTHONPATH=. python benchmarks/edge_sensitivity.py RUN SET [SET ...] [--frames 2,5,10]
 
 SET is a directory with a ``list.csv`` (``outside_voices.py make``, ``score_new_voices.sh``'s george
@@ -16,6 +22,7 @@ list). One JSON line per set, accuracies in %.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -33,9 +40,34 @@ def moved(raw: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     return cut, np.concatenate([np.repeat(raw[:1], k, 0), raw, np.repeat(raw[-1:], k, 0)])
 
 
+def word_stats_norm(k: int):
+    """``modules.masked_utterance_norm`` with each utterance's mean and variance taken from its frames
+    k .. length-k (the word before ``moved`` extended it by k at each end)."""
+    def norm(x, lengths, floor: float = 1e-3):
+        import torch
+
+        t = torch.arange(x.shape[1], device=x.device)[None, :]
+        inner = ((t >= k) & (t < lengths[:, None] - k)).to(x.dtype).unsqueeze(-1)
+        real = (t < lengths[:, None]).to(x.dtype).unsqueeze(-1)
+        n = inner.sum(1, keepdim=True).clamp(min=1)
+        mean = (x * inner).sum(1, keepdim=True) / n
+        var = (((x - mean) * inner).pow(2)).sum(1, keepdim=True) / n
+        return (x - mean) / var.sqrt().clamp(min=floor) * real
+    return norm
+
+
+def extended_with_word_stats(raw: np.ndarray, k: int) -> np.ndarray:
+    """``raw`` extended by k copies of each end frame, normalised with the word's own mean and std."""
+    ext = moved(raw, k)[1].astype(np.float64)
+    return ((ext - raw.mean(0)) / np.maximum(raw.std(0), 1e-3)).astype(np.float32)
+
+
 def main() -> None:
     import torch
 
+    from unittest import mock
+
+    from pvae_model import modules
     from pvae_model.data import normalize_features
     from pvae_model.eval.judge import Judge
     from pvae_model.run import load_run
@@ -62,6 +94,12 @@ def main() -> None:
         for k in (int(v) for v in a.frames.split(",")):
             for name, xs in zip(("cut", "extended"), zip(*(moved(x, k) for x in raw))):
                 row[f"{name} {k}"] = accuracy([torch.from_numpy(normalize_features(x, mode, cmvn)) for x in xs])
+            if mode == "utterance":
+                with contextlib.ExitStack() as stack:
+                    if cfg.pvae.departures.audio_input_norm == "utterance":
+                        stack.enter_context(mock.patch.object(modules, "masked_utterance_norm", word_stats_norm(k)))
+                    row[f"extended {k}, word's stats"] = accuracy(
+                        [torch.from_numpy(extended_with_word_stats(x, k)) for x in raw])
         print(json.dumps(row), flush=True)
 
 

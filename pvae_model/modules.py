@@ -21,7 +21,6 @@ LOG_2PI = math.log(2 * math.pi)
 
 
 AUDIO_INPUT_NORMS = ("none", "utterance")
-AUDIO_ENCODER_READOUTS = ("last", "attention")
 
 
 def masked_utterance_norm(x: torch.Tensor, lengths: torch.Tensor, floor: float = 1e-3) -> torch.Tensor:
@@ -42,36 +41,21 @@ class AudioPreEncoder(nn.Module):
     ``input_norm="utterance"`` (a named architecture departure, ``PVAEConfig.departures.audio_input_norm``):
     the LSTM reads each utterance normalised by its own mean and variance (instance normalisation
     over time), so a new voice's channel and average spectrum never reach it, whatever CMVN was
-    applied outside; the decoders still reconstruct the features as given.
-    ``readout="attention"`` (``audio_encoder_readout``): a weighted mean of the LSTM's outputs over
-    the sequence's own frames, each frame weighted by a softmax of a learned score ``w . h_t + b``
-    (attentive pooling), so the read-out need not hang on the frames where the trim cut the word.
-    ``w`` and ``b`` start at zero (a plain mean at first) and draw nothing from the random stream:
-    every other weight starts as it does with the last frame's read-out."""
+    applied outside; the decoders still reconstruct the features as given."""
 
-    def __init__(self, feat_dim: int = 80, hidden: int = 512, input_norm: str = "none", readout: str = "last"):
+    def __init__(self, feat_dim: int = 80, hidden: int = 512, input_norm: str = "none"):
         super().__init__()
         if input_norm not in AUDIO_INPUT_NORMS:
             raise ValueError(f"audio input norm must be one of {AUDIO_INPUT_NORMS}, got {input_norm!r}")
-        if readout not in AUDIO_ENCODER_READOUTS:
-            raise ValueError(f"audio encoder readout must be one of {AUDIO_ENCODER_READOUTS}, got {readout!r}")
         self.lstm = nn.LSTM(feat_dim, hidden, batch_first=True)
         self.out_dim = hidden
         self.input_norm = input_norm
-        self.readout = readout
-        if readout == "attention":
-            self.attention_weight = nn.Parameter(torch.zeros(hidden))
-            self.attention_bias = nn.Parameter(torch.zeros(()))
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         x = x[:, : int(lengths.max())]
         if self.input_norm == "utterance":
             x = masked_utterance_norm(x, lengths)
         out, _ = self.lstm(x)
-        if self.readout == "attention":
-            real = torch.arange(out.shape[1], device=x.device)[None, :] < lengths[:, None]
-            score = (out @ self.attention_weight + self.attention_bias).masked_fill(~real, float("-inf"))
-            return (torch.softmax(score, dim=1).unsqueeze(-1) * out).sum(1)
         return out[torch.arange(len(lengths), device=x.device), lengths - 1]
 
 

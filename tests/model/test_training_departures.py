@@ -104,31 +104,11 @@ def test_speaker_critic_size_comes_from_the_training_speakers(tmp_path, shards):
     assert model.speaker_critic[2].out_features == n
 
 
-def test_attention_readout_starts_as_the_mean_ignores_padding_and_leaves_other_weights_alone():
-    """audio_encoder_readout "attention": a learned softmax over each utterance's own frames.  It
-    starts as their plain mean, padding never reaches it, every other weight starts as with the
-    last frame's read-out (the score draws nothing from the random stream), and a bad name is refused."""
-    from pvae_model.modules import AudioPreEncoder
 
-    small = dict(hidden=16, z_shared=4, z_audio=4, z_image=4, image_channels=(4, 8))
-    torch.manual_seed(0)
-    plain = PVAE(PVAEConfig(**small))
-    torch.manual_seed(0)
-    attn = PVAE(PVAEConfig(**small, departures=dict(audio_encoder_readout="attention")))
-    extra = {k for k in attn.state_dict() if k not in plain.state_dict()}
-    assert extra and all("attention" in k for k in extra)
-    assert all(torch.equal(v, attn.state_dict()[k]) for k, v in plain.state_dict().items())
-
-    pre = AudioPreEncoder(80, 16, readout="attention").eval()
-    x, lengths = torch.randn(2, 30, 80), torch.tensor([30, 12])
-    with torch.no_grad():
-        out, _ = pre.lstm(x)
-        assert torch.allclose(pre(x, lengths)[1], out[1, :12].mean(0), atol=1e-6)
-        pre.attention_weight.normal_()
-        padded = torch.cat([x, torch.randn(2, 7, 80) * 9], dim=1)
-        assert torch.allclose(pre(x, lengths), pre(padded, lengths), atol=1e-6)
-        assert not torch.allclose(pre(x, lengths)[1], out[1, :12].mean(0), atol=1e-3)
-    assert PVAEConfig(departures=dict(audio_encoder_readout="attention")).size_changes() == {
-        "audio_encoder_readout": "attention"}
-    with pytest.raises(ValueError, match="audio_encoder_readout"):
-        PVAEConfig(departures=dict(audio_encoder_readout="max"))
+def test_retired_attention_readout_loads_at_its_neutral_value_and_is_refused_when_used():
+    """audio_encoder_readout "attention" was not kept (docs/voices.md, "attention over frames"): a
+    run's config that names "last" loads as today's model; one that used "attention" is refused by
+    name and pointed at the commit that has the code."""
+    assert PVAEConfig.from_dict({"departures": {"audio_encoder_readout": "last"}}) == PVAEConfig()
+    with pytest.raises(ValueError, match="audio_encoder_readout.*640ff34"):
+        PVAEConfig.from_dict({"departures": {"audio_encoder_readout": "attention"}})
