@@ -13,7 +13,11 @@ encoders normalise their input, ``audio_input_norm: utterance``, takes its mean 
 the frames between the added ones): what the added frames cost through the LSTM alone, without
 moving every frame's normalisation.
 
-    PYTHONPATH=. python benchmarks/edge_sensitivity.py RUN SET [SET ...] [--frames 2,5,10]
+"floor D dB" (``--floors``): each word as trimmed, its FBank raised to no less than D dB below its
+own loudest value (librosa's ``power_to_db(top_db=D)``), before the run's normalisation: what a
+model trained without the floor makes of margins that are digital silence, lifted at test time.
+
+    PYTHONPATH=. python benchmarks/edge_sensitivity.py RUN SET [SET ...] [--frames 2,5,10] [--floors 50,60]
 
 SET is a directory with a ``list.csv`` (``outside_voices.py make``, ``score_new_voices.sh``'s george
 list). One JSON line per set, accuracies in %.
@@ -62,6 +66,11 @@ def extended_with_word_stats(raw: np.ndarray, k: int) -> np.ndarray:
     return ((ext - raw.mean(0)) / np.maximum(raw.std(0), 1e-3)).astype(np.float32)
 
 
+def floored(raw: np.ndarray, db: float) -> np.ndarray:
+    """``raw`` log-Mel FBank (natural log of power) raised to at least ``db`` dB below its maximum."""
+    return np.maximum(raw, raw.max() - db / 10 * np.log(10))
+
+
 def main() -> None:
     import torch
 
@@ -76,6 +85,7 @@ def main() -> None:
     ap.add_argument("run", type=Path)
     ap.add_argument("sets", type=Path, nargs="+")
     ap.add_argument("--frames", default="2,5,10")
+    ap.add_argument("--floors", default="", help="comma-separated dB below each word's peak; none by default")
     ap.add_argument("--checkpoint", default="last")
     a = ap.parse_args()
     torch.set_num_threads(1)
@@ -100,6 +110,8 @@ def main() -> None:
                         stack.enter_context(mock.patch.object(modules, "masked_utterance_norm", word_stats_norm(k)))
                     row[f"extended {k}, word's stats"] = accuracy(
                         [torch.from_numpy(extended_with_word_stats(x, k)) for x in raw])
+        for db in (float(v) for v in a.floors.split(",") if v):
+            row[f"floor {db:g} dB"] = accuracy([torch.from_numpy(normalize_features(floored(x, db), mode, cmvn)) for x in raw])
         print(json.dumps(row), flush=True)
 
 
