@@ -30,6 +30,7 @@ import contextlib
 import json
 import sys
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 
@@ -73,8 +74,6 @@ def floored(raw: np.ndarray, db: float) -> np.ndarray:
 
 def main() -> None:
     import torch
-
-    from unittest import mock
 
     from pvae_model import modules
     from pvae_model.data import normalize_features
