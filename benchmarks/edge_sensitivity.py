@@ -72,6 +72,15 @@ def floored(raw: np.ndarray, db: float) -> np.ndarray:
     return np.maximum(raw, raw.max() - db / 10 * np.log(10))
 
 
+def edge_depth_db(raw: list[np.ndarray], frames: int = 3) -> dict:
+    """How far under each word's loudest frame its first and last ``frames`` frames lie (each frame's
+    mean over the Mel bins, in dB): the median and the deepest tenth over a set."""
+    depth = np.concatenate([(lambda e: (e.max() - np.r_[e[:frames], e[-frames:]]))(x.mean(1)) for x in raw])
+    to_db = 10 / np.log(10)
+    return {"edge depth dB median": round(float(np.median(depth)) * to_db, 1),
+            "edge depth dB q90": round(float(np.percentile(depth, 90)) * to_db, 1)}
+
+
 def main() -> None:
     import torch
 
@@ -99,7 +108,7 @@ def main() -> None:
         def accuracy(fs) -> float:
             return round(100 * float((ov._speech_to_image(model, judge, fs) == labels).mean()), 1)
 
-        row = {"run": str(a.run), "set": s.name, "n": len(labels), "as trimmed": accuracy(feats)}
+        row = {"run": str(a.run), "set": s.name, "n": len(labels), **edge_depth_db(raw), "as trimmed": accuracy(feats)}
         for k in (int(v) for v in a.frames.split(",")):
             for name, xs in zip(("cut", "extended"), zip(*(moved(x, k) for x in raw))):
                 row[f"{name} {k}"] = accuracy([torch.from_numpy(normalize_features(x, mode, cmvn)) for x in xs])
