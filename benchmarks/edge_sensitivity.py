@@ -67,11 +67,6 @@ def extended_with_word_stats(raw: np.ndarray, k: int) -> np.ndarray:
     return ((ext - raw.mean(0)) / np.maximum(raw.std(0), 1e-3)).astype(np.float32)
 
 
-def floored(raw: np.ndarray, db: float) -> np.ndarray:
-    """``raw`` log-Mel FBank (natural log of power) raised to at least ``db`` dB below its maximum."""
-    return np.maximum(raw, raw.max() - db / 10 * np.log(10))
-
-
 def edge_depth_db(raw: list[np.ndarray], frames: int = 3) -> dict:
     """How far under each word's loudest frame its first and last ``frames`` frames lie (each frame's
     mean over the Mel bins, in dB): the median and the deepest tenth over a set."""
@@ -87,6 +82,7 @@ def main() -> None:
     from pvae_model import modules
     from pvae_model.data import normalize_features
     from pvae_model.eval.judge import Judge
+    from pvae_model.normalize import floor_fbank
     from pvae_model.run import load_run
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -109,6 +105,7 @@ def main() -> None:
             return round(100 * float((ov._speech_to_image(model, judge, fs) == labels).mean()), 1)
 
         row = {"run": str(a.run), "set": s.name, "n": len(labels), **edge_depth_db(raw), "as trimmed": accuracy(feats)}
+        raw = [floor_fbank(x, cfg.fbank_floor_db) for x in raw]  # a run with a floor reads every column floored
         for k in (int(v) for v in a.frames.split(",")):
             for name, xs in zip(("cut", "extended"), zip(*(moved(x, k) for x in raw))):
                 row[f"{name} {k}"] = accuracy([torch.from_numpy(normalize_features(x, mode, cmvn)) for x in xs])
@@ -119,7 +116,7 @@ def main() -> None:
                     row[f"extended {k}, word's stats"] = accuracy(
                         [torch.from_numpy(extended_with_word_stats(x, k)) for x in raw])
         for db in (float(v) for v in a.floors.split(",") if v):
-            row[f"floor {db:g} dB"] = accuracy([torch.from_numpy(normalize_features(floored(x, db), mode, cmvn)) for x in raw])
+            row[f"floor {db:g} dB"] = accuracy([torch.from_numpy(normalize_features(x, mode, cmvn, db)) for x in raw])
         print(json.dumps(row), flush=True)
 
 

@@ -127,7 +127,7 @@ def read_voices(work: Path, cfg, cmvn) -> tuple[list, list, np.ndarray, np.ndarr
     recs = read_jsonl(work / "fbank" / "features.jsonl")
     raw = [load_features(work / "fbank", r) for r in recs]
     mode = "utterance" if cfg.cmvn == "speaker" else cfg.cmvn
-    feats = [torch.from_numpy(normalize_features(x, mode, cmvn)) for x in raw]
+    feats = [torch.from_numpy(normalize_features(x, mode, cmvn, cfg.fbank_floor_db)) for x in raw]
     return (raw, feats, np.array([WORDS.index(r["transcript"]) for r in recs]),
             np.array([r["speaker"] for r in recs]))
 

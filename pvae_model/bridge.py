@@ -92,7 +92,8 @@ class BaseModels:
     image_shards: str
     minutes: dict  # training minutes of each base run
     deviations: dict  # each base run's departures from the paper's baselines ({} for none)
-    cmvn_mode: str = "global"  # how the speech base reads FBank (its TrainConfig.cmvn)
+    cmvn_mode: str = "global"  # how the speech base reads FBank (its TrainConfig.cmvn
+    floor_db: float = 0.0  # and fbank_floor_db)
 
 
 def load_bases(cfg: BridgeTrainConfig) -> BaseModels:
@@ -107,7 +108,7 @@ def load_bases(cfg: BridgeTrainConfig) -> BaseModels:
         m.requires_grad_(False)
     return BaseModels(sp, im, audio, images, cmvn, c_sp.audio_shards, c_im.image_shards,
                       {"speech": _run_minutes(cfg.speech_run), "image": _run_minutes(cfg.image_run)},
-                      {"vae_sp": c_sp.deviations(), "vae_im": c_im.deviations()}, c_sp.cmvn)
+                      {"vae_sp": c_sp.deviations(), "vae_im": c_im.deviations()}, c_sp.cmvn, c_sp.fbank_floor_db)
 
 
 def _run_minutes(run_dir) -> float:
@@ -136,7 +137,8 @@ def base_latents(cfg: BridgeTrainConfig, bases: BaseModels, cache: Path) -> dict
             return saved["latents"]
     out = {}
     for split in ("train", "test"):
-        audio = bases.audio if split == "test" else load_audio_split(bases.audio_shards, "train", mode=bases.cmvn_mode)
+        audio = bases.audio if split == "test" else load_audio_split(bases.audio_shards, "train", mode=bases.cmvn_mode,
+                                                                              floor_db=bases.floor_db)
         images = bases.images if split == "test" else load_image_split(bases.image_shards, "train")
         sp = encode_posteriors(bases.vae_sp, audio=audio)["s_audio"]
         im = encode_posteriors(bases.vae_im, images=images)["s_image"]

@@ -45,7 +45,7 @@ def bridge_front_end(lb) -> tuple:
 
     b = lb.bases
     frontend = SpeechFrontEnd(fbank=load_fbank_config(b.audio_shards), cmvn_mode=b.cmvn_mode,
-                              cmvn=b.cmvn, vad=load_vad_config(b.audio_shards))
+                              cmvn=b.cmvn, vad=load_vad_config(b.audio_shards), floor_db=b.floor_db)
     frames = int(np.median([len(f) for f in b.audio.feats])) if len(b.audio.feats) else DEFAULT_FRAMES
     return frontend, frames
 
@@ -64,7 +64,8 @@ def bridge_from_bundle(cfg: dict, state: dict, path):
         parts = {"bridge": Bridge(bcfg.bridge, tuple(cfg["z_dims"])),
                  "vae_sp": build_model("vae-sp", cfg["bases"]["vae_sp"]),
                  "vae_im": build_model("vae-im", cfg["bases"]["vae_im"])}
-        frontend = SpeechFrontEnd(**{k: cfg["speech"][k] for k in ("fbank", "cmvn_mode", "cmvn", "vad")})
+        frontend = SpeechFrontEnd(**{k: cfg["speech"][k] for k in ("fbank", "cmvn_mode", "cmvn", "vad")},
+                                  floor_db=float(cfg["speech"].get("floor_db", 0.0)))
     except (KeyError, TypeError, ValueError) as e:
         raise RunIOError(f"{path}/config.json: not a usable bridge bundle config ({e})") from None
     for name, m in parts.items():

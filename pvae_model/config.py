@@ -59,8 +59,12 @@ class TrainConfig(ConfigMixin):
     #   anew) whose encoder input is normalised by the utterance's own statistics instead of its
     #   speaker's; the decoders still reconstruct the speaker-normalised features. An experiment:
     #   one model for a voice that has given many words (speaker stats) and one that has given one.
+    # fbank_floor_db: every utterance's FBank raised to at least this many dB below its loudest value
+    #   before the CMVN (0 = off; pvae_model.normalize.floor_fbank), in training and wherever the run
+    #   reads speech. Needs cmvn: utterance (the shards' statistics are of FBank without the floor).
     cmvn: str = "global"
     cmvn_utterance_prob: float = 0.0
+    fbank_floor_db: float = 0.0
     spec_augment: SpecAugmentConfig = field(default_factory=SpecAugmentConfig)
     noise: NoiseConfig = field(default_factory=NoiseConfig)
 
@@ -81,6 +85,9 @@ class TrainConfig(ConfigMixin):
             raise ValueError(f"cmvn_utterance_prob must be in [0, 1], got {self.cmvn_utterance_prob}")
         if self.cmvn_utterance_prob and self.cmvn != "speaker":
             raise ValueError(f"cmvn_utterance_prob needs cmvn: speaker (got cmvn: {self.cmvn})")
+        if self.fbank_floor_db < 0 or (self.fbank_floor_db and self.cmvn != "utterance"):
+            raise ValueError(f"fbank_floor_db must be >= 0 and needs cmvn: utterance (the shards' statistics are "
+                             f"of FBank without the floor); got {self.fbank_floor_db} with cmvn: {self.cmvn}")
         self.betas = tuple(self.betas)
         if self.model not in MODALITIES:
             raise ValueError(f"unknown model {self.model!r} (available: {', '.join(MODALITIES)})")
@@ -109,6 +116,8 @@ class TrainConfig(ConfigMixin):
                 out["cmvn"] = self.cmvn
             if self.cmvn_utterance_prob:
                 out["cmvn_utterance_prob"] = self.cmvn_utterance_prob
+            if self.fbank_floor_db:
+                out["fbank_floor_db"] = self.fbank_floor_db
             if self.spec_augment.enabled:
                 out["spec_augment"] = self.spec_augment.to_dict()
             if self.noise.enabled:

@@ -36,14 +36,18 @@ MIN_SPEAKER_FRAMES = 300
 
 
 def load_audio_split(shards_dir: str | Path, split: str, cmvn: dict | None = None, mode: str = "global",
-                     min_speaker_frames: int = MIN_SPEAKER_FRAMES, keep_raw: bool = False) -> AudioSet:
+                     min_speaker_frames: int = MIN_SPEAKER_FRAMES, keep_raw: bool = False,
+                     floor_db: float = 0.0) -> AudioSet:
     """All utterances of a split, CMVN-normalised: ``mode`` "global" with the global train-split
     stats from the shards (or ``cmvn``), "utterance" with each utterance's own mean and variance,
     "speaker" with its speaker's (Kaldi's ``apply-cmvn --utt2spk``; the shards' per-speaker stats,
     over every split).  A speaker with fewer than ``min_speaker_frames`` frames of statistics falls
     back to per-utterance CMVN, and is listed in the set's ``cmvn_fallback`` (never a silent global
     default).  ``keep_raw``: the raw FBank and each utterance's normalisation are kept too (what
-    noise added in training needs, ``pvae_model.noise``)."""
+    noise added in training needs, ``pvae_model.noise``; with ``floor_db``, the floored FBank).
+    ``floor_db``: ``TrainConfig.fbank_floor_db`` (:func:`normalize_features`)."""
+    from .normalize import floor_fbank
+
     s = AudioShards(shards_dir, split)
     stats = cmvn if cmvn is not None else (s.cmvn or {}).get("global")
     per = ((s.cmvn or {}).get("speakers") or {}) if mode == "speaker" else {}
@@ -59,7 +63,7 @@ def load_audio_split(shards_dir: str | Path, split: str, cmvn: dict | None = Non
                 one_mode, one_stats = "utterance", None
             else:
                 one_mode, one_stats = "global", st
-        x = s[i].feats
+        x = floor_fbank(s[i].feats, floor_db)
         feats.append(torch.from_numpy(normalize_features(x, one_mode, one_stats)))
         if keep_raw:
             raw.append(torch.from_numpy(np.asarray(x, np.float32)))
@@ -74,15 +78,17 @@ def _affine(stats: dict | None, dim: int) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.from_numpy(mean), torch.from_numpy(std)
 
 
-def normalize_features(feats: np.ndarray, mode: str, stats: dict | None) -> np.ndarray:
+def normalize_features(feats: np.ndarray, mode: str, stats: dict | None, floor_db: float = 0.0) -> np.ndarray:
     """Raw FBank ``[T, D]`` -> what a model reads: "global" CMVN (``stats``' mean/std; none: as is)
     or per-"utterance" mean and variance (nothing needed but the utterance: a new voice's first
     word is normalised like every training word).  "speaker": :func:`load_audio_split` picks the
-    speaker's stats and passes them here as "global"."""
-    from .normalize import CMVN_MODES, normalize_utterance
+    speaker's stats and passes them here as "global".  ``floor_db``: the run's
+    ``TrainConfig.fbank_floor_db``, applied first (:func:`pvae_model.normalize.floor_fbank`)."""
+    from .normalize import CMVN_MODES, floor_fbank, normalize_utterance
 
     if mode not in CMVN_MODES:
         raise ValueError(f"cmvn must be one of {', '.join(CMVN_MODES)}, got {mode!r}")
+    feats = floor_fbank(feats, floor_db)
     if mode == "utterance":
         return normalize_utterance(feats)
     if mode == "speaker":

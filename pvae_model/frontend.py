@@ -41,6 +41,11 @@ class SpeechFrontEnd:
     cmvn_mode: str  # the run's TrainConfig.cmvn
     cmvn: dict | None  # the shards' global mean/std over the training split
     vad: dict  # pvae_data.vad.VadConfig fields the trim stage used
+    floor_db: float = 0.0  # the run's TrainConfig.fbank_floor_db (0: none)
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.floor_db, (int, float)) and 0 <= self.floor_db < float("inf")):
+            raise InputError(f"floor_db must be a finite number >= 0, got {self.floor_db!r}")
 
     def features(self, wave: np.ndarray, sample_rate: int, name: str = "audio",
                  voice: dict | None = None) -> torch.Tensor:
@@ -54,7 +59,7 @@ class SpeechFrontEnd:
 
         if voice is None:
             mode = "utterance" if self.cmvn_mode == "speaker" else self.cmvn_mode
-            return torch.from_numpy(normalize_features(feats, mode, self.cmvn))
+            return torch.from_numpy(normalize_features(feats, mode, self.cmvn, self.floor_db))
         if self.cmvn_mode != "speaker":
             raise InputError(f"voice statistics need a run trained with cmvn: speaker (this one: {self.cmvn_mode})")
         dims = {len(np.atleast_1d(voice.get(k, []))) for k in ("mean", "std")}

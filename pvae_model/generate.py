@@ -220,7 +220,8 @@ def _from_bundle(path) -> CrossModal:
                                 {"epoch": cfg.get("epoch")}).use_vocoder(vocoder)
     try:
         tc = TrainConfig.from_dict(cfg["train_config"])
-        frontend = SpeechFrontEnd(**{k: cfg["speech"][k] for k in ("fbank", "cmvn_mode", "cmvn", "vad")})
+        frontend = SpeechFrontEnd(**{k: cfg["speech"][k] for k in ("fbank", "cmvn_mode", "cmvn", "vad")},
+                                  floor_db=float(cfg["speech"].get("floor_db", 0.0)))
         model = build_model(tc.model, tc.pvae)
     except (KeyError, TypeError, ValueError) as e:
         raise RunIOError(f"{path}/config.json: not a usable bundle config ({e})") from None

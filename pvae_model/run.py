@@ -125,7 +125,7 @@ def load_run(run_dir, checkpoint: str = "best", device: str = "cpu", audio_shard
     cfg = replace(cfg, audio_shards=shard_dir(run_dir, "audio_shards", str(src.get("audio_shards")), audio_shards, where),
                   image_shards=shard_dir(run_dir, "image_shards", str(src.get("image_shards")), image_shards, where))
     cmvn = load_cmvn(cfg.audio_shards)
-    audio = load_audio_split(cfg.audio_shards, "test", cmvn=cmvn, mode=cfg.cmvn)
+    audio = load_audio_split(cfg.audio_shards, "test", cmvn=cmvn, mode=cfg.cmvn, floor_db=cfg.fbank_floor_db)
     images = load_image_split(cfg.image_shards, "test")
     return ck, cfg, model, audio, images, cmvn
 

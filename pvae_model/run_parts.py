@@ -26,7 +26,7 @@ def load_run_parts(run_dir, checkpoint: str = "last") -> dict:
     audio = shard_dir(run_dir, "audio_shards", str(saved.get("audio_shards", cfg.audio_shards)))
     fbank = load_fbank_config(audio)
     frontend = SpeechFrontEnd(fbank=fbank, cmvn_mode=cfg.cmvn, cmvn=load_cmvn(audio),
-                             vad=load_vad_config(audio))
+                             vad=load_vad_config(audio), floor_db=cfg.fbank_floor_db)
     try:
         lengths = AudioShards(audio, "test").lengths
         frames = int(np.median(lengths)) if len(lengths) else DEFAULT_FRAMES
@@ -36,7 +36,7 @@ def load_run_parts(run_dir, checkpoint: str = "last") -> dict:
     from .voices import run_voices
 
     try:
-        voices = run_voices(model, audio, cfg.cmvn)
+        voices = run_voices(model, audio, cfg.cmvn, cfg.fbank_floor_db)
     except (OSError, KeyError, ValueError):
         voices = {}  # no training split to hear the voices from: the prior style (CrossModal says so)
     return {"kind": kind, "model": model, "cfg": cfg, "epoch": ck["epoch"], "frontend": frontend,

@@ -100,9 +100,10 @@ class PairedTask(Task):
                 raise ValueError(f"{cfg.audio_shards}: the audio shards carry no CMVN statistics (index.json 'cmvn'); "
                                  "re-shard from a finished fbank directory, or set allow_no_cmvn: true")
             self.audio_train = audio = load_audio_split(cfg.audio_shards, "train", mode=cfg.cmvn,
-                                                        keep_raw=cfg.noise.enabled)
+                                                        keep_raw=cfg.noise.enabled, floor_db=cfg.fbank_floor_db)
             images = load_image_split(cfg.image_shards, "train")
-            self.audio_test = load_audio_split(cfg.audio_shards, "test", cmvn=cmvn, mode=cfg.cmvn)
+            self.audio_test = load_audio_split(cfg.audio_shards, "test", cmvn=cmvn, mode=cfg.cmvn,
+                                               floor_db=cfg.fbank_floor_db)
             image_test = load_image_split(cfg.image_shards, "test")
         except (OSError, KeyError) as e:  # h5py: corrupt metadata, truncated file, missing dataset
             raise RunIOError(f"cannot read the shards {cfg.audio_shards} / {cfg.image_shards}: {e}") from None

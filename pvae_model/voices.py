@@ -52,11 +52,12 @@ def typical_voice(voices: dict[str, torch.Tensor]) -> str | None:
     return names[int((z - z.mean(0)).norm(dim=1).argmin())]
 
 
-def run_voices(model, audio_shards, cmvn_mode: str) -> dict[str, torch.Tensor]:
-    """:func:`speaker_voices` of a run's training split (its shards, read as training read them)."""
+def run_voices(model, audio_shards, cmvn_mode: str, floor_db: float = 0.0) -> dict[str, torch.Tensor]:
+    """:func:`speaker_voices` of a run's training split (its shards, read as training read them:
+    ``cmvn_mode`` and ``floor_db`` are the run's ``TrainConfig.cmvn`` and ``fbank_floor_db``)."""
     from .data import load_audio_split
 
-    return speaker_voices(model, load_audio_split(audio_shards, "train", mode=cmvn_mode))
+    return speaker_voices(model, load_audio_split(audio_shards, "train", mode=cmvn_mode, floor_db=floor_db))
 
 
 def voices_to_json(voices: dict[str, torch.Tensor]) -> dict:

@@ -127,7 +127,7 @@ def _coherence(model, audio, images, cfg, ecfg: EvalConfig) -> dict:
     from .judge import COHERENCE_KEYS, Judge, generation_checks
 
     judge = Judge.load(cfg.audio_shards, cfg.image_shards, image_train_limit=ecfg.classifier_images)
-    voices = run_voices(model, cfg.audio_shards, cfg.cmvn)
+    voices = run_voices(model, cfg.audio_shards, cfg.cmvn, cfg.fbank_floor_db)
     checks = generation_checks(model, judge, audio, images, n_images=ecfg.coherence_images, seed=ecfg.seed + 1,
                                voices=voices, word_voices=[typical_voice(voices)] if voices else None)
     rows = checks["rows"]
@@ -152,7 +152,7 @@ def _probes(model, cfg, post_test: dict, a_labels, i_labels, ecfg: EvalConfig) -
     from ..models import MODALITIES
 
     has = MODALITIES[cfg.model]
-    a_tr = load_audio_split(cfg.audio_shards, "train", mode=cfg.cmvn) if "audio" in has else None
+    a_tr = load_audio_split(cfg.audio_shards, "train", mode=cfg.cmvn, floor_db=cfg.fbank_floor_db) if "audio" in has else None
     i_tr = load_image_split(cfg.image_shards, "train") if "image" in has else None
     if i_tr is not None and ecfg.probe_images and ecfg.probe_images < len(i_tr.labels):
         idx = np.random.default_rng(ecfg.seed).permutation(len(i_tr.labels))[: ecfg.probe_images]
