@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import sys
 from pathlib import Path
@@ -43,22 +44,6 @@ def moved(raw: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     extended by ``k`` copies of each end frame."""
     cut = raw[k: len(raw) - k] if len(raw) > 2 * k + 10 else raw
     return cut, np.concatenate([np.repeat(raw[:1], k, 0), raw, np.repeat(raw[-1:], k, 0)])
-
-
-def word_stats_norm(k: int):
-    """``modules.masked_utterance_norm`` with each utterance's mean and variance taken from its frames
-    k .. length-k (the word before ``moved`` extended it by k at each end)."""
-    def norm(x, lengths, floor: float = 1e-3):
-        import torch
-
-        t = torch.arange(x.shape[1], device=x.device)[None, :]
-        inner = ((t >= k) & (t < lengths[:, None] - k)).to(x.dtype).unsqueeze(-1)
-        real = (t < lengths[:, None]).to(x.dtype).unsqueeze(-1)
-        n = inner.sum(1, keepdim=True).clamp(min=1)
-        mean = (x * inner).sum(1, keepdim=True) / n
-        var = (((x - mean) * inner).pow(2)).sum(1, keepdim=True) / n
-        return (x - mean) / var.sqrt().clamp(min=floor) * real
-    return norm
 
 
 def extended_with_word_stats(raw: np.ndarray, k: int) -> np.ndarray:
@@ -112,7 +97,8 @@ def main() -> None:
             if mode == "utterance":
                 with contextlib.ExitStack() as stack:
                     if cfg.pvae.departures.audio_input_norm == "utterance":
-                        stack.enter_context(mock.patch.object(modules, "masked_utterance_norm", word_stats_norm(k)))
+                        stack.enter_context(mock.patch.object(modules, "masked_utterance_norm",
+                                                              functools.partial(modules.masked_utterance_norm, edge=k)))
                     row[f"extended {k}, word's stats"] = accuracy(
                         [torch.from_numpy(extended_with_word_stats(x, k)) for x in raw])
         for db in (float(v) for v in a.floors.split(",") if v):

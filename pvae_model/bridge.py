@@ -92,8 +92,8 @@ class BaseModels:
     image_shards: str
     minutes: dict  # training minutes of each base run
     deviations: dict  # each base run's departures from the paper's baselines ({} for none)
-    cmvn_mode: str = "global"  # how the speech base reads FBank (its TrainConfig.cmvn
-    floor_db: float = 0.0  # and fbank_floor_db)
+    cmvn_mode: str = "global"  # how the speech base reads FBank: its TrainConfig.cmvn
+    floor_db: float = 0.0  # and its TrainConfig.fbank_floor_db
 
 
 def load_bases(cfg: BridgeTrainConfig) -> BaseModels:

@@ -23,15 +23,21 @@ LOG_2PI = math.log(2 * math.pi)
 AUDIO_INPUT_NORMS = ("none", "utterance")
 
 
-def masked_utterance_norm(x: torch.Tensor, lengths: torch.Tensor, floor: float = 1e-3) -> torch.Tensor:
+def masked_utterance_norm(x: torch.Tensor, lengths: torch.Tensor, floor: float = 1e-3, edge: int = 0) -> torch.Tensor:
     """Each padded utterance of ``x`` [B, T, F] minus its own mean over its real frames, divided by
     its own std (per-utterance CMVN, :func:`pvae_model.normalize.normalize_utterance`); padding
     stays 0.  Blind to any per-bin gain and offset: global CMVN, a channel, a speaker's average
-    spectrum."""
-    mask = (torch.arange(x.shape[1], device=x.device)[None, :] < lengths[:, None]).to(x.dtype).unsqueeze(-1)
-    n = lengths.to(x.dtype)[:, None, None].clamp(min=1)
-    mean = (x * mask).sum(1, keepdim=True) / n
-    var = (((x - mean) * mask).pow(2)).sum(1, keepdim=True) / n
+    spectrum.  ``edge``: the mean and std leave out each utterance's first and last ``edge`` real
+    frames, which are still normalised (``benchmarks/edge_sensitivity.py``: a word's own statistics
+    after frames were added at its ends)."""
+    t = torch.arange(x.shape[1], device=x.device)[None, :]
+    mask = (t < lengths[:, None]).to(x.dtype).unsqueeze(-1)
+    stats, n = mask, lengths.to(x.dtype)[:, None, None].clamp(min=1)
+    if edge:
+        stats = ((t >= edge) & (t < lengths[:, None] - edge)).to(x.dtype).unsqueeze(-1)
+        n = stats.sum(1, keepdim=True).clamp(min=1)
+    mean = (x * stats).sum(1, keepdim=True) / n
+    var = (((x - mean) * stats).pow(2)).sum(1, keepdim=True) / n
     return (x - mean) / var.sqrt().clamp(min=floor) * mask
 
 

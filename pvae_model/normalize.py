@@ -30,4 +30,3 @@ def floor_fbank(feats: np.ndarray, floor_db: float) -> np.ndarray:
     if not floor_db:
         return feats
     return np.maximum(feats, feats.max() - np.float32(floor_db / 10 * np.log(10))).astype(np.float32, copy=False)
-

@@ -104,6 +104,20 @@ def test_speaker_critic_size_comes_from_the_training_speakers(tmp_path, shards):
     assert model.speaker_critic[2].out_features == n
 
 
+def test_utterance_norm_can_take_its_statistics_between_the_edges():
+    """``masked_utterance_norm(edge=k)``: the word's own mean and std after k frames were added at
+    each end (edge_sensitivity.py); padding stays 0 and ``edge=0`` is the plain norm."""
+    from pvae_model.modules import masked_utterance_norm
+
+    torch.manual_seed(0)
+    x, lengths, k = torch.randn(2, 30, 8) * 3 + 1, torch.tensor([30, 20]), 4
+    out = masked_utterance_norm(x, lengths, edge=k)
+    for b, n in enumerate(lengths.tolist()):
+        word = x[b, k:n - k]
+        want = (x[b, :n] - word.mean(0)) / word.std(0, unbiased=False)
+        assert torch.allclose(out[b, :n], want, atol=1e-5) and not out[b, n:].any()
+    assert torch.equal(masked_utterance_norm(x, lengths, edge=0), masked_utterance_norm(x, lengths))
+
 
 def test_retired_attention_readout_loads_at_its_neutral_value_and_is_refused_when_used():
     """audio_encoder_readout "attention" was not kept (docs/voices.md, "attention over frames"): a
