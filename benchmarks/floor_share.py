@@ -16,6 +16,7 @@ import numpy as np
 import soundfile as sf
 
 from pvae_model.frontend import SpeechFrontEnd
+from pvae_model.normalize import floor_fbank
 from pvae_model.run import load_cmvn, load_fbank_config, load_vad_config
 
 
@@ -35,7 +36,7 @@ def main() -> None:
             feats = fe.raw_features(wave, sr, row["path"])
             peak, under, spread = stats[row["speaker"]]
             peak.append(feats.max() * to_db)
-            under.append(float((feats < feats.max() - args.db / to_db).mean()))
+            under.append(float((floor_fbank(feats, args.db) > feats).mean()))  # the cells the floor raises
             spread.append(float(np.percentile(feats, 99) - np.percentile(feats, 50)) * to_db)
     print(f"| kind | n | loudest value, median dB | share under the {args.db:g} dB floor | p50-p99 spread, dB |")
     print("| --- | --- | --- | --- | --- |")
