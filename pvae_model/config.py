@@ -88,9 +88,6 @@ class TrainConfig(ConfigMixin):
         if self.fbank_floor_db < 0 or (self.fbank_floor_db and self.cmvn != "utterance"):
             raise ValueError(f"fbank_floor_db must be >= 0 and needs cmvn: utterance (the shards' statistics are "
                              f"of FBank without the floor); got {self.fbank_floor_db} with cmvn: {self.cmvn}")
-        if self.noise.enabled and self.cmvn == "speech":
-            raise ValueError("noise needs cmvn: utterance, global or speaker (it normalises the noisy copy "
-                             "again over all its frames); got cmvn: speech")
         self.betas = tuple(self.betas)
         if self.model not in MODALITIES:
             raise ValueError(f"unknown model {self.model!r} (available: {', '.join(MODALITIES)})")

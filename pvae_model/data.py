@@ -67,7 +67,7 @@ def load_audio_split(shards_dir: str | Path, split: str, cmvn: dict | None = Non
         feats.append(torch.from_numpy(normalize_features(x, one_mode, one_stats)))
         if keep_raw:
             raw.append(torch.from_numpy(np.asarray(x, np.float32)))
-            norms.append(None if one_mode in ("utterance", "speech") else _affine(one_stats, x.shape[1]))
+            norms.append(None if one_mode == "utterance" else _affine(one_stats, x.shape[1]))
     return AudioSet(feats, np.asarray(s.lengths), np.asarray(s.labels), list(s.keys), list(s.speakers),
                     sorted(fallback), raw if keep_raw else None, norms if keep_raw else None)
 
@@ -84,15 +84,13 @@ def normalize_features(feats: np.ndarray, mode: str, stats: dict | None, floor_d
     word is normalised like every training word).  "speaker": :func:`load_audio_split` picks the
     speaker's stats and passes them here as "global".  ``floor_db``: the run's
     ``TrainConfig.fbank_floor_db``, applied first (:func:`pvae_model.normalize.floor_fbank`)."""
-    from .normalize import CMVN_MODES, floor_fbank, normalize_speech_frames, normalize_utterance
+    from .normalize import CMVN_MODES, floor_fbank, normalize_utterance
 
     if mode not in CMVN_MODES:
         raise ValueError(f"cmvn must be one of {', '.join(CMVN_MODES)}, got {mode!r}")
     feats = floor_fbank(feats, floor_db)
     if mode == "utterance":
         return normalize_utterance(feats)
-    if mode == "speech":
-        return normalize_speech_frames(feats)
     if mode == "speaker":
         raise ValueError("speaker CMVN needs the speaker's statistics: load_audio_split(mode='speaker')")
     mean = np.asarray(stats["mean"], np.float32) if stats else 0.0

@@ -8,14 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-CMVN_MODES = ("global", "utterance", "speaker", "speech")
-
-# cmvn "speech" (an experiment): each utterance's statistics over its speech frames only, those whose
-# energy (the log of the summed Mel power) is within SPEECH_DB of its loudest frame; the frames under
-# it are normalised by those statistics and clipped at SPEECH_CLIP standard deviations under the mean
-# (FSDD's quiet frames reach ~-5; a synthetic voice's digital silence -20 to -60).
-SPEECH_DB = 30.0
-SPEECH_CLIP = 6.0
+CMVN_MODES = ("global", "utterance", "speaker")
 
 
 def normalize_utterance(feats: np.ndarray, variance: bool = True, floor: float = 1e-3) -> np.ndarray:
@@ -26,20 +19,6 @@ def normalize_utterance(feats: np.ndarray, variance: bool = True, floor: float =
     if variance:
         out /= np.maximum(x.std(axis=0, keepdims=True), floor)
     return out.astype(np.float32)
-
-
-def normalize_speech_frames(feats: np.ndarray, speech_db: float = SPEECH_DB, clip: float = SPEECH_CLIP,
-                            floor: float = 1e-3) -> np.ndarray:
-    """``feats`` [T, D] (log-Mel, natural log of power) normalised by the mean and std of its speech
-    frames (energy within ``speech_db`` dB of the loudest frame), then clipped at ``-clip``: the
-    statistics of the word, whatever silence its edges hold (docs/voices.md, "Statistics over the
-    speech frames")."""
-    x = np.asarray(feats, dtype=np.float64)
-    peak = x.max(axis=1, keepdims=True)
-    energy = (peak[:, 0] + np.log(np.exp(x - peak).sum(axis=1))) * (10 / np.log(10))
-    speech = x[energy >= energy.max() - speech_db]
-    out = (x - speech.mean(axis=0, keepdims=True)) / np.maximum(speech.std(axis=0, keepdims=True), floor)
-    return np.maximum(out, -clip).astype(np.float32)
 
 
 def floor_fbank(feats: np.ndarray, floor_db: float) -> np.ndarray:
