@@ -52,7 +52,32 @@ def make(out: Path) -> None:
         for r in rows:
             w.writerow({k: r[k] for k in w.fieldnames})
     (out / "voices.json").write_text(json.dumps({r["speaker"]: r["voice"] for r in rows}, indent=1))
+    same = same_audio(rows)
+    (out / "same_audio.json").write_text(json.dumps(same, indent=1))
+    for later, s in same.items():
+        print(f"{later}: {s['files']} of its WAVs are byte for byte {s['as']}'s", file=sys.stderr)
     print(f"{len(rows)} utterances, {len(rows) // 30} voices -> {out / 'list.csv'}")
+
+
+def same_audio(rows: list[dict]) -> dict[str, dict]:
+    """Voices that share WAVs, byte for byte, with an earlier voice: {voice: {"as": the earlier
+    voice, "files": how many of its WAVs are the same}}. espeak-ng gives some accent+variant pairs
+    the same sound for some words or for all (en-us and en-us-nyc, for one)."""
+    import hashlib
+
+    by_voice: dict[str, list[tuple[str, str]]] = {}
+    for r in rows:
+        word_style = r["id"].split("-", 1)[1]
+        by_voice.setdefault(r["speaker"], []).append((word_style, hashlib.sha256(Path(r["path"]).read_bytes()).hexdigest()))
+    same: dict[str, dict] = {}
+    earlier: list[str] = []
+    for voice, files in by_voice.items():
+        counts = {e: len(set(files) & set(by_voice[e])) for e in earlier}
+        best = max(counts, key=counts.get, default=None)
+        if best is not None and counts[best]:
+            same[voice] = {"as": best, "files": counts[best]}
+        earlier.append(voice)
+    return same
 
 
 def _front_end(run_cfg, voices: Path, work: Path) -> list[dict]:
