@@ -185,3 +185,18 @@ def test_recording_conditions_change_what_they_say_and_nothing_else(fsdd_recordi
         np.testing.assert_allclose(padded[sr:sr + len(wave)], wave, atol=10 ** (-under / 20) * 6 * np.sqrt(_speech_power(wave)))
     hum = record(wave, sr, RECORDING["hum"], rng) - wave
     assert abs(10 * np.log10(_speech_power(wave) / (hum ** 2).mean()) - 20.0) < 0.5
+
+
+def test_same_audio_names_voices_that_share_wavs(tmp_path):
+    """benchmarks/outside_voices.same_audio: a voice whose WAVs are byte for byte an earlier
+    voice's is named with how many it shares; a voice that differs in every WAV is not."""
+    from outside_voices import same_audio
+
+    rows = []
+    for voice, contents in (("v0", [b"a", b"b", b"c"]), ("v1", [b"a", b"x", b"c"]), ("v2", [b"p", b"q", b"r"]),
+                            ("v3", [b"p", b"q", b"r"])):
+        for k, data in enumerate(contents):
+            path = tmp_path / f"{voice}-{k}-0.wav"
+            path.write_bytes(data)
+            rows.append({"speaker": voice, "id": f"{voice}-{k}-0", "path": str(path)})
+    assert same_audio(rows) == {"v1": {"as": "v0", "files": 2}, "v3": {"as": "v2", "files": 3}}
