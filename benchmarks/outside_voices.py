@@ -63,16 +63,16 @@ def same_audio(rows: list[dict]) -> dict[str, dict]:
     """Voices that share WAVs, byte for byte, with an earlier voice: {voice: {"as": the earlier
     voice, "files": how many of its WAVs are the same}}. espeak-ng gives some accent+variant pairs
     the same sound for some words or for all (en-us and en-us-nyc, for one)."""
-    import hashlib
+    from pvae_data.io_utils import sha256_file
 
-    by_voice: dict[str, list[tuple[str, str]]] = {}
+    by_voice: dict[str, set[tuple[str, str]]] = {}
     for r in rows:
         word_style = r["id"].split("-", 1)[1]
-        by_voice.setdefault(r["speaker"], []).append((word_style, hashlib.sha256(Path(r["path"]).read_bytes()).hexdigest()))
+        by_voice.setdefault(r["speaker"], set()).add((word_style, sha256_file(r["path"])))
     same: dict[str, dict] = {}
     earlier: list[str] = []
     for voice, files in by_voice.items():
-        counts = {e: len(set(files) & set(by_voice[e])) for e in earlier}
+        counts = {e: len(files & by_voice[e]) for e in earlier}
         best = max(counts, key=counts.get, default=None)
         if best is not None and counts[best]:
             same[voice] = {"as": best, "files": counts[best]}
