@@ -21,7 +21,6 @@ LOG_2PI = math.log(2 * math.pi)
 
 
 AUDIO_INPUT_NORMS = ("none", "utterance")
-MAX_FRAME_STACK = 8  # 80 ms a step: past a digit's shortest phone
 
 
 def masked_utterance_norm(x: torch.Tensor, lengths: torch.Tensor, floor: float = 1e-3, edge: int = 0) -> torch.Tensor:
@@ -42,45 +41,26 @@ def masked_utterance_norm(x: torch.Tensor, lengths: torch.Tensor, floor: float =
     return (x - mean) / var.sqrt().clamp(min=floor) * mask
 
 
-def stack_frames(x: torch.Tensor, lengths: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Low frame rate input (Kaldi's chain models, sherpa's LFR): each run of ``k`` frames of ``x``
-    [B, T, F] concatenated into one step [B, ceil(T/k), k*F]; an utterance whose length is no
-    multiple of ``k`` ends in a step completed with zeros.  Frames past each length are zeroed first,
-    so the batch's padding never reaches a real step.  Returns the steps and their lengths."""
-    if k == 1:
-        return x, lengths
-    b, t, f = x.shape
-    real = (torch.arange(t, device=x.device)[None, :] < lengths[:, None]).to(x.dtype).unsqueeze(-1)
-    x = nn.functional.pad(x * real, (0, 0, 0, (-t) % k))
-    return x.reshape(b, x.shape[1] // k, k * f), (lengths + k - 1) // k
-
-
 class AudioPreEncoder(nn.Module):
     """1-layer LSTM; the hidden state at each sequence's own last frame.
 
     ``input_norm="utterance"`` (a named architecture departure, ``PVAEConfig.departures.audio_input_norm``):
     the LSTM reads each utterance normalised by its own mean and variance (instance normalisation
     over time), so a new voice's channel and average spectrum never reach it, whatever CMVN was
-    applied outside; the decoders still reconstruct the features as given.  ``frame_stack`` k > 1
-    (``departures.audio_frame_stack``): the LSTM steps over runs of k frames (:func:`stack_frames`),
-    k times fewer steps."""
+    applied outside; the decoders still reconstruct the features as given."""
 
-    def __init__(self, feat_dim: int = 80, hidden: int = 512, input_norm: str = "none", frame_stack: int = 1):
+    def __init__(self, feat_dim: int = 80, hidden: int = 512, input_norm: str = "none"):
         super().__init__()
         if input_norm not in AUDIO_INPUT_NORMS:
             raise ValueError(f"audio input norm must be one of {AUDIO_INPUT_NORMS}, got {input_norm!r}")
-        if not 1 <= frame_stack <= MAX_FRAME_STACK:
-            raise ValueError(f"audio frame stack must be 1..{MAX_FRAME_STACK}, got {frame_stack!r}")
-        self.lstm = nn.LSTM(feat_dim * frame_stack, hidden, batch_first=True)
+        self.lstm = nn.LSTM(feat_dim, hidden, batch_first=True)
         self.out_dim = hidden
         self.input_norm = input_norm
-        self.frame_stack = frame_stack
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         x = x[:, : int(lengths.max())]
         if self.input_norm == "utterance":
             x = masked_utterance_norm(x, lengths)
-        x, lengths = stack_frames(x, lengths, self.frame_stack)
         out, _ = self.lstm(x)
         return out[torch.arange(len(lengths), device=x.device), lengths - 1]
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, fields
 
 from pvae_data.config import ConfigMixin, check_field_types
 
-from ..modules import AUDIO_DECODER_POSITIONS, AUDIO_INPUT_NORMS, DECODER_VARIANCES, MAX_FRAME_STACK
+from ..modules import AUDIO_DECODER_POSITIONS, AUDIO_INPUT_NORMS, DECODER_VARIANCES
 from ..modules import AudioDecoder, AudioPreEncoder, ImagePreEncoder, Likelihoods
 
 MAX_WIDTH = 8192  # 16x the paper's 512-cell LSTMs: anything wider is a typo, not a model
@@ -38,13 +38,16 @@ class Departures(ConfigMixin):
     # pre-encoders' mean over frames (audio_encoder_pool "mean") and dropout on their read-out
     # (audio_encoder_dropout) left next (docs/voices.md; commit 98faed1), then cepstra in place of the
     # Mel bins as their input (audio_input_cepstra; commit d1ac7b1), then an attentive read-out over
-    # frames (audio_encoder_readout "attention"; commit 640ff34).
+    # frames (audio_encoder_readout "attention"; commit 640ff34), then low frame rate input, runs of k
+    # frames per LSTM step (audio_frame_stack; commit e2f6a81).
     retired = {"cross_grad": "all", "kl_private_weight": 1.0, "private_adv_start": 0, "image_encoder": "spec",
                "shared_label_weight": 0.0, "audio_encoder_pool": "last",
-               "audio_encoder_dropout": 0.0, "audio_input_cepstra": 0, "audio_encoder_readout": "last"}
+               "audio_encoder_dropout": 0.0, "audio_input_cepstra": 0, "audio_encoder_readout": "last",
+               "audio_frame_stack": 1}
     retired_note = ("docs/study/pvae.md and docs/voices.md have the studies; commit 4cec2c8 has the code, "
                     "91eab0d that of shared_label_weight, 98faed1 that of audio_encoder_pool and audio_encoder_dropout, "
-                    "d1ac7b1 that of audio_input_cepstra, 640ff34 that of audio_encoder_readout")
+                    "d1ac7b1 that of audio_input_cepstra, 640ff34 that of audio_encoder_readout, "
+                    "e2f6a81 that of audio_frame_stack")
     key_prefix = "pvae.departures."
 
     # Std of the image likelihood N(x_i; mean, std^2 I). The spec's 1 makes a whole 28x28 image in
@@ -70,9 +73,6 @@ class Departures(ConfigMixin):
     # utterance beside z (modules.relative_position), not z alone.
     audio_input_norm: str = "none"
     audio_decoder_position: str = "none"
-    # audio_frame_stack k > 1: the speech pre-encoders' LSTMs step over runs of k frames, each step
-    # reading their k*80 values (low frame rate input, modules.stack_frames): k times fewer steps.
-    audio_frame_stack: int = 1
     # A speaker critic on the speech side's z_s (domain-adversarial training, Ganin et al. 2016;
     # for speakers, Meng et al. 2018): a small classifier reads z_s (multimodal and unimodal
     # samples) and learns the training speaker (base speaker: ``sp0.9-george`` is ``george``);
@@ -95,8 +95,6 @@ class Departures(ConfigMixin):
                               ("decoder_variance", DECODER_VARIANCES)):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {tuple(allowed)}, got {getattr(self, name)!r}")
-        if not 1 <= self.audio_frame_stack <= MAX_FRAME_STACK:
-            raise ValueError(f"audio_frame_stack must be 1..{MAX_FRAME_STACK}, got {self.audio_frame_stack!r}")
         if self.image_nll_std <= 0:
             raise ValueError("image_nll_std must be > 0")
         for name in ("cross_weight", "private_label_adv_weight", "private_free_nats", "speaker_adv_weight",
@@ -240,8 +238,7 @@ class PVAEConfig(ConfigMixin):
         objective's deviations.  Layer sizes marked (*) in the spec (image channels) are choices."""
         mine = {**{f.name: getattr(self, f.name) for f in fields(self)},
                 "audio_input_norm": self.departures.audio_input_norm,
-                "audio_decoder_position": self.departures.audio_decoder_position,
-                "audio_frame_stack": self.departures.audio_frame_stack}
+                "audio_decoder_position": self.departures.audio_decoder_position}
         return {k: mine[k] for k, v in PAPER_SIZES.items() if mine[k] != v}
 
     def likelihoods(self) -> Likelihoods:
@@ -254,8 +251,7 @@ class PVAEConfig(ConfigMixin):
 
     def audio_pre_encoder(self) -> AudioPreEncoder:
         """The speech pre-encoder this config names (every model builds it here)."""
-        dep = self.departures
-        return AudioPreEncoder(self.feat_dim, self.hidden, dep.audio_input_norm, dep.audio_frame_stack)
+        return AudioPreEncoder(self.feat_dim, self.hidden, self.departures.audio_input_norm)
 
     def image_pre_encoder(self) -> ImagePreEncoder:
         """The image pre-encoder this config names (every model builds it here)."""
@@ -264,7 +260,7 @@ class PVAEConfig(ConfigMixin):
 
 # the spec's architecture: 80-dim FBank, 32-dim latents, 512-unit LSTMs and FC layers, two strided convs
 PAPER_SIZES = {"feat_dim": 80, "z_shared": 32, "z_audio": 32, "z_image": 32, "hidden": 512,
-               "audio_input_norm": "none", "audio_decoder_position": "none", "audio_frame_stack": 1}
+               "audio_input_norm": "none", "audio_decoder_position": "none"}
 # Old runs' flat spellings -> (sub-config, field)
 OLD_NAMES = {**{f: ("departures", f) for f in ("image_nll_std", "cross_weight", "cross_grad", "private_label_adv_weight",
                                               "private_label_adv_mode", "private_adv_start", "kl_private_weight",
