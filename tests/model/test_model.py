@@ -395,7 +395,6 @@ def test_retired_experiments_load_at_their_neutral_value_and_are_refused_when_us
         PVAEConfig.from_dict({"departures": {"audio_encoder_pool": "mean"}})
     with pytest.raises(ValueError, match="e2f6a81 that of audio_frame_stack"):  # low frame rate input
         PVAEConfig.from_dict({"departures": {"audio_frame_stack": 3}})
-    assert PVAEConfig.from_dict({"departures": {"audio_frame_stack": 1}}) == PVAEConfig()
     capped = {"objective": "plus", "departures": {"private_label_adv_weight": 3.0, "private_label_adv_mode": "capped"}}
     assert PVAEConfig.from_dict(capped).departures.private_label_adv_weight == 3.0
     with pytest.raises(ValueError, match="pvae.departures.private_label_adv_mode 'reverse': an experiment"):
