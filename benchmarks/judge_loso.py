@@ -59,6 +59,7 @@ VARIANTS = {
     # labels to the held-out voice; "@unadapted" rows: the same before adaptation
     "word_hmm": dict(fbank=BAND, cmvn="utterance", word=True, ks=("unadapted",)),
     "word_hmm_speed": dict(fbank=BAND, cmvn="utterance", word=True, speeds=(0.9, 1.1), ks=("unadapted",)),
+    "word_hmm_vtlp": dict(fbank=BAND, cmvn="utterance", word=True, warps=(0.9, 1.1), ks=("unadapted",)),
     # adapted on groups of k takes of the new voice at a time (what a voice must give at once)
     "word_hmm_k": dict(fbank=BAND, cmvn="utterance", word=True, ks=(1, 3, 10, 30, 100)),
     # one change each from the judge: MAP alone (no fMLLR), the aligner's 3 frames per state
@@ -69,6 +70,9 @@ VARIANTS = {
     "band_utt_all_deep": dict(fbank=BAND, cmvn="utterance", speeds=(0.9, 1.1), warps=(0.9, 1.1), specaug=True,
                               arch="deep"),
 }
+
+
+WORD_SET: dict = {}  # --word-set: WordJudgeConfig fields on top of a word variant's own
 
 
 class DeepSpeechClassifier(torch.nn.Module):
@@ -214,7 +218,7 @@ def run_variant(name, waves, labels, speakers, epochs, seed, n_train_speakers=0)
         if v.get("word"):
             from pvae_model.eval.word_judge import WordJudge, WordJudgeConfig
 
-            wcfg = WordJudgeConfig(**v["word"]) if isinstance(v["word"], dict) else WordJudgeConfig()
+            wcfg = WordJudgeConfig(**{**(v["word"] if isinstance(v["word"], dict) else {}), **WORD_SET})
             judge = WordJudge.train([all_f[i] for i in tr], all_y[tr], wcfg)
             adapted, first = judge.predict([base[i] for i in te], with_first=True)
             rows[spk] = float((adapted == labels[te]).mean())
@@ -257,10 +261,15 @@ def main():
     ap.add_argument("--outside", default=None,
                     help="segments.jsonl of voices from outside FSDD (e.g. benchmarks/outside_voices.py make, then "
                          "prepare list + trim): train on all six speakers, test there, instead of LOSO")
+    ap.add_argument("--word-set", action="append", default=[], metavar="KEY=VALUE",
+                    help="a WordJudgeConfig field for the word_hmm variants, e.g. tau=30 (repeatable)")
     ap.add_argument("--train-speakers", default="0",
                     help="comma list of how many of the other speakers each fold trains on (0 = all five): "
                          "the learning curve over voices")
     args = ap.parse_args()
+    for item in args.word_set:
+        key, _, value = item.partition("=")
+        WORD_SET[key] = json.loads(value)
     torch.set_num_threads(args.threads)
     waves, labels, speakers = load_waves(args.segments)
     if args.outside:

@@ -181,3 +181,35 @@ def test_a_judge_cache_write_that_fails_leaves_no_partial_file(small_shards, tmp
     with pytest.raises(KeyboardInterrupt):
         classifiers.load_or_train(audio, images, cache=tmp_path / "c", image_train_limit=200, word_judge=False)
     assert sorted(p.name for p in (tmp_path / "c").iterdir()) == ["speech.pt"]
+
+
+def test_judge_cap_tools_count_frication_and_widen_the_graph_only(judged, fsdd_recordings):
+    """benchmarks/judge_cap.py: a tone holds no fricative frame and high-band noise many; theo's
+    "six" holds its /s/; entries and exits inside a word only add paths; MMI lifts the training fit."""
+    import sys
+
+    import soundfile as sf
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+    import judge_cap
+
+    t = np.arange(8000) / 8000
+    assert judge_cap.fricative_frames(0.3 * np.sin(2 * np.pi * 300 * t), 8000) == 0
+    noise = np.diff(np.random.default_rng(0).normal(size=8001))  # tilted up: most energy above 2 kHz
+    assert judge_cap.fricative_frames(0.1 * noise, 8000) > 90
+    wave, rate = sf.read(fsdd_recordings / "6_theo_0.wav", dtype="float64")
+    assert judge_cap.fricative_frames(wave, rate) >= 4
+
+    judge, feats, labels = judged
+    model = judge.model
+    x = judge_features(feats[0], judge.scale, judge.cfg.ceps, judge.cfg.deltas)
+    plain = judge_cap.word_scores(model, x, {w: model.forced_graph([w]) for w in model.words})
+    same = judge_cap.word_scores(model, x, {w: judge_cap.edge_graph(model, w, 0.0, -5.0) for w in model.words})
+    wide = judge_cap.word_scores(model, x, {w: judge_cap.edge_graph(model, w, 0.34, -5.0) for w in model.words})
+    assert np.allclose(same, plain)
+    assert (wide >= plain - 1e-6).all() and (wide > plain + 1e-6).any(), (plain, wide)
+
+    data = [(judge_features(f, judge.scale, judge.cfg.ceps, judge.cfg.deltas).astype(np.float64), int(y))
+            for f, y in zip(feats[::3], labels[::3])]
+    _, history = judge_cap.mmi(model, data, iters=2, kappa=0.05)
+    assert history[1] > history[0], history
