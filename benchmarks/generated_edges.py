@@ -32,7 +32,6 @@ def levels(utterances) -> tuple[float, float]:
 
 @torch.no_grad()
 def main(runs: list[str], n: int = 1000, seed: int = 1) -> None:
-    from pvae_model.data import pad_audio
     from pvae_model.run import load_run
 
     torch.set_num_threads(2)
@@ -40,10 +39,8 @@ def main(runs: list[str], n: int = 1000, seed: int = 1) -> None:
         _, _, model, audio, images, _ = load_run(run, "last")
         rng = np.random.default_rng(seed)
         zs = model.encode_image(images.images[rng.permutation(len(images.labels))[:n]])["s"][0]
-        _, lengths = pad_audio(list(audio.feats))
-        lengths = lengths[rng.integers(0, len(audio.labels), n)]
-        za_dim = model.encode_audio(*pad_audio(list(audio.feats[:1])))["a"][0].shape[1]
-        za = torch.randn(n, za_dim, generator=torch.Generator().manual_seed(seed + 1))
+        lengths = torch.tensor([len(f) for f in audio.feats])[rng.integers(0, len(audio.labels), n)]
+        za = torch.randn(n, model.cfg.z_audio, generator=torch.Generator().manual_seed(seed + 1))
         x = model.decode_audio(zs, za, lengths)
         spoken = [x[j, : lengths[j]].numpy() for j in range(n)]
         print(f"{run}: generated edge / middle {levels(spoken)}; real test takes {levels(audio.feats)}", flush=True)

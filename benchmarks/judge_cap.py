@@ -78,13 +78,14 @@ def edge_graph(model, word: str, frac: float, lp: float) -> dict:
     pred, pred_lp, state = g["pred"], g["pred_lp"], g["state"]
     pos = np.flatnonzero(g["word_of"] == 0)
     first, last, n = pos[0], pos[-1], len(pos)
+    next_lp = model.next_lp
     extra = []  # (position, predecessor, log-probability)
     for i in range(1, int(round(frac * n)) + 1):
         q = pos[i]  # entered at state i, from the leading silence or at the first frame
-        extra.append((q, first - 1, lp * i + model.next_lp[state[first - 1]]))
+        extra.append((q, first - 1, lp * i + next_lp[state[first - 1]]))
         g["start_lp"][q] = lp * i
         q = pos[n - 1 - i]  # left from state n-1-i, into the trailing silence or at the last frame
-        extra.append((last + 1, q, lp * i + model.next_lp[state[q]]))
+        extra.append((last + 1, q, lp * i + next_lp[state[q]]))
         g["end_lp"][q] = lp * i
     return _with_extra(g, pred, pred_lp, extra)
 
@@ -92,7 +93,8 @@ def edge_graph(model, word: str, frac: float, lp: float) -> dict:
 def skip_graph(model, word: str, skip: float) -> dict:
     g = model.forced_graph([word])
     pos = np.flatnonzero(g["word_of"] == 0)
-    extra = [(pos[i], pos[i - 2], np.log(skip) + model.next_lp[g["state"][pos[i - 2]]]) for i in range(2, len(pos))]
+    next_lp = model.next_lp
+    extra = [(pos[i], pos[i - 2], np.log(skip) + next_lp[g["state"][pos[i - 2]]]) for i in range(2, len(pos))]
     return _with_extra(g, g["pred"], g["pred_lp"], extra)
 
 
@@ -115,29 +117,14 @@ def with_graphs(judge, make_graph):
     """The judge deciding with ``make_graph(model, word)`` in place of the forced graph."""
     import types
 
-    def _decide(self, model, xs):
-        graphs = {w: make_graph(model, w) for w in model.words}
-        words = np.array([int(w) for w in model.words])
-        return np.array([words[int(np.argmax(self._scores(model, x, graphs)))] if len(x) else -1 for x in xs],
-                        dtype=np.int64)
-
-    judge._decide = types.MethodType(_decide, judge)
+    judge._graphs = types.MethodType(lambda self, model: {w: make_graph(model, w) for w in model.words}, judge)
     return judge
-
-
-def word_scores(model, x: np.ndarray, graphs: dict) -> np.ndarray:
-    from pvae_data.align.hmm import forced_align
-
-    out = np.full(len(model.words), -np.inf)
-    for k, w in enumerate(model.words):
-        if len(x) >= model.min_frames([w]):
-            out[k] = forced_align(model, model.loglik(x, graphs[w]["state"]), [w], graphs[w])[0]
-    return out
 
 
 def mmi(model, data, iters: int, kappa: float, e: float = 2.0, tau_i: float = 100.0):
     """``iters`` passes of extended Baum-Welch on (features, label) pairs: (model, training accuracy per pass)."""
     from pvae_data.align.hmm import WordHMMs, aligned_posteriors
+    from pvae_model.eval.word_judge import word_scores
 
     history = []
     for _ in range(iters):

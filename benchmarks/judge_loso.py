@@ -72,9 +72,6 @@ VARIANTS = {
 }
 
 
-WORD_SET: dict = {}  # --word-set: WordJudgeConfig fields on top of a word variant's own
-
-
 class DeepSpeechClassifier(torch.nn.Module):
     """Four 1-D convolutions with max-pooling in time (receptive field ~0.3 s), dropout, masked
     mean over time, linear."""
@@ -185,7 +182,7 @@ def run_outside(name, waves, labels, speakers, outside, epochs, seed):
     return rows
 
 
-def run_variant(name, waves, labels, speakers, epochs, seed, n_train_speakers=0):
+def run_variant(name, waves, labels, speakers, epochs, seed, n_train_speakers=0, word_set=None):
     from pvae_model.eval.classifiers import predict_speech
 
     v = VARIANTS[name]
@@ -218,7 +215,7 @@ def run_variant(name, waves, labels, speakers, epochs, seed, n_train_speakers=0)
         if v.get("word"):
             from pvae_model.eval.word_judge import WordJudge, WordJudgeConfig
 
-            wcfg = WordJudgeConfig(**{**(v["word"] if isinstance(v["word"], dict) else {}), **WORD_SET})
+            wcfg = WordJudgeConfig(**{**(v["word"] if isinstance(v["word"], dict) else {}), **(word_set or {})})
             judge = WordJudge.train([all_f[i] for i in tr], all_y[tr], wcfg)
             adapted, first = judge.predict([base[i] for i in te], with_first=True)
             rows[spk] = float((adapted == labels[te]).mean())
@@ -267,9 +264,7 @@ def main():
                     help="comma list of how many of the other speakers each fold trains on (0 = all five): "
                          "the learning curve over voices")
     args = ap.parse_args()
-    for item in args.word_set:
-        key, _, value = item.partition("=")
-        WORD_SET[key] = json.loads(value)
+    word_set = {key: json.loads(value) for key, _, value in (item.partition("=") for item in args.word_set)}
     torch.set_num_threads(args.threads)
     waves, labels, speakers = load_waves(args.segments)
     if args.outside:
@@ -284,7 +279,7 @@ def main():
     for name in args.variant or list(VARIANTS):
         for seed, n_spk in [(int(s), int(n)) for s in args.seeds.split(",") for n in args.train_speakers.split(",")]:
             t0 = time.time()
-            rows = run_variant(name, waves, labels, speakers, args.epochs, seed, n_spk)
+            rows = run_variant(name, waves, labels, speakers, args.epochs, seed, n_spk, word_set)
             acc = np.array([x for k, x in rows.items() if "@" not in k])
             for k in VARIANTS[name].get("ks", ()):
                 rows[f"pooled@{k}"] = float(np.mean([x for key, x in rows.items() if key.endswith(f"@{k}")

@@ -89,6 +89,19 @@ def judge_features(x, scale: np.ndarray, ceps: int, order: int = 2) -> np.ndarra
     return (z - z.mean(axis=0)).astype(np.float32)
 
 
+def word_scores(model, x: np.ndarray, graphs: dict) -> np.ndarray:
+    """Each word's forced-alignment log-likelihood of judge features ``x`` through ``graphs[word]``
+    (-inf where the utterance is shorter than the word's fewest frames)."""
+    from pvae_data.align.hmm import forced_align
+
+    out = np.full(len(model.words), -np.inf)
+    for k, w in enumerate(model.words):
+        if len(x) >= model.min_frames([w]):
+            g = graphs[w]
+            out[k] = forced_align(model, model.loglik(x, g["state"]), [w], g)[0]
+    return out
+
+
 @dataclass
 class WordJudge:
     model: object  # pvae_data.align.hmm.WordHMMs; words "0".."9"
@@ -108,21 +121,15 @@ class WordJudge:
                                                        frames_per_state=cfg.frames_per_state))
         return cls(model, scale, cfg)
 
-    def _scores(self, model, x: np.ndarray, graphs: dict) -> np.ndarray:
-        from pvae_data.align.hmm import forced_align
-
-        out = np.full(len(model.words), -np.inf)
-        for k, w in enumerate(model.words):
-            if len(x) >= model.min_frames([w]):
-                g = graphs[w]
-                out[k] = forced_align(model, model.loglik(x, g["state"]), [w], g)[0]
-        return out
+    def _graphs(self, model) -> dict:
+        """One decoding graph per word, (silence, word, silence); adaptation moves the means only, so
+        the graphs hold for every round."""
+        return {w: model.forced_graph([w]) for w in model.words}
 
     def _decide(self, model, xs: list[np.ndarray]) -> np.ndarray:
-        # one graph per word: adaptation moves the means only, so the graphs hold for every round
-        graphs = {w: model.forced_graph([w]) for w in model.words}
+        graphs = self._graphs(model)
         words = np.array([int(w) for w in model.words])
-        return np.array([words[int(np.argmax(self._scores(model, x, graphs)))] if len(x) else -1 for x in xs],
+        return np.array([words[int(np.argmax(word_scores(model, x, graphs)))] if len(x) else -1 for x in xs],
                         dtype=np.int64)
 
     def predict(self, feats: Sequence, groups: Sequence | None = None, adapt: bool = True,

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pvae_model.eval.word_judge import WordJudge, WordJudgeConfig, judge_features
+from pvae_model.eval.word_judge import WordJudge, WordJudgeConfig, judge_features, word_scores
 
 TRAIN = ("jackson", "lucas", "theo", "yweweler")
 HELD = "george"
@@ -203,9 +203,9 @@ def test_judge_cap_tools_count_frication_and_widen_the_graph_only(judged, fsdd_r
     judge, feats, labels = judged
     model = judge.model
     x = judge_features(feats[0], judge.scale, judge.cfg.ceps, judge.cfg.deltas)
-    plain = judge_cap.word_scores(model, x, {w: model.forced_graph([w]) for w in model.words})
-    same = judge_cap.word_scores(model, x, {w: judge_cap.edge_graph(model, w, 0.0, -5.0) for w in model.words})
-    wide = judge_cap.word_scores(model, x, {w: judge_cap.edge_graph(model, w, 0.34, -5.0) for w in model.words})
+    plain = word_scores(model, x, {w: model.forced_graph([w]) for w in model.words})
+    same = word_scores(model, x, {w: judge_cap.edge_graph(model, w, 0.0, -5.0) for w in model.words})
+    wide = word_scores(model, x, {w: judge_cap.edge_graph(model, w, 0.34, -5.0) for w in model.words})
     assert np.allclose(same, plain)
     assert (wide >= plain - 1e-6).all() and (wide > plain + 1e-6).any(), (plain, wide)
 
