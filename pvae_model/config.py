@@ -10,7 +10,7 @@ from pvae_data.config import ConfigMixin, check_field_types, merge_config
 from .augment import SpecAugmentConfig
 from .models import MODALITIES
 from .models.pvae import PVAEConfig
-from .noise import NoiseConfig
+from .noise import EdgeFloorConfig, NoiseConfig
 
 
 @dataclass
@@ -55,6 +55,9 @@ class TrainConfig(ConfigMixin):
     # spec_augment: time and frequency masks on the training utterances (Park et al. 2019).
     # noise: synthetic noise added to a share of the training utterances' FBank, every epoch anew
     #   (pvae_model.noise; the encoders read the noisy copy, the decoders the clean one).
+    # edge_floor: a noise floor of random length and depth before and after a share of the training
+    #   words, every epoch anew (pvae_model.noise.add_edge_floors; the encoders read the floored
+    #   copy, the decoders reconstruct the word as trimmed).
     # cmvn_utterance_prob: with cmvn "speaker", the share of training utterances (drawn every epoch
     #   anew) whose encoder input is normalised by the utterance's own statistics instead of its
     #   speaker's; the decoders still reconstruct the speaker-normalised features. An experiment:
@@ -67,9 +70,11 @@ class TrainConfig(ConfigMixin):
     fbank_floor_db: float = 0.0
     spec_augment: SpecAugmentConfig = field(default_factory=SpecAugmentConfig)
     noise: NoiseConfig = field(default_factory=NoiseConfig)
+    edge_floor: EdgeFloorConfig = field(default_factory=EdgeFloorConfig)
 
     def __post_init__(self) -> None:
-        for name, cls in (("pvae", PVAEConfig), ("spec_augment", SpecAugmentConfig), ("noise", NoiseConfig)):
+        for name, cls in (("pvae", PVAEConfig), ("spec_augment", SpecAugmentConfig), ("noise", NoiseConfig),
+                          ("edge_floor", EdgeFloorConfig)):
             value = getattr(self, name)
             if isinstance(value, dict):
                 setattr(self, name, cls.from_dict(value))
@@ -122,6 +127,8 @@ class TrainConfig(ConfigMixin):
                 out["spec_augment"] = self.spec_augment.to_dict()
             if self.noise.enabled:
                 out["noise"] = self.noise.to_dict()
+            if self.edge_floor.enabled:
+                out["edge_floor"] = self.edge_floor.to_dict()
         return out
 
 
