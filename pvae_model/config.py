@@ -10,7 +10,7 @@ from pvae_data.config import ConfigMixin, check_field_types, merge_config
 from .augment import SpecAugmentConfig
 from .models import MODALITIES
 from .models.pvae import PVAEConfig
-from .noise import EdgeFloorConfig, NoiseConfig
+from .noise import NoiseConfig
 
 
 @dataclass
@@ -41,9 +41,13 @@ class TrainConfig(ConfigMixin):
     # larger, a different model): refused unless this says it is meant.
     allow_no_cmvn: bool = False
     # Experiments that were not kept (ConfigMixin.retired): shifted training images and a moving
-    # average of the weights (docs/study/pvae.md, "What raises the ceiling"; docs/voices.md).
-    retired = {"image_shift": 0, "ema_decay": 0.0}
-    retired_note = "docs/study/pvae.md and docs/voices.md have the study; commit 3468425 has the code"
+    # average of the weights (docs/study/pvae.md, "What raises the ceiling"; docs/voices.md); noise
+    # floors around the words the speech encoders read (edge_floor; docs/voices.md, "The long
+    # floors for the encoders only").
+    retired = {"image_shift": 0, "ema_decay": 0.0,
+               "edge_floor": {"prob": 0.0, "max_frames": 15, "db_min": 35.0, "db_max": 120.0}}
+    retired_note = ("docs/study/pvae.md and docs/voices.md have the study; commit 3468425 has the code "
+                    "(edge_floor: commit c3c4aef)")
     # Training departures from the paper's procedure, each named by deviations().
     # Speaker robustness (docs/voices.md):
     # cmvn: how FBank is normalised for the model: "global" (the shards' train-split mean/std, the
@@ -55,9 +59,6 @@ class TrainConfig(ConfigMixin):
     # spec_augment: time and frequency masks on the training utterances (Park et al. 2019).
     # noise: synthetic noise added to a share of the training utterances' FBank, every epoch anew
     #   (pvae_model.noise; the encoders read the noisy copy, the decoders the clean one).
-    # edge_floor: a noise floor of random length and depth before and after a share of the training
-    #   words, every epoch anew (pvae_model.noise.add_edge_floors; the encoders read the floored
-    #   copy, the decoders reconstruct the word as trimmed).
     # cmvn_utterance_prob: with cmvn "speaker", the share of training utterances (drawn every epoch
     #   anew) whose encoder input is normalised by the utterance's own statistics instead of its
     #   speaker's; the decoders still reconstruct the speaker-normalised features. An experiment:
@@ -70,11 +71,9 @@ class TrainConfig(ConfigMixin):
     fbank_floor_db: float = 0.0
     spec_augment: SpecAugmentConfig = field(default_factory=SpecAugmentConfig)
     noise: NoiseConfig = field(default_factory=NoiseConfig)
-    edge_floor: EdgeFloorConfig = field(default_factory=EdgeFloorConfig)
 
     def __post_init__(self) -> None:
-        for name, cls in (("pvae", PVAEConfig), ("spec_augment", SpecAugmentConfig), ("noise", NoiseConfig),
-                          ("edge_floor", EdgeFloorConfig)):
+        for name, cls in (("pvae", PVAEConfig), ("spec_augment", SpecAugmentConfig), ("noise", NoiseConfig)):
             value = getattr(self, name)
             if isinstance(value, dict):
                 setattr(self, name, cls.from_dict(value))
@@ -127,8 +126,6 @@ class TrainConfig(ConfigMixin):
                 out["spec_augment"] = self.spec_augment.to_dict()
             if self.noise.enabled:
                 out["noise"] = self.noise.to_dict()
-            if self.edge_floor.enabled:
-                out["edge_floor"] = self.edge_floor.to_dict()
         return out
 
 

@@ -142,7 +142,7 @@ class PairedEpochs:
 
     def __init__(self, audio: AudioSet, images: ImageSet, batch_size: int, seed: int = 0,
                  rank: int = 0, world_size: int = 1,
-                 spec_augment=None, fbank=None, noise=None, utterance_cmvn_prob: float = 0.0, edge_floor=None):
+                 spec_augment=None, fbank=None, noise=None, utterance_cmvn_prob: float = 0.0):
         self.audio, self.images = audio, images
         self.utterance_cmvn_prob = utterance_cmvn_prob  # TrainConfig.cmvn_utterance_prob
         self.fbank = fbank  # the features' FbankConfig: what a SpecAugment warp of the Mel axis needs
@@ -160,15 +160,6 @@ class PairedEpochs:
             if audio.raw is None or fbank is None:
                 raise ValueError("noise needs the raw FBank (load_audio_split(keep_raw=True)) and its fbank configuration")
             self.noise_bank, self.noise_centres = noise_bank(fbank), bin_centres(fbank)
-        self.edge_floor = edge_floor if edge_floor is not None and edge_floor.enabled else None
-        if self.edge_floor is not None:
-            from .noise import noise_bank
-
-            if audio.raw is None or fbank is None:
-                raise ValueError("edge_floor needs the raw FBank (load_audio_split(keep_raw=True)) and its fbank configuration")
-            if self.noise is not None:
-                raise ValueError("edge_floor and noise cannot be combined (each builds the encoders' input from the raw FBank)")
-            self.floor_bank = noise_bank(fbank)
         self.seed, self.rank, self.world_size = seed, rank, world_size
         # each utterance's training speaker as an index (base speakers: sp0.9-george is george),
         # for a speaker critic; the order is the sorted names (base_speakers())
@@ -191,20 +182,17 @@ class PairedEpochs:
             x_a, lengths = pad_audio([self.audio.feats[i] for i in b])
             batch = {"audio": x_a, "lengths": lengths, "image": self.images.images[pairs[b]],
                      "label": torch.from_numpy(self.audio.labels[b]), "speaker": torch.from_numpy(self.speaker_ids[b])}
-            x_in, in_len = x_a, lengths
-            if self.edge_floor is not None:  # the encoders read the word with a noise floor around it
-                x_in, in_len = self._floored(lengths, b, self._generator(epoch, 7, n))
-                batch["audio_input"], batch["input_lengths"] = x_in, in_len
+            x_in = x_a
             if self.noise is not None:  # seeded like the masks; the encoders read the noisy copy
                 x_in = self._noisy(x_a, lengths, b, self._generator(epoch, 5, n))
                 batch["audio_input"] = x_in
             if self.utterance_cmvn_prob:  # a share of the encoders' inputs normalised per utterance
-                x_in = self._per_utterance(x_in, in_len, self._generator(epoch, 6, n))
+                x_in = self._per_utterance(x_in, lengths, self._generator(epoch, 6, n))
                 batch["audio_input"] = x_in
             if self.spec_augment is not None:  # seeded by (seed, epoch, global batch): the same under DDP and on resume
                 from .augment import spec_augment
 
-                batch["audio_input"] = spec_augment(x_in, in_len, self.spec_augment, self._generator(epoch, 4, n),
+                batch["audio_input"] = spec_augment(x_in, lengths, self.spec_augment, self._generator(epoch, 4, n),
                                                     self.fbank)  # encoders read it;
                 # reconstruction targets stay the clean "audio" (a denoising objective, as SpecAugment
                 # is an input augmentation, not a change of what the decoder must produce)
@@ -222,15 +210,6 @@ class PairedEpochs:
         noisy, hit = add_noise(raw, lengths, self.noise, g, self.noise_bank, self.noise_centres)
         noisy = renormalise(noisy, lengths, [self.audio.norms[i] for i in items])
         return torch.where(hit[:, None, None], noisy, x_a)
-
-    def _floored(self, lengths: torch.Tensor, items, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        """The batch with a noise floor around a share of its utterances, normalised as the clean
-        utterances were (per utterance: over the floored copy, as a new voice is at test time)."""
-        from .noise import add_edge_floors, renormalise
-
-        raw, _ = pad_audio([self.audio.raw[i] for i in items])
-        floored, in_len = add_edge_floors(raw, lengths, self.edge_floor, g, self.floor_bank)
-        return renormalise(floored, in_len, [self.audio.norms[i] for i in items]), in_len
 
     def _per_utterance(self, x: torch.Tensor, lengths: torch.Tensor, g: torch.Generator) -> torch.Tensor:
         """``x`` with each utterance, with probability ``utterance_cmvn_prob``, normalised by its own

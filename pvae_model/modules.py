@@ -171,14 +171,11 @@ def kl_gauss(mu_q: torch.Tensor, lv_q: torch.Tensor, mu_p: torch.Tensor, lv_p: t
     return 0.5 * (lv_p - lv_q + (lv_q.exp() + (mu_q - mu_p).pow(2)) / lv_p.exp() - 1.0).sum(-1)
 
 
-def audio_input(batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
-    """What the audio encoders read from a batch, and its lengths: its augmented copy
-    ``audio_input`` when training made one, else ``audio`` (the reconstruction target), cut to the
-    longest utterance; ``input_lengths`` where training put a noise floor around the words, else
-    ``lengths``."""
+def audio_input(batch: dict) -> torch.Tensor:
+    """What the audio encoders read from a batch: its SpecAugment-masked copy ``audio_input`` when
+    training made one, else ``audio`` (the reconstruction target), cut to the longest utterance."""
     x = batch.get("audio_input", batch["audio"])
-    lengths = batch.get("input_lengths", batch["lengths"])
-    return x[:, : int(lengths.max())], lengths
+    return x[:, : int(batch["lengths"].max())]
 
 
 def gaussian_nll_audio(x: torch.Tensor, mean: torch.Tensor, lengths: torch.Tensor,

@@ -55,69 +55,6 @@ class NoiseConfig(ConfigMixin):
         return self.prob > 0
 
 
-@dataclass(frozen=True)
-class EdgeFloorConfig(ConfigMixin):
-    """``prob``: the share of training utterances that the speech encoders read with a noise floor
-    before and after the word, drawn anew every epoch (0 = off); each side's length drawn uniformly
-    from 0..``max_frames`` frames, the floor's level from [``db_min``, ``db_max``] dB under the
-    utterance's mean power (``pvae-data perturb --edge-pad``'s floor, on the fly and for the
-    encoders only: the decoders reconstruct the utterance as trimmed)."""
-
-    prob: float = 0.0
-    max_frames: int = 15
-    db_min: float = 35.0
-    db_max: float = 120.0
-
-    def __post_init__(self) -> None:
-        for name in ("prob", "db_min", "db_max"):
-            v = getattr(self, name)
-            if not isinstance(v, (int, float)) or isinstance(v, bool) or not np.isfinite(v):
-                raise ValueError(f"edge_floor.{name} must be a number, got {v!r}")
-        if not 0 <= self.prob <= 1:
-            raise ValueError(f"edge_floor.prob must be in [0, 1], got {self.prob}")
-        if not isinstance(self.max_frames, int) or isinstance(self.max_frames, bool) or not 0 <= self.max_frames <= 100:
-            raise ValueError(f"edge_floor.max_frames must be an integer in [0, 100], got {self.max_frames!r}")
-        for name in ("db_min", "db_max"):
-            if not 0 <= getattr(self, name) <= 150:
-                raise ValueError(f"edge_floor.{name} must be in [0, 150] dB, got {getattr(self, name)}")
-        if self.db_min > self.db_max:
-            raise ValueError(f"edge_floor.db_min/db_max: db_min {self.db_min} is above db_max {self.db_max}")
-
-    @property
-    def enabled(self) -> bool:
-        return self.prob > 0 and self.max_frames > 0
-
-
-def add_edge_floors(raw: torch.Tensor, lengths: torch.Tensor, cfg: EdgeFloorConfig, generator: torch.Generator,
-                    bank: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``raw`` [B, T, F] log-Mel (``lengths`` [B]) with a random ``cfg.prob`` share of its
-    utterances given frames of white noise before and after them (``bank``: :func:`noise_bank`),
-    at a level under the utterance's mean frame power, each bin floored at Kaldi's ``log(FLT_EPS)``
-    as the FBank itself is.  Returns the copy (zero-padded) and its lengths."""
-    from pvae_data.fbank import FLT_EPS
-
-    b, _, f = raw.shape
-    if bank.shape[1] != f:
-        raise ValueError(f"edge_floor: the noise bank has {bank.shape[1]} bins, the features {f}")
-    hit = torch.rand(b, generator=generator, dtype=torch.float64) < cfg.prob
-    sides = torch.randint(0, cfg.max_frames + 1, (b, 2), generator=generator)
-    db = cfg.db_min + (cfg.db_max - cfg.db_min) * torch.rand(b, generator=generator, dtype=torch.float64)
-    start = torch.randint(0, bank.shape[0], (b,), generator=generator)
-    pieces = []
-    for i in range(b):
-        n = int(lengths[i])
-        x = raw[i, :n].to(torch.float64)
-        left, right = (int(v) for v in sides[i]) if hit[i] and n else (0, 0)
-        if left + right:
-            rows = (int(start[i]) + torch.arange(left + right)) % bank.shape[0]
-            power = torch.logsumexp(torch.logsumexp(x, dim=1), 0) - np.log(n)  # the mean frame power
-            floor = (bank[rows] + power - db[i] * np.log(10.0) / 10.0).clamp(min=np.log(FLT_EPS))
-            x = torch.cat([floor[:left], x, floor[left:]])
-        pieces.append(x.to(raw.dtype))
-    new_lengths = torch.tensor([len(p) for p in pieces], dtype=lengths.dtype)
-    return torch.nn.utils.rnn.pad_sequence(pieces, batch_first=True), new_lengths
-
-
 def bin_centres(fbank) -> np.ndarray:
     """The centre frequency (Hz) of each Mel filter of ``fbank`` (a ``pvae_data.fbank.FbankConfig``)."""
     from pvae_data.fbank import inverse_mel_scale, mel_scale, vtln_band

@@ -100,8 +100,7 @@ class PairedTask(Task):
                 raise ValueError(f"{cfg.audio_shards}: the audio shards carry no CMVN statistics (index.json 'cmvn'); "
                                  "re-shard from a finished fbank directory, or set allow_no_cmvn: true")
             self.audio_train = audio = load_audio_split(cfg.audio_shards, "train", mode=cfg.cmvn,
-                                                        keep_raw=cfg.noise.enabled or cfg.edge_floor.enabled,
-                                                        floor_db=cfg.fbank_floor_db)
+                                                        keep_raw=cfg.noise.enabled, floor_db=cfg.fbank_floor_db)
             images = load_image_split(cfg.image_shards, "train")
             self.audio_test = load_audio_split(cfg.audio_shards, "test", cmvn=cmvn, mode=cfg.cmvn,
                                                floor_db=cfg.fbank_floor_db)
@@ -117,14 +116,13 @@ class PairedTask(Task):
             image_test = type(image_test)(image_test.images[idx], image_test.labels[idx], [image_test.keys[i] for i in idx])
         self.image_test = image_test
         fbank = None
-        if cfg.spec_augment.warps or cfg.noise.enabled or cfg.edge_floor.enabled:
+        if cfg.spec_augment.warps or cfg.noise.enabled:
             from pvae_data.fbank import FbankConfig
 
             fbank = FbankConfig.from_dict(load_fbank_config(cfg.audio_shards))
         self.data = PairedEpochs(audio, images, cfg.batch_size, seed=cfg.seed, rank=trainer.rank,
                                  world_size=trainer.world, spec_augment=cfg.spec_augment,
-                                 fbank=fbank, noise=cfg.noise, utterance_cmvn_prob=cfg.cmvn_utterance_prob,
-                                 edge_floor=cfg.edge_floor)
+                                 fbank=fbank, noise=cfg.noise, utterance_cmvn_prob=cfg.cmvn_utterance_prob)
         self.judge = None
         if trainer.main and cfg.model == "pvae" and cfg.eval_every and cfg.eval_coherence and trainer.device.type == "cpu":
             from .eval.judge import Judge

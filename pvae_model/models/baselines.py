@@ -68,7 +68,7 @@ class UnimodalVAE(FromRun, nn.Module):
         if self.modality == "audio":
             lengths = batch["lengths"]
             x = batch["audio"][:, : int(lengths.max())]
-            mu, lv = self.encode_audio(*audio_input(batch))["s"]
+            mu, lv = self.encode_audio(audio_input(batch), lengths)["s"]
             z = reparameterize(mu, lv)
             nll = self.lik.audio(x, self.dec(z, lengths), lengths)
         else:
@@ -117,13 +117,13 @@ class JMVAE(FromRun, nn.Module):
     def forward(self, batch: dict, generator: torch.Generator | None = None) -> ModelOutput:
         lengths, x_i = batch["lengths"], batch["image"]
         x_a = batch["audio"][:, : int(lengths.max())]
-        x_in, in_len = audio_input(batch)
-        mu, lv = self.mm_head(torch.cat([self.mm_a(x_in, in_len), self.mm_i(x_i)], dim=-1))
+        x_in = audio_input(batch)
+        mu, lv = self.mm_head(torch.cat([self.mm_a(x_in, lengths), self.mm_i(x_i)], dim=-1))
         z = reparameterize(mu, lv)
         nll_a = self.lik.audio(x_a, self.dec_a(z, lengths), lengths)
         nll_i = self.lik.image(x_i, self.dec_i(z))
         kl = kl_std_normal(mu, lv)
-        kl_a = kl_gauss(mu, lv, *self.encode_audio(x_in, in_len)["s"])
+        kl_a = kl_gauss(mu, lv, *self.encode_audio(x_in, lengths)["s"])
         kl_i = kl_gauss(mu, lv, *self.encode_image(x_i)["s"])
         neg_elbo = nll_a + nll_i + kl
         loss = (neg_elbo + self.cfg.alpha * (kl_a + kl_i)).mean()

@@ -111,13 +111,13 @@ class PVAE(FromRun, nn.Module):
         cfg, dep = self.cfg, self.cfg.departures
         lengths, x_i = batch["lengths"], batch["image"]
         x_a = batch["audio"][:, : int(lengths.max())]  # extra padding is never read
-        x_in, in_len = audio_input(batch)  # what the encoders read: x_a, or its augmented copy
-        q = self.encode_multimodal(x_in, in_len, x_i)
+        x_in = audio_input(batch)  # what the encoders read: x_a, or its SpecAugment-masked copy
+        q = self.encode_multimodal(x_in, lengths, x_i)
         z = {k: reparameterize(*q[k]) for k in ("s", "a", "i")}
         nll_a = self.lik.audio(x_a, self.decode_audio(z["s"], z["a"], lengths), lengths)
         nll_i = self.lik.image(x_i, self.decode_image(z["s"], z["i"]))
         kl = {k: kl_std_normal(*q[k]) for k in ("s", "a", "i")}
-        qa, qi = self.encode_audio(x_in, in_len), self.encode_image(x_i)
+        qa, qi = self.encode_audio(x_in, lengths), self.encode_image(x_i)
         coh_a, coh_i = coherence(q, qa, "a"), coherence(q, qi, "i")
         mu_a, mu_i = qa["s"][0], qi["s"][0]
         neg = cyclic_derangement(len(mu_a), generator, mu_a.device)

@@ -35,6 +35,13 @@ def test_retired_training_departures_load_at_their_neutral_value_and_are_refused
             load_config(None, {name: used})
     with pytest.raises(ValueError, match="unknown TrainConfig fields"):
         TrainConfig.from_dict({"no_such_field": 1})
+    # edge_floor (commit c3c4aef): a run trained while it existed records it whole
+    neutral = {"prob": 0.0, "max_frames": 15, "db_min": 35.0, "db_max": 120.0}
+    assert TrainConfig.from_dict({"epochs": 3, "edge_floor": neutral}) == TrainConfig(epochs=3)
+    with pytest.raises(ValueError, match="^edge_floor: an experiment that was not kept.*commit c3c4aef"):
+        TrainConfig.from_dict({"edge_floor": {**neutral, "prob": 0.5}})
+    with pytest.raises(ValueError, match="edge_floor"):
+        load_config(None, {"edge_floor.prob": 0.5})
 
 
 def test_the_image_encoder_keeps_the_spec_layout_old_checkpoints_load_into():
