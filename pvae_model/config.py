@@ -66,7 +66,12 @@ class TrainConfig(ConfigMixin):
     # fbank_floor_db: every utterance's FBank raised to at least this many dB below its loudest value
     #   before the CMVN (0 = off; pvae_model.normalize.floor_fbank), in training and wherever the run
     #   reads speech. Needs cmvn: utterance (the shards' statistics are of FBank without the floor).
+    # edge_pad_manifest: a manifest (JSONL with ids and edge_pad, e.g. pvae-data perturb's
+    #   segments.jsonl) whose noise floors at the cut edges (perturb --edge-pad) are left out of the
+    #   speech reconstruction losses: the encoders read the floors, the decoders are not asked to
+    #   make them ("" = off; docs/voices.md, "Floors the decoders skip").
     cmvn: str = "global"
+    edge_pad_manifest: str = ""
     cmvn_utterance_prob: float = 0.0
     fbank_floor_db: float = 0.0
     spec_augment: SpecAugmentConfig = field(default_factory=SpecAugmentConfig)
@@ -122,6 +127,8 @@ class TrainConfig(ConfigMixin):
                 out["cmvn_utterance_prob"] = self.cmvn_utterance_prob
             if self.fbank_floor_db:
                 out["fbank_floor_db"] = self.fbank_floor_db
+            if self.edge_pad_manifest:
+                out["edge_pad_manifest"] = self.edge_pad_manifest
             if self.spec_augment.enabled:
                 out["spec_augment"] = self.spec_augment.to_dict()
             if self.noise.enabled:

@@ -114,7 +114,8 @@ class PVAE(FromRun, nn.Module):
         x_in = audio_input(batch)  # what the encoders read: x_a, or its SpecAugment-masked copy
         q = self.encode_multimodal(x_in, lengths, x_i)
         z = {k: reparameterize(*q[k]) for k in ("s", "a", "i")}
-        nll_a = self.lik.audio(x_a, self.decode_audio(z["s"], z["a"], lengths), lengths)
+        recon = batch.get("recon_mask")  # the frames the decoders must make (None: every real frame)
+        nll_a = self.lik.audio(x_a, self.decode_audio(z["s"], z["a"], lengths), lengths, recon)
         nll_i = self.lik.image(x_i, self.decode_image(z["s"], z["i"]))
         kl = {k: kl_std_normal(*q[k]) for k in ("s", "a", "i")}
         qa, qi = self.encode_audio(x_in, lengths), self.encode_image(x_i)
@@ -137,7 +138,7 @@ class PVAE(FromRun, nn.Module):
         if cfg.objective == "plus":
             gen = self.cross_generate(lengths, qa, qi)
             cross_i = self.lik.image(x_i, gen["image"])
-            cross_a = self.lik.audio(x_a, gen["audio"], lengths)
+            cross_a = self.lik.audio(x_a, gen["audio"], lengths, recon)
             total = total + dep.cross_weight * (cross_a + cross_i)
             m.update(cross_nll_image=cross_i.mean(), cross_nll_audio=cross_a.mean())
             if dep.private_label_adv_weight > 0:
