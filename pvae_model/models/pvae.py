@@ -134,7 +134,7 @@ class PVAE(FromRun, nn.Module):
         m = {"neg_elbo": neg_elbo.mean(), "nll_audio": nll_a.mean(), "nll_image": nll_i.mean(),
              "kl_s": kl["s"].mean(), "kl_a": kl["a"].mean(), "kl_i": kl["i"].mean(),
              "coherence_audio": coh_a.mean(), "coherence_image": coh_i.mean(), "contrastive": con.mean(),
-             "nll_audio_per_frame": nll_a.sum() / lengths.sum() / x_a.shape[2]}
+             "nll_audio_per_frame": nll_a.sum() / (lengths.sum() if recon is None else recon.sum()) / x_a.shape[2]}
         if cfg.objective == "plus":
             gen = self.cross_generate(lengths, qa, qi)
             cross_i = self.lik.image(x_i, gen["image"])
