@@ -43,11 +43,13 @@ class TrainConfig(ConfigMixin):
     # Experiments that were not kept (ConfigMixin.retired): shifted training images and a moving
     # average of the weights (docs/study/pvae.md, "What raises the ceiling"; docs/voices.md); noise
     # floors around the words the speech encoders read (edge_floor; docs/voices.md, "The long
-    # floors for the encoders only").
+    # floors for the encoders only"); the edge floors left out of the speech reconstruction
+    # (edge_pad_manifest; docs/voices.md, "Floors the decoders skip").
     retired = {"image_shift": 0, "ema_decay": 0.0,
-               "edge_floor": {"prob": 0.0, "max_frames": 15, "db_min": 35.0, "db_max": 120.0}}
+               "edge_floor": {"prob": 0.0, "max_frames": 15, "db_min": 35.0, "db_max": 120.0},
+               "edge_pad_manifest": ""}
     retired_note = ("docs/study/pvae.md and docs/voices.md have the study; commit 3468425 has the code "
-                    "(edge_floor: commit c3c4aef)")
+                    "(edge_floor: commit c3c4aef; edge_pad_manifest: commit 6d98394)")
     # Training departures from the paper's procedure, each named by deviations().
     # Speaker robustness (docs/voices.md):
     # cmvn: how FBank is normalised for the model: "global" (the shards' train-split mean/std, the
@@ -66,12 +68,7 @@ class TrainConfig(ConfigMixin):
     # fbank_floor_db: every utterance's FBank raised to at least this many dB below its loudest value
     #   before the CMVN (0 = off; pvae_model.normalize.floor_fbank), in training and wherever the run
     #   reads speech. Needs cmvn: utterance (the shards' statistics are of FBank without the floor).
-    # edge_pad_manifest: a manifest (JSONL with ids and edge_pad, e.g. pvae-data perturb's
-    #   segments.jsonl) whose noise floors at the cut edges (perturb --edge-pad) are left out of the
-    #   speech reconstruction losses: the encoders read the floors, the decoders are not asked to
-    #   make them ("" = off; docs/voices.md, "Floors the decoders skip").
     cmvn: str = "global"
-    edge_pad_manifest: str = ""
     cmvn_utterance_prob: float = 0.0
     fbank_floor_db: float = 0.0
     spec_augment: SpecAugmentConfig = field(default_factory=SpecAugmentConfig)
@@ -127,8 +124,6 @@ class TrainConfig(ConfigMixin):
                 out["cmvn_utterance_prob"] = self.cmvn_utterance_prob
             if self.fbank_floor_db:
                 out["fbank_floor_db"] = self.fbank_floor_db
-            if self.edge_pad_manifest:
-                out["edge_pad_manifest"] = self.edge_pad_manifest
             if self.spec_augment.enabled:
                 out["spec_augment"] = self.spec_augment.to_dict()
             if self.noise.enabled:

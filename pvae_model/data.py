@@ -116,33 +116,6 @@ def base_speakers(speakers) -> list[str]:
     return sorted({base_speaker(s) for s in speakers})
 
 
-def edge_pad_frames(manifest: str | Path, keys: list[str], lengths: np.ndarray, frame_shift_ms: float,
-                    frame_length_ms: float) -> np.ndarray:
-    """``[N, 2]``: how many frames at each end of each utterance are the noise floor a ``perturb``
-    copy's ``edge_pad`` added (frames whose centre lies in the floor), from ``manifest``'s records;
-    0 for a key it does not name.  At least one frame of each utterance is left."""
-    from pvae_data.io_utils import read_jsonl
-    from pvae_data.perturb import record_edge_pad
-
-    pads = {}
-    for r in read_jsonl(manifest):
-        try:
-            pad = record_edge_pad(r)
-        except ValueError as e:
-            raise ValueError(f"{manifest}: record {r.get('id')!r}: {e}") from None
-        if pad is not None:
-            pads[str(r.get("id"))] = pad
-    out = np.zeros((len(keys), 2), dtype=np.int64)
-    for i, k in enumerate(keys):
-        pad = pads.get(str(k))
-        if pad is None:
-            continue
-        left, right = (max(0, int(np.ceil((1000.0 * s - frame_length_ms / 2) / frame_shift_ms - 1e-9))) for s in pad[:2])
-        left = min(left, int(lengths[i]) - 1)
-        out[i] = left, min(right, int(lengths[i]) - 1 - left)
-    return out
-
-
 def pad_audio(feats: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     lengths = torch.tensor([len(f) for f in feats], dtype=torch.long)
     return torch.nn.utils.rnn.pad_sequence(feats, batch_first=True), lengths
@@ -169,10 +142,8 @@ class PairedEpochs:
 
     def __init__(self, audio: AudioSet, images: ImageSet, batch_size: int, seed: int = 0,
                  rank: int = 0, world_size: int = 1,
-                 spec_augment=None, fbank=None, noise=None, utterance_cmvn_prob: float = 0.0,
-                 floor_frames: np.ndarray | None = None):
+                 spec_augment=None, fbank=None, noise=None, utterance_cmvn_prob: float = 0.0):
         self.audio, self.images = audio, images
-        self.floor_frames = floor_frames  # edge_pad_frames(): frames left out of the reconstruction
         self.utterance_cmvn_prob = utterance_cmvn_prob  # TrainConfig.cmvn_utterance_prob
         self.fbank = fbank  # the features' FbankConfig: what a SpecAugment warp of the Mel axis needs
         self.spec_augment = spec_augment if spec_augment is not None and spec_augment.enabled else None
@@ -218,10 +189,6 @@ class PairedEpochs:
             if self.utterance_cmvn_prob:  # a share of the encoders' inputs normalised per utterance
                 x_in = self._per_utterance(x_in, lengths, self._generator(epoch, 6, n))
                 batch["audio_input"] = x_in
-            if self.floor_frames is not None:  # the decoders are not asked to make the edge floors
-                t = torch.arange(x_a.shape[1])[None, :]
-                f = torch.from_numpy(self.floor_frames[b])
-                batch["recon_mask"] = (t >= f[:, :1]) & (t < lengths[:, None] - f[:, 1:])
             if self.spec_augment is not None:  # seeded by (seed, epoch, global batch): the same under DDP and on resume
                 from .augment import spec_augment
 

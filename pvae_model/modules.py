@@ -179,18 +179,15 @@ def audio_input(batch: dict) -> torch.Tensor:
 
 
 def gaussian_nll_audio(x: torch.Tensor, mean: torch.Tensor, lengths: torch.Tensor,
-                       logvar: torch.Tensor | None = None, mask: torch.Tensor | None = None) -> torch.Tensor:
+                       logvar: torch.Tensor | None = None) -> torch.Tensor:
     """-log N(x; mean, I) per sample over the real frames only; with ``logvar`` ``[D]``, the
-    variance of each FBank dimension is exp(logvar); with ``mask`` ``[B, >=T]``, over the frames
-    it marks (a subset of the real ones: ``PairedEpochs``' ``recon_mask``)."""
-    m = frame_mask(lengths, x.shape[1]) if mask is None else mask[:, : x.shape[1]].to(x.dtype)
-    frames = m.sum(1)
-    m = m.unsqueeze(-1)
-    n = frames * x.shape[2]
+    variance of each FBank dimension is exp(logvar)."""
+    mask = frame_mask(lengths, x.shape[1]).unsqueeze(-1)
+    n = lengths.to(x.dtype) * x.shape[2]
     if logvar is None:
-        return 0.5 * (((x - mean) * m).pow(2).sum((1, 2)) + n * LOG_2PI)
-    sq = (((x - mean) * m).pow(2) * torch.exp(-logvar)).sum((1, 2))
-    return 0.5 * (sq + n * LOG_2PI + frames * logvar.sum())
+        return 0.5 * (((x - mean) * mask).pow(2).sum((1, 2)) + n * LOG_2PI)
+    sq = (((x - mean) * mask).pow(2) * torch.exp(-logvar)).sum((1, 2))
+    return 0.5 * (sq + n * LOG_2PI + lengths.to(x.dtype) * logvar.sum())
 
 
 def gaussian_nll_image(x: torch.Tensor, mean: torch.Tensor, std: float | torch.Tensor = 1.0) -> torch.Tensor:
@@ -229,15 +226,14 @@ class Likelihoods(nn.Module):
             self.audio_logvar = nn.Parameter(torch.zeros(feat_dim))
             self.image_logvar = nn.Parameter(torch.tensor(2 * math.log(image_std)))
 
-    def audio(self, x: torch.Tensor, mean: torch.Tensor, lengths: torch.Tensor,
-              mask: torch.Tensor | None = None) -> torch.Tensor:
+    def audio(self, x: torch.Tensor, mean: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         if self.variance == "fixed":
-            return gaussian_nll_audio(x, mean, lengths, mask=mask)
+            return gaussian_nll_audio(x, mean, lengths)
         if self.variance == "learned":
-            return gaussian_nll_audio(x, mean, lengths, self.audio_logvar.clamp(min=MIN_LOGVAR), mask)
-        m = (frame_mask(lengths, x.shape[1]) if mask is None else mask[:, : x.shape[1]].to(x.dtype)).unsqueeze(-1)
-        mse = (((x - mean) * m).pow(2).sum((0, 1)) / m.sum().clamp(min=1)).detach()
-        return gaussian_nll_audio(x, mean, lengths, torch.log(mse).clamp(min=MIN_LOGVAR), mask)
+            return gaussian_nll_audio(x, mean, lengths, self.audio_logvar.clamp(min=MIN_LOGVAR))
+        mask = frame_mask(lengths, x.shape[1]).unsqueeze(-1)
+        mse = (((x - mean) * mask).pow(2).sum((0, 1)) / lengths.sum().clamp(min=1)).detach()
+        return gaussian_nll_audio(x, mean, lengths, torch.log(mse).clamp(min=MIN_LOGVAR))
 
     def image(self, x: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
         if self.variance == "fixed":

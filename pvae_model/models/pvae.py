@@ -114,8 +114,7 @@ class PVAE(FromRun, nn.Module):
         x_in = audio_input(batch)  # what the encoders read: x_a, or its SpecAugment-masked copy
         q = self.encode_multimodal(x_in, lengths, x_i)
         z = {k: reparameterize(*q[k]) for k in ("s", "a", "i")}
-        recon = batch.get("recon_mask")  # the frames the decoders must make (None: every real frame)
-        nll_a = self.lik.audio(x_a, self.decode_audio(z["s"], z["a"], lengths), lengths, recon)
+        nll_a = self.lik.audio(x_a, self.decode_audio(z["s"], z["a"], lengths), lengths)
         nll_i = self.lik.image(x_i, self.decode_image(z["s"], z["i"]))
         kl = {k: kl_std_normal(*q[k]) for k in ("s", "a", "i")}
         qa, qi = self.encode_audio(x_in, lengths), self.encode_image(x_i)
@@ -134,11 +133,11 @@ class PVAE(FromRun, nn.Module):
         m = {"neg_elbo": neg_elbo.mean(), "nll_audio": nll_a.mean(), "nll_image": nll_i.mean(),
              "kl_s": kl["s"].mean(), "kl_a": kl["a"].mean(), "kl_i": kl["i"].mean(),
              "coherence_audio": coh_a.mean(), "coherence_image": coh_i.mean(), "contrastive": con.mean(),
-             "nll_audio_per_frame": nll_a.sum() / (lengths.sum() if recon is None else recon.sum()) / x_a.shape[2]}
+             "nll_audio_per_frame": nll_a.sum() / lengths.sum() / x_a.shape[2]}
         if cfg.objective == "plus":
             gen = self.cross_generate(lengths, qa, qi)
             cross_i = self.lik.image(x_i, gen["image"])
-            cross_a = self.lik.audio(x_a, gen["audio"], lengths, recon)
+            cross_a = self.lik.audio(x_a, gen["audio"], lengths)
             total = total + dep.cross_weight * (cross_a + cross_i)
             m.update(cross_nll_image=cross_i.mean(), cross_nll_audio=cross_a.mean())
             if dep.private_label_adv_weight > 0:

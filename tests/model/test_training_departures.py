@@ -42,6 +42,10 @@ def test_retired_training_departures_load_at_their_neutral_value_and_are_refused
         TrainConfig.from_dict({"edge_floor": {**neutral, "prob": 0.5}})
     with pytest.raises(ValueError, match="edge_floor"):
         load_config(None, {"edge_floor.prob": 0.5})
+    # edge_pad_manifest (commit 6d98394): "" in the configs of runs trained while it existed
+    assert TrainConfig.from_dict({"epochs": 3, "edge_pad_manifest": ""}) == TrainConfig(epochs=3)
+    with pytest.raises(ValueError, match="^edge_pad_manifest: an experiment that was not kept.*commit 6d98394"):
+        TrainConfig.from_dict({"edge_pad_manifest": "exp/demo/perturb/segments.jsonl"})
 
 
 def test_the_image_encoder_keeps_the_spec_layout_old_checkpoints_load_into():
