@@ -22,8 +22,9 @@ def shards(small_shards):
 
 
 def test_retired_training_departures_load_at_their_neutral_value_and_are_refused_when_used():
-    """image_shift and ema_decay were not kept (docs/study/pvae.md): an old run's config.yaml,
-    which records both at 0, loads; one that used them, or a --set of them, is refused by name."""
+    """image_shift and ema_decay (docs/study/pvae.md), edge_floor and edge_pad_manifest
+    (docs/voices.md) were not kept: an old run's config.yaml, which records them at their neutral
+    value, loads; one that used them, or a --set of them, is refused by name."""
     from pvae_model.config import load_config
 
     assert TrainConfig.from_dict({"epochs": 3, "image_shift": 0, "ema_decay": 0.0}) == TrainConfig(epochs=3)
