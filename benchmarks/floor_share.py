@@ -1,7 +1,7 @@
 """How much of each word's FBank a floor raises: per kind of recording in a test set, the median
 loudest value, the share of (frame, Mel bin) cells more than D dB under it (what
 ``fbank_floor_db: D`` raises), and the median spread from the 50th to the 99th percentile.
-docs/voices.md, "A floor under the FBank":
+docs/study/voices.md, "A floor under the FBank":
 
     PYTHONPATH=. python benchmarks/floor_share.py exp/demo/shards/audio exp/recording_george --db 50
 """

@@ -10,7 +10,7 @@
 #               --test-speakers (george; "" = none, the official split only) is a held-out test voice
 #   1 trim      energy VAD -> segments.jsonl, then speed-perturbed training copies (--speed 0.9,1.0,1.1;
 #               "1.0" = none), as Kaldi's perturb_data_dir_speed.sh; each copy cut at its file's edge gets
-#               up to --edge-pad seconds (0.05) of a noise floor there (docs/voices.md, "Silence around the word")
+#               up to --edge-pad seconds (0.05) of a noise floor there (docs/study/voices.md, "Silence around the word")
 #   2 fbank     80-dim Kaldi FBank over 40-3700 Hz (the band of FSDD's 8 kHz recordings, so that any
 #               input, whatever its rate, is seen within it) -> feats.scp, features.jsonl, CMVN
 #   3 shard     audio + MNIST image shards, validated

@@ -32,7 +32,7 @@ class SpecAugmentConfig(ConfigMixin):
     # experiments that were not kept (ConfigMixin.retired): a warp factor changing along the Mel axis
     # (warp_spread), each end of what the encoders read moved by up to N frames (edge_frames)
     retired = {"warp_spread": 0.0, "edge_frames": 0}
-    retired_note = "docs/voices.md has the study; commits 895edee (warp_spread) and 1146695 (edge_frames) have the code"
+    retired_note = "docs/study/voices.md has the study; commits 895edee (warp_spread) and 1146695 (edge_frames) have the code"
     key_prefix = "spec_augment."
 
     freq_masks: int = 0

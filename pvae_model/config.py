@@ -42,13 +42,13 @@ class TrainConfig(ConfigMixin):
     allow_no_cmvn: bool = False
     # Experiments that were not kept (ConfigMixin.retired): shifted training images and a moving
     # average of the weights (docs/study/pvae.md, "What raises the ceiling"; docs/voices.md); noise
-    # floors around the words the speech encoders read (edge_floor; docs/voices.md, "The long
+    # floors around the words the speech encoders read (edge_floor; docs/study/voices.md, "The long
     # floors for the encoders only"); the edge floors left out of the speech reconstruction
-    # (edge_pad_manifest; docs/voices.md, "Floors the decoders skip").
+    # (edge_pad_manifest; docs/study/voices.md, "Floors the decoders skip").
     retired = {"image_shift": 0, "ema_decay": 0.0,
                "edge_floor": {"prob": 0.0, "max_frames": 15, "db_min": 35.0, "db_max": 120.0},
                "edge_pad_manifest": ""}
-    retired_note = ("docs/study/pvae.md and docs/voices.md have the study; commit 3468425 has the code "
+    retired_note = ("docs/study/pvae.md and docs/study/voices.md have the study; commit 3468425 has the code "
                     "(edge_floor: commit c3c4aef; edge_pad_manifest: commit 6d98394)")
     # Training departures from the paper's procedure, each named by deviations().
     # Speaker robustness (docs/voices.md):

@@ -25,8 +25,8 @@ def floor_fbank(feats: np.ndarray, floor_db: float) -> np.ndarray:
     """Log-Mel FBank ``[T, D]`` (natural log of power) raised to at least ``floor_db`` dB below the
     utterance's loudest value (0: as is).  Digital silence (a synthetic voice, a gated recording)
     gives frames ~150 dB under the word, where FSDD's recordings have a noise floor ~30-50 dB under
-    it; per-utterance CMVN statistics over such frames squeeze the word itself (docs/voices.md,
-    "The margins act through the statistics")."""
+    it; per-utterance CMVN statistics over such frames squeeze the word itself (docs/study/voices.md,
+    "The speech encoder's read-out: attention over frames")."""
     if not floor_db:
         return feats
     return np.maximum(feats, feats.max() - np.float32(floor_db / 10 * np.log(10))).astype(np.float32, copy=False)

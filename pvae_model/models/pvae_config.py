@@ -34,7 +34,7 @@ class Departures(ConfigMixin):
     # heavier private KL (plus_klp3; free bits replaced it), the delayed adversary, the deeper image
     # encoder (benchmarks/image_encoder_ceiling.py).  The adversary's "reverse" and "confusion"
     # modes left too (``from_dict``): "capped" is the only one.  A supervised digit head on z_s
-    # (docs/voices.md, "A digit head on z_s") left later; commit 91eab0d has it.  The speech
+    # (docs/study/voices.md, "A digit head on z_s") left later; commit 91eab0d has it.  The speech
     # pre-encoders' mean over frames (audio_encoder_pool "mean") and dropout on their read-out
     # (audio_encoder_dropout) left next (docs/voices.md; commit 98faed1), then cepstra in place of the
     # Mel bins as their input (audio_input_cepstra; commit d1ac7b1), then an attentive read-out over
@@ -44,7 +44,7 @@ class Departures(ConfigMixin):
                "shared_label_weight": 0.0, "audio_encoder_pool": "last",
                "audio_encoder_dropout": 0.0, "audio_input_cepstra": 0, "audio_encoder_readout": "last",
                "audio_frame_stack": 1}
-    retired_note = ("docs/study/pvae.md and docs/voices.md have the studies; commit 4cec2c8 has the code, "
+    retired_note = ("docs/study/pvae.md and docs/study/voices.md have the studies; commit 4cec2c8 has the code, "
                     "91eab0d that of shared_label_weight, 98faed1 that of audio_encoder_pool and audio_encoder_dropout, "
                     "d1ac7b1 that of audio_input_cepstra, 640ff34 that of audio_encoder_readout, "
                     "e2f6a81 that of audio_frame_stack")

@@ -24,11 +24,11 @@ def test_demo_config_names_its_deviations_and_size():
                                        "audio_decoder_position": "relative"}  # docs/voices.md
     assert dev["private_free_nats"] == 8.0
     assert cfg.max_minutes == 29
-    assert cfg.fbank_floor_db == 0 and cfg.cmvn == "utterance"  # not kept: docs/voices.md, "A floor under the FBank"
+    assert cfg.fbank_floor_db == 0 and cfg.cmvn == "utterance"  # not kept: docs/study/voices.md, "A floor under the FBank"
     # the paper-objective rows of pipelines/table1.sh: the plus-only term must be switched off too
     with pytest.raises(ValueError, match="plus"):
         load_config(CONFIGS / "pvae_fast.yaml", {"pvae.objective": "paper"})
-    assert dev["speaker_adv_weight"] == 3.0  # docs/voices.md, "A speaker-adversarial term on z_s"
+    assert dev["speaker_adv_weight"] == 3.0  # docs/study/voices.md, "A speaker-adversarial term on z_s"
     paper = load_config(CONFIGS / "pvae_fast.yaml", {"pvae.objective": "paper", "pvae.departures.private_label_adv_weight": 0,
                                                      "pvae.departures.speaker_adv_weight": 0,
                                                      "pvae.departures.private_free_nats": 0,

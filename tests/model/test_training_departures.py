@@ -132,7 +132,7 @@ def test_utterance_norm_can_take_its_statistics_between_the_edges():
 
 
 def test_retired_attention_readout_loads_at_its_neutral_value_and_is_refused_when_used():
-    """audio_encoder_readout "attention" was not kept (docs/voices.md, "attention over frames"): a
+    """audio_encoder_readout "attention" was not kept (docs/study/voices.md, "attention over frames"): a
     run's config that names "last" loads as today's model; one that used "attention" is refused by
     name and pointed at the commit that has the code."""
     assert PVAEConfig.from_dict({"departures": {"audio_encoder_readout": "last"}}) == PVAEConfig()
