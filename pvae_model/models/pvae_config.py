@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, fields
 
 from pvae_data.config import ConfigMixin, check_field_types
 
-from ..modules import AUDIO_DECODER_POSITIONS, AUDIO_INPUT_NORMS, DECODER_VARIANCES
+from ..modules import AUDIO_DECODER_POSITIONS, AUDIO_FRONTS, AUDIO_INPUT_NORMS, DECODER_VARIANCES
 from ..modules import AudioDecoder, AudioPreEncoder, ImagePreEncoder, Likelihoods
 
 MAX_WIDTH = 8192  # 16x the paper's 512-cell LSTMs: anything wider is a typo, not a model
@@ -70,9 +70,12 @@ class Departures(ConfigMixin):
     # Architecture.  audio_input_norm "utterance": the speech pre-encoders read each utterance
     # normalised by its own mean and variance (for voices never heard in training, docs/voices.md).
     # audio_decoder_position "relative": the speech decoder's LSTM reads each frame's place in its
-    # utterance beside z (modules.relative_position), not z alone.
+    # utterance beside z (modules.relative_position), not z alone.  audio_front "freq_conv": the
+    # speech pre-encoders' LSTMs read two convolutions over (frame, Mel bin) pooled across the bins
+    # (modules.FreqConvFront), not the bins themselves.
     audio_input_norm: str = "none"
     audio_decoder_position: str = "none"
+    audio_front: str = "none"
     # A speaker critic on the speech side's z_s (domain-adversarial training, Ganin et al. 2016;
     # for speakers, Meng et al. 2018): a small classifier reads z_s (multimodal and unimodal
     # samples) and learns the training speaker (base speaker: ``sp0.9-george`` is ``george``);
@@ -90,7 +93,7 @@ class Departures(ConfigMixin):
 
     def __post_init__(self) -> None:
         check_field_types(self)
-        for name, allowed in (("audio_input_norm", AUDIO_INPUT_NORMS),
+        for name, allowed in (("audio_input_norm", AUDIO_INPUT_NORMS), ("audio_front", AUDIO_FRONTS),
                               ("audio_decoder_position", AUDIO_DECODER_POSITIONS),
                               ("decoder_variance", DECODER_VARIANCES)):
             if getattr(self, name) not in allowed:
@@ -238,7 +241,8 @@ class PVAEConfig(ConfigMixin):
         objective's deviations.  Layer sizes marked (*) in the spec (image channels) are choices."""
         mine = {**{f.name: getattr(self, f.name) for f in fields(self)},
                 "audio_input_norm": self.departures.audio_input_norm,
-                "audio_decoder_position": self.departures.audio_decoder_position}
+                "audio_decoder_position": self.departures.audio_decoder_position,
+                "audio_front": self.departures.audio_front}
         return {k: mine[k] for k, v in PAPER_SIZES.items() if mine[k] != v}
 
     def likelihoods(self) -> Likelihoods:
@@ -251,7 +255,8 @@ class PVAEConfig(ConfigMixin):
 
     def audio_pre_encoder(self) -> AudioPreEncoder:
         """The speech pre-encoder this config names (every model builds it here)."""
-        return AudioPreEncoder(self.feat_dim, self.hidden, self.departures.audio_input_norm)
+        return AudioPreEncoder(self.feat_dim, self.hidden, self.departures.audio_input_norm,
+                               self.departures.audio_front)
 
     def image_pre_encoder(self) -> ImagePreEncoder:
         """The image pre-encoder this config names (every model builds it here)."""
@@ -260,7 +265,7 @@ class PVAEConfig(ConfigMixin):
 
 # the spec's architecture: 80-dim FBank, 32-dim latents, 512-unit LSTMs and FC layers, two strided convs
 PAPER_SIZES = {"feat_dim": 80, "z_shared": 32, "z_audio": 32, "z_image": 32, "hidden": 512,
-               "audio_input_norm": "none", "audio_decoder_position": "none"}
+               "audio_input_norm": "none", "audio_decoder_position": "none", "audio_front": "none"}
 # Old runs' flat spellings -> (sub-config, field)
 OLD_NAMES = {**{f: ("departures", f) for f in ("image_nll_std", "cross_weight", "cross_grad", "private_label_adv_weight",
                                               "private_label_adv_mode", "private_adv_start", "kl_private_weight",
