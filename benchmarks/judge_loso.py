@@ -24,7 +24,7 @@ from pvae_data.fbank import FbankConfig, compute_fbank_batch
 from pvae_data.perturb import speed_perturb
 from pvae_model.augment import SpecAugmentConfig, spec_augment
 from pvae_model.eval.classifiers import SpeechDigitClassifier
-from pvae_model.modules import FreqConvFront
+from pvae_model.modules import AudioPreEncoder, FreqConvFront
 from pvae_model.normalize import normalize_utterance
 
 FULL = FbankConfig()
@@ -104,26 +104,24 @@ class DeepSpeechClassifier(torch.nn.Module):
 
 
 class FrontClassifier(torch.nn.Module):
-    """An optional FreqConvFront, then either the judge's convolutions or an LSTM's state at each
-    utterance's last frame (the PVAE's speech pre-encoder) and a linear layer."""
+    """An optional FreqConvFront, then either the judge's convolutions or the PVAE's own speech
+    pre-encoder (``AudioPreEncoder``: the front if asked, an LSTM, its state at each utterance's last
+    frame) and a linear layer."""
 
     def __init__(self, feat_dim: int, front: bool, body: str, width: int = 128, hidden: int = 256):
         super().__init__()
-        self.front = FreqConvFront(feat_dim) if front else None
-        d = self.front.out_dim if front else feat_dim
-        self.body = body
         if body == "lstm":
-            self.lstm = torch.nn.LSTM(d, hidden, batch_first=True)
+            self.pre = AudioPreEncoder(feat_dim, hidden, front="freq_conv" if front else "none")
             self.out = torch.nn.Linear(hidden, 10)
         else:
-            self.clf = SpeechDigitClassifier(d, width=width, normalize=False)
+            self.pre = None
+            self.front = FreqConvFront(feat_dim) if front else None
+            self.clf = SpeechDigitClassifier(self.front.out_dim if front else feat_dim, width=width, normalize=False)
 
     def forward(self, x, lengths):
-        h = self.front(x, lengths) if self.front is not None else x
-        if self.body != "lstm":
-            return self.clf(h, lengths)
-        out, _ = self.lstm(h)
-        return self.out(out[torch.arange(len(lengths)), lengths - 1])
+        if self.pre is not None:
+            return self.out(self.pre(x, lengths))
+        return self.clf(self.front(x, lengths) if self.front is not None else x, lengths)
 
 
 def load_waves(segments: str):
