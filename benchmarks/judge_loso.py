@@ -24,7 +24,6 @@ from pvae_data.fbank import FbankConfig, compute_fbank_batch
 from pvae_data.perturb import speed_perturb
 from pvae_model.augment import SpecAugmentConfig, spec_augment
 from pvae_model.eval.classifiers import SpeechDigitClassifier
-from pvae_model.modules import AudioPreEncoder, FreqConvFront
 from pvae_model.normalize import normalize_utterance
 
 FULL = FbankConfig()
@@ -68,13 +67,6 @@ VARIANTS = {
     "word_hmm_fps3": dict(fbank=BAND, cmvn="utterance", word={"frames_per_state": 3.0}, ks=("unadapted",)),
     "word_hmm_it1": dict(fbank=BAND, cmvn="utterance", word={"adapt_iterations": 1}, ks=("unadapted",)),
     "band_utt_deep": dict(fbank=BAND, cmvn="utterance", arch="deep"),
-    # convolution over frequency with max-pooling across it (Abdel-Hamid et al. 2014), in front of
-    # the judge's convolutions, and the PVAE's kind of read-out (an LSTM's last state) with and without it
-    "band_utt_speed_fconv": dict(fbank=BAND, cmvn="utterance", speeds=(0.9, 1.1), arch="fconv"),
-    "band_utt_speed_lstm": dict(fbank=BAND, cmvn="utterance", speeds=(0.9, 1.1), arch="lstm"),
-    "band_utt_speed_fconv_lstm": dict(fbank=BAND, cmvn="utterance", speeds=(0.9, 1.1), arch="fconv_lstm"),
-    "band_utt_speed_warp_fconv": dict(fbank=BAND, cmvn="utterance", speeds=(0.9, 1.1), warp=(0.9, 1.3),
-                                      arch="fconv"),
     "band_utt_all_deep": dict(fbank=BAND, cmvn="utterance", speeds=(0.9, 1.1), warps=(0.9, 1.1), specaug=True,
                               arch="deep"),
 }
@@ -101,27 +93,6 @@ class DeepSpeechClassifier(torch.nn.Module):
                 lengths = (lengths + 1) // 2
         mask = (torch.arange(h.shape[-1])[None, :] < lengths[:, None]).to(h.dtype).unsqueeze(1)
         return self.out(self.drop((h * mask).sum(-1) / lengths[:, None].to(h.dtype)))
-
-
-class FrontClassifier(torch.nn.Module):
-    """An optional FreqConvFront, then either the judge's convolutions or the PVAE's own speech
-    pre-encoder (``AudioPreEncoder``: the front if asked, an LSTM, its state at each utterance's last
-    frame) and a linear layer."""
-
-    def __init__(self, feat_dim: int, front: bool, body: str, width: int = 128, hidden: int = 256):
-        super().__init__()
-        if body == "lstm":
-            self.pre = AudioPreEncoder(feat_dim, hidden, front="freq_conv" if front else "none")
-            self.out = torch.nn.Linear(hidden, 10)
-        else:
-            self.pre = None
-            self.front = FreqConvFront(feat_dim) if front else None
-            self.clf = SpeechDigitClassifier(self.front.out_dim if front else feat_dim, width=width, normalize=False)
-
-    def forward(self, x, lengths):
-        if self.pre is not None:
-            return self.out(self.pre(x, lengths))
-        return self.clf(self.front(x, lengths) if self.front is not None else x, lengths)
 
 
 def load_waves(segments: str):
@@ -157,9 +128,6 @@ def train(feats, labels, epochs, seed, specaug, width, arch="conv2", warp=None, 
     g = torch.Generator().manual_seed(seed)
     if arch == "deep":
         clf = DeepSpeechClassifier(feats[0].shape[1], width=width)
-    elif arch in ("fconv", "lstm", "fconv_lstm"):
-        clf = FrontClassifier(feats[0].shape[1], front=arch.startswith("fconv"),
-                              body="lstm" if arch.endswith("lstm") else "conv2", width=width)
     else:  # features arrive normalised as the variant says: the classifier adds nothing
         clf = SpeechDigitClassifier(feats[0].shape[1], width=width, normalize=False)
     opt = torch.optim.Adam(clf.parameters(), 1e-3)

@@ -21,7 +21,6 @@ LOG_2PI = math.log(2 * math.pi)
 
 
 AUDIO_INPUT_NORMS = ("none", "utterance")
-AUDIO_FRONTS = ("none", "freq_conv")
 
 
 def masked_utterance_norm(x: torch.Tensor, lengths: torch.Tensor, floor: float = 1e-3, edge: int = 0) -> torch.Tensor:
@@ -42,43 +41,19 @@ def masked_utterance_norm(x: torch.Tensor, lengths: torch.Tensor, floor: float =
     return (x - mean) / var.sqrt().clamp(min=floor) * mask
 
 
-class FreqConvFront(nn.Module):
-    """A 2-D convolution over (frame, Mel bin), then max-pooling across the bins only (Abdel-Hamid
-    et al. 2014): a formant moved by a bin or two, as a shorter vocal tract moves it, lands in the
-    same pooled cell.  ``[B, T, F]`` -> ``[B, T, channels * (F // pool)]``, zero past each length, so
-    an utterance reads the same alone and in a padded batch."""
-
-    def __init__(self, feat_dim: int = 80, channels: int = 8, pool: int = 4):
-        super().__init__()
-        if feat_dim < pool:
-            raise ValueError(f"a frequency-convolution front pools {pool} bins, got {feat_dim}")
-        self.conv = nn.Conv2d(1, channels, (3, 9), padding=(1, 4))
-        self.pool = pool
-        self.out_dim = channels * (feat_dim // pool)
-
-    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        mask = (torch.arange(x.shape[1], device=x.device)[None, :] < lengths[:, None]).to(x.dtype)[:, None, :, None]
-        h = nn.functional.max_pool2d(torch.relu(self.conv(x.unsqueeze(1) * mask)), (1, self.pool)) * mask
-        return h.permute(0, 2, 1, 3).flatten(2)
-
-
 class AudioPreEncoder(nn.Module):
     """1-layer LSTM; the hidden state at each sequence's own last frame.
 
     ``input_norm="utterance"`` (a named architecture departure, ``PVAEConfig.departures.audio_input_norm``):
     the LSTM reads each utterance normalised by its own mean and variance (instance normalisation
     over time), so a new voice's channel and average spectrum never reach it, whatever CMVN was
-    applied outside; the decoders still reconstruct the features as given.  ``front="freq_conv"``
-    (``PVAEConfig.departures.audio_front``): the LSTM reads :class:`FreqConvFront`'s maps of them."""
+    applied outside; the decoders still reconstruct the features as given."""
 
-    def __init__(self, feat_dim: int = 80, hidden: int = 512, input_norm: str = "none", front: str = "none"):
+    def __init__(self, feat_dim: int = 80, hidden: int = 512, input_norm: str = "none"):
         super().__init__()
         if input_norm not in AUDIO_INPUT_NORMS:
             raise ValueError(f"audio input norm must be one of {AUDIO_INPUT_NORMS}, got {input_norm!r}")
-        if front not in AUDIO_FRONTS:
-            raise ValueError(f"audio front must be one of {AUDIO_FRONTS}, got {front!r}")
-        self.front = FreqConvFront(feat_dim) if front == "freq_conv" else None
-        self.lstm = nn.LSTM(self.front.out_dim if self.front is not None else feat_dim, hidden, batch_first=True)
+        self.lstm = nn.LSTM(feat_dim, hidden, batch_first=True)
         self.out_dim = hidden
         self.input_norm = input_norm
 
@@ -86,8 +61,6 @@ class AudioPreEncoder(nn.Module):
         x = x[:, : int(lengths.max())]
         if self.input_norm == "utterance":
             x = masked_utterance_norm(x, lengths)
-        if self.front is not None:
-            x = self.front(x, lengths)
         out, _ = self.lstm(x)
         return out[torch.arange(len(lengths), device=x.device), lengths - 1]
 

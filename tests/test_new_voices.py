@@ -401,29 +401,6 @@ def test_audio_input_norm_makes_the_speech_encoders_blind_to_a_channel():
         assert torch.allclose(vae.encode_audio(x, lengths)["s"][0], vae.encode_audio(x * gain + shift, lengths)["s"][0], atol=1e-5)
 
 
-def test_freq_conv_front_reads_an_utterance_as_it_reads_it_alone_and_is_named():
-    from pvae_model.models.pvae import PVAE, PVAEConfig
-    from pvae_model.modules import FreqConvFront
-
-    torch.manual_seed(0)
-    front = FreqConvFront(80, channels=4)
-    x, lengths = torch.randn(2, 30, 80), torch.tensor([30, 12])
-    x[1, 12:] = 99.0  # garbage past the second utterance's end
-    with torch.no_grad():
-        both, alone = front(x, lengths), front(x[1:, :12], lengths[1:])
-    assert both.shape == (2, 30, 80) and torch.allclose(both[1, :12], alone[0], atol=1e-5)
-    assert torch.all(both[1, 12:] == 0)
-    small = dict(hidden=16, z_shared=4, z_audio=4, z_image=4, image_channels=(4, 8))
-    m = PVAE(PVAEConfig(**small, departures=dict(audio_front="freq_conv"))).eval()
-    with torch.no_grad():
-        assert m.encode_audio(x, lengths)["s"][0].shape == (2, 4)
-    assert PVAEConfig(departures=dict(audio_front="freq_conv")).size_changes()["audio_front"] == "freq_conv"
-    with pytest.raises(ValueError, match="audio_front"):
-        PVAEConfig(departures=dict(audio_front="conv"))
-    with pytest.raises(ValueError, match="pools 4 bins"):
-        FreqConvFront(3)
-
-
 def test_speaker_cmvn_uses_each_speakers_stats_and_falls_back_by_name(small_shards):
     from pvae_data.shards.reader import AudioShards
     from pvae_model.data import load_audio_split

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, fields
 
 from pvae_data.config import ConfigMixin, check_field_types
 
-from ..modules import AUDIO_DECODER_POSITIONS, AUDIO_FRONTS, AUDIO_INPUT_NORMS, DECODER_VARIANCES
+from ..modules import AUDIO_DECODER_POSITIONS, AUDIO_INPUT_NORMS, DECODER_VARIANCES
 from ..modules import AudioDecoder, AudioPreEncoder, ImagePreEncoder, Likelihoods
 
 MAX_WIDTH = 8192  # 16x the paper's 512-cell LSTMs: anything wider is a typo, not a model
@@ -39,15 +39,16 @@ class Departures(ConfigMixin):
     # (audio_encoder_dropout) left next (docs/voices.md; commit 98faed1), then cepstra in place of the
     # Mel bins as their input (audio_input_cepstra; commit d1ac7b1), then an attentive read-out over
     # frames (audio_encoder_readout "attention"; commit 640ff34), then low frame rate input, runs of k
-    # frames per LSTM step (audio_frame_stack; commit e2f6a81).
+    # frames per LSTM step (audio_frame_stack; commit e2f6a81), then a convolution over (frame, Mel bin)
+    # pooled across the bins in front of their LSTMs (audio_front "freq_conv"; commit 49b12ea).
     retired = {"cross_grad": "all", "kl_private_weight": 1.0, "private_adv_start": 0, "image_encoder": "spec",
                "shared_label_weight": 0.0, "audio_encoder_pool": "last",
                "audio_encoder_dropout": 0.0, "audio_input_cepstra": 0, "audio_encoder_readout": "last",
-               "audio_frame_stack": 1}
+               "audio_frame_stack": 1, "audio_front": "none"}
     retired_note = ("docs/study/pvae.md and docs/study/voices.md have the studies; commit 4cec2c8 has the code, "
                     "91eab0d that of shared_label_weight, 98faed1 that of audio_encoder_pool and audio_encoder_dropout, "
                     "d1ac7b1 that of audio_input_cepstra, 640ff34 that of audio_encoder_readout, "
-                    "e2f6a81 that of audio_frame_stack")
+                    "e2f6a81 that of audio_frame_stack, 49b12ea that of audio_front")
     key_prefix = "pvae.departures."
 
     # Std of the image likelihood N(x_i; mean, std^2 I). The spec's 1 makes a whole 28x28 image in
@@ -70,12 +71,9 @@ class Departures(ConfigMixin):
     # Architecture.  audio_input_norm "utterance": the speech pre-encoders read each utterance
     # normalised by its own mean and variance (for voices never heard in training, docs/voices.md).
     # audio_decoder_position "relative": the speech decoder's LSTM reads each frame's place in its
-    # utterance beside z (modules.relative_position), not z alone.  audio_front "freq_conv": the
-    # speech pre-encoders' LSTMs read two convolutions over (frame, Mel bin) pooled across the bins
-    # (modules.FreqConvFront), not the bins themselves.
+    # utterance beside z (modules.relative_position), not z alone.
     audio_input_norm: str = "none"
     audio_decoder_position: str = "none"
-    audio_front: str = "none"
     # A speaker critic on the speech side's z_s (domain-adversarial training, Ganin et al. 2016;
     # for speakers, Meng et al. 2018): a small classifier reads z_s (multimodal and unimodal
     # samples) and learns the training speaker (base speaker: ``sp0.9-george`` is ``george``);
@@ -84,6 +82,11 @@ class Departures(ConfigMixin):
     # the training shards when left 0.
     speaker_adv_weight: float = 0.0
     speaker_classes: int = 0
+    # Consistency between two augmented views (as CR-CTC, Yao et al. 2024, does for ASR): the
+    # speech encoder's unimodal z_s posterior of one SpecAugment draw (warp and masks) of each
+    # utterance is pulled towards that of a second draw, each towards the other held fixed
+    # (symmetric KL with stop-gradients), at this weight.  One more speech-encoder pass a step.  0 = off.
+    audio_view_consistency: float = 0.0
     # The decoders' variances: "fixed" (the spec's unit variance for FBank, image_nll_std for pixels),
     # "learned" (one log-variance per FBank dimension and one for the pixels, trained with the model
     # from the fixed values; Hsu's FHVAE code learns its decoder's variance) or "optimal" (each
@@ -93,7 +96,7 @@ class Departures(ConfigMixin):
 
     def __post_init__(self) -> None:
         check_field_types(self)
-        for name, allowed in (("audio_input_norm", AUDIO_INPUT_NORMS), ("audio_front", AUDIO_FRONTS),
+        for name, allowed in (("audio_input_norm", AUDIO_INPUT_NORMS),
                               ("audio_decoder_position", AUDIO_DECODER_POSITIONS),
                               ("decoder_variance", DECODER_VARIANCES)):
             if getattr(self, name) not in allowed:
@@ -101,7 +104,7 @@ class Departures(ConfigMixin):
         if self.image_nll_std <= 0:
             raise ValueError("image_nll_std must be > 0")
         for name in ("cross_weight", "private_label_adv_weight", "private_free_nats", "speaker_adv_weight",
-                     "speaker_classes"):
+                     "speaker_classes", "audio_view_consistency"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
 
@@ -232,6 +235,8 @@ class PVAEConfig(ConfigMixin):
             out["private_label_adv_weight"] = dep.private_label_adv_weight
         if dep.speaker_adv_weight > 0:
             out["speaker_adv_weight"] = dep.speaker_adv_weight
+        if dep.audio_view_consistency > 0:
+            out["audio_view_consistency"] = dep.audio_view_consistency
         if dep.decoder_variance != "fixed":
             out["decoder_variance"] = dep.decoder_variance
         return out
@@ -241,8 +246,7 @@ class PVAEConfig(ConfigMixin):
         objective's deviations.  Layer sizes marked (*) in the spec (image channels) are choices."""
         mine = {**{f.name: getattr(self, f.name) for f in fields(self)},
                 "audio_input_norm": self.departures.audio_input_norm,
-                "audio_decoder_position": self.departures.audio_decoder_position,
-                "audio_front": self.departures.audio_front}
+                "audio_decoder_position": self.departures.audio_decoder_position}
         return {k: mine[k] for k, v in PAPER_SIZES.items() if mine[k] != v}
 
     def likelihoods(self) -> Likelihoods:
@@ -255,8 +259,7 @@ class PVAEConfig(ConfigMixin):
 
     def audio_pre_encoder(self) -> AudioPreEncoder:
         """The speech pre-encoder this config names (every model builds it here)."""
-        return AudioPreEncoder(self.feat_dim, self.hidden, self.departures.audio_input_norm,
-                               self.departures.audio_front)
+        return AudioPreEncoder(self.feat_dim, self.hidden, self.departures.audio_input_norm)
 
     def image_pre_encoder(self) -> ImagePreEncoder:
         """The image pre-encoder this config names (every model builds it here)."""
@@ -265,7 +268,7 @@ class PVAEConfig(ConfigMixin):
 
 # the spec's architecture: 80-dim FBank, 32-dim latents, 512-unit LSTMs and FC layers, two strided convs
 PAPER_SIZES = {"feat_dim": 80, "z_shared": 32, "z_audio": 32, "z_image": 32, "hidden": 512,
-               "audio_input_norm": "none", "audio_decoder_position": "none", "audio_front": "none"}
+               "audio_input_norm": "none", "audio_decoder_position": "none"}
 # Old runs' flat spellings -> (sub-config, field)
 OLD_NAMES = {**{f: ("departures", f) for f in ("image_nll_std", "cross_weight", "cross_grad", "private_label_adv_weight",
                                               "private_label_adv_mode", "private_adv_start", "kl_private_weight",

@@ -33,15 +33,13 @@ def loss_and_grads(model, batch, seed=1):
     return out, {n: p.grad.clone() for n, p in model.named_parameters()}
 
 
-@pytest.mark.parametrize("position,front", [("none", "none"), ("relative", "none"), ("none", "freq_conv")])
-def test_padding_changes_neither_loss_nor_gradients(position, front):
+@pytest.mark.parametrize("position", ["none", "relative"])
+def test_padding_changes_neither_loss_nor_gradients(position):
     torch.manual_seed(0)
-    feat = 8 if front == "freq_conv" else 6  # the front pools the bins by 4
-    model = PVAE(PVAEConfig.from_dict({**SMALL.to_dict(), "feat_dim": feat,
-                                       "departures": {"audio_decoder_position": position, "audio_front": front}}))
-    batch = make_batch(feat=feat)
+    model = PVAE(PVAEConfig.from_dict({**SMALL.to_dict(), "departures": {"audio_decoder_position": position}}))
+    batch = make_batch()
     padded = dict(batch)
-    extra = torch.randn(5, 13, feat) * 100  # garbage after every sequence's end
+    extra = torch.randn(5, 13, 6) * 100  # garbage after every sequence's end
     padded["audio"] = torch.cat([batch["audio"], extra], dim=1)
     padded["audio"][1, 3:9] = 55.0  # and inside the batch's own padding
     a, ga = loss_and_grads(model, batch)
