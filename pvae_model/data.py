@@ -142,16 +142,11 @@ class PairedEpochs:
 
     def __init__(self, audio: AudioSet, images: ImageSet, batch_size: int, seed: int = 0,
                  rank: int = 0, world_size: int = 1,
-                 spec_augment=None, fbank=None, noise=None, utterance_cmvn_prob: float = 0.0,
-                 second_view: bool = False):
+                 spec_augment=None, fbank=None, noise=None, utterance_cmvn_prob: float = 0.0):
         self.audio, self.images = audio, images
-        self.second_view = second_view  # a second SpecAugment draw of each input (audio_view_consistency)
         self.utterance_cmvn_prob = utterance_cmvn_prob  # TrainConfig.cmvn_utterance_prob
         self.fbank = fbank  # the features' FbankConfig: what a SpecAugment warp of the Mel axis needs
         self.spec_augment = spec_augment if spec_augment is not None and spec_augment.enabled else None
-        if second_view and self.spec_augment is None:
-            raise ValueError("pvae.departures.audio_view_consistency compares two SpecAugment draws of each "
-                             "utterance: it needs spec_augment's masks or warp")
         if self.spec_augment is not None:
             self.spec_augment.check_features(int(audio.feats[0].shape[1]) if audio.feats else 0)
             shortest = int(np.min(audio.lengths)) if len(audio.lengths) else 0
@@ -201,9 +196,6 @@ class PairedEpochs:
                                                     self.fbank)  # encoders read it;
                 # reconstruction targets stay the clean "audio" (a denoising objective, as SpecAugment
                 # is an input augmentation, not a change of what the decoder must produce)
-                if self.second_view:  # its own stream: the first view is the same with or without it
-                    batch["audio_view"] = spec_augment(x_in, lengths, self.spec_augment,
-                                                       self._generator(epoch, 7, n), self.fbank)
             yield batch
 
     def _generator(self, epoch: int, stream: int, batch: int) -> torch.Generator:

@@ -122,8 +122,7 @@ class PairedTask(Task):
             fbank = FbankConfig.from_dict(load_fbank_config(cfg.audio_shards))
         self.data = PairedEpochs(audio, images, cfg.batch_size, seed=cfg.seed, rank=trainer.rank,
                                  world_size=trainer.world, spec_augment=cfg.spec_augment,
-                                 fbank=fbank, noise=cfg.noise, utterance_cmvn_prob=cfg.cmvn_utterance_prob,
-                                 second_view=cfg.model == "pvae" and cfg.pvae.departures.audio_view_consistency > 0)
+                                 fbank=fbank, noise=cfg.noise, utterance_cmvn_prob=cfg.cmvn_utterance_prob)
         self.judge = None
         if trainer.main and cfg.model == "pvae" and cfg.eval_every and cfg.eval_coherence and trainer.device.type == "cpu":
             from .eval.judge import Judge

@@ -150,20 +150,9 @@ class PVAE(FromRun, nn.Module):
             adv, critic_ce = self.speaker_adversary(batch["speaker"], (z["s"], reparameterize(*qa["s"])))
             total = total + dep.speaker_adv_weight * adv
             m["speaker_critic_ce"] = critic_ce.mean()
-        if dep.audio_view_consistency > 0 and "audio_view" in batch:
-            cons = self.view_consistency(qa["s"], self.encode_audio(batch["audio_view"][:, : x_in.shape[1]], lengths)["s"])
-            total = total + dep.audio_view_consistency * cons
-            m["view_consistency"] = cons.mean()
         loss = total.mean()
         m["loss"] = loss
         return ModelOutput(loss, {k: float(v.detach()) for k, v in m.items()})
-
-    @staticmethod
-    def view_consistency(q1: tuple, q2: tuple) -> torch.Tensor:
-        """Per item: KL(q1 || q2) + KL(q2 || q1) over z_s, each with its first posterior held fixed,
-        so that each view is pulled towards the other and neither is pushed away (CR-CTC's stop-gradients)."""
-        fixed1, fixed2 = tuple(t.detach() for t in q1), tuple(t.detach() for t in q2)
-        return 0.5 * (kl_gauss(*fixed1, *q2) + kl_gauss(*fixed2, *q1))
 
     def contrastive(self, mu_a: torch.Tensor, mu_i: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
         """The paper's hinge per item: a pair's unimodal z_s means must be closer (under the

@@ -40,15 +40,19 @@ class Departures(ConfigMixin):
     # Mel bins as their input (audio_input_cepstra; commit d1ac7b1), then an attentive read-out over
     # frames (audio_encoder_readout "attention"; commit 640ff34), then low frame rate input, runs of k
     # frames per LSTM step (audio_frame_stack; commit e2f6a81), then a convolution over (frame, Mel bin)
-    # pooled across the bins in front of their LSTMs (audio_front "freq_conv"; commit 49b12ea).
+    # pooled across the bins in front of their LSTMs (audio_front "freq_conv"; commit 49b12ea), then a
+    # pull between the speech z_s posteriors of two SpecAugment draws of each word
+    # (audio_view_consistency; commit 4f01be7).
     retired = {"cross_grad": "all", "kl_private_weight": 1.0, "private_adv_start": 0, "image_encoder": "spec",
                "shared_label_weight": 0.0, "audio_encoder_pool": "last",
                "audio_encoder_dropout": 0.0, "audio_input_cepstra": 0, "audio_encoder_readout": "last",
-               "audio_frame_stack": 1, "audio_front": "none"}
+               "audio_frame_stack": 1, "audio_front": "none",
+               "audio_view_consistency": 0.0}
     retired_note = ("docs/study/pvae.md and docs/study/voices.md have the studies; commit 4cec2c8 has the code, "
                     "91eab0d that of shared_label_weight, 98faed1 that of audio_encoder_pool and audio_encoder_dropout, "
                     "d1ac7b1 that of audio_input_cepstra, 640ff34 that of audio_encoder_readout, "
-                    "e2f6a81 that of audio_frame_stack, 49b12ea that of audio_front")
+                    "e2f6a81 that of audio_frame_stack, 49b12ea that of audio_front, "
+                    "4f01be7 that of audio_view_consistency")
     key_prefix = "pvae.departures."
 
     # Std of the image likelihood N(x_i; mean, std^2 I). The spec's 1 makes a whole 28x28 image in
@@ -82,11 +86,6 @@ class Departures(ConfigMixin):
     # the training shards when left 0.
     speaker_adv_weight: float = 0.0
     speaker_classes: int = 0
-    # Consistency between two augmented views (as CR-CTC, Yao et al. 2024, does for ASR): the
-    # speech encoder's unimodal z_s posterior of one SpecAugment draw (warp and masks) of each
-    # utterance is pulled towards that of a second draw, each towards the other held fixed
-    # (symmetric KL with stop-gradients), at this weight.  One more speech-encoder pass a step.  0 = off.
-    audio_view_consistency: float = 0.0
     # The decoders' variances: "fixed" (the spec's unit variance for FBank, image_nll_std for pixels),
     # "learned" (one log-variance per FBank dimension and one for the pixels, trained with the model
     # from the fixed values; Hsu's FHVAE code learns its decoder's variance) or "optimal" (each
@@ -104,7 +103,7 @@ class Departures(ConfigMixin):
         if self.image_nll_std <= 0:
             raise ValueError("image_nll_std must be > 0")
         for name in ("cross_weight", "private_label_adv_weight", "private_free_nats", "speaker_adv_weight",
-                     "speaker_classes", "audio_view_consistency"):
+                     "speaker_classes"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
 
@@ -235,8 +234,6 @@ class PVAEConfig(ConfigMixin):
             out["private_label_adv_weight"] = dep.private_label_adv_weight
         if dep.speaker_adv_weight > 0:
             out["speaker_adv_weight"] = dep.speaker_adv_weight
-        if dep.audio_view_consistency > 0:
-            out["audio_view_consistency"] = dep.audio_view_consistency
         if dep.decoder_variance != "fixed":
             out["decoder_variance"] = dep.decoder_variance
         return out

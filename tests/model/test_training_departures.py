@@ -149,41 +149,10 @@ def test_retired_frequency_convolution_front_loads_at_its_neutral_value_and_is_r
         PVAEConfig.from_dict({"departures": {"audio_front": "freq_conv"}})
 
 
-def test_view_consistency_pulls_each_view_towards_the_other_held_fixed():
-    """``audio_view_consistency``: half the symmetric KL between two views' z_s posteriors, each
-    KL with its first posterior detached, so both views get a pull and neither a push."""
-    from pvae_model.modules import kl_gauss
 
-    torch.manual_seed(0)
-    q1 = tuple(torch.randn(3, 4, requires_grad=True) for _ in range(2))
-    q2 = tuple(torch.randn(3, 4, requires_grad=True) for _ in range(2))
-    cons = PVAE.view_consistency(q1, q2)
-    want = 0.5 * (kl_gauss(*q1, *q2) + kl_gauss(*q2, *q1))
-    assert torch.allclose(cons, want) and (cons > 0).all()
-    assert torch.allclose(PVAE.view_consistency(q1, q1), torch.zeros(3))
-    cons.sum().backward()
-    # each view's gradient is that of the KL towards the other, held fixed
-    g = torch.autograd.grad(0.5 * kl_gauss(*(t.detach() for t in q2), *q1).sum(), q1[0])[0]
-    assert torch.allclose(q1[0].grad, g)
-    assert q2[0].grad.abs().sum() > 0
-
-
-def test_view_consistency_draws_a_second_view_and_trains(tmp_path, shards):
-    from pvae_model.augment import SpecAugmentConfig
-
-    audio, images = load_audio_split(shards[0], "train"), load_image_split(shards[1], "train")
-    sa = SpecAugmentConfig(freq_masks=2, freq_width=3, time_masks=1, time_width=2)
-    one = next(iter(PairedEpochs(audio, images, 16, seed=1, spec_augment=sa).batches(0)))
-    two = next(iter(PairedEpochs(audio, images, 16, seed=1, spec_augment=sa, second_view=True).batches(0)))
-    assert torch.equal(one["audio_input"], two["audio_input"]) and "audio_view" not in one
-    assert not torch.equal(two["audio_view"], two["audio_input"])  # an independent draw of the masks
-    with pytest.raises(ValueError, match="audio_view_consistency"):
-        PairedEpochs(audio, images, 16, second_view=True)
-    with pytest.raises(ValueError, match="audio_view_consistency"):
-        PVAEConfig(departures=dict(audio_view_consistency=-1.0))
-    assert PVAEConfig(departures=dict(audio_view_consistency=0.5)).deviations()["audio_view_consistency"] == 0.5
-    run = tmp_path / "r"
-    cfg = tiny(shards, epochs=1, spec_augment=sa.to_dict(),
-               pvae={**tiny(shards).pvae.to_dict(), "departures": {"audio_view_consistency": 1.0}})
-    train(cfg, run, show_progress=False)
-    assert epochs_of(run)[-1]["view_consistency"] > 0
+def test_retired_view_consistency_loads_at_its_neutral_value_and_is_refused_when_used():
+    """audio_view_consistency was not kept (docs/study/voices.md, "Two views of each word, one z_s"):
+    a run's config that names 0 loads as today's model; one that used it is refused by name."""
+    assert PVAEConfig.from_dict({"departures": {"audio_view_consistency": 0.0}}) == PVAEConfig()
+    with pytest.raises(ValueError, match="audio_view_consistency.*4f01be7"):
+        PVAEConfig.from_dict({"departures": {"audio_view_consistency": 1.0}})
