@@ -131,28 +131,19 @@ def test_utterance_norm_can_take_its_statistics_between_the_edges():
     assert torch.equal(masked_utterance_norm(x, lengths, edge=0), masked_utterance_norm(x, lengths))
 
 
-def test_retired_attention_readout_loads_at_its_neutral_value_and_is_refused_when_used():
-    """audio_encoder_readout "attention" was not kept (docs/study/voices.md, "attention over frames"): a
-    run's config that names "last" loads as today's model; one that used "attention" is refused by
-    name and pointed at the commit that has the code."""
-    assert PVAEConfig.from_dict({"departures": {"audio_encoder_readout": "last"}}) == PVAEConfig()
-    with pytest.raises(ValueError, match="audio_encoder_readout.*640ff34"):
-        PVAEConfig.from_dict({"departures": {"audio_encoder_readout": "attention"}})
-
-
-def test_retired_frequency_convolution_front_loads_at_its_neutral_value_and_is_refused_when_used():
-    """audio_front "freq_conv" was not kept (docs/study/voices.md, "A convolution over frequency in
-    front of the speech encoders": it cost the espeak-ng voices 26 points): a run's config that names
-    "none" loads as today's model; one that used the front is refused by name, with the commit."""
-    assert PVAEConfig.from_dict({"departures": {"audio_front": "none"}}) == PVAEConfig()
-    with pytest.raises(ValueError, match="audio_front.*49b12ea"):
-        PVAEConfig.from_dict({"departures": {"audio_front": "freq_conv"}})
-
-
-
-def test_retired_view_consistency_loads_at_its_neutral_value_and_is_refused_when_used():
-    """audio_view_consistency was not kept (docs/study/voices.md, "Two views of each word, one z_s"):
-    a run's config that names 0 loads as today's model; one that used it is refused by name."""
-    assert PVAEConfig.from_dict({"departures": {"audio_view_consistency": 0.0}}) == PVAEConfig()
-    with pytest.raises(ValueError, match="audio_view_consistency.*4f01be7"):
-        PVAEConfig.from_dict({"departures": {"audio_view_consistency": 1.0}})
+@pytest.mark.parametrize("knob,neutral,used,commit", [
+    # attention over frames (docs/study/voices.md, "attention over frames")
+    ("audio_encoder_readout", "last", "attention", "640ff34"),
+    # the frequency-convolution front ("A convolution over frequency in front of the speech
+    # encoders": it cost the espeak-ng voices 23 points on three seeds)
+    ("audio_front", "none", "freq_conv", "49b12ea"),
+    # consistency between two views ("Two views of each word, one z_s")
+    ("audio_view_consistency", 0.0, 1.0, "4f01be7"),
+])
+def test_retired_speech_encoder_departures_load_at_their_neutral_value_and_are_refused_when_used(
+        knob, neutral, used, commit):
+    """Experiments that were not kept: a run's config that names the knob at its neutral value loads
+    as today's model; one that used it is refused by name and pointed at the commit with the code."""
+    assert PVAEConfig.from_dict({"departures": {knob: neutral}}) == PVAEConfig()
+    with pytest.raises(ValueError, match=f"{knob}.*{commit}"):
+        PVAEConfig.from_dict({"departures": {knob: used}})
