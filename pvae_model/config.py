@@ -40,6 +40,9 @@ class TrainConfig(ConfigMixin):
     # Audio shards without global CMVN statistics would be trained on raw FBank (losses ~30x
     # larger, a different model): refused unless this says it is meant.
     allow_no_cmvn: bool = False
+    # experiment: a perturb manifest whose edge_pad floors the speech decoder is told of (its
+    # position input counts over the word between them; generation asks for no floor)
+    word_span_manifest: str = ""
     # Experiments that were not kept (ConfigMixin.retired): shifted training images and a moving
     # average of the weights (docs/study/pvae.md, "What raises the ceiling"; docs/voices.md); noise
     # floors around the words the speech encoders read (edge_floor; docs/study/voices.md, "The long
