@@ -40,19 +40,18 @@ class TrainConfig(ConfigMixin):
     # Audio shards without global CMVN statistics would be trained on raw FBank (losses ~30x
     # larger, a different model): refused unless this says it is meant.
     allow_no_cmvn: bool = False
-    # experiment: a perturb manifest whose edge_pad floors the speech decoder is told of (its
-    # position input counts over the word between them; generation asks for no floor)
-    word_span_manifest: str = ""
     # Experiments that were not kept (ConfigMixin.retired): shifted training images and a moving
     # average of the weights (docs/study/pvae.md, "What raises the ceiling"; docs/voices.md); noise
     # floors around the words the speech encoders read (edge_floor; docs/study/voices.md, "The long
     # floors for the encoders only"); the edge floors left out of the speech reconstruction
-    # (edge_pad_manifest; docs/study/voices.md, "Floors the decoders skip").
+    # (edge_pad_manifest; docs/study/voices.md, "Floors the decoders skip"); the speech decoder told
+    # where the word lies between the edge floors (word_span_manifest; "The decoder told where the word lies").
     retired = {"image_shift": 0, "ema_decay": 0.0,
                "edge_floor": {"prob": 0.0, "max_frames": 15, "db_min": 35.0, "db_max": 120.0},
-               "edge_pad_manifest": ""}
+               "edge_pad_manifest": "", "word_span_manifest": ""}
     retired_note = ("docs/study/pvae.md and docs/study/voices.md have the study; commit 3468425 has the code "
-                    "(edge_floor: commit c3c4aef; edge_pad_manifest: commit 6d98394)")
+                    "(edge_floor: commit c3c4aef; edge_pad_manifest: commit 6d98394; "
+                    "word_span_manifest: commit f97011d)")
     # Training departures from the paper's procedure, each named by deviations().
     # Speaker robustness (docs/voices.md):
     # cmvn: how FBank is normalised for the model: "global" (the shards' train-split mean/std, the

@@ -116,27 +116,6 @@ def base_speakers(speakers) -> list[str]:
     return sorted({base_speaker(s) for s in speakers})
 
 
-def edge_pad_frames(manifest, keys, lengths, frame_shift_ms: float, frame_length_ms: float) -> np.ndarray:
-    """``[N, 2]``: frames at each end of each utterance that are a perturb copy's edge_pad floor."""
-    from pvae_data.io_utils import read_jsonl
-    from pvae_data.perturb import record_edge_pad
-
-    pads = {}
-    for r in read_jsonl(manifest):
-        pad = record_edge_pad(r)
-        if pad is not None:
-            pads[str(r.get("id"))] = pad
-    out = np.zeros((len(keys), 2), dtype=np.int64)
-    for i, k in enumerate(keys):
-        pad = pads.get(str(k))
-        if pad is None:
-            continue
-        left, right = (max(0, int(np.ceil((1000.0 * s - frame_length_ms / 2) / frame_shift_ms - 1e-9))) for s in pad[:2])
-        left = min(left, int(lengths[i]) - 1)
-        out[i] = left, min(right, int(lengths[i]) - 1 - left)
-    return out
-
-
 def pad_audio(feats: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     lengths = torch.tensor([len(f) for f in feats], dtype=torch.long)
     return torch.nn.utils.rnn.pad_sequence(feats, batch_first=True), lengths
@@ -163,10 +142,8 @@ class PairedEpochs:
 
     def __init__(self, audio: AudioSet, images: ImageSet, batch_size: int, seed: int = 0,
                  rank: int = 0, world_size: int = 1,
-                 spec_augment=None, fbank=None, noise=None, utterance_cmvn_prob: float = 0.0,
-                 floor_frames: np.ndarray | None = None):
+                 spec_augment=None, fbank=None, noise=None, utterance_cmvn_prob: float = 0.0):
         self.audio, self.images = audio, images
-        self.floor_frames = floor_frames
         self.utterance_cmvn_prob = utterance_cmvn_prob  # TrainConfig.cmvn_utterance_prob
         self.fbank = fbank  # the features' FbankConfig: what a SpecAugment warp of the Mel axis needs
         self.spec_augment = spec_augment if spec_augment is not None and spec_augment.enabled else None
@@ -206,8 +183,6 @@ class PairedEpochs:
             batch = {"audio": x_a, "lengths": lengths, "image": self.images.images[pairs[b]],
                      "label": torch.from_numpy(self.audio.labels[b]), "speaker": torch.from_numpy(self.speaker_ids[b])}
             x_in = x_a
-            if self.floor_frames is not None:
-                batch["word_span"] = torch.from_numpy(self.floor_frames[b])
             if self.noise is not None:  # seeded like the masks; the encoders read the noisy copy
                 x_in = self._noisy(x_a, lengths, b, self._generator(epoch, 5, n))
                 batch["audio_input"] = x_in

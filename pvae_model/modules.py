@@ -101,18 +101,12 @@ POSITION_HARMONICS = 3  # sin/cos of pi*k*r for k = 1..3, beside r itself
 POSITION_FEATURES = 1 + 2 * POSITION_HARMONICS
 
 
-def relative_position(lengths: torch.Tensor, t_max: int, floors: torch.Tensor | None = None) -> torch.Tensor:
+def relative_position(lengths: torch.Tensor, t_max: int) -> torch.Tensor:
     """``[B, t_max, POSITION_FEATURES]``: each frame's place in its own utterance,
     r = (t + 0.5) / length in (0, 1), with sin(pi k r) and cos(pi k r); padding frames read r = 1.
     It depends on each utterance's own length only, so extra padding changes nothing."""
     t = torch.arange(t_max, device=lengths.device, dtype=torch.float32)[None, :] + 0.5
-    if floors is None:
-        r = (t / lengths.to(torch.float32).clamp(min=1)[:, None]).clamp(max=1.0).unsqueeze(-1)
-    else:  # over the word between the floors: floor frames read r < 0 or r > 1
-        f = floors.to(lengths.device, torch.float32)
-        span = (lengths.to(torch.float32) - f.sum(1)).clamp(min=1)
-        r = ((t - f[:, :1]) / span[:, None]).clamp(-0.5, 1.5)
-        r = torch.where(t < lengths[:, None], r, torch.ones_like(r)).unsqueeze(-1)
+    r = (t / lengths.to(torch.float32).clamp(min=1)[:, None]).clamp(max=1.0).unsqueeze(-1)
     k = torch.arange(1, POSITION_HARMONICS + 1, device=lengths.device, dtype=torch.float32)
     return torch.cat([r, torch.sin(math.pi * k * r), torch.cos(math.pi * k * r)], dim=-1)
 
@@ -134,12 +128,12 @@ class AudioDecoder(nn.Module):
         self.lstm = nn.LSTM(z_dim + (POSITION_FEATURES if position == "relative" else 0), hidden, batch_first=True)
         self.out = nn.Linear(hidden, feat_dim)
 
-    def forward(self, z: torch.Tensor, lengths: torch.Tensor, floors=None) -> torch.Tensor:
+    def forward(self, z: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """``[B, max(lengths), feat_dim]``; frames past each length are zero (never scored)."""
         t_max = int(lengths.max())
         inp = z.unsqueeze(1).expand(-1, t_max, -1)
         if self.position == "relative":
-            inp = torch.cat([inp, relative_position(lengths, t_max, floors).to(z.dtype)], dim=-1)
+            inp = torch.cat([inp, relative_position(lengths, t_max).to(z.dtype)], dim=-1)
         h, _ = self.lstm(inp)
         return self.out(h) * frame_mask(lengths, t_max).unsqueeze(-1)
 

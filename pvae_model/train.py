@@ -120,18 +120,9 @@ class PairedTask(Task):
             from pvae_data.fbank import FbankConfig
 
             fbank = FbankConfig.from_dict(load_fbank_config(cfg.audio_shards))
-        floors = None
-        if cfg.word_span_manifest:
-            from .data import edge_pad_frames
-
-            fb = load_fbank_config(cfg.audio_shards)
-            floors = edge_pad_frames(cfg.word_span_manifest, audio.keys, audio.lengths, fb["frame_shift_ms"],
-                                     fb["frame_length_ms"])
-            trainer.say(f"word spans: floors on {int((floors.sum(1) > 0).sum())} of {len(floors)} utterances, "
-                        f"{int(floors.sum())} frames")
         self.data = PairedEpochs(audio, images, cfg.batch_size, seed=cfg.seed, rank=trainer.rank,
                                  world_size=trainer.world, spec_augment=cfg.spec_augment,
-                                 fbank=fbank, noise=cfg.noise, utterance_cmvn_prob=cfg.cmvn_utterance_prob, floor_frames=floors)
+                                 fbank=fbank, noise=cfg.noise, utterance_cmvn_prob=cfg.cmvn_utterance_prob)
         self.judge = None
         if trainer.main and cfg.model == "pvae" and cfg.eval_every and cfg.eval_coherence and trainer.device.type == "cpu":
             from .eval.judge import Judge

@@ -100,8 +100,8 @@ class PVAE(FromRun, nn.Module):
         return self.enc_i(self.enc_i.pre["i"](x_i))
 
     # ---- generative networks ------------------------------------------------------------
-    def decode_audio(self, z_s, z_a, lengths, floors=None):
-        return self.dec_a(torch.cat([z_s, z_a], dim=-1), lengths, floors)
+    def decode_audio(self, z_s, z_a, lengths):
+        return self.dec_a(torch.cat([z_s, z_a], dim=-1), lengths)
 
     def decode_image(self, z_s, z_i):
         return self.dec_i(torch.cat([z_s, z_i], dim=-1))
@@ -114,8 +114,7 @@ class PVAE(FromRun, nn.Module):
         x_in = audio_input(batch)  # what the encoders read: x_a, or its SpecAugment-masked copy
         q = self.encode_multimodal(x_in, lengths, x_i)
         z = {k: reparameterize(*q[k]) for k in ("s", "a", "i")}
-        floors = batch.get("word_span")
-        nll_a = self.lik.audio(x_a, self.decode_audio(z["s"], z["a"], lengths, floors), lengths)
+        nll_a = self.lik.audio(x_a, self.decode_audio(z["s"], z["a"], lengths), lengths)
         nll_i = self.lik.image(x_i, self.decode_image(z["s"], z["i"]))
         kl = {k: kl_std_normal(*q[k]) for k in ("s", "a", "i")}
         qa, qi = self.encode_audio(x_in, lengths), self.encode_image(x_i)
@@ -136,7 +135,7 @@ class PVAE(FromRun, nn.Module):
              "coherence_audio": coh_a.mean(), "coherence_image": coh_i.mean(), "contrastive": con.mean(),
              "nll_audio_per_frame": nll_a.sum() / lengths.sum() / x_a.shape[2]}
         if cfg.objective == "plus":
-            gen = self.cross_generate(lengths, qa, qi, floors)
+            gen = self.cross_generate(lengths, qa, qi)
             cross_i = self.lik.image(x_i, gen["image"])
             cross_a = self.lik.audio(x_a, gen["audio"], lengths)
             total = total + dep.cross_weight * (cross_a + cross_i)
@@ -163,13 +162,13 @@ class PVAE(FromRun, nn.Module):
         pos = k(mu_a, mu_i)
         return torch.relu(gamma - pos + k(mu_a, mu_i[neg])) + torch.relu(gamma - pos + k(mu_a[neg], mu_i))
 
-    def cross_generate(self, lengths, qa, qi, floors=None) -> dict[str, torch.Tensor]:
+    def cross_generate(self, lengths, qa, qi) -> dict[str, torch.Tensor]:
         """Each modality generated from the *other* one's unimodal z_s sample and its own private
         latent drawn from the prior: {"image", "audio", "z_i", "z_a"}."""
         zs_a, zs_i = reparameterize(*qa["s"]), reparameterize(*qi["s"])
         z_i = torch.randn(len(zs_a), self.cfg.z_image, device=zs_a.device, dtype=zs_a.dtype)
         z_a = torch.randn(len(zs_i), self.cfg.z_audio, device=zs_i.device, dtype=zs_i.dtype)
-        return {"image": self.decode_image(zs_a, z_i), "audio": self.decode_audio(zs_i, z_a, lengths, floors),
+        return {"image": self.decode_image(zs_a, z_i), "audio": self.decode_audio(zs_i, z_a, lengths),
                 "z_i": z_i, "z_a": z_a, "zs_audio": zs_a, "zs_image": zs_i}
 
     def digit_adversary(self, labels: torch.Tensor, z: dict, qa: dict, qi: dict) -> dict[str, torch.Tensor]:
