@@ -23,8 +23,8 @@ def shards(small_shards):
 
 def test_retired_training_departures_load_at_their_neutral_value_and_are_refused_when_used():
     """image_shift and ema_decay (docs/study/pvae.md), edge_floor, edge_pad_manifest and
-    word_span_manifest (docs/voices.md) were not kept: an old run's config.yaml, which records them at their neutral
-    value, loads; one that used them, or a --set of them, is refused by name."""
+    word_span_manifest (docs/voices.md) were not kept: an old run's config.yaml, which records them
+    at their neutral value, loads; one that used them, or a --set of them, is refused by name."""
     from pvae_model.config import load_config
 
     assert TrainConfig.from_dict({"epochs": 3, "image_shift": 0, "ema_decay": 0.0}) == TrainConfig(epochs=3)
@@ -43,14 +43,12 @@ def test_retired_training_departures_load_at_their_neutral_value_and_are_refused
         TrainConfig.from_dict({"edge_floor": {**neutral, "prob": 0.5}})
     with pytest.raises(ValueError, match="edge_floor"):
         load_config(None, {"edge_floor.prob": 0.5})
-    # edge_pad_manifest (commit 6d98394): "" in the configs of runs trained while it existed
-    assert TrainConfig.from_dict({"epochs": 3, "edge_pad_manifest": ""}) == TrainConfig(epochs=3)
-    with pytest.raises(ValueError, match="^edge_pad_manifest: an experiment that was not kept.*commit 6d98394"):
-        TrainConfig.from_dict({"edge_pad_manifest": "exp/demo/perturb/segments.jsonl"})
-    # word_span_manifest (commit f97011d): the same
-    assert TrainConfig.from_dict({"epochs": 3, "word_span_manifest": ""}) == TrainConfig(epochs=3)
-    with pytest.raises(ValueError, match="^word_span_manifest: an experiment that was not kept.*commit f97011d"):
-        TrainConfig.from_dict({"word_span_manifest": "exp/demo/perturb/segments.jsonl"})
+    # the manifests (edge_pad_manifest: commit 6d98394; word_span_manifest: commit f97011d): "" in
+    # the configs of runs trained while they existed
+    for name, commit in (("edge_pad_manifest", "6d98394"), ("word_span_manifest", "f97011d")):
+        assert TrainConfig.from_dict({"epochs": 3, name: ""}) == TrainConfig(epochs=3)
+        with pytest.raises(ValueError, match=f"^{name}: an experiment that was not kept.*commit {commit}"):
+            TrainConfig.from_dict({name: "exp/demo/perturb/segments.jsonl"})
 
 
 def test_the_image_encoder_keeps_the_spec_layout_old_checkpoints_load_into():
