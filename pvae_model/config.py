@@ -40,6 +40,11 @@ class TrainConfig(ConfigMixin):
     # Audio shards without global CMVN statistics would be trained on raw FBank (losses ~30x
     # larger, a different model): refused unless this says it is meant.
     allow_no_cmvn: bool = False
+    # A second stage on a trained run: init_from names a run directory (its checkpoints/last.pt)
+    # or a checkpoint whose weights start this run, and train_only the model's top-level modules
+    # that train (the others are frozen: no gradient, no update). Empty: from scratch, all train.
+    init_from: str = ""
+    train_only: list = field(default_factory=list)
     # Experiments that were not kept (ConfigMixin.retired): shifted training images and a moving
     # average of the weights (docs/study/pvae.md, "What raises the ceiling"; docs/voices.md); noise
     # floors around the words the speech encoders read (edge_floor; docs/study/voices.md, "The long
@@ -108,6 +113,8 @@ class TrainConfig(ConfigMixin):
         for name in ("num_threads", "eval_every", "grad_clip", "max_minutes", "seed", "eval_coherence_images"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not all(isinstance(n, str) and n for n in self.train_only):
+            raise ValueError(f"train_only must be a list of module names, got {self.train_only!r}")
         if self.eval_images < 10:
             raise ValueError(f"eval_images must be >= 10 (one per digit at least), got {self.eval_images}")
         import re
@@ -130,6 +137,8 @@ class TrainConfig(ConfigMixin):
                 out["spec_augment"] = self.spec_augment.to_dict()
             if self.noise.enabled:
                 out["noise"] = self.noise.to_dict()
+        if self.train_only:
+            out["train_only"] = list(self.train_only)
         return out
 
 

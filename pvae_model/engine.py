@@ -9,7 +9,8 @@ the latent-translation bridge (:mod:`pvae_model.bridge`) are tasks.
 
 The engine reads these fields of the task's config: ``epochs``, ``seed``, ``num_threads``,
 and, where the config has them, ``max_minutes``, ``device``, ``eval_every``, ``grad_clip``
-and ``bf16`` (off, or cpu, otherwise).
+and ``bf16`` (off, or cpu, otherwise); ``init_from`` (a trained run whose weights start a
+fresh run) and ``train_only`` (the top-level modules that train; the others are frozen).
 """
 
 from __future__ import annotations
@@ -110,6 +111,42 @@ def _dist():
 STEP_LOG_EVERY = 10  # batches between per-step TensorBoard scalars
 
 
+def freeze_all_but(model: torch.nn.Module, names) -> list[str]:
+    """Freeze every top-level module of ``model`` not in ``names`` (all train when it is empty):
+    the frozen modules' names. An unknown name is refused, naming the field and the modules."""
+    if not names:
+        return []
+    children = [n for n, _ in model.named_children()]
+    unknown = [n for n in names if n not in children]
+    if unknown:
+        raise ValueError(f"train_only: {', '.join(unknown)} is not a module of this model "
+                         f"(its modules: {', '.join(children)})")
+    for name, p in model.named_parameters():
+        p.requires_grad_(name.split(".")[0] in names)
+    return [n for n in children if n not in names]
+
+
+def init_weights(model: torch.nn.Module, source: str, device) -> Path:
+    """Load the weights of a trained run (``source``: its directory, for checkpoints/last.pt, or a
+    checkpoint file) into ``model``, which must have the same modules and sizes: the file read."""
+    from .checkpoints import RunIOError
+
+    path = Path(source)
+    if path.is_dir():
+        path = path / "checkpoints" / "last.pt"
+    if not path.is_file():
+        raise RunIOError(f"init_from: {path} is not a checkpoint")
+    state = load_checkpoint(path, map_location=device).get("model")
+    if not isinstance(state, dict):
+        raise RunIOError(f"init_from: {path} holds no model weights")
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        raise ValueError(f"init_from: {path} is a model of other modules or sizes "
+                         f"({(str(e).splitlines() or [''])[1 if len(str(e).splitlines()) > 1 else 0].strip()[:160]})") from None
+    return path
+
+
 class Trainer:
     """One training run, in the steps a reader looks for: ``__init__`` (lock, config, data, model,
     resume), ``fit`` (the epochs), ``train_epoch`` (the steps of one epoch), ``save`` (the checkpoint)."""
@@ -134,13 +171,18 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         task.load_data(self)
         self.model = task.build().to(self.device)
+        self.frozen = freeze_all_but(self.model, _setting(cfg, "train_only", []))
         self.opt = task.optimizer(self.model.parameters())
         self.gen = torch.Generator().manual_seed(cfg.seed + 1 + self.rank)  # the task's own draws (negatives, projections)
         self.start_epoch, self.start_batch, self.start_sums, self.best, self.elapsed_before = 0, 0, {}, -1.0, 0.0
         if resume and self.ckpt_path.exists():
             self._resume()
-        elif resume and self.main:
-            self.say(f"no checkpoint in {run}; starting from scratch")
+        else:
+            if resume and self.main:
+                self.say(f"no checkpoint in {run}; starting from scratch")
+            if _setting(cfg, "init_from", ""):
+                self.say(f"weights from {init_weights(self.model, cfg.init_from, self.device)}"
+                         + (f"; training only {', '.join(cfg.train_only)}" if self.frozen else ""))
 
     # ---- setup ----------------------------------------------------------------------------
     def say(self, msg: str) -> None:
@@ -231,6 +273,8 @@ class Trainer:
         from tqdm import tqdm
 
         self.model.train()
+        for name in self.frozen:  # frozen modules stay as evaluated (no running statistics, no dropout)
+            getattr(self.model, name).eval()
         t_epoch, n_batches, shown = time.perf_counter(), self.n_batches, self.task.shown
         bar = tqdm(total=n_batches, desc=f"epoch {epoch + 1}/{self.cfg.epochs}", leave=False, dynamic_ncols=True,
                    disable=not (self.show_progress and self.main and sys.stderr.isatty()))

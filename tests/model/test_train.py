@@ -569,3 +569,39 @@ def test_tensorboard_as_lightning_users_expect(tmp_path, shards):
                    if e.HasField("summary") for v in e.summary.value if v.HasField("simple_value") or
                    v.metadata.plugin_data.plugin_name == "scalars")
     assert seen and max(seen.values()) == 1, [k for k, n in seen.items() if n > 1][:5]
+
+
+def test_a_second_stage_trains_only_the_named_modules(tmp_path, shards):
+    """init_from starts a run from a trained one's weights; train_only freezes every other module:
+    their weights leave the stage bit for bit as they came, the named one moves, and resume of
+    the second stage is as exact as any run's."""
+    from pvae_model.checkpoints import load_checkpoint
+
+    train(tiny(shards, epochs=2), tmp_path / "first", show_progress=False)
+    first = load_checkpoint(tmp_path / "first" / "checkpoints" / "last.pt")["model"]
+    cfg = tiny(shards, epochs=2, init_from=str(tmp_path / "first"), train_only=["dec_a"])
+    train(cfg, tmp_path / "second", show_progress=False)
+    second = load_checkpoint(tmp_path / "second" / "checkpoints" / "last.pt")["model"]
+    moved = {k.split(".")[0] for k in first if not torch.equal(first[k], second[k])}
+    assert moved == {"dec_a"}
+    assert "weights from" in (tmp_path / "second" / "train.log").read_text()
+    train(cfg, tmp_path / "cut", show_progress=False, stop_after_batches=5)
+    train(cfg, tmp_path / "cut", resume=True, show_progress=False)
+    assert epochs_of(tmp_path / "cut") == epochs_of(tmp_path / "second")
+    assert TrainConfig.from_dict(cfg.to_dict()).deviations()["train_only"] == ["dec_a"]
+
+
+def test_a_second_stage_refuses_what_it_cannot_use(tmp_path, shards):
+    train(tiny(shards, epochs=1), tmp_path / "first", show_progress=False)
+    with pytest.raises(ValueError, match=r"train_only: dec_x is not a module of this model \(its modules: .*dec_a"):
+        train(tiny(shards, init_from=str(tmp_path / "first"), train_only=["dec_x"]), tmp_path / "a", show_progress=False)
+    with pytest.raises(ValueError, match="init_from: .*last.pt is a model of other modules or sizes"):
+        train(tiny(shards, init_from=str(tmp_path / "first"), pvae={"hidden": 16, "z_shared": 4, "z_audio": 4,
+                                                                    "z_image": 4, "image_channels": [4, 8]}),
+              tmp_path / "b", show_progress=False)
+    from pvae_model.checkpoints import RunIOError
+
+    with pytest.raises(RunIOError, match="init_from: .*nowhere.*is not a checkpoint"):
+        train(tiny(shards, init_from=str(tmp_path / "nowhere")), tmp_path / "c", show_progress=False)
+    with pytest.raises(ValueError, match="train_only must be a list of module names"):
+        tiny(shards, train_only=[""])
