@@ -114,11 +114,18 @@ def test_whole_tidigits_recipe_with_a_tiny_model(tmp_path, ldc_tidigits):
 
 def test_loso_recipe_builds_one_fold_per_held_out_speaker(tmp_path):
     """pipelines/loso.sh, data stages only: the fold's held-out voice is in the shards' index and
-    only the five others are trained on (with their speed copies)."""
+    only the five others are trained on (with their speed copies); the same copies without the
+    noise floor are sharded beside them for the speech decoder's second stage."""
     r = run("--speakers", "theo", "--stop-stage", "4", "--out", str(tmp_path / "loso"),
             script=SCRIPT.parent / "loso.sh")
     assert r.returncode == 0, r.stderr[-2000:] + (tmp_path / "loso" / "theo.log").read_text()[-2000:]
     index = json.loads((tmp_path / "loso" / "theo" / "shards_audio" / "index.json").read_text())
     assert index["speakers"]["held_out"] == ["theo"] and "theo" not in index["speakers"]["train"]
     assert index["speakers"]["perturbed"] == 4500
+    fold = tmp_path / "loso" / "theo"
+    clean = json.loads((fold / "shards_audio_clean" / "index.json").read_text())
+    assert clean["speakers"] == index["speakers"]
+    floors = [sum('"edge_pad"' in line for line in (fold / p / "segments.jsonl").open())
+              for p in ("perturb", "perturb_clean")]
+    assert floors[0] > 3000 and floors[1] == 0
     assert not (tmp_path / "loso" / "loso.md").exists()  # nothing trained, nothing pooled
