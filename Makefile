@@ -39,14 +39,14 @@ demo-data: $(STAMP)
 	$(BIN)/pvae-data info $(OUT)/shards/audio
 	$(BIN)/pvae-data info $(OUT)/shards/images
 
-# The main job: data stages (seconds), PVAE training (27 min on 2 CPU cores), the speech decoder's
-# second stage (POLISH_EPOCHS epochs, about 2 min), evaluation (the test takes and judges of the
+# The main job: data stages (seconds), PVAE training (24 min on 2 CPU cores), the speech decoder's
+# second stage (POLISH_EPOCHS epochs, about 5 min), evaluation (the test takes and judges of the
 # first stage's shards: the two shards hold the same test takes). The second stage starts from the
 # trained run, trains the speech decoder alone on the copies without the noise floor, and leaves
 # every encoder as it was, so speech->image does not move (docs/voices.md, "The speech decoder
 # polished on clean words"). Rerunning continues where it stopped: stages reuse finished work,
 # training resumes exactly.
-POLISH_EPOCHS ?= 8
+POLISH_EPOCHS ?= 24
 demo: demo-data
 	$(BIN)/pvae-model train --config configs/pvae_fast.yaml --out $(OUT)/pvae_fast \
 		--audio-shards $(OUT)/shards/audio --image-shards $(OUT)/shards/images --resume

@@ -4,7 +4,7 @@
 #
 #   pipelines/loso.sh [--speakers "george jackson ..."] [--parallel 2] [--threads 1]
 #                     [--config configs/pvae_fast.yaml] [--epochs N] [--out exp/loso] [--data DIR]
-#                     [--polish-epochs 8] [--stage N] [--stop-stage M]
+#                     [--polish-epochs 24] [--stage N] [--stop-stage M]
 #
 # Per fold OUT/<speaker>/: 0 prepare --test-speakers <speaker> (its 500 takes are test; the
 # others keep the official split), 1 trim, 2 perturb (speed 0.9/1.0/1.1 with a noise floor up to 50 ms where
@@ -20,7 +20,7 @@
 # Then: OUT/loso.md and OUT/loso.json.
 # Every stage resumes, so rerunning continues; the folds can run on different machines.
 set -euo pipefail
-speakers="george jackson lucas nicolas theo yweweler"; parallel=2; threads=1; epochs=; polish_epochs=8
+speakers="george jackson lucas nicolas theo yweweler"; parallel=2; threads=1; epochs=; polish_epochs=24
 root=$(cd "$(dirname "$0")/.." && pwd)
 config=$root/configs/pvae_fast.yaml; out=$root/exp/loso; data=${PVAE_DATA:-}; stage=0; stop_stage=100
 help_lines=2,21

@@ -226,7 +226,7 @@ def test_the_readme_snippet_runs(run, inputs, tmp_path, monkeypatch):
     shutil.copy(inputs["png"], tmp_path / "my_digit.png")
     monkeypatch.chdir(tmp_path)
     scope: dict = {}
-    exec(compile(block.replace("exp/demo/pvae_fast", str(run)), "README.md", "exec"), scope)  # noqa: S102
+    exec(compile(block.replace("exp/demo/pvae_polished", str(run)), "README.md", "exec"), scope)  # noqa: S102
     assert scope["image"].shape == (28, 28) and scope["speech_rate"] == 16000 and len(scope["speech"]) > 1000
 
 
