@@ -141,9 +141,10 @@ def init_weights(model: torch.nn.Module, source: str, device) -> Path:
         raise RunIOError(f"init_from: {path} holds no model weights")
     try:
         model.load_state_dict(state)
-    except RuntimeError as e:
+    except RuntimeError as e:  # torch's first line is generic; the second names a tensor
+        lines = str(e).splitlines() or [""]
         raise ValueError(f"init_from: {path} is a model of other modules or sizes "
-                         f"({(str(e).splitlines() or [''])[1 if len(str(e).splitlines()) > 1 else 0].strip()[:160]})") from None
+                         f"({lines[min(1, len(lines) - 1)].strip()[:160]})") from None
     return path
 
 
