@@ -103,6 +103,26 @@ def checkpoint_path(run_dir: str | Path, checkpoint: str = "best") -> Path:
     return path
 
 
+def init_weights(model: torch.nn.Module, source: str, device) -> Path:
+    """Load the weights of a trained run (``source``: its directory, for checkpoints/last.pt, or a
+    checkpoint file) into ``model``, which must have the same modules and sizes: the file read."""
+    path = Path(source)
+    if path.is_dir():
+        path = path / "checkpoints" / "last.pt"
+    if not path.is_file():
+        raise RunIOError(f"init_from: {path} is not a checkpoint")
+    state = load_checkpoint(path, map_location=device).get("model")
+    if not isinstance(state, dict):
+        raise RunIOError(f"init_from: {path} holds no model weights")
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:  # torch's first line is generic; the second names a tensor
+        lines = str(e).splitlines() or [""]
+        raise ValueError(f"init_from: {path} is a model of other modules or sizes "
+                         f"({lines[min(1, len(lines) - 1)].strip()[:160]})") from None
+    return path
+
+
 if __name__ == "__main__":  # python -m pvae_model.checkpoints --trust FILE...
     args = sys.argv[1:]
     if not args or args[0] != "--trust" or len(args) < 2:

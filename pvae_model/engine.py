@@ -27,7 +27,7 @@ import yaml
 from pvae_data.config import changed_fields, load_yaml
 
 from . import tb
-from .checkpoints import load_checkpoint, save_checkpoint
+from .checkpoints import init_weights, load_checkpoint, save_checkpoint
 from .run import CONFIG, METRICS, TRAIN_LOG, StopSignals, lock_run, log_epoch, run_log, truncate_metrics, usable_device
 
 
@@ -124,28 +124,6 @@ def freeze_all_but(model: torch.nn.Module, names) -> list[str]:
     for name, p in model.named_parameters():
         p.requires_grad_(name.split(".")[0] in names)
     return [n for n in children if n not in names]
-
-
-def init_weights(model: torch.nn.Module, source: str, device) -> Path:
-    """Load the weights of a trained run (``source``: its directory, for checkpoints/last.pt, or a
-    checkpoint file) into ``model``, which must have the same modules and sizes: the file read."""
-    from .checkpoints import RunIOError
-
-    path = Path(source)
-    if path.is_dir():
-        path = path / "checkpoints" / "last.pt"
-    if not path.is_file():
-        raise RunIOError(f"init_from: {path} is not a checkpoint")
-    state = load_checkpoint(path, map_location=device).get("model")
-    if not isinstance(state, dict):
-        raise RunIOError(f"init_from: {path} holds no model weights")
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as e:  # torch's first line is generic; the second names a tensor
-        lines = str(e).splitlines() or [""]
-        raise ValueError(f"init_from: {path} is a model of other modules or sizes "
-                         f"({lines[min(1, len(lines) - 1)].strip()[:160]})") from None
-    return path
 
 
 class Trainer:
