@@ -111,7 +111,8 @@ def init_weights(model: torch.nn.Module, source: str, device) -> Path:
         path = path / "checkpoints" / "last.pt"
     if not path.is_file():
         raise RunIOError(f"init_from: {path} is not a checkpoint")
-    state = load_checkpoint(path, map_location=device).get("model")
+    saved = load_checkpoint(path, map_location=device)
+    state = saved.get("model") if isinstance(saved, dict) else None
     if not isinstance(state, dict):
         raise RunIOError(f"init_from: {path} holds no model weights")
     try:

@@ -603,5 +603,13 @@ def test_a_second_stage_refuses_what_it_cannot_use(tmp_path, shards):
 
     with pytest.raises(RunIOError, match="init_from: .*nowhere.*is not a checkpoint"):
         train(tiny(shards, init_from=str(tmp_path / "nowhere")), tmp_path / "c", show_progress=False)
+    (tmp_path / "empty.pt").write_bytes(b"")
+    (tmp_path / "garbage.pt").write_bytes(b"PK\x03\x04 cut short")
+    (tmp_path / "pickled.pt").write_bytes(b"\x80\x02 anything a pickle could name")
+    torch.save(torch.zeros(3), tmp_path / "tensor.pt")  # loads safely, but is no checkpoint
+    for name, why in (("empty", "unreadable checkpoint"), ("garbage", "unreadable checkpoint"),
+                      ("pickled", "refused"), ("tensor", "holds no model weights")):
+        with pytest.raises(RunIOError, match=f"{name}.pt.*{why}"):
+            train(tiny(shards, init_from=str(tmp_path / f"{name}.pt")), tmp_path / name, show_progress=False)
     with pytest.raises(ValueError, match="train_only must be a list of module names"):
         tiny(shards, train_only=[""])
