@@ -3,7 +3,8 @@
 Cross-modal coherence (MultiVae's "coherence with pretrained classifiers"): the fraction of
 generated samples that the classifier of the target modality assigns the intended digit.
 The classifiers are cached next to the shards (``<audio shards>/../classifiers/``) together with
-their test accuracy, so every run evaluated on the same data is scored by the same judges.
+their test accuracy and the shards' fingerprint, so every run evaluated on the same data is scored
+by the same judges, and a run on other shards never by theirs (:func:`judge_cache_dir`).
 """
 
 from __future__ import annotations
@@ -136,12 +137,60 @@ def _fit(clf: nn.Module, n: int, batch_size: int, epochs: int, rng, loss_of) -> 
             opt.step()
 
 
+def shards_fingerprint(audio_shards: str | Path, image_shards: str | Path) -> str:
+    """sha256 over the shard files' own sha256s, which each shards' ``index.json`` records: the
+    judges belong to these data wherever they lie (a moved ``exp/`` keeps its judges, shards made
+    anew with other contents do not)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for d in (audio_shards, image_shards):
+        try:
+            index = json.loads((Path(d) / "index.json").read_text())
+            h.update("".join(sorted(s["sha256"] for s in index["shards"])).encode())
+        except (OSError, ValueError, KeyError, TypeError):  # shards without an index: known by their place
+            h.update(str(Path(d).resolve()).encode())
+        h.update(b"/")
+    return h.hexdigest()
+
+
+def _read_info(cache: Path) -> dict | None:
+    try:
+        info = json.loads((cache / "classifiers.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return info if isinstance(info, dict) else None
+
+
+def _cache_fits(info: dict, fingerprint: str, audio_shards: Path) -> bool:
+    """The cached judges were trained on these shards (caches written before the fingerprint was
+    recorded: on shards at this path)."""
+    if "shards_fingerprint" in info:
+        return info["shards_fingerprint"] == fingerprint
+    return info.get("audio_shards") == str(audio_shards)
+
+
+def judge_cache_dir(audio_shards: str | Path, fingerprint: str) -> Path:
+    """``<audio shards>/../classifiers/``, unless it holds the judges of other shards in the same
+    folder (``shards/audio_clean`` beside ``shards/audio``): then ``classifiers-<shards' name>/``.
+    Shards made anew in place of the ones it was trained on (the same name) train it anew there."""
+    shards = Path(audio_shards).resolve()
+    first = shards.parent / "classifiers"
+    info = _read_info(first)
+    if info is None or _cache_fits(info, fingerprint, shards):
+        return first
+    if Path(str(info.get("audio_shards"))).name == shards.name:
+        return first
+    return shards.parent / f"classifiers-{shards.name}"
+
+
 def load_or_train(audio_shards: str | Path, image_shards: str | Path, cache: str | Path | None = None,
                   image_train_limit: int = 0, word_judge: bool = True):
     """(speech classifier, image classifier, info with test accuracies, word judge); trained once,
     then cached.  The word judge (:mod:`pvae_model.eval.word_judge`, the speaker-adapted one) has
     its own cache beside the classifiers, so adding it left cached classifiers as they were; its
     accuracies join ``info`` under ``word_judge*``.  ``word_judge=False``: (..., None) instead.
+    A cache of another version or trained on other shards (their fingerprint) is trained anew.
 
     ``image_train_limit`` > 0 trains the image classifier on that many training images only
     (for quick tests; the default uses all 60,000).
@@ -149,19 +198,20 @@ def load_or_train(audio_shards: str | Path, image_shards: str | Path, cache: str
     from ..data import load_audio_split, load_image_split
     from ..run import load_cmvn
 
-    cache = Path(cache) if cache else Path(audio_shards).resolve().parent / "classifiers"
+    fingerprint = shards_fingerprint(audio_shards, image_shards)
+    cache = Path(cache) if cache else judge_cache_dir(audio_shards, fingerprint)
     info_path = cache / "classifiers.json"
     sp = SpeechDigitClassifier(width=JUDGE["width"], depth=JUDGE["depth"], dropout=JUDGE["dropout"])
     im = ImageDigitClassifier()
-    if info_path.exists():
-        info = json.loads(info_path.read_text())
-        if info.get("judge_version") == JUDGE_VERSION:
-            sp.load_state_dict(torch.load(cache / "speech.pt", weights_only=True))
-            im.load_state_dict(torch.load(cache / "image.pt", weights_only=True))
-            if not word_judge:
-                return sp.eval(), im.eval(), info, None
-            words, word_info = load_or_train_word_judge(audio_shards, cache)
-            return sp.eval(), im.eval(), {**info, **word_info}, words
+    info = _read_info(cache)
+    fits = info is not None and _cache_fits(info, fingerprint, Path(audio_shards).resolve())
+    if fits and info.get("judge_version") == JUDGE_VERSION:
+        sp.load_state_dict(torch.load(cache / "speech.pt", weights_only=True))
+        im.load_state_dict(torch.load(cache / "image.pt", weights_only=True))
+        if not word_judge:
+            return sp.eval(), im.eval(), info, None
+        words, word_info = load_or_train_word_judge(audio_shards, cache)
+        return sp.eval(), im.eval(), {**info, **word_info}, words
     cmvn = load_cmvn(audio_shards)
     a_tr, a_te = load_audio_split(audio_shards, "train", cmvn=cmvn), load_audio_split(audio_shards, "test", cmvn=cmvn)
     i_tr, i_te = load_image_split(image_shards, "train"), load_image_split(image_shards, "test")
@@ -183,7 +233,8 @@ def load_or_train(audio_shards: str | Path, image_shards: str | Path, cache: str
             "speech_held_out_speakers": sorted({base_speaker(s) for s, h in zip(a_te.speakers, held) if h}),
             "image_test_accuracy": float((predict_images(im, i_te.images) == i_te.labels).mean()),
             "image_train_images": len(i_tr.labels), "speech_train_utterances": len(a_tr.labels),
-            "audio_shards": str(Path(audio_shards).resolve()), "image_shards": str(Path(image_shards).resolve())}
+            "audio_shards": str(Path(audio_shards).resolve()), "image_shards": str(Path(image_shards).resolve()),
+            "shards_fingerprint": fingerprint}
     # Each file whole under a temporary name, then renamed, the info (what says the cache is there)
     # last: runs started together on the same shards each train the judges, and none of them reads
     # a file another is still writing.
@@ -193,16 +244,17 @@ def load_or_train(audio_shards: str | Path, image_shards: str | Path, cache: str
     write_json(info_path, info)
     if not word_judge:
         return sp.eval(), im.eval(), info, None
-    words, word_info = load_or_train_word_judge(audio_shards, cache, a_tr, a_te)
+    words, word_info = load_or_train_word_judge(audio_shards, cache, a_tr, a_te, fresh=True)
     return sp.eval(), im.eval(), {**info, **word_info}, words
 
 
-def load_or_train_word_judge(audio_shards: str | Path, cache: Path, a_tr=None, a_te=None):
+def load_or_train_word_judge(audio_shards: str | Path, cache: Path, a_tr=None, a_te=None, fresh: bool = False):
     """(word judge, its accuracies) from ``cache/word_judge/``, trained on the shards' training
     split when absent, unreadable or of another version, without its perturbed copies (they cost
     it 1.3 points leave-one-speaker-out, 90.3 against 91.6 %, and triple its training).
     Accuracies on the test split: adapted without labels to each test speaker, on the held-out
-    and the seen speakers, and unadapted."""
+    and the seen speakers, and unadapted.  ``fresh``: trained anew whatever is cached (the
+    classifiers beside it were: the shards changed)."""
     from pvae_data.perturb import base_speaker
 
     from ..data import load_audio_split
@@ -212,7 +264,7 @@ def load_or_train_word_judge(audio_shards: str | Path, cache: Path, a_tr=None, a
 
     d = cache / "word_judge"
     info_path = d / "accuracy.json"
-    if info_path.exists():
+    if info_path.exists() and not fresh:
         try:
             info = json.loads(info_path.read_text())
             if isinstance(info, dict) and info.get("word_judge_version") == WORD_JUDGE_VERSION:

@@ -163,6 +163,44 @@ def test_judge_cache_is_written_whole_and_reused(small_shards, tmp_path):
     assert all(torch.equal(a, b) for a, b in zip(im.state_dict().values(), im2.state_dict().values()))
 
 
+def test_judges_belong_to_their_shards_not_to_their_folder(small_shards, tmp_path, monkeypatch):
+    """Two shards in one folder (``make demo``'s ``audio`` and ``audio_clean``) get a judge cache
+    each; shards made anew with other contents at the same place train theirs anew; the same
+    shards moved keep theirs."""
+    import shutil
+
+    from pvae_data.shards.writer import ShardConfig
+    from pvae_data.stages.shard import shard_audio
+    from pvae_model.eval import classifiers
+
+    trained = []
+    real = classifiers.train_speech_classifier
+    monkeypatch.setattr(classifiers, "train_speech_classifier",
+                        lambda train_set, **k: trained.append(len(train_set.labels)) or real(train_set, epochs=1))
+    audio, images = small_shards
+    shutil.copytree(audio, tmp_path / "shards" / "audio")
+    shard_audio(audio.parent / "fbank", tmp_path / "shards" / "audio_clean", ShardConfig(seed=1), show_progress=False)
+    load = lambda name: classifiers.load_or_train(tmp_path / "shards" / name, images, image_train_limit=200,
+                                                  word_judge=False)[2]
+    first = load("audio")
+    assert (tmp_path / "shards" / "classifiers" / "classifiers.json").exists() and len(trained) == 1
+    other = load("audio_clean")  # other shards beside them: their own judges, the first cache untouched
+    assert len(trained) == 2 and other["shards_fingerprint"] != first["shards_fingerprint"]
+    assert other["audio_shards"] == str((tmp_path / "shards" / "audio_clean").resolve())
+    assert (tmp_path / "shards" / "classifiers-audio_clean" / "classifiers.json").exists()
+    assert load("audio") == first and load("audio_clean") == other and len(trained) == 2  # each reused
+    shutil.move(tmp_path / "shards", tmp_path / "moved")
+    moved = classifiers.load_or_train(tmp_path / "moved" / "audio", images, cache=tmp_path / "moved" / "classifiers",
+                                      image_train_limit=200, word_judge=False)[2]
+    assert moved == first and len(trained) == 2
+    shutil.rmtree(tmp_path / "moved" / "audio")  # the shards made anew at the same place, other contents
+    shard_audio(audio.parent / "fbank", tmp_path / "moved" / "audio", ShardConfig(seed=2), show_progress=False)
+    remade = classifiers.load_or_train(tmp_path / "moved" / "audio", images, image_train_limit=200, word_judge=False)[2]
+    assert len(trained) == 3
+    assert remade["shards_fingerprint"] not in (first["shards_fingerprint"], other["shards_fingerprint"])
+    assert not (tmp_path / "moved" / "classifiers-audio").exists()  # trained anew in its own folder's cache
+
+
 def test_a_judge_cache_write_that_fails_leaves_no_partial_file(small_shards, tmp_path, monkeypatch):
     import torch
 
