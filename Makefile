@@ -40,19 +40,21 @@ demo-data: $(STAMP)
 	$(BIN)/pvae-data info $(OUT)/shards/images
 
 # The main job: data stages (seconds), PVAE training (24 min on 2 CPU cores), the speech decoder's
-# second stage (POLISH_EPOCHS epochs, about 5 min), evaluation (the test takes and judges of the
+# second stage (POLISH_EPOCHS epochs, about 5 min here; a slower machine stops it after
+# POLISH_MINUTES, as the first stage stops after its max_minutes), evaluation (the test takes and judges of the
 # first stage's shards: the two shards hold the same test takes). The second stage starts from the
 # trained run, trains the speech decoder alone on the copies without the noise floor, and leaves
 # every encoder as it was, so speech->image does not move (docs/voices.md, "The speech decoder
 # polished on clean words"). Rerunning continues where it stopped: stages reuse finished work,
 # training resumes exactly.
 POLISH_EPOCHS ?= 24
+POLISH_MINUTES ?= 6
 demo: demo-data
 	$(BIN)/pvae-model train --config configs/pvae_fast.yaml --out $(OUT)/pvae_fast \
 		--audio-shards $(OUT)/shards/audio --image-shards $(OUT)/shards/images --resume
 	$(BIN)/pvae-model train --config configs/pvae_fast.yaml --out $(OUT)/pvae_polished \
 		--audio-shards $(OUT)/shards/audio_clean --image-shards $(OUT)/shards/images --resume \
-		--set init_from=$(OUT)/pvae_fast --set 'train_only=[dec_a]' --set epochs=$(POLISH_EPOCHS) --set max_minutes=0 --set eval_every=0
+		--set init_from=$(OUT)/pvae_fast --set 'train_only=[dec_a]' --set epochs=$(POLISH_EPOCHS) --set max_minutes=$(POLISH_MINUTES) --set eval_every=0
 	$(BIN)/pvae-model evaluate $(OUT)/pvae_polished --checkpoint last --audio-shards $(OUT)/shards/audio \
 		> $(OUT)/pvae_polished/evaluate.log
 	@echo "Made: $(OUT)/{prepare,trim,fbank,shards} (data), $(OUT)/pvae_fast (trained PVAE: metrics.jsonl, tb/, checkpoints/), $(OUT)/pvae_polished (its speech decoder polished: the model to use), $(OUT)/pvae_polished/eval (figures, WAVs, metrics.json)"

@@ -24,7 +24,10 @@ def test_demo_config_names_its_deviations_and_size():
                                        "audio_decoder_position": "relative"}  # docs/voices.md
     assert dev["private_free_nats"] == 8.0
     # the training budget leaves room for the speech decoder's second stage (docs/voices.md)
-    assert cfg.max_minutes == 24 and "POLISH_EPOCHS ?= 24" in (CONFIGS.parent / "Makefile").read_text()
+    # and a machine slower than ours stops that stage by the clock too, so make demo stays in 35 min
+    make = (CONFIGS.parent / "Makefile").read_text()
+    assert cfg.max_minutes == 24 and "POLISH_EPOCHS ?= 24" in make and "POLISH_MINUTES ?= 6" in make
+    assert "max_minutes=$(POLISH_MINUTES)" in make
     assert cfg.fbank_floor_db == 0 and cfg.cmvn == "utterance"  # not kept: docs/study/voices.md, "A floor under the FBank"
     # the paper-objective rows of pipelines/table1.sh: the plus-only term must be switched off too
     with pytest.raises(ValueError, match="plus"):
