@@ -143,11 +143,12 @@ def shards_fingerprint(audio_shards: str | Path, image_shards: str | Path) -> st
     anew with other contents do not)."""
     import hashlib
 
+    from pvae_data.shards.schema import load_index
+
     h = hashlib.sha256()
     for d in (audio_shards, image_shards):
         try:
-            index = json.loads((Path(d) / "index.json").read_text())
-            h.update("".join(sorted(s["sha256"] for s in index["shards"])).encode())
+            h.update("".join(sorted(s["sha256"] for s in load_index(d)[1]["shards"])).encode())
         except (OSError, ValueError, KeyError, TypeError):  # shards without an index: known by their place
             h.update(str(Path(d).resolve()).encode())
         h.update(b"/")
